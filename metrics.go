@@ -1,0 +1,73 @@
+package httpbreaker
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exposes the breakers' metrics. It reads everything at scrape
+// time, from the atomics each breaker keeps: the request path pays one
+// atomic add per request, a key's series cost no memory of their own, and
+// the state is the state at the scrape, moved from open to half-open if the
+// cooldown has ended (gobreaker makes that move lazily).
+//
+// The three families, with the namespace in front:
+//
+//	state{key,state}               gauge: 1 for the current state, 0 for the other two
+//	requests_total{key,result}     counter: success, failure, excluded, rejected, would_reject
+//	transitions_total{key,from,to} counter: closed->open, open->half_open, half_open->closed, half_open->open
+//
+// Requests that no breaker tracked (past WithMaxKeys, or a KeyFunc that
+// returned "") are counted in requests_total{result="untracked"}, whose key
+// is empty.
+type collector struct {
+	set                          *Breakers
+	state, requests, transitions *prometheus.Desc
+}
+
+func newCollector(b *Breakers) *collector {
+	name := func(n string) string { return prometheus.BuildFQName(b.namespace, "", n) }
+	return &collector{
+		set: b,
+		state: prometheus.NewDesc(name("state"),
+			"Circuit breaker state by key: 1 for the current state (closed, half_open or open), 0 for the others.",
+			[]string{"key", "state"}, nil),
+		requests: prometheus.NewDesc(name("requests_total"),
+			"Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), "+
+				"rejected, would_reject (observe mode let it through), untracked (no breaker, empty key).",
+			[]string{"key", "result"}, nil),
+		transitions: prometheus.NewDesc(name("transitions_total"),
+			"Circuit breaker state changes by key.",
+			[]string{"key", "from", "to"}, nil),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.state
+	ch <- c.requests
+	ch <- c.transitions
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	c.set.keys.Range(func(_, v any) bool {
+		br := v.(*breaker)
+		current := br.state()
+		for st, name := range stateNames {
+			value := 0.0
+			if State(st) == current {
+				value = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, value, br.key, name)
+		}
+		for res, name := range resultNames {
+			ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue,
+				float64(br.results[res].Load()), br.key, name)
+		}
+		for t, edge := range transitionStates {
+			ch <- prometheus.MustNewConstMetric(c.transitions, prometheus.CounterValue,
+				float64(br.changes[t].Load()), br.key, edge[0].String(), edge[1].String())
+		}
+		return true
+	})
+	ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue,
+		float64(c.set.untracked.Load()), "", "untracked")
+}

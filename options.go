@@ -1,0 +1,153 @@
+package httpbreaker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// An Option configures New. Options apply in order. The policy options set
+// only the fields they name (the non-zero ones), so a later option refines
+// an earlier one instead of replacing it.
+type Option func(*Breakers) error
+
+// DefaultMaxKeys is how many keys a Breakers tracks unless WithMaxKeys says
+// otherwise.
+const DefaultMaxKeys = 1000
+
+// WithPolicy sets the default policy, which every key inherits.
+func WithPolicy(p Policy) Option {
+	return func(b *Breakers) error {
+		b.cfg.Defaults = p.inherit(b.cfg.Defaults)
+		return nil
+	}
+}
+
+// WithKeyPolicy sets key's policy. Its unset fields inherit the defaults.
+func WithKeyPolicy(key string, p Policy) Option {
+	return func(b *Breakers) error {
+		if key == "" {
+			return errors.New("WithKeyPolicy: the key must not be empty")
+		}
+		if b.cfg.Keys == nil {
+			b.cfg.Keys = map[string]Policy{}
+		}
+		b.cfg.Keys[key] = p.inherit(b.cfg.Keys[key])
+		return nil
+	}
+}
+
+// WithConfig sets the defaults and per-key policies of c, as LoadConfig
+// returns them.
+func WithConfig(c Config) Option {
+	return func(b *Breakers) error {
+		if err := WithPolicy(c.Defaults)(b); err != nil {
+			return err
+		}
+		for key, p := range c.Keys {
+			if err := WithKeyPolicy(key, p)(b); err != nil {
+				return fmt.Errorf("WithConfig: keys: %w", err)
+			}
+		}
+		return nil
+	}
+}
+
+// WithRegisterer registers the metrics with r. Without it no metrics are
+// registered anywhere; pass prometheus.DefaultRegisterer for the global one.
+// A second Breakers on the same registerer needs its own WithNamespace, or
+// New returns an error.
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(b *Breakers) error {
+		if r == nil {
+			return errors.New("WithRegisterer: nil Registerer")
+		}
+		b.registerer = r
+		return nil
+	}
+}
+
+var metricNamespace = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// WithNamespace sets the prefix of the metric names (default "httpbreaker").
+func WithNamespace(ns string) Option {
+	return func(b *Breakers) error {
+		if !metricNamespace.MatchString(ns) {
+			return fmt.Errorf("WithNamespace: %q is not a metric name prefix (want letters, digits and _, not starting with a digit)", ns)
+		}
+		b.namespace = ns
+		return nil
+	}
+}
+
+// WithLogger sets the logger for state changes (default slog.Default()).
+// To log nothing, pass slog.New(slog.DiscardHandler).
+func WithLogger(l *slog.Logger) Option {
+	return func(b *Breakers) error {
+		if l == nil {
+			return errors.New("WithLogger: nil Logger")
+		}
+		b.logger = l
+		return nil
+	}
+}
+
+// WithClassifier replaces DefaultClassifier, which decides whether a request
+// succeeded, failed or is left out. It sees the key, so one classifier can
+// treat keys differently; it can call DefaultClassifier for what it does not
+// decide itself.
+func WithClassifier(c Classifier) Option {
+	return func(b *Breakers) error {
+		if c == nil {
+			return errors.New("WithClassifier: nil Classifier")
+		}
+		b.classify = c
+		return nil
+	}
+}
+
+// WithRejectHandler sets the answer to rejected requests, in place of the
+// 503 problem response: a fallback such as a cached page or a degraded
+// result. The handler reads which key rejected the request, its state and
+// when to retry with RejectionFrom(r). The request still counts as rejected.
+func WithRejectHandler(h http.Handler) Option {
+	return func(b *Breakers) error {
+		if h == nil {
+			return errors.New("WithRejectHandler: nil Handler")
+		}
+		b.reject = h
+		return nil
+	}
+}
+
+// WithMaxKeys bounds how many keys get a breaker (default DefaultMaxKeys),
+// and so the memory and metric series the set can use. Once n keys exist,
+// requests for any other key pass straight through without a breaker, are
+// counted as untracked, and the first of them is logged.
+func WithMaxKeys(n int) Option {
+	return func(b *Breakers) error {
+		if n < 1 {
+			return fmt.Errorf("WithMaxKeys: must be at least 1, got %d", n)
+		}
+		b.maxKeys = n
+		return nil
+	}
+}
+
+// WithStateChangeHook calls f after every state change of every key, in the
+// order they happened, on a goroutine of its own: a hook that blocks or
+// panics does not hold up requests (a panic is recovered and logged). Each
+// call adds a hook.
+func WithStateChangeHook(f func(key string, from, to State)) Option {
+	return func(b *Breakers) error {
+		if f == nil {
+			return errors.New("WithStateChangeHook: nil func")
+		}
+		b.hooks = append(b.hooks, f)
+		return nil
+	}
+}
