@@ -283,7 +283,8 @@ type breaker struct {
 
 	// Guarded by gobreaker's mutex: written only in readyToTrip and
 	// onStateChange, which gobreaker calls with it held.
-	cooldown time.Duration
+	nominal  time.Duration // the cooldown before jitter: OpenFor, doubling per failed probe
+	cooldown time.Duration // the cooldown in force
 	tripped  tripInfo
 
 	problem problemBodies // the reject response bodies, built once
@@ -351,9 +352,10 @@ func (br *breaker) onStateChange(_ string, gfrom, gto gobreaker.State) {
 	now := br.set.clock()
 	if to == StateOpen {
 		if from == StateHalfOpen {
-			br.cooldown = br.backoff(br.cooldown)
+			br.nominal = br.backoff(br.nominal)
+			br.cooldown = br.jitter(br.nominal)
 		} else {
-			br.cooldown = br.policy.OpenFor
+			br.nominal, br.cooldown = br.policy.OpenFor, br.policy.OpenFor
 		}
 		br.holdUntil.Store(now + int64(br.cooldown))
 	} else {
@@ -366,26 +368,32 @@ func (br *breaker) onStateChange(_ string, gfrom, gto gobreaker.State) {
 	br.set.stateChanged(br, from, to)
 }
 
-// backoff returns the cooldown after a failed probe: twice the last one,
-// less up to a fifth at random so that replicas that tripped together probe
-// apart, capped at MaxOpenFor and never below OpenFor.
+// backoff returns the nominal cooldown after a failed probe: twice the
+// last one, at most MaxOpenFor.
 func (br *breaker) backoff(last time.Duration) time.Duration {
 	p := br.policy
 	if p.MaxOpenFor == Off {
 		return p.OpenFor
 	}
-	next := p.MaxOpenFor
-	if last < p.MaxOpenFor/2 {
-		next = 2 * last
+	if last >= p.MaxOpenFor/2 {
+		return p.MaxOpenFor
 	}
-	next -= rand.N(next/5 + 1)
-	return max(next, p.OpenFor)
+	return 2 * last
+}
+
+// jitter returns the cooldown to wait for a nominal one: up to a fifth
+// less, at random, so that replicas that tripped together probe apart, and
+// never below OpenFor. The jitter does not compound: each cooldown is drawn
+// from its own nominal value.
+func (br *breaker) jitter(nominal time.Duration) time.Duration {
+	return max(nominal-rand.N(nominal/5+1), br.policy.OpenFor)
 }
 
 // held reports whether the breaker is open and its cooldown has not ended.
+// The cooldown's last instant is still open, as it is for gobreaker.
 func (br *breaker) held() bool {
 	h := br.holdUntil.Load()
-	return h != 0 && br.set.clock() < h
+	return h != 0 && br.set.clock() <= h
 }
 
 // retryAfter returns how long until the breaker admits probes (0 if it
