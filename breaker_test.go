@@ -1,12 +1,15 @@
 package httpbreaker
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -49,6 +52,41 @@ func TestFailureRateBelowThresholdDoesNotTrip(t *testing.T) {
 	if st := b.State("p"); st != StateClosed {
 		t.Fatalf("a third of requests failing with failure_rate 0.5: state %v, want closed", st)
 	}
+}
+
+func TestFailureRateIgnoresRequestsInFlightAndExcluded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{FailureRate: 0.3, MinRequests: 10, ConsecutiveFailures: Off}))
+		release := make(chan struct{})
+		h := b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/slow":
+				<-release
+			case "/gone":
+				w.WriteHeader(http.StatusBadGateway) // after the client left: excluded
+			default:
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+		}))
+		for range 5 {
+			go record(h, "/slow")
+		}
+		synctest.Wait() // five requests in flight
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		for range 5 {
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/gone", nil).WithContext(ctx))
+		}
+		for range 5 {
+			record(h, "/fail")
+		}
+		// 15 requests admitted, 5 of them failed: a third, over failure_rate.
+		// But only those 5 are outcomes that count, fewer than MinRequests.
+		if st := b.State("p"); st != StateClosed {
+			t.Fatalf("5 failures, 5 excluded, 5 in flight: state %v, want closed", st)
+		}
+		close(release)
+	})
 }
 
 func TestReadyToTripRate(t *testing.T) {
