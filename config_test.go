@@ -1,0 +1,281 @@
+package httpbreaker
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func TestLoadConfigReadsTheSampleFile(t *testing.T) {
+	f, err := os.Open("testdata/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := LoadConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Defaults != DefaultPolicy() {
+		t.Errorf("defaults %+v, want the built-in defaults written out", c.Defaults)
+	}
+	for key, want := range map[string]Policy{
+		"scaffolder": {ConsecutiveFailures: Off, HalfOpenRequests: 1, OpenFor: 10 * time.Second},
+		"search":     {SlowCall: 2 * time.Second},
+		"catalog":    {FailureRate: 0.25, Mode: ModeObserve},
+	} {
+		if got := c.Keys[key]; got != want {
+			t.Errorf("keys.%s: %+v, want %+v", key, got, want)
+		}
+	}
+	b, _ := newSet(t, WithConfig(c))
+	b.Middleware("scaffolder")
+	b.Middleware("other")
+	for _, s := range b.Snapshot() {
+		want := DefaultPolicy()
+		if s.Key == "scaffolder" {
+			want.ConsecutiveFailures, want.HalfOpenRequests, want.OpenFor = Off, 1, 10*time.Second
+		}
+		if s.Policy != want {
+			t.Errorf("%s: resolved policy %+v, want %+v", s.Key, s.Policy, want)
+		}
+	}
+}
+
+func TestOverridesInheritAndOffIsExplicit(t *testing.T) {
+	c, err := LoadConfig(strings.NewReader(`
+defaults:
+  slow_call: 1s
+  consecutive_failures: 3
+  open_for: 1m
+keys:
+  a:
+    slow_call: off
+  b:
+    failure_rate: 0.9
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.policyFor("a"), c.policyFor("b")
+	if a.SlowCall != Off || a.ConsecutiveFailures != 3 || a.OpenFor != time.Minute {
+		t.Errorf("a: %+v, want slow_call off and the rest inherited", a)
+	}
+	if b.SlowCall != time.Second || b.FailureRate != 0.9 || b.MinRequests != 10 {
+		t.Errorf("b: %+v, want slow_call 1s inherited, its own rate, built-in min_requests", b)
+	}
+}
+
+func TestUnsetMaxOpenForIsNeverShorterThanOpenFor(t *testing.T) {
+	p := Policy{OpenFor: 10 * time.Minute}.resolve()
+	if p.MaxOpenFor != 10*time.Minute {
+		t.Fatalf("max_open_for %v, want it raised to open_for", p.MaxOpenFor)
+	}
+	if _, err := New(WithPolicy(Policy{OpenFor: 10 * time.Minute})); err != nil {
+		t.Fatalf("a long open_for alone: %v", err)
+	}
+}
+
+func TestLoadConfigReadsJSON(t *testing.T) {
+	c, err := LoadConfig(strings.NewReader(`{"defaults": {"open_for": "45s", "slow_call": "off"},
+		"keys": {"GET /api/items/{id}": {"failure_rate": 0.2, "mode": "observe"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.policyFor("GET /api/items/{id}"); p.OpenFor != 45*time.Second || p.FailureRate != 0.2 || p.Mode != ModeObserve {
+		t.Fatalf("policy %+v", p)
+	}
+}
+
+func TestLoadConfigAcceptsAnEmptyDocument(t *testing.T) {
+	for _, doc := range []string{"", "# nothing yet\n", "---\n"} {
+		c, err := LoadConfig(strings.NewReader(doc))
+		if err != nil || c.Defaults != (Policy{}) || len(c.Keys) != 0 {
+			t.Errorf("LoadConfig(%q) = %+v, %v; want the built-in defaults", doc, c, err)
+		}
+	}
+}
+
+func TestLoadConfigErrorsNameTheFieldAndLine(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		want      []string
+	}{
+		{"unknown top-level field", "default:\n  open_for: 1s\n",
+			[]string{"line 1: default: unknown field (want defaults or keys)"}},
+		{"unknown policy field", "keys:\n  catalog:\n    failure_ratio: 0.5\n",
+			[]string{"line 3: keys.catalog.failure_ratio: unknown field (want one of failure_rate, "}},
+		{"rate above 1", "keys:\n  catalog:\n    failure_rate: 1.5\n",
+			[]string{"line 3: keys.catalog.failure_rate: must be in (0, 1], or off; got 1.5"}},
+		{"rate 0", "defaults:\n  failure_rate: 0\n",
+			[]string{"line 2: defaults.failure_rate: must be in (0, 1], or off; got 0"}},
+		{"negative rate", "defaults:\n  failure_rate: -0.5\n",
+			[]string{"line 2: defaults.failure_rate: must be in (0, 1], or off; got -0.5"}},
+		{"rate as text", "defaults:\n  failure_rate: half\n",
+			[]string{`line 2: defaults.failure_rate: want a number in (0, 1], or off; got "half"`}},
+		{"negative duration", "defaults:\n  open_for: -5s\n",
+			[]string{`line 2: defaults.open_for: must be positive; got "-5s"`}},
+		{"zero duration", "keys:\n  a:\n    slow_call: 0s\n",
+			[]string{`line 3: keys.a.slow_call: must be positive, or off; got "0s"`}},
+		{"duration without unit", "defaults:\n  window: 30\n",
+			[]string{`line 2: defaults.window: want a duration such as "30s" or "1m30s"; got 30`}},
+		{"duration in words", "defaults:\n  window: 30 seconds\n",
+			[]string{`line 2: defaults.window: want a duration such as "30s" or "1m30s"; got "30 seconds"`}},
+		{"off where not allowed", "defaults:\n  open_for: off\n",
+			[]string{"line 2: defaults.open_for: cannot be off"}},
+		{"count zero", "defaults:\n  consecutive_failures: 0\n",
+			[]string{"line 2: defaults.consecutive_failures: must be at least 1, or off; got 0"}},
+		{"count as string", "defaults:\n  min_requests: \"10\"\n",
+			[]string{`line 2: defaults.min_requests: want a whole number; got "10"`}},
+		{"count as float", "defaults:\n  half_open_requests: 2.5\n",
+			[]string{"line 2: defaults.half_open_requests: want a whole number; got 2.5"}},
+		{"min_requests off", "defaults:\n  min_requests: off\n",
+			[]string{"line 2: defaults.min_requests: cannot be off"}},
+		{"buckets out of range", "defaults:\n  buckets: 5000\n",
+			[]string{"line 2: defaults.buckets: must be between 1 and 1000; got 5000"}},
+		{"buckets too short", "keys:\n  a:\n    window: 5ms\n    buckets: 10\n",
+			[]string{"line 4: keys.a.buckets: window 5ms in 10 buckets makes buckets shorter than 1ms"}},
+		{"bad mode", "keys:\n  a:\n    mode: enforcing\n",
+			[]string{`line 3: keys.a.mode: want enforce, observe or disabled, got "enforcing"`}},
+		{"empty key", "keys:\n  \"\":\n    open_for: 1s\n",
+			[]string{"line 2: keys: a key must not be empty"}},
+		{"repeated field", "defaults:\n  open_for: 1s\n  open_for: 2s\n",
+			[]string{"line 3: defaults.open_for: repeated"}},
+		{"repeated key", "keys:\n  a: {}\n  a: {}\n",
+			[]string{"line 3: keys.a: repeated"}},
+		{"policy not a mapping", "keys:\n  a: 5\n",
+			[]string{"line 2: keys.a: want a mapping, got 5"}},
+		{"trip conditions both off", "keys:\n  a:\n    failure_rate: off\n    consecutive_failures: off\n",
+			[]string{"line 4: keys.a.consecutive_failures: failure_rate and consecutive_failures are both off"}},
+		{"both off across levels", "defaults:\n  failure_rate: off\nkeys:\n  a:\n    consecutive_failures: off\n",
+			[]string{"line 5: keys.a.consecutive_failures: failure_rate and consecutive_failures are both off"}},
+		{"max_open_for below open_for", "keys:\n  a:\n    open_for: 2m\n    max_open_for: 1m\n",
+			[]string{"line 4: keys.a.max_open_for: 1m0s must not be shorter than open_for (2m0s), or off"}},
+		{"max_open_for below inherited open_for", "defaults:\n  open_for: 2m\nkeys:\n  a:\n    max_open_for: 1m\n",
+			[]string{"line 5: keys.a.max_open_for: 1m0s must not be shorter than open_for (2m0s)"}},
+		{"syntax error", "defaults:\n  open_for: [1s\n",
+			[]string{"httpbreaker: config: yaml: line 1: did not find expected"}},
+		{"two documents", "defaults: {}\n---\nkeys: {}\n",
+			[]string{"line 2: want one document, found another"}},
+		{"every mistake at once", "defaults:\n  failure_rate: 2\n  open_for: soon\nkeys:\n  a:\n    mode: maybe\n",
+			[]string{"line 2: defaults.failure_rate", "line 3: defaults.open_for", "line 6: keys.a.mode"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadConfig(strings.NewReader(tc.doc))
+			if err == nil {
+				t.Fatalf("no error for:\n%s", tc.doc)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q\ndoes not contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigErrorsAreFieldErrors(t *testing.T) {
+	_, err := LoadConfig(strings.NewReader("keys:\n  catalog:\n    failure_rate: 7\n"))
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Path != "keys.catalog.failure_rate" || fe.Line != 3 {
+		t.Fatalf("errors.As gives %+v from %v", fe, err)
+	}
+}
+
+func TestBadDefaultIsReportedOnceNotPerKey(t *testing.T) {
+	_, err := LoadConfig(strings.NewReader("defaults:\n  failure_rate: 3\nkeys:\n  a: {}\n  b: {}\n"))
+	if err == nil || strings.Count(err.Error(), "failure_rate") != 1 {
+		t.Fatalf("error %v, want the bad default reported once", err)
+	}
+}
+
+func TestConfigInsideALargerYAMLFile(t *testing.T) {
+	var file struct {
+		Listen   string `yaml:"listen"`
+		Breakers Config `yaml:"breakers"`
+	}
+	doc := "listen: :8080\nbreakers:\n  keys:\n    catalog:\n      open_for: 1m\n"
+	if err := yaml.Unmarshal([]byte(doc), &file); err != nil {
+		t.Fatal(err)
+	}
+	if file.Breakers.Keys["catalog"].OpenFor != time.Minute {
+		t.Fatalf("decoded %+v", file.Breakers)
+	}
+	err := yaml.Unmarshal([]byte("breakers:\n  keys:\n    catalog:\n      open_for: 1\n"), &file)
+	if err == nil || !strings.Contains(err.Error(), "line 4: keys.catalog.open_for") {
+		t.Fatalf("error %v, want the file's line and the path inside the config", err)
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		want string
+	}{
+		{"rate", []Option{WithPolicy(Policy{FailureRate: 2})}, "defaults.failure_rate: must be in (0, 1], or off; got 2"},
+		{"key duration", []Option{WithKeyPolicy("catalog", Policy{OpenFor: -time.Second})}, "keys.catalog.open_for: must be positive; got -1s"},
+		{"negative slow call", []Option{WithPolicy(Policy{SlowCall: -time.Second})}, "defaults.slow_call: must be positive, or off; got -1s"},
+		{"negative count", []Option{WithPolicy(Policy{MinRequests: -3})}, "defaults.min_requests: must be at least 1; got -3"},
+		{"bad mode", []Option{WithPolicy(Policy{Mode: 9})}, "defaults.mode: must be enforce, observe or disabled; got mode(9)"},
+		{"empty key", []Option{WithKeyPolicy("", Policy{})}, "WithKeyPolicy: the key must not be empty"},
+		{"empty key in config", []Option{WithConfig(Config{Keys: map[string]Policy{"": {}}})}, "WithConfig: keys: WithKeyPolicy: the key must not be empty"},
+		{"max keys", []Option{WithMaxKeys(0)}, "WithMaxKeys: must be at least 1, got 0"},
+		{"namespace", []Option{WithNamespace("my-app")}, `WithNamespace: "my-app" is not a metric name prefix`},
+		{"nil logger", []Option{WithLogger(nil)}, "WithLogger: nil Logger"},
+		{"nil classifier", []Option{WithClassifier(nil)}, "WithClassifier: nil Classifier"},
+		{"nil reject handler", []Option{WithRejectHandler(nil)}, "WithRejectHandler: nil Handler"},
+		{"nil hook", []Option{WithStateChangeHook(nil)}, "WithStateChangeHook: nil func"},
+		{"nil registerer", []Option{WithRegisterer(nil)}, "WithRegisterer: nil Registerer"},
+		{"nil option", []Option{nil}, "nil Option"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := New(tc.opts...)
+			if err == nil || b != nil {
+				t.Fatalf("New = %v, %v; want an error", b, err)
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "httpbreaker: ") {
+				t.Fatalf("error %q\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLaterOptionsRefineEarlierOnes(t *testing.T) {
+	b, err := New(
+		WithLogger(slog.New(slog.DiscardHandler)),
+		WithPolicy(Policy{OpenFor: time.Minute, SlowCall: time.Second}),
+		WithPolicy(Policy{SlowCall: 2 * time.Second}),
+		WithKeyPolicy("a", Policy{Mode: ModeObserve}),
+		WithKeyPolicy("a", Policy{HalfOpenRequests: 1}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Middleware("a")
+	p := b.Snapshot()[0].Policy
+	if p.OpenFor != time.Minute || p.SlowCall != 2*time.Second || p.Mode != ModeObserve || p.HalfOpenRequests != 1 {
+		t.Fatalf("policy %+v", p)
+	}
+}
+
+func TestModeText(t *testing.T) {
+	for _, m := range []Mode{ModeEnforce, ModeObserve, ModeDisabled} {
+		text, err := m.MarshalText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Mode
+		if err := back.UnmarshalText(text); err != nil || back != m {
+			t.Fatalf("%v round-trips to %v, %v", m, back, err)
+		}
+	}
+	if _, err := Mode(0).MarshalText(); err == nil {
+		t.Fatal("the zero Mode marshalled")
+	}
+}
