@@ -101,7 +101,7 @@ func New(opts ...Option) (*Breakers, error) {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, b.cfg.validate(nil))
+	errs = append(errs, b.cfg.validate(nil)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("httpbreaker: %w", err)
 	}

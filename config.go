@@ -1,6 +1,7 @@
 package httpbreaker
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -270,34 +271,37 @@ type Config struct {
 type lines map[string]int
 
 // validate checks every policy of c: the defaults, then each key's
-// override on top of the defaults. An error is reported once, under the
-// policy that set one of the fields it is about: a bad default is reported
-// under defaults, not again for every key that inherits it.
-func (c Config) validate(at lines) error {
-	var errs []error
-	report := func(prefix string, own Policy, base Policy) {
-		set := own.set()
-		for _, pr := range own.inherit(base).resolve().problems() {
-			if !slices.ContainsFunc(pr.fields, func(f string) bool { return set[f] }) {
-				continue
-			}
-			field := pr.fields[0]
-			if !set[field] {
-				field = pr.fields[1]
-			}
-			path := prefix + "." + field
-			errs = append(errs, &FieldError{Path: path, Line: at[path], Msg: pr.msg})
-		}
-	}
-	report("defaults", c.Defaults, Policy{})
+// override on top of the defaults.
+func (c Config) validate(at lines) []error {
+	errs := policyErrors("defaults", c.Defaults, Policy{}, at)
 	for _, key := range slices.Sorted(maps.Keys(c.Keys)) {
 		if key == "" {
 			errs = append(errs, &FieldError{Path: "keys", Line: at["keys"], Msg: "a key must not be empty"})
 			continue
 		}
-		report("keys."+key, c.Keys[key], c.Defaults)
+		errs = append(errs, policyErrors("keys."+key, c.Keys[key], c.Defaults, at)...)
 	}
-	return errors.Join(errs...)
+	return errs
+}
+
+// policyErrors checks own on top of base, reporting each problem once, under
+// the policy that set one of the fields it is about: a bad default is
+// reported under defaults, not again for every key that inherits it.
+func policyErrors(prefix string, own, base Policy, at lines) []error {
+	var errs []error
+	set := own.set()
+	for _, pr := range own.inherit(base).resolve().problems() {
+		if !slices.ContainsFunc(pr.fields, func(f string) bool { return set[f] }) {
+			continue
+		}
+		field := pr.fields[0]
+		if !set[field] {
+			field = pr.fields[1]
+		}
+		path := prefix + "." + field
+		errs = append(errs, &FieldError{Path: path, Line: at[path], Msg: pr.msg})
+	}
+	return errs
 }
 
 // policyFor returns the resolved policy for key.
@@ -353,8 +357,16 @@ func (c *Config) UnmarshalYAML(n *yaml.Node) error {
 	d := decoder{at: lines{}}
 	out := d.config(n)
 	// A field that failed to decode stays zero and so inherits: validating
-	// what did decode reports the rest of the file's mistakes in one go.
-	if err := errors.Join(errors.Join(d.errs...), out.validate(d.at)); err != nil {
+	// what did decode reports the rest of the file's mistakes in one go, in
+	// the order of the file.
+	errs := append(d.errs, out.validate(d.at)...)
+	slices.SortStableFunc(errs, func(a, b error) int {
+		var fa, fb *FieldError
+		errors.As(a, &fa)
+		errors.As(b, &fb)
+		return fa.Line - fb.Line
+	})
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	*c = out
@@ -572,4 +584,74 @@ func describe(n *yaml.Node) string {
 		return n.Value
 	}
 	return "an unexpected node"
+}
+
+// MarshalJSON writes p in the config file format: snake_case names,
+// durations as strings such as "30s", off for Off, unset fields left out.
+func (p Policy) MarshalJSON() ([]byte, error) {
+	out := struct {
+		FailureRate         any `json:"failure_rate,omitempty"`
+		MinRequests         any `json:"min_requests,omitempty"`
+		ConsecutiveFailures any `json:"consecutive_failures,omitempty"`
+		Window              any `json:"window,omitempty"`
+		Buckets             any `json:"buckets,omitempty"`
+		OpenFor             any `json:"open_for,omitempty"`
+		MaxOpenFor          any `json:"max_open_for,omitempty"`
+		HalfOpenRequests    any `json:"half_open_requests,omitempty"`
+		SlowCall            any `json:"slow_call,omitempty"`
+		Mode                any `json:"mode,omitempty"`
+	}{
+		FailureRate:         jsonField(p.FailureRate, func(r float64) any { return r }),
+		MinRequests:         jsonField(p.MinRequests, func(n int) any { return n }),
+		ConsecutiveFailures: jsonField(p.ConsecutiveFailures, func(n int) any { return n }),
+		Window:              jsonField(p.Window, time.Duration.String),
+		Buckets:             jsonField(p.Buckets, func(n int) any { return n }),
+		OpenFor:             jsonField(p.OpenFor, time.Duration.String),
+		MaxOpenFor:          jsonField(p.MaxOpenFor, time.Duration.String),
+		HalfOpenRequests:    jsonField(p.HalfOpenRequests, func(n int) any { return n }),
+		SlowCall:            jsonField(p.SlowCall, time.Duration.String),
+	}
+	if p.Mode != 0 {
+		out.Mode = p.Mode.String()
+	}
+	return json.Marshal(out)
+}
+
+func jsonField[T int | float64 | time.Duration, V any](v T, show func(T) V) any {
+	switch v {
+	case 0:
+		return nil
+	case Off:
+		return "off"
+	}
+	return show(v)
+}
+
+// UnmarshalJSON reads a policy written as in a config file, with the rules
+// of LoadConfig.
+func (p *Policy) UnmarshalJSON(b []byte) error {
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("httpbreaker: policy: %w", err)
+	}
+	d := decoder{at: lines{}}
+	var out Policy
+	if len(n.Content) > 0 {
+		out = d.policy(n.Content[0], "policy")
+	}
+	if err := errors.Join(append(d.errs, policyErrors("policy", out, Policy{}, d.at)...)...); err != nil {
+		return err
+	}
+	*p = out
+	return nil
+}
+
+// UnmarshalJSON reads a config with the rules of LoadConfig, so that a
+// Config can sit inside a larger JSON document read with encoding/json.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("httpbreaker: config: %w", err)
+	}
+	return c.UnmarshalYAML(&n)
 }

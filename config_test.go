@@ -1,6 +1,8 @@
 package httpbreaker
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -277,5 +279,53 @@ func TestModeText(t *testing.T) {
 	}
 	if _, err := Mode(0).MarshalText(); err == nil {
 		t.Fatal("the zero Mode marshalled")
+	}
+}
+
+func TestPolicyJSONIsTheConfigFormat(t *testing.T) {
+	p := Policy{OpenFor: 90 * time.Second, SlowCall: Off, ConsecutiveFailures: Off, FailureRate: 0.25, Mode: ModeObserve}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"failure_rate":0.25,"consecutive_failures":"off","open_for":"1m30s","slow_call":"off","mode":"observe"}`
+	if string(b) != want {
+		t.Fatalf("JSON %s\nwant %s", b, want)
+	}
+	var back Policy
+	if err := json.Unmarshal(b, &back); err != nil || back != p {
+		t.Fatalf("round trip gives %+v, %v", back, err)
+	}
+	full, _ := json.Marshal(DefaultPolicy())
+	if err := json.Unmarshal(full, &back); err != nil || back != DefaultPolicy() {
+		t.Fatalf("defaults round trip gives %+v, %v", back, err)
+	}
+	err = json.Unmarshal([]byte(`{"open_for": "-1s", "retries": 2}`), &back)
+	if err == nil || !strings.Contains(err.Error(), "policy.open_for: must be positive") || !strings.Contains(err.Error(), "policy.retries: unknown field") {
+		t.Fatalf("bad policy JSON: %v", err)
+	}
+}
+
+func TestConfigJSONRoundTrips(t *testing.T) {
+	c := Config{
+		Defaults: Policy{OpenFor: time.Minute},
+		Keys:     map[string]Policy{"a": {SlowCall: 2 * time.Second}, "b": {MaxOpenFor: Off}},
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadConfig(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var viaJSON Config
+	if err := json.Unmarshal(b, &viaJSON); err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range []Config{back, viaJSON} {
+		if got.Defaults != c.Defaults || len(got.Keys) != 2 || got.Keys["a"] != c.Keys["a"] || got.Keys["b"] != c.Keys["b"] {
+			t.Fatalf("%s read back as %+v", b, got)
+		}
 	}
 }

@@ -1,0 +1,71 @@
+// Package httpbreaker gives every route group of a net/http service its own
+// circuit breaker, so that one failing part (a plugin, an upstream provider,
+// an API version) is cut off quickly and comes back carefully, while the rest
+// of the server keeps serving, without touching that part's code.
+//
+// Most users create one Breakers with New and wrap each route group with
+// Middleware, keyed by the group's name:
+//
+//	breakers, err := httpbreaker.New(
+//		httpbreaker.WithConfig(cfg), // from LoadConfig
+//		httpbreaker.WithRegisterer(prometheus.DefaultRegisterer),
+//	)
+//	mux.Handle("/api/catalog/", breakers.Middleware("catalog")(catalogHandler))
+//
+// KeyedMiddleware picks the key per request instead, for example by the
+// matched route pattern with RoutePattern.
+//
+// # One request
+//
+// The middleware looks the key's breaker up (created on first use; no lock
+// shared by all keys). In disabled mode the request goes straight to the
+// handler. Otherwise the breaker, a github.com/sony/gobreaker/v2 instance,
+// decides: closed admits, open rejects, half-open admits up to
+// HalfOpenRequests probes at a time. A rejected request gets the reject
+// response and the handler never runs; in observe mode it runs anyway and is
+// counted as a would-be rejection. An admitted request runs with a wrapped
+// ResponseWriter that records its final status; the Classifier turns what
+// happened into Success, Failure or Excluded, and that outcome goes back to
+// the breaker, to the metrics, and, if the state changed, to the log and the
+// hooks.
+//
+// # Outcomes
+//
+// By default (DefaultClassifier) a failure is a final status of 500 or more,
+// or 429; a panic (recorded, then raised again with its stack intact); or,
+// when the policy sets SlowCall, a request that took longer. Everything else
+// succeeds, 4xx included. A request is excluded, counted nowhere, when the
+// client went away before a failure status was written, when a hijacked
+// connection never wrote a status, or when a breaker nested inside rejected
+// it. A breaker's own rejections are never failures.
+//
+// # Policies
+//
+// A Policy says when a breaker trips (a failure rate over a rolling window,
+// or consecutive failures), how long it stays open (OpenFor, doubling with
+// jitter after each failed probe, up to MaxOpenFor), and how many probes it
+// admits when half-open. A Config holds defaults and per-key overrides;
+// LoadConfig reads one from YAML or JSON. Zero fields inherit; Off turns a
+// field off.
+//
+// # Rejections
+//
+// While open, the middleware answers 503 Service Unavailable with
+// Retry-After (whole seconds until probes are admitted, rounded up, at least
+// 1), Cache-Control: no-store, and an RFC 9457 problem document:
+//
+//	{"title":"Service Unavailable","status":503,
+//	 "detail":"circuit breaker \"scaffolder\" is open; retry in 30s",
+//	 "key":"scaffolder","state":"open"}
+//
+// WithRejectHandler replaces that answer with a fallback of your own.
+//
+// # Observing
+//
+// With WithRegisterer, each Breakers exports three metric families, read at
+// scrape time: httpbreaker_state{key,state}, httpbreaker_requests_total{key,
+// result} and httpbreaker_transitions_total{key,from,to}. Every state change
+// is one log/slog record (WARN when a breaker opens, with the counts that
+// tripped it), and WithStateChangeHook calls a function of yours. Snapshot
+// returns every key's state, counts and policy.
+package httpbreaker

@@ -1,0 +1,244 @@
+package httpbreaker_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/httpbreaker/httpbreaker"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// quietLogs drops the time from log records, so that examples can show them.
+func quietLogs() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
+
+// Two plugins on one server, each behind its own breaker: when scaffolder
+// fails, its breaker opens and answers 503 at once, while catalog goes on.
+func ExampleBreakers_Middleware() {
+	breakers, err := httpbreaker.New(
+		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 3, OpenFor: 30 * time.Second}),
+		httpbreaker.WithLogger(quietLogs()),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	catalog := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "entities") })
+	scaffolder := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom", 500) })
+
+	mux := http.NewServeMux()
+	mux.Handle("/api/catalog/", breakers.Middleware("catalog")(catalog))
+	mux.Handle("/api/scaffolder/", breakers.Middleware("scaffolder")(scaffolder))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	for _, path := range []string{"scaffolder", "scaffolder", "scaffolder", "scaffolder", "catalog"} {
+		resp, err := http.Get(srv.URL + "/api/" + path + "/")
+		if err != nil {
+			log.Fatal(err)
+		}
+		resp.Body.Close()
+		line := fmt.Sprint(path, " ", resp.StatusCode)
+		if after := resp.Header.Get("Retry-After"); after != "" {
+			line += " Retry-After: " + after
+		}
+		fmt.Println(line)
+	}
+	fmt.Println("scaffolder is", breakers.State("scaffolder"))
+	// Output:
+	// scaffolder 500
+	// scaffolder 500
+	// level=WARN msg="circuit breaker state changed" key=scaffolder from=closed to=open mode=enforce open_for=30s reason=consecutive_failures failures=3 successes=0 consecutive_failures=3 failure_rate=1
+	// scaffolder 500
+	// scaffolder 503 Retry-After: 30
+	// catalog 200
+	// scaffolder is open
+}
+
+// KeyedMiddleware with RoutePattern gives every ServeMux route its own
+// breaker, keyed by the pattern, never by the raw path.
+func ExampleBreakers_KeyedMiddleware() {
+	breakers, err := httpbreaker.New(
+		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 2}),
+		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	perRoute := breakers.KeyedMiddleware(httpbreaker.RoutePattern)
+	mux := http.NewServeMux()
+	mux.Handle("GET /items/{id}", perRoute(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+	})))
+	mux.Handle("GET /users/{id}", perRoute(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+
+	for _, path := range []string{"/items/1", "/items/2", "/items/3", "/users/1"} {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		fmt.Println(path, rec.Code)
+	}
+	for _, s := range breakers.Snapshot() {
+		fmt.Printf("%q %s\n", s.Key, s.State)
+	}
+	// Output:
+	// /items/1 502
+	// /items/2 502
+	// /items/3 503
+	// /users/1 200
+	// "GET /items/{id}" open
+	// "GET /users/{id}" closed
+}
+
+// Policies come from a file: defaults, and per-key overrides that name only
+// what differs.
+func ExampleLoadConfig() {
+	cfg, err := httpbreaker.LoadConfig(strings.NewReader(`
+defaults:
+  open_for: 30s
+keys:
+  scaffolder:
+    consecutive_failures: off
+    half_open_requests: 1
+  search:
+    slow_call: 2s
+    mode: observe
+`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	breakers, err := httpbreaker.New(httpbreaker.WithConfig(cfg))
+	if err != nil {
+		log.Fatal(err)
+	}
+	breakers.Middleware("scaffolder")
+	breakers.Middleware("search")
+	for _, s := range breakers.Snapshot() {
+		policy, _ := json.Marshal(s.Policy)
+		fmt.Printf("%s %s\n", s.Key, policy)
+	}
+	// Output:
+	// scaffolder {"failure_rate":0.5,"min_requests":10,"consecutive_failures":"off","window":"10s","buckets":10,"open_for":"30s","max_open_for":"5m0s","half_open_requests":1,"slow_call":"off","mode":"enforce"}
+	// search {"failure_rate":0.5,"min_requests":10,"consecutive_failures":5,"window":"10s","buckets":10,"open_for":"30s","max_open_for":"5m0s","half_open_requests":3,"slow_call":"2s","mode":"observe"}
+}
+
+// A config file's mistakes come back together, each with its line and path.
+func ExampleLoadConfig_errors() {
+	_, err := httpbreaker.LoadConfig(strings.NewReader(`
+keys:
+  catalog:
+    failure_rate: 1.5
+    open_for: 30
+    retries: 3
+`))
+	fmt.Println(err)
+	// Output:
+	// httpbreaker: config: line 4: keys.catalog.failure_rate: must be in (0, 1], or off; got 1.5
+	// line 5: keys.catalog.open_for: want a duration such as "30s" or "1m30s"; got 30
+	// line 6: keys.catalog.retries: unknown field (want one of failure_rate, min_requests, consecutive_failures, window, buckets, open_for, max_open_for, half_open_requests, slow_call, mode)
+}
+
+// A fallback answers rejected requests instead of the 503 problem response,
+// here with a stale result, and learns from the request which breaker
+// rejected it.
+func ExampleWithRejectHandler() {
+	fallback := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rj, _ := httpbreaker.RejectionFrom(r)
+		w.Header().Set("Warning", `110 - "stale"`)
+		fmt.Fprintf(w, "cached results (%s is %s, retry in %ds)", rj.Key, rj.State, rj.RetryAfterSeconds())
+	})
+	breakers, err := httpbreaker.New(
+		httpbreaker.WithRejectHandler(fallback),
+		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 1, OpenFor: time.Minute}),
+		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	search := breakers.Middleware("search")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusGatewayTimeout)
+	}))
+	for range 2 {
+		rec := httptest.NewRecorder()
+		search.ServeHTTP(rec, httptest.NewRequest("GET", "/search?q=go", nil))
+		fmt.Printf("%d %q\n", rec.Code, rec.Body.String())
+	}
+	// Output:
+	// 504 ""
+	// 200 "cached results (search is open, retry in 60s)"
+}
+
+// A classifier decides what counts as a failure. This one treats 404 as a
+// failure for one key whose upstream answers 404 when its index is lost,
+// and leaves the rest to DefaultClassifier.
+func ExampleWithClassifier() {
+	classify := func(c httpbreaker.Call) httpbreaker.Outcome {
+		if c.Key == "search" && c.Status == http.StatusNotFound {
+			return httpbreaker.Failure
+		}
+		return httpbreaker.DefaultClassifier(c)
+	}
+	breakers, err := httpbreaker.New(
+		httpbreaker.WithClassifier(classify),
+		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 2}),
+		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	notFound := http.NotFoundHandler()
+	search, docs := breakers.Middleware("search")(notFound), breakers.Middleware("docs")(notFound)
+	for range 2 {
+		search.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+		docs.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	}
+	fmt.Println("search:", breakers.State("search"), "docs:", breakers.State("docs"))
+	// Output:
+	// search: open docs: closed
+}
+
+// Metrics go to the registerer you pass, and are read at scrape time.
+func ExampleWithRegisterer() {
+	reg := prometheus.NewRegistry()
+	breakers, err := httpbreaker.New(httpbreaker.WithRegisterer(reg))
+	if err != nil {
+		log.Fatal(err)
+	}
+	h := breakers.Middleware("catalog")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+
+	families, err := reg.Gather()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			value := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			if value == 0 {
+				continue
+			}
+			labels := ""
+			for _, l := range m.GetLabel() {
+				labels += " " + l.GetName() + "=" + l.GetValue()
+			}
+			fmt.Printf("%s%s %v\n", f.GetName(), labels, value)
+		}
+	}
+	// Output:
+	// httpbreaker_requests_total key=catalog result=success 1
+	// httpbreaker_state key=catalog state=closed 1
+}
