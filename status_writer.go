@@ -28,14 +28,17 @@ import (
 // SetWriteDeadline and EnableFullDuplex. http.CloseNotifier, deprecated since
 // Go 1.11, is not passed on.
 //
-// Why not github.com/felixge/httpsnoop, which does the same job: httpsnoop's
-// Wrap allocates the wrapper, its hooks and the interface combination on
-// every request (4 allocations, 168 B), where this writer is pooled and each
-// combination is a struct holding a single pointer, which converts to an
-// interface without allocating: 0 allocations. The benchmarks module
-// measures both side by side (BenchmarkStatusCapture). Being ours, it also
-// records what httpsnoop cannot: whether the client had gone when the status
-// was written, and the hijack.
+// Why not github.com/felixge/httpsnoop, which does the same job: httpsnoop
+// allocates its wrapper, its hooks and the interface combination on every
+// request. Measured side by side around the same gobreaker Execute
+// (BenchmarkStatusCapture in the benchmarks module), httpsnoop.Wrap with the
+// hooks a status capture needs costs 8 allocations (264 B) and
+// CaptureMetrics 13 (417 B), while this writer is pooled and each of its
+// combinations is a struct holding one pointer, which converts to an
+// interface without allocating: the whole middleware, capture included,
+// costs 0 allocations and about 55% of the time of gobreaker plus
+// httpsnoop.Wrap. Being ours, it also records what httpsnoop cannot:
+// whether the client had gone when the status was written, and the hijack.
 //
 // Pooling relies on net/http's rule that a ResponseWriter is not used after
 // ServeHTTP returns; a handler that breaks it is already racing with
