@@ -2,6 +2,7 @@ package httpbreaker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -178,7 +179,7 @@ type Status struct {
 	Since time.Time `json:"since"`
 	// RetryAfter is how long until the breaker admits probes: positive only
 	// while open.
-	RetryAfter time.Duration `json:"retry_after"`
+	RetryAfter time.Duration `json:"-"`
 	// Window holds the outcomes the trip conditions look at: those in the
 	// rolling window while closed, those since the state began otherwise.
 	Window Counts `json:"window"`
@@ -187,6 +188,25 @@ type Status struct {
 	Totals Totals `json:"totals"`
 	// Policy is the key's resolved policy, every field set.
 	Policy Policy `json:"policy"`
+}
+
+// MarshalJSON writes the status with RetryAfter in seconds
+// ("retry_after_seconds") and the window's failure rate.
+func (s Status) MarshalJSON() ([]byte, error) {
+	type window struct {
+		Counts
+		FailureRate float64 `json:"failure_rate"`
+	}
+	return json.Marshal(struct {
+		Key               string    `json:"key"`
+		State             State     `json:"state"`
+		Mode              Mode      `json:"mode"`
+		Since             time.Time `json:"since"`
+		RetryAfterSeconds float64   `json:"retry_after_seconds"`
+		Window            window    `json:"window"`
+		Totals            Totals    `json:"totals"`
+		Policy            Policy    `json:"policy"`
+	}{s.Key, s.State, s.Mode, s.Since, s.RetryAfter.Seconds(), window{s.Window, s.Window.FailureRate()}, s.Totals, s.Policy})
 }
 
 // Counts are the outcomes in a breaker's current window.

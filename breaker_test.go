@@ -464,3 +464,36 @@ func TestConcurrentKeysUnderLoad(t *testing.T) {
 		t.Fatalf("counted %d requests, want %d: each request counts once", total, 8*500)
 	}
 }
+
+func TestStatusJSON(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 4, OpenFor: 30 * time.Second}))
+		handler := newStatusHandler(200)
+		h := b.Middleware("catalog")(handler)
+		record(h, "/")
+		handler.set(500)
+		record(h, "/")
+		out, err := json.Marshal(b.Snapshot()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatal(err)
+		}
+		window := got["window"].(map[string]any)
+		if got["key"] != "catalog" || got["state"] != "closed" || got["mode"] != "enforce" ||
+			got["retry_after_seconds"] != 0.0 || window["failure_rate"] != 0.5 || window["failures"] != 1.0 ||
+			got["totals"].(map[string]any)["success"] != 1.0 || got["policy"].(map[string]any)["open_for"] != "30s" {
+			t.Fatalf("status JSON %s", out)
+		}
+		for range 3 {
+			record(h, "/")
+		}
+		time.Sleep(10 * time.Second)
+		out, _ = json.Marshal(b.Snapshot()[0])
+		if err := json.Unmarshal(out, &got); err != nil || got["state"] != "open" || got["retry_after_seconds"] != 20.0 {
+			t.Fatalf("open status JSON %s", out)
+		}
+	})
+}
