@@ -1,0 +1,432 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/httpbreaker/httpbreaker"
+)
+
+// The demo's script. Each step waits for what the breaker does rather than
+// for a fixed time, so that a slow machine only makes the story longer.
+const (
+	healthyFor       = 3 * time.Second
+	afterRecovery    = 2 * time.Second
+	requestEvery     = 50 * time.Millisecond
+	failingPlugin    = "scaffolder"
+	faultBody        = `{"status": 500, "delay": "200ms"}`
+	faultDescription = "answers 500 after 200ms to every request"
+)
+
+// stepTimeout bounds each wait of the script (a variable for tests).
+var stepTimeout = 20 * time.Second
+
+// demoPlugins are the plugins the traffic visits, with the request each one gets.
+var demoPlugins = []struct{ id, method, path string }{
+	{"catalog", http.MethodGet, "/api/catalog/entities"},
+	{"scaffolder", http.MethodPost, "/api/scaffolder/tasks"},
+	{"search", http.MethodGet, "/api/search/query?term=pay"},
+}
+
+// runDemo starts the host on a free loopback port, drives traffic through
+// the story, prints a live view and a summary to out, and returns an error
+// if the story did not happen as told.
+func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer) error {
+	d := &demo{out: out, color: isTerminal(out), start: time.Now(), stats: map[string]*pluginStats{}, changed: make(chan struct{})}
+	for _, p := range demoPlugins {
+		d.stats[p.id] = &pluginStats{}
+	}
+	h, err := newHost(cfg, slog.New(&transitionTap{d: d}), defaultPlugins())
+	if err != nil {
+		return err
+	}
+	d.breakers = h.breakers
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	d.base = "http://" + ln.Addr().String()
+	d.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+
+	d.header()
+	traffic, stopTraffic := context.WithCancel(ctx)
+	var workers sync.WaitGroup
+	for _, p := range demoPlugins {
+		workers.Go(func() { d.drive(traffic, p.id, p.method, p.path) })
+	}
+	viewDone := make(chan struct{})
+	go d.view(traffic, viewDone)
+
+	storyErr := d.script(ctx)
+	stopTraffic()
+	workers.Wait()
+	<-viewDone
+	return errors.Join(storyErr, d.summary())
+}
+
+// demo holds what the story needs: the host, the traffic's statistics, and
+// the transitions seen in the breaker's logs.
+type demo struct {
+	out      io.Writer
+	color    bool
+	start    time.Time
+	base     string
+	client   *http.Client
+	breakers *httpbreaker.Breakers
+	stats    map[string]*pluginStats
+
+	mu          sync.Mutex // guards out and the fields below
+	transitions []transition
+	changed     chan struct{}
+	closedAt    time.Time // when the failing plugin closed again
+}
+
+type transition struct {
+	at       time.Duration
+	key      string
+	from, to string
+}
+
+type pluginStats struct {
+	ok, failed, rejected, badRejections atomic.Int64
+	okAfterRecovery                     atomic.Int64
+	rejectNanos, failNanos              atomic.Int64 // total latency, for the averages
+	perSecond                           [3]atomic.Int64
+}
+
+func (d *demo) elapsed() time.Duration { return time.Since(d.start) }
+
+func (d *demo) printf(format string, args ...any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintf(d.out, format, args...)
+}
+
+func (d *demo) header() {
+	d.printf("httpbreaker demo: a plugin host serving catalog, scaffolder and search on %s,\n", d.base)
+	d.printf("each plugin a chi router behind its own circuit breaker. Traffic: one request every %v per plugin.\n", requestEvery)
+	for _, s := range d.breakers.Snapshot() {
+		p := s.Policy
+		d.printf("  %-10s trips at %v failures in a row or a %.0f%% failure rate; open for %v, then %d probes\n",
+			s.Key, p.ConsecutiveFailures, p.FailureRate*100, p.OpenFor, p.HalfOpenRequests)
+	}
+	d.printf("\n%7s  %-22s %-22s %-22s\n", "", "catalog", "scaffolder", "search")
+	d.printf("%7s  %-22s %-22s %-22s\n", "time", "state  ok/failed/rej", "state  ok/failed/rej", "state  ok/failed/rej")
+}
+
+// script tells the story: healthy, then scaffolder fails and its breaker
+// opens, a probe fails and it backs off, the fault clears, and it closes.
+func (d *demo) script(ctx context.Context) error {
+	sleep := func(t time.Duration) error {
+		select {
+		case <-time.After(t):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := sleep(healthyFor); err != nil {
+		return err
+	}
+	if err := d.control(http.MethodPost, faultBody); err != nil {
+		return err
+	}
+	d.step("fault: %s now %s", failingPlugin, faultDescription)
+	if err := d.waitFor(ctx, "closed", "open"); err != nil {
+		return err
+	}
+	if err := d.waitFor(ctx, "half_open", "open"); err != nil {
+		return err
+	}
+	if err := d.control(http.MethodDelete, ""); err != nil {
+		return err
+	}
+	d.step("fault cleared: %s answers normally again; its breaker waits out the cooldown, then probes", failingPlugin)
+	if err := d.waitFor(ctx, "half_open", "closed"); err != nil {
+		return err
+	}
+	return sleep(afterRecovery)
+}
+
+// control sets (POST) or clears (DELETE) the failing plugin's fault.
+func (d *demo) control(method, body string) error {
+	req, err := http.NewRequest(method, d.base+"/faults/"+failingPlugin, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("fault control: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		msg, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("fault control: %s %s", resp.Status, msg)
+	}
+	return nil
+}
+
+func (d *demo) step(format string, args ...any) {
+	d.printf("%6.1fs  %s %s\n", d.elapsed().Seconds(), d.paint("1", "●"), fmt.Sprintf(format, args...))
+}
+
+// waitFor waits until the failing plugin's breaker has gone from -> to.
+func (d *demo) waitFor(ctx context.Context, from, to string) error {
+	timeout := time.After(stepTimeout)
+	for {
+		d.mu.Lock()
+		seen := slices.ContainsFunc(d.transitions, func(t transition) bool {
+			return t.key == failingPlugin && t.from == from && t.to == to
+		})
+		changed := d.changed
+		d.mu.Unlock()
+		if seen {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			return fmt.Errorf("story: %s did not go from %s to %s within %v", failingPlugin, from, to, stepTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// drive sends one plugin's traffic and sorts the answers: ok, failed, or
+// rejected by the breaker (a 503 problem document).
+func (d *demo) drive(ctx context.Context, id, method, path string) {
+	st := d.stats[id]
+	tick := time.NewTicker(requestEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		req, _ := http.NewRequestWithContext(ctx, method, d.base+path, nil)
+		began := time.Now()
+		resp, err := d.client.Do(req)
+		if err != nil {
+			if ctx.Err() == nil {
+				st.failed.Add(1)
+				st.perSecond[1].Add(1)
+			}
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(began)
+		switch {
+		case resp.StatusCode < 300:
+			st.ok.Add(1)
+			st.perSecond[0].Add(1)
+			d.mu.Lock()
+			recovered := !d.closedAt.IsZero()
+			d.mu.Unlock()
+			if recovered {
+				st.okAfterRecovery.Add(1)
+			}
+		case resp.Header.Get("Content-Type") == "application/problem+json":
+			st.rejected.Add(1)
+			st.perSecond[2].Add(1)
+			st.rejectNanos.Add(int64(took))
+			if !wellFormedRejection(resp, body, id) {
+				st.badRejections.Add(1)
+			}
+		default:
+			st.failed.Add(1)
+			st.perSecond[1].Add(1)
+			st.failNanos.Add(int64(took))
+		}
+	}
+}
+
+// wellFormedRejection checks a rejection the way a client would read it.
+func wellFormedRejection(resp *http.Response, body []byte, key string) bool {
+	var problem struct {
+		Title  string `json:"title"`
+		Status int    `json:"status"`
+		Key    string `json:"key"`
+		State  string `json:"state"`
+	}
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	return resp.StatusCode == http.StatusServiceUnavailable && err == nil && secs >= 1 &&
+		resp.Header.Get("Cache-Control") == "no-store" &&
+		json.Unmarshal(body, &problem) == nil && problem.Status == 503 && problem.Title != "" &&
+		problem.Key == key && (problem.State == "open" || problem.State == "half_open")
+}
+
+// view prints one line a second: each breaker's state, and what its
+// plugin's traffic got in that second.
+func (d *demo) view(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		line := fmt.Sprintf("%6.1fs ", d.elapsed().Seconds())
+		for _, p := range demoPlugins {
+			st := d.stats[p.id]
+			counts := fmt.Sprintf("%d/%d/%d", st.perSecond[0].Swap(0), st.perSecond[1].Swap(0), st.perSecond[2].Swap(0))
+			state := d.breakers.State(p.id).String()
+			line += " " + d.paintState(fmt.Sprintf("%-9s", state), state) + fmt.Sprintf(" %-12s", counts)
+		}
+		d.printf("%s\n", strings.TrimRight(line, " "))
+	}
+}
+
+// summary prints the totals and checks that the story happened.
+func (d *demo) summary() error {
+	d.mu.Lock()
+	transitions := slices.Clone(d.transitions)
+	d.mu.Unlock()
+	d.printf("\nsummary after %.1fs\n", d.elapsed().Seconds())
+	d.printf("  %-11s %6s %7s %9s  %s\n", "plugin", "ok", "failed", "rejected", "state changes")
+	var problems []string
+	for _, p := range demoPlugins {
+		st := d.stats[p.id]
+		path := []string{}
+		for _, t := range transitions {
+			if t.key == p.id {
+				if len(path) == 0 {
+					path = append(path, t.from)
+				}
+				path = append(path, t.to)
+			}
+		}
+		changes := strings.Join(path, " → ")
+		if changes == "" {
+			changes = "none"
+		}
+		d.printf("  %-11s %6d %7d %9d  %s\n", p.id, st.ok.Load(), st.failed.Load(), st.rejected.Load(), changes)
+		if p.id != failingPlugin {
+			if st.failed.Load() != 0 || st.rejected.Load() != 0 || len(path) != 0 || st.ok.Load() == 0 {
+				problems = append(problems, fmt.Sprintf("%s was affected by %s's outage", p.id, failingPlugin))
+			}
+			continue
+		}
+		if st.rejected.Load() == 0 {
+			problems = append(problems, failingPlugin+" got no rejections while open")
+		}
+		if n := st.badRejections.Load(); n > 0 {
+			problems = append(problems, fmt.Sprintf("%d rejections were not a 503 problem document with Retry-After", n))
+		}
+		if st.okAfterRecovery.Load() == 0 {
+			problems = append(problems, failingPlugin+" answered nothing after its breaker closed")
+		}
+	}
+	if st := d.stats[failingPlugin]; st.rejected.Load() > 0 && st.failed.Load() > 0 {
+		d.printf("  %s's rejections took %v on average, its failed requests %v\n", failingPlugin,
+			(time.Duration(st.rejectNanos.Load() / st.rejected.Load())).Round(10*time.Microsecond),
+			(time.Duration(st.failNanos.Load() / st.failed.Load())).Round(time.Millisecond))
+	}
+	for _, s := range d.breakers.Snapshot() {
+		if s.State != httpbreaker.StateClosed {
+			problems = append(problems, fmt.Sprintf("%s ended %s, not closed", s.Key, s.State))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("the story did not happen: %s", strings.Join(problems, "; "))
+	}
+	d.printf("\n%s %s failed, its breaker opened and answered a fast 503 with Retry-After; a failed probe\n"+
+		"  doubled the cooldown; once the fault cleared the probes passed and it closed. catalog and\n"+
+		"  search answered 200 throughout.\n", d.paint("32", "✓"), failingPlugin)
+	return nil
+}
+
+// transitionTap is the breakers' slog.Handler in the demo: it turns each
+// state-change record into a line of the live view.
+type transitionTap struct{ d *demo }
+
+func (t *transitionTap) Enabled(context.Context, slog.Level) bool { return true }
+func (t *transitionTap) WithAttrs([]slog.Attr) slog.Handler       { return t }
+func (t *transitionTap) WithGroup(string) slog.Handler            { return t }
+
+func (t *transitionTap) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "circuit breaker state changed" {
+		return nil
+	}
+	attrs := map[string]string{}
+	r.Attrs(func(a slog.Attr) bool {
+		attrs[a.Key] = a.Value.String()
+		return true
+	})
+	if d, err := time.ParseDuration(attrs["open_for"]); err == nil {
+		attrs["open_for"] = d.Round(100 * time.Millisecond).String()
+	}
+	d := t.d
+	tr := transition{at: d.elapsed(), key: attrs["key"], from: attrs["from"], to: attrs["to"]}
+	what := ""
+	switch {
+	case tr.from == "closed":
+		what = fmt.Sprintf(" on %s (%s failures, %s successes); open for %s", attrs["reason"], attrs["failures"], attrs["successes"], attrs["open_for"])
+	case tr.to == "open":
+		what = fmt.Sprintf(": a probe failed; open for %s this time", attrs["open_for"])
+	case tr.to == "half_open":
+		what = ": cooldown over, admitting probes"
+	case tr.to == "closed":
+		what = ": every probe succeeded"
+	}
+	d.printf("%6.1fs  %s %s: %s → %s%s\n", tr.at.Seconds(), d.paint("1", "▸"), tr.key,
+		d.paintState(tr.from, tr.from), d.paintState(tr.to, tr.to), what)
+	d.mu.Lock()
+	d.transitions = append(d.transitions, tr)
+	if tr.key == failingPlugin && tr.to == "closed" {
+		d.closedAt = time.Now()
+	}
+	close(d.changed) // wakes the script's waitFor
+	d.changed = make(chan struct{})
+	d.mu.Unlock()
+	return nil
+}
+
+// paint wraps s in an ANSI style when the output is a terminal.
+func (d *demo) paint(style, s string) string {
+	if !d.color {
+		return s
+	}
+	return "\x1b[" + style + "m" + s + "\x1b[0m"
+}
+
+func (d *demo) paintState(s, state string) string {
+	switch state {
+	case "closed":
+		return d.paint("32", s)
+	case "half_open":
+		return d.paint("33", s)
+	case "open":
+		return d.paint("31", s)
+	}
+	return s
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
+}

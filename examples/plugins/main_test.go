@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/httpbreaker/httpbreaker"
+)
+
+// syncBuffer is an io.Writer that tests can read while run writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestDemoTellsTheStory(t *testing.T) {
+	var out syncBuffer
+	if err := run(context.Background(), []string{"-demo"}, &out, io.Discard); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	for _, want := range []string{
+		"fault: scaffolder now answers 500",
+		"scaffolder: closed → open on ",
+		"scaffolder: half_open → open: a probe failed",
+		"fault cleared",
+		"scaffolder: half_open → closed: every probe succeeded",
+		"closed → open → half_open → open → half_open → closed",
+		"✓ scaffolder failed",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the demo's output lacks %q", want)
+		}
+	}
+	if strings.Contains(text, "\x1b[") {
+		t.Error("the demo wrote escape codes to output that is not a terminal")
+	}
+	if t.Failed() {
+		t.Log(text)
+	}
+}
+
+func TestDemoFailsWhenTheStoryDoesNotHappen(t *testing.T) {
+	stepTimeout = 2 * time.Second
+	t.Cleanup(func() { stepTimeout = 20 * time.Second })
+	cfg := httpbreaker.Config{Keys: map[string]httpbreaker.Policy{"scaffolder": {Mode: httpbreaker.ModeDisabled}}}
+	var out syncBuffer
+	err := runDemo(context.Background(), cfg, &out)
+	if err == nil || !strings.Contains(err.Error(), "scaffolder did not go from closed to open") {
+		t.Fatalf("with scaffolder's breaker disabled the demo returned %v, want the missing transition named\n%s", err, out.String())
+	}
+	if !strings.Contains(err.Error(), "got no rejections") {
+		t.Errorf("error %q does not list the missing rejections", err)
+	}
+}
+
+func TestBadConfigStopsStartup(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(path, []byte("keys:\n  scaffolder:\n    failure_rate: 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"-config", path}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "line 3: keys.scaffolder.failure_rate: must be in (0, 1], or off; got 2") {
+		t.Fatalf("run with a bad config: %v, want the library's error", err)
+	}
+	if err := run(context.Background(), []string{"-config", filepath.Join(t.TempDir(), "missing.yaml")}, io.Discard, io.Discard); err == nil {
+		t.Fatal("run with a missing config file started")
+	}
+}
+
+// startHost runs the host on a free port until the test ends, and returns
+// its base URL and a channel that gets run's result.
+func startHost(t *testing.T, ctx context.Context) (string, <-chan error) {
+	t.Helper()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, &out, io.Discard) }()
+	listening := regexp.MustCompile(`listening on (http://[0-9.:]+)`)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := listening.FindStringSubmatch(out.String()); m != nil {
+			return m[1], done
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run ended before listening: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatal("the host did not start listening")
+	return "", nil
+}
+
+func do(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHostServesPluginsBreakersMetricsAndHealth(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base, _ := startHost(t, ctx)
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/api/catalog/entities"}, {"GET", "/api/catalog/entities/orders"},
+		{"POST", "/api/scaffolder/tasks"}, {"GET", "/api/search/query?term=pay"}, {"GET", "/healthz"},
+	} {
+		if code, body := do(t, tc.method, base+tc.path, ""); code >= 300 {
+			t.Errorf("%s %s: %d %s", tc.method, tc.path, code, body)
+		}
+	}
+	code, body := do(t, "GET", base+"/breakers", "")
+	var statuses []map[string]any
+	if err := json.Unmarshal([]byte(body), &statuses); err != nil || code != 200 || len(statuses) != 3 {
+		t.Fatalf("/breakers: %d %s", code, body)
+	}
+	for _, s := range statuses {
+		if s["state"] != "closed" || s["retry_after_seconds"] != 0.0 || s["window"] == nil {
+			t.Errorf("/breakers entry %v", s)
+		}
+	}
+	_, metrics := do(t, "GET", base+"/metrics", "")
+	for _, want := range []string{
+		`httpbreaker_state{key="scaffolder",state="closed"} 1`,
+		`httpbreaker_requests_total{key="catalog",result="success"} 2`,
+		`httpbreaker_transitions_total{from="closed",key="search",to="open"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func TestFaultControl(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base, _ := startHost(t, ctx)
+	for _, tc := range []struct {
+		name, method, plugin, body string
+		code                       int
+		msg                        string
+	}{
+		{"status too high", "POST", "scaffolder", `{"status": 700}`, 400, "status: must be an HTTP status from 200 to 599, got 700"},
+		{"rate above 1", "POST", "scaffolder", `{"error_rate": 1.5}`, 400, "error_rate: must be between 0 and 1, got 1.5"},
+		{"negative delay", "POST", "search", `{"delay": "-1s"}`, 400, "delay: must be between 0s and 1m0s, got -1s"},
+		{"delay without unit", "POST", "search", `{"delay": "800"}`, 400, `delay: want a duration such as "800ms", got "800"`},
+		{"unknown field", "POST", "search", `{"latency": "1s"}`, 400, `unknown field "latency"`},
+		{"not JSON", "POST", "search", `status=500`, 400, "body: invalid character"},
+		{"two mistakes", "POST", "search", `{"status": 99, "error_rate": -1}`, 400, "status: must be"},
+		{"unknown plugin", "POST", "billing", `{}`, 404, `no plugin "billing"`},
+		{"wrong method", "PUT", "search", `{}`, 405, "use POST"},
+		{"valid", "POST", "scaffolder", `{"status": 503, "error_rate": 1}`, 204, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := do(t, tc.method, base+"/faults/"+tc.plugin, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.msg) {
+				t.Fatalf("got %d %q, want %d with %q", code, body, tc.code, tc.msg)
+			}
+		})
+	}
+	if code, _ := do(t, "POST", base+"/api/scaffolder/tasks", ""); code != 503 {
+		t.Fatalf("with the fault set, scaffolder answered %d, want the injected 503", code)
+	}
+	if _, body := do(t, "GET", base+"/faults", ""); !strings.Contains(body, `"scaffolder":{"delay":"0s","error_rate":1,"status":503}`) {
+		t.Fatalf("GET /faults: %s", body)
+	}
+	if code, _ := do(t, "DELETE", base+"/faults/scaffolder", ""); code != 204 {
+		t.Fatalf("DELETE answered %d", code)
+	}
+	if code, _ := do(t, "POST", base+"/api/scaffolder/tasks", ""); code != 201 {
+		t.Fatalf("with the fault cleared, scaffolder answered %d, want 201", code)
+	}
+}
+
+func TestShutsDownGracefullyOnSIGTERM(t *testing.T) {
+	base, done := startHost(t, context.Background())
+	if code, body := do(t, "POST", base+"/faults/search", `{"delay": "700ms"}`); code != 204 {
+		t.Fatalf("setting a delay: %d %s", code, body)
+	}
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(base + "/api/search/query?term=pay")
+		if err != nil {
+			t.Error(err)
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	// Wait until the request is in flight, as the breaker sees it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := do(t, "GET", base+"/breakers", "")
+		if strings.Contains(body, `"in_flight": 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slow request never showed in flight: %s", body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-answered; code != 200 {
+		t.Fatalf("the in-flight request got %d, want 200: shutdown must let it finish", code)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run after SIGTERM: %v, want nil (exit 0)", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after SIGTERM")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("the host still accepts connections after shutting down")
+	}
+}
