@@ -4,6 +4,8 @@ go 1.26.0
 
 require (
 	github.com/go-chi/chi/v5 v5.5.0
+	github.com/gorilla/mux v1.8.1
+	github.com/gorilla/websocket v1.5.3
 	github.com/httpbreaker/httpbreaker v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 )

@@ -1,0 +1,67 @@
+// Command gorillamux puts each gorilla/mux subrouter behind its own circuit
+// breaker: a failing orders API is cut off while users keeps answering.
+//
+//	go run ./examples/gorillamux
+package main
+
+import (
+	"flag"
+	"log"
+	"net/http"
+
+	"github.com/gorilla/mux"
+	"github.com/gorilla/websocket"
+	"github.com/httpbreaker/httpbreaker"
+)
+
+// newRouter mounts two API groups, each a subrouter with its breaker as
+// middleware, and a websocket echo behind a third.
+func newRouter(breakers *httpbreaker.Breakers, orders http.Handler) *mux.Router {
+	r := mux.NewRouter()
+
+	users := r.PathPrefix("/api/users").Subrouter()
+	users.Use(breakers.Middleware("users"))
+	users.HandleFunc("/{id}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"id":"` + mux.Vars(r)["id"] + `"}`))
+	}).Methods(http.MethodGet)
+
+	o := r.PathPrefix("/api/orders").Subrouter()
+	o.Use(breakers.Middleware("orders"))
+	o.Handle("/{id}", orders).Methods(http.MethodGet)
+
+	// The breaker's writer passes http.Hijacker on, so websockets upgrade.
+	ws := r.PathPrefix("/ws").Subrouter()
+	ws.Use(breakers.Middleware("ws"))
+	ws.HandleFunc("/echo", echo)
+	return r
+}
+
+var upgrader = websocket.Upgrader{}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	conn, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade has answered the client
+	}
+	defer conn.Close()
+	for {
+		kind, msg, err := conn.ReadMessage()
+		if err != nil || conn.WriteMessage(kind, msg) != nil {
+			return
+		}
+	}
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
+	flag.Parse()
+	breakers, err := httpbreaker.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	orders := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":"orders database unreachable"}`, http.StatusBadGateway)
+	})
+	log.Printf("listening on http://%s: /api/users/1 answers, /api/orders/1 fails until its breaker opens", *addr)
+	log.Fatal(http.ListenAndServe(*addr, newRouter(breakers, orders)))
+}
