@@ -209,53 +209,62 @@ func (d *demo) waitFor(ctx context.Context, from, to string) error {
 	}
 }
 
-// drive sends one plugin's traffic and sorts the answers: ok, failed, or
-// rejected by the breaker (a 503 problem document).
-func (d *demo) drive(ctx context.Context, id, method, path string) {
-	st := d.stats[id]
-	tick := time.NewTicker(requestEvery)
+// every calls f every period until ctx ends.
+func every(ctx context.Context, period time.Duration, f func()) {
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			f()
 		}
-		req, _ := http.NewRequestWithContext(ctx, method, d.base+path, nil)
-		began := time.Now()
-		resp, err := d.client.Do(req)
-		if err != nil {
-			if ctx.Err() == nil {
-				st.failed.Add(1)
-				st.perSecond[1].Add(1)
-			}
-			continue
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		took := time.Since(began)
-		switch {
-		case resp.StatusCode < 300:
-			st.ok.Add(1)
-			st.perSecond[0].Add(1)
-			d.mu.Lock()
-			recovered := !d.closedAt.IsZero()
-			d.mu.Unlock()
-			if recovered {
-				st.okAfterRecovery.Add(1)
-			}
-		case resp.Header.Get("Content-Type") == "application/problem+json":
-			st.rejected.Add(1)
-			st.perSecond[2].Add(1)
-			st.rejectNanos.Add(int64(took))
-			if !wellFormedRejection(resp, body, id) {
-				st.badRejections.Add(1)
-			}
-		default:
+	}
+}
+
+// drive sends one plugin's traffic until ctx ends.
+func (d *demo) drive(ctx context.Context, id, method, path string) {
+	every(ctx, requestEvery, func() { d.request(ctx, d.stats[id], id, method, path) })
+}
+
+// request sends one request and sorts the answer: ok, failed, or rejected
+// by the breaker (a 503 problem document).
+func (d *demo) request(ctx context.Context, st *pluginStats, id, method, path string) {
+	req, _ := http.NewRequestWithContext(ctx, method, d.base+path, nil)
+	began := time.Now()
+	resp, err := d.client.Do(req)
+	if err != nil {
+		if ctx.Err() == nil {
 			st.failed.Add(1)
 			st.perSecond[1].Add(1)
-			st.failNanos.Add(int64(took))
 		}
+		return
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(began)
+	switch {
+	case resp.StatusCode < 300:
+		st.ok.Add(1)
+		st.perSecond[0].Add(1)
+		d.mu.Lock()
+		recovered := !d.closedAt.IsZero()
+		d.mu.Unlock()
+		if recovered {
+			st.okAfterRecovery.Add(1)
+		}
+	case resp.Header.Get("Content-Type") == "application/problem+json":
+		st.rejected.Add(1)
+		st.perSecond[2].Add(1)
+		st.rejectNanos.Add(int64(took))
+		if !wellFormedRejection(resp, body, id) {
+			st.badRejections.Add(1)
+		}
+	default:
+		st.failed.Add(1)
+		st.perSecond[1].Add(1)
+		st.failNanos.Add(int64(took))
 	}
 }
 
@@ -274,18 +283,11 @@ func wellFormedRejection(resp *http.Response, body []byte, key string) bool {
 		problem.Key == key && (problem.State == "open" || problem.State == "half_open")
 }
 
-// view prints one line a second: each breaker's state, and what its
-// plugin's traffic got in that second.
+// view prints one line a second until ctx ends: each breaker's state, and
+// what its plugin's traffic got in that second.
 func (d *demo) view(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, time.Second, func() {
 		line := fmt.Sprintf("%6.1fs ", d.elapsed().Seconds())
 		for _, p := range demoPlugins {
 			st := d.stats[p.id]
@@ -294,7 +296,7 @@ func (d *demo) view(ctx context.Context, done chan<- struct{}) {
 			line += " " + d.paintState(fmt.Sprintf("%-9s", state), state) + fmt.Sprintf(" %-12s", counts)
 		}
 		d.printf("%s\n", strings.TrimRight(line, " "))
-	}
+	})
 }
 
 // summary prints the totals and checks that the story happened.
