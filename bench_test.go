@@ -5,12 +5,17 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 )
 
@@ -93,17 +98,152 @@ func BenchmarkClosed(b *testing.B) {
 	})
 }
 
-// BenchmarkOpen measures a rejection with the 503 problem response written.
-func BenchmarkOpen(b *testing.B) {
-	w, r := benchRequest()
-	set := benchSet(b, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}))
-	h := set.Middleware("catalog")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
-	h.ServeHTTP(w, r)
-	if set.State("catalog") != StateOpen {
-		b.Fatal("breaker did not open")
+// keyedRequests returns n requests with distinct route patterns, in a
+// shuffled order so that consecutive requests do not touch neighbouring
+// breakers.
+func keyedRequests(n int) []*http.Request {
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		reqs[i] = httptest.NewRequest(http.MethodGet, "/api/items/1", nil)
+		reqs[i].Pattern = "GET /api/group" + strconv.Itoa(i) + "/{id}"
 	}
-	b.ReportAllocs()
-	for b.Loop() {
+	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { reqs[i], reqs[j] = reqs[j], reqs[i] })
+	return reqs
+}
+
+// BenchmarkKeys measures the closed path with KeyedMiddleware over 1, 1000
+// and 100 000 keys, every key's breaker created before the timer starts,
+// requests cycling over all of them.
+func BenchmarkKeys(b *testing.B) {
+	for _, n := range []int{1, 1000, 100_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			reqs := keyedRequests(n)
+			h := benchSet(b, WithMaxKeys(n)).KeyedMiddleware(RoutePattern)(okHandler)
+			w := &benchWriter{header: http.Header{}}
+			for _, r := range reqs {
+				h.ServeHTTP(w, r)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				h.ServeHTTP(w, reqs[i%n])
+			}
+		})
+	}
+}
+
+// BenchmarkParallel measures the closed path from every core: on one key
+// (every request contends for that key's breaker) and on many keys (no lock
+// or counter is shared between keys, so it should scale with cores).
+func BenchmarkParallel(b *testing.B) {
+	b.Run("one-key", func(b *testing.B) {
+		h := benchSet(b).Middleware("catalog")(okHandler)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			w, r := benchRequest()
+			for pb.Next() {
+				h.ServeHTTP(w, r)
+			}
+		})
+	})
+	b.Run("many-keys", func(b *testing.B) {
+		const n = 1000
+		reqs := keyedRequests(n)
+		h := benchSet(b).KeyedMiddleware(RoutePattern)(okHandler)
+		var next atomic.Int64
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			w := &benchWriter{header: http.Header{}}
+			i := int(next.Add(1)) * 7919 // each goroutine starts elsewhere
+			for pb.Next() {
+				h.ServeHTTP(w, reqs[i%n])
+				i++
+			}
+		})
+	})
+}
+
+// BenchmarkRejection measures rejecting a request, beside gobreaker's own
+// rejection by an open breaker (Execute returning ErrOpenState): open with
+// the 503 problem response written, and half-open with all probes taken.
+func BenchmarkRejection(b *testing.B) {
+	failing := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	b.Run("gobreaker-open", func(b *testing.B) {
+		cb := gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+			Timeout: time.Hour, ReadyToTrip: func(gobreaker.Counts) bool { return true },
+		})
+		_, _ = cb.Execute(func() (struct{}, error) { return struct{}{}, errors.New("fail") })
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cb.Execute(func() (struct{}, error) { return struct{}{}, nil }); err != gobreaker.ErrOpenState {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("open", func(b *testing.B) {
+		w, r := benchRequest()
+		set := benchSet(b, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}))
+		h := set.Middleware("catalog")(failing)
 		h.ServeHTTP(w, r)
+		if set.State("catalog") != StateOpen {
+			b.Fatal("breaker did not open")
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			h.ServeHTTP(w, r)
+		}
+	})
+	b.Run("half-open", func(b *testing.B) {
+		set := benchSet(b, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Millisecond, HalfOpenRequests: 1}))
+		probe, release := make(chan struct{}), make(chan struct{})
+		var tripped atomic.Bool
+		h := set.Middleware("catalog")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !tripped.Swap(true) {
+				w.WriteHeader(500)
+				return
+			}
+			close(probe)
+			<-release // the probe stays in flight: every other request is rejected
+		}))
+		w, r := benchRequest()
+		h.ServeHTTP(w, r)
+		time.Sleep(5 * time.Millisecond)
+		go h.ServeHTTP(&benchWriter{header: http.Header{}}, r)
+		<-probe
+		b.ReportAllocs()
+		for b.Loop() {
+			h.ServeHTTP(w, r)
+		}
+		b.StopTimer()
+		if w.code != http.StatusServiceUnavailable || set.State("catalog") != StateHalfOpen {
+			b.Fatalf("last answer %d in state %v, want 503 in half_open", w.code, set.State("catalog"))
+		}
+		close(release)
+	})
+}
+
+// BenchmarkMemoryPerKey reports the heap that each key's breaker holds once
+// it has served a request: the breaker, its gobreaker instance and window,
+// its counters (its metric series are read from them at scrape time, so
+// they hold nothing more), and its entry in the key map.
+func BenchmarkMemoryPerKey(b *testing.B) {
+	const n = 10_000
+	reqs := keyedRequests(n)
+	w := &benchWriter{header: http.Header{}}
+	var perKey float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		set := benchSet(b, WithMaxKeys(n), WithRegisterer(prometheus.NewRegistry()))
+		h := set.KeyedMiddleware(RoutePattern)(okHandler)
+		for _, r := range reqs {
+			h.ServeHTTP(w, r)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perKey = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(set)
 	}
+	b.ReportMetric(perKey, "B/key")
 }
