@@ -307,7 +307,7 @@ type breaker struct {
 	cooldown time.Duration // the cooldown in force
 	tripped  tripInfo
 
-	problem problemBodies // the reject response bodies, built once
+	problem *problemBodies // the reject response, built once
 }
 
 // tripInfo records what made a breaker trip, for the log record.
@@ -409,27 +409,23 @@ func (br *breaker) jitter(nominal time.Duration) time.Duration {
 	return max(nominal-rand.N(nominal/5+1), br.policy.OpenFor)
 }
 
-// held reports whether the breaker is open and its cooldown has not ended.
-// The cooldown's last instant is still open, as it is for gobreaker.
-func (br *breaker) held() bool {
-	h := br.holdUntil.Load()
-	return h != 0 && br.set.clock() <= h
-}
-
-// retryAfter returns how long until the breaker admits probes (0 if it
-// does now).
-func (br *breaker) retryAfter() time.Duration {
+// holdLeft returns how long the breaker stays open before it admits
+// probes, and false when it is not open (or its cooldown has ended). The
+// cooldown's last instant is still open, as it is for gobreaker. It reads the
+// clock only while a hold is set, never on the closed path.
+func (br *breaker) holdLeft() (time.Duration, bool) {
 	h := br.holdUntil.Load()
 	if h == 0 {
-		return 0
+		return 0, false
 	}
-	return max(0, time.Duration(h-br.set.clock()))
+	left := h - br.set.clock()
+	return time.Duration(max(left, 0)), left >= 0
 }
 
 // state returns the breaker's state, moving it to half-open first if its
 // cooldown has ended, as gobreaker does lazily on its next call.
 func (br *breaker) state() State {
-	if br.held() {
+	if _, held := br.holdLeft(); held {
 		return StateOpen
 	}
 	return fromGobreaker(br.cb.State())
@@ -444,7 +440,7 @@ func (br *breaker) status() Status {
 	}
 	retry := time.Duration(0)
 	if st == StateOpen {
-		retry = br.retryAfter()
+		retry, _ = br.holdLeft()
 	}
 	return Status{
 		Key:        br.key,

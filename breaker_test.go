@@ -202,7 +202,7 @@ func TestRejectResponse(t *testing.T) {
 	want := map[string]any{
 		"title":  "Service Unavailable",
 		"status": 503.0,
-		"detail": `circuit breaker "scaffolder" is open; retry in 30s`,
+		"detail": `circuit breaker "scaffolder" is open; retry after the delay in Retry-After`,
 		"key":    "scaffolder",
 		"state":  "open",
 	}

@@ -55,7 +55,7 @@
 // 1), Cache-Control: no-store, and an RFC 9457 problem document:
 //
 //	{"title":"Service Unavailable","status":503,
-//	 "detail":"circuit breaker \"scaffolder\" is open; retry in 30s",
+//	 "detail":"circuit breaker \"scaffolder\" is open; retry after the delay in Retry-After",
 //	 "key":"scaffolder","state":"open"}
 //
 // WithRejectHandler replaces that answer with a fallback of your own.

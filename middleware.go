@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -210,8 +211,8 @@ func (br *breaker) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 		next.ServeHTTP(w, r)
 		return
 	}
-	if br.held() {
-		br.rejectOrObserve(w, r, next, StateOpen)
+	if left, held := br.holdLeft(); held {
+		br.rejectOrObserve(w, r, next, StateOpen, left)
 		return
 	}
 	var reraise any
@@ -224,9 +225,10 @@ func (br *breaker) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 			panic(reraise)
 		}
 	case gobreaker.ErrTooManyRequests:
-		br.rejectOrObserve(w, r, next, StateHalfOpen)
-	default: // gobreaker.ErrOpenState
-		br.rejectOrObserve(w, r, next, StateOpen)
+		br.rejectOrObserve(w, r, next, StateHalfOpen, 0)
+	default: // gobreaker.ErrOpenState, the instant the hold ends
+		left, _ := br.holdLeft()
+		br.rejectOrObserve(w, r, next, StateOpen, left)
 	}
 }
 
@@ -290,8 +292,8 @@ func (br *breaker) run(w http.ResponseWriter, r *http.Request, next http.Handler
 
 // rejectOrObserve answers a request that the breaker does not admit: with
 // the reject response when enforcing, by running the handler untracked when
-// observing.
-func (br *breaker) rejectOrObserve(w http.ResponseWriter, r *http.Request, next http.Handler, st State) {
+// observing. retry is the time until probes are admitted.
+func (br *breaker) rejectOrObserve(w http.ResponseWriter, r *http.Request, next http.Handler, st State, retry time.Duration) {
 	if br.mode == ModeObserve {
 		br.results[resultWouldReject].Add(1)
 		next.ServeHTTP(w, r)
@@ -299,7 +301,7 @@ func (br *breaker) rejectOrObserve(w http.ResponseWriter, r *http.Request, next 
 	}
 	br.results[resultRejected].Add(1)
 	markRejected(w)
-	rej := Rejection{Key: br.key, State: st, RetryAfter: br.retryAfter()}
+	rej := Rejection{Key: br.key, State: st, RetryAfter: retry}
 	if h := br.set.reject; h != nil {
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), rejectionKey{}, rej)))
 		return
@@ -333,33 +335,51 @@ func RejectionFrom(r *http.Request) (Rejection, bool) {
 	return rj, ok
 }
 
-// problemBodies holds a key's reject response body in pieces: everything
-// but the seconds in the detail, built once with the key JSON-escaped.
+// problemBodies holds a key's reject response bodies, built once with the
+// key JSON-escaped, and the Retry-After value last sent, so that a rejection
+// allocates nothing while the value stays the same.
 type problemBodies struct {
-	head, tail [2][]byte // by state: open, half-open
+	body  [2][]byte // by state: open, half-open
+	retry atomic.Pointer[retryHeader]
 }
 
+// retryHeader is a Retry-After header value, shared read-only by the
+// responses that send it.
+type retryHeader struct {
+	secs  int
+	value []string
+}
+
+// Header values shared by every rejection. net/http only reads them, and a
+// handler's Header().Add appends to a full slice, which copies it.
 var (
 	problemContentType = []string{"application/problem+json"}
 	noStore            = []string{"no-store"}
 )
 
-func newProblemBodies(key string) problemBodies {
+func newProblemBodies(key string) *problemBodies {
 	quoted, _ := json.Marshal(key) // a string always marshals
-	detail := func(s string) string {
-		d, _ := json.Marshal(`circuit breaker "` + key + `" is ` + s + `; retry in `)
-		return string(d[:len(d)-1]) // leave the string open for the seconds
-	}
-	var pb problemBodies
+	pb := &problemBodies{}
 	for i, st := range []State{StateOpen, StateHalfOpen} {
 		what := "open"
 		if st == StateHalfOpen {
 			what = "half-open and all its probes are taken"
 		}
-		pb.head[i] = []byte(`{"title":"Service Unavailable","status":503,"detail":` + detail(what))
-		pb.tail[i] = []byte(`s","key":` + string(quoted) + `,"state":"` + st.String() + `"}`)
+		detail, _ := json.Marshal(`circuit breaker "` + key + `" is ` + what + `; retry after the delay in Retry-After`)
+		pb.body[i] = []byte(`{"title":"Service Unavailable","status":503,"detail":` + string(detail) +
+			`,"key":` + string(quoted) + `,"state":"` + st.String() + `"}`)
 	}
 	return pb
+}
+
+// retryAfter returns the Retry-After header value for secs.
+func (pb *problemBodies) retryAfter(secs int) []string {
+	if h := pb.retry.Load(); h != nil && h.secs == secs {
+		return h.value
+	}
+	h := &retryHeader{secs: secs, value: []string{strconv.Itoa(secs)}}
+	pb.retry.Store(h)
+	return h.value
 }
 
 // write sends the reject response: 503, Retry-After, and an RFC 9457
@@ -369,15 +389,10 @@ func (pb *problemBodies) write(w http.ResponseWriter, rj Rejection) {
 	if rj.State == StateHalfOpen {
 		i = 1
 	}
-	secs := rj.RetryAfterSeconds()
-	body := make([]byte, 0, len(pb.head[i])+len(pb.tail[i])+10)
-	body = append(body, pb.head[i]...)
-	body = strconv.AppendInt(body, int64(secs), 10)
-	body = append(body, pb.tail[i]...)
 	h := w.Header()
 	h["Content-Type"] = problemContentType
 	h["Cache-Control"] = noStore
-	h["Retry-After"] = []string{strconv.Itoa(secs)}
+	h["Retry-After"] = pb.retryAfter(rj.RetryAfterSeconds())
 	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = w.Write(body)
+	_, _ = w.Write(pb.body[i])
 }
