@@ -98,35 +98,63 @@ func BenchmarkClosed(b *testing.B) {
 	})
 }
 
-// keyedRequests returns n requests with distinct route patterns, in a
-// shuffled order so that consecutive requests do not touch neighbouring
-// breakers.
-func keyedRequests(n int) []*http.Request {
-	reqs := make([]*http.Request, n)
-	for i := range reqs {
-		reqs[i] = httptest.NewRequest(http.MethodGet, "/api/items/1", nil)
-		reqs[i].Pattern = "GET /api/group" + strconv.Itoa(i) + "/{id}"
+// keyPatterns returns n distinct route patterns, and the order to use them
+// in: a shuffle, so that the order in which the keys' breakers were created
+// (and laid out in memory) tells nothing about the order they are used in,
+// as on a real server.
+func keyPatterns(n int) (patterns []string, order []int) {
+	patterns = make([]string, n)
+	for i := range patterns {
+		patterns[i] = "GET /api/group" + strconv.Itoa(i) + "/{id}"
 	}
-	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { reqs[i], reqs[j] = reqs[j], reqs[i] })
-	return reqs
+	return patterns, rand.New(rand.NewPCG(1, 2)).Perm(n)
 }
 
 // BenchmarkKeys measures the closed path with KeyedMiddleware over 1, 1000
 // and 100 000 keys, every key's breaker created before the timer starts,
-// requests cycling over all of them.
+// requests cycling over all of them. One request is reused with each key's
+// pattern in turn: a server's request is fresh in the cache, its key's
+// breaker is not.
 func BenchmarkKeys(b *testing.B) {
 	for _, n := range []int{1, 1000, 100_000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			reqs := keyedRequests(n)
+			patterns, order := keyPatterns(n)
 			h := benchSet(b, WithMaxKeys(n)).KeyedMiddleware(RoutePattern)(okHandler)
-			w := &benchWriter{header: http.Header{}}
-			for _, r := range reqs {
+			w, r := benchRequest()
+			for _, p := range patterns {
+				r.Pattern = p
 				h.ServeHTTP(w, r)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
-				h.ServeHTTP(w, reqs[i%n])
+				r.Pattern = patterns[order[i%n]]
+				h.ServeHTTP(w, r)
+			}
+		})
+	}
+}
+
+// BenchmarkEngineKeys is BenchmarkKeys for gobreaker alone: Execute around
+// the same handler, over 1, 1000 and 100 000 breakers in the same order.
+// It is the floor under BenchmarkKeys: what the engine's own state costs
+// once it no longer fits in the CPU's caches.
+func BenchmarkEngineKeys(b *testing.B) {
+	for _, n := range []int{1, 1000, 100_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			_, order := keyPatterns(n)
+			engines := make([]*gobreaker.CircuitBreaker[struct{}], n)
+			for i := range engines {
+				engines[i] = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{Interval: 10 * time.Second, BucketPeriod: time.Second})
+			}
+			w, r := benchRequest()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				_, _ = engines[order[i%n]].Execute(func() (struct{}, error) {
+					okHandler.ServeHTTP(w, r)
+					return struct{}{}, nil
+				})
 			}
 		})
 	}
@@ -148,15 +176,16 @@ func BenchmarkParallel(b *testing.B) {
 	})
 	b.Run("many-keys", func(b *testing.B) {
 		const n = 1000
-		reqs := keyedRequests(n)
+		patterns, order := keyPatterns(n)
 		h := benchSet(b).KeyedMiddleware(RoutePattern)(okHandler)
 		var next atomic.Int64
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
-			w := &benchWriter{header: http.Header{}}
+			w, r := benchRequest()
 			i := int(next.Add(1)) * 7919 // each goroutine starts elsewhere
 			for pb.Next() {
-				h.ServeHTTP(w, reqs[i%n])
+				r.Pattern = patterns[order[i%n]]
+				h.ServeHTTP(w, r)
 				i++
 			}
 		})
@@ -228,8 +257,8 @@ func BenchmarkRejection(b *testing.B) {
 // they hold nothing more), and its entry in the key map.
 func BenchmarkMemoryPerKey(b *testing.B) {
 	const n = 10_000
-	reqs := keyedRequests(n)
-	w := &benchWriter{header: http.Header{}}
+	patterns, _ := keyPatterns(n)
+	w, r := benchRequest()
 	var perKey float64
 	for b.Loop() {
 		var before, after runtime.MemStats
@@ -237,7 +266,8 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		set := benchSet(b, WithMaxKeys(n), WithRegisterer(prometheus.NewRegistry()))
 		h := set.KeyedMiddleware(RoutePattern)(okHandler)
-		for _, r := range reqs {
+		for _, p := range patterns {
+			r.Pattern = p
 			h.ServeHTTP(w, r)
 		}
 		runtime.GC()
