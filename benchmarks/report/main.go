@@ -1,0 +1,336 @@
+// Command report measures httpbreaker from scratch and writes BENCHMARKS.md
+// and benchmarks/chart.svg:
+//
+//	go run ./benchmarks/report        # from the repository root; about 10 minutes
+//
+// It runs the library's benchmarks and the comparison with other libraries
+// (go test -bench, -count times each, medians), then the end-to-end test: a
+// real HTTP server on loopback, bare and with the middleware, loaded with
+// wrk (apt-get install wrk) in alternating rounds. Every ratio in the report
+// compares figures from the same run of this command. -quick runs every step
+// once and briefly, to check that the command works (CI does that); its
+// figures mean nothing.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type options struct {
+	quick     bool
+	count     int
+	benchtime string
+	rounds    int
+	duration  time.Duration
+	mdPath    string
+	svgPath   string
+}
+
+func main() {
+	var o options
+	flag.BoolVar(&o.quick, "quick", false, "run every step once and briefly, to check the command works (the figures mean nothing)")
+	flag.IntVar(&o.count, "count", 5, "runs of each benchmark; the report shows medians")
+	flag.StringVar(&o.benchtime, "benchtime", "1s", "go test -benchtime")
+	flag.IntVar(&o.rounds, "rounds", 5, "end-to-end rounds, each loading the bare and the guarded server")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "wrk run length per server and round")
+	flag.StringVar(&o.mdPath, "md", "BENCHMARKS.md", "report to write, relative to the repository root")
+	flag.StringVar(&o.svgPath, "svg", "benchmarks/chart.svg", "chart to write, relative to the repository root")
+	flag.Parse()
+	if o.quick {
+		o.count, o.benchtime, o.rounds, o.duration = 1, "1x", 1, time.Second
+	}
+	if err := run(o); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(o options) error {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk is not installed (apt-get install wrk); the end-to-end test needs it")
+	}
+	m := machine()
+	log.Printf("measuring on %s", m)
+
+	log.Print("library benchmarks")
+	lib, err := goBench(root, ".", o)
+	if err != nil {
+		return err
+	}
+	log.Print("comparison with other libraries")
+	peers, err := goBench(root, "./benchmarks", o)
+	if err != nil {
+		return err
+	}
+	log.Print("end to end, with wrk")
+	rounds, err := endToEnd(root, o)
+	if err != nil {
+		return err
+	}
+
+	r := report{machine: m, opts: o, lib: lib, peers: peers, rounds: rounds}
+	md, svg := r.markdown(), r.chart()
+	if err := os.WriteFile(inRoot(root, o.mdPath), []byte(md), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(inRoot(root, o.svgPath), []byte(svg), 0o644); err != nil {
+		return err
+	}
+	log.Printf("wrote %s and %s", o.mdPath, o.svgPath)
+	return nil
+}
+
+// inRoot resolves a relative path against the repository root.
+func inRoot(root, path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(root, path)
+}
+
+// repoRoot finds the directory with go.work, upwards from the working one.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run it inside the httpbreaker repository (no go.work found above the working directory)")
+		}
+		dir = parent
+	}
+}
+
+// machineInfo says where the figures come from.
+type machineInfo struct {
+	cpu, goVersion, osArch string
+	cpus                   int
+	date                   time.Time
+}
+
+func (m machineInfo) String() string {
+	return fmt.Sprintf("%s, %d CPUs, %s, %s", m.cpu, m.cpus, m.osArch, m.goVersion)
+}
+
+func machine() machineInfo {
+	m := machineInfo{cpu: "unknown CPU", cpus: runtime.NumCPU(), osArch: runtime.GOOS + "/" + runtime.GOARCH, date: time.Now().UTC()}
+	if out, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {
+		m.goVersion = strings.TrimSpace(string(out))
+	}
+	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(info), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				m.cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+				break
+			}
+		}
+	}
+	return m
+}
+
+// goBench runs every benchmark of the packages in dir and returns the
+// samples by benchmark name.
+func goBench(root, dir string, o options) (samples, error) {
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem",
+		"-count", strconv.Itoa(o.count), "-benchtime", o.benchtime, dir)
+	cmd.Dir = root
+	var out bytes.Buffer
+	cmd.Stdout = io.MultiWriter(&out, progress{})
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("go test -bench in %s: %w", dir, err)
+	}
+	return parseBench(&out)
+}
+
+// progress echoes benchmark lines while they come, so a long run shows life.
+type progress struct{}
+
+func (progress) Write(p []byte) (int, error) {
+	for line := range strings.SplitSeq(string(p), "\n") {
+		if strings.HasPrefix(line, "Benchmark") {
+			fmt.Fprintln(os.Stderr, "  "+line)
+		}
+	}
+	return len(p), nil
+}
+
+// samples holds each benchmark's runs: unit -> values.
+type samples map[string]map[string][]float64
+
+var procSuffix = regexp.MustCompile(`-\d+$`)
+
+// parseBench reads go test -bench output.
+func parseBench(r io.Reader) (samples, error) {
+	s := samples{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 4 || !strings.HasPrefix(fields[0], "Benchmark") {
+			continue
+		}
+		name := procSuffix.ReplaceAllString(strings.TrimPrefix(fields[0], "Benchmark"), "")
+		if s[name] == nil {
+			s[name] = map[string][]float64{}
+		}
+		for i := 2; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				return nil, fmt.Errorf("benchmark line %q: %w", sc.Text(), err)
+			}
+			s[name][fields[i+1]] = append(s[name][fields[i+1]], v)
+		}
+	}
+	if len(s) == 0 {
+		return nil, errors.New("no benchmark results in the output")
+	}
+	return s, sc.Err()
+}
+
+// get returns the median of a benchmark's values in unit, and whether it
+// ran.
+func (s samples) get(name, unit string) (float64, bool) {
+	vs := s[name][unit]
+	if len(vs) == 0 {
+		return 0, false
+	}
+	vs = slices.Clone(vs)
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2], true
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2, true
+}
+
+// ns and allocs read the two figures most tables show; a missing benchmark
+// reads as NaN, which the report prints as "n/a".
+func (s samples) ns(name string) float64     { return s.must(name, "ns/op") }
+func (s samples) allocs(name string) float64 { return s.must(name, "allocs/op") }
+func (s samples) bytes(name string) float64  { return s.must(name, "B/op") }
+
+func (s samples) must(name, unit string) float64 {
+	if v, ok := s.get(name, unit); ok {
+		return v
+	}
+	return nan
+}
+
+// round is one end-to-end round: requests per second without and with the
+// middleware.
+type round struct{ bare, guarded float64 }
+
+func (r round) ratio() float64 { return r.guarded / r.bare }
+
+// endToEnd builds the e2e server, then in each round loads the bare and the
+// guarded server with wrk, one after the other, alternating which goes
+// first so that drift in the machine's speed falls on both.
+func endToEnd(root string, o options) ([]round, error) {
+	tmp, err := os.MkdirTemp("", "httpbreaker-e2e")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "e2eserver")
+	build := exec.Command("go", "build", "-o", bin, "./benchmarks/e2eserver")
+	build.Dir, build.Stderr = root, os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, fmt.Errorf("building the e2e server: %w", err)
+	}
+	var rounds []round
+	for i := range o.rounds {
+		var r round
+		order := []bool{false, true}
+		if i%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, guarded := range order {
+			rps, err := load(bin, guarded, o.duration)
+			if err != nil {
+				return nil, err
+			}
+			if guarded {
+				r.guarded = rps
+			} else {
+				r.bare = rps
+			}
+		}
+		log.Printf("  round %d: bare %.0f req/s, with the middleware %.0f req/s (%.1f%%)", i+1, r.bare, r.guarded, 100*r.ratio())
+		rounds = append(rounds, r)
+	}
+	return rounds, nil
+}
+
+var rpsLine = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+
+// load starts the server, warms it up, and returns wrk's requests per second.
+func load(bin string, guarded bool, d time.Duration) (float64, error) {
+	args := []string{"-addr", "127.0.0.1:0"}
+	if guarded {
+		args = append(args, "-breaker")
+	}
+	srv := exec.Command(bin, args...)
+	stdin, err := srv.StdinPipe() // the server exits when this closes
+	if err != nil {
+		return 0, err
+	}
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		stdin.Close()
+		_ = srv.Wait()
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
+	if err != nil || !ok {
+		return 0, fmt.Errorf("e2e server did not start: %q %v", line, err)
+	}
+	url := "http://" + addr + "/api/catalog/entities"
+	if _, err := wrk(url, time.Second); err != nil { // warm-up: connections, caches, the heap
+		return 0, err
+	}
+	return wrk(url, d)
+}
+
+func wrk(url string, d time.Duration) (float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "wrk", "-t1", "-c32", "-d"+strconv.Itoa(int(d.Seconds()))+"s", url).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %w\n%s", err, out)
+	}
+	m := rpsLine.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("wrk printed no Requests/sec:\n%s", out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+)
+
+var nan = math.NaN()
+
+// report turns the measurements into BENCHMARKS.md.
+type report struct {
+	machine machineInfo
+	opts    options
+	lib     samples
+	peers   samples
+	rounds  []round
+}
+
+// peer is a library of the comparison, as named in BenchmarkPeers, with
+// what explains its figures: each note says what the library does per
+// request, read from its source.
+type peer struct {
+	name string
+	rate bool // trips on a failure rate over a rolling window
+	what string
+}
+
+var peerList = []peer{
+	{"httpbreaker", true, "this library: gobreaker underneath, a pooled status writer, classification, metrics counters, panic handling"},
+	{"gobreaker-seed", true, "the same engine as a seed-style middleware: TwoStepCircuitBreaker's Allow and done (its done callback is allocated per request) and a capture wrapper per request"},
+	{"failsafe-go", true, "admits in the closed state under a mutex without reading the clock and records with one clock read, where gobreaker reads it on both sides"},
+	{"handy", true, "streadway/handy: every Allow, Success and Failure is a channel round trip to the breaker's goroutine"},
+	{"hystrix-go", true, "afex/hystrix-go: runs every call on a goroutine of its own, with channels, a ticket pool and asynchronous metrics"},
+	{"rubyist", true, "rubyist/circuitbreaker: atomics and a mutex-guarded rolling window"},
+	{"go-zero", true, "go-zero's adaptive throttling (Google SRE): a rolling window and a random draw per request; it sheds a share of load instead of opening, so some requests get through while failing"},
+	{"go-resiliency", false, "eapache/go-resiliency: one mutex section per call and no window: it counts errors until an error-free pause, with no rate; less to do, and not the policy compared"},
+}
+
+var workloads = []struct{ name, title string }{
+	{"closed-1key", "closed, one key"},
+	{"closed-1000key", "closed, 1000 keys"},
+	{"closed-1key-parallel", "closed, one key, every core"},
+	{"closed-1000key-parallel", "closed, 1000 keys, every core"},
+	{"open", "open: the rejection"},
+}
+
+func (r report) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	o := r.opts
+	p("# Benchmarks\n\n")
+	p("Written by `go run ./benchmarks/report` from fresh measurements on %s.\n\n", r.machine.date.Format("2006-01-02"))
+	p("- Machine: %s, %d CPUs, %s; %s.\n", r.machine.cpu, r.machine.cpus, r.machine.osArch, r.machine.goVersion)
+	p("- Each figure is the median of %d runs of `go test -bench` with `-benchtime %s`; every ratio compares figures from the same run of the command.\n", o.count, o.benchtime)
+	p("- The library's benchmarks are in [`bench_test.go`](bench_test.go), the comparison in [`benchmarks/`](benchmarks), a module of its own so that the library's `go.mod` names none of the other libraries.\n")
+	p("- Absolute times drift between runs on a shared machine; read the ratios.\n")
+	if o.quick {
+		p("- **Written with -quick: every benchmark ran once, briefly. These figures only show that the command works; they measure nothing.**\n")
+	}
+	p("\n")
+	p("![ns/op and allocs/op per library](benchmarks/chart.svg)\n\n")
+
+	r.closedPath(p)
+	r.rejection(p)
+	r.keys(p)
+	r.parallel(p)
+	r.memory(p)
+	r.capture(p)
+	r.peersSection(p)
+	r.endToEndSection(p)
+	return b.String()
+}
+
+type printer func(format string, args ...any)
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func (r report) closedPath(p printer) {
+	l := r.lib
+	bare, exec := l.ns("Closed/bare"), l.ns("Closed/gobreaker-execute")
+	p("## Closed path\n\nThe same handler (a status and a short body) alone, inside gobreaker's own `Execute`, and behind the middleware.\n\n")
+	p("| | ns/op | allocs/op | added to the handler | added, relative to gobreaker's |\n|---|---:|---:|---:|---:|\n")
+	for _, row := range []struct{ label, name string }{
+		{"handler alone", "Closed/bare"},
+		{"gobreaker `Execute`", "Closed/gobreaker-execute"},
+		{"`Middleware`", "Closed/middleware"},
+		{"`KeyedMiddleware` (`RoutePattern`)", "Closed/keyed-middleware"},
+	} {
+		ns := l.ns(row.name)
+		added, rel := "", ""
+		if row.name != "Closed/bare" {
+			added = fmt.Sprintf("%.0f ns", ns-bare)
+			rel = fmt.Sprintf("%.2fx", (ns-bare)/(exec-bare))
+		}
+		p("| %s | %s | %s | %s | %s |\n", row.label, num(ns), num(l.allocs(row.name)), added, rel)
+	}
+	mw, keyed := (l.ns("Closed/middleware")-bare)/(exec-bare), (l.ns("Closed/keyed-middleware")-bare)/(exec-bare)
+	p("\nTarget: the middleware adds at most 1.5x what gobreaker's `Execute` adds (aim 1.25x), with 0 allocs/op. "+
+		"`Middleware`: %.2fx, %s allocs/op, %s; `KeyedMiddleware`: %.2fx, %s.\n\n",
+		mw, num(l.allocs("Closed/middleware")), verdict(mw <= 1.5 && l.allocs("Closed/middleware") == 0),
+		keyed, verdict(keyed <= 1.5 && l.allocs("Closed/keyed-middleware") == 0))
+}
+
+func (r report) rejection(p printer) {
+	l := r.lib
+	gb := l.ns("Rejection/gobreaker-open")
+	p("## Rejection\n\ngobreaker's own rejection by an open breaker (`Execute` returning `ErrOpenState`, no response written) beside the middleware's, which writes the 503 problem response.\n\n")
+	p("| | ns/op | allocs/op | relative to gobreaker's |\n|---|---:|---:|---:|\n")
+	for _, row := range []struct{ label, name string }{
+		{"gobreaker, open", "Rejection/gobreaker-open"},
+		{"middleware, open", "Rejection/open"},
+		{"middleware, half-open with every probe taken", "Rejection/half-open"},
+	} {
+		p("| %s | %s | %s | %.2fx |\n", row.label, num(l.ns(row.name)), num(l.allocs(row.name)), l.ns(row.name)/gb)
+	}
+	ratio, allocs := l.ns("Rejection/open")/gb, l.allocs("Rejection/open")
+	p("\nTarget: at most 5x gobreaker's own rejection and at most 3 allocs/op: %.2fx and %s allocs/op, %s.\n\n", ratio, num(allocs), verdict(ratio <= 5 && allocs <= 3))
+}
+
+func (r report) keys(p printer) {
+	l := r.lib
+	p("## Many keys\n\n`KeyedMiddleware` over 1, 1000 and 100 000 keys, each key's breaker created first, then requests cycling over all keys in a shuffled order; beside it gobreaker alone (`Execute`) over as many breakers in the same order.\n\n")
+	p("| keys | middleware ns/op | relative to one key | gobreaker alone ns/op | relative to one key | middleware minus gobreaker |\n|---:|---:|---:|---:|---:|---:|\n")
+	one, engOne := l.ns("Keys/1"), l.ns("EngineKeys/1")
+	for _, n := range []string{"1", "1000", "100000"} {
+		ns, eng := l.ns("Keys/"+n), l.ns("EngineKeys/"+n)
+		p("| %s | %s | %.2fx | %s | %.2fx | %.0f ns |\n", n, num(ns), ns/one, num(eng), eng/engOne, ns-eng)
+	}
+	k1000, k100k := l.ns("Keys/1000")/one, l.ns("Keys/100000")/one
+	engine := l.ns("EngineKeys/100000") / engOne
+	p("\nTarget: 100 000 keys cost at most 1.2x one key. 1000 keys: %.2fx; 100 000 keys: %.2fx, %s.", k1000, k100k, verdict(k100k <= 1.2))
+	switch {
+	case k100k <= 1.2:
+	case engine > 1.2:
+		p(" At 100 000 keys the breakers no longer fit in the CPU's caches, and a request in a random order reads cold memory: "+
+			"gobreaker's own state (three allocations per breaker) costs %.2fx its one-key figure by itself, so no middleware built on it can reach 1.2x here. "+
+			"What the middleware adds grows for the same reason (the key lookup, the key's bytes and its own breaker are cold too), from %.0f ns to %.0f ns. "+
+			"Nothing on the path is linear in the number of keys: the cost is memory latency, and a real server's traffic, skewed towards its busy keys, keeps those in the cache.",
+			engine, one-engOne, l.ns("Keys/100000")-l.ns("EngineKeys/100000"))
+	default:
+		p(" gobreaker alone stays at %.2fx here, so the excess is the middleware's own.", engine)
+	}
+	p("\n\n")
+}
+
+func (r report) parallel(p printer) {
+	l := r.lib
+	p("## Every core\n\n`RunParallel` on %d CPUs: ns/op is wall time per request across all goroutines, so a speed-up near the number of CPUs means no shared lock or cache line.\n\n", r.machine.cpus)
+	p("| | one goroutine ns/op | every core ns/op | speed-up |\n|---|---:|---:|---:|\n")
+	one, many := l.ns("Closed/middleware")/l.ns("Parallel/one-key"), l.ns("Keys/1000")/l.ns("Parallel/many-keys")
+	p("| one key | %s | %s | %.2fx |\n", num(l.ns("Closed/middleware")), num(l.ns("Parallel/one-key")), one)
+	p("| 1000 keys | %s | %s | %.2fx |\n", num(l.ns("Keys/1000")), num(l.ns("Parallel/many-keys")), many)
+	p("\nOn one key every request takes the same gobreaker mutex, so one key does not scale, by design of the engine. "+
+		"Target: many keys scale with cores: %.2fx on %d CPUs, %s.\n\n", many, r.machine.cpus, verdict(many >= 0.75*float64(r.machine.cpus)))
+}
+
+func (r report) memory(p printer) {
+	v, _ := r.lib.get("MemoryPerKey", "B/key")
+	p("## Memory per key\n\nHeap held per key after 10 000 keys have each served a request, with metrics registered: the breaker, its gobreaker instance and window, its counters and its map entry. The metric series are read from the counters at scrape time and hold nothing more.\n\n")
+	p("%.0f bytes per key. Target: under 8 KiB, %s.\n\n", v, verdict(v < 8192))
+}
+
+func (r report) capture(p printer) {
+	s := r.peers
+	p("## Status capture\n\nThe ways to learn the status a handler wrote, each around the same gobreaker `Execute` (see the doc comment of `status_writer.go`).\n\n")
+	p("| | ns/op | B/op | allocs/op |\n|---|---:|---:|---:|\n")
+	for _, row := range []struct{ label, name string }{
+		{"httpsnoop `Wrap` with capture hooks", "StatusCapture/httpsnoop-wrap"},
+		{"httpsnoop `CaptureMetrics`", "StatusCapture/httpsnoop-capturemetrics"},
+		{"httpbreaker's middleware, whole", "StatusCapture/httpbreaker"},
+	} {
+		p("| %s | %s | %s | %s |\n", row.label, num(s.ns(row.name)), num(s.bytes(row.name)), num(s.allocs(row.name)))
+	}
+	p("\n")
+}
+
+func (r report) peersSection(p printer) {
+	s := r.peers
+	p("## Against other libraries\n\n")
+	p("Each library gets the same policy as far as it can express it (trip at 50%% failures over 10 s once 10 outcomes are in, open 30 s), " +
+		"the same handler, the same key per request, and, except httpbreaker, the same status capture: a wrapper allocated per request, as seed 003 writes it. " +
+		"Rejections are answered with `http.Error`. Rolling-window failure rate: the policy compared; go-resiliency has none and is shown for reference.\n\n")
+	for _, w := range workloads {
+		p("### %s\n\n| library | rolling failure rate | ns/op | B/op | allocs/op | relative to httpbreaker |\n|---|:-:|---:|---:|---:|---:|\n", w.title)
+		ours := s.ns("Peers/" + w.name + "/httpbreaker")
+		for _, lib := range peerList {
+			name := "Peers/" + w.name + "/" + lib.name
+			rate := "yes"
+			if !lib.rate {
+				rate = "no"
+			}
+			extra := ""
+			if v, ok := s.get(name, "rejected/op"); ok && v < 1 {
+				extra = fmt.Sprintf(" (rejects %.2f%%)", 100*v)
+			}
+			p("| %s | %s | %s%s | %s | %s | %.2fx |\n", lib.name, rate, num(s.ns(name)), extra, num(s.bytes(name)), num(s.allocs(name)), s.ns(name)/ours)
+		}
+		p("\n%s\n\n", r.peerVerdict(w.name))
+	}
+	p("What each library does per request:\n\n")
+	for _, lib := range peerList {
+		p("- **%s**: %s.\n", lib.name, lib.what)
+	}
+	p("\n")
+}
+
+// peerVerdict says whether httpbreaker is the fastest and leanest of the
+// libraries with a rolling-window failure rate in one workload, and names
+// those that beat it.
+func (r report) peerVerdict(workload string) string {
+	s := r.peers
+	ours := "Peers/" + workload + "/httpbreaker"
+	var faster, leaner []string
+	for _, lib := range peerList {
+		name := "Peers/" + workload + "/" + lib.name
+		if lib.name == "httpbreaker" || !lib.rate {
+			continue
+		}
+		if s.ns(name) < s.ns(ours) {
+			faster = append(faster, fmt.Sprintf("%s (%.2fx)", lib.name, s.ns(name)/s.ns(ours)))
+		}
+		if s.allocs(name) < s.allocs(ours) {
+			leaner = append(leaner, lib.name)
+		}
+	}
+	out := "Of the libraries with a rolling-window failure rate, httpbreaker is "
+	if len(faster) == 0 {
+		out += "the fastest"
+	} else {
+		out += "not the fastest: " + strings.Join(faster, ", ") + " took less time"
+	}
+	if len(leaner) == 0 {
+		out += fmt.Sprintf(", and allocates least (%s allocs/op).", num(s.allocs(ours)))
+	} else {
+		out += ", and not the leanest: " + strings.Join(leaner, ", ") + " allocated less."
+	}
+	return out
+}
+
+func (r report) endToEndSection(p printer) {
+	p("## End to end\n\nA real HTTP server on loopback (`benchmarks/e2eserver`) serving one small JSON endpoint, bare and behind `Middleware` with metrics registered, "+
+		"loaded with `wrk -t1 -c32` for %v after a one-second warm-up, the two servers one after the other in each round, in alternating order. "+
+		"wrk and the server share the machine's %d CPUs.\n\n", r.opts.duration, r.machine.cpus)
+	p("| round | bare req/s | with the middleware req/s | ratio |\n|---:|---:|---:|---:|\n")
+	var ratios []float64
+	for i, rd := range r.rounds {
+		p("| %d | %.0f | %.0f | %.1f%% |\n", i+1, rd.bare, rd.guarded, 100*rd.ratio())
+		ratios = append(ratios, rd.ratio())
+	}
+	med := median(ratios)
+	p("\nMedian ratio: %.1f%%. Target: at least 97%% of the bare server, %s.\n", 100*med, verdict(med >= 0.97))
+}
+
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return nan
+	}
+	vs = slices.Clone(vs)
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2]
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
+}
+
+// num prints a figure with the precision it deserves.
+func num(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "n/a"
+	case v == math.Trunc(v) && v < 1e6:
+		return fmt.Sprintf("%.0f", v)
+	case v < 10:
+		return fmt.Sprintf("%.2f", v)
+	case v < 100:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
