@@ -200,8 +200,10 @@ func hystrixMiddleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := prefix + r.Pattern
 		if _, ok := configured.Load(name); !ok {
+			// hystrix fills a channel with MaxConcurrentRequests tickets
+			// per command: keep it to what the benchmark can use at once.
 			hystrix.ConfigureCommand(name, hystrix.CommandConfig{
-				Timeout: 10_000, MaxConcurrentRequests: 100_000, RequestVolumeThreshold: minRequests,
+				Timeout: 10_000, MaxConcurrentRequests: 256, RequestVolumeThreshold: minRequests,
 				SleepWindow: int(openFor / time.Millisecond), ErrorPercentThreshold: int(failureRate * 100),
 			})
 			configured.Store(name, true)

@@ -155,11 +155,11 @@ func machine() machineInfo {
 // goBench runs every benchmark of the packages in dir and returns the
 // samples by benchmark name.
 func goBench(root, dir string, o options) (samples, error) {
-	cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem",
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-timeout", "0",
 		"-count", strconv.Itoa(o.count), "-benchtime", o.benchtime, dir)
 	cmd.Dir = root
 	var out bytes.Buffer
-	cmd.Stdout = io.MultiWriter(&out, progress{})
+	cmd.Stdout = io.MultiWriter(&out, progress{partial: new([]byte)})
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("go test -bench in %s: %w", dir, err)
@@ -167,16 +167,22 @@ func goBench(root, dir string, o options) (samples, error) {
 	return parseBench(&out)
 }
 
-// progress echoes benchmark lines while they come, so a long run shows life.
-type progress struct{}
+// progress echoes finished benchmark lines while they come, so that a long
+// run shows life.
+type progress struct{ partial *[]byte }
 
-func (progress) Write(p []byte) (int, error) {
-	for line := range strings.SplitSeq(string(p), "\n") {
-		if strings.HasPrefix(line, "Benchmark") {
+func (pr progress) Write(p []byte) (int, error) {
+	*pr.partial = append(*pr.partial, p...)
+	for {
+		i := bytes.IndexByte(*pr.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		if line := string((*pr.partial)[:i]); strings.HasPrefix(line, "Benchmark") {
 			fmt.Fprintln(os.Stderr, "  "+line)
 		}
+		*pr.partial = (*pr.partial)[i+1:]
 	}
-	return len(p), nil
 }
 
 // samples holds each benchmark's runs: unit -> values.
