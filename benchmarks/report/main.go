@@ -47,8 +47,8 @@ func main() {
 	flag.BoolVar(&o.quick, "quick", false, "run every step once and briefly, to check the command works (the figures mean nothing)")
 	flag.IntVar(&o.count, "count", 5, "runs of each benchmark; the report shows medians")
 	flag.StringVar(&o.benchtime, "benchtime", "1s", "go test -benchtime")
-	flag.IntVar(&o.rounds, "rounds", 5, "end-to-end rounds, each loading the bare and the guarded server")
-	flag.DurationVar(&o.duration, "duration", 5*time.Second, "wrk run length per server and round")
+	flag.IntVar(&o.rounds, "rounds", 15, "end-to-end rounds, each a wrk run on the bare and on the guarded server")
+	flag.DurationVar(&o.duration, "duration", 2*time.Second, "wrk run length per server and round")
 	flag.StringVar(&o.mdPath, "md", "BENCHMARKS.md", "report to write, relative to the repository root")
 	flag.StringVar(&o.svgPath, "svg", "benchmarks/chart.svg", "chart to write, relative to the repository root")
 	flag.Parse()
@@ -251,9 +251,10 @@ type round struct{ bare, guarded float64 }
 
 func (r round) ratio() float64 { return r.guarded / r.bare }
 
-// endToEnd builds the e2e server, then in each round loads the bare and the
-// guarded server with wrk, one after the other, alternating which goes
-// first so that drift in the machine's speed falls on both.
+// endToEnd builds the e2e server and starts it twice, bare and guarded,
+// then loads them with wrk in turn, many short runs each: every round is a
+// run on each, in alternating order, so that drift in the machine's speed
+// falls on both, and the median of the rounds' ratios is the figure.
 func endToEnd(root string, o options) ([]round, error) {
 	tmp, err := os.MkdirTemp("", "httpbreaker-e2e")
 	if err != nil {
@@ -266,71 +267,107 @@ func endToEnd(root string, o options) ([]round, error) {
 	if err := build.Run(); err != nil {
 		return nil, fmt.Errorf("building the e2e server: %w", err)
 	}
+	var urls [2]string // bare, guarded
+	for i, guarded := range []bool{false, true} {
+		url, stop, err := startServer(bin, guarded)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		if _, err := wrk(url, time.Second); err != nil { // warm-up: connections, caches, the heap
+			return nil, err
+		}
+		urls[i] = url
+	}
 	var rounds []round
 	for i := range o.rounds {
-		var r round
-		order := []bool{false, true}
-		if i%2 == 1 {
-			order = []bool{true, false}
-		}
-		for _, guarded := range order {
-			rps, err := load(bin, guarded, o.duration)
-			if err != nil {
+		var rps [2]float64
+		for _, which := range [][2]int{{0, 1}, {1, 0}}[i%2] {
+			if rps[which], err = wrk(urls[which], o.duration); err != nil {
 				return nil, err
 			}
-			if guarded {
-				r.guarded = rps
-			} else {
-				r.bare = rps
-			}
 		}
+		r := round{bare: rps[0], guarded: rps[1]}
 		log.Printf("  round %d: bare %.0f req/s, with the middleware %.0f req/s (%.1f%%)", i+1, r.bare, r.guarded, 100*r.ratio())
 		rounds = append(rounds, r)
 	}
 	return rounds, nil
 }
 
-var rpsLine = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+// pinned runs a command on one CPU with taskset, when there are two or more
+// CPUs and taskset is installed, so that the server and wrk do not take
+// turns on the same core: that is most of the noise of a load test on a
+// small machine.
+func pinned(cpu int, name string, args ...string) *exec.Cmd {
+	if runtime.NumCPU() < 2 {
+		return exec.Command(name, args...)
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("taskset", append([]string{"-c", strconv.Itoa(cpu), name}, args...)...)
+}
 
-// load starts the server, warms it up, and returns wrk's requests per second.
-func load(bin string, guarded bool, d time.Duration) (float64, error) {
+// startServer starts the e2e server on CPU 0 with GOMAXPROCS=1 and returns
+// its URL, and a function that stops it.
+func startServer(bin string, guarded bool) (string, func(), error) {
 	args := []string{"-addr", "127.0.0.1:0"}
 	if guarded {
 		args = append(args, "-breaker")
 	}
-	srv := exec.Command(bin, args...)
+	srv := pinned(0, bin, args...)
+	srv.Env = append(os.Environ(), "GOMAXPROCS=1")
 	stdin, err := srv.StdinPipe() // the server exits when this closes
 	if err != nil {
-		return 0, err
+		return "", nil, err
 	}
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return "", nil, err
 	}
 	srv.Stderr = os.Stderr
 	if err := srv.Start(); err != nil {
-		return 0, err
+		return "", nil, err
 	}
-	defer func() {
+	stop := func() {
 		stdin.Close()
 		_ = srv.Wait()
-	}()
+	}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
 	if err != nil || !ok {
-		return 0, fmt.Errorf("e2e server did not start: %q %v", line, err)
+		stop()
+		return "", nil, fmt.Errorf("e2e server did not start: %q %v", line, err)
 	}
-	url := "http://" + addr + "/api/catalog/entities"
-	if _, err := wrk(url, time.Second); err != nil { // warm-up: connections, caches, the heap
-		return 0, err
-	}
-	return wrk(url, d)
+	return "http://" + addr + "/api/catalog/entities", stop, nil
 }
+
+// runWithContext runs cmd, killing it if ctx ends first.
+func runWithContext(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.Bytes(), err
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-done
+		return out.Bytes(), ctx.Err()
+	}
+}
+
+var rpsLine = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
 
 func wrk(url string, d time.Duration) (float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "wrk", "-t1", "-c32", "-d"+strconv.Itoa(int(d.Seconds()))+"s", url).CombinedOutput()
+	cmd := pinned(1, "wrk", "-t1", "-c32", "-d"+strconv.Itoa(int(d.Seconds()))+"s", url)
+	out, err := runWithContext(ctx, cmd)
 	if err != nil {
 		return 0, fmt.Errorf("wrk: %w\n%s", err, out)
 	}
