@@ -107,7 +107,7 @@ func TestReadyToTripRate(t *testing.T) {
 	} {
 		p := Policy{FailureRate: tc.rate, MinRequests: 10, ConsecutiveFailures: Off}.resolve()
 		br := &breaker{policy: p}
-		got := br.readyToTrip(gobreakerCounts(tc.failures, tc.successes))
+		got := br.readyToTrip(&instance{}, gobreakerCounts(tc.failures, tc.successes))
 		if got != tc.want {
 			t.Errorf("rate %v with %d failures, %d successes: trip = %v, want %v", tc.rate, tc.failures, tc.successes, got, tc.want)
 		}

@@ -16,7 +16,7 @@ import (
 )
 
 // Off turns off a Policy field that can be turned off: FailureRate,
-// ConsecutiveFailures, MaxOpenFor and SlowCall. Write it as Off in Go
+// ConsecutiveFailures, MaxOpenFor, SlowCall, RecoveryRamp and IdleTTL. Write it as Off in Go
 // (Policy{SlowCall: httpbreaker.Off}) and as off in a config file.
 //
 // Off is needed because the zero value of every Policy field means "inherit":
@@ -117,11 +117,23 @@ type Policy struct {
 	// this a failure, whatever its status. Default off. Leave it off for
 	// route groups that stream (SSE, websockets, long polls).
 	SlowCall time.Duration `json:"slow_call,omitempty"`
+	// RecoveryRamp, when set, eases a recovered breaker back in: after the
+	// probes succeed it admits a share of requests that rises linearly from
+	// none to all over this time, answers the rest with the reject response,
+	// and trips again as usual if they fail. Default off.
+	RecoveryRamp time.Duration `json:"recovery_ramp,omitempty"`
+	// IdleTTL drops a key's breaker, and its metric series, once the key
+	// has served no request for this long, so that a service with many
+	// short-lived keys keeps flat memory. Only a closed breaker is dropped;
+	// the key's next request gets a new one. Default: one hour for keys a
+	// KeyedMiddleware chose, off for Middleware's keys.
+	IdleTTL time.Duration `json:"idle_ttl,omitempty"`
 	// Mode is enforce (the default), observe or disabled.
 	Mode Mode `json:"mode,omitempty"`
 }
 
-// DefaultPolicy returns the built-in defaults, every field set.
+// DefaultPolicy returns the built-in defaults, every field set but IdleTTL,
+// whose default depends on how the key was made (see Policy.IdleTTL).
 func DefaultPolicy() Policy {
 	return Policy{
 		FailureRate:         0.5,
@@ -133,6 +145,7 @@ func DefaultPolicy() Policy {
 		MaxOpenFor:          5 * time.Minute,
 		HalfOpenRequests:    3,
 		SlowCall:            Off,
+		RecoveryRamp:        Off,
 		Mode:                ModeEnforce,
 	}
 }
@@ -148,6 +161,8 @@ func (p Policy) inherit(base Policy) Policy {
 	pick(&p.MaxOpenFor, base.MaxOpenFor)
 	pick(&p.HalfOpenRequests, base.HalfOpenRequests)
 	pick(&p.SlowCall, base.SlowCall)
+	pick(&p.RecoveryRamp, base.RecoveryRamp)
+	pick(&p.IdleTTL, base.IdleTTL)
 	pick(&p.Mode, base.Mode)
 	return p
 }
@@ -183,6 +198,8 @@ func (p Policy) set() map[string]bool {
 		"max_open_for":         p.MaxOpenFor != 0,
 		"half_open_requests":   p.HalfOpenRequests != 0,
 		"slow_call":            p.SlowCall != 0,
+		"recovery_ramp":        p.RecoveryRamp != 0,
+		"idle_ttl":             p.IdleTTL != 0,
 		"mode":                 p.Mode != 0,
 	}
 }
@@ -228,8 +245,13 @@ func (p Policy) problems() []problem {
 	if p.HalfOpenRequests < 1 || p.HalfOpenRequests > math.MaxUint32 {
 		add(fmt.Sprintf("must be at least 1; got %d", p.HalfOpenRequests), "half_open_requests")
 	}
-	if s := p.SlowCall; s != Off && s <= 0 {
-		add(fmt.Sprintf("must be positive, or off; got %v", s), "slow_call")
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"slow_call", p.SlowCall}, {"recovery_ramp", p.RecoveryRamp}, {"idle_ttl", p.IdleTTL}} {
+		if f.d < 0 && f.d != Off {
+			add(fmt.Sprintf("must be positive, or off; got %v", f.d), f.name)
+		}
 	}
 	if p.Mode < ModeEnforce || p.Mode > ModeDisabled {
 		add(fmt.Sprintf("must be enforce, observe or disabled; got %v", p.Mode), "mode")
@@ -443,7 +465,7 @@ func (d *decoder) config(n *yaml.Node) Config {
 
 var policyFields = []string{
 	"failure_rate", "min_requests", "consecutive_failures", "window", "buckets",
-	"open_for", "max_open_for", "half_open_requests", "slow_call", "mode",
+	"open_for", "max_open_for", "half_open_requests", "slow_call", "recovery_ramp", "idle_ttl", "mode",
 }
 
 func (d *decoder) policy(n *yaml.Node, path string) Policy {
@@ -470,6 +492,10 @@ func (d *decoder) policy(n *yaml.Node, path string) Policy {
 			d.count(v, fpath, &p.HalfOpenRequests, false)
 		case "slow_call":
 			d.duration(v, fpath, &p.SlowCall, true)
+		case "recovery_ramp":
+			d.duration(v, fpath, &p.RecoveryRamp, true)
+		case "idle_ttl":
+			d.duration(v, fpath, &p.IdleTTL, true)
 		case "mode":
 			if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
 				d.fail(v, fpath, "want enforce, observe or disabled, got %s", describe(v))
@@ -599,6 +625,8 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 		MaxOpenFor          any `json:"max_open_for,omitempty"`
 		HalfOpenRequests    any `json:"half_open_requests,omitempty"`
 		SlowCall            any `json:"slow_call,omitempty"`
+		RecoveryRamp        any `json:"recovery_ramp,omitempty"`
+		IdleTTL             any `json:"idle_ttl,omitempty"`
 		Mode                any `json:"mode,omitempty"`
 	}{
 		FailureRate:         jsonField(p.FailureRate, func(r float64) any { return r }),
@@ -610,6 +638,8 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 		MaxOpenFor:          jsonField(p.MaxOpenFor, time.Duration.String),
 		HalfOpenRequests:    jsonField(p.HalfOpenRequests, func(n int) any { return n }),
 		SlowCall:            jsonField(p.SlowCall, time.Duration.String),
+		RecoveryRamp:        jsonField(p.RecoveryRamp, time.Duration.String),
+		IdleTTL:             jsonField(p.IdleTTL, time.Duration.String),
 	}
 	if p.Mode != 0 {
 		out.Mode = p.Mode.String()

@@ -28,7 +28,7 @@ func TestLoadConfigReadsTheSampleFile(t *testing.T) {
 	}
 	for key, want := range map[string]Policy{
 		"scaffolder": {ConsecutiveFailures: Off, HalfOpenRequests: 1, OpenFor: 10 * time.Second},
-		"search":     {SlowCall: 2 * time.Second},
+		"search":     {SlowCall: 2 * time.Second, RecoveryRamp: time.Minute},
 		"catalog":    {FailureRate: 0.25, Mode: ModeObserve},
 	} {
 		if got := c.Keys[key]; got != want {
@@ -40,6 +40,7 @@ func TestLoadConfigReadsTheSampleFile(t *testing.T) {
 	b.Middleware("other")
 	for _, s := range b.Snapshot() {
 		want := DefaultPolicy()
+		want.IdleTTL = Off // a Middleware key
 		if s.Key == "scaffolder" {
 			want.ConsecutiveFailures, want.HalfOpenRequests, want.OpenFor = Off, 1, 10*time.Second
 		}
@@ -128,6 +129,10 @@ func TestLoadConfigErrorsNameTheFieldAndLine(t *testing.T) {
 			[]string{`line 2: defaults.window: want a duration such as "30s" or "1m30s"; got 30`}},
 		{"duration in words", "defaults:\n  window: 30 seconds\n",
 			[]string{`line 2: defaults.window: want a duration such as "30s" or "1m30s"; got "30 seconds"`}},
+		{"negative ramp", "defaults:\n  recovery_ramp: -1m\n",
+			[]string{`line 2: defaults.recovery_ramp: must be positive, or off; got "-1m"`}},
+		{"idle_ttl in words", "keys:\n  a:\n    idle_ttl: an hour\n",
+			[]string{`line 3: keys.a.idle_ttl: want a duration such as "30s" or "1m30s", or off; got "an hour"`}},
 		{"off where not allowed", "defaults:\n  open_for: off\n",
 			[]string{"line 2: defaults.open_for: cannot be off"}},
 		{"count zero", "defaults:\n  consecutive_failures: 0\n",
@@ -223,6 +228,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"rate", []Option{WithPolicy(Policy{FailureRate: 2})}, "defaults.failure_rate: must be in (0, 1], or off; got 2"},
 		{"key duration", []Option{WithKeyPolicy("catalog", Policy{OpenFor: -time.Second})}, "keys.catalog.open_for: must be positive; got -1s"},
 		{"negative slow call", []Option{WithPolicy(Policy{SlowCall: -time.Second})}, "defaults.slow_call: must be positive, or off; got -1s"},
+		{"negative idle ttl", []Option{WithKeyPolicy("a", Policy{IdleTTL: -time.Hour})}, "keys.a.idle_ttl: must be positive, or off; got -1h0m0s"},
 		{"negative count", []Option{WithPolicy(Policy{MinRequests: -3})}, "defaults.min_requests: must be at least 1; got -3"},
 		{"bad mode", []Option{WithPolicy(Policy{Mode: 9})}, "defaults.mode: must be enforce, observe or disabled; got mode(9)"},
 		{"empty key", []Option{WithKeyPolicy("", Policy{})}, "WithKeyPolicy: the key must not be empty"},
@@ -283,12 +289,12 @@ func TestModeText(t *testing.T) {
 }
 
 func TestPolicyJSONIsTheConfigFormat(t *testing.T) {
-	p := Policy{OpenFor: 90 * time.Second, SlowCall: Off, ConsecutiveFailures: Off, FailureRate: 0.25, Mode: ModeObserve}
+	p := Policy{OpenFor: 90 * time.Second, SlowCall: Off, ConsecutiveFailures: Off, FailureRate: 0.25, RecoveryRamp: time.Minute, IdleTTL: Off, Mode: ModeObserve}
 	b, err := json.Marshal(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"failure_rate":0.25,"consecutive_failures":"off","open_for":"1m30s","slow_call":"off","mode":"observe"}`
+	want := `{"failure_rate":0.25,"consecutive_failures":"off","open_for":"1m30s","slow_call":"off","recovery_ramp":"1m0s","idle_ttl":"off","mode":"observe"}`
 	if string(b) != want {
 		t.Fatalf("JSON %s\nwant %s", b, want)
 	}

@@ -4,6 +4,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// automatic marks the transitions gobreaker makes by itself, which every key
+// reports from the start, at 0; the others (to and from the states this
+// package adds) are reported once they have happened.
+var automatic = func() (a [numStates][numStates]bool) {
+	a[StateClosed][StateOpen] = true
+	a[StateOpen][StateHalfOpen] = true
+	a[StateHalfOpen][StateClosed] = true
+	a[StateHalfOpen][StateOpen] = true
+	return a
+}()
+
 // collector exposes the breakers' metrics. It reads everything at scrape
 // time, from the atomics each breaker keeps: the request path pays one
 // atomic add per request, a key's series cost no memory of their own, and
@@ -12,9 +23,10 @@ import (
 //
 // The three families, with the namespace in front:
 //
-//	state{key,state}               gauge: 1 for the current state, 0 for the other two
+//	state{key,state}               gauge: 1 for the current state, 0 for the others
 //	requests_total{key,result}     counter: success, failure, excluded, rejected, would_reject
-//	transitions_total{key,from,to} counter: closed->open, open->half_open, half_open->closed, half_open->open
+//	transitions_total{key,from,to} counter: closed->open, open->half_open, half_open->closed,
+//	                               half_open->open from the start; others once they happen
 //
 // Requests that no breaker tracked (past WithMaxKeys, or a KeyFunc that
 // returned "") are counted in requests_total{result="untracked"}, whose key
@@ -29,7 +41,7 @@ func newCollector(b *Breakers) *collector {
 	return &collector{
 		set: b,
 		state: prometheus.NewDesc(name("state"),
-			"Circuit breaker state by key: 1 for the current state (closed, half_open or open), 0 for the others.",
+			"Circuit breaker state by key: 1 for the current state (closed, half_open, open, recovering, forced_open, forced_closed), 0 for the others.",
 			[]string{"key", "state"}, nil),
 		requests: prometheus.NewDesc(name("requests_total"),
 			"Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), "+
@@ -48,12 +60,12 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	c.set.keys.Range(func(_, v any) bool {
-		br := v.(*breaker)
+	c.set.sweep()
+	for _, br := range c.set.all() {
 		current := br.state()
 		for st, name := range stateNames {
 			value := 0.0
-			if State(st) == current {
+			if st == int(current) {
 				value = 1
 			}
 			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, value, br.key, name)
@@ -62,12 +74,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue,
 				float64(br.results[res].Load()), br.key, name)
 		}
-		for t, edge := range transitionStates {
-			ch <- prometheus.MustNewConstMetric(c.transitions, prometheus.CounterValue,
-				float64(br.changes[t].Load()), br.key, edge[0].String(), edge[1].String())
+		for from := range numStates {
+			for to := range numStates {
+				n := br.changes[from][to].Load()
+				if n == 0 && !automatic[from][to] {
+					continue
+				}
+				ch <- prometheus.MustNewConstMetric(c.transitions, prometheus.CounterValue,
+					float64(n), br.key, from.String(), to.String())
+			}
 		}
-		return true
-	})
+	}
 	ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue,
 		float64(c.set.untracked.Load()), "", "untracked")
 }

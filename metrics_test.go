@@ -38,17 +38,26 @@ func TestMetricsReportStateRequestsAndTransitions(t *testing.T) {
 		// No request since the cooldown ended: the scrape itself must find
 		// scaffolder half-open.
 		expected := `
-# HELP httpbreaker_state Circuit breaker state by key: 1 for the current state (closed, half_open or open), 0 for the others.
+# HELP httpbreaker_state Circuit breaker state by key: 1 for the current state (closed, half_open, open, recovering, forced_open, forced_closed), 0 for the others.
 # TYPE httpbreaker_state gauge
 httpbreaker_state{key="catalog",state="closed"} 1
+httpbreaker_state{key="catalog",state="forced_closed"} 0
+httpbreaker_state{key="catalog",state="forced_open"} 0
 httpbreaker_state{key="catalog",state="half_open"} 0
 httpbreaker_state{key="catalog",state="open"} 0
+httpbreaker_state{key="catalog",state="recovering"} 0
 httpbreaker_state{key="scaffolder",state="closed"} 0
+httpbreaker_state{key="scaffolder",state="forced_closed"} 0
+httpbreaker_state{key="scaffolder",state="forced_open"} 0
 httpbreaker_state{key="scaffolder",state="half_open"} 1
 httpbreaker_state{key="scaffolder",state="open"} 0
+httpbreaker_state{key="scaffolder",state="recovering"} 0
 httpbreaker_state{key="search",state="closed"} 0
+httpbreaker_state{key="search",state="forced_closed"} 0
+httpbreaker_state{key="search",state="forced_open"} 0
 httpbreaker_state{key="search",state="half_open"} 1
 httpbreaker_state{key="search",state="open"} 0
+httpbreaker_state{key="search",state="recovering"} 0
 `
 		if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), "httpbreaker_state"); err != nil {
 			t.Fatal(err)
@@ -122,8 +131,8 @@ func TestMetricsPassPromlint(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 13 {
-		t.Fatalf("%d series (%v), want 3 state + 5 results + 4 transitions for one key, and untracked", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 16 {
+		t.Fatalf("%d series (%v), want 6 state + 5 results + 4 transitions for one key, and untracked", n, err)
 	}
 }
 

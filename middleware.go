@@ -28,27 +28,35 @@ func (b *Breakers) Middleware(key string) func(http.Handler) http.Handler {
 	if key == "" {
 		panic("httpbreaker: Middleware: the key must not be empty")
 	}
-	br := b.breakerFor(key)
+	br := b.breakerFor(key, false)
 	return func(next http.Handler) http.Handler {
 		if next == nil {
 			panic("httpbreaker: Middleware(" + strconv.Quote(key) + "): nil handler")
 		}
-		return &keyHandler{set: b, br: br, next: next}
+		h := &keyHandler{set: b, key: key, next: next}
+		h.br.Store(br)
+		return h
 	}
 }
 
 type keyHandler struct {
 	set  *Breakers
-	br   *breaker // nil past WithMaxKeys
+	key  string
+	br   atomic.Pointer[breaker] // nil past WithMaxKeys
 	next http.Handler
 }
 
 func (h *keyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.br == nil {
+	br := h.br.Load()
+	if br != nil && br.dropped.Load() { // idle for its IdleTTL: the key gets a new breaker
+		br = h.set.breakerFor(h.key, false)
+		h.br.Store(br)
+	}
+	if br == nil {
 		h.set.passUntracked(w, r, h.next)
 		return
 	}
-	h.br.serve(w, r, h.next)
+	br.serve(w, r, h.next)
 }
 
 // A KeyFunc picks the breaker key of a request. It must return a value from
@@ -98,7 +106,7 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.set.passUntracked(w, r, h.next)
 		return
 	}
-	if br := h.set.breakerFor(key); br != nil {
+	if br := h.set.breakerFor(key, true); br != nil {
 		br.serve(w, r, h.next)
 		return
 	}
@@ -153,6 +161,12 @@ type Call struct {
 	// Panic is the value the handler panicked with, nil if it did not. The
 	// panic goes on up the stack after the breaker has recorded it.
 	Panic any
+	// RetryAfter is the delay in the Retry-After header that came with a 429
+	// or 503 status, as seconds or an HTTP date; 0 when there was none. A
+	// failure that carries one keeps the breaker open at least that long
+	// once it trips (up to MaxOpenFor), and the reject response passes the
+	// longer delay on.
+	RetryAfter time.Duration
 	// Duration is how long the handler ran. It is measured only when the
 	// policy sets SlowCall or WithClassifier is used; otherwise it is 0.
 	Duration time.Duration
@@ -205,18 +219,36 @@ var (
 	errExcluded = errors.New("httpbreaker: excluded")
 )
 
-// serve runs one request through the breaker.
+// serve runs one request through the breaker. Each layer costs one atomic
+// load on the closed path, and the clock is read only when one is active.
 func (br *breaker) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	observe := br.mode == ModeObserve
+	if br.override.Load() != nil {
+		if st, left, ok := br.forced(); ok {
+			if st == StateForcedOpen { // a manual kill switch, in every mode
+				if left == 0 {
+					left = br.policy.OpenFor
+				}
+				br.reject(w, r, st, left)
+				return
+			}
+			observe = true // forced closed: never reject
+		}
+	}
 	if br.mode == ModeDisabled {
 		next.ServeHTTP(w, r)
 		return
 	}
 	if left, held := br.holdLeft(); held {
-		br.rejectOrObserve(w, r, next, StateOpen, left)
+		br.rejectOrObserve(w, r, next, StateOpen, left, observe)
+		return
+	}
+	if br.rampUntil.Load() != 0 && !br.rampAdmits() {
+		br.rejectOrObserve(w, r, next, StateRecovering, 0, observe)
 		return
 	}
 	var reraise any
-	_, err := br.cb.Execute(func() (struct{}, error) {
+	_, err := br.inst.Load().cb.Execute(func() (struct{}, error) {
 		return struct{}{}, br.run(w, r, next, &reraise)
 	})
 	switch err {
@@ -225,10 +257,10 @@ func (br *breaker) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 			panic(reraise)
 		}
 	case gobreaker.ErrTooManyRequests:
-		br.rejectOrObserve(w, r, next, StateHalfOpen, 0)
+		br.rejectOrObserve(w, r, next, StateHalfOpen, 0, observe)
 	default: // gobreaker.ErrOpenState, the instant the hold ends
 		left, _ := br.holdLeft()
-		br.rejectOrObserve(w, r, next, StateOpen, left)
+		br.rejectOrObserve(w, r, next, StateOpen, left, observe)
 	}
 }
 
@@ -251,7 +283,8 @@ func (br *breaker) run(w http.ResponseWriter, r *http.Request, next http.Handler
 		if !returned {
 			p = recover()
 		}
-		c := Call{Key: br.key, Request: r, Status: sw.status, ClientGone: sw.gone, Hijacked: sw.hijacked, Panic: p}
+		c := Call{Key: br.key, Request: r, Status: sw.status, ClientGone: sw.gone, Hijacked: sw.hijacked,
+			Panic: p, RetryAfter: sw.retryAfter}
 		if c.Status == 0 && !c.Hijacked {
 			c.ClientGone = r.Context().Err() == context.Canceled
 		}
@@ -276,6 +309,9 @@ func (br *breaker) run(w http.ResponseWriter, r *http.Request, next http.Handler
 			o, err = Failure, errFailure
 		}
 		br.results[result(o)].Add(1) // Success, Failure and Excluded are the first results
+		if o == Failure && c.RetryAfter > 0 {
+			br.noteUpstreamRetry(c.RetryAfter)
+		}
 		if p == nil {
 			sw.release()
 			return
@@ -291,14 +327,19 @@ func (br *breaker) run(w http.ResponseWriter, r *http.Request, next http.Handler
 }
 
 // rejectOrObserve answers a request that the breaker does not admit: with
-// the reject response when enforcing, by running the handler untracked when
-// observing. retry is the time until probes are admitted.
-func (br *breaker) rejectOrObserve(w http.ResponseWriter, r *http.Request, next http.Handler, st State, retry time.Duration) {
-	if br.mode == ModeObserve {
+// the reject response, or, when observing, by running the handler untracked.
+// retry is the time until requests are admitted again.
+func (br *breaker) rejectOrObserve(w http.ResponseWriter, r *http.Request, next http.Handler, st State, retry time.Duration, observe bool) {
+	if observe {
 		br.results[resultWouldReject].Add(1)
 		next.ServeHTTP(w, r)
 		return
 	}
+	br.reject(w, r, st, retry)
+}
+
+// reject answers with the reject response, or the user's reject handler.
+func (br *breaker) reject(w http.ResponseWriter, r *http.Request, st State, retry time.Duration) {
 	br.results[resultRejected].Add(1)
 	markRejected(w)
 	rej := Rejection{Key: br.key, State: st, RetryAfter: retry}
@@ -313,10 +354,12 @@ func (br *breaker) rejectOrObserve(w http.ResponseWriter, r *http.Request, next 
 type Rejection struct {
 	// Key is the key of the breaker that rejected the request.
 	Key string
-	// State is StateOpen, or StateHalfOpen when all probes are taken.
+	// State is StateOpen; StateHalfOpen when all probes are taken;
+	// StateRecovering when the recovery ramp turned the request away;
+	// StateForcedOpen after ForceOpen.
 	State State
-	// RetryAfter is how long until the breaker admits probes: 0 when it is
-	// half-open.
+	// RetryAfter is how long until the breaker admits requests again: 0 when
+	// it is half-open or recovering (retry at once, or in a second).
 	RetryAfter time.Duration
 }
 
@@ -339,7 +382,7 @@ func RejectionFrom(r *http.Request) (Rejection, bool) {
 // key JSON-escaped, and the Retry-After value last sent, so that a rejection
 // allocates nothing while the value stays the same.
 type problemBodies struct {
-	body  [2][]byte // by state: open, half-open
+	body  [numStates][]byte // by the rejecting state
 	retry atomic.Pointer[retryHeader]
 }
 
@@ -357,16 +400,20 @@ var (
 	noStore            = []string{"no-store"}
 )
 
+// rejecting says what the detail of a reject response says, by state.
+var rejecting = map[State]string{
+	StateOpen:       "is open",
+	StateHalfOpen:   "is half-open and all its probes are taken",
+	StateRecovering: "is recovering and admits a rising share of requests",
+	StateForcedOpen: "was forced open",
+}
+
 func newProblemBodies(key string) *problemBodies {
 	quoted, _ := json.Marshal(key) // a string always marshals
 	pb := &problemBodies{}
-	for i, st := range []State{StateOpen, StateHalfOpen} {
-		what := "open"
-		if st == StateHalfOpen {
-			what = "half-open and all its probes are taken"
-		}
-		detail, _ := json.Marshal(`circuit breaker "` + key + `" is ` + what + `; retry after the delay in Retry-After`)
-		pb.body[i] = []byte(`{"title":"Service Unavailable","status":503,"detail":` + string(detail) +
+	for st, what := range rejecting {
+		detail, _ := json.Marshal(`circuit breaker "` + key + `" ` + what + `; retry after the delay in Retry-After`)
+		pb.body[st] = []byte(`{"title":"Service Unavailable","status":503,"detail":` + string(detail) +
 			`,"key":` + string(quoted) + `,"state":"` + st.String() + `"}`)
 	}
 	return pb
@@ -385,14 +432,10 @@ func (pb *problemBodies) retryAfter(secs int) []string {
 // write sends the reject response: 503, Retry-After, and an RFC 9457
 // problem document with the key and state as extension members.
 func (pb *problemBodies) write(w http.ResponseWriter, rj Rejection) {
-	i := 0
-	if rj.State == StateHalfOpen {
-		i = 1
-	}
 	h := w.Header()
 	h["Content-Type"] = problemContentType
 	h["Cache-Control"] = noStore
 	h["Retry-After"] = pb.retryAfter(rj.RetryAfterSeconds())
 	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = w.Write(pb.body[i])
+	_, _ = w.Write(pb.body[rj.State])
 }

@@ -6,14 +6,18 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
+	"time"
 )
 
 // statusWriter wraps the http.ResponseWriter of an admitted request and
 // records what the breaker needs to classify it: the final status, whether
-// the client had gone by then, and whether the connection was hijacked.
+// the client had gone by then, whether the connection was hijacked, and the
+// Retry-After that came with a 429 or 503.
 //
 // The final status is the first non-1xx code written: 103 Early Hints then
 // 503 is a 503. Write, WriteString, ReadFrom and Flush before any code mean
@@ -52,6 +56,8 @@ type statusWriter struct {
 	// was canceled) when status was written.
 	gone     bool
 	hijacked bool
+	// retryAfter is the Retry-After delay sent with a 429 or 503 status.
+	retryAfter time.Duration
 	// rejected reports that a breaker nested inside rejected the request.
 	// Its rejection is not a failure of the handlers here either.
 	rejected bool
@@ -74,6 +80,28 @@ func (sw *statusWriter) release() {
 func (sw *statusWriter) setStatus(code int) {
 	sw.status = code
 	sw.gone = sw.ctx.Err() == context.Canceled
+	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+		sw.retryAfter = parseRetryAfter(sw.w.Header().Get("Retry-After"), time.Now())
+	}
+}
+
+// parseRetryAfter reads a Retry-After value, delay-seconds or an HTTP date
+// (RFC 9110, section 10.2.3), as a delay from now; 0 when it is absent,
+// malformed or past.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, int64(math.MaxInt64/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // implicitOK records the 200 that net/http sends when the body starts before

@@ -1,0 +1,142 @@
+package httpbreaker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// ErrNoBreaker is returned by Release and Reset for a key that has no
+// breaker.
+var ErrNoBreaker = errors.New("httpbreaker: no breaker for this key")
+
+// ForceOpen makes key's breaker reject every request, whatever its mode, for
+// d, or until Release when d is 0 or less: a kill switch for a part that
+// misbehaves in ways its status codes do not show. The breaker is created if
+// the key has none yet. Rejections answer Retry-After with the time left (or
+// OpenFor, when forced until Release).
+func (b *Breakers) ForceOpen(key string, d time.Duration) error {
+	var until int64
+	if d > 0 {
+		until = b.clock() + int64(d)
+	}
+	attrs := []slog.Attr{slog.String("by", "ForceOpen")}
+	if d > 0 {
+		attrs = append(attrs, slog.Duration("for", d))
+	}
+	return b.force(key, &override{state: StateForcedOpen, until: until}, attrs...)
+}
+
+// ForceClose makes key's breaker reject no request until Release, whatever
+// its state. The breaker underneath goes on counting outcomes and changing
+// state, as in observe mode: what it would have rejected is counted as
+// would_reject. The breaker is created if the key has none yet.
+func (b *Breakers) ForceClose(key string) error {
+	return b.force(key, &override{state: StateForcedClosed}, slog.String("by", "ForceClose"))
+}
+
+func (b *Breakers) force(key string, o *override, attrs ...slog.Attr) error {
+	if key == "" {
+		return errors.New("httpbreaker: the key must not be empty")
+	}
+	br := b.breakerFor(key, true)
+	if br == nil {
+		return fmt.Errorf("httpbreaker: %q: the key limit (WithMaxKeys %d) is reached", key, b.maxKeys)
+	}
+	from := br.state()
+	br.override.Store(o)
+	br.record(from, o.state, b.clock(), attrs...)
+	return nil
+}
+
+// Release ends a ForceOpen or ForceClose on key: the breaker goes back to
+// the state it has reached underneath.
+func (b *Breakers) Release(key string) error {
+	br := b.lookup(key)
+	if br == nil {
+		return fmt.Errorf("%w: %q", ErrNoBreaker, key)
+	}
+	from := br.state()
+	if br.override.Swap(nil) != nil {
+		br.record(from, br.state(), b.clock(), slog.String("by", "Release"))
+	}
+	return nil
+}
+
+// Reset puts key's breaker back as it was new: closed, with an empty window
+// and the first cooldown, no forced state and no recovery ramp. Requests in
+// flight finish against the breaker they started with and are not counted
+// in the new one.
+func (b *Breakers) Reset(key string) error {
+	br := b.lookup(key)
+	if br == nil {
+		return fmt.Errorf("%w: %q", ErrNoBreaker, key)
+	}
+	from := br.state()
+	br.inst.Store(br.newInstance())
+	br.override.Store(nil)
+	br.holdUntil.Store(0)
+	br.rampUntil.Store(0)
+	br.upstreamUntil.Store(0)
+	br.record(from, StateClosed, b.clock(), slog.String("by", "Reset"))
+	return nil
+}
+
+// sweep drops idle keys if a sweep is due.
+func (b *Breakers) sweep() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sweepLocked(b.clock())
+}
+
+// sweepLocked drops the breakers of keys that have served no request for
+// their IdleTTL, at most once every quarter of the shortest IdleTTL; b.mu
+// must be held. It runs when a key is created, at each scrape and in
+// Snapshot, so the set shrinks back while the service runs and cannot grow
+// without a sweep: a service with many short-lived keys keeps flat memory
+// and a flat number of metric series. A key is idle when its request count
+// has not moved since a sweep at least IdleTTL ago; the request path pays
+// nothing for it. Only a closed breaker with nothing in flight is dropped:
+// an open, recovering or forced one keeps its state.
+func (b *Breakers) sweepLocked(now int64) {
+	if b.sweepEvery == 0 || now-b.lastSweep < b.sweepEvery {
+		return
+	}
+	b.lastSweep = now
+	dropped := 0
+	b.keys.Range(func(k, v any) bool {
+		br := v.(*breaker)
+		if br.idle(now) {
+			b.keys.Delete(k)
+			br.dropped.Store(true)
+			b.count--
+			dropped++
+		}
+		return true
+	})
+	if dropped > 0 {
+		b.logger.Info("circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)
+	}
+}
+
+// idle reports whether br can be dropped; the set's mu must be held.
+func (br *breaker) idle(now int64) bool {
+	if br.idleTTL == 0 {
+		return false
+	}
+	t := br.totals()
+	total := t.Success + t.Failure + t.Excluded + t.Rejected + t.WouldReject
+	if total != br.sweepTotal {
+		br.sweepTotal, br.activeAt = total, now
+		return false
+	}
+	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.holdUntil.Load() != 0 || br.rampUntil.Load() != 0 {
+		return false
+	}
+	cb := br.inst.Load().cb
+	c := cb.Counts()
+	return cb.State() == gobreaker.StateClosed && c.Requests <= c.TotalSuccesses+c.TotalFailures+c.TotalExclusions
+}

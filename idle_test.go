@@ -1,0 +1,114 @@
+package httpbreaker
+
+import (
+	"net/http"
+	"runtime"
+	"strconv"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestIdleKeysAreDroppedSoManyKeysRunAtFlatMemory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		b, _ := newSet(t, WithRegisterer(reg), WithMaxKeys(100_000), WithPolicy(Policy{IdleTTL: time.Minute}))
+		h := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Query().Get("session") })(newStatusHandler(200))
+		const perRound, rounds = 500, 60
+		var heapAt10 uint64
+		for round := range rounds {
+			// Each round brings 500 new keys, used a few times, then never again.
+			for i := range perRound {
+				key := strconv.Itoa(round*perRound + i)
+				for range 3 {
+					record(h, "/?session="+key)
+				}
+			}
+			time.Sleep(30 * time.Second)
+			series, err := testutil.GatherAndCount(reg, "httpbreaker_state")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Keys live at most IdleTTL plus a sweep interval after their last
+			// request: no more than four rounds' worth at any time.
+			if n := len(b.Snapshot()); n > 4*perRound {
+				t.Fatalf("round %d: %d keys alive, want at most %d", round, n, 4*perRound)
+			}
+			if series > 4*perRound*int(numStates) {
+				t.Fatalf("round %d: %d state series", round, series)
+			}
+			if round == 10 || round == rounds-1 {
+				runtime.GC()
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				if round == 10 {
+					heapAt10 = m.HeapAlloc
+				} else if m.HeapAlloc > heapAt10*3/2 {
+					t.Fatalf("heap grew from %d to %d bytes between rounds 10 and %d: idle keys are not freed", heapAt10, m.HeapAlloc, rounds)
+				}
+			}
+		}
+		if total := rounds * perRound; total <= 4*perRound {
+			t.Fatalf("the test cycled only %d keys", total)
+		}
+	})
+}
+
+func TestStaticKeysAreKeptByDefault(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t)
+		b.Middleware("catalog")
+		keyed := b.KeyedMiddleware(func(*http.Request) string { return "dynamic" })(newStatusHandler(200))
+		record(keyed, "/")
+		if p := status(t, b, "catalog").Policy; p.IdleTTL != Off {
+			t.Fatalf("a Middleware key's IdleTTL is %v, want off", p.IdleTTL)
+		}
+		if p := status(t, b, "dynamic").Policy; p.IdleTTL != time.Hour {
+			t.Fatalf("a KeyedMiddleware key's IdleTTL is %v, want an hour", p.IdleTTL)
+		}
+		time.Sleep(3 * time.Hour)
+		b.Snapshot()
+		time.Sleep(3 * time.Hour)
+		snap := b.Snapshot()
+		if len(snap) != 1 || snap[0].Key != "catalog" {
+			t.Fatalf("after six idle hours: %v, want catalog only", snap)
+		}
+	})
+}
+
+func TestDroppedStaticKeyGetsANewBreaker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithKeyPolicy("catalog", Policy{IdleTTL: time.Minute}))
+		h := b.Middleware("catalog")(newStatusHandler(200))
+		record(h, "/")
+		for range 4 {
+			time.Sleep(time.Minute)
+			b.Snapshot()
+		}
+		if n := len(b.Snapshot()); n != 0 {
+			t.Fatalf("%d keys after the IdleTTL, want the idle key dropped", n)
+		}
+		record(h, "/")
+		if s := status(t, b, "catalog"); s.Totals.Success != 1 {
+			t.Fatalf("the key's new breaker counted %+v", s.Totals)
+		}
+	})
+}
+
+func TestOpenBreakersAreNotDroppedWhenIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{IdleTTL: time.Minute, ConsecutiveFailures: 1, OpenFor: time.Hour}))
+		h := b.KeyedMiddleware(func(*http.Request) string { return "broken" })(newStatusHandler(500))
+		record(h, "/")
+		for range 10 {
+			time.Sleep(time.Minute)
+			b.Snapshot()
+		}
+		if st := b.State("broken"); st != StateOpen {
+			t.Fatalf("an open breaker left idle: %v, want it kept open", st)
+		}
+	})
+}
