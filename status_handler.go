@@ -1,0 +1,192 @@
+package httpbreaker
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// A StatusOption configures StatusHandler.
+type StatusOption func(*statusPage)
+
+// AllowControl lets StatusHandler change breakers: a POST with the form
+// fields key and action (force_open, with an optional for such as "5m";
+// force_close; release; reset) calls ForceOpen, ForceClose, Release or
+// Reset, if authorize(r) returns true, and answers 403 Forbidden if it
+// returns false. authorize is where your authentication goes: a session,
+// a token, a client certificate, a network check. Without AllowControl the
+// handler is read-only.
+func AllowControl(authorize func(r *http.Request) bool) StatusOption {
+	return func(h *statusPage) { h.authorize = authorize }
+}
+
+// StatusRefresh sets how often the HTML page reloads itself (default 5s).
+func StatusRefresh(every time.Duration) StatusOption {
+	return func(h *statusPage) { h.refresh = every }
+}
+
+// StatusHandler returns a handler that shows every key's breaker: its state,
+// mode, the outcomes in its window, its failure rate, the time until it
+// admits requests again and when its state last changed. Clients that list
+// text/html in Accept (browsers) get a small self-contained HTML page that
+// reloads itself; others get the JSON of Snapshot. GET and HEAD never change
+// anything; see AllowControl for POST.
+func (b *Breakers) StatusHandler(opts ...StatusOption) http.Handler {
+	h := &statusPage{set: b, refresh: 5 * time.Second}
+	for _, opt := range opts {
+		opt(h)
+	}
+	return h
+}
+
+type statusPage struct {
+	set       *Breakers
+	authorize func(*http.Request) bool
+	refresh   time.Duration
+}
+
+//go:embed status_page.html
+var statusPageHTML string
+
+var statusTemplate = template.Must(template.New("status").Parse(statusPageHTML))
+
+func (h *statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		h.show(w, r)
+	case http.MethodPost:
+		h.control(w, r)
+	default:
+		allow := "GET, HEAD"
+		if h.authorize != nil {
+			allow += ", POST"
+		}
+		w.Header().Set("Allow", allow)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+func wantsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
+	snap := h.set.Snapshot()
+	w.Header().Set("Cache-Control", "no-store")
+	if !wantsHTML(r) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(snap)
+		return
+	}
+	now := time.Now()
+	page := statusView{Refresh: int(h.refresh.Seconds()), Now: now.UTC().Format(time.RFC3339), Control: h.authorize != nil}
+	for _, s := range snap {
+		switch s.State {
+		case StateOpen, StateHalfOpen, StateRecovering, StateForcedOpen:
+			page.Rejecting++
+		}
+		row := statusRow{Status: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
+			Since: roughly(now.Sub(s.Since)), FailureRate: fmt.Sprintf("%.0f%%", 100*s.Window.FailureRate()),
+			Rejected: s.Totals.Rejected}
+		switch {
+		case s.RetryAfter > 0:
+			row.RetryIn = roughly(s.RetryAfter)
+		case s.State == StateForcedOpen:
+			row.RetryIn = "until released"
+		}
+		page.Breakers = append(page.Breakers, row)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_ = statusTemplate.Execute(w, page)
+}
+
+type statusView struct {
+	Refresh   int
+	Now       string
+	Control   bool
+	Rejecting int // breakers that turn some requests away
+	Breakers  []statusRow
+}
+
+type statusRow struct {
+	Status
+	Since, SinceTime, RetryIn, FailureRate string
+	Rejected                               uint64
+}
+
+// roughly prints a duration as people read it on a status page.
+func roughly(d time.Duration) string {
+	if d < time.Hour {
+		return d.Truncate(time.Second).String()
+	}
+	return d.Truncate(time.Minute).String()
+}
+
+func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
+	if h.authorize == nil {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "this status handler is read-only (StatusHandler was made without AllowControl)", http.StatusMethodNotAllowed)
+		return
+	}
+	if !h.authorize(r) {
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "form: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	key, action := r.PostForm.Get("key"), r.PostForm.Get("action")
+	if key == "" {
+		http.Error(w, "key: missing", http.StatusBadRequest)
+		return
+	}
+	var err error
+	switch action {
+	case "force_open":
+		var d time.Duration
+		if v := r.PostForm.Get("for"); v != "" {
+			if d, err = time.ParseDuration(v); err != nil || d < 0 {
+				http.Error(w, fmt.Sprintf("for: want a duration such as \"5m\", got %q", v), http.StatusBadRequest)
+				return
+			}
+		}
+		err = h.set.ForceOpen(key, d)
+	case "force_close":
+		err = h.set.ForceClose(key)
+	case "release":
+		err = h.set.Release(key)
+	case "reset":
+		err = h.set.Reset(key)
+	default:
+		http.Error(w, fmt.Sprintf("action: want force_open, force_close, release or reset, got %q", action), http.StatusBadRequest)
+		return
+	}
+	switch {
+	case errors.Is(err, ErrNoBreaker):
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	if wantsHTML(r) { // a form on the page: back to the page
+		http.Redirect(w, r, r.URL.Path, http.StatusSeeOther)
+		return
+	}
+	for _, s := range h.set.Snapshot() {
+		if s.Key == key {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(s)
+			return
+		}
+	}
+}
