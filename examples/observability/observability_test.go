@@ -39,7 +39,7 @@ func exported(t *testing.T) map[string]bool {
 }
 
 var (
-	states      = []string{"closed", "half_open", "open"}
+	states      = []string{"closed", "half_open", "open", "recovering", "forced_open", "forced_closed"}
 	labelValues = map[string][]string{
 		"state":  states,
 		"from":   states,

@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/httpbreaker/httpbreaker"
@@ -44,7 +46,7 @@ var demoPlugins = []struct{ id, method, path string }{
 // runDemo starts the host on a free loopback port, drives traffic through
 // the story, prints a live view and a summary to out, and returns an error
 // if the story did not happen as told.
-func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer) error {
+func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bool) error {
 	d := &demo{out: out, color: isTerminal(out), start: time.Now(), stats: map[string]*pluginStats{}, changed: make(chan struct{})}
 	for _, p := range demoPlugins {
 		d.stats[p.id] = &pluginStats{}
@@ -77,7 +79,46 @@ func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer) error {
 	stopTraffic()
 	workers.Wait()
 	<-viewDone
-	return errors.Join(storyErr, d.summary())
+	if err := errors.Join(storyErr, d.summary()); err != nil {
+		return err
+	}
+	if err := d.statusPage(); err != nil {
+		return err
+	}
+	if !stay {
+		return nil
+	}
+	d.printf("\nStill serving: open %s/breakers in a browser (the status page, with control buttons),\n"+
+		"or curl %s/api/catalog/entities. Ctrl-C stops.\n", d.base, d.base)
+	wait, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-wait.Done()
+	return nil
+}
+
+// statusPage prints what the host's status page (the library's
+// StatusHandler at /breakers) answers a client that asks for JSON.
+func (d *demo) statusPage() error {
+	resp, err := d.client.Get(d.base + "/breakers")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var statuses []struct {
+		Key    string `json:"key"`
+		State  string `json:"state"`
+		Since  time.Time
+		Totals struct{ Success, Failure, Rejected uint64 }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&statuses); err != nil {
+		return fmt.Errorf("status page: %w", err)
+	}
+	d.printf("\nGET /breakers, the status page (a browser gets it as HTML):\n")
+	for _, s := range statuses {
+		d.printf("  %-11s %-7s since %5.1fs  %4d succeeded, %3d failed, %3d rejected\n", s.Key, s.State,
+			s.Since.Sub(d.start).Seconds(), s.Totals.Success, s.Totals.Failure, s.Totals.Rejected)
+	}
+	return nil
 }
 
 // demo holds what the story needs: the host, the traffic's statistics, and

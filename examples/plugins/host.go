@@ -1,8 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -36,8 +36,8 @@ func defaultPlugins() []plugin {
 }
 
 // newHost wires the plugins with their breakers, configured by cfg, and
-// adds the host's own endpoints: /metrics, /breakers, /healthz and the
-// fault control at /faults.
+// adds the host's own endpoints: /metrics, /breakers (the library's status
+// page), /healthz and the fault control at /faults.
 func newHost(cfg httpbreaker.Config, logger *slog.Logger, plugins []plugin, opts ...httpbreaker.Option) (*host, error) {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -61,7 +61,8 @@ func newHost(cfg httpbreaker.Config, logger *slog.Logger, plugins []plugin, opts
 		r.Mount("/api/"+p.id, breakers.Middleware(p.id)(h.faults.inject(p.id, p.router)))
 	}
 	r.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
-	r.Get("/breakers", h.serveBreakers)
+	// The status page: JSON for curl, HTML with control buttons in a browser.
+	r.Handle("/breakers", breakers.StatusHandler(httpbreaker.AllowControl(fromLoopback)))
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	faultControl := http.NewServeMux() // for {plugin} in r.PathValue
 	faultControl.Handle("/faults", h.faults)
@@ -72,10 +73,11 @@ func newHost(cfg httpbreaker.Config, logger *slog.Logger, plugins []plugin, opts
 	return h, nil
 }
 
-// serveBreakers answers every key's state, counts and seconds until probes.
-func (h *host) serveBreakers(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(h.breakers.Snapshot())
+// fromLoopback allows breaker control from this machine only. The demo
+// host listens on loopback anyway; a real one would check an operator's
+// credentials here.
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
 }

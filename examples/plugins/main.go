@@ -2,11 +2,13 @@
 // plugins, each a chi router mounted at /api/{plugin}, each behind its own
 // circuit breaker, configured from config.yaml.
 //
-//	go run ./examples/plugins -demo   # the scripted story, in under a minute
-//	go run ./examples/plugins         # serve on 127.0.0.1:8080
+//	go run ./examples/plugins -demo         # the scripted story, in under a minute
+//	go run ./examples/plugins -demo -stay   # then keep serving: open the status page
+//	go run ./examples/plugins               # serve on 127.0.0.1:8080
 //
-// Besides the plugins it serves /metrics (Prometheus), /breakers (every
-// breaker's state as JSON), /healthz, and a fault control:
+// Besides the plugins it serves /metrics (Prometheus), /breakers (the
+// status page: JSON for curl, a page with control buttons in a browser;
+// control only from loopback), /healthz, and a fault control:
 //
 //	curl -X POST localhost:8080/faults/scaffolder -d '{"status": 503}'
 //	curl -X POST localhost:8080/faults/search -d '{"delay": "1500ms"}'
@@ -56,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := flags.String("addr", "127.0.0.1:8080", "listen address")
 	configPath := flags.String("config", "", "breaker policies, YAML or JSON (default: the config.yaml built in)")
 	demo := flags.Bool("demo", false, "run the scripted story on a free loopback port, print it, and exit")
+	stay := flags.Bool("stay", false, "with -demo: after the story, keep serving (open the status page) until Ctrl-C")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -64,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *demo {
-		return runDemo(ctx, cfg, stdout)
+		return runDemo(ctx, cfg, stdout, *stay)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	h, err := newHost(cfg, logger, defaultPlugins())

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -50,6 +51,7 @@ func TestDemoTellsTheStory(t *testing.T) {
 		"scaffolder: half_open → closed: every probe succeeded",
 		"closed → open → half_open → open → half_open → closed",
 		"✓ scaffolder failed",
+		"GET /breakers, the status page",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the demo's output lacks %q", want)
@@ -68,7 +70,7 @@ func TestDemoFailsWhenTheStoryDoesNotHappen(t *testing.T) {
 	t.Cleanup(func() { stepTimeout = 20 * time.Second })
 	cfg := httpbreaker.Config{Keys: map[string]httpbreaker.Policy{"scaffolder": {Mode: httpbreaker.ModeDisabled}}}
 	var out syncBuffer
-	err := runDemo(context.Background(), cfg, &out)
+	err := runDemo(context.Background(), cfg, &out, false)
 	if err == nil || !strings.Contains(err.Error(), "scaffolder did not go from closed to open") {
 		t.Fatalf("with scaffolder's breaker disabled the demo returned %v, want the missing transition named\n%s", err, out.String())
 	}
@@ -156,6 +158,59 @@ func TestHostServesPluginsBreakersMetricsAndHealth(t *testing.T) {
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func TestStatusPageControlsBreakersFromLoopback(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base, _ := startHost(t, ctx)
+	form := func(kv ...string) string {
+		v := url.Values{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v.Encode()
+	}
+	post := func(body string) (int, string) {
+		resp, err := http.Post(base+"/breakers", "application/x-www-form-urlencoded", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(form("key", "search", "action", "force_open", "for", "1m")); code != 200 || !strings.Contains(body, `"forced_open"`) {
+		t.Fatalf("force_open from loopback: %d %s", code, body)
+	}
+	if code, _ := do(t, "GET", base+"/api/search/query?term=pay", ""); code != 503 {
+		t.Fatalf("search forced open answered %d", code)
+	}
+	if code, body := post(form("key", "search", "action", "release")); code != 200 {
+		t.Fatalf("release: %d %s", code, body)
+	}
+	if code, _ := do(t, "GET", base+"/api/search/query?term=pay", ""); code != 200 {
+		t.Fatalf("search released answered %d", code)
+	}
+	req, _ := http.NewRequest("GET", base+"/breakers", nil)
+	req.Header.Set("Accept", "text/html")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), `<tr id="key-scaffolder">`) || !strings.Contains(string(page), "Force open") {
+		t.Fatalf("the status page in a browser lacks the plugins or the control buttons")
+	}
+}
+
+func TestFromLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:5000": true, "[::1]:5000": true, "10.0.0.7:5000": false, "garbage": false} {
+		if got := fromLoopback(&http.Request{RemoteAddr: addr}); got != want {
+			t.Errorf("fromLoopback(%q) = %v, want %v", addr, got, want)
 		}
 	}
 }
