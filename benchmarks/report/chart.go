@@ -22,7 +22,7 @@ func (r report) chart() string {
 	}
 	const (
 		labelW, barW, rowH, gap = 120.0, 260.0, 18.0, 28.0
-		panelW                  = labelW + barW + 70
+		panelW                  = labelW + barW + 120
 	)
 	height := gap + float64(len(peerList))*rowH + 40
 	width := float64(len(panels)) * panelW
