@@ -295,17 +295,26 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
+// recovering returns key "p" of a new set, in a synctest bubble, just after
+// its probe succeeded: tripped by one failure, open for 10s, one probe, and
+// a recovery ramp that has just begun. The handler answers 200.
+func recovering(t *testing.T, ramp time.Duration, opts ...Option) (*Breakers, *logSink, *statusHandler, http.Handler) {
+	t.Helper()
+	b, sink := newSet(t, append([]Option{WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 10 * time.Second,
+		HalfOpenRequests: 1, RecoveryRamp: ramp})}, opts...)...)
+	handler := newStatusHandler(500)
+	h := b.Middleware("p")(handler)
+	record(h, "/")
+	time.Sleep(11 * time.Second)
+	handler.set(200)
+	record(h, "/") // the probe succeeds: the ramp begins
+	return b, sink, handler, h
+}
+
 func TestRecoveryRampAdmitsARisingShare(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const ramp = 100 * time.Second
-		b, sink := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 10 * time.Second, HalfOpenRequests: 1,
-			RecoveryRamp: ramp, FailureRate: Off}))
-		handler := newStatusHandler(500)
-		h := b.Middleware("p")(handler)
-		record(h, "/")
-		time.Sleep(11 * time.Second)
-		handler.set(200)
-		record(h, "/") // the probe succeeds: the ramp begins
+		b, sink, _, h := recovering(t, ramp, WithPolicy(Policy{FailureRate: Off}))
 		if st := b.State("p"); st != StateRecovering {
 			t.Fatalf("after the probe: %v, want recovering", st)
 		}
@@ -336,13 +345,7 @@ func TestRecoveryRampAdmitsARisingShare(t *testing.T) {
 
 func TestRecoveryRampTripsAgainOnFailure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b, sink := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 10 * time.Second, HalfOpenRequests: 1, RecoveryRamp: time.Minute}))
-		handler := newStatusHandler(500)
-		h := b.Middleware("p")(handler)
-		record(h, "/")
-		time.Sleep(11 * time.Second)
-		handler.set(200)
-		record(h, "/")
+		b, sink, handler, h := recovering(t, time.Minute)
 		time.Sleep(30 * time.Second)
 		handler.set(500)
 		for b.State("p") == StateRecovering {
@@ -364,13 +367,7 @@ func TestRecoveryRampTripsAgainOnFailure(t *testing.T) {
 
 func TestRecoveryRampRejectsWithItsOwnState(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 10 * time.Second, HalfOpenRequests: 1, RecoveryRamp: time.Minute}))
-		handler := newStatusHandler(500)
-		h := b.Middleware("p")(handler)
-		record(h, "/")
-		time.Sleep(11 * time.Second)
-		handler.set(200)
-		record(h, "/")
+		_, _, _, h := recovering(t, time.Minute)
 		rec := record(h, "/") // at the very start of the ramp nothing is admitted
 		if rec.Code != 503 || rec.Header().Get("Retry-After") != "1" || !strings.Contains(rec.Body.String(), `"state":"recovering"`) {
 			t.Fatalf("ramp rejection: %d Retry-After %q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
