@@ -137,6 +137,5 @@ func (br *breaker) idle(now int64) bool {
 		return false
 	}
 	cb := br.inst.Load().cb
-	c := cb.Counts()
-	return cb.State() == gobreaker.StateClosed && c.Requests <= c.TotalSuccesses+c.TotalFailures+c.TotalExclusions
+	return cb.State() == gobreaker.StateClosed && inFlight(cb.Counts()) == 0
 }

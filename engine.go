@@ -345,10 +345,6 @@ func (br *breaker) state() State {
 func (br *breaker) status() Status {
 	st := br.state()
 	c := br.inst.Load().cb.Counts()
-	var inflight uint32
-	if v := c.TotalSuccesses + c.TotalFailures + c.TotalExclusions; c.Requests > v {
-		inflight = c.Requests - v
-	}
 	var retry time.Duration
 	switch st {
 	case StateOpen:
@@ -368,11 +364,20 @@ func (br *breaker) status() Status {
 			Excluded:             c.TotalExclusions,
 			ConsecutiveSuccesses: c.ConsecutiveSuccesses,
 			ConsecutiveFailures:  c.ConsecutiveFailures,
-			InFlight:             inflight,
+			InFlight:             inFlight(c),
 		},
 		Totals: br.totals(),
 		Policy: br.policy,
 	}
+}
+
+// inFlight returns how many admitted requests have not finished: gobreaker
+// counts a request when it is admitted and its outcome when it finishes.
+func inFlight(c gobreaker.Counts) uint32 {
+	if done := c.TotalSuccesses + c.TotalFailures + c.TotalExclusions; c.Requests > done {
+		return c.Requests - done
+	}
+	return 0
 }
 
 func (br *breaker) totals() Totals {
