@@ -18,10 +18,12 @@
 // # One request
 //
 // The middleware looks the key's breaker up (created on first use; no lock
-// shared by all keys). In disabled mode the request goes straight to the
-// handler. Otherwise the breaker, a github.com/sony/gobreaker/v2 instance,
-// decides: closed admits, open rejects, half-open admits up to
-// HalfOpenRequests probes at a time. A rejected request gets the reject
+// shared by all keys). A state forced with ForceOpen or ForceClose decides
+// first. In disabled mode the request goes straight to the handler.
+// Otherwise the breaker, a github.com/sony/gobreaker/v2 instance, decides:
+// closed admits, open rejects, half-open admits up to HalfOpenRequests probes
+// at a time, and, with a RecoveryRamp, a recovering breaker admits a rising
+// share. A rejected request gets the reject
 // response and the handler never runs; in observe mode it runs anyway and is
 // counted as a would-be rejection. An admitted request runs with a wrapped
 // ResponseWriter that records its final status; the Classifier turns what
@@ -52,7 +54,8 @@
 //
 // While open, the middleware answers 503 Service Unavailable with
 // Retry-After (whole seconds until probes are admitted, rounded up, at least
-// 1), Cache-Control: no-store, and an RFC 9457 problem document:
+// 1, and at least what an upstream's Retry-After asked for), Cache-Control:
+// no-store, and an RFC 9457 problem document:
 //
 //	{"title":"Service Unavailable","status":503,
 //	 "detail":"circuit breaker \"scaffolder\" is open; retry after the delay in Retry-After",
@@ -68,4 +71,12 @@
 // is one log/slog record (WARN when a breaker opens, with the counts that
 // tripped it), and WithStateChangeHook calls a function of yours. Snapshot
 // returns every key's state, counts and policy.
+//
+// # Operating
+//
+// StatusHandler serves every key's status as JSON, or as an HTML page to
+// browsers; with AllowControl it also takes ForceOpen, ForceClose, Release
+// and Reset as POST actions. Keys unused for their policy's IdleTTL are
+// dropped with their metric series, so many short-lived keys keep memory
+// flat.
 package httpbreaker
