@@ -114,7 +114,9 @@ func New(opts ...Option) (*Breakers, error) {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, b.cfg.validate(nil)...)
+	for _, err := range b.cfg.validate(nil) {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("httpbreaker: %w", err)
 	}

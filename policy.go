@@ -1,0 +1,333 @@
+package httpbreaker
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
+
+// Policy says when a breaker opens, how long it stays open and how it comes
+// back. The zero value of every field means "inherit": from the defaults for
+// a per-key policy, and from the built-in defaults (DefaultPolicy) for the
+// defaults themselves. So Policy{} is the built-in defaults, and a per-key
+// policy names only what differs. Fields that can be turned off take Off.
+//
+// A breaker opens when either trip condition holds in the closed state:
+// FailureRate (with at least MinRequests outcomes in the Window) or
+// ConsecutiveFailures. Open, it rejects requests for OpenFor; then it admits
+// HalfOpenRequests probes. If all of them succeed it closes; if one fails it
+// opens again for twice as long as last time (with jitter, at most
+// MaxOpenFor). Closing resets the cooldown to OpenFor.
+//
+// Every field is described once, in policyFields: its config name, whether it
+// can be Off, and what makes it invalid. Inheritance, validation and the
+// config file codec all read that table.
+type Policy struct {
+	// FailureRate trips the breaker when failures / (failures + successes)
+	// in the window reaches it, once MinRequests outcomes are in the window.
+	// In (0, 1], or Off. Default 0.5. Excluded outcomes and requests still
+	// in flight are not part of the rate.
+	FailureRate float64
+	// MinRequests is how many outcomes (successes plus failures) the window
+	// must hold before FailureRate can trip the breaker. Default 10.
+	MinRequests int
+	// ConsecutiveFailures trips the breaker after this many failures in a
+	// row, whatever the rate. At least 1, or Off. Default 5.
+	ConsecutiveFailures int
+	// Window is the span of the rolling window that FailureRate and
+	// MinRequests look at. Default 10s.
+	Window time.Duration
+	// Buckets is how many parts the window rolls in: outcomes leave the
+	// window one bucket (Window / Buckets) at a time. Between 1 and 1000,
+	// and each bucket at least 1ms. Default 10.
+	Buckets int
+	// OpenFor is how long the breaker stays open after it trips from closed,
+	// before it admits the first probe. Default 30s.
+	OpenFor time.Duration
+	// MaxOpenFor caps the cooldown, which doubles (with jitter) each time a
+	// probe fails. At least OpenFor, or Off to keep every cooldown at
+	// OpenFor. Default 5m, or OpenFor when that is longer.
+	MaxOpenFor time.Duration
+	// HalfOpenRequests is how many probes the half-open breaker admits at
+	// once, however many requests arrive; all of them must succeed for the
+	// breaker to close. Default 3.
+	HalfOpenRequests int
+	// SlowCall, when set, makes an admitted request that takes longer than
+	// this a failure, whatever its status. Default off. Leave it off for
+	// route groups that stream (SSE, websockets, long polls).
+	SlowCall time.Duration
+	// RecoveryRamp, when set, eases a recovered breaker back in: after the
+	// probes succeed it admits a share of requests that rises linearly from
+	// none to all over this time, answers the rest with the reject response,
+	// and trips again as usual if they fail. Default off.
+	RecoveryRamp time.Duration
+	// IdleTTL drops a key's breaker, and its metric series, once the key
+	// has served no request for this long, so that a service with many
+	// short-lived keys keeps flat memory. Only a closed breaker is dropped;
+	// the key's next request gets a new one. Default: one hour for keys a
+	// KeyedMiddleware chose, off for Middleware's keys.
+	IdleTTL time.Duration
+	// Mode is enforce (the default), observe or disabled.
+	Mode Mode
+}
+
+// Off turns off a Policy field that can be turned off: FailureRate,
+// ConsecutiveFailures, MaxOpenFor, SlowCall, RecoveryRamp and IdleTTL. Write
+// it as Off in Go (Policy{SlowCall: httpbreaker.Off}) and as off in a config
+// file.
+//
+// Off is needed because the zero value of every Policy field means "inherit":
+// a per-key policy that leaves a field zero takes the default's value, so zero
+// cannot also mean "turn this off".
+const Off = -1
+
+// DefaultPolicy returns the built-in defaults, every field set but IdleTTL,
+// whose default depends on how the key was made (see Policy.IdleTTL).
+func DefaultPolicy() Policy {
+	return Policy{
+		FailureRate:         0.5,
+		MinRequests:         10,
+		ConsecutiveFailures: 5,
+		Window:              10 * time.Second,
+		Buckets:             10,
+		OpenFor:             30 * time.Second,
+		MaxOpenFor:          5 * time.Minute,
+		HalfOpenRequests:    3,
+		SlowCall:            Off,
+		RecoveryRamp:        Off,
+		Mode:                ModeEnforce,
+	}
+}
+
+// Mode says what a breaker does with what it learns.
+type Mode uint8
+
+// The modes. The zero Mode means "inherit", which resolves to ModeEnforce.
+const (
+	// ModeEnforce rejects requests while the breaker is open (the default).
+	ModeEnforce Mode = iota + 1
+	// ModeObserve runs the breaker as if enforcing (it trips, recovers, logs
+	// and reports metrics) but never rejects: requests that enforce mode would
+	// have rejected reach the handler and are counted as "would_reject". Use it
+	// to roll a policy out and see what it would do before it can do harm.
+	ModeObserve
+	// ModeDisabled passes every request straight to the handler and records
+	// nothing.
+	ModeDisabled
+)
+
+var modeNames = [...]string{"", "enforce", "observe", "disabled"}
+
+// String returns the mode's config name: "enforce", "observe" or "disabled"
+// ("" for the zero Mode).
+func (m Mode) String() string {
+	if int(m) < len(modeNames) {
+		return modeNames[m]
+	}
+	return "mode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// MarshalText writes the mode's config name.
+func (m Mode) MarshalText() ([]byte, error) {
+	if m == 0 || int(m) >= len(modeNames) {
+		return nil, fmt.Errorf("httpbreaker: invalid mode %d", m)
+	}
+	return []byte(m.String()), nil
+}
+
+// UnmarshalText reads "enforce", "observe" or "disabled".
+func (m *Mode) UnmarshalText(b []byte) error {
+	for i, name := range modeNames[1:] {
+		if string(b) == name {
+			*m = Mode(i + 1)
+			return nil
+		}
+	}
+	return fmt.Errorf("want enforce, observe or disabled, got %q", b)
+}
+
+// fieldKind is the kind of value a Policy field holds. It decides the
+// field's Go type, the checks every field of the kind gets, and how the
+// config file writes it.
+type fieldKind uint8
+
+const (
+	kindRate     fieldKind = iota // a float64 in (0, 1]
+	kindCount                     // an int, at least 1
+	kindDuration                  // a positive time.Duration
+	kindMode                      // a Mode
+)
+
+// policyField describes one Policy field.
+type policyField struct {
+	// name is the field's name in config files, JSON and error paths.
+	name string
+	kind fieldKind
+	// off says whether the field can be Off.
+	off bool
+	// at returns the field in p: a *float64, *int, *time.Duration or *Mode,
+	// as kind says.
+	at func(p *Policy) any
+	// rule, if set, checks what the kind's checks do not: a range of its own,
+	// or the field against others. It returns what is wrong, if anything,
+	// and the other field the problem is about, if any.
+	rule func(p Policy) (msg, other string)
+}
+
+// policyFields is every Policy field, in the order that config files,
+// JSON and error messages list them.
+var policyFields = [...]policyField{
+	{name: "failure_rate", kind: kindRate, off: true, at: func(p *Policy) any { return &p.FailureRate }},
+	{name: "min_requests", kind: kindCount, at: func(p *Policy) any { return &p.MinRequests }},
+	{name: "consecutive_failures", kind: kindCount, off: true, at: func(p *Policy) any { return &p.ConsecutiveFailures },
+		rule: func(p Policy) (string, string) {
+			if p.FailureRate == Off && p.ConsecutiveFailures == Off {
+				return "failure_rate and consecutive_failures are both off, so the breaker could never open " +
+					"(use mode: disabled to turn it off)", "failure_rate"
+			}
+			return "", ""
+		}},
+	{name: "window", kind: kindDuration, at: func(p *Policy) any { return &p.Window }},
+	{name: "buckets", kind: kindCount, at: func(p *Policy) any { return &p.Buckets },
+		rule: func(p Policy) (string, string) {
+			switch {
+			case p.Buckets > 1000:
+				return fmt.Sprintf("must be between 1 and 1000; got %d", p.Buckets), ""
+			case p.Buckets >= 1 && p.Window > 0 && p.Window/time.Duration(p.Buckets) < time.Millisecond:
+				return fmt.Sprintf("window %v in %d buckets makes buckets shorter than 1ms", p.Window, p.Buckets), "window"
+			}
+			return "", ""
+		}},
+	{name: "open_for", kind: kindDuration, at: func(p *Policy) any { return &p.OpenFor }},
+	{name: "max_open_for", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.MaxOpenFor },
+		rule: func(p Policy) (string, string) {
+			if m := p.MaxOpenFor; m > 0 && m < p.OpenFor {
+				return fmt.Sprintf("%v must not be shorter than open_for (%v), or off", m, p.OpenFor), "open_for"
+			}
+			return "", ""
+		}},
+	{name: "half_open_requests", kind: kindCount, at: func(p *Policy) any { return &p.HalfOpenRequests }},
+	{name: "slow_call", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.SlowCall }},
+	{name: "recovery_ramp", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.RecoveryRamp }},
+	{name: "idle_ttl", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.IdleTTL }},
+	{name: "mode", kind: kindMode, at: func(p *Policy) any { return &p.Mode }},
+}
+
+// isSet reports whether the field is not zero in p, which is to say not
+// inherited.
+func (f *policyField) isSet(p *Policy) bool {
+	switch v := f.at(p).(type) {
+	case *float64:
+		return *v != 0
+	case *int:
+		return *v != 0
+	case *time.Duration:
+		return *v != 0
+	case *Mode:
+		return *v != 0
+	}
+	panic("httpbreaker: policy field " + f.name + " has no known type")
+}
+
+// isOff reports whether the field is Off in p.
+func (f *policyField) isOff(p *Policy) bool {
+	switch v := f.at(p).(type) {
+	case *float64:
+		return *v == Off
+	case *int:
+		return *v == Off
+	case *time.Duration:
+		return *v == Off
+	}
+	return false
+}
+
+// inherit sets the field in p from base if p leaves it zero.
+func (f *policyField) inherit(p, base *Policy) {
+	if f.isSet(p) {
+		return
+	}
+	switch v := f.at(p).(type) {
+	case *float64:
+		*v = *f.at(base).(*float64)
+	case *int:
+		*v = *f.at(base).(*int)
+	case *time.Duration:
+		*v = *f.at(base).(*time.Duration)
+	case *Mode:
+		*v = *f.at(base).(*Mode)
+	}
+}
+
+// check returns what is wrong with the field in a resolved policy, and the
+// other field the problem is about, if any.
+func (f *policyField) check(p Policy) (msg, other string) {
+	orOff := ""
+	if f.off {
+		orOff = ", or off"
+	}
+	if !f.isOff(&p) {
+		switch v := f.at(&p).(type) {
+		case *float64:
+			if !(*v > 0 && *v <= 1) {
+				return fmt.Sprintf("must be in (0, 1]%s; got %v", orOff, *v), ""
+			}
+		case *int:
+			if *v < 1 || *v > math.MaxUint32 {
+				return fmt.Sprintf("must be at least 1%s; got %d", orOff, *v), ""
+			}
+		case *time.Duration:
+			if *v <= 0 {
+				return fmt.Sprintf("must be positive%s; got %v", orOff, *v), ""
+			}
+		case *Mode:
+			if *v < ModeEnforce || *v > ModeDisabled {
+				return fmt.Sprintf("must be enforce, observe or disabled; got %v", *v), ""
+			}
+		}
+	}
+	if f.rule != nil {
+		return f.rule(p)
+	}
+	return "", ""
+}
+
+// inherit returns p with its zero fields taken from base.
+func (p Policy) inherit(base Policy) Policy {
+	for i := range policyFields {
+		policyFields[i].inherit(&p, &base)
+	}
+	return p
+}
+
+// resolve fills the fields that are still unset with the built-in defaults.
+// An unset MaxOpenFor is never shorter than OpenFor, so that a long OpenFor
+// alone is a valid policy.
+func (p Policy) resolve() Policy {
+	maxUnset := p.MaxOpenFor == 0
+	p = p.inherit(DefaultPolicy())
+	if maxUnset && p.OpenFor > p.MaxOpenFor {
+		p.MaxOpenFor = p.OpenFor
+	}
+	return p
+}
+
+// problem is one thing wrong with a resolved policy: the field it is
+// reported under, another field it is about (or ""), and what is wrong.
+type problem struct {
+	field, other string
+	msg          string
+}
+
+// problems lists what is wrong with a resolved policy.
+func (p Policy) problems() []problem {
+	var out []problem
+	for i := range policyFields {
+		f := &policyFields[i]
+		if msg, other := f.check(p); msg != "" {
+			out = append(out, problem{field: f.name, other: other, msg: msg})
+		}
+	}
+	return out
+}

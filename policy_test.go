@@ -1,0 +1,93 @@
+package httpbreaker
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestEveryPolicyFieldIsInTheTable holds policyFields to the Policy type: a
+// field added to Policy without its entry fails here, and each entry reaches
+// its own field, so that inheritance, validation and both codecs, which walk
+// the table, cover every field.
+func TestEveryPolicyFieldIsInTheTable(t *testing.T) {
+	typ := reflect.TypeFor[Policy]()
+	if typ.NumField() != len(policyFields) {
+		t.Fatalf("Policy has %d fields, policyFields %d entries", typ.NumField(), len(policyFields))
+	}
+	var p Policy
+	base := reflect.ValueOf(&p).Elem()
+	for i := range policyFields {
+		f := &policyFields[i]
+		ptr := reflect.ValueOf(f.at(&p)).Pointer()
+		found := -1
+		for j := range typ.NumField() {
+			if base.Field(j).Addr().Pointer() == ptr {
+				found = j
+			}
+		}
+		if found < 0 {
+			t.Fatalf("%s: at does not point into the Policy", f.name)
+		}
+		goName := typ.Field(found).Name
+		var snake []rune
+		for k, r := range goName {
+			if k > 0 && r >= 'A' && r <= 'Z' && !(goName[k-1] >= 'A' && goName[k-1] <= 'Z') {
+				snake = append(snake, '_')
+			}
+			snake = append(snake, []rune(strings.ToLower(string(r)))...)
+		}
+		if string(snake) != f.name && !(goName == "IdleTTL" && f.name == "idle_ttl") {
+			t.Errorf("entry %s points at Policy.%s", f.name, goName)
+		}
+	}
+}
+
+// TestEveryFieldInheritsAndRoundTrips sets each field alone and checks that
+// it survives inheritance and JSON both ways, Off included where allowed.
+func TestEveryFieldInheritsAndRoundTrips(t *testing.T) {
+	values := map[string][]string{ // config values to try, by field
+		"failure_rate": {"0.25"}, "min_requests": {"7"}, "consecutive_failures": {"9", "off"},
+		"window": {"20s"}, "buckets": {"4"}, "open_for": {"1m0s"}, "max_open_for": {"10m0s", "off"},
+		"half_open_requests": {"2"}, "slow_call": {"2s", "off"}, "recovery_ramp": {"30s", "off"},
+		"idle_ttl": {"5m0s", "off"}, "mode": {"observe"},
+	}
+	for i := range policyFields {
+		f := &policyFields[i]
+		tries := values[f.name]
+		if len(tries) == 0 {
+			t.Fatalf("no test value for field %s: add one", f.name)
+		}
+		for _, v := range tries {
+			doc := `{"` + f.name + `": "` + v + `"}`
+			if f.kind == kindRate || f.kind == kindCount {
+				if v != "off" {
+					doc = `{"` + f.name + `": ` + v + `}`
+				}
+			}
+			var p Policy
+			if err := json.Unmarshal([]byte(doc), &p); err != nil {
+				t.Fatalf("%s: %v", doc, err)
+			}
+			if !f.isSet(&p) {
+				t.Fatalf("%s: field not set", doc)
+			}
+			out, err := json.Marshal(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out) != strings.ReplaceAll(doc, " ", "") {
+				t.Errorf("%s marshals back as %s", doc, out)
+			}
+			inherited := Policy{}.inherit(p)
+			if !reflect.DeepEqual(inherited, p) {
+				t.Errorf("%s: inheriting it into an empty policy gives %+v", doc, inherited)
+			}
+			resolved := p.inherit(DefaultPolicy())
+			if got, want := encodeField(f, &resolved), encodeField(f, &p); got != want {
+				t.Errorf("%s: inheriting the defaults turned it into %v", doc, got)
+			}
+		}
+	}
+}
