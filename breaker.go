@@ -1,26 +1,75 @@
 package httpbreaker
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"slices"
-	"strings"
+	"math"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 )
+
+// breaker is one key's circuit breaker, and call is its admission path:
+// every side that puts calls behind a breaker (the server middleware, and
+// any other) asks call, and nothing else, to admit a call and record how it
+// ended. The breaker knows nothing of HTTP.
+//
+// A breaker is closed, or on its way back after a trip:
+//
+//   - closed, a gobreaker instance admits every call and counts outcomes in
+//     its rolling window; its ReadyToTrip decides the trip. That is all
+//     gobreaker does here: its Execute is the one way into its window that
+//     does not allocate.
+//   - a trip starts a phase, which the breaker keeps itself: open until the
+//     cooldown ends (OpenFor, doubled with jitter after each failed probe, at
+//     least an upstream's Retry-After), then half-open with a round of
+//     HalfOpenRequests probes, then closed with a new gobreaker instance, or,
+//     with a RecoveryRamp, recovering first. gobreaker's own half-open has no
+//     deadline and cannot be shared by several replicas; this one is built to
+//     have both.
+//   - ForceOpen and ForceClose set an override that decides first.
+//
+// Phases change under mu, which is never held while calling gobreaker or
+// code of the user's; requests read them with one atomic load each, and the
+// closed path reads the clock only inside gobreaker.
+type breaker struct {
+	set      *Breakers
+	key      string
+	policy   Policy // resolved
+	mode     Mode
+	slowCall time.Duration // 0: off
+	idleTTL  time.Duration // 0: never dropped
+
+	inst     atomic.Pointer[instance] // the closed state's gobreaker
+	phase    atomic.Pointer[phase]    // nil while closed
+	override atomic.Pointer[override]
+	// upstreamUntil is when the latest Retry-After of an upstream's failure
+	// ends (ns since set.epoch); 0 when there is none.
+	upstreamUntil atomic.Int64
+	since         atomic.Int64 // last state change, ns since set.epoch
+	dropped       atomic.Bool  // dropped as idle: a new breaker serves the key
+	// memo is what a side builds once per key and keeps with it (the server
+	// side: its reject responses). The breaker never reads it.
+	memo atomic.Value
+
+	mu sync.Mutex // serialises changes of phase
+
+	results [numResults]atomic.Uint64
+	changes [numStates][numStates]atomic.Uint64
+
+	// Guarded by set.mu: what the idle sweep saw last.
+	sweepTotal uint64
+	activeAt   int64
+}
 
 // State is the state of one key's breaker.
 type State uint8
 
-// The states of a breaker. The first three are gobreaker's; the others are
-// layered on top of it.
+// The states of a breaker.
 const (
 	// StateClosed admits every request and counts outcomes.
 	StateClosed State = iota
@@ -54,216 +103,566 @@ func (s State) String() string {
 // MarshalText writes the state's name.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-func fromGobreaker(s gobreaker.State) State {
-	switch s {
-	case gobreaker.StateOpen:
-		return StateOpen
-	case gobreaker.StateHalfOpen:
-		return StateHalfOpen
-	}
-	return StateClosed
+// Rejection describes a call that a breaker did not admit.
+type Rejection struct {
+	// Key is the key of the breaker that rejected the call.
+	Key string
+	// State is StateOpen; StateHalfOpen when all probes are taken;
+	// StateRecovering when the recovery ramp turned the call away;
+	// StateForcedOpen after ForceOpen.
+	State State
+	// RetryAfter is how long until the breaker admits calls again: 0 when
+	// it is half-open or recovering (retry at once, or in a second).
+	RetryAfter time.Duration
 }
 
-// Breakers is a set of circuit breakers, one per key. A key names a route
-// group: a plugin id, an upstream provider, a route pattern. Each key's
-// breaker is created on first use with the key's policy and lives as long as
-// the set. Most users make one Breakers with New and wrap each route group
-// with Middleware(key). A Breakers is safe for concurrent use.
-type Breakers struct {
-	cfg        Config
-	logger     *slog.Logger
-	classify   Classifier
-	reject     http.Handler
-	hooks      []func(key string, from, to State)
-	maxKeys    int
-	namespace  string
-	registerer prometheus.Registerer
-
-	// epoch is the origin of the monotonic nanosecond times kept in atomics.
-	epoch time.Time
-	keys  sync.Map // string -> *breaker; read without a lock on the request path
-
-	mu         sync.Mutex // guards the fields below, and creating and dropping keys
-	count      int        // len(keys)
-	sweepEvery int64      // ns between idle sweeps: a quarter of the shortest IdleTTL; 0 when none
-	lastSweep  int64
-
-	untracked     atomic.Uint64 // requests that passed with no breaker
-	overflowOnce  sync.Once
-	emptyKeyOnce  sync.Once
-	notifications notifier
+// RetryAfterSeconds returns the Retry-After value for rj: whole seconds
+// until probes are admitted, rounded up, and at least 1.
+func (rj Rejection) RetryAfterSeconds() int {
+	return max(1, int(math.Ceil(rj.RetryAfter.Seconds())))
 }
 
-// New returns a set of breakers configured by opts. Every policy is checked
-// here: an invalid option or policy is an error naming what is wrong, never
-// a panic later.
-func New(opts ...Option) (*Breakers, error) {
-	b := &Breakers{
-		logger:    slog.Default(),
-		maxKeys:   DefaultMaxKeys,
-		namespace: "httpbreaker",
-		epoch:     time.Now(),
+// verdict is how an admitted call ended, as its side saw it.
+type verdict struct {
+	outcome Outcome
+	// retryAfter is the delay an upstream asked for with a failure (its
+	// Retry-After), 0 if none.
+	retryAfter time.Duration
+}
+
+// admission is call's answer, two words wide: whether it ran the call, and
+// if not, the state that turned it away and the time until calls are
+// admitted again.
+type admission struct {
+	verdict admitted
+	state   State
+	retry   time.Duration
+}
+
+// admitted says what call did with a call.
+type admitted uint8
+
+const (
+	// ran: the breaker admitted the call, and call ran it and recorded it.
+	ran admitted = iota
+	// rejected: the call must not run; the caller answers with the rejection.
+	rejected
+	// passed: the breaker does not track the call, which goes ahead
+	// untracked: the mode is disabled, or the breaker only observes (observe
+	// mode, ForceClose) and would have rejected it.
+	passed
+)
+
+// rejection describes the rejection a rejected admission stands for.
+func (a admission) rejection(key string) Rejection {
+	return Rejection{Key: key, State: a.state, RetryAfter: a.retry}
+}
+
+// call asks the breaker to admit one call. If it does, call runs run and
+// records the verdict run returns. If run panics or exits its goroutine,
+// the call is recorded as a failure and the panic goes on. If the breaker
+// does not admit the call, call does not run it, and says why and whether
+// the caller should run it anyway, untracked.
+//
+// Admitting and recording are one function because gobreaker's Execute is
+// the one way into its window that does not allocate: its two-step Allow
+// allocates a callback per call.
+func (br *breaker) call(run func() verdict) admission {
+	if br.override.Load() != nil || br.phase.Load() != nil || br.mode != ModeEnforce {
+		return br.callSlow(run)
 	}
-	var errs []error
-	for _, opt := range opts {
-		if opt == nil {
-			errs = append(errs, errors.New("nil Option"))
-			continue
+	return br.execute(br.inst.Load(), run, false) // closed and enforcing: the common case
+}
+
+// callSlow is call when the breaker is not simply closed.
+func (br *breaker) callSlow(run func() verdict) admission {
+	observe := br.mode == ModeObserve
+	if br.override.Load() != nil {
+		if st, left, ok := br.forced(); ok {
+			if st == StateForcedOpen { // a manual kill switch, in every mode
+				if left == 0 {
+					left = br.policy.OpenFor
+				}
+				return br.refuse(st, left, false)
+			}
+			observe = true // forced closed: never reject
 		}
-		if err := opt(b); err != nil {
-			errs = append(errs, err)
+	}
+	if br.mode == ModeDisabled {
+		return admission{verdict: passed}
+	}
+	for {
+		ph := br.phase.Load()
+		if ph == nil {
+			return br.execute(br.inst.Load(), run, observe)
+		}
+		now := br.set.clock()
+		switch ph.state {
+		case StateOpen:
+			if now <= ph.until {
+				return br.refuse(StateOpen, time.Duration(ph.until-now), observe)
+			}
+			br.halfOpen(ph, now)
+		case StateHalfOpen:
+			if !ph.round.take() {
+				return br.refuse(StateHalfOpen, 0, observe)
+			}
+			if br.phase.Load() != ph { // the round ended while we took a slot
+				ph.round.taken.Add(-1)
+				continue
+			}
+			br.probe(ph, run)
+			return admission{verdict: ran}
+		case StateRecovering:
+			if now >= ph.until {
+				br.endRamp(ph, now)
+				continue
+			}
+			if !ph.rampAdmits(now) {
+				return br.refuse(StateRecovering, 0, observe)
+			}
+			return br.execute(br.inst.Load(), run, observe)
 		}
 	}
-	for _, err := range b.cfg.validate(nil) {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("httpbreaker: %w", err)
-	}
-	b.notifications = notifier{hooks: b.hooks, logger: b.logger}
-	if b.registerer != nil {
-		if err := b.registerer.Register(newCollector(b)); err != nil {
-			return nil, fmt.Errorf("httpbreaker: registering metrics with namespace %q: %w "+
-				"(each Breakers on one registerer needs its own WithNamespace)", b.namespace, err)
+}
+
+// errFailure and errExcluded carry an outcome into gobreaker; success is a
+// nil error.
+var (
+	errFailure  = errors.New("httpbreaker: failure")
+	errExcluded = errors.New("httpbreaker: excluded")
+)
+
+// execute runs a call through the closed state's gobreaker instance.
+func (br *breaker) execute(inst *instance, run func() verdict, observe bool) admission {
+	admitted := false
+	_, _ = inst.cb.Execute(func() (struct{}, error) {
+		admitted = true
+		finished := false
+		defer func() {
+			if !finished { // a panic, which gobreaker records as a failure too
+				br.tally(verdict{outcome: Failure})
+			}
+		}()
+		v := run()
+		finished = true
+		br.tally(v)
+		switch v.outcome {
+		case Success:
+			return struct{}{}, nil
+		case Excluded:
+			return struct{}{}, errExcluded
 		}
-	}
-	return b, nil
-}
-
-// breakerFor returns key's breaker, creating it on first use, or nil when
-// the set already holds WithMaxKeys keys. keyed says whether a KeyFunc
-// chose the key, which decides the default IdleTTL.
-func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
-	if v, ok := b.keys.Load(key); ok {
-		return v.(*breaker)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if v, ok := b.keys.Load(key); ok {
-		return v.(*breaker)
-	}
-	now := b.clock()
-	b.sweepLocked(now)
-	if b.count >= b.maxKeys {
-		b.overflowOnce.Do(func() {
-			b.logger.Warn("circuit breaker key limit reached: requests for new keys pass through without a breaker",
-				"max_keys", b.maxKeys, "first_untracked_key", key)
-		})
-		return nil
-	}
-	br := newBreaker(b, key, b.cfg.policyFor(key), keyed, now)
-	b.keys.Store(key, br)
-	b.count++
-	if ttl := int64(br.idleTTL) / 4; ttl > 0 && (b.sweepEvery == 0 || ttl < b.sweepEvery) {
-		b.sweepEvery = ttl
-	}
-	return br
-}
-
-// lookup returns key's breaker if it exists.
-func (b *Breakers) lookup(key string) *breaker {
-	if v, ok := b.keys.Load(key); ok {
-		return v.(*breaker)
-	}
-	return nil
-}
-
-// all returns every key's breaker.
-func (b *Breakers) all() []*breaker {
-	var out []*breaker
-	b.keys.Range(func(_, v any) bool {
-		out = append(out, v.(*breaker))
-		return true
+		return struct{}{}, errFailure
 	})
-	return out
-}
-
-// State returns key's current state. A key that has no breaker (yet) is
-// closed: nothing stands in the way of its requests. Reading the state moves
-// a breaker whose cooldown has ended from open to half-open.
-func (b *Breakers) State(key string) State {
-	if br := b.lookup(key); br != nil {
-		return br.state()
+	if admitted {
+		return admission{verdict: ran}
 	}
-	return StateClosed
-}
-
-// Snapshot returns the status of every key, sorted by key.
-func (b *Breakers) Snapshot() []Status {
-	b.sweep()
-	var out []Status
-	for _, br := range b.all() {
-		out = append(out, br.status())
+	// gobreaker rejected it (ErrOpenState): it tripped between our look at
+	// the phase and the call. Its phase is open now.
+	retry := time.Duration(0)
+	if ph := br.phase.Load(); ph != nil && ph.state == StateOpen {
+		retry = time.Duration(max(ph.until-br.set.clock(), 0))
 	}
-	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Key, b.Key) })
-	return out
+	return br.refuse(StateOpen, retry, observe)
 }
 
-// Status describes one key's breaker at one moment.
-type Status struct {
-	Key   string `json:"key"`
-	State State  `json:"state"`
-	Mode  Mode   `json:"mode"`
-	// Since is when the breaker entered State (when it was created, if it has
-	// never changed state).
-	Since time.Time `json:"since"`
-	// RetryAfter is how long until the breaker admits requests again:
-	// positive while open, and while forced open for a limited time.
-	RetryAfter time.Duration `json:"-"`
-	// Window holds the outcomes the trip conditions look at: those in the
-	// rolling window while closed, those since the state began otherwise.
-	Window Counts `json:"window"`
-	// Totals counts requests by result since the breaker was created, as the
-	// requests_total metric does.
-	Totals Totals `json:"totals"`
-	// Policy is the key's resolved policy, every field set.
-	Policy Policy `json:"policy"`
+// probe runs a call that took a slot of ph's round.
+func (br *breaker) probe(ph *phase, run func() verdict) {
+	finished := false
+	defer func() {
+		if !finished { // a panic, or runtime.Goexit
+			v := verdict{outcome: Failure}
+			br.tally(v)
+			br.probeDone(ph, v)
+		}
+	}()
+	v := run()
+	finished = true
+	br.tally(v)
+	br.probeDone(ph, v)
 }
 
-// MarshalJSON writes the status with RetryAfter in seconds
-// ("retry_after_seconds") and the window's failure rate.
-func (s Status) MarshalJSON() ([]byte, error) {
-	type window struct {
-		Counts
-		FailureRate float64 `json:"failure_rate"`
+// tally counts a finished call's outcome, and notes the delay an upstream
+// asked for with a failure.
+func (br *breaker) tally(v verdict) {
+	br.results[resultOf[v.outcome]].Add(1)
+	if v.retryAfter > 0 {
+		br.noteUpstreamRetry(v)
 	}
-	return json.Marshal(struct {
-		Key               string    `json:"key"`
-		State             State     `json:"state"`
-		Mode              Mode      `json:"mode"`
-		Since             time.Time `json:"since"`
-		RetryAfterSeconds float64   `json:"retry_after_seconds"`
-		Window            window    `json:"window"`
-		Totals            Totals    `json:"totals"`
-		Policy            Policy    `json:"policy"`
-	}{s.Key, s.State, s.Mode, s.Since, s.RetryAfter.Seconds(), window{s.Window, s.Window.FailureRate()}, s.Totals, s.Policy})
 }
 
-// Counts are the outcomes in a breaker's current window.
-type Counts struct {
-	Successes            uint32 `json:"successes"`
-	Failures             uint32 `json:"failures"`
-	Excluded             uint32 `json:"excluded"`
-	ConsecutiveSuccesses uint32 `json:"consecutive_successes"`
-	ConsecutiveFailures  uint32 `json:"consecutive_failures"`
-	// InFlight is how many admitted requests have not finished yet.
-	InFlight uint32 `json:"in_flight"`
-}
-
-// FailureRate returns Failures / (Failures + Successes), or 0 when both are 0.
-func (c Counts) FailureRate() float64 {
-	if n := c.Successes + c.Failures; n > 0 {
-		return float64(c.Failures) / float64(n)
+// refuse counts a call the breaker did not admit: as rejected, or as
+// would_reject when it only observes and lets the call pass.
+func (br *breaker) refuse(st State, retry time.Duration, observe bool) admission {
+	if observe {
+		br.results[resultWouldReject].Add(1)
+		return admission{verdict: passed, state: st, retry: retry}
 	}
-	return 0
+	br.results[resultRejected].Add(1)
+	return admission{verdict: rejected, state: st, retry: retry}
 }
 
-// Totals counts requests by result. Every request that reached a tracked
-// breaker is counted once, under the one result that describes it.
-type Totals struct {
-	Success     uint64 `json:"success"`
-	Failure     uint64 `json:"failure"`
-	Excluded    uint64 `json:"excluded"`
-	Rejected    uint64 `json:"rejected"`
-	WouldReject uint64 `json:"would_reject"`
+// phase is where a tripped breaker is on its way back. Its fields are
+// fixed when it is made, but for the counters of its round and ramp; a
+// change of phase stores a new one.
+type phase struct {
+	state State // StateOpen, StateHalfOpen or StateRecovering
+	// until is when an open phase's cooldown ends, and when a recovering
+	// one's ramp ends (ns since set.epoch).
+	until int64
+	// nominal is the cooldown before jitter that this open phase, or the
+	// open phase this half-open one follows, was drawn from.
+	nominal time.Duration
+	round   *round // half-open: the probes
+
+	rampStart int64 // recovering: when the ramp began
+	rampSeq   atomic.Uint64
+}
+
+// round counts the probes of one half-open phase. A probe takes a slot when
+// it is admitted; an excluded probe gives it back.
+type round struct {
+	slots     int32
+	taken     atomic.Int32
+	succeeded atomic.Int32
+	excluded  atomic.Uint32
+}
+
+// take takes a probe slot if one is free.
+func (r *round) take() bool {
+	for {
+		n := r.taken.Load()
+		if n >= r.slots {
+			return false
+		}
+		if r.taken.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// goldenFraction spreads the recovery ramp's admissions evenly: the
+// fractional parts of n times it are equidistributed in [0, 1).
+const goldenFraction = 0.6180339887498949
+
+// rampAdmits reports whether a call is admitted at now while recovering: the
+// share admitted rises linearly from 0 to 1 over the ramp.
+func (ph *phase) rampAdmits(now int64) bool {
+	share := float64(now-ph.rampStart) / float64(ph.until-ph.rampStart)
+	_, frac := math.Modf(float64(ph.rampSeq.Add(1)) * goldenFraction)
+	return frac < share
+}
+
+// instance is one gobreaker instance: the closed state's window.
+type instance struct {
+	cb *gobreaker.CircuitBreaker[struct{}]
+	// tripped records what made the instance trip, for the log record.
+	// gobreaker writes it in ReadyToTrip and reads it in OnStateChange, both
+	// under its mutex.
+	tripped tripInfo
+}
+
+// tripInfo records what made a breaker trip.
+type tripInfo struct {
+	reason string
+	counts gobreaker.Counts
+}
+
+// neverHalfOpen is the gobreaker Timeout: an instance that has tripped is
+// replaced before it could move to half-open by itself, since the cooldown
+// and the probes are the breaker's.
+const neverHalfOpen = 100 * 365 * 24 * time.Hour
+
+// newInstance makes a gobreaker instance from the policy, field by field.
+func (br *breaker) newInstance() *instance {
+	p := br.policy
+	inst := &instance{}
+	bucket := p.Window / time.Duration(p.Buckets)
+	inst.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name: br.key,
+		// Interval is an exact multiple of the bucket, so that gobreaker,
+		// which rounds Interval up to one, keeps Buckets buckets.
+		Interval:      bucket * time.Duration(p.Buckets),
+		BucketPeriod:  bucket,
+		Timeout:       neverHalfOpen,
+		ReadyToTrip:   func(c gobreaker.Counts) bool { return br.readyToTrip(inst, c) },
+		OnStateChange: func(_ string, from, to gobreaker.State) { br.onStateChange(inst, from, to) },
+		IsSuccessful:  func(err error) bool { return err == nil },
+		IsExcluded:    func(err error) bool { return err == errExcluded },
+	})
+	return inst
+}
+
+// readyToTrip is gobreaker's ReadyToTrip: called with the window's counts
+// after each failure while closed. The rate counts only finished calls:
+// gobreaker's Requests includes those still in flight.
+func (br *breaker) readyToTrip(inst *instance, c gobreaker.Counts) bool {
+	p := br.policy
+	reason := ""
+	if p.ConsecutiveFailures != Off && c.ConsecutiveFailures >= uint32(p.ConsecutiveFailures) {
+		reason = "consecutive_failures"
+	} else if n := c.TotalSuccesses + c.TotalFailures; p.FailureRate != Off && n >= uint32(p.MinRequests) &&
+		float64(c.TotalFailures)/float64(n) >= p.FailureRate {
+		reason = "failure_rate"
+	}
+	if reason == "" {
+		return false
+	}
+	inst.tripped = tripInfo{reason: reason, counts: c}
+	return true
+}
+
+// onStateChange is gobreaker's OnStateChange, called with its mutex held:
+// it must not call back into the instance. The one change an instance
+// makes is its trip from closed to open.
+func (br *breaker) onStateChange(inst *instance, from, to gobreaker.State) {
+	if from != gobreaker.StateClosed || to != gobreaker.StateOpen || br.inst.Load() != inst {
+		return // an instance replaced by Reset or a recovery
+	}
+	br.trip(inst.tripped)
+}
+
+// trip opens the breaker from closed (or recovering) for OpenFor, or for
+// longer if an upstream asked for it.
+func (br *breaker) trip(why tripInfo) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	now := br.set.clock()
+	from := StateClosed
+	if ph := br.phase.Load(); ph != nil && ph.state == StateRecovering {
+		from = StateRecovering
+	}
+	until, attrs := br.cooldown(now, br.policy.OpenFor)
+	br.phase.Store(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
+	c := why.counts
+	attrs = append(attrs,
+		slog.String("reason", why.reason),
+		slog.Uint64("failures", uint64(c.TotalFailures)),
+		slog.Uint64("successes", uint64(c.TotalSuccesses)),
+		slog.Uint64("consecutive_failures", uint64(c.ConsecutiveFailures)),
+		slog.Float64("failure_rate", Counts{Successes: c.TotalSuccesses, Failures: c.TotalFailures}.FailureRate()),
+	)
+	br.record(from, StateOpen, now, attrs...)
+}
+
+// cooldown returns when an open phase that starts at now with the given
+// cooldown ends: later if an upstream's Retry-After asks for longer, up to
+// the longest cooldown. It returns the log attributes that say so.
+func (br *breaker) cooldown(now int64, d time.Duration) (int64, []slog.Attr) {
+	var attrs []slog.Attr
+	until := now + int64(d)
+	if u := br.upstreamUntil.Load(); u > until {
+		until = min(u, now+int64(br.maxCooldown()))
+		attrs = append(attrs, slog.Duration("upstream_retry_after", time.Duration(u-now)))
+	}
+	return until, append(attrs, slog.Duration("open_for", time.Duration(until-now)))
+}
+
+// halfOpen ends ph's cooldown: a new round of probes begins.
+func (br *breaker) halfOpen(ph *phase, now int64) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.phase.Load() != ph {
+		return
+	}
+	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal, round: &round{slots: int32(br.policy.HalfOpenRequests)}})
+	br.record(StateOpen, StateHalfOpen, now)
+}
+
+// probeDone records how a probe of ph's round ended: a failure opens the
+// breaker again, and the last of the round's successes closes it. A probe
+// whose round has ended changes nothing.
+func (br *breaker) probeDone(ph *phase, v verdict) {
+	switch v.outcome {
+	case Excluded:
+		ph.round.excluded.Add(1)
+		ph.round.taken.Add(-1)
+	case Success:
+		if ph.round.succeeded.Add(1) >= ph.round.slots {
+			br.recover(ph)
+		}
+	default:
+		br.reopen(ph)
+	}
+}
+
+// reopen opens the breaker again after a failed probe of ph, for twice the
+// last nominal cooldown, with jitter.
+func (br *breaker) reopen(ph *phase) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.phase.Load() != ph {
+		return
+	}
+	now := br.set.clock()
+	nominal := br.backoff(ph.nominal)
+	until, attrs := br.cooldown(now, br.jitter(nominal))
+	br.phase.Store(&phase{state: StateOpen, until: until, nominal: nominal})
+	br.record(StateHalfOpen, StateOpen, now, attrs...)
+}
+
+// recover closes the breaker after every probe of ph succeeded, with a new
+// window, through the recovery ramp if the policy has one.
+func (br *breaker) recover(ph *phase) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.phase.Load() != ph {
+		return
+	}
+	now := br.set.clock()
+	br.upstreamUntil.Store(0)
+	br.inst.Store(br.newInstance())
+	if ramp := br.policy.RecoveryRamp; ramp > 0 {
+		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: now + int64(ramp)})
+		br.record(StateHalfOpen, StateRecovering, now, slog.Duration("recovery_ramp", ramp))
+		return
+	}
+	br.phase.Store(nil)
+	br.record(StateHalfOpen, StateClosed, now)
+}
+
+// endRamp ends ph's recovery ramp: the breaker is closed.
+func (br *breaker) endRamp(ph *phase, now int64) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.phase.Load() != ph {
+		return
+	}
+	br.phase.Store(nil)
+	br.record(StateRecovering, StateClosed, now)
+}
+
+// backoff returns the nominal cooldown after a failed probe: twice the
+// last one, at most MaxOpenFor.
+func (br *breaker) backoff(last time.Duration) time.Duration {
+	p := br.policy
+	if p.MaxOpenFor == Off {
+		return p.OpenFor
+	}
+	if last >= p.MaxOpenFor/2 {
+		return p.MaxOpenFor
+	}
+	return 2 * last
+}
+
+// jitter returns the cooldown to wait for a nominal one: up to a fifth
+// less, at random, so that replicas that tripped together probe apart, and
+// never below OpenFor. The jitter does not compound: each cooldown is drawn
+// from its own nominal value.
+func (br *breaker) jitter(nominal time.Duration) time.Duration {
+	return max(nominal-rand.N(nominal/5+1), br.policy.OpenFor)
+}
+
+// maxCooldown is the longest the breaker stays open at a time.
+func (br *breaker) maxCooldown() time.Duration {
+	if br.policy.MaxOpenFor == Off {
+		return br.policy.OpenFor
+	}
+	return br.policy.MaxOpenFor
+}
+
+// noteUpstreamRetry records that a failure asked, with Retry-After, not to
+// be retried for a while.
+func (br *breaker) noteUpstreamRetry(v verdict) {
+	if v.outcome != Failure {
+		return
+	}
+	until := br.set.clock() + int64(v.retryAfter)
+	for {
+		old := br.upstreamUntil.Load()
+		if old >= until || br.upstreamUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
+}
+
+// override is a state forced by ForceOpen or ForceClose.
+type override struct {
+	state State
+	until int64 // 0: until Release
+}
+
+// forced returns the state that ForceOpen or ForceClose set and the time it
+// has left (0: until Release), ending it if its time is up.
+func (br *breaker) forced() (State, time.Duration, bool) {
+	o := br.override.Load()
+	if o == nil {
+		return 0, 0, false
+	}
+	if o.until == 0 {
+		return o.state, 0, true
+	}
+	now := br.set.clock()
+	if now <= o.until {
+		return o.state, time.Duration(o.until - now), true
+	}
+	if br.override.CompareAndSwap(o, nil) {
+		br.record(o.state, br.state(), now, slog.String("by", "expiry"))
+	}
+	return 0, 0, false
+}
+
+// state returns the breaker's state: a forced state first, then the phase,
+// which it first moves on if its time is up, as a call would.
+func (br *breaker) state() State {
+	if st, _, ok := br.forced(); ok {
+		return st
+	}
+	for {
+		ph := br.phase.Load()
+		if ph == nil {
+			return StateClosed
+		}
+		now := br.set.clock()
+		switch {
+		case ph.state == StateOpen && now > ph.until:
+			br.halfOpen(ph, now)
+		case ph.state == StateRecovering && now >= ph.until:
+			br.endRamp(ph, now)
+		default:
+			return ph.state
+		}
+	}
+}
+
+// result is what happened to one call, as the requests_total metric names
+// it.
+type result uint8
+
+const (
+	resultSuccess result = iota
+	resultFailure
+	resultExcluded
+	resultRejected
+	resultWouldReject
+	numResults
+)
+
+var resultNames = [numResults]string{"success", "failure", "excluded", "rejected", "would_reject"}
+
+// resultOf maps each Outcome to the result it is counted as.
+var resultOf = [...]result{Success: resultSuccess, Failure: resultFailure, Excluded: resultExcluded}
+
+// defaultKeyedIdleTTL is the IdleTTL of keys that a KeyFunc chose, unless
+// the policy sets one.
+const defaultKeyedIdleTTL = time.Hour
+
+func newBreaker(set *Breakers, key string, p Policy, keyed bool, now int64) *breaker {
+	br := &breaker{set: set, key: key, policy: p, mode: p.Mode, activeAt: now}
+	if p.SlowCall != Off {
+		br.slowCall = p.SlowCall
+	}
+	switch {
+	case p.IdleTTL == 0 && keyed:
+		br.policy.IdleTTL = defaultKeyedIdleTTL
+	case p.IdleTTL == 0:
+		br.policy.IdleTTL = Off
+	}
+	if br.policy.IdleTTL != Off {
+		br.idleTTL = br.policy.IdleTTL
+	}
+	br.since.Store(now)
+	br.inst.Store(br.newInstance())
+	return br
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-
-	"github.com/sony/gobreaker/v2"
 )
 
 // ErrNoBreaker is returned by Release and Reset for a key that has no
@@ -76,66 +74,12 @@ func (b *Breakers) Reset(key string) error {
 		return fmt.Errorf("%w: %q", ErrNoBreaker, key)
 	}
 	from := br.state()
+	br.mu.Lock()
+	defer br.mu.Unlock()
 	br.inst.Store(br.newInstance())
 	br.override.Store(nil)
-	br.holdUntil.Store(0)
-	br.rampUntil.Store(0)
+	br.phase.Store(nil)
 	br.upstreamUntil.Store(0)
 	br.record(from, StateClosed, b.clock(), slog.String("by", "Reset"))
 	return nil
-}
-
-// sweep drops idle keys if a sweep is due.
-func (b *Breakers) sweep() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.sweepLocked(b.clock())
-}
-
-// sweepLocked drops the breakers of keys that have served no request for
-// their IdleTTL, at most once every quarter of the shortest IdleTTL; b.mu
-// must be held. It runs when a key is created, at each scrape and in
-// Snapshot, so the set shrinks back while the service runs and cannot grow
-// without a sweep: a service with many short-lived keys keeps flat memory
-// and a flat number of metric series. A key is idle when its request count
-// has not moved since a sweep at least IdleTTL ago; the request path pays
-// nothing for it. Only a closed breaker with nothing in flight is dropped:
-// an open, recovering or forced one keeps its state.
-func (b *Breakers) sweepLocked(now int64) {
-	if b.sweepEvery == 0 || now-b.lastSweep < b.sweepEvery {
-		return
-	}
-	b.lastSweep = now
-	dropped := 0
-	b.keys.Range(func(k, v any) bool {
-		br := v.(*breaker)
-		if br.idle(now) {
-			b.keys.Delete(k)
-			br.dropped.Store(true)
-			b.count--
-			dropped++
-		}
-		return true
-	})
-	if dropped > 0 {
-		b.logger.Info("circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)
-	}
-}
-
-// idle reports whether br can be dropped; the set's mu must be held.
-func (br *breaker) idle(now int64) bool {
-	if br.idleTTL == 0 {
-		return false
-	}
-	t := br.totals()
-	total := t.Success + t.Failure + t.Excluded + t.Rejected + t.WouldReject
-	if total != br.sweepTotal {
-		br.sweepTotal, br.activeAt = total, now
-		return false
-	}
-	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.holdUntil.Load() != 0 || br.rampUntil.Load() != 0 {
-		return false
-	}
-	cb := br.inst.Load().cb
-	return cb.State() == gobreaker.StateClosed && inFlight(cb.Counts()) == 0
 }

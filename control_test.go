@@ -377,5 +377,5 @@ func TestRecoveryRampRejectsWithItsOwnState(t *testing.T) {
 
 // sinceRampStart returns how long key's recovery ramp has run.
 func (b *Breakers) sinceRampStart(key string) time.Duration {
-	return time.Duration(b.clock() - b.lookup(key).rampStart.Load())
+	return time.Duration(b.clock() - b.lookup(key).phase.Load().rampStart)
 }

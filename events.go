@@ -21,6 +21,9 @@ func (br *breaker) record(from, to State, now int64, attrs ...slog.Attr) {
 	if to == StateOpen || to == StateForcedOpen {
 		level = slog.LevelWarn
 	}
+	if o := br.override.Load(); o != nil && from != o.state && to != o.state {
+		attrs = append(attrs, slog.String("forced", o.state.String())) // a change underneath
+	}
 	all := append([]slog.Attr{
 		slog.String("key", br.key),
 		slog.String("from", from.String()),

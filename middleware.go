@@ -3,14 +3,10 @@ package httpbreaker
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"math"
 	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	"github.com/sony/gobreaker/v2"
 )
 
 // Middleware returns middleware that puts the handler it wraps behind key's
@@ -53,10 +49,11 @@ func (h *keyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.br.Store(br)
 	}
 	if br == nil {
-		h.set.passUntracked(w, r, h.next)
+		h.set.untracked.Add(1)
+		h.next.ServeHTTP(w, r)
 		return
 	}
-	br.serve(w, r, h.next)
+	serveThrough(br, w, r, h.next)
 }
 
 // A KeyFunc picks the breaker key of a request. It must return a value from
@@ -103,178 +100,42 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"(is the middleware outside the router that sets the route pattern?)",
 				"method", r.Method, "path", r.URL.Path)
 		})
-		h.set.passUntracked(w, r, h.next)
+	} else if br := h.set.breakerFor(key, true); br != nil {
+		serveThrough(br, w, r, h.next)
 		return
 	}
-	if br := h.set.breakerFor(key, true); br != nil {
-		br.serve(w, r, h.next)
-		return
-	}
-	h.set.passUntracked(w, r, h.next)
+	h.set.untracked.Add(1)
+	h.next.ServeHTTP(w, r)
 }
 
-func (b *Breakers) passUntracked(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	b.untracked.Add(1)
-	next.ServeHTTP(w, r)
-}
-
-// Outcome is what a finished request means to its breaker.
-type Outcome uint8
-
-// The outcomes a Classifier returns.
-const (
-	// Success counts towards closing, and against the failure rate.
-	Success Outcome = iota
-	// Failure counts towards opening.
-	Failure
-	// Excluded counts nowhere: the request tells nothing about the handler.
-	Excluded
-)
-
-// String returns "success", "failure" or "excluded".
-func (o Outcome) String() string {
-	if o <= Excluded {
-		return resultNames[o]
-	}
-	return "outcome(" + strconv.Itoa(int(o)) + ")"
-}
-
-// Call is what a Classifier knows about an admitted request once its
-// handler has returned or panicked.
-type Call struct {
-	// Key is the breaker's key.
-	Key string
-	// Request is the request. Its context tells whether the client is still
-	// there.
-	Request *http.Request
-	// Status is the final status the handler wrote: the first non-1xx code,
-	// 200 if it wrote a body, flushed or called ReadFrom first, and 0 if it
-	// wrote nothing (net/http then sends 200) or hijacked the connection
-	// before writing one.
-	Status int
-	// ClientGone reports whether the client had gone away (the request's
-	// context was canceled) when the handler wrote Status, or, if it wrote
-	// none, when it returned.
-	ClientGone bool
-	// Hijacked reports whether the handler took the connection over.
-	Hijacked bool
-	// Panic is the value the handler panicked with, nil if it did not. The
-	// panic goes on up the stack after the breaker has recorded it.
-	Panic any
-	// RetryAfter is the delay in the Retry-After header that came with a 429
-	// or 503 status, as seconds or an HTTP date; 0 when there was none. A
-	// failure that carries one keeps the breaker open at least that long
-	// once it trips (up to MaxOpenFor), and the reject response passes the
-	// longer delay on.
-	RetryAfter time.Duration
-	// Duration is how long the handler ran. It is measured only when the
-	// policy sets SlowCall or WithClassifier is used; otherwise it is 0.
-	Duration time.Duration
-	// Slow reports whether Duration exceeded the policy's SlowCall.
-	Slow bool
-}
-
-// A Classifier decides what a finished request means to its breaker.
-type Classifier func(Call) Outcome
-
-// DefaultClassifier is the rule a Breakers uses unless WithClassifier
-// replaces it:
-//
-//   - a panic is a Failure, except http.ErrAbortHandler once the client has
-//     gone, which is how httputil.ReverseProxy ends a response that the
-//     client stopped reading: Excluded;
-//   - a slow call (over SlowCall) is a Failure;
-//   - a hijacked connection that never wrote a status is Excluded;
-//   - a client that went away before a failure status was written (or
-//     before the handler returned without writing one) makes it Excluded;
-//   - status 500 and above, and 429, is a Failure;
-//   - anything else, 4xx included, is a Success.
-func DefaultClassifier(c Call) Outcome {
-	switch {
-	case c.Panic != nil:
-		if c.Panic == http.ErrAbortHandler && c.Request.Context().Err() == context.Canceled {
-			return Excluded
-		}
-		return Failure
-	case c.Slow:
-		return Failure
-	case c.Hijacked && c.Status == 0:
-		return Excluded
-	case c.ClientGone && (c.Status == 0 || failureStatus(c.Status)):
-		return Excluded
-	case failureStatus(c.Status):
-		return Failure
-	}
-	return Success
-}
-
-func failureStatus(code int) bool {
-	return code >= 500 || code == http.StatusTooManyRequests
-}
-
-// errFailure and errExcluded carry a request's outcome into gobreaker;
-// success is a nil error.
-var (
-	errFailure  = errors.New("httpbreaker: failure")
-	errExcluded = errors.New("httpbreaker: excluded")
-)
-
-// serve runs one request through the breaker. Each layer costs one atomic
-// load on the closed path, and the clock is read only when one is active.
-func (br *breaker) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	observe := br.mode == ModeObserve
-	if br.override.Load() != nil {
-		if st, left, ok := br.forced(); ok {
-			if st == StateForcedOpen { // a manual kill switch, in every mode
-				if left == 0 {
-					left = br.policy.OpenFor
-				}
-				br.reject(w, r, st, left)
-				return
-			}
-			observe = true // forced closed: never reject
-		}
-	}
-	if br.mode == ModeDisabled {
-		next.ServeHTTP(w, r)
-		return
-	}
-	if left, held := br.holdLeft(); held {
-		br.rejectOrObserve(w, r, next, StateOpen, left, observe)
-		return
-	}
-	if br.rampUntil.Load() != 0 && !br.rampAdmits() {
-		br.rejectOrObserve(w, r, next, StateRecovering, 0, observe)
-		return
-	}
+// serveThrough puts one request through br: the server side over the breaker's
+// admission path. An admitted request runs with a status-capturing writer
+// and is classified when its handler returns; one that is not gets the
+// reject response, or, when the breaker only observes, runs untracked.
+func serveThrough(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handler) {
 	var reraise any
-	_, err := br.inst.Load().cb.Execute(func() (struct{}, error) {
-		return struct{}{}, br.run(w, r, next, &reraise)
-	})
-	switch err {
-	case nil, errFailure, errExcluded:
+	switch a := br.call(func() verdict { return handle(br, w, r, next, &reraise) }); a.verdict {
+	case ran:
 		if reraise != nil {
 			panic(reraise)
 		}
-	case gobreaker.ErrTooManyRequests:
-		br.rejectOrObserve(w, r, next, StateHalfOpen, 0, observe)
-	default: // gobreaker.ErrOpenState, the instant the hold ends
-		left, _ := br.holdLeft()
-		br.rejectOrObserve(w, r, next, StateOpen, left, observe)
+	case passed:
+		next.ServeHTTP(w, r)
+	default:
+		reject(br, w, r, a.rejection(br.key))
 	}
 }
 
-// run calls the handler for an admitted request and returns its outcome as
-// gobreaker's error. If the handler panics with what is a failure, run
-// panics again at once, still inside the handler's panic, so that gobreaker
+// handle runs the handler of an admitted request and returns what its
+// answer means. If the handler panics with what is a failure, handle panics
+// again at once, still inside the handler's panic, so that the breaker
 // records a failure and whoever recovers further up sees the original stack.
-// A panic the classifier does not call a failure returns its value in
-// *reraise for serve to raise after gobreaker has recorded the outcome.
-func (br *breaker) run(w http.ResponseWriter, r *http.Request, next http.Handler, reraise *any) (err error) {
+// A panic that is not a failure returns its value in *reraise, for serveThrough to
+// raise once the outcome is recorded.
+func handle(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handler, reraise *any) (v verdict) {
 	sw := newStatusWriter(w, r.Context())
-	classify := br.set.classify
 	var start time.Time
-	if br.slowCall > 0 || classify != nil {
+	if br.slowCall > 0 || br.set.classifier != nil {
 		start = time.Now()
 	}
 	returned := false
@@ -293,25 +154,15 @@ func (br *breaker) run(w http.ResponseWriter, r *http.Request, next http.Handler
 			c.Slow = br.slowCall > 0 && c.Duration > br.slowCall
 		}
 		var o Outcome
-		if sw.rejected {
+		switch {
+		case sw.rejected: // by a breaker nested inside
 			o = Excluded
-		} else if classify != nil {
-			o = classify(c)
-		} else {
+		case br.set.classifier != nil:
+			o = validOutcome(br.set.classifier(c))
+		default:
 			o = DefaultClassifier(c)
 		}
-		switch o {
-		case Success:
-			err = nil
-		case Excluded:
-			err = errExcluded
-		default:
-			o, err = Failure, errFailure
-		}
-		br.results[result(o)].Add(1) // Success, Failure and Excluded are the first results
-		if o == Failure && c.RetryAfter > 0 {
-			br.noteUpstreamRetry(c.RetryAfter)
-		}
+		v = verdict{outcome: o, retryAfter: c.RetryAfter}
 		if p == nil {
 			sw.release()
 			return
@@ -323,50 +174,18 @@ func (br *breaker) run(w http.ResponseWriter, r *http.Request, next http.Handler
 	}()
 	next.ServeHTTP(sw.wrapped(), r)
 	returned = true
-	return nil
+	return v
 }
 
-// rejectOrObserve answers a request that the breaker does not admit: with
-// the reject response, or, when observing, by running the handler untracked.
-// retry is the time until requests are admitted again.
-func (br *breaker) rejectOrObserve(w http.ResponseWriter, r *http.Request, next http.Handler, st State, retry time.Duration, observe bool) {
-	if observe {
-		br.results[resultWouldReject].Add(1)
-		next.ServeHTTP(w, r)
-		return
-	}
-	br.reject(w, r, st, retry)
-}
-
-// reject answers with the reject response, or the user's reject handler.
-func (br *breaker) reject(w http.ResponseWriter, r *http.Request, st State, retry time.Duration) {
-	br.results[resultRejected].Add(1)
+// reject answers a request that the breaker rejected: with the 503 problem
+// response, or with the user's reject handler.
+func reject(br *breaker, w http.ResponseWriter, r *http.Request, rj Rejection) {
 	markRejected(w)
-	rej := Rejection{Key: br.key, State: st, RetryAfter: retry}
-	if h := br.set.reject; h != nil {
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), rejectionKey{}, rej)))
+	if h := br.set.rejectHandler; h != nil {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), rejectionKey{}, rj)))
 		return
 	}
-	br.problem.write(w, rej)
-}
-
-// Rejection describes a request that a breaker rejected.
-type Rejection struct {
-	// Key is the key of the breaker that rejected the request.
-	Key string
-	// State is StateOpen; StateHalfOpen when all probes are taken;
-	// StateRecovering when the recovery ramp turned the request away;
-	// StateForcedOpen after ForceOpen.
-	State State
-	// RetryAfter is how long until the breaker admits requests again: 0 when
-	// it is half-open or recovering (retry at once, or in a second).
-	RetryAfter time.Duration
-}
-
-// RetryAfterSeconds returns the Retry-After value for rj: whole seconds
-// until probes are admitted, rounded up, and at least 1.
-func (rj Rejection) RetryAfterSeconds() int {
-	return max(1, int(math.Ceil(rj.RetryAfter.Seconds())))
+	problemsFor(br).write(w, rj)
 }
 
 type rejectionKey struct{}
@@ -408,14 +227,20 @@ var rejecting = map[State]string{
 	StateForcedOpen: "was forced open",
 }
 
-func newProblemBodies(key string) *problemBodies {
-	quoted, _ := json.Marshal(key) // a string always marshals
+// problemsFor returns br's reject bodies, building them on first use. They
+// are kept in the breaker's memo, which is the server side's to fill.
+func problemsFor(br *breaker) *problemBodies {
+	if pb, ok := br.memo.Load().(*problemBodies); ok {
+		return pb
+	}
+	quoted, _ := json.Marshal(br.key) // a string always marshals
 	pb := &problemBodies{}
 	for st, what := range rejecting {
-		detail, _ := json.Marshal(`circuit breaker "` + key + `" ` + what + `; retry after the delay in Retry-After`)
+		detail, _ := json.Marshal(`circuit breaker "` + br.key + `" ` + what + `; retry after the delay in Retry-After`)
 		pb.body[st] = []byte(`{"title":"Service Unavailable","status":503,"detail":` + string(detail) +
 			`,"key":` + string(quoted) + `,"state":"` + st.String() + `"}`)
 	}
+	br.memo.Store(pb)
 	return pb
 }
 

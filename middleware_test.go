@@ -394,7 +394,7 @@ func TestClassifierSeesTheCallAndCanFallBack(t *testing.T) {
 func TestHandlerThatWritesNothingIsASuccess(t *testing.T) {
 	b, _ := newSet(t)
 	var seen Call
-	b.classify = func(c Call) Outcome { seen = c; return DefaultClassifier(c) }
+	b.classifier = func(c Call) Outcome { seen = c; return DefaultClassifier(c) }
 	rec := record(b.Middleware("p")(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), "/")
 	if rec.Code != 200 || seen.Status != 0 {
 		t.Fatalf("client got %d, classifier saw status %d; want 200 and 0", rec.Code, seen.Status)

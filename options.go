@@ -105,7 +105,7 @@ func WithClassifier(c Classifier) Option {
 		if c == nil {
 			return errors.New("WithClassifier: nil Classifier")
 		}
-		b.classify = c
+		b.classifier = c
 		return nil
 	}
 }
@@ -119,7 +119,7 @@ func WithRejectHandler(h http.Handler) Option {
 		if h == nil {
 			return errors.New("WithRejectHandler: nil Handler")
 		}
-		b.reject = h
+		b.rejectHandler = h
 		return nil
 	}
 }

@@ -1,0 +1,196 @@
+package httpbreaker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Breakers is a set of circuit breakers, one per key. A key names a route
+// group: a plugin id, an upstream provider, a route pattern. Each key's
+// breaker is created on first use with the key's policy; it lives as long
+// as the set, unless the policy's IdleTTL drops it once unused, and the key's
+// next request gets a new one. Most users make one Breakers with New and
+// wrap each route group with Middleware(key). A Breakers is safe for
+// concurrent use.
+type Breakers struct {
+	cfg           Config
+	logger        *slog.Logger
+	classifier    Classifier // nil: DefaultClassifier
+	rejectHandler http.Handler
+	hooks         []func(key string, from, to State)
+	maxKeys       int
+	namespace     string
+	registerer    prometheus.Registerer
+
+	// epoch is the origin of the monotonic nanosecond times kept in atomics.
+	epoch time.Time
+	keys  sync.Map // string -> *breaker; read without a lock on the request path
+
+	mu         sync.Mutex // guards the fields below, and creating and dropping keys
+	count      int        // len(keys)
+	sweepEvery int64      // ns between idle sweeps: a quarter of the shortest IdleTTL; 0 when none
+	lastSweep  int64
+
+	untracked     atomic.Uint64 // requests that passed with no breaker
+	overflowOnce  sync.Once
+	emptyKeyOnce  sync.Once
+	notifications notifier
+}
+
+// New returns a set of breakers configured by opts. Every policy is checked
+// here: an invalid option or policy is an error naming what is wrong, never
+// a panic later.
+func New(opts ...Option) (*Breakers, error) {
+	b := &Breakers{
+		logger:    slog.Default(),
+		maxKeys:   DefaultMaxKeys,
+		namespace: "httpbreaker",
+		epoch:     time.Now(),
+	}
+	var errs []error
+	for _, opt := range opts {
+		if opt == nil {
+			errs = append(errs, errors.New("nil Option"))
+			continue
+		}
+		if err := opt(b); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, err := range b.cfg.validate(nil) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("httpbreaker: %w", err)
+	}
+	b.notifications = notifier{hooks: b.hooks, logger: b.logger}
+	if b.registerer != nil {
+		if err := b.registerer.Register(newCollector(b)); err != nil {
+			return nil, fmt.Errorf("httpbreaker: registering metrics with namespace %q: %w "+
+				"(each Breakers on one registerer needs its own WithNamespace)", b.namespace, err)
+		}
+	}
+	return b, nil
+}
+
+// State returns key's current state. A key that has no breaker (yet) is
+// closed: nothing stands in the way of its requests. Reading the state moves
+// a breaker whose cooldown has ended from open to half-open.
+func (b *Breakers) State(key string) State {
+	if br := b.lookup(key); br != nil {
+		return br.state()
+	}
+	return StateClosed
+}
+
+// breakerFor returns key's breaker, creating it on first use, or nil when
+// the set already holds WithMaxKeys keys. keyed says whether a KeyFunc
+// chose the key, which decides the default IdleTTL.
+func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
+	if v, ok := b.keys.Load(key); ok {
+		return v.(*breaker)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if v, ok := b.keys.Load(key); ok {
+		return v.(*breaker)
+	}
+	now := b.clock()
+	b.sweepLocked(now)
+	if b.count >= b.maxKeys {
+		b.overflowOnce.Do(func() {
+			b.logger.Warn("circuit breaker key limit reached: requests for new keys pass through without a breaker",
+				"max_keys", b.maxKeys, "first_untracked_key", key)
+		})
+		return nil
+	}
+	br := newBreaker(b, key, b.cfg.policyFor(key), keyed, now)
+	b.keys.Store(key, br)
+	b.count++
+	if ttl := int64(br.idleTTL) / 4; ttl > 0 && (b.sweepEvery == 0 || ttl < b.sweepEvery) {
+		b.sweepEvery = ttl
+	}
+	return br
+}
+
+// lookup returns key's breaker if it exists.
+func (b *Breakers) lookup(key string) *breaker {
+	if v, ok := b.keys.Load(key); ok {
+		return v.(*breaker)
+	}
+	return nil
+}
+
+// all returns every key's breaker.
+func (b *Breakers) all() []*breaker {
+	var out []*breaker
+	b.keys.Range(func(_, v any) bool {
+		out = append(out, v.(*breaker))
+		return true
+	})
+	return out
+}
+
+// clock returns monotonic nanoseconds since the set was made.
+func (b *Breakers) clock() int64 { return int64(time.Since(b.epoch)) }
+
+// sweep drops idle keys if a sweep is due.
+func (b *Breakers) sweep() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sweepLocked(b.clock())
+}
+
+// sweepLocked drops the breakers of keys that have served no request for
+// their IdleTTL, at most once every quarter of the shortest IdleTTL; b.mu
+// must be held. It runs when a key is created, at each scrape and in
+// Snapshot, so the set shrinks back while the service runs and cannot grow
+// without a sweep: a service with many short-lived keys keeps flat memory
+// and a flat number of metric series. A key is idle when its request count
+// has not moved since a sweep at least IdleTTL ago; the request path pays
+// nothing for it. Only a closed breaker with nothing in flight is dropped:
+// an open, recovering or forced one keeps its state.
+func (b *Breakers) sweepLocked(now int64) {
+	if b.sweepEvery == 0 || now-b.lastSweep < b.sweepEvery {
+		return
+	}
+	b.lastSweep = now
+	dropped := 0
+	b.keys.Range(func(k, v any) bool {
+		br := v.(*breaker)
+		if br.idle(now) {
+			b.keys.Delete(k)
+			br.dropped.Store(true)
+			b.count--
+			dropped++
+		}
+		return true
+	})
+	if dropped > 0 {
+		b.logger.Info("circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)
+	}
+}
+
+// idle reports whether br can be dropped; the set's mu must be held.
+func (br *breaker) idle(now int64) bool {
+	if br.idleTTL == 0 {
+		return false
+	}
+	t := br.totals()
+	total := t.Success + t.Failure + t.Excluded + t.Rejected + t.WouldReject
+	if total != br.sweepTotal {
+		br.sweepTotal, br.activeAt = total, now
+		return false
+	}
+	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil {
+		return false
+	}
+	return inFlight(br.inst.Load().cb.Counts()) == 0
+}

@@ -1,0 +1,114 @@
+package httpbreaker
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Outcome is what a finished request means to its breaker.
+type Outcome uint8
+
+// The outcomes a Classifier returns. Any other value counts as Failure.
+const (
+	// Success counts towards closing, and against the failure rate.
+	Success Outcome = iota
+	// Failure counts towards opening.
+	Failure
+	// Excluded counts nowhere: the request tells nothing about the handler.
+	Excluded
+)
+
+var outcomeNames = [...]string{Success: "success", Failure: "failure", Excluded: "excluded"}
+
+// String returns "success", "failure" or "excluded".
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "outcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Call is what a Classifier knows about an admitted request once its
+// handler has returned or panicked.
+type Call struct {
+	// Key is the breaker's key.
+	Key string
+	// Request is the request. Its context tells whether the client is still
+	// there.
+	Request *http.Request
+	// Status is the final status the handler wrote: the first non-1xx code,
+	// 200 if it wrote a body, flushed or called ReadFrom first, and 0 if it
+	// wrote nothing (net/http then sends 200) or hijacked the connection
+	// before writing one.
+	Status int
+	// ClientGone reports whether the client had gone away (the request's
+	// context was canceled) when the handler wrote Status, or, if it wrote
+	// none, when it returned.
+	ClientGone bool
+	// Hijacked reports whether the handler took the connection over.
+	Hijacked bool
+	// Panic is the value the handler panicked with, nil if it did not. The
+	// panic goes on up the stack after the breaker has recorded it.
+	Panic any
+	// RetryAfter is the delay in the Retry-After header that came with a 429
+	// or 503 status, as seconds or an HTTP date; 0 when there was none. A
+	// failure that carries one keeps the breaker open at least that long
+	// once it trips (up to MaxOpenFor), and the reject response passes the
+	// longer delay on.
+	RetryAfter time.Duration
+	// Duration is how long the handler ran. It is measured only when the
+	// policy sets SlowCall or WithClassifier is used; otherwise it is 0.
+	Duration time.Duration
+	// Slow reports whether Duration exceeded the policy's SlowCall.
+	Slow bool
+}
+
+// A Classifier decides what a finished request means to its breaker.
+type Classifier func(Call) Outcome
+
+// DefaultClassifier is the rule a Breakers uses unless WithClassifier
+// replaces it:
+//
+//   - a panic is a Failure, except http.ErrAbortHandler once the client has
+//     gone, which is how httputil.ReverseProxy ends a response that the
+//     client stopped reading: Excluded;
+//   - a slow call (over SlowCall) is a Failure;
+//   - a hijacked connection that never wrote a status is Excluded;
+//   - a client that went away before a failure status was written (or
+//     before the handler returned without writing one) makes it Excluded;
+//   - status 500 and above, and 429, is a Failure;
+//   - anything else, 4xx included, is a Success.
+func DefaultClassifier(c Call) Outcome {
+	switch {
+	case c.Panic != nil:
+		if c.Panic == http.ErrAbortHandler && c.Request.Context().Err() == context.Canceled {
+			return Excluded
+		}
+		return Failure
+	case c.Slow:
+		return Failure
+	case c.Hijacked && c.Status == 0:
+		return Excluded
+	case c.ClientGone && (c.Status == 0 || failureStatus(c.Status)):
+		return Excluded
+	case failureStatus(c.Status):
+		return Failure
+	}
+	return Success
+}
+
+// failureStatus reports whether an answer with this status is a failure of
+// whoever gave it: 500 and above, and 429.
+func failureStatus(code int) bool {
+	return code >= 500 || code == http.StatusTooManyRequests
+}
+
+// validOutcome returns o, or Failure if o is none of the outcomes.
+func validOutcome(o Outcome) Outcome {
+	if o > Excluded {
+		return Failure
+	}
+	return o
+}

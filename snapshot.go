@@ -1,0 +1,147 @@
+package httpbreaker
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// Snapshot returns the status of every key, sorted by key.
+func (b *Breakers) Snapshot() []Status {
+	b.sweep()
+	var out []Status
+	for _, br := range b.all() {
+		out = append(out, br.status())
+	}
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// Status describes one key's breaker at one moment.
+type Status struct {
+	Key   string `json:"key"`
+	State State  `json:"state"`
+	Mode  Mode   `json:"mode"`
+	// Since is when the breaker entered State (when it was created, if it has
+	// never changed state).
+	Since time.Time `json:"since"`
+	// RetryAfter is how long until the breaker admits requests again:
+	// positive while open, and while forced open for a limited time. JSON
+	// writes it in seconds, as retry_after_seconds.
+	RetryAfter time.Duration `json:"-"`
+	// Window holds the outcomes the trip conditions look at: those in the
+	// rolling window while closed or recovering, those of the probes while
+	// half-open, none while open. JSON adds its failure_rate.
+	Window Counts `json:"window"`
+	// Totals counts requests by result since the breaker was created, as the
+	// requests_total metric does.
+	Totals Totals `json:"totals"`
+	// Policy is the key's resolved policy, every field set.
+	Policy Policy `json:"policy"`
+}
+
+// MarshalJSON writes the status as its fields say, with RetryAfter in
+// seconds (retry_after_seconds) and the window's failure rate.
+func (s Status) MarshalJSON() ([]byte, error) {
+	type fields Status // the fields, without this method
+	type window struct {
+		Counts
+		FailureRate float64 `json:"failure_rate"`
+	}
+	return json.Marshal(struct {
+		fields
+		RetryAfterSeconds float64 `json:"retry_after_seconds"`
+		Window            window  `json:"window"`
+	}{fields(s), s.RetryAfter.Seconds(), window{s.Window, s.Window.FailureRate()}})
+}
+
+// Counts are the outcomes in a breaker's current window.
+type Counts struct {
+	Successes            uint32 `json:"successes"`
+	Failures             uint32 `json:"failures"`
+	Excluded             uint32 `json:"excluded"`
+	ConsecutiveSuccesses uint32 `json:"consecutive_successes"`
+	ConsecutiveFailures  uint32 `json:"consecutive_failures"`
+	// InFlight is how many admitted requests have not finished yet.
+	InFlight uint32 `json:"in_flight"`
+}
+
+// FailureRate returns Failures / (Failures + Successes), or 0 when both are 0.
+func (c Counts) FailureRate() float64 {
+	if n := c.Successes + c.Failures; n > 0 {
+		return float64(c.Failures) / float64(n)
+	}
+	return 0
+}
+
+// Totals counts requests by result. Every request that reached a tracked
+// breaker is counted once, under the one result that describes it.
+type Totals struct {
+	Success     uint64 `json:"success"`
+	Failure     uint64 `json:"failure"`
+	Excluded    uint64 `json:"excluded"`
+	Rejected    uint64 `json:"rejected"`
+	WouldReject uint64 `json:"would_reject"`
+}
+
+func (br *breaker) status() Status {
+	st := br.state()
+	s := Status{
+		Key:    br.key,
+		State:  st,
+		Mode:   br.mode,
+		Since:  br.set.epoch.Add(time.Duration(br.since.Load())),
+		Totals: br.totals(),
+		Policy: br.policy,
+	}
+	ph := br.phase.Load()
+	switch {
+	case ph == nil || ph.state == StateRecovering:
+		c := br.inst.Load().cb.Counts()
+		s.Window = Counts{
+			Successes:            c.TotalSuccesses,
+			Failures:             c.TotalFailures,
+			Excluded:             c.TotalExclusions,
+			ConsecutiveSuccesses: c.ConsecutiveSuccesses,
+			ConsecutiveFailures:  c.ConsecutiveFailures,
+			InFlight:             inFlight(c),
+		}
+	case ph.state == StateHalfOpen:
+		r := ph.round
+		ok := uint32(r.succeeded.Load())
+		s.Window = Counts{
+			Successes:            ok,
+			Excluded:             r.excluded.Load(),
+			ConsecutiveSuccesses: ok,
+			InFlight:             uint32(max(r.taken.Load()-r.succeeded.Load(), 0)),
+		}
+	case ph.state == StateOpen && st == StateOpen:
+		s.RetryAfter = time.Duration(max(ph.until-br.set.clock(), 0))
+	}
+	if st == StateForcedOpen {
+		_, s.RetryAfter, _ = br.forced()
+	}
+	return s
+}
+
+// inFlight returns how many admitted requests have not finished: gobreaker
+// counts a request when it is admitted and its outcome when it finishes.
+func inFlight(c gobreaker.Counts) uint32 {
+	if done := c.TotalSuccesses + c.TotalFailures + c.TotalExclusions; c.Requests > done {
+		return c.Requests - done
+	}
+	return 0
+}
+
+func (br *breaker) totals() Totals {
+	return Totals{
+		Success:     br.results[resultSuccess].Load(),
+		Failure:     br.results[resultFailure].Load(),
+		Excluded:    br.results[resultExcluded].Load(),
+		Rejected:    br.results[resultRejected].Load(),
+		WouldReject: br.results[resultWouldReject].Load(),
+	}
+}
