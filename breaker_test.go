@@ -2,10 +2,10 @@ package httpbreaker
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,90 +147,6 @@ func TestConsecutiveFailuresCanBeTurnedOff(t *testing.T) {
 	}
 }
 
-func TestKeysAreIsolated(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 3}))
-	catalog, scaffolder := newStatusHandler(200), newStatusHandler(500)
-	srv := serve(t, b, map[string]http.Handler{"catalog": catalog, "scaffolder": scaffolder})
-
-	for range 10 {
-		get(t, srv.URL+"/scaffolder/")
-		if code, _, _ := get(t, srv.URL+"/catalog/"); code != 200 {
-			t.Fatalf("catalog answered %d while scaffolder failed, want 200", code)
-		}
-	}
-	if st := b.State("scaffolder"); st != StateOpen {
-		t.Fatalf("scaffolder: state %v, want open", st)
-	}
-	if st := b.State("catalog"); st != StateClosed {
-		t.Fatalf("catalog: state %v, want closed", st)
-	}
-	if n := catalog.calls.Load(); n != 10 {
-		t.Fatalf("catalog handler ran %d times, want 10", n)
-	}
-	if n := scaffolder.calls.Load(); n != 3 {
-		t.Fatalf("scaffolder handler ran %d times, want 3 (then the breaker rejected)", n)
-	}
-}
-
-func TestRejectResponse(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 30 * time.Second}))
-	h := newStatusHandler(500)
-	srv := serve(t, b, map[string]http.Handler{"scaffolder": h})
-	get(t, srv.URL+"/scaffolder/")
-
-	code, header, body := get(t, srv.URL+"/scaffolder/")
-	if code != http.StatusServiceUnavailable {
-		t.Fatalf("status %d, want 503", code)
-	}
-	if n := h.calls.Load(); n != 1 {
-		t.Fatalf("handler ran %d times, want 1: an open breaker must not run it", n)
-	}
-	for name, want := range map[string]string{
-		"Content-Type":  "application/problem+json",
-		"Cache-Control": "no-store",
-		// The cooldown began a moment ago: 29.99...s rounds up to 30.
-		"Retry-After": "30",
-	} {
-		if got := header.Get(name); got != want {
-			t.Errorf("%s: %q, want %q", name, got, want)
-		}
-	}
-	var problem map[string]any
-	if err := json.Unmarshal([]byte(body), &problem); err != nil {
-		t.Fatalf("body is not JSON: %v\n%s", err, body)
-	}
-	want := map[string]any{
-		"title":  "Service Unavailable",
-		"status": 503.0,
-		"detail": `circuit breaker "scaffolder" is open; retry after the delay in Retry-After`,
-		"key":    "scaffolder",
-		"state":  "open",
-	}
-	if len(problem) != len(want) {
-		t.Errorf("body has members %v, want exactly %v", problem, want)
-	}
-	for k, v := range want {
-		if problem[k] != v {
-			t.Errorf("body %s: %v, want %v", k, problem[k], v)
-		}
-	}
-}
-
-func TestRejectBodyEscapesKey(t *testing.T) {
-	key := "GET /a/{id} \"quoted\" \\ <tag>"
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1}))
-	h := b.Middleware(key)(newStatusHandler(500))
-	record(h, "/")
-	rec := record(h, "/")
-	var problem struct{ Key, Detail string }
-	if err := json.Unmarshal(rec.Body.Bytes(), &problem); err != nil {
-		t.Fatalf("body is not JSON: %v\n%s", err, rec.Body)
-	}
-	if problem.Key != key {
-		t.Fatalf("key %q, want %q", problem.Key, key)
-	}
-}
-
 func TestRejectionsAreNotFailures(t *testing.T) {
 	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 2, OpenFor: time.Minute}))
 	srv := serve(t, b, map[string]http.Handler{"p": newStatusHandler(500)})
@@ -244,28 +160,6 @@ func TestRejectionsAreNotFailures(t *testing.T) {
 	}
 	if s.Window.Failures != 0 {
 		t.Fatalf("window %+v: rejections reached the breaker's counts", s.Window)
-	}
-}
-
-func TestNestedBreakerRejectionIsNotAFailureOutside(t *testing.T) {
-	b, _ := newSet(t,
-		WithKeyPolicy("inner", Policy{ConsecutiveFailures: 2, OpenFor: time.Minute}),
-		WithKeyPolicy("outer", Policy{ConsecutiveFailures: 5}))
-	inner := b.Middleware("inner")(newStatusHandler(500))
-	outer := b.Middleware("outer")(inner)
-	for range 2 {
-		record(outer, "/")
-	}
-	for range 10 {
-		if rec := record(outer, "/"); rec.Code != 503 {
-			t.Fatalf("status %d, want the inner breaker's 503", rec.Code)
-		}
-	}
-	if s := status(t, b, "outer"); s.Totals.Excluded != 10 || s.Totals.Failure != 2 {
-		t.Fatalf("outer totals %+v, want the 10 inner rejections excluded", s.Totals)
-	}
-	if st := b.State("outer"); st != StateClosed {
-		t.Fatalf("outer state %v, want closed: 2 failures then 10 of the inner breaker's rejections", st)
 	}
 }
 
@@ -373,127 +267,416 @@ func TestFailedProbeReopensWithLongerCooldown(t *testing.T) {
 	}
 }
 
-func TestStateOfUnknownKeyIsClosed(t *testing.T) {
-	b, _ := newSet(t)
-	if st := b.State("nobody"); st != StateClosed {
-		t.Fatalf("state %v, want closed", st)
-	}
-	if n := len(b.Snapshot()); n != 0 {
-		t.Fatalf("State created a breaker: %d in the snapshot", n)
-	}
-}
-
-func TestMiddlewareCreatesTheBreakerUpFront(t *testing.T) {
-	b, _ := newSet(t, WithKeyPolicy("catalog", Policy{Mode: ModeObserve, OpenFor: time.Minute}))
-	b.Middleware("catalog")
-	snap := b.Snapshot()
-	if len(snap) != 1 || snap[0].Key != "catalog" || snap[0].State != StateClosed {
-		t.Fatalf("snapshot %+v, want catalog closed", snap)
-	}
-	if p := snap[0].Policy; p.Mode != ModeObserve || p.OpenFor != time.Minute || p.FailureRate != 0.5 {
-		t.Fatalf("policy %+v, want the key's override on top of the defaults", p)
-	}
-}
-
-func TestMiddlewarePanicsOnEmptyKey(t *testing.T) {
-	b, _ := newSet(t)
-	defer func() {
-		if p := recover(); p == nil {
-			t.Fatal("Middleware(\"\") did not panic")
-		}
-	}()
-	b.Middleware("")
-}
-
-func TestMaxKeysBoundsBreakersAndPassesTheRestThrough(t *testing.T) {
-	b, sink := newSet(t, WithMaxKeys(2), WithPolicy(Policy{ConsecutiveFailures: 1}))
-	h := newStatusHandler(500)
-	mw := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Query().Get("tenant") })(h)
-	for _, tenant := range []string{"a", "b", "c", "d", "c"} {
-		record(mw, "/?tenant="+tenant)
-	}
-	// c and d are past the bound: their failures trip nothing and their
-	// requests keep reaching the handler.
-	for range 3 {
-		if rec := record(mw, "/?tenant=c"); rec.Code != 500 {
-			t.Fatalf("untracked key: status %d, want the handler's 500", rec.Code)
-		}
-	}
-	var keys []string
-	for _, s := range b.Snapshot() {
-		keys = append(keys, s.Key)
-	}
-	if !slices.Equal(keys, []string{"a", "b"}) {
-		t.Fatalf("keys %q, want [a b]", keys)
-	}
-	if n := b.untracked.Load(); n != 6 {
-		t.Fatalf("untracked count %d, want 6", n)
-	}
-	if logs := sink.matching("key limit reached"); len(logs) != 1 || logs[0].attrs["first_untracked_key"] != "c" {
-		t.Fatalf("key limit logs %+v, want one naming c", logs)
-	}
-}
-
-func TestConcurrentKeysUnderLoad(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 5, OpenFor: time.Millisecond, HalfOpenRequests: 1}))
-	mw := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Path })
-	var n atomic.Int64
-	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n.Add(1)%3 == 0 {
-			w.WriteHeader(500)
-		}
-	}))
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 500 {
-				record(h, "/k"+string(rune('a'+(g+i)%5)))
-				if i%50 == 0 {
-					b.Snapshot()
+func TestUpstreamRetryAfterKeepsTheBreakerOpenLonger(t *testing.T) {
+	for _, tc := range []struct {
+		name, header string
+		maxOpenFor   time.Duration
+		want         string
+	}{
+		{"seconds", "120", 5 * time.Minute, "120"},
+		{"capped by MaxOpenFor", "3600", 5 * time.Minute, "300"},
+		{"shorter than OpenFor", "5", 5 * time.Minute, "30"},
+		{"HTTP date", "", 5 * time.Minute, "90"},
+		{"malformed", "soon", 5 * time.Minute, "30"},
+		{"MaxOpenFor off caps at OpenFor", "120", Off, "30"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 2, OpenFor: 30 * time.Second, MaxOpenFor: tc.maxOpenFor}))
+				h := b.Middleware("llm")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					after := tc.header
+					if tc.name == "HTTP date" {
+						after = time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
+					}
+					w.Header().Set("Retry-After", after)
+					w.WriteHeader(http.StatusTooManyRequests)
+				}))
+				record(h, "/")
+				record(h, "/") // trips
+				if got := record(h, "/").Header().Get("Retry-After"); got != tc.want {
+					t.Fatalf("Retry-After %q, want %q", got, tc.want)
 				}
-			}
+			})
 		})
 	}
-	wg.Wait()
-	var total uint64
-	for _, s := range b.Snapshot() {
-		c := s.Totals
-		total += c.Success + c.Failure + c.Excluded + c.Rejected
+}
+
+func TestUpstreamRetryAfterThatHasPassedIsIgnored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// A ten-minute window keeps the first failure in it two minutes on.
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 2, OpenFor: 30 * time.Second, Window: 10 * time.Minute}))
+		var after string
+		h := b.Middleware("llm")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", after)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		after = "60"
+		record(h, "/")
+		time.Sleep(2 * time.Minute)
+		after = ""
+		record(h, "/") // trips, two minutes after the Retry-After
+		if got := record(h, "/").Header().Get("Retry-After"); got != "30" {
+			t.Fatalf("Retry-After %q, want OpenFor's 30: the upstream's delay had passed", got)
+		}
+	})
+}
+
+func TestFailedProbeWithRetryAfterReopensForThatLong(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 10 * time.Second, HalfOpenRequests: 1}))
+		var after string
+		h := b.Middleware("llm")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", after)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		record(h, "/")
+		time.Sleep(11 * time.Second)
+		after = "240"
+		record(h, "/") // the probe fails with Retry-After: 240
+		if got := record(h, "/").Header().Get("Retry-After"); got != "240" {
+			t.Fatalf("Retry-After %q, want the upstream's 240 over the doubled cooldown", got)
+		}
+	})
+}
+
+// recovering returns key "p" of a new set, in a synctest bubble, just after
+// its probe succeeded: tripped by one failure, open for 10s, one probe, and
+// a recovery ramp that has just begun. The handler answers 200.
+func recovering(t *testing.T, ramp time.Duration, opts ...Option) (*Breakers, *logSink, *statusHandler, http.Handler) {
+	t.Helper()
+	b, sink := newSet(t, append([]Option{WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 10 * time.Second,
+		HalfOpenRequests: 1, RecoveryRamp: ramp})}, opts...)...)
+	handler := newStatusHandler(500)
+	h := b.Middleware("p")(handler)
+	record(h, "/")
+	time.Sleep(11 * time.Second)
+	handler.set(200)
+	record(h, "/") // the probe succeeds: the ramp begins
+	return b, sink, handler, h
+}
+
+func TestRecoveryRampAdmitsARisingShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const ramp = 100 * time.Second
+		b, sink, _, h := recovering(t, ramp, WithPolicy(Policy{FailureRate: Off}))
+		if st := b.State("p"); st != StateRecovering {
+			t.Fatalf("after the probe: %v, want recovering", st)
+		}
+		for _, at := range []float64{0.1, 0.25, 0.5, 0.75, 0.9} {
+			time.Sleep(time.Duration(at*float64(ramp)) - b.sinceRampStart("p"))
+			admitted := 0
+			for range 1000 {
+				if record(h, "/").Code == 200 {
+					admitted++
+				}
+			}
+			if got := float64(admitted) / 1000; got < at-0.02 || got > at+0.02 {
+				t.Fatalf("%.0f%% into the ramp %d of 1000 admitted, want %.0f%%", at*100, admitted, at*100)
+			}
+		}
+		time.Sleep(ramp)
+		for range 100 {
+			if rec := record(h, "/"); rec.Code != 200 {
+				t.Fatalf("after the ramp: %d", rec.Code)
+			}
+		}
+		want := []string{"p: closed -> open", "p: open -> half_open", "p: half_open -> recovering", "p: recovering -> closed"}
+		if got := sink.changes(); !slices.Equal(got, want) {
+			t.Fatalf("logged %q, want %q", got, want)
+		}
+	})
+}
+
+func TestRecoveryRampTripsAgainOnFailure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, sink, handler, h := recovering(t, time.Minute)
+		time.Sleep(30 * time.Second)
+		handler.set(500)
+		for b.State("p") == StateRecovering {
+			record(h, "/")
+		}
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("a failure while recovering left the breaker %v, want open", st)
+		}
+		changes := sink.changes()
+		if last := changes[len(changes)-1]; last != "p: recovering -> open" {
+			t.Fatalf("last change %q, want recovering -> open", last)
+		}
+		rec := record(h, "/")
+		if !strings.Contains(rec.Body.String(), `"state":"open"`) {
+			t.Fatalf("reject body %s", rec.Body)
+		}
+	})
+}
+
+func TestRecoveryRampRejectsWithItsOwnState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, _, _, h := recovering(t, time.Minute)
+		rec := record(h, "/") // at the very start of the ramp nothing is admitted
+		if rec.Code != 503 || rec.Header().Get("Retry-After") != "1" || !strings.Contains(rec.Body.String(), `"state":"recovering"`) {
+			t.Fatalf("ramp rejection: %d Retry-After %q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+		}
+	})
+}
+
+// sinceRampStart returns how long key's recovery ramp has run.
+func (b *Breakers) sinceRampStart(key string) time.Duration {
+	return time.Duration(b.clock() - b.lookup(key).phase.Load().rampStart)
+}
+
+func TestObserveModeNeverRejects(t *testing.T) {
+	b, sink := newSet(t, WithPolicy(Policy{Mode: ModeObserve, ConsecutiveFailures: 2, OpenFor: time.Minute}))
+	h := newStatusHandler(500)
+	srv := serve(t, b, map[string]http.Handler{"p": h})
+	got := hit(t, srv.URL+"/p/", 12)
+	if got[500] != 12 {
+		t.Fatalf("observe mode answered %v, want every request to reach the handler", got)
 	}
-	if total != 8*500 {
-		t.Fatalf("counted %d requests, want %d: each request counts once", total, 8*500)
+	if n := h.calls.Load(); n != 12 {
+		t.Fatalf("handler ran %d times, want 12", n)
+	}
+	s := status(t, b, "p")
+	if s.State != StateOpen {
+		t.Fatalf("state %v, want open: observe mode trips as enforce would", s.State)
+	}
+	if s.Totals.Failure != 2 || s.Totals.WouldReject != 10 || s.Totals.Rejected != 0 {
+		t.Fatalf("totals %+v, want 2 failures and 10 would-be rejections", s.Totals)
+	}
+	changes := sink.matching("state changed")
+	if len(changes) != 1 || changes[0].attrs["mode"] != "observe" || changes[0].attrs["to"] != "open" {
+		t.Fatalf("logs %+v, want the trip logged with mode observe", changes)
 	}
 }
 
-func TestStatusJSON(t *testing.T) {
+func TestDisabledModePassesThroughAndRecordsNothing(t *testing.T) {
+	b, sink := newSet(t,
+		WithPolicy(Policy{ConsecutiveFailures: 1}),
+		WithKeyPolicy("p", Policy{Mode: ModeDisabled}))
+	h := newStatusHandler(500)
+	srv := serve(t, b, map[string]http.Handler{"p": h})
+	if got := hit(t, srv.URL+"/p/", 10); got[500] != 10 {
+		t.Fatalf("disabled answered %v, want the handler's 500 every time", got)
+	}
+	s := status(t, b, "p")
+	if s.State != StateClosed || s.Totals != (Totals{}) || s.Window != (Counts{}) {
+		t.Fatalf("status %+v, want closed with nothing recorded", s)
+	}
+	if logs := sink.all(); len(logs) != 0 {
+		t.Fatalf("disabled breaker logged %+v", logs)
+	}
+}
+
+func TestRetryAfterSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want int
+	}{
+		{0, 1}, {time.Millisecond, 1}, {time.Second, 1}, {time.Second + 1, 2},
+		{29*time.Second + 999*time.Millisecond, 30}, {5 * time.Minute, 300},
+	} {
+		if got := (Rejection{RetryAfter: tc.d}).RetryAfterSeconds(); got != tc.want {
+			t.Errorf("RetryAfterSeconds(%v) = %d, want %d", tc.d, got, tc.want)
+		}
+	}
+}
+
+func TestCooldownIsExactlyOpenFor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 4, OpenFor: 30 * time.Second}))
-		handler := newStatusHandler(200)
-		h := b.Middleware("catalog")(handler)
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 30 * time.Second}))
+		h := b.Middleware("p")(newStatusHandler(500))
 		record(h, "/")
+		time.Sleep(30 * time.Second)
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("at exactly OpenFor: state %v, want open", st)
+		}
+		if rec := record(h, "/"); rec.Header().Get("Retry-After") != "1" {
+			t.Fatalf("Retry-After %q at the end of the cooldown, want the minimum 1", rec.Header().Get("Retry-After"))
+		}
+		time.Sleep(time.Nanosecond)
+		if st := b.State("p"); st != StateHalfOpen {
+			t.Fatalf("just after OpenFor: state %v, want half_open", st)
+		}
+	})
+}
+
+func TestCooldownDoublesWithJitterUpToMaxOpenForAndResetsOnClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const openFor, maxOpenFor = 10 * time.Second, 60 * time.Second
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: openFor, MaxOpenFor: maxOpenFor, HalfOpenRequests: 1}))
+		handler := newStatusHandler(500)
+		h := b.Middleware("p")(handler)
+
+		record(h, "/") // trips from closed: exactly OpenFor
+		cooldown := status(t, b, "p").RetryAfter
+		if cooldown != openFor {
+			t.Fatalf("first cooldown %v, want %v", cooldown, openFor)
+		}
+		for i, nominal := range []time.Duration{20 * time.Second, 40 * time.Second, 60 * time.Second, 60 * time.Second} {
+			time.Sleep(cooldown)
+			if st := b.State("p"); st != StateOpen {
+				t.Fatalf("cooldown %d: state %v at its last instant, want open", i, st)
+			}
+			time.Sleep(time.Nanosecond)
+			if rec := record(h, "/"); rec.Code != 500 { // the probe fails
+				t.Fatalf("cooldown %d: probe got %d, want the handler's 500", i, rec.Code)
+			}
+			cooldown = status(t, b, "p").RetryAfter
+			if cooldown > nominal || cooldown < nominal*4/5 {
+				t.Fatalf("after failed probe %d: cooldown %v, want in [%v, %v]", i+1, cooldown, nominal*4/5, nominal)
+			}
+		}
+
+		// A probe that succeeds closes the breaker, and the next trip waits
+		// OpenFor again.
+		time.Sleep(cooldown + time.Nanosecond)
+		handler.set(200)
+		record(h, "/")
+		if st := b.State("p"); st != StateClosed {
+			t.Fatalf("after a good probe: state %v, want closed", st)
+		}
 		handler.set(500)
 		record(h, "/")
-		out, err := json.Marshal(b.Snapshot()[0])
-		if err != nil {
-			t.Fatal(err)
+		if got := status(t, b, "p").RetryAfter; got != openFor {
+			t.Fatalf("cooldown after closing and tripping again %v, want OpenFor %v", got, openFor)
 		}
-		var got map[string]any
-		if err := json.Unmarshal(out, &got); err != nil {
-			t.Fatal(err)
+	})
+}
+
+func TestMaxOpenForOffKeepsCooldownAtOpenFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 10 * time.Second, MaxOpenFor: Off, HalfOpenRequests: 1}))
+		h := b.Middleware("p")(newStatusHandler(500))
+		record(h, "/")
+		for range 3 {
+			time.Sleep(10*time.Second + time.Nanosecond)
+			record(h, "/")
+			if got := status(t, b, "p").RetryAfter; got != 10*time.Second {
+				t.Fatalf("cooldown %v, want 10s every time", got)
+			}
 		}
-		window := got["window"].(map[string]any)
-		if got["key"] != "catalog" || got["state"] != "closed" || got["mode"] != "enforce" ||
-			got["retry_after_seconds"] != 0.0 || window["failure_rate"] != 0.5 || window["failures"] != 1.0 ||
-			got["totals"].(map[string]any)["success"] != 1.0 || got["policy"].(map[string]any)["open_for"] != "30s" {
-			t.Fatalf("status JSON %s", out)
+	})
+}
+
+func TestBackoffDoublesUpToMaxOpenFor(t *testing.T) {
+	br := &breaker{policy: Policy{OpenFor: time.Second, MaxOpenFor: 5 * time.Second}}
+	for _, tc := range []struct{ last, want time.Duration }{
+		{time.Second, 2 * time.Second},
+		{2 * time.Second, 4 * time.Second},
+		{4 * time.Second, 5 * time.Second},
+		{5 * time.Second, 5 * time.Second},
+	} {
+		if got := br.backoff(tc.last); got != tc.want {
+			t.Errorf("backoff(%v) = %v, want %v", tc.last, got, tc.want)
 		}
+	}
+	br.policy.MaxOpenFor = Off
+	if got := br.backoff(4 * time.Second); got != time.Second {
+		t.Errorf("backoff with MaxOpenFor off = %v, want OpenFor", got)
+	}
+}
+
+func TestJitterTakesUpToAFifthAndNeverGoesBelowOpenFor(t *testing.T) {
+	br := &breaker{policy: Policy{OpenFor: time.Second}}
+	var lo, hi time.Duration = time.Hour, 0
+	for range 10000 {
+		got := br.jitter(10 * time.Second)
+		if got < 8*time.Second || got > 10*time.Second {
+			t.Fatalf("jitter(10s) = %v, want in [8s, 10s]", got)
+		}
+		lo, hi = min(lo, got), max(hi, got)
+		if got := br.jitter(time.Second); got != time.Second {
+			t.Fatalf("jitter(OpenFor) = %v, want OpenFor", got)
+		}
+	}
+	// The draws spread over the range: replicas do not probe in step.
+	if hi-lo < time.Second {
+		t.Fatalf("10000 draws spread over [%v, %v] only", lo, hi)
+	}
+}
+
+func TestWindowForgetsOldOutcomes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{
+			FailureRate: 0.5, MinRequests: 4, ConsecutiveFailures: Off,
+			Window: 10 * time.Second, Buckets: 10,
+		}))
+		handler := newStatusHandler(500)
+		h := b.Middleware("p")(handler)
 		for range 3 {
 			record(h, "/")
 		}
+		// The three failures leave the window one bucket at a time.
 		time.Sleep(10 * time.Second)
-		out, _ = json.Marshal(b.Snapshot()[0])
-		if err := json.Unmarshal(out, &got); err != nil || got["state"] != "open" || got["retry_after_seconds"] != 20.0 {
-			t.Fatalf("open status JSON %s", out)
+		record(h, "/")
+		s := status(t, b, "p")
+		if s.State != StateClosed || s.Window.Failures != 1 {
+			t.Fatalf("after the window passed: %v with %+v, want closed with 1 failure", s.State, s.Window)
+		}
+		// Within the window, they add up: 4 failures of 4 trips it.
+		for range 3 {
+			time.Sleep(time.Second)
+			record(h, "/")
+		}
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("4 failures within the window: state %v, want open", st)
+		}
+	})
+}
+
+func TestWindowRollsByBucket(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{
+			FailureRate: 0.5, MinRequests: 10, ConsecutiveFailures: Off,
+			Window: 10 * time.Second, Buckets: 5,
+		}))
+		h := b.Middleware("p")(newStatusHandler(200))
+		for i := range 6 {
+			if i > 0 {
+				time.Sleep(2 * time.Second) // one bucket
+			}
+			record(h, "/")
+		}
+		// Six successes two seconds apart: the window of five buckets holds
+		// the last five.
+		if got := status(t, b, "p").Window.Successes; got != 5 {
+			t.Fatalf("window holds %d successes, want 5", got)
+		}
+	})
+}
+
+func TestStateReadsHalfOpenWithoutARequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, sink := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 5 * time.Second}))
+		record(b.Middleware("p")(newStatusHandler(500)), "/")
+		time.Sleep(5*time.Second + 1)
+		snap := b.Snapshot()
+		if snap[0].State != StateHalfOpen {
+			t.Fatalf("snapshot after the cooldown, with no request since: %v, want half_open", snap[0].State)
+		}
+		want := []string{"p: closed -> open", "p: open -> half_open"}
+		if got := sink.changes(); !slices.Equal(got, want) {
+			t.Fatalf("logged %q, want %q", got, want)
+		}
+	})
+}
+
+func TestHalfOpenProbeSlotsFreeWhenAProbeIsExcluded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 1}))
+		var code int
+		h := b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if code == -1 {
+				panic(http.ErrAbortHandler) // with the client still there: a failure
+			}
+			w.WriteHeader(code)
+		}))
+		code = 500
+		record(h, "/")
+		time.Sleep(2 * time.Second)
+		code = 200
+		record(h, "/")
+		if st := b.State("p"); st != StateClosed {
+			t.Fatalf("state %v, want closed", st)
 		}
 	})
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -47,40 +46,6 @@ func TestLoadConfigReadsTheSampleFile(t *testing.T) {
 		if s.Policy != want {
 			t.Errorf("%s: resolved policy %+v, want %+v", s.Key, s.Policy, want)
 		}
-	}
-}
-
-func TestOverridesInheritAndOffIsExplicit(t *testing.T) {
-	c, err := LoadConfig(strings.NewReader(`
-defaults:
-  slow_call: 1s
-  consecutive_failures: 3
-  open_for: 1m
-keys:
-  a:
-    slow_call: off
-  b:
-    failure_rate: 0.9
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := c.policyFor("a"), c.policyFor("b")
-	if a.SlowCall != Off || a.ConsecutiveFailures != 3 || a.OpenFor != time.Minute {
-		t.Errorf("a: %+v, want slow_call off and the rest inherited", a)
-	}
-	if b.SlowCall != time.Second || b.FailureRate != 0.9 || b.MinRequests != 10 {
-		t.Errorf("b: %+v, want slow_call 1s inherited, its own rate, built-in min_requests", b)
-	}
-}
-
-func TestUnsetMaxOpenForIsNeverShorterThanOpenFor(t *testing.T) {
-	p := Policy{OpenFor: 10 * time.Minute}.resolve()
-	if p.MaxOpenFor != 10*time.Minute {
-		t.Fatalf("max_open_for %v, want it raised to open_for", p.MaxOpenFor)
-	}
-	if _, err := New(WithPolicy(Policy{OpenFor: 10 * time.Minute})); err != nil {
-		t.Fatalf("a long open_for alone: %v", err)
 	}
 }
 
@@ -216,75 +181,6 @@ func TestConfigInsideALargerYAMLFile(t *testing.T) {
 	err := yaml.Unmarshal([]byte("breakers:\n  keys:\n    catalog:\n      open_for: 1\n"), &file)
 	if err == nil || !strings.Contains(err.Error(), "line 4: keys.catalog.open_for") {
 		t.Fatalf("error %v, want the file's line and the path inside the config", err)
-	}
-}
-
-func TestNewRejectsBadOptions(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		opts []Option
-		want string
-	}{
-		{"rate", []Option{WithPolicy(Policy{FailureRate: 2})}, "defaults.failure_rate: must be in (0, 1], or off; got 2"},
-		{"key duration", []Option{WithKeyPolicy("catalog", Policy{OpenFor: -time.Second})}, "keys.catalog.open_for: must be positive; got -1s"},
-		{"negative slow call", []Option{WithPolicy(Policy{SlowCall: -time.Second})}, "defaults.slow_call: must be positive, or off; got -1s"},
-		{"negative idle ttl", []Option{WithKeyPolicy("a", Policy{IdleTTL: -time.Hour})}, "keys.a.idle_ttl: must be positive, or off; got -1h0m0s"},
-		{"negative count", []Option{WithPolicy(Policy{MinRequests: -3})}, "defaults.min_requests: must be at least 1; got -3"},
-		{"bad mode", []Option{WithPolicy(Policy{Mode: 9})}, "defaults.mode: must be enforce, observe or disabled; got mode(9)"},
-		{"empty key", []Option{WithKeyPolicy("", Policy{})}, "WithKeyPolicy: the key must not be empty"},
-		{"empty key in config", []Option{WithConfig(Config{Keys: map[string]Policy{"": {}}})}, "WithConfig: keys: WithKeyPolicy: the key must not be empty"},
-		{"max keys", []Option{WithMaxKeys(0)}, "WithMaxKeys: must be at least 1, got 0"},
-		{"namespace", []Option{WithNamespace("my-app")}, `WithNamespace: "my-app" is not a metric name prefix`},
-		{"nil logger", []Option{WithLogger(nil)}, "WithLogger: nil Logger"},
-		{"nil classifier", []Option{WithClassifier(nil)}, "WithClassifier: nil Classifier"},
-		{"nil reject handler", []Option{WithRejectHandler(nil)}, "WithRejectHandler: nil Handler"},
-		{"nil hook", []Option{WithStateChangeHook(nil)}, "WithStateChangeHook: nil func"},
-		{"nil registerer", []Option{WithRegisterer(nil)}, "WithRegisterer: nil Registerer"},
-		{"nil option", []Option{nil}, "nil Option"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			b, err := New(tc.opts...)
-			if err == nil || b != nil {
-				t.Fatalf("New = %v, %v; want an error", b, err)
-			}
-			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "httpbreaker: ") {
-				t.Fatalf("error %q\nwant it to contain %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestLaterOptionsRefineEarlierOnes(t *testing.T) {
-	b, err := New(
-		WithLogger(slog.New(slog.DiscardHandler)),
-		WithPolicy(Policy{OpenFor: time.Minute, SlowCall: time.Second}),
-		WithPolicy(Policy{SlowCall: 2 * time.Second}),
-		WithKeyPolicy("a", Policy{Mode: ModeObserve}),
-		WithKeyPolicy("a", Policy{HalfOpenRequests: 1}),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Middleware("a")
-	p := b.Snapshot()[0].Policy
-	if p.OpenFor != time.Minute || p.SlowCall != 2*time.Second || p.Mode != ModeObserve || p.HalfOpenRequests != 1 {
-		t.Fatalf("policy %+v", p)
-	}
-}
-
-func TestModeText(t *testing.T) {
-	for _, m := range []Mode{ModeEnforce, ModeObserve, ModeDisabled} {
-		text, err := m.MarshalText()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back Mode
-		if err := back.UnmarshalText(text); err != nil || back != m {
-			t.Fatalf("%v round-trips to %v, %v", m, back, err)
-		}
-	}
-	if _, err := Mode(0).MarshalText(); err == nil {
-		t.Fatal("the zero Mode marshalled")
 	}
 }
 

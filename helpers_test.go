@@ -14,6 +14,12 @@ import (
 	"time"
 )
 
+// Tests of time (cooldowns, windows, the recovery ramp, hooks) run in a
+// synctest bubble: time.Now, for this package and for gobreaker alike, is a
+// fake clock that moves only when every goroutine in the bubble is blocked,
+// so time.Sleep(d) advances it by exactly d, and no test waits on the
+// machine being fast.
+
 // newSet returns a Breakers whose logs go to the returned sink.
 func newSet(t *testing.T, opts ...Option) (*Breakers, *logSink) {
 	t.Helper()

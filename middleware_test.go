@@ -1,8 +1,7 @@
 package httpbreaker
 
 import (
-	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,68 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"testing/synctest"
 	"time"
 )
-
-func TestStatusClassification(t *testing.T) {
-	for _, tc := range []struct {
-		status int
-		want   Outcome
-	}{
-		{200, Success},
-		{204, Success},
-		{301, Success},
-		{400, Success},
-		{401, Success},
-		{404, Success},
-		{409, Success},
-		{429, Failure},
-		{499, Success},
-		{500, Failure},
-		{502, Failure},
-		{503, Failure},
-		{504, Failure},
-		{529, Failure},
-	} {
-		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
-			b, _ := newSet(t)
-			srv := serve(t, b, map[string]http.Handler{"p": newStatusHandler(tc.status)})
-			if code, _, _ := get(t, srv.URL+"/p/"); code != tc.status {
-				t.Fatalf("client got %d, want the handler's %d", code, tc.status)
-			}
-			got := status(t, b, "p").Totals
-			want := Totals{}
-			switch tc.want {
-			case Success:
-				want.Success = 1
-			case Failure:
-				want.Failure = 1
-			}
-			if got != want {
-				t.Fatalf("totals %+v, want %+v", got, want)
-			}
-		})
-	}
-}
-
-func TestClientErrorsNeverTrip(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 2, MinRequests: 2}))
-	srv := serve(t, b, map[string]http.Handler{"p": newStatusHandler(404)})
-	hit(t, srv.URL+"/p/", 50)
-	if st := b.State("p"); st != StateClosed {
-		t.Fatalf("50 x 404: state %v, want closed", st)
-	}
-}
-
-func TestTooManyRequestsTrips(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 3}))
-	srv := serve(t, b, map[string]http.Handler{"p": newStatusHandler(429)})
-	hit(t, srv.URL+"/p/", 3)
-	if st := b.State("p"); st != StateOpen {
-		t.Fatalf("3 x 429: state %v, want open", st)
-	}
-}
 
 // recoverer stands for whatever recovers panics above the breaker (net/http
 // itself, or a recovery middleware): it keeps the value and the stack.
@@ -121,159 +60,6 @@ func TestPanicIsAFailureAndIsRaisedAgainWithItsStack(t *testing.T) {
 	}
 }
 
-func TestAbortHandlerPanicAfterClientLeftIsExcluded(t *testing.T) {
-	b, _ := newSet(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	rc := &recoverer{next: b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(200) // a proxied stream has begun
-		cancel()           // the client stops reading
-		panic(http.ErrAbortHandler)
-	}))}
-	rc.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil).WithContext(ctx))
-	if v := rc.value.Load(); v != http.ErrAbortHandler {
-		t.Fatalf("recovered %v, want http.ErrAbortHandler raised again", v)
-	}
-	if s := status(t, b, "p"); s.Totals.Excluded != 1 || s.Window.Excluded != 1 {
-		t.Fatalf("totals %+v window %+v, want one exclusion", s.Totals, s.Window)
-	}
-
-	// The same abort with the client still there is a failure: the upstream broke.
-	rc.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
-	if s := status(t, b, "p"); s.Totals.Failure != 1 {
-		t.Fatalf("totals %+v, want one failure", s.Totals)
-	}
-}
-
-func TestClientHangUpIsExcluded(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		handler func(w http.ResponseWriter)
-	}{
-		{"writes 500 after", func(w http.ResponseWriter) { w.WriteHeader(500) }},
-		{"writes 502 after", func(w http.ResponseWriter) { w.WriteHeader(502) }},
-		{"writes nothing", func(http.ResponseWriter) {}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1}))
-			done := make(chan struct{})
-			srv := serve(t, b, map[string]http.Handler{"p": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				defer close(done)
-				<-r.Context().Done() // the client hung up
-				tc.handler(w)
-			})})
-			ctx, cancel := context.WithCancel(context.Background())
-			req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/p/", nil)
-			go func() {
-				time.Sleep(20 * time.Millisecond)
-				cancel()
-			}()
-			if _, err := http.DefaultClient.Do(req); !errors.Is(err, context.Canceled) {
-				t.Fatalf("client: %v, want context.Canceled", err)
-			}
-			<-done
-			waitFor(t, "the outcome", func() bool {
-				s := status(t, b, "p").Totals
-				return s.Excluded+s.Failure+s.Success > 0
-			})
-			if s := status(t, b, "p"); s.Totals.Excluded != 1 || s.State != StateClosed {
-				t.Fatalf("totals %+v, state %v: want one exclusion and closed", s.Totals, s.State)
-			}
-		})
-	}
-}
-
-func TestFailureWrittenBeforeClientLeftStillCounts(t *testing.T) {
-	b, _ := newSet(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	h := b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(503)
-		cancel()
-	}))
-	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil).WithContext(ctx))
-	if s := status(t, b, "p"); s.Totals.Failure != 1 {
-		t.Fatalf("totals %+v, want one failure", s.Totals)
-	}
-}
-
-func TestSlowCallIsAFailure(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{SlowCall: 50 * time.Millisecond, ConsecutiveFailures: 2}))
-	srv := serve(t, b, map[string]http.Handler{"p": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(200 * time.Millisecond)
-	})})
-	if code, _, _ := get(t, srv.URL+"/p/"); code != 200 {
-		t.Fatalf("status %d, want 200: a slow call still answers", code)
-	}
-	if s := status(t, b, "p"); s.Totals.Failure != 1 {
-		t.Fatalf("totals %+v, want the slow call counted as a failure", s.Totals)
-	}
-	get(t, srv.URL+"/p/")
-	if st := b.State("p"); st != StateOpen {
-		t.Fatalf("after 2 slow calls: state %v, want open", st)
-	}
-}
-
-func TestSlowCallThresholdIsExact(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b, _ := newSet(t, WithPolicy(Policy{SlowCall: time.Second}))
-		var d atomic.Int64
-		h := b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			time.Sleep(time.Duration(d.Load()))
-		}))
-		d.Store(int64(time.Second))
-		record(h, "/")
-		if s := status(t, b, "p"); s.Totals.Success != 1 {
-			t.Fatalf("exactly SlowCall: totals %+v, want a success", s.Totals)
-		}
-		d.Store(int64(time.Second + time.Nanosecond))
-		record(h, "/")
-		if s := status(t, b, "p"); s.Totals.Failure != 1 {
-			t.Fatalf("1ns over SlowCall: totals %+v, want a failure", s.Totals)
-		}
-	})
-}
-
-func TestObserveModeNeverRejects(t *testing.T) {
-	b, sink := newSet(t, WithPolicy(Policy{Mode: ModeObserve, ConsecutiveFailures: 2, OpenFor: time.Minute}))
-	h := newStatusHandler(500)
-	srv := serve(t, b, map[string]http.Handler{"p": h})
-	got := hit(t, srv.URL+"/p/", 12)
-	if got[500] != 12 {
-		t.Fatalf("observe mode answered %v, want every request to reach the handler", got)
-	}
-	if n := h.calls.Load(); n != 12 {
-		t.Fatalf("handler ran %d times, want 12", n)
-	}
-	s := status(t, b, "p")
-	if s.State != StateOpen {
-		t.Fatalf("state %v, want open: observe mode trips as enforce would", s.State)
-	}
-	if s.Totals.Failure != 2 || s.Totals.WouldReject != 10 || s.Totals.Rejected != 0 {
-		t.Fatalf("totals %+v, want 2 failures and 10 would-be rejections", s.Totals)
-	}
-	changes := sink.matching("state changed")
-	if len(changes) != 1 || changes[0].attrs["mode"] != "observe" || changes[0].attrs["to"] != "open" {
-		t.Fatalf("logs %+v, want the trip logged with mode observe", changes)
-	}
-}
-
-func TestDisabledModePassesThroughAndRecordsNothing(t *testing.T) {
-	b, sink := newSet(t,
-		WithPolicy(Policy{ConsecutiveFailures: 1}),
-		WithKeyPolicy("p", Policy{Mode: ModeDisabled}))
-	h := newStatusHandler(500)
-	srv := serve(t, b, map[string]http.Handler{"p": h})
-	if got := hit(t, srv.URL+"/p/", 10); got[500] != 10 {
-		t.Fatalf("disabled answered %v, want the handler's 500 every time", got)
-	}
-	s := status(t, b, "p")
-	if s.State != StateClosed || s.Totals != (Totals{}) || s.Window != (Counts{}) {
-		t.Fatalf("status %+v, want closed with nothing recorded", s)
-	}
-	if logs := sink.all(); len(logs) != 0 {
-		t.Fatalf("disabled breaker logged %+v", logs)
-	}
-}
-
 func TestRejectHandlerIsAFallbackThatKnowsTheRejection(t *testing.T) {
 	var seen atomic.Value
 	fallback := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -301,20 +87,6 @@ func TestRejectHandlerIsAFallbackThatKnowsTheRejection(t *testing.T) {
 	}
 	if _, ok := RejectionFrom(httptest.NewRequest("GET", "/", nil)); ok {
 		t.Fatal("RejectionFrom found a rejection in an ordinary request")
-	}
-}
-
-func TestRetryAfterSeconds(t *testing.T) {
-	for _, tc := range []struct {
-		d    time.Duration
-		want int
-	}{
-		{0, 1}, {time.Millisecond, 1}, {time.Second, 1}, {time.Second + 1, 2},
-		{29*time.Second + 999*time.Millisecond, 30}, {5 * time.Minute, 300},
-	} {
-		if got := (Rejection{RetryAfter: tc.d}).RetryAfterSeconds(); got != tc.want {
-			t.Errorf("RetryAfterSeconds(%v) = %d, want %d", tc.d, got, tc.want)
-		}
 	}
 }
 
@@ -363,43 +135,105 @@ func TestKeyedMiddlewareOutsideTheRouterPassesUntracked(t *testing.T) {
 	}
 }
 
-func TestClassifierSeesTheCallAndCanFallBack(t *testing.T) {
-	var calls []Call
-	classify := func(c Call) Outcome {
-		calls = append(calls, c)
-		if c.Key == "strict" && c.Status == http.StatusNotFound {
-			return Failure
+func TestRejectResponse(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 30 * time.Second}))
+	h := newStatusHandler(500)
+	srv := serve(t, b, map[string]http.Handler{"scaffolder": h})
+	get(t, srv.URL+"/scaffolder/")
+
+	code, header, body := get(t, srv.URL+"/scaffolder/")
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", code)
+	}
+	if n := h.calls.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1: an open breaker must not run it", n)
+	}
+	for name, want := range map[string]string{
+		"Content-Type":  "application/problem+json",
+		"Cache-Control": "no-store",
+		// The cooldown began a moment ago: 29.99...s rounds up to 30.
+		"Retry-After": "30",
+	} {
+		if got := header.Get(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
 		}
-		return DefaultClassifier(c)
 	}
-	b, _ := newSet(t, WithClassifier(classify), WithPolicy(Policy{ConsecutiveFailures: 2}))
-	strict := b.Middleware("strict")(newStatusHandler(404))
-	lenient := b.Middleware("lenient")(newStatusHandler(404))
-	for range 2 {
-		record(strict, "/")
-		record(lenient, "/")
+	var problem map[string]any
+	if err := json.Unmarshal([]byte(body), &problem); err != nil {
+		t.Fatalf("body is not JSON: %v\n%s", err, body)
 	}
-	if st := b.State("strict"); st != StateOpen {
-		t.Fatalf("strict: state %v, want open (404 is a failure there)", st)
+	want := map[string]any{
+		"title":  "Service Unavailable",
+		"status": 503.0,
+		"detail": `circuit breaker "scaffolder" is open; retry after the delay in Retry-After`,
+		"key":    "scaffolder",
+		"state":  "open",
 	}
-	if st := b.State("lenient"); st != StateClosed {
-		t.Fatalf("lenient: state %v, want closed", st)
+	if len(problem) != len(want) {
+		t.Errorf("body has members %v, want exactly %v", problem, want)
 	}
-	c := calls[0]
-	if c.Key != "strict" || c.Status != 404 || c.Request == nil || c.Duration <= 0 || c.Panic != nil || c.Hijacked || c.ClientGone {
-		t.Fatalf("classifier saw %+v", c)
+	for k, v := range want {
+		if problem[k] != v {
+			t.Errorf("body %s: %v, want %v", k, problem[k], v)
+		}
 	}
 }
 
-func TestHandlerThatWritesNothingIsASuccess(t *testing.T) {
+func TestRejectBodyEscapesKey(t *testing.T) {
+	key := "GET /a/{id} \"quoted\" \\ <tag>"
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1}))
+	h := b.Middleware(key)(newStatusHandler(500))
+	record(h, "/")
+	rec := record(h, "/")
+	var problem struct{ Key, Detail string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &problem); err != nil {
+		t.Fatalf("body is not JSON: %v\n%s", err, rec.Body)
+	}
+	if problem.Key != key {
+		t.Fatalf("key %q, want %q", problem.Key, key)
+	}
+}
+
+func TestNestedBreakerRejectionIsNotAFailureOutside(t *testing.T) {
+	b, _ := newSet(t,
+		WithKeyPolicy("inner", Policy{ConsecutiveFailures: 2, OpenFor: time.Minute}),
+		WithKeyPolicy("outer", Policy{ConsecutiveFailures: 5}))
+	inner := b.Middleware("inner")(newStatusHandler(500))
+	outer := b.Middleware("outer")(inner)
+	for range 2 {
+		record(outer, "/")
+	}
+	for range 10 {
+		if rec := record(outer, "/"); rec.Code != 503 {
+			t.Fatalf("status %d, want the inner breaker's 503", rec.Code)
+		}
+	}
+	if s := status(t, b, "outer"); s.Totals.Excluded != 10 || s.Totals.Failure != 2 {
+		t.Fatalf("outer totals %+v, want the 10 inner rejections excluded", s.Totals)
+	}
+	if st := b.State("outer"); st != StateClosed {
+		t.Fatalf("outer state %v, want closed: 2 failures then 10 of the inner breaker's rejections", st)
+	}
+}
+
+func TestMiddlewareCreatesTheBreakerUpFront(t *testing.T) {
+	b, _ := newSet(t, WithKeyPolicy("catalog", Policy{Mode: ModeObserve, OpenFor: time.Minute}))
+	b.Middleware("catalog")
+	snap := b.Snapshot()
+	if len(snap) != 1 || snap[0].Key != "catalog" || snap[0].State != StateClosed {
+		t.Fatalf("snapshot %+v, want catalog closed", snap)
+	}
+	if p := snap[0].Policy; p.Mode != ModeObserve || p.OpenFor != time.Minute || p.FailureRate != 0.5 {
+		t.Fatalf("policy %+v, want the key's override on top of the defaults", p)
+	}
+}
+
+func TestMiddlewarePanicsOnEmptyKey(t *testing.T) {
 	b, _ := newSet(t)
-	var seen Call
-	b.classifier = func(c Call) Outcome { seen = c; return DefaultClassifier(c) }
-	rec := record(b.Middleware("p")(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), "/")
-	if rec.Code != 200 || seen.Status != 0 {
-		t.Fatalf("client got %d, classifier saw status %d; want 200 and 0", rec.Code, seen.Status)
-	}
-	if s := status(t, b, "p"); s.Totals.Success != 1 {
-		t.Fatalf("totals %+v, want one success", s.Totals)
-	}
+	defer func() {
+		if p := recover(); p == nil {
+			t.Fatal("Middleware(\"\") did not panic")
+		}
+	}()
+	b.Middleware("")
 }

@@ -5,7 +5,58 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
+
+func TestOverridesInheritAndOffIsExplicit(t *testing.T) {
+	c, err := LoadConfig(strings.NewReader(`
+defaults:
+  slow_call: 1s
+  consecutive_failures: 3
+  open_for: 1m
+keys:
+  a:
+    slow_call: off
+  b:
+    failure_rate: 0.9
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.policyFor("a"), c.policyFor("b")
+	if a.SlowCall != Off || a.ConsecutiveFailures != 3 || a.OpenFor != time.Minute {
+		t.Errorf("a: %+v, want slow_call off and the rest inherited", a)
+	}
+	if b.SlowCall != time.Second || b.FailureRate != 0.9 || b.MinRequests != 10 {
+		t.Errorf("b: %+v, want slow_call 1s inherited, its own rate, built-in min_requests", b)
+	}
+}
+
+func TestUnsetMaxOpenForIsNeverShorterThanOpenFor(t *testing.T) {
+	p := Policy{OpenFor: 10 * time.Minute}.resolve()
+	if p.MaxOpenFor != 10*time.Minute {
+		t.Fatalf("max_open_for %v, want it raised to open_for", p.MaxOpenFor)
+	}
+	if _, err := New(WithPolicy(Policy{OpenFor: 10 * time.Minute})); err != nil {
+		t.Fatalf("a long open_for alone: %v", err)
+	}
+}
+
+func TestModeText(t *testing.T) {
+	for _, m := range []Mode{ModeEnforce, ModeObserve, ModeDisabled} {
+		text, err := m.MarshalText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Mode
+		if err := back.UnmarshalText(text); err != nil || back != m {
+			t.Fatalf("%v round-trips to %v, %v", m, back, err)
+		}
+	}
+	if _, err := Mode(0).MarshalText(); err == nil {
+		t.Fatal("the zero Mode marshalled")
+	}
+}
 
 // TestEveryPolicyFieldIsInTheTable holds policyFields to the Policy type: a
 // field added to Policy without its entry fails here, and each entry reaches

@@ -382,3 +382,20 @@ func TestRecorderWriterIsWrappedToo(t *testing.T) {
 		t.Fatalf("handler saw interfaces %04b, want Flusher only (0001)", set)
 	}
 }
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0}, {"0", 0}, {"-5", 0}, {"30", 30 * time.Second}, {"soon", 0}, {"1.5", 0},
+		{"Mon, 23 Nov 2026 12:02:00 GMT", 2 * time.Minute},
+		{"Mon, 23 Nov 2026 11:59:00 GMT", 0},
+		{"99999999999999999", time.Duration(1<<63 - 1).Truncate(time.Second)},
+	} {
+		if got := parseRetryAfter(tc.in, now); got != tc.want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

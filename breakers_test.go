@@ -3,7 +3,10 @@ package httpbreaker
 import (
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -11,6 +14,101 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
+
+func TestKeysAreIsolated(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 3}))
+	catalog, scaffolder := newStatusHandler(200), newStatusHandler(500)
+	srv := serve(t, b, map[string]http.Handler{"catalog": catalog, "scaffolder": scaffolder})
+
+	for range 10 {
+		get(t, srv.URL+"/scaffolder/")
+		if code, _, _ := get(t, srv.URL+"/catalog/"); code != 200 {
+			t.Fatalf("catalog answered %d while scaffolder failed, want 200", code)
+		}
+	}
+	if st := b.State("scaffolder"); st != StateOpen {
+		t.Fatalf("scaffolder: state %v, want open", st)
+	}
+	if st := b.State("catalog"); st != StateClosed {
+		t.Fatalf("catalog: state %v, want closed", st)
+	}
+	if n := catalog.calls.Load(); n != 10 {
+		t.Fatalf("catalog handler ran %d times, want 10", n)
+	}
+	if n := scaffolder.calls.Load(); n != 3 {
+		t.Fatalf("scaffolder handler ran %d times, want 3 (then the breaker rejected)", n)
+	}
+}
+
+func TestStateOfUnknownKeyIsClosed(t *testing.T) {
+	b, _ := newSet(t)
+	if st := b.State("nobody"); st != StateClosed {
+		t.Fatalf("state %v, want closed", st)
+	}
+	if n := len(b.Snapshot()); n != 0 {
+		t.Fatalf("State created a breaker: %d in the snapshot", n)
+	}
+}
+
+func TestMaxKeysBoundsBreakersAndPassesTheRestThrough(t *testing.T) {
+	b, sink := newSet(t, WithMaxKeys(2), WithPolicy(Policy{ConsecutiveFailures: 1}))
+	h := newStatusHandler(500)
+	mw := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Query().Get("tenant") })(h)
+	for _, tenant := range []string{"a", "b", "c", "d", "c"} {
+		record(mw, "/?tenant="+tenant)
+	}
+	// c and d are past the bound: their failures trip nothing and their
+	// requests keep reaching the handler.
+	for range 3 {
+		if rec := record(mw, "/?tenant=c"); rec.Code != 500 {
+			t.Fatalf("untracked key: status %d, want the handler's 500", rec.Code)
+		}
+	}
+	var keys []string
+	for _, s := range b.Snapshot() {
+		keys = append(keys, s.Key)
+	}
+	if !slices.Equal(keys, []string{"a", "b"}) {
+		t.Fatalf("keys %q, want [a b]", keys)
+	}
+	if n := b.untracked.Load(); n != 6 {
+		t.Fatalf("untracked count %d, want 6", n)
+	}
+	if logs := sink.matching("key limit reached"); len(logs) != 1 || logs[0].attrs["first_untracked_key"] != "c" {
+		t.Fatalf("key limit logs %+v, want one naming c", logs)
+	}
+}
+
+func TestConcurrentKeysUnderLoad(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 5, OpenFor: time.Millisecond, HalfOpenRequests: 1}))
+	mw := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Path })
+	var n atomic.Int64
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%3 == 0 {
+			w.WriteHeader(500)
+		}
+	}))
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				record(h, "/k"+string(rune('a'+(g+i)%5)))
+				if i%50 == 0 {
+					b.Snapshot()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var total uint64
+	for _, s := range b.Snapshot() {
+		c := s.Totals
+		total += c.Success + c.Failure + c.Excluded + c.Rejected
+	}
+	if total != 8*500 {
+		t.Fatalf("counted %d requests, want %d: each request counts once", total, 8*500)
+	}
+}
 
 func TestIdleKeysAreDroppedSoManyKeysRunAtFlatMemory(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

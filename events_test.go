@@ -1,0 +1,153 @@
+package httpbreaker
+
+import (
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+func TestTripIsLoggedWithTheCountsThatTrippedIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, sink := newSet(t, WithPolicy(Policy{FailureRate: 0.6, MinRequests: 5, ConsecutiveFailures: Off, OpenFor: 30 * time.Second, HalfOpenRequests: 1}))
+		handler := newStatusHandler(200)
+		h := b.Middleware("catalog")(handler)
+		for _, code := range []int{200, 500, 200, 500, 500} {
+			handler.set(code)
+			record(h, "/")
+		}
+		time.Sleep(31 * time.Second)
+		record(h, "/") // probe fails: reopens
+		time.Sleep(61 * time.Second)
+		handler.set(200)
+		record(h, "/") // probe succeeds: closes
+
+		logs := sink.matching("state changed")
+		if len(logs) != 5 {
+			t.Fatalf("got %d state change records, want 5: %+v", len(logs), logs)
+		}
+		trip := logs[0]
+		wantTrip := map[string]string{
+			"key": "catalog", "from": "closed", "to": "open", "mode": "enforce",
+			"reason": "failure_rate", "failures": "3", "successes": "2",
+			"consecutive_failures": "2", "failure_rate": "0.6", "open_for": "30s",
+		}
+		if trip.level != slog.LevelWarn {
+			t.Errorf("trip logged at %v, want WARN", trip.level)
+		}
+		for k, v := range wantTrip {
+			if trip.attrs[k] != v {
+				t.Errorf("trip record %s=%q, want %q (record %v)", k, trip.attrs[k], v, trip.attrs)
+			}
+		}
+		for i, want := range []struct {
+			from, to string
+			level    slog.Level
+		}{
+			{"open", "half_open", slog.LevelInfo},
+			{"half_open", "open", slog.LevelWarn},
+			{"open", "half_open", slog.LevelInfo},
+			{"half_open", "closed", slog.LevelInfo},
+		} {
+			got := logs[i+1]
+			if got.attrs["from"] != want.from || got.attrs["to"] != want.to || got.level != want.level {
+				t.Errorf("record %d: %s %s -> %s, want %s %s -> %s", i+1, got.level, got.attrs["from"], got.attrs["to"], want.level, want.from, want.to)
+			}
+		}
+		if reopen := logs[2]; reopen.attrs["open_for"] == "" || reopen.attrs["reason"] != "" {
+			t.Errorf("reopen record %v, want its cooldown and no trip counts", reopen.attrs)
+		}
+	})
+}
+
+func TestHookGetsEveryChangeInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var got []string
+		hook := func(key string, from, to State) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, key+": "+from.String()+" -> "+to.String())
+		}
+		b, _ := newSet(t, WithStateChangeHook(hook), WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 1}))
+		handler := newStatusHandler(500)
+		h := b.Middleware("p")(handler)
+		record(h, "/")
+		time.Sleep(2 * time.Second)
+		handler.set(200)
+		record(h, "/")
+		synctest.Wait() // the hook runs on its own goroutine
+		want := []string{"p: closed -> open", "p: open -> half_open", "p: half_open -> closed"}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(got, want) {
+			t.Fatalf("hook saw %q, want %q", got, want)
+		}
+	})
+}
+
+func TestBlockingHookDoesNotHoldUpRequests(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		unblock := make(chan struct{})
+		var calls int
+		var mu sync.Mutex
+		hook := func(string, State, State) {
+			mu.Lock()
+			calls++
+			mu.Unlock()
+			<-unblock
+		}
+		b, _ := newSet(t, WithStateChangeHook(hook), WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 1}))
+		handler := newStatusHandler(500)
+		h := b.Middleware("p")(handler)
+		record(h, "/") // trips: the hook blocks on it
+		for range 3 {  // three failed probes, while the hook is stuck
+			time.Sleep(time.Hour)
+			record(h, "/")
+		}
+		handler.set(200)
+		time.Sleep(time.Hour)
+		if rec := record(h, "/"); rec.Code != 200 {
+			t.Fatalf("with a blocked hook the breaker answered %d, want the probe to pass", rec.Code)
+		}
+		if st := b.State("p"); st != StateClosed {
+			t.Fatalf("state %v, want closed", st)
+		}
+		synctest.Wait()
+		mu.Lock()
+		if calls != 1 {
+			t.Fatalf("hook called %d times while blocked, want 1", calls)
+		}
+		mu.Unlock()
+		close(unblock)
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		// The trip, (half-open, open) three times, half-open, closed: 9 changes.
+		if calls != 9 {
+			t.Fatalf("hook called %d times after unblocking, want all 9 changes", calls)
+		}
+	})
+}
+
+func TestPanickingHookIsLoggedAndRequestsGoOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hook := func(key string, from, to State) { panic("hook bug") }
+		b, sink := newSet(t, WithStateChangeHook(hook), WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 1}))
+		handler := newStatusHandler(500)
+		h := b.Middleware("p")(handler)
+		record(h, "/")
+		time.Sleep(2 * time.Second)
+		handler.set(200)
+		if rec := record(h, "/"); rec.Code != 200 {
+			t.Fatalf("probe got %d, want 200", rec.Code)
+		}
+		synctest.Wait()
+		logs := sink.matching("hook panicked")
+		if len(logs) != 3 || logs[0].attrs["panic"] != "hook bug" || logs[0].level != slog.LevelError {
+			t.Fatalf("hook panic logs %+v, want 3 errors with the panic value", logs)
+		}
+	})
+}
