@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,98 +63,6 @@ type breaker struct {
 	// Guarded by set.mu: what the idle sweep saw last.
 	sweepTotal uint64
 	activeAt   int64
-}
-
-// State is the state of one key's breaker.
-type State uint8
-
-// The states of a breaker.
-const (
-	// StateClosed admits every request and counts outcomes.
-	StateClosed State = iota
-	// StateHalfOpen admits up to HalfOpenRequests probes at a time.
-	StateHalfOpen
-	// StateOpen rejects every request until its cooldown ends.
-	StateOpen
-	// StateRecovering is closed after a recovery, while the policy's
-	// RecoveryRamp admits a share of requests that rises from 0 to all.
-	StateRecovering
-	// StateForcedOpen rejects every request, by ForceOpen.
-	StateForcedOpen
-	// StateForcedClosed rejects no request, by ForceClose; the breaker
-	// underneath goes on counting and changing state, as in observe mode.
-	StateForcedClosed
-	numStates
-)
-
-var stateNames = [numStates]string{"closed", "half_open", "open", "recovering", "forced_open", "forced_closed"}
-
-// String returns the state's name as metrics, logs and reject responses
-// use it: "closed", "half_open", "open", "recovering", "forced_open",
-// "forced_closed".
-func (s State) String() string {
-	if int(s) < len(stateNames) {
-		return stateNames[s]
-	}
-	return "state(" + fmt.Sprint(uint8(s)) + ")"
-}
-
-// MarshalText writes the state's name.
-func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// Rejection describes a call that a breaker did not admit.
-type Rejection struct {
-	// Key is the key of the breaker that rejected the call.
-	Key string
-	// State is StateOpen; StateHalfOpen when all probes are taken;
-	// StateRecovering when the recovery ramp turned the call away;
-	// StateForcedOpen after ForceOpen.
-	State State
-	// RetryAfter is how long until the breaker admits calls again: 0 when
-	// it is half-open or recovering (retry at once, or in a second).
-	RetryAfter time.Duration
-}
-
-// RetryAfterSeconds returns the Retry-After value for rj: whole seconds
-// until probes are admitted, rounded up, and at least 1.
-func (rj Rejection) RetryAfterSeconds() int {
-	return max(1, int(math.Ceil(rj.RetryAfter.Seconds())))
-}
-
-// verdict is how an admitted call ended, as its side saw it.
-type verdict struct {
-	outcome Outcome
-	// retryAfter is the delay an upstream asked for with a failure (its
-	// Retry-After), 0 if none.
-	retryAfter time.Duration
-}
-
-// admission is call's answer, two words wide: whether it ran the call, and
-// if not, the state that turned it away and the time until calls are
-// admitted again.
-type admission struct {
-	verdict admitted
-	state   State
-	retry   time.Duration
-}
-
-// admitted says what call did with a call.
-type admitted uint8
-
-const (
-	// ran: the breaker admitted the call, and call ran it and recorded it.
-	ran admitted = iota
-	// rejected: the call must not run; the caller answers with the rejection.
-	rejected
-	// passed: the breaker does not track the call, which goes ahead
-	// untracked: the mode is disabled, or the breaker only observes (observe
-	// mode, ForceClose) and would have rejected it.
-	passed
-)
-
-// rejection describes the rejection a rejected admission stands for.
-func (a admission) rejection(key string) Rejection {
-	return Rejection{Key: key, State: a.state, RetryAfter: a.retry}
 }
 
 // call asks the breaker to admit one call. If it does, call runs run and
@@ -226,12 +133,60 @@ func (br *breaker) callSlow(run func() verdict) admission {
 	}
 }
 
-// errFailure and errExcluded carry an outcome into gobreaker; success is a
-// nil error.
-var (
-	errFailure  = errors.New("httpbreaker: failure")
-	errExcluded = errors.New("httpbreaker: excluded")
+// admission is call's answer, two words wide: whether it ran the call, and
+// if not, the state that turned it away and the time until calls are
+// admitted again.
+type admission struct {
+	verdict admitted
+	state   State
+	retry   time.Duration
+}
+
+// admitted says what call did with a call.
+type admitted uint8
+
+const (
+	// ran: the breaker admitted the call, and call ran it and recorded it.
+	ran admitted = iota
+	// rejected: the call must not run; the caller answers with the rejection.
+	rejected
+	// passed: the breaker does not track the call, which goes ahead
+	// untracked: the mode is disabled, or the breaker only observes (observe
+	// mode, ForceClose) and would have rejected it.
+	passed
 )
+
+// rejection describes the rejection a rejected admission stands for.
+func (a admission) rejection(key string) Rejection {
+	return Rejection{Key: key, State: a.state, RetryAfter: a.retry}
+}
+
+// verdict is how an admitted call ended, as its side saw it.
+type verdict struct {
+	outcome Outcome
+	// retryAfter is the delay an upstream asked for with a failure (its
+	// Retry-After), 0 if none.
+	retryAfter time.Duration
+}
+
+// Rejection describes a call that a breaker did not admit.
+type Rejection struct {
+	// Key is the key of the breaker that rejected the call.
+	Key string
+	// State is StateOpen; StateHalfOpen when all probes are taken;
+	// StateRecovering when the recovery ramp turned the call away;
+	// StateForcedOpen after ForceOpen.
+	State State
+	// RetryAfter is how long until the breaker admits calls again: 0 when
+	// it is half-open or recovering (retry at once, or in a second).
+	RetryAfter time.Duration
+}
+
+// RetryAfterSeconds returns the Retry-After value for rj: whole seconds
+// until probes are admitted, rounded up, and at least 1.
+func (rj Rejection) RetryAfterSeconds() int {
+	return max(1, int(math.Ceil(rj.RetryAfter.Seconds())))
+}
 
 // execute runs a call through the closed state's gobreaker instance.
 func (br *breaker) execute(inst *instance, run func() verdict, observe bool) admission {
@@ -267,6 +222,13 @@ func (br *breaker) execute(inst *instance, run func() verdict, observe bool) adm
 	return br.refuse(StateOpen, retry, observe)
 }
 
+// errFailure and errExcluded carry an outcome into gobreaker; success is a
+// nil error.
+var (
+	errFailure  = errors.New("httpbreaker: failure")
+	errExcluded = errors.New("httpbreaker: excluded")
+)
+
 // probe runs a call that took a slot of ph's round.
 func (br *breaker) probe(ph *phase, run func() verdict) {
 	finished := false
@@ -301,57 +263,6 @@ func (br *breaker) refuse(st State, retry time.Duration, observe bool) admission
 	}
 	br.results[resultRejected].Add(1)
 	return admission{verdict: rejected, state: st, retry: retry}
-}
-
-// phase is where a tripped breaker is on its way back. Its fields are
-// fixed when it is made, but for the counters of its round and ramp; a
-// change of phase stores a new one.
-type phase struct {
-	state State // StateOpen, StateHalfOpen or StateRecovering
-	// until is when an open phase's cooldown ends, and when a recovering
-	// one's ramp ends (ns since set.epoch).
-	until int64
-	// nominal is the cooldown before jitter that this open phase, or the
-	// open phase this half-open one follows, was drawn from.
-	nominal time.Duration
-	round   *round // half-open: the probes
-
-	rampStart int64 // recovering: when the ramp began
-	rampSeq   atomic.Uint64
-}
-
-// round counts the probes of one half-open phase. A probe takes a slot when
-// it is admitted; an excluded probe gives it back.
-type round struct {
-	slots     int32
-	taken     atomic.Int32
-	succeeded atomic.Int32
-	excluded  atomic.Uint32
-}
-
-// take takes a probe slot if one is free.
-func (r *round) take() bool {
-	for {
-		n := r.taken.Load()
-		if n >= r.slots {
-			return false
-		}
-		if r.taken.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
-
-// goldenFraction spreads the recovery ramp's admissions evenly: the
-// fractional parts of n times it are equidistributed in [0, 1).
-const goldenFraction = 0.6180339887498949
-
-// rampAdmits reports whether a call is admitted at now while recovering: the
-// share admitted rises linearly from 0 to 1 over the ramp.
-func (ph *phase) rampAdmits(now int64) bool {
-	share := float64(now-ph.rampStart) / float64(ph.until-ph.rampStart)
-	_, frac := math.Modf(float64(ph.rampSeq.Add(1)) * goldenFraction)
-	return frac < share
 }
 
 // instance is one gobreaker instance: the closed state's window.
@@ -423,160 +334,6 @@ func (br *breaker) onStateChange(inst *instance, from, to gobreaker.State) {
 	br.trip(inst.tripped)
 }
 
-// trip opens the breaker from closed (or recovering) for OpenFor, or for
-// longer if an upstream asked for it.
-func (br *breaker) trip(why tripInfo) {
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	now := br.set.clock()
-	from := StateClosed
-	if ph := br.phase.Load(); ph != nil && ph.state == StateRecovering {
-		from = StateRecovering
-	}
-	until, attrs := br.cooldown(now, br.policy.OpenFor)
-	br.phase.Store(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
-	c := why.counts
-	attrs = append(attrs,
-		slog.String("reason", why.reason),
-		slog.Uint64("failures", uint64(c.TotalFailures)),
-		slog.Uint64("successes", uint64(c.TotalSuccesses)),
-		slog.Uint64("consecutive_failures", uint64(c.ConsecutiveFailures)),
-		slog.Float64("failure_rate", Counts{Successes: c.TotalSuccesses, Failures: c.TotalFailures}.FailureRate()),
-	)
-	br.record(from, StateOpen, now, attrs...)
-}
-
-// cooldown returns when an open phase that starts at now with the given
-// cooldown ends: later if an upstream's Retry-After asks for longer, up to
-// the longest cooldown. It returns the log attributes that say so.
-func (br *breaker) cooldown(now int64, d time.Duration) (int64, []slog.Attr) {
-	var attrs []slog.Attr
-	until := now + int64(d)
-	if u := br.upstreamUntil.Load(); u > until {
-		until = min(u, now+int64(br.maxCooldown()))
-		attrs = append(attrs, slog.Duration("upstream_retry_after", time.Duration(u-now)))
-	}
-	return until, append(attrs, slog.Duration("open_for", time.Duration(until-now)))
-}
-
-// halfOpen ends ph's cooldown: a new round of probes begins.
-func (br *breaker) halfOpen(ph *phase, now int64) {
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	if br.phase.Load() != ph {
-		return
-	}
-	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal, round: &round{slots: int32(br.policy.HalfOpenRequests)}})
-	br.record(StateOpen, StateHalfOpen, now)
-}
-
-// probeDone records how a probe of ph's round ended: a failure opens the
-// breaker again, and the last of the round's successes closes it. A probe
-// whose round has ended changes nothing.
-func (br *breaker) probeDone(ph *phase, v verdict) {
-	switch v.outcome {
-	case Excluded:
-		ph.round.excluded.Add(1)
-		ph.round.taken.Add(-1)
-	case Success:
-		if ph.round.succeeded.Add(1) >= ph.round.slots {
-			br.recover(ph)
-		}
-	default:
-		br.reopen(ph)
-	}
-}
-
-// reopen opens the breaker again after a failed probe of ph, for twice the
-// last nominal cooldown, with jitter.
-func (br *breaker) reopen(ph *phase) {
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	if br.phase.Load() != ph {
-		return
-	}
-	now := br.set.clock()
-	nominal := br.backoff(ph.nominal)
-	until, attrs := br.cooldown(now, br.jitter(nominal))
-	br.phase.Store(&phase{state: StateOpen, until: until, nominal: nominal})
-	br.record(StateHalfOpen, StateOpen, now, attrs...)
-}
-
-// recover closes the breaker after every probe of ph succeeded, with a new
-// window, through the recovery ramp if the policy has one.
-func (br *breaker) recover(ph *phase) {
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	if br.phase.Load() != ph {
-		return
-	}
-	now := br.set.clock()
-	br.upstreamUntil.Store(0)
-	br.inst.Store(br.newInstance())
-	if ramp := br.policy.RecoveryRamp; ramp > 0 {
-		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: now + int64(ramp)})
-		br.record(StateHalfOpen, StateRecovering, now, slog.Duration("recovery_ramp", ramp))
-		return
-	}
-	br.phase.Store(nil)
-	br.record(StateHalfOpen, StateClosed, now)
-}
-
-// endRamp ends ph's recovery ramp: the breaker is closed.
-func (br *breaker) endRamp(ph *phase, now int64) {
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	if br.phase.Load() != ph {
-		return
-	}
-	br.phase.Store(nil)
-	br.record(StateRecovering, StateClosed, now)
-}
-
-// backoff returns the nominal cooldown after a failed probe: twice the
-// last one, at most MaxOpenFor.
-func (br *breaker) backoff(last time.Duration) time.Duration {
-	p := br.policy
-	if p.MaxOpenFor == Off {
-		return p.OpenFor
-	}
-	if last >= p.MaxOpenFor/2 {
-		return p.MaxOpenFor
-	}
-	return 2 * last
-}
-
-// jitter returns the cooldown to wait for a nominal one: up to a fifth
-// less, at random, so that replicas that tripped together probe apart, and
-// never below OpenFor. The jitter does not compound: each cooldown is drawn
-// from its own nominal value.
-func (br *breaker) jitter(nominal time.Duration) time.Duration {
-	return max(nominal-rand.N(nominal/5+1), br.policy.OpenFor)
-}
-
-// maxCooldown is the longest the breaker stays open at a time.
-func (br *breaker) maxCooldown() time.Duration {
-	if br.policy.MaxOpenFor == Off {
-		return br.policy.OpenFor
-	}
-	return br.policy.MaxOpenFor
-}
-
-// noteUpstreamRetry records that a failure asked, with Retry-After, not to
-// be retried for a while.
-func (br *breaker) noteUpstreamRetry(v verdict) {
-	if v.outcome != Failure {
-		return
-	}
-	until := br.set.clock() + int64(v.retryAfter)
-	for {
-		old := br.upstreamUntil.Load()
-		if old >= until || br.upstreamUntil.CompareAndSwap(old, until) {
-			return
-		}
-	}
-}
-
 // override is a state forced by ForceOpen or ForceClose.
 type override struct {
 	state State
@@ -625,6 +382,58 @@ func (br *breaker) state() State {
 		}
 	}
 }
+
+// record notes a state change of br at now (ns since the set's epoch): it
+// counts the transition and hands the change to the set's notifier. It runs
+// inside gobreaker's OnStateChange too, so it never calls into gobreaker.
+func (br *breaker) record(from, to State, now int64, attrs ...slog.Attr) {
+	if from == to {
+		return
+	}
+	br.since.Store(now)
+	br.changes[from][to].Add(1)
+	if o := br.override.Load(); o != nil && from != o.state && to != o.state {
+		attrs = append(attrs, slog.String("forced", o.state.String())) // a change underneath
+	}
+	br.set.notifications.publish(stateChange{key: br.key, from: from, to: to, mode: br.mode, attrs: attrs})
+}
+
+// State is the state of one key's breaker.
+type State uint8
+
+// The states of a breaker.
+const (
+	// StateClosed admits every request and counts outcomes.
+	StateClosed State = iota
+	// StateHalfOpen admits up to HalfOpenRequests probes at a time.
+	StateHalfOpen
+	// StateOpen rejects every request until its cooldown ends.
+	StateOpen
+	// StateRecovering is closed after a recovery, while the policy's
+	// RecoveryRamp admits a share of requests that rises from 0 to all.
+	StateRecovering
+	// StateForcedOpen rejects every request, by ForceOpen.
+	StateForcedOpen
+	// StateForcedClosed rejects no request, by ForceClose; the breaker
+	// underneath goes on counting and changing state, as in observe mode.
+	StateForcedClosed
+	numStates
+)
+
+var stateNames = [numStates]string{"closed", "half_open", "open", "recovering", "forced_open", "forced_closed"}
+
+// String returns the state's name as metrics, logs and reject responses
+// use it: "closed", "half_open", "open", "recovering", "forced_open",
+// "forced_closed".
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "state(" + fmt.Sprint(uint8(s)) + ")"
+}
+
+// MarshalText writes the state's name.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // result is what happened to one call, as the requests_total metric names
 // it.

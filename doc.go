@@ -18,12 +18,14 @@
 // # One request
 //
 // The middleware looks the key's breaker up (created on first use; no lock
-// shared by all keys). A state forced with ForceOpen or ForceClose decides
-// first. In disabled mode the request goes straight to the handler.
-// Otherwise the breaker, a github.com/sony/gobreaker/v2 instance, decides:
-// closed admits, open rejects, half-open admits up to HalfOpenRequests probes
-// at a time, and, with a RecoveryRamp, a recovering breaker admits a rising
-// share. A rejected request gets the reject
+// shared by all keys) and asks it to admit the request. A state forced with
+// ForceOpen or ForceClose decides first. In disabled mode the request goes
+// straight to the handler. Closed, the breaker admits it and counts its
+// outcome in a github.com/sony/gobreaker/v2 instance's rolling window, which
+// decides when to trip. Tripped, the breaker is open for its cooldown and
+// rejects, then half-open: it admits up to HalfOpenRequests probes at a
+// time, and closes when they all succeed, or, with a RecoveryRamp, recovers
+// first, admitting a rising share. A rejected request gets the reject
 // response and the handler never runs; in observe mode it runs anyway and is
 // counted as a would-be rejection. An admitted request runs with a wrapped
 // ResponseWriter that records its final status; the Classifier turns what
@@ -79,4 +81,16 @@
 // and Reset as POST actions. Keys unused for their policy's IdleTTL are
 // dropped with their metric series, so many short-lived keys keep memory
 // flat.
+//
+// # Reading the code
+//
+// breaker.go holds one key's breaker and its admission path, which every
+// side of the package uses: admit a call, or say why not, and record how it
+// ended. middleware.go is the server side over it, with status_writer.go
+// capturing what the handler answered. breakers.go is the set (New, keys,
+// the idle sweep); policy.go the Policy and the table of its fields, which
+// config.go, the config file codec, reads; outcome.go what a finished call
+// means; snapshot.go and status_page.go what the set shows; metrics.go and
+// events.go what it reports; control.go the manual control; options.go the
+// options of New.
 package httpbreaker

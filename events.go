@@ -7,36 +7,30 @@ import (
 	"sync"
 )
 
-// record notes a state change of br at now (ns since the set's epoch): it
-// counts the transition, logs one record, and queues the change for the
-// hooks. It runs inside gobreaker's OnStateChange too, so it never calls
-// into gobreaker.
-func (br *breaker) record(from, to State, now int64, attrs ...slog.Attr) {
-	if from == to {
-		return
-	}
-	br.since.Store(now)
-	br.changes[from][to].Add(1)
-	level := slog.LevelInfo
-	if to == StateOpen || to == StateForcedOpen {
-		level = slog.LevelWarn
-	}
-	if o := br.override.Load(); o != nil && from != o.state && to != o.state {
-		attrs = append(attrs, slog.String("forced", o.state.String())) // a change underneath
-	}
-	all := append([]slog.Attr{
-		slog.String("key", br.key),
-		slog.String("from", from.String()),
-		slog.String("to", to.String()),
-		slog.String("mode", br.mode.String()),
-	}, attrs...)
-	br.set.logger.LogAttrs(context.Background(), level, "circuit breaker state changed", all...)
-	br.set.notifications.enqueue(stateChange{key: br.key, from: from, to: to})
-}
-
+// stateChange is one change of a breaker's state, with the facts that go
+// with it (the counts of a trip, the cooldown, who forced it).
 type stateChange struct {
 	key      string
 	from, to State
+	mode     Mode
+	attrs    []slog.Attr
+}
+
+// publish reports a state change: one log record, at WARN when the breaker
+// opens, then the hooks, queued.
+func (n *notifier) publish(c stateChange) {
+	level := slog.LevelInfo
+	if c.to == StateOpen || c.to == StateForcedOpen {
+		level = slog.LevelWarn
+	}
+	all := append([]slog.Attr{
+		slog.String("key", c.key),
+		slog.String("from", c.from.String()),
+		slog.String("to", c.to.String()),
+		slog.String("mode", c.mode.String()),
+	}, c.attrs...)
+	n.logger.LogAttrs(context.Background(), level, "circuit breaker state changed", all...)
+	n.enqueue(c)
 }
 
 // maxPendingNotifications bounds the hook queue, so that a hook that blocks

@@ -4,17 +4,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// automatic marks the transitions gobreaker makes by itself, which every key
-// reports from the start, at 0; the others (to and from the states this
-// package adds) are reported once they have happened.
-var automatic = func() (a [numStates][numStates]bool) {
-	a[StateClosed][StateOpen] = true
-	a[StateOpen][StateHalfOpen] = true
-	a[StateHalfOpen][StateClosed] = true
-	a[StateHalfOpen][StateOpen] = true
-	return a
-}()
-
 // collector exposes the breakers' metrics. It reads everything at scrape
 // time, from the atomics each breaker keeps: the request path pays one
 // atomic add per request, a key's series cost no memory of their own, and
@@ -88,3 +77,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue,
 		float64(c.set.untracked.Load()), "", "untracked")
 }
+
+// automatic marks the transitions that every breaker makes by itself (the
+// trip, the end of the cooldown, the probes' verdict), which every key
+// reports from the start, at 0; the others (to and from the recovery ramp
+// and the forced states) are reported once they have happened.
+var automatic = func() (a [numStates][numStates]bool) {
+	a[StateClosed][StateOpen] = true
+	a[StateOpen][StateHalfOpen] = true
+	a[StateHalfOpen][StateClosed] = true
+	a[StateHalfOpen][StateOpen] = true
+	return a
+}()

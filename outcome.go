@@ -105,6 +105,15 @@ func failureStatus(code int) bool {
 	return code >= 500 || code == http.StatusTooManyRequests
 }
 
+// failureRate returns failures / (failures + successes), or 0 when both
+// are 0.
+func failureRate(failures, successes uint32) float64 {
+	if n := failures + successes; n > 0 {
+		return float64(failures) / float64(n)
+	}
+	return 0
+}
+
 // validOutcome returns o, or Failure if o is none of the outcomes.
 func validOutcome(o Outcome) Outcome {
 	if o > Excluded {

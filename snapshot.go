@@ -70,12 +70,7 @@ type Counts struct {
 }
 
 // FailureRate returns Failures / (Failures + Successes), or 0 when both are 0.
-func (c Counts) FailureRate() float64 {
-	if n := c.Successes + c.Failures; n > 0 {
-		return float64(c.Failures) / float64(n)
-	}
-	return 0
-}
+func (c Counts) FailureRate() float64 { return failureRate(c.Failures, c.Successes) }
 
 // Totals counts requests by result. Every request that reached a tracked
 // breaker is counted once, under the one result that describes it.

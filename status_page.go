@@ -11,6 +11,20 @@ import (
 	"time"
 )
 
+// StatusHandler returns a handler that shows every key's breaker: its state,
+// mode, the outcomes in its window, its failure rate, the time until it
+// admits requests again and when its state last changed. Clients that list
+// text/html in Accept (browsers) get a small self-contained HTML page that
+// reloads itself; others get the JSON of Snapshot. GET and HEAD never change
+// anything; see AllowControl for POST.
+func (b *Breakers) StatusHandler(opts ...StatusOption) http.Handler {
+	h := &statusPage{set: b, refresh: 5 * time.Second}
+	for _, opt := range opts {
+		opt(h)
+	}
+	return h
+}
+
 // A StatusOption configures StatusHandler.
 type StatusOption func(*statusPage)
 
@@ -28,20 +42,6 @@ func AllowControl(authorize func(r *http.Request) bool) StatusOption {
 // StatusRefresh sets how often the HTML page reloads itself (default 5s).
 func StatusRefresh(every time.Duration) StatusOption {
 	return func(h *statusPage) { h.refresh = every }
-}
-
-// StatusHandler returns a handler that shows every key's breaker: its state,
-// mode, the outcomes in its window, its failure rate, the time until it
-// admits requests again and when its state last changed. Clients that list
-// text/html in Accept (browsers) get a small self-contained HTML page that
-// reloads itself; others get the JSON of Snapshot. GET and HEAD never change
-// anything; see AllowControl for POST.
-func (b *Breakers) StatusHandler(opts ...StatusOption) http.Handler {
-	h := &statusPage{set: b, refresh: 5 * time.Second}
-	for _, opt := range opts {
-		opt(h)
-	}
-	return h
 }
 
 type statusPage struct {

@@ -34,15 +34,13 @@ import (
 //
 // Why not github.com/felixge/httpsnoop, which does the same job: httpsnoop
 // allocates its wrapper, its hooks and the interface combination on every
-// request. Measured side by side around the same gobreaker Execute
-// (BenchmarkStatusCapture in the benchmarks module), httpsnoop.Wrap with the
-// hooks a status capture needs costs 8 allocations (264 B) and
-// CaptureMetrics 13 (417 B), while this writer is pooled and each of its
-// combinations is a struct holding one pointer, which converts to an
-// interface without allocating: the whole middleware, capture included,
-// costs 0 allocations and about 55% of the time of gobreaker plus
-// httpsnoop.Wrap. Being ours, it also records what httpsnoop cannot:
-// whether the client had gone when the status was written, and the hijack.
+// request, while this writer is pooled and each of its combinations is a
+// struct holding one pointer, which converts to an interface without
+// allocating, so the middleware allocates nothing per request.
+// BenchmarkStatusCapture in the benchmarks module measures both around the
+// same gobreaker Execute (BENCHMARKS.md has the figures). Being ours, it also
+// records what httpsnoop cannot: whether the client had gone when the status
+// was written, and the hijack.
 //
 // Pooling relies on net/http's rule that a ResponseWriter is not used after
 // ServeHTTP returns; a handler that breaks it is already racing with

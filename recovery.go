@@ -1,0 +1,222 @@
+package httpbreaker
+
+import (
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+)
+
+// phase is where a tripped breaker is on its way back to closed:
+//
+//	closed -> open --cooldown--> half-open --every probe succeeds--> closed
+//	          ^                      |                     (or recovering, then closed)
+//	          +--- a probe fails ----+  (the nominal cooldown doubles, up to MaxOpenFor)
+//
+// The trip comes from gobreaker's window; everything after it is the
+// breaker's own. Each change of phase is made under the breaker's mu and
+// stores a new phase, whose fields are fixed but for the counters of its
+// round and ramp. A call reads the phase with one atomic load and moves it
+// on when its time is up, so that no timer or goroutine runs for it.
+type phase struct {
+	state State // StateOpen, StateHalfOpen or StateRecovering
+	// until is when an open phase's cooldown ends, and when a recovering
+	// one's ramp ends (ns since set.epoch).
+	until int64
+	// nominal is the cooldown before jitter that this open phase, or the
+	// open phase this half-open one follows, was drawn from.
+	nominal time.Duration
+	round   *round // half-open: the probes
+
+	rampStart int64 // recovering: when the ramp began
+	rampSeq   atomic.Uint64
+}
+
+// round counts the probes of one half-open phase. A probe takes a slot when
+// it is admitted; an excluded probe gives it back.
+type round struct {
+	slots     int32
+	taken     atomic.Int32
+	succeeded atomic.Int32
+	excluded  atomic.Uint32
+}
+
+// take takes a probe slot if one is free.
+func (r *round) take() bool {
+	for {
+		n := r.taken.Load()
+		if n >= r.slots {
+			return false
+		}
+		if r.taken.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// goldenFraction spreads the recovery ramp's admissions evenly: the
+// fractional parts of n times it are equidistributed in [0, 1).
+const goldenFraction = 0.6180339887498949
+
+// rampAdmits reports whether a call is admitted at now while recovering: the
+// share admitted rises linearly from 0 to 1 over the ramp.
+func (ph *phase) rampAdmits(now int64) bool {
+	share := float64(now-ph.rampStart) / float64(ph.until-ph.rampStart)
+	_, frac := math.Modf(float64(ph.rampSeq.Add(1)) * goldenFraction)
+	return frac < share
+}
+
+// trip opens the breaker from closed (or recovering) for OpenFor, or for
+// longer if an upstream asked for it.
+func (br *breaker) trip(why tripInfo) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	now := br.set.clock()
+	from := StateClosed
+	if ph := br.phase.Load(); ph != nil && ph.state == StateRecovering {
+		from = StateRecovering
+	}
+	until, attrs := br.cooldown(now, br.policy.OpenFor)
+	br.phase.Store(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
+	c := why.counts
+	attrs = append(attrs,
+		slog.String("reason", why.reason),
+		slog.Uint64("failures", uint64(c.TotalFailures)),
+		slog.Uint64("successes", uint64(c.TotalSuccesses)),
+		slog.Uint64("consecutive_failures", uint64(c.ConsecutiveFailures)),
+		slog.Float64("failure_rate", failureRate(c.TotalFailures, c.TotalSuccesses)),
+	)
+	br.record(from, StateOpen, now, attrs...)
+}
+
+// cooldown returns when an open phase that starts at now with the given
+// cooldown ends: later if an upstream's Retry-After asks for longer, up to
+// the longest cooldown. It returns the log attributes that say so.
+func (br *breaker) cooldown(now int64, d time.Duration) (int64, []slog.Attr) {
+	var attrs []slog.Attr
+	until := now + int64(d)
+	if u := br.upstreamUntil.Load(); u > until {
+		until = min(u, now+int64(br.maxCooldown()))
+		attrs = append(attrs, slog.Duration("upstream_retry_after", time.Duration(u-now)))
+	}
+	return until, append(attrs, slog.Duration("open_for", time.Duration(until-now)))
+}
+
+// halfOpen ends ph's cooldown: a new round of probes begins.
+func (br *breaker) halfOpen(ph *phase, now int64) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.phase.Load() != ph {
+		return
+	}
+	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal, round: &round{slots: int32(br.policy.HalfOpenRequests)}})
+	br.record(StateOpen, StateHalfOpen, now)
+}
+
+// probeDone records how a probe of ph's round ended: a failure opens the
+// breaker again, and the last of the round's successes closes it. A probe
+// whose round has ended changes nothing.
+func (br *breaker) probeDone(ph *phase, v verdict) {
+	switch v.outcome {
+	case Excluded:
+		ph.round.excluded.Add(1)
+		ph.round.taken.Add(-1)
+	case Success:
+		if ph.round.succeeded.Add(1) >= ph.round.slots {
+			br.recover(ph)
+		}
+	default:
+		br.reopen(ph)
+	}
+}
+
+// reopen opens the breaker again after a failed probe of ph, for twice the
+// last nominal cooldown, with jitter.
+func (br *breaker) reopen(ph *phase) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.phase.Load() != ph {
+		return
+	}
+	now := br.set.clock()
+	nominal := br.backoff(ph.nominal)
+	until, attrs := br.cooldown(now, br.jitter(nominal))
+	br.phase.Store(&phase{state: StateOpen, until: until, nominal: nominal})
+	br.record(StateHalfOpen, StateOpen, now, attrs...)
+}
+
+// recover closes the breaker after every probe of ph succeeded, with a new
+// window, through the recovery ramp if the policy has one.
+func (br *breaker) recover(ph *phase) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.phase.Load() != ph {
+		return
+	}
+	now := br.set.clock()
+	br.upstreamUntil.Store(0)
+	br.inst.Store(br.newInstance())
+	if ramp := br.policy.RecoveryRamp; ramp > 0 {
+		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: now + int64(ramp)})
+		br.record(StateHalfOpen, StateRecovering, now, slog.Duration("recovery_ramp", ramp))
+		return
+	}
+	br.phase.Store(nil)
+	br.record(StateHalfOpen, StateClosed, now)
+}
+
+// endRamp ends ph's recovery ramp: the breaker is closed.
+func (br *breaker) endRamp(ph *phase, now int64) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.phase.Load() != ph {
+		return
+	}
+	br.phase.Store(nil)
+	br.record(StateRecovering, StateClosed, now)
+}
+
+// backoff returns the nominal cooldown after a failed probe: twice the
+// last one, at most MaxOpenFor.
+func (br *breaker) backoff(last time.Duration) time.Duration {
+	p := br.policy
+	if p.MaxOpenFor == Off {
+		return p.OpenFor
+	}
+	if last >= p.MaxOpenFor/2 {
+		return p.MaxOpenFor
+	}
+	return 2 * last
+}
+
+// jitter returns the cooldown to wait for a nominal one: up to a fifth
+// less, at random, so that replicas that tripped together probe apart, and
+// never below OpenFor. The jitter does not compound: each cooldown is drawn
+// from its own nominal value.
+func (br *breaker) jitter(nominal time.Duration) time.Duration {
+	return max(nominal-rand.N(nominal/5+1), br.policy.OpenFor)
+}
+
+// maxCooldown is the longest the breaker stays open at a time.
+func (br *breaker) maxCooldown() time.Duration {
+	if br.policy.MaxOpenFor == Off {
+		return br.policy.OpenFor
+	}
+	return br.policy.MaxOpenFor
+}
+
+// noteUpstreamRetry records that a failure asked, with Retry-After, not to
+// be retried for a while.
+func (br *breaker) noteUpstreamRetry(v verdict) {
+	if v.outcome != Failure {
+		return
+	}
+	until := br.set.clock() + int64(v.retryAfter)
+	for {
+		old := br.upstreamUntil.Load()
+		if old >= until || br.upstreamUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
+}
