@@ -42,6 +42,9 @@ type breaker struct {
 	mode     Mode
 	slowCall time.Duration // 0: off
 	idleTTL  time.Duration // 0: never dropped
+	// probeTimeout is how long a probe may run before it counts as failed;
+	// 0: for ever.
+	probeTimeout time.Duration
 
 	inst     atomic.Pointer[instance] // the closed state's gobreaker
 	phase    atomic.Pointer[phase]    // nil while closed
@@ -66,15 +69,20 @@ type breaker struct {
 }
 
 // call asks the breaker to admit one call. If it does, call runs run and
-// records the verdict run returns. If run panics or exits its goroutine,
-// the call is recorded as a failure and the panic goes on. If the breaker
-// does not admit the call, call does not run it, and says why and whether
-// the caller should run it anyway, untracked.
+// records the verdict run returns. If run panics or ends its goroutine with
+// runtime.Goexit, the call is recorded as a failure and the panic or Goexit
+// goes on. If the breaker does not admit the call, call does not run it, and
+// says why and whether the caller should run it anyway, untracked.
+//
+// run gets the probe when the call is a half-open probe, nil otherwise. A
+// probe that answers before it ends (a stream that has sent its status)
+// tells the breaker with probe.answered, which the breaker goes by should
+// the probe outlive the policy's ProbeTimeout.
 //
 // Admitting and recording are one function because gobreaker's Execute is
 // the one way into its window that does not allocate: its two-step Allow
 // allocates a callback per call.
-func (br *breaker) call(run func() verdict) admission {
+func (br *breaker) call(run func(*probe) verdict) admission {
 	if br.override.Load() != nil || br.phase.Load() != nil || br.mode != ModeEnforce {
 		return br.callSlow(run)
 	}
@@ -82,7 +90,7 @@ func (br *breaker) call(run func() verdict) admission {
 }
 
 // callSlow is call when the breaker is not simply closed.
-func (br *breaker) callSlow(run func() verdict) admission {
+func (br *breaker) callSlow(run func(*probe) verdict) admission {
 	observe := br.mode == ModeObserve
 	if br.override.Load() != nil {
 		if st, left, ok := br.forced(); ok {
@@ -112,13 +120,16 @@ func (br *breaker) callSlow(run func() verdict) admission {
 			br.halfOpen(ph, now)
 		case StateHalfOpen:
 			if !ph.round.take() {
+				if br.expireProbes(ph, now) {
+					continue
+				}
 				return br.refuse(StateHalfOpen, 0, observe)
 			}
 			if br.phase.Load() != ph { // the round ended while we took a slot
 				ph.round.taken.Add(-1)
 				continue
 			}
-			br.probe(ph, run)
+			br.probe(ph, now, run)
 			return admission{verdict: ran}
 		case StateRecovering:
 			if now >= ph.until {
@@ -189,17 +200,29 @@ func (rj Rejection) RetryAfterSeconds() int {
 }
 
 // execute runs a call through the closed state's gobreaker instance.
-func (br *breaker) execute(inst *instance, run func() verdict, observe bool) admission {
-	admitted := false
+func (br *breaker) execute(inst *instance, run func(*probe) verdict, observe bool) admission {
+	admitted, finished := false, false
+	defer func() {
+		if admitted && !finished {
+			// A panic goes on; errGoexit was raised below for a Goexit, which
+			// goes on once it is recovered.
+			if p := recover(); p != errGoexit {
+				panic(p)
+			}
+		}
+	}()
 	_, _ = inst.cb.Execute(func() (struct{}, error) {
 		admitted = true
-		finished := false
 		defer func() {
-			if !finished { // a panic, which gobreaker records as a failure too
+			if !finished { // a panic or a Goexit: a failure, which gobreaker must see
 				br.tally(verdict{outcome: Failure})
+				if p := recover(); p != nil {
+					panic(p)
+				}
+				panic(errGoexit)
 			}
 		}()
-		v := run()
+		v := run(nil)
 		finished = true
 		br.tally(v)
 		switch v.outcome {
@@ -229,20 +252,24 @@ var (
 	errExcluded = errors.New("httpbreaker: excluded")
 )
 
-// probe runs a call that took a slot of ph's round.
-func (br *breaker) probe(ph *phase, run func() verdict) {
+// errGoexit is the panic that stands for a runtime.Goexit inside gobreaker's
+// Execute, which records a call only when it returns or panics.
+var errGoexit = errors.New("httpbreaker: runtime.Goexit in an admitted call")
+
+// probe runs a call that took a slot of ph's round at now. Its outcome is
+// recorded once: when it ends, or when its deadline passes first
+// (expireProbes), in which case its own outcome is not counted again.
+func (br *breaker) probe(ph *phase, now int64, run func(*probe) verdict) {
+	p := ph.round.start(now, br.probeTimeout)
 	finished := false
 	defer func() {
 		if !finished { // a panic, or runtime.Goexit
-			v := verdict{outcome: Failure}
-			br.tally(v)
-			br.probeDone(ph, v)
+			br.settle(ph, p, verdict{outcome: Failure})
 		}
 	}()
-	v := run()
+	v := run(p)
 	finished = true
-	br.tally(v)
-	br.probeDone(ph, v)
+	br.settle(ph, p, v)
 }
 
 // tally counts a finished call's outcome, and notes the delay an upstream
@@ -377,6 +404,7 @@ func (br *breaker) state() State {
 			br.halfOpen(ph, now)
 		case ph.state == StateRecovering && now >= ph.until:
 			br.endRamp(ph, now)
+		case ph.state == StateHalfOpen && br.expireProbes(ph, now):
 		default:
 			return ph.state
 		}
@@ -461,6 +489,9 @@ func newBreaker(set *Breakers, key string, p Policy, keyed bool, now int64) *bre
 	br := &breaker{set: set, key: key, policy: p, mode: p.Mode, activeAt: now}
 	if p.SlowCall != Off {
 		br.slowCall = p.SlowCall
+	}
+	if p.ProbeTimeout != Off {
+		br.probeTimeout = p.ProbeTimeout
 	}
 	switch {
 	case p.IdleTTL == 0 && keyed:

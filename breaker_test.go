@@ -1,9 +1,12 @@
 package httpbreaker
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -679,4 +682,240 @@ func TestHalfOpenProbeSlotsFreeWhenAProbeIsExcluded(t *testing.T) {
 			t.Fatalf("state %v, want closed", st)
 		}
 	})
+}
+
+// blocking answers code once released; until then it blocks, after writing
+// and flushing its status if stream is set.
+type blocking struct {
+	code    int
+	stream  bool
+	release chan struct{}
+	once    sync.Once
+	entered atomic.Int32
+}
+
+// free lets the handler answer; it may be called more than once, so that a
+// test can defer it and still free the handler midway.
+func (h *blocking) free() { h.once.Do(func() { close(h.release) }) }
+
+func (h *blocking) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.entered.Add(1)
+	if h.stream {
+		w.WriteHeader(h.code)
+		w.(http.Flusher).Flush()
+	}
+	<-h.release
+	if !h.stream {
+		w.WriteHeader(h.code)
+	}
+}
+
+// tripped returns a set whose key "p" has just tripped on one failure, and
+// the middleware that serves h behind it.
+func tripped(t *testing.T, p Policy, h http.Handler) (*Breakers, *logSink, http.Handler) {
+	t.Helper()
+	p.ConsecutiveFailures = 1
+	b, sink := newSet(t, WithPolicy(p))
+	var failed atomic.Bool
+	mw := b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !failed.Swap(true) {
+			w.WriteHeader(500)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	record(mw, "/")
+	if st := b.State("p"); st != StateOpen {
+		t.Fatalf("state %v, want open after the first failure", st)
+	}
+	return b, sink, mw
+}
+
+func TestHungProbeTimesOutReopensWithBackoffAndIsCountedOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hung := &blocking{code: 200, release: make(chan struct{})}
+		defer hung.free()
+		b, sink, h := tripped(t, Policy{OpenFor: 10 * time.Second, MaxOpenFor: time.Minute, HalfOpenRequests: 1, ProbeTimeout: 5 * time.Second}, hung)
+		time.Sleep(10*time.Second + 1)
+		go record(h, "/") // the probe hangs
+		synctest.Wait()
+		time.Sleep(5 * time.Second) // at its deadline: still half-open, rejecting
+		if rec := record(h, "/"); rec.Code != 503 || !strings.Contains(rec.Body.String(), `"state":"half_open"`) {
+			t.Fatalf("at the deadline: %d %s, want a half-open rejection", rec.Code, rec.Body)
+		}
+		time.Sleep(time.Nanosecond)
+		rec := record(h, "/") // past it: the probe failed, and the breaker is open again
+		if rec.Code != 503 || !strings.Contains(rec.Body.String(), `"state":"open"`) {
+			t.Fatalf("past the deadline: %d %s, want an open rejection", rec.Code, rec.Body)
+		}
+		s := status(t, b, "p")
+		if s.RetryAfter < 16*time.Second || s.RetryAfter > 20*time.Second {
+			t.Fatalf("cooldown %v after the timed-out probe, want twice OpenFor less jitter (16s to 20s)", s.RetryAfter)
+		}
+		logs := sink.matching("state changed")
+		last := logs[len(logs)-1]
+		ran, _ := time.ParseDuration(last.attrs["probe_ran_for"])
+		if last.attrs["from"] != "half_open" || last.attrs["to"] != "open" || last.attrs["reason"] != "probe_timeout" || ran <= 5*time.Second || ran > 5*time.Second+time.Millisecond {
+			t.Fatalf("reopen logged as %v, want half_open -> open for probe_timeout after 5s", last.attrs)
+		}
+		hung.free() // the probe's own 200 comes late: it must not count
+		synctest.Wait()
+		if s := status(t, b, "p"); s.Totals.Failure != 2 || s.Totals.Success != 0 || s.State != StateOpen {
+			t.Fatalf("after the late answer: %v with totals %+v, want open with 2 failures and no success", s.State, s.Totals)
+		}
+		time.Sleep(20 * time.Second)
+		if rec := record(h, "/"); rec.Code != 200 || b.State("p") != StateClosed {
+			t.Fatalf("next probe: %d in %v, want 200 and closed", rec.Code, b.State("p"))
+		}
+	})
+}
+
+func TestProbeTimeoutIsSeenWithoutARequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hung := &blocking{code: 200, release: make(chan struct{})}
+		defer hung.free()
+		b, _, h := tripped(t, Policy{OpenFor: time.Second, HalfOpenRequests: 1, ProbeTimeout: 5 * time.Second}, hung)
+		time.Sleep(time.Second + 1)
+		go record(h, "/")
+		synctest.Wait()
+		time.Sleep(5*time.Second + 1)
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("state %v past the probe's deadline with no request, want open", st)
+		}
+		hung.free()
+		synctest.Wait()
+	})
+}
+
+func TestStreamingProbeThatAnsweredSucceedsAtItsDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		stream := &blocking{code: 200, stream: true, release: make(chan struct{})}
+		defer stream.free()
+		b, _, h := tripped(t, Policy{OpenFor: time.Second, HalfOpenRequests: 1, ProbeTimeout: 5 * time.Second}, stream)
+		time.Sleep(time.Second + 1)
+		go record(h, "/") // an event stream: 200, then it stays open
+		synctest.Wait()
+		time.Sleep(5*time.Second + 1)
+		if st := b.State("p"); st != StateClosed {
+			t.Fatalf("state %v once the streaming probe outlived its deadline, want closed: it answered 200", st)
+		}
+		stream.free()
+		synctest.Wait()
+		if s := status(t, b, "p"); s.Totals.Success != 1 {
+			t.Fatalf("totals %+v, want the stream counted once, as a success", s.Totals)
+		}
+	})
+}
+
+func TestFailedStreamingProbeFailsAtItsDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		stream := &blocking{code: 503, stream: true, release: make(chan struct{})}
+		defer stream.free()
+		b, _, h := tripped(t, Policy{OpenFor: time.Second, HalfOpenRequests: 1, ProbeTimeout: 5 * time.Second}, stream)
+		time.Sleep(time.Second + 1)
+		go record(h, "/")
+		synctest.Wait()
+		time.Sleep(5*time.Second + 1)
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("state %v, want open: the probe answered 503", st)
+		}
+		stream.free()
+		synctest.Wait()
+	})
+}
+
+// hijackWriter is a ResponseWriter whose connection can be taken over.
+type hijackWriter struct{ *httptest.ResponseRecorder }
+
+func (hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, _ := net.Pipe()
+	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
+}
+
+func TestTakenOverProbeFreesItsSlotAtItsDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var once sync.Once
+		free := func() { once.Do(func() { close(release) }) }
+		defer free()
+		ws := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/ws" {
+				conn, _, _ := w.(http.Hijacker).Hijack()
+				defer conn.Close()
+				<-release // a websocket, open for a long time
+			}
+		})
+		b, _, h := tripped(t, Policy{OpenFor: time.Second, HalfOpenRequests: 1, ProbeTimeout: 5 * time.Second}, ws)
+		time.Sleep(time.Second + 1)
+		go h.ServeHTTP(hijackWriter{httptest.NewRecorder()}, httptest.NewRequest("GET", "/ws", nil))
+		synctest.Wait()
+		if rec := record(h, "/"); rec.Code != 503 {
+			t.Fatalf("with the websocket probing: %d, want a rejection", rec.Code)
+		}
+		time.Sleep(5*time.Second + 1)
+		if rec := record(h, "/"); rec.Code != 200 || b.State("p") != StateClosed {
+			t.Fatalf("past the websocket's deadline: %d in %v, want its slot given to a probe that closes the breaker", rec.Code, b.State("p"))
+		}
+		free()
+		synctest.Wait()
+	})
+}
+
+func TestProbeTimeoutOffWaitsForTheProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hung := &blocking{code: 200, release: make(chan struct{})}
+		defer hung.free()
+		b, _, h := tripped(t, Policy{OpenFor: time.Second, HalfOpenRequests: 1, ProbeTimeout: Off}, hung)
+		time.Sleep(time.Second + 1)
+		go record(h, "/")
+		synctest.Wait()
+		time.Sleep(24 * time.Hour)
+		if st := b.State("p"); st != StateHalfOpen {
+			t.Fatalf("state %v a day later, want half_open: the probe may take as long as it takes", st)
+		}
+		hung.free()
+		synctest.Wait()
+		if st := b.State("p"); st != StateClosed {
+			t.Fatalf("state %v once the probe answered 200, want closed", st)
+		}
+	})
+}
+
+func TestGoexitInAProbeFailsItAndFreesTheKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		exit := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { runtime.Goexit() })
+		b, _, h := tripped(t, Policy{OpenFor: time.Second, HalfOpenRequests: 1, ProbeTimeout: Off}, exit)
+		time.Sleep(time.Second + 1)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			record(h, "/")
+		}()
+		<-done
+		s := status(t, b, "p")
+		if s.State != StateOpen || s.Totals.Failure != 2 || s.Window.InFlight != 0 {
+			t.Fatalf("after a probe's Goexit: %v, totals %+v, in flight %d; want open again, 2 failures, none in flight",
+				s.State, s.Totals, s.Window.InFlight)
+		}
+	})
+}
+
+func TestGoexitInAClosedCallIsAFailureOfTheWindow(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 2}))
+	h := b.Middleware("p")(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { runtime.Goexit() }))
+	for want := range 2 {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			record(h, "/")
+		}()
+		<-done
+		s := status(t, b, "p")
+		if want == 0 && (s.Window.Failures != 1 || s.Window.InFlight != 0 || s.Totals.Failure != 1) {
+			t.Fatalf("after one Goexit: window %+v totals %+v, want one failure and nothing in flight", s.Window, s.Totals)
+		}
+	}
+	if st := b.State("p"); st != StateOpen {
+		t.Fatalf("state %v after two Goexits with consecutive_failures 2, want open", st)
+	}
 }

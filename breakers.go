@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -140,6 +141,16 @@ func (b *Breakers) all() []*breaker {
 
 // clock returns monotonic nanoseconds since the set was made.
 func (b *Breakers) clock() int64 { return int64(time.Since(b.epoch)) }
+
+// addSat returns the time t (ns since the set's epoch) plus d, or the
+// latest time there is if that overflows: a long duration added to a time
+// saturates, never wraps into the past.
+func addSat(t int64, d time.Duration) int64 {
+	if d > 0 && t > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	return t + int64(d)
+}
 
 // sweep drops idle keys if a sweep is due.
 func (b *Breakers) sweep() {

@@ -19,7 +19,7 @@ var ErrNoBreaker = errors.New("httpbreaker: no breaker for this key")
 func (b *Breakers) ForceOpen(key string, d time.Duration) error {
 	var until int64
 	if d > 0 {
-		until = b.clock() + int64(d)
+		until = addSat(b.clock(), d)
 	}
 	attrs := []slog.Attr{slog.String("by", "ForceOpen")}
 	if d > 0 {

@@ -114,7 +114,7 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // reject response, or, when the breaker only observes, runs untracked.
 func serveThrough(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handler) {
 	var reraise any
-	switch a := br.call(func() verdict { return handle(br, w, r, next, &reraise) }); a.verdict {
+	switch a := br.call(func(p *probe) verdict { return handle(br, w, r, next, p, &reraise) }); a.verdict {
 	case ran:
 		if reraise != nil {
 			panic(reraise)
@@ -132,8 +132,9 @@ func serveThrough(br *breaker, w http.ResponseWriter, r *http.Request, next http
 // records a failure and whoever recovers further up sees the original stack.
 // A panic that is not a failure returns its value in *reraise, for serveThrough to
 // raise once the outcome is recorded.
-func handle(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handler, reraise *any) (v verdict) {
+func handle(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handler, p *probe, reraise *any) (v verdict) {
 	sw := newStatusWriter(w, r.Context())
+	sw.probe = p
 	var start time.Time
 	if br.slowCall > 0 || br.set.classifier != nil {
 		start = time.Now()

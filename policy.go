@@ -53,6 +53,16 @@ type Policy struct {
 	// once, however many requests arrive; all of them must succeed for the
 	// breaker to close. Default 3.
 	HalfOpenRequests int
+	// ProbeTimeout is how long a half-open probe may run. A probe still
+	// running past it is judged by what it has answered so far: a stream
+	// that has sent a success status succeeded, one that took the connection
+	// over (a websocket) is excluded and frees its slot, and one that has
+	// answered nothing (a hung upstream) or a failure status failed, which
+	// opens the breaker again with the usual backoff. Its own outcome, when
+	// it comes, is not counted again. Default 30s; Off waits for every probe
+	// however long it runs, so that a probe that never returns keeps the
+	// breaker half-open until Reset.
+	ProbeTimeout time.Duration
 	// SlowCall, when set, makes an admitted request that takes longer than
 	// this a failure, whatever its status. Default off. Leave it off for
 	// route groups that stream (SSE, websockets, long polls).
@@ -73,7 +83,8 @@ type Policy struct {
 }
 
 // Off turns off a Policy field that can be turned off: FailureRate,
-// ConsecutiveFailures, MaxOpenFor, SlowCall, RecoveryRamp and IdleTTL. Write
+// ConsecutiveFailures, MaxOpenFor, ProbeTimeout, SlowCall, RecoveryRamp and
+// IdleTTL. Write
 // it as Off in Go (Policy{SlowCall: httpbreaker.Off}) and as off in a config
 // file.
 //
@@ -94,6 +105,7 @@ func DefaultPolicy() Policy {
 		OpenFor:             30 * time.Second,
 		MaxOpenFor:          5 * time.Minute,
 		HalfOpenRequests:    3,
+		ProbeTimeout:        30 * time.Second,
 		SlowCall:            Off,
 		RecoveryRamp:        Off,
 		Mode:                ModeEnforce,
@@ -208,6 +220,7 @@ var policyFields = [...]policyField{
 			return "", ""
 		}},
 	{name: "half_open_requests", kind: kindCount, at: func(p *Policy) any { return &p.HalfOpenRequests }},
+	{name: "probe_timeout", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.ProbeTimeout }},
 	{name: "slow_call", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.SlowCall }},
 	{name: "recovery_ramp", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.RecoveryRamp }},
 	{name: "idle_ttl", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.IdleTTL }},

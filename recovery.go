@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -34,12 +35,44 @@ type phase struct {
 }
 
 // round counts the probes of one half-open phase. A probe takes a slot when
-// it is admitted; an excluded probe gives it back.
+// it is admitted; an excluded probe gives it back, a successful one keeps it
+// (all slots succeeded closes the breaker), and a failed one ends the round.
 type round struct {
 	slots     int32
 	taken     atomic.Int32
 	succeeded atomic.Int32
 	excluded  atomic.Uint32
+
+	// deadline is when the oldest running probe times out (ns since the
+	// set's epoch); 0 when no probe runs or probes have no deadline. Calls
+	// that find every slot taken read it, and expire the probes only once it
+	// has passed.
+	deadline atomic.Int64
+	mu       sync.Mutex
+	running  []*probe // started, not settled, oldest first
+	timeout  time.Duration
+}
+
+// probe is one running probe.
+type probe struct {
+	start int64 // ns since the set's epoch
+	// settled is set once its outcome is recorded: when it ends, or when
+	// its deadline passes first.
+	settled atomic.Bool
+	// answer is the outcome the probe has answered so far, plus 1; 0 while
+	// it has answered nothing.
+	answer atomic.Uint32
+}
+
+// answered records how a running probe has answered so far: Success once a
+// stream has sent a success status, say. If the probe outlives the
+// ProbeTimeout, that is its outcome; a probe that has answered nothing, or a
+// failure, counts as failed. answered does nothing on a nil probe, which is
+// what a call that is not a probe gets.
+func (p *probe) answered(o Outcome) {
+	if p != nil {
+		p.answer.Store(uint32(validOutcome(o)) + 1)
+	}
 }
 
 // take takes a probe slot if one is free.
@@ -53,6 +86,86 @@ func (r *round) take() bool {
 			return true
 		}
 	}
+}
+
+// start registers a probe that began at now.
+func (r *round) start(now int64, timeout time.Duration) *probe {
+	p := &probe{start: now}
+	if timeout <= 0 {
+		return p
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.timeout = timeout
+	r.running = append(r.running, p)
+	if len(r.running) == 1 {
+		r.deadline.Store(addSat(now, timeout))
+	}
+	return p
+}
+
+// finish forgets a settled probe, and moves the deadline to the next one.
+func (r *round) finish(p *probe) {
+	if r.timeout <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, q := range r.running {
+		if q == p {
+			r.running = append(r.running[:i], r.running[i+1:]...)
+			break
+		}
+	}
+	var next int64
+	if len(r.running) > 0 {
+		next = addSat(r.running[0].start, r.timeout)
+	}
+	r.deadline.Store(next)
+}
+
+// settle records a probe's outcome, unless its deadline has already
+// recorded one.
+func (br *breaker) settle(ph *phase, p *probe, v verdict) {
+	if !p.settled.CompareAndSwap(false, true) {
+		return // timed out earlier: counted then
+	}
+	ph.round.finish(p)
+	br.tally(v)
+	br.probeDone(ph, v, "")
+}
+
+// expireProbes settles the probes of ph's round that have run past the
+// ProbeTimeout at now, and reports whether it settled any: each counts as
+// what it has answered so far (a stream that sent a success status
+// succeeded; a connection taken over is excluded, and frees its slot), as
+// failed if that is nothing or a failure.
+// A failed one opens the breaker again, as a failed probe does, and frees
+// the slots of the round; the probe's own outcome, when it comes, is not
+// counted again.
+func (br *breaker) expireProbes(ph *phase, now int64) bool {
+	r := ph.round
+	if d := r.deadline.Load(); d == 0 || now <= d {
+		return false
+	}
+	r.mu.Lock()
+	var expired []*probe
+	for _, p := range r.running {
+		if now > addSat(p.start, r.timeout) && p.settled.CompareAndSwap(false, true) {
+			expired = append(expired, p)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range expired {
+		r.finish(p)
+		v := verdict{outcome: Failure}
+		if a := p.answer.Load(); a != 0 {
+			v.outcome = Outcome(a - 1)
+		}
+		br.tally(v)
+		br.probeDone(ph, v, "probe_timeout", slog.Duration("probe_ran_for", time.Duration(now-p.start)))
+	}
+	return len(expired) > 0
 }
 
 // goldenFraction spreads the recovery ramp's admissions evenly: the
@@ -95,9 +208,9 @@ func (br *breaker) trip(why tripInfo) {
 // the longest cooldown. It returns the log attributes that say so.
 func (br *breaker) cooldown(now int64, d time.Duration) (int64, []slog.Attr) {
 	var attrs []slog.Attr
-	until := now + int64(d)
+	until := addSat(now, d)
 	if u := br.upstreamUntil.Load(); u > until {
-		until = min(u, now+int64(br.maxCooldown()))
+		until = min(u, addSat(now, br.maxCooldown()))
 		attrs = append(attrs, slog.Duration("upstream_retry_after", time.Duration(u-now)))
 	}
 	return until, append(attrs, slog.Duration("open_for", time.Duration(until-now)))
@@ -116,8 +229,9 @@ func (br *breaker) halfOpen(ph *phase, now int64) {
 
 // probeDone records how a probe of ph's round ended: a failure opens the
 // breaker again, and the last of the round's successes closes it. A probe
-// whose round has ended changes nothing.
-func (br *breaker) probeDone(ph *phase, v verdict) {
+// whose round has ended changes nothing. reason and attrs say why a failure
+// reopens, if not because the probe failed.
+func (br *breaker) probeDone(ph *phase, v verdict, reason string, attrs ...slog.Attr) {
 	switch v.outcome {
 	case Excluded:
 		ph.round.excluded.Add(1)
@@ -127,13 +241,16 @@ func (br *breaker) probeDone(ph *phase, v verdict) {
 			br.recover(ph)
 		}
 	default:
-		br.reopen(ph)
+		if reason != "" {
+			attrs = append([]slog.Attr{slog.String("reason", reason)}, attrs...)
+		}
+		br.reopen(ph, attrs...)
 	}
 }
 
 // reopen opens the breaker again after a failed probe of ph, for twice the
 // last nominal cooldown, with jitter.
-func (br *breaker) reopen(ph *phase) {
+func (br *breaker) reopen(ph *phase, why ...slog.Attr) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	if br.phase.Load() != ph {
@@ -143,7 +260,7 @@ func (br *breaker) reopen(ph *phase) {
 	nominal := br.backoff(ph.nominal)
 	until, attrs := br.cooldown(now, br.jitter(nominal))
 	br.phase.Store(&phase{state: StateOpen, until: until, nominal: nominal})
-	br.record(StateHalfOpen, StateOpen, now, attrs...)
+	br.record(StateHalfOpen, StateOpen, now, append(why, attrs...)...)
 }
 
 // recover closes the breaker after every probe of ph succeeded, with a new
@@ -158,7 +275,7 @@ func (br *breaker) recover(ph *phase) {
 	br.upstreamUntil.Store(0)
 	br.inst.Store(br.newInstance())
 	if ramp := br.policy.RecoveryRamp; ramp > 0 {
-		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: now + int64(ramp)})
+		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)})
 		br.record(StateHalfOpen, StateRecovering, now, slog.Duration("recovery_ramp", ramp))
 		return
 	}
@@ -212,7 +329,7 @@ func (br *breaker) noteUpstreamRetry(v verdict) {
 	if v.outcome != Failure {
 		return
 	}
-	until := br.set.clock() + int64(v.retryAfter)
+	until := addSat(br.set.clock(), v.retryAfter)
 	for {
 		old := br.upstreamUntil.Load()
 		if old >= until || br.upstreamUntil.CompareAndSwap(old, until) {

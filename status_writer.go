@@ -59,6 +59,10 @@ type statusWriter struct {
 	// rejected reports that a breaker nested inside rejected the request.
 	// Its rejection is not a failure of the handlers here either.
 	rejected bool
+	// probe is the half-open probe this request is, nil if it is none: the
+	// writer tells it what the handler has answered, which the breaker goes
+	// by should the handler outlive the ProbeTimeout (a stream).
+	probe *probe
 }
 
 var writerPool = sync.Pool{New: func() any { return new(statusWriter) }}
@@ -78,6 +82,13 @@ func (sw *statusWriter) release() {
 func (sw *statusWriter) setStatus(code int) {
 	sw.status = code
 	sw.gone = sw.ctx.Err() == context.Canceled
+	if sw.probe != nil {
+		o := Success
+		if failureStatus(code) {
+			o = Failure
+		}
+		sw.probe.answered(o)
+	}
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		sw.retryAfter = parseRetryAfter(sw.w.Header().Get("Retry-After"), time.Now())
 	}
@@ -161,6 +172,9 @@ func (sw *statusWriter) hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, rw, err := sw.w.(http.Hijacker).Hijack()
 	if err == nil {
 		sw.hijacked = true
+		if sw.status == 0 {
+			sw.probe.answered(Excluded) // the connection is the handler's now
+		}
 	}
 	return conn, rw, err
 }
