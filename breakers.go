@@ -42,7 +42,7 @@ type Breakers struct {
 	untracked     atomic.Uint64 // requests that passed with no breaker
 	overflowOnce  sync.Once
 	emptyKeyOnce  sync.Once
-	notifications notifier
+	notifications *notifier
 }
 
 // New returns a set of breakers configured by opts. Every policy is checked
@@ -71,7 +71,7 @@ func New(opts ...Option) (*Breakers, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("httpbreaker: %w", err)
 	}
-	b.notifications = notifier{hooks: b.hooks, logger: b.logger}
+	b.notifications = newNotifier(b.logger, b.hooks)
 	if b.registerer != nil {
 		if err := b.registerer.Register(newCollector(b)); err != nil {
 			return nil, fmt.Errorf("httpbreaker: registering metrics with namespace %q: %w "+
@@ -107,7 +107,7 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 	b.sweepLocked(now)
 	if b.count >= b.maxKeys {
 		b.overflowOnce.Do(func() {
-			b.logger.Warn("circuit breaker key limit reached: requests for new keys pass through without a breaker",
+			b.notifications.log(slog.LevelWarn, "circuit breaker key limit reached: requests for new keys pass through without a breaker",
 				"max_keys", b.maxKeys, "first_untracked_key", key)
 		})
 		return nil
@@ -185,7 +185,7 @@ func (b *Breakers) sweepLocked(now int64) {
 		return true
 	})
 	if dropped > 0 {
-		b.logger.Info("circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)
+		b.notifications.log(slog.LevelInfo, "circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)
 	}
 }
 

@@ -1,7 +1,9 @@
 package httpbreaker
 
 import (
+	"context"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"testing"
@@ -148,6 +150,81 @@ func TestPanickingHookIsLoggedAndRequestsGoOn(t *testing.T) {
 		logs := sink.matching("hook panicked")
 		if len(logs) != 3 || logs[0].attrs["panic"] != "hook bug" || logs[0].level != slog.LevelError {
 			t.Fatalf("hook panic logs %+v, want 3 errors with the panic value", logs)
+		}
+	})
+}
+
+// gateHandler is a slog.Handler that blocks every record until opened, as a
+// log sink behind a full pipe does.
+type gateHandler struct {
+	open chan struct{}
+	logSink
+}
+
+func (g *gateHandler) Handle(ctx context.Context, r slog.Record) error {
+	<-g.open
+	return g.logSink.Handle(ctx, r)
+}
+
+func TestBlockedLoggerHoldsUpNoRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := &gateHandler{open: make(chan struct{})}
+		b, err := New(WithLogger(slog.New(gate)), WithMaxKeys(1),
+			WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 1}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := b.Middleware("p")(newStatusHandler(500))
+		tripAt := time.Now()
+		record(h, "/") // trips: its record waits for the logger
+		for range 3 {  // the key keeps answering, open and probing, while the logger is stuck
+			time.Sleep(time.Hour)
+			record(h, "/")
+		}
+		keyed := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Path })(newStatusHandler(200))
+		record(keyed, "/past-the-key-limit") // a notice of the set's own, under its lock before
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("state %v, want open", st)
+		}
+		close(gate.open)
+		b.notifications.flush()
+		records := gate.all()
+		if len(records) != 8 {
+			t.Fatalf("got %d records once the logger was free, want 7 changes and the key-limit notice", len(records))
+		}
+		gate.mu.Lock()
+		first := gate.records[0]
+		gate.mu.Unlock()
+		if !first.Time.Equal(tripAt) {
+			t.Fatalf("the trip's record is stamped %v, want the time of the trip %v", first.Time, tripAt)
+		}
+	})
+}
+
+func TestReportsPastTheQueueBoundAreDroppedAndCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := &gateHandler{open: make(chan struct{})}
+		b, err := New(WithLogger(slog.New(gate)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Middleware("p")
+		for range maxPending/2 + 1 { // two changes each, and one is being delivered
+			_ = b.ForceOpen("p", 0)
+			_ = b.Release("p")
+		}
+		synctest.Wait()
+		b.notifications.mu.Lock()
+		queued := len(b.notifications.queue)
+		b.notifications.mu.Unlock()
+		if queued != maxPending {
+			t.Fatalf("%d reports queued behind the blocked logger, want the bound %d", queued, maxPending)
+		}
+		close(gate.open)
+		b.notifications.flush()
+		drops := gate.matching("were dropped")
+		if len(drops) != 1 || drops[0].attrs["dropped"] != "1" {
+			t.Fatalf("drop reports %+v, want one that counts the 1 dropped", drops)
 		}
 	})
 }

@@ -28,6 +28,7 @@ func newSet(t *testing.T, opts ...Option) (*Breakers, *logSink) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	sink.flush = b.notifications.flush
 	return b, sink
 }
 
@@ -122,10 +123,12 @@ func status(t *testing.T, b *Breakers, key string) Status {
 	return Status{}
 }
 
-// logSink is a slog.Handler that keeps the records.
+// logSink is a slog.Handler that keeps the records. Reading them first
+// waits for the records queued so far, when flush is set.
 type logSink struct {
 	mu      sync.Mutex
 	records []slog.Record
+	flush   func()
 }
 
 func (s *logSink) Enabled(context.Context, slog.Level) bool { return true }
@@ -141,6 +144,9 @@ func (s *logSink) Handle(_ context.Context, r slog.Record) error {
 
 // all returns the records, each as its level, message and attributes.
 func (s *logSink) all() []logEntry {
+	if s.flush != nil {
+		s.flush()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []logEntry

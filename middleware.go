@@ -3,6 +3,7 @@ package httpbreaker
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -96,7 +97,7 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key := h.key(r)
 	if key == "" {
 		h.set.emptyKeyOnce.Do(func() {
-			h.set.logger.Warn("circuit breaker KeyFunc returned no key: such requests pass through without a breaker "+
+			h.set.notifications.log(slog.LevelWarn, "circuit breaker KeyFunc returned no key: such requests pass through without a breaker "+
 				"(is the middleware outside the router that sets the route pattern?)",
 				"method", r.Method, "path", r.URL.Path)
 		})
