@@ -200,26 +200,18 @@ func RejectionFrom(r *http.Request) (Rejection, bool) {
 }
 
 // problemBodies holds a key's reject response bodies, built once with the
-// key JSON-escaped, and the Retry-After value last sent, so that a rejection
-// allocates nothing while the value stays the same.
+// key JSON-escaped, and the Retry-After text last sent, reused while the
+// value stays the same.
 type problemBodies struct {
 	body  [numStates][]byte // by the rejecting state
-	retry atomic.Pointer[retryHeader]
+	retry atomic.Pointer[retryText]
 }
 
-// retryHeader is a Retry-After header value, shared read-only by the
-// responses that send it.
-type retryHeader struct {
-	secs  int
-	value []string
+// retryText is a Retry-After value and its text.
+type retryText struct {
+	secs int
+	text string
 }
-
-// Header values shared by every rejection. net/http only reads them, and a
-// handler's Header().Add appends to a full slice, which copies it.
-var (
-	problemContentType = []string{"application/problem+json"}
-	noStore            = []string{"no-store"}
-)
 
 // rejecting says what the detail of a reject response says, by state.
 var rejecting = map[State]string{
@@ -246,23 +238,28 @@ func problemsFor(br *breaker) *problemBodies {
 	return pb
 }
 
-// retryAfter returns the Retry-After header value for secs.
-func (pb *problemBodies) retryAfter(secs int) []string {
-	if h := pb.retry.Load(); h != nil && h.secs == secs {
-		return h.value
+// retryAfter returns the Retry-After text for secs.
+func (pb *problemBodies) retryAfter(secs int) string {
+	if t := pb.retry.Load(); t != nil && t.secs == secs {
+		return t.text
 	}
-	h := &retryHeader{secs: secs, value: []string{strconv.Itoa(secs)}}
-	pb.retry.Store(h)
-	return h.value
+	t := &retryText{secs: secs, text: strconv.Itoa(secs)}
+	pb.retry.Store(t)
+	return t.text
 }
 
 // write sends the reject response: 503, Retry-After, and an RFC 9457
 // problem document with the key and state as extension members.
+//
+// The header values are this response's own, from one allocation: a
+// middleware further out may edit a value in place, and that must change
+// no other response. (Strings are immutable, so the texts are shared.)
 func (pb *problemBodies) write(w http.ResponseWriter, rj Rejection) {
+	v := &[3]string{"application/problem+json", "no-store", pb.retryAfter(rj.RetryAfterSeconds())}
 	h := w.Header()
-	h["Content-Type"] = problemContentType
-	h["Cache-Control"] = noStore
-	h["Retry-After"] = pb.retryAfter(rj.RetryAfterSeconds())
+	h["Content-Type"] = v[0:1:1]
+	h["Cache-Control"] = v[1:2:2]
+	h["Retry-After"] = v[2:3:3]
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = w.Write(pb.body[rj.State])
 }

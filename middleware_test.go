@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -236,4 +237,60 @@ func TestMiddlewarePanicsOnEmptyKey(t *testing.T) {
 		}
 	}()
 	b.Middleware("")
+}
+
+// editsHeadersInPlace is a middleware further out that edits the values of
+// its response's header map in place once the handler has answered.
+func editsHeadersInPlace(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r)
+		h := w.Header()
+		for _, k := range []string{"Content-Type", "Cache-Control", "Retry-After"} {
+			if v := h[k]; len(v) > 0 {
+				v[0] += "; edited"
+			}
+		}
+	})
+}
+
+func TestNoResponseCanChangeAnothersRejectHeaders(t *testing.T) {
+	open := func(key string) (*Breakers, http.Handler) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Minute}))
+		h := editsHeadersInPlace(b.Middleware(key)(newStatusHandler(500)))
+		record(h, "/")
+		return b, h
+	}
+	_, first := open("first")
+	other, second := open("second")
+	otherKey := other.Middleware("third")(newStatusHandler(500))
+	record(otherKey, "/")
+	for range 3 {
+		record(first, "/") // rejections whose headers are then edited in place
+	}
+	for name, h := range map[string]http.Handler{"the same key": first, "another set": second, "another key of that set": otherKey} {
+		rec := record(h, "/")
+		hdr := rec.Result().Header // as it was sent, before this response's own edit
+		if rec.Code != 503 || hdr.Get("Content-Type") != "application/problem+json" || hdr.Get("Cache-Control") != "no-store" ||
+			hdr.Get("Retry-After") != "60" {
+			t.Errorf("%s: rejection headers %v, want untouched by the edits made to other responses", name, hdr)
+		}
+	}
+}
+
+func TestConcurrentEditsOfRejectHeadersDoNotRace(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Minute}))
+	h := editsHeadersInPlace(b.Middleware("p")(newStatusHandler(500)))
+	record(h, "/")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 200 {
+				if rec := record(h, "/"); rec.Code != 503 {
+					t.Errorf("status %d, want 503", rec.Code)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
