@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -42,6 +44,7 @@ type Breakers struct {
 	untracked     atomic.Uint64 // requests that passed with no breaker
 	overflowOnce  sync.Once
 	emptyKeyOnce  sync.Once
+	badKeyOnce    sync.Once
 	notifications *notifier
 }
 
@@ -91,9 +94,11 @@ func (b *Breakers) State(key string) State {
 	return StateClosed
 }
 
-// breakerFor returns key's breaker, creating it on first use, or nil when
-// the set already holds WithMaxKeys keys. keyed says whether a KeyFunc
-// chose the key, which decides the default IdleTTL.
+// breakerFor returns key's breaker, creating it on first use. keyed says
+// whether a KeyFunc chose the key: such keys are bounded by WithMaxKeys,
+// and one past the bound, or not a valid key, gets no breaker (nil). Keys
+// wired by Middleware are bounded by the code and always get one. keyed
+// also decides the default IdleTTL.
 func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 	if v, ok := b.keys.Load(key); ok {
 		return v.(*breaker)
@@ -103,9 +108,16 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 	if v, ok := b.keys.Load(key); ok {
 		return v.(*breaker)
 	}
+	if err := checkKey(key); err != nil { // checked once, when a key would get its breaker
+		b.badKeyOnce.Do(func() {
+			b.notifications.log(slog.LevelWarn, "circuit breaker key is not valid: such requests pass through without a breaker",
+				"key", quoteKey(key), "problem", err.Error())
+		})
+		return nil
+	}
 	now := b.clock()
 	b.sweepLocked(now)
-	if b.count >= b.maxKeys {
+	if keyed && b.count >= b.maxKeys {
 		b.overflowOnce.Do(func() {
 			b.notifications.log(slog.LevelWarn, "circuit breaker key limit reached: requests for new keys pass through without a breaker",
 				"max_keys", b.maxKeys, "first_untracked_key", key)
@@ -119,6 +131,33 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 		b.sweepEvery = ttl
 	}
 	return br
+}
+
+// maxKeyBytes bounds a key's length: a key names a route group or an
+// upstream, and a longer one is input, not a name.
+const maxKeyBytes = 512
+
+// checkKey says what is wrong with key as a breaker key, if anything. A key
+// must be valid UTF-8, as metric label values and JSON must be, so that no
+// key can break a scrape or a status page.
+func checkKey(key string) error {
+	switch {
+	case key == "":
+		return errors.New("the key must not be empty")
+	case len(key) > maxKeyBytes:
+		return fmt.Errorf("the key is %d bytes long, longer than %d", len(key), maxKeyBytes)
+	case !utf8.ValidString(key):
+		return errors.New("the key is not valid UTF-8")
+	}
+	return nil
+}
+
+// quoteKey quotes a key for a message: ASCII only, at most 64 bytes of it.
+func quoteKey(key string) string {
+	if len(key) > 64 {
+		return strconv.QuoteToASCII(key[:64]) + "..."
+	}
+	return strconv.QuoteToASCII(key)
 }
 
 // lookup returns key's breaker if it exists.

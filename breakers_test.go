@@ -1,10 +1,13 @@
 package httpbreaker
 
 import (
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -207,6 +212,100 @@ func TestOpenBreakersAreNotDroppedWhenIdle(t *testing.T) {
 		}
 		if st := b.State("broken"); st != StateOpen {
 			t.Fatalf("an open breaker left idle: %v, want it kept open", st)
+		}
+	})
+}
+
+func TestInvalidKeysPassUntrackedAndNeverBreakAScrape(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(collectors.NewGoCollector())
+	b, sink := newSet(t, WithRegisterer(reg))
+	mux := http.NewServeMux()
+	mux.Handle("/api/{plugin}/", b.KeyedMiddleware(func(r *http.Request) string { return r.PathValue("plugin") })(newStatusHandler(200)))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	long := strings.Repeat("a", maxKeyBytes+1)
+	for _, path := range []string{"/api/catalog/x", "/api/%ff/x", "/api/%fe%ff/y", "/api/" + long + "/z"} {
+		if code, _, _ := get(t, srv.URL+path); code != 200 {
+			t.Fatalf("GET %s: %d, want the handler's 200", path, code)
+		}
+	}
+	if n := b.untracked.Load(); n != 3 {
+		t.Fatalf("%d requests untracked, want the 3 with invalid keys", n)
+	}
+	code, _, body := get(t, srv.URL+"/metrics")
+	if code != 200 || !strings.Contains(body, `httpbreaker_requests_total{key="catalog",result="success"} 1`) ||
+		!strings.Contains(body, "go_goroutines") {
+		t.Fatalf("scrape: %d\n%s", code, body)
+	}
+	if logs := sink.matching("key is not valid"); len(logs) != 1 || logs[0].attrs["key"] != `"\xff"` {
+		t.Fatalf("invalid key logs %+v, want one, with the key quoted in ASCII", logs)
+	}
+}
+
+func TestInvalidKeysAreRefusedWhereTheyAreWired(t *testing.T) {
+	b, _ := newSet(t)
+	func() {
+		defer func() {
+			if p := recover(); p == nil || !strings.Contains(fmt.Sprint(p), "not valid UTF-8") {
+				t.Errorf("Middleware(\"\\xff\") panicked with %v, want a message naming the problem", p)
+			}
+		}()
+		b.Middleware("\xff")
+	}()
+	if _, err := New(WithKeyPolicy("\xff", Policy{})); err == nil || !strings.Contains(err.Error(), "not valid UTF-8") {
+		t.Errorf("WithKeyPolicy: %v", err)
+	}
+	if err := b.ForceOpen("\xff", 0); err == nil || !strings.Contains(err.Error(), "not valid UTF-8") {
+		t.Errorf("ForceOpen: %v", err)
+	}
+	if _, err := LoadConfig(strings.NewReader("keys:\n  " + strings.Repeat("k", maxKeyBytes+1) + ":\n    open_for: 1s\n")); err == nil ||
+		!strings.Contains(err.Error(), "line 2: keys: ") || !strings.Contains(err.Error(), "longer than 512") {
+		t.Errorf("LoadConfig with a long key: %v", err)
+	}
+}
+
+func TestScrapeLeavesOutASeriesItCannotWriteAndGoesOn(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	b, sink := newSet(t, WithRegisterer(reg))
+	b.Middleware("good")
+	bad := newBreaker(b, "\xff", b.cfg.policyFor("\xff"), true, b.clock()) // as if a check were missed
+	b.keys.Store(bad.key, bad)
+	if _, err := reg.Gather(); err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	if n := testutil.CollectAndCount(reg, "httpbreaker_state"); n != len(stateNames) {
+		t.Fatalf("%d state series, want the good key's %d", n, len(stateNames))
+	}
+	if logs := sink.matching("left out of a scrape"); len(logs) != 1 {
+		t.Fatalf("logs %+v, want one record of the series left out", logs)
+	}
+}
+
+func TestMiddlewareKeyKeepsItsBreakerPastMaxKeys(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithMaxKeys(2), WithKeyPolicy("static", Policy{IdleTTL: time.Minute}))
+		static := b.Middleware("static")(newStatusHandler(200))
+		keyed := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Path })(newStatusHandler(200))
+		record(static, "/")
+		time.Sleep(2 * time.Minute)
+		b.Snapshot() // a sweep: the static key has been idle past its IdleTTL
+		time.Sleep(2 * time.Minute)
+		record(keyed, "/a") // keyed traffic fills the set
+		record(keyed, "/b")
+		if rec := record(static, "/"); rec.Code != 200 {
+			t.Fatalf("static route: %d", rec.Code)
+		}
+		if n := b.untracked.Load(); n != 0 {
+			t.Fatalf("%d requests untracked, want the static route to have its breaker back", n)
+		}
+		if err := b.ForceOpen("static", 0); err != nil {
+			t.Fatal(err)
+		}
+		if rec := record(static, "/"); rec.Code != 503 || b.State("static") != StateForcedOpen {
+			t.Fatalf("forced open: the route answered %d and the state is %v; control must be what requests see", rec.Code, b.State("static"))
 		}
 	})
 }

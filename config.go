@@ -103,8 +103,12 @@ type lines map[string]int
 func (c Config) validate(at lines) []*FieldError {
 	errs := policyErrors("defaults", c.Defaults, Policy{}, at)
 	for _, key := range slices.Sorted(maps.Keys(c.Keys)) {
-		if key == "" {
-			errs = append(errs, &FieldError{Path: "keys", Line: at["keys"], Msg: "a key must not be empty"})
+		if err := checkKey(key); err != nil {
+			line := at["keys."+key]
+			if line == 0 {
+				line = at["keys"]
+			}
+			errs = append(errs, &FieldError{Path: "keys", Line: line, Msg: quoteKey(key) + ": " + err.Error()})
 			continue
 		}
 		errs = append(errs, policyErrors("keys."+key, c.Keys[key], c.Defaults, at)...)

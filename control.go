@@ -37,8 +37,8 @@ func (b *Breakers) ForceClose(key string) error {
 }
 
 func (b *Breakers) force(key string, o *override, attrs ...slog.Attr) error {
-	if key == "" {
-		return errors.New("httpbreaker: the key must not be empty")
+	if err := checkKey(key); err != nil {
+		return fmt.Errorf("httpbreaker: %s: %w", quoteKey(key), err)
 	}
 	br := b.breakerFor(key, true)
 	if br == nil {

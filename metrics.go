@@ -1,6 +1,9 @@
 package httpbreaker
 
 import (
+	"log/slog"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,6 +26,7 @@ import (
 type collector struct {
 	set                          *Breakers
 	state, requests, transitions *prometheus.Desc
+	badSeriesOnce                sync.Once
 }
 
 func newCollector(b *Breakers) *collector {
@@ -57,11 +61,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			if st == int(current) {
 				value = 1
 			}
-			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, value, br.key, name)
+			c.send(ch, c.state, prometheus.GaugeValue, value, br.key, name)
 		}
 		for res, name := range resultNames {
-			ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue,
-				float64(br.results[res].Load()), br.key, name)
+			c.send(ch, c.requests, prometheus.CounterValue, float64(br.results[res].Load()), br.key, name)
 		}
 		for from := range numStates {
 			for to := range numStates {
@@ -69,13 +72,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				if n == 0 && !automatic[from][to] {
 					continue
 				}
-				ch <- prometheus.MustNewConstMetric(c.transitions, prometheus.CounterValue,
-					float64(n), br.key, from.String(), to.String())
+				c.send(ch, c.transitions, prometheus.CounterValue, float64(n), br.key, from.String(), to.String())
 			}
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue,
-		float64(c.set.untracked.Load()), "", "untracked")
+	c.send(ch, c.requests, prometheus.CounterValue, float64(c.set.untracked.Load()), "", "untracked")
+}
+
+// send sends one metric. Keys are checked when their breaker is made, so
+// that no label value can be invalid; should one be, the series is left
+// out and logged once, and the scrape goes on: a scrape must never fail
+// because of one key.
+func (c *collector) send(ch chan<- prometheus.Metric, desc *prometheus.Desc, vt prometheus.ValueType, v float64, labels ...string) {
+	m, err := prometheus.NewConstMetric(desc, vt, v, labels...)
+	if err != nil {
+		c.badSeriesOnce.Do(func() {
+			c.set.notifications.log(slog.LevelError, "circuit breaker metric series left out of a scrape",
+				"key", quoteKey(labels[0]), "problem", err.Error())
+		})
+		return
+	}
+	ch <- m
 }
 
 // automatic marks the transitions that every breaker makes by itself (the

@@ -19,11 +19,13 @@ import (
 //	})
 //
 // The breaker is created here, so it shows in metrics and Snapshot before
-// the first request. Middleware panics if key is empty: that is a wiring
-// mistake, found when the server is assembled, never at request time.
+// the first request. Keys wired by Middleware are bounded by the code, not
+// by traffic: they always get a breaker, past WithMaxKeys too. Middleware
+// panics if key is empty, longer than 512 bytes or not valid UTF-8: that is a
+// wiring mistake, found when the server is assembled, never at request time.
 func (b *Breakers) Middleware(key string) func(http.Handler) http.Handler {
-	if key == "" {
-		panic("httpbreaker: Middleware: the key must not be empty")
+	if err := checkKey(key); err != nil {
+		panic("httpbreaker: Middleware(" + quoteKey(key) + "): " + err.Error())
 	}
 	br := b.breakerFor(key, false)
 	return func(next http.Handler) http.Handler {
@@ -39,20 +41,15 @@ func (b *Breakers) Middleware(key string) func(http.Handler) http.Handler {
 type keyHandler struct {
 	set  *Breakers
 	key  string
-	br   atomic.Pointer[breaker] // nil past WithMaxKeys
+	br   atomic.Pointer[breaker] // the key's breaker, never nil
 	next http.Handler
 }
 
 func (h *keyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	br := h.br.Load()
-	if br != nil && br.dropped.Load() { // idle for its IdleTTL: the key gets a new breaker
+	if br.dropped.Load() { // idle for its IdleTTL: the key's breaker now is another
 		br = h.set.breakerFor(h.key, false)
 		h.br.Store(br)
-	}
-	if br == nil {
-		h.set.untracked.Add(1)
-		h.next.ServeHTTP(w, r)
-		return
 	}
 	serveThrough(br, w, r, h.next)
 }
@@ -60,7 +57,10 @@ func (h *keyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // A KeyFunc picks the breaker key of a request. It must return a value from
 // a small set (a route pattern, a plugin id, an upstream name), never raw
 // input such as the path: every key gets a breaker and metric series, up to
-// WithMaxKeys. A KeyFunc returns "" to leave a request untracked.
+// WithMaxKeys. A KeyFunc returns "" to leave a request untracked. A key that
+// is not valid UTF-8 or is longer than 512 bytes (input from the request,
+// such as a path value of "/api/%ff/x") gets no breaker either: the request
+// passes untracked, and the first such key is logged.
 type KeyFunc func(*http.Request) string
 
 // RoutePattern is a KeyFunc that keys each request by the route pattern that

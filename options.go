@@ -30,8 +30,8 @@ func WithPolicy(p Policy) Option {
 // WithKeyPolicy sets key's policy. Its unset fields inherit the defaults.
 func WithKeyPolicy(key string, p Policy) Option {
 	return func(b *Breakers) error {
-		if key == "" {
-			return errors.New("WithKeyPolicy: the key must not be empty")
+		if err := checkKey(key); err != nil {
+			return fmt.Errorf("WithKeyPolicy(%s): %w", quoteKey(key), err)
 		}
 		if b.cfg.Keys == nil {
 			b.cfg.Keys = map[string]Policy{}
