@@ -1,12 +1,15 @@
 package httpbreaker
 
 import (
+	"crypto/sha256"
 	_ "embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -35,13 +38,29 @@ type StatusOption func(*statusPage)
 // returns false. authorize is where your authentication goes: a session,
 // a token, a client certificate, a network check. Without AllowControl the
 // handler is read-only.
+//
+// A browser's cross-origin POST is refused with 403 before authorize is
+// asked (http.CrossOriginProtection: Sec-Fetch-Site, else Origin against
+// Host), so that a page on another site cannot press the buttons with the
+// cookies or the network position of whoever visits it. Clients that are not
+// browsers, such as curl, send neither header and are not affected.
 func AllowControl(authorize func(r *http.Request) bool) StatusOption {
 	return func(h *statusPage) { h.authorize = authorize }
 }
 
-// StatusRefresh sets how often the HTML page reloads itself (default 5s).
+// StatusRefresh sets how often the HTML page reloads itself (default 5s),
+// in whole seconds and at least one; 0 or less turns the reloading off.
 func StatusRefresh(every time.Duration) StatusOption {
-	return func(h *statusPage) { h.refresh = every }
+	return func(h *statusPage) {
+		switch {
+		case every <= 0:
+			h.refresh = 0
+		case every < time.Second:
+			h.refresh = time.Second
+		default:
+			h.refresh = every
+		}
+	}
 }
 
 type statusPage struct {
@@ -54,6 +73,20 @@ type statusPage struct {
 var statusPageHTML string
 
 var statusTemplate = template.Must(template.New("status").Parse(statusPageHTML))
+
+// pagePolicy is the content security policy of the HTML page: nothing but
+// its own inline style (by hash), forms that post back to it, and no
+// framing, so that another site cannot show it in a frame and trick a click.
+var pagePolicy = func() string {
+	style := statusPageHTML[strings.Index(statusPageHTML, "<style>")+len("<style>") : strings.Index(statusPageHTML, "</style>")]
+	sum := sha256.Sum256([]byte(style))
+	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; " +
+		"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+}()
+
+// crossOrigin refuses control requests that a browser sends from another
+// origin.
+var crossOrigin = http.NewCrossOriginProtection()
 
 func (h *statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
@@ -78,6 +111,7 @@ func wantsHTML(r *http.Request) bool {
 func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 	snap := h.set.Snapshot()
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if !wantsHTML(r) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -104,6 +138,8 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 		page.Breakers = append(page.Breakers, row)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", pagePolicy)
+	w.Header().Set("X-Frame-Options", "DENY")
 	_ = statusTemplate.Execute(w, page)
 }
 
@@ -121,6 +157,16 @@ type statusRow struct {
 	Rejected                               uint64
 }
 
+// backToPage returns the Location that sends a browser from a POST back to
+// the page at path: a relative reference to the path's last segment, which
+// resolves against the URL the browser posted to, mounted under a prefix or
+// not, and can never name another host (a path such as //evil.example/x
+// taken as it is would).
+func backToPage(path string) string {
+	last := path[strings.LastIndex(path, "/")+1:]
+	return "./" + url.PathEscape(last)
+}
+
 // roughly prints a duration as people read it on a status page.
 func roughly(d time.Duration) string {
 	if d < time.Hour {
@@ -133,6 +179,10 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 	if h.authorize == nil {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "this status handler is read-only (StatusHandler was made without AllowControl)", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := crossOrigin.Check(r); err != nil {
+		http.Error(w, "forbidden: "+err.Error(), http.StatusForbidden)
 		return
 	}
 	if !h.authorize(r) {
@@ -179,7 +229,8 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if wantsHTML(r) { // a form on the page: back to the page
-		http.Redirect(w, r, r.URL.Path, http.StatusSeeOther)
+		w.Header().Set("Location", backToPage(r.URL.Path))
+		w.WriteHeader(http.StatusSeeOther)
 		return
 	}
 	for _, s := range h.set.Snapshot() {

@@ -2,7 +2,10 @@ package httpbreaker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"io"
 	"net/http"
@@ -12,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -255,7 +259,7 @@ func TestStatusHandlerControl(t *testing.T) {
 		}
 	}
 	code, header, _ := post(url.Values{"key": {"catalog"}, "action": {"force_close"}}, true, "text/html")
-	if code != http.StatusSeeOther || header.Get("Location") != "/" {
+	if code != http.StatusSeeOther || resolve(t, srv.URL+"/", header.Get("Location")) != srv.URL+"/" {
 		t.Fatalf("a form POST from the page: %d Location %q, want 303 back to the page", code, header.Get("Location"))
 	}
 	for _, tc := range []struct {
@@ -287,5 +291,151 @@ func TestStatusHandlerGETNeverChangesState(t *testing.T) {
 	}
 	if code, header, _ := fetch(t, "DELETE", srv.URL, "", nil); code != 405 || header.Get("Allow") != "GET, HEAD, POST" {
 		t.Fatalf("DELETE: %d Allow %q", code, header.Get("Allow"))
+	}
+}
+
+// resolve resolves a Location against the URL the request went to.
+func resolve(t *testing.T, base, location string) string {
+	t.Helper()
+	b, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := url.Parse(location)
+	if err != nil {
+		t.Fatalf("Location %q: %v", location, err)
+	}
+	return b.ResolveReference(l).String()
+}
+
+func TestStatusPageRefusesCrossOriginControl(t *testing.T) {
+	b, srv := statusServer(t, AllowControl(func(*http.Request) bool { return true }))
+	for _, tc := range []struct {
+		name    string
+		headers map[string]string
+		code    int
+	}{
+		{"a cross-site form", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"a same-site form of another origin", map[string]string{"Sec-Fetch-Site": "same-site"}, http.StatusForbidden},
+		{"an old browser's cross-origin form", map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"the page's own form", map[string]string{"Sec-Fetch-Site": "same-origin"}, http.StatusOK},
+		{"curl", nil, http.StatusOK},
+	} {
+		_ = b.Reset("catalog")
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("key=catalog&action=force_open"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range tc.headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		forced := b.State("catalog") == StateForcedOpen
+		if resp.StatusCode != tc.code || forced != (tc.code == http.StatusOK) {
+			t.Errorf("%s: %d, forced open %v; want %d", tc.name, resp.StatusCode, forced, tc.code)
+		}
+	}
+}
+
+func TestStatusPageCannotBeFramedAndLoadsOnlyItsOwnStyle(t *testing.T) {
+	_, srv := statusServer(t)
+	_, header, body := fetch(t, http.MethodGet, srv.URL, "text/html", nil)
+	csp := header.Get("Content-Security-Policy")
+	style := body[strings.Index(body, "<style>")+len("<style>") : strings.Index(body, "</style>")]
+	sum := sha256.Sum256([]byte(style))
+	if header.Get("X-Frame-Options") != "DENY" || !strings.Contains(csp, "frame-ancestors 'none'") ||
+		!strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe") ||
+		!strings.Contains(csp, "'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'") {
+		t.Fatalf("HTML headers: X-Frame-Options %q, Content-Security-Policy %q", header.Get("X-Frame-Options"), csp)
+	}
+}
+
+func TestRedirectAfterControlNeverLeavesTheSite(t *testing.T) {
+	b, _ := newSet(t)
+	b.Middleware("catalog")
+	page := b.StatusHandler(AllowControl(func(*http.Request) bool { return true }))
+	mux := http.NewServeMux()
+	mux.Handle("/", page)
+	mux.Handle("/debug/", http.StripPrefix("/debug", page))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for path, want := range map[string]string{
+		"//evil.example/x":   srv.URL + "//evil.example/x",
+		"/\\evil.example/x":  srv.URL + "/%5Cevil.example/x",
+		"/debug/breakers":    srv.URL + "/debug/breakers",
+		"/debug/breakers/":   srv.URL + "/debug/breakers/",
+		"/a:b":               srv.URL + "/a:b",
+		"/debug/javascript:": srv.URL + "/debug/javascript:",
+	} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/placeholder", strings.NewReader("key=catalog&action=release"))
+		req.URL.Opaque = path // the path as the client sent it
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Accept", "text/html")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if got := resolve(t, srv.URL+path, loc); resp.StatusCode != http.StatusSeeOther || got != want {
+			t.Errorf("POST %s: %d Location %q resolves to %s, want %s", path, resp.StatusCode, loc, got, want)
+		}
+	}
+}
+
+func TestStatusRefreshNeverLoops(t *testing.T) {
+	for _, tc := range []struct {
+		every time.Duration
+		meta  string
+	}{
+		{100 * time.Millisecond, `content="1"`},
+		{0, ""},
+		{-time.Second, ""},
+		{90 * time.Second, `content="90"`},
+	} {
+		_, srv := statusServer(t, StatusRefresh(tc.every))
+		_, _, body := fetch(t, http.MethodGet, srv.URL, "text/html", nil)
+		has := strings.Contains(body, `http-equiv="refresh"`)
+		if (tc.meta == "") == has || (tc.meta != "" && !strings.Contains(body, tc.meta)) {
+			t.Errorf("StatusRefresh(%v): page has refresh %v, want %q", tc.every, has, tc.meta)
+		}
+	}
+}
+
+// TestCrossSiteFormCannotForceAKeyOpenFromABrowser is the attack as a
+// browser runs it: a page on another site auto-submits a form to the status
+// page, whose control trusts the client's network position.
+func TestCrossSiteFormCannotForceAKeyOpenFromABrowser(t *testing.T) {
+	browser := chromium(t)
+	b, _ := newSet(t)
+	b.Middleware("catalog")
+	var posts atomic.Int32
+	var site atomic.Value
+	page := b.StatusHandler(AllowControl(func(*http.Request) bool { return true })) // trusts everyone, as loopback-only control does
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			posts.Add(1)
+			site.Store(r.Header.Get("Sec-Fetch-Site"))
+		}
+		page.ServeHTTP(w, r)
+	}))
+	t.Cleanup(target.Close)
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<html><body><form id="f" method="post" action="%s">
+<input name="key" value="catalog"><input name="action" value="force_open"></form>
+<script>document.getElementById("f").submit()</script></body></html>`, target.URL)
+	}))
+	t.Cleanup(evil.Close)
+	evilURL := strings.Replace(evil.URL, "127.0.0.1", "localhost", 1) // another site than 127.0.0.1
+	headless(t, browser, evilURL, "--dump-dom", "--virtual-time-budget=5000")
+	if posts.Load() == 0 {
+		t.Fatal("the browser never posted the form: the test proves nothing")
+	}
+	if st := b.State("catalog"); st != StateClosed {
+		t.Fatalf("a cross-site form (Sec-Fetch-Site %q) forced catalog %v", site.Load(), st)
 	}
 }
