@@ -5,6 +5,7 @@ package httpbreaker
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"math"
 	"net"
@@ -29,7 +30,10 @@ import (
 // see without it: SSE streams flush, websockets upgrade, io.Copy from a file
 // reaches net/http's ReadFrom and its sendfile. Unwrap lets
 // http.ResponseController reach the methods it does not pass on, such as
-// SetWriteDeadline and EnableFullDuplex. http.CloseNotifier, deprecated since
+// SetWriteDeadline and EnableFullDuplex, and FlushError gives the
+// controller's Flush the error of the flush, so that a streaming handler
+// learns when its client has gone. Every error of the wrapped writer comes
+// back as it was. http.CloseNotifier, deprecated since
 // Go 1.11, is not passed on.
 //
 // Why not github.com/felixge/httpsnoop, which does the same job: httpsnoop
@@ -166,6 +170,20 @@ func markRejected(w http.ResponseWriter) {
 func (sw *statusWriter) flush() {
 	sw.implicitOK()
 	sw.w.(http.Flusher).Flush()
+}
+
+// FlushError flushes and returns the error of the flush, which
+// http.ResponseController.Flush passes on: once the client has gone (a
+// broken pipe, an HTTP/2 stream reset) or a write deadline has passed, a
+// streaming handler learns it and can stop. Without it the controller would
+// find Flush, which has no error to return. A writer that cannot flush
+// answers http.ErrNotSupported, as it does without the wrapper.
+func (sw *statusWriter) FlushError() error {
+	err := http.NewResponseController(sw.w).Flush()
+	if !errors.Is(err, http.ErrNotSupported) {
+		sw.implicitOK() // the flush sent the header, or tried to
+	}
+	return err
 }
 
 func (sw *statusWriter) hijack() (net.Conn, *bufio.ReadWriter, error) {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
@@ -396,6 +397,120 @@ func TestParseRetryAfter(t *testing.T) {
 	} {
 		if got := parseRetryAfter(tc.in, now); got != tc.want {
 			t.Errorf("parseRetryAfter(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// streamUntilFlushFails is a streaming handler that stops when a flush
+// fails, and reports how many events it sent, or -1 if no flush failed
+// within the time it gives itself.
+func streamUntilFlushFails(before func(*http.ResponseController), sent chan<- int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if before != nil {
+			before(rc)
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		giveUp := time.Now().Add(5 * time.Second)
+		for i := 0; ; i++ {
+			_, _ = io.WriteString(w, "data: tick\n\n")
+			if err := rc.Flush(); err != nil {
+				sent <- i
+				return
+			}
+			if time.Now().After(giveUp) {
+				sent <- -1
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+}
+
+func TestFlushErrorReachesAStreamingHandler(t *testing.T) {
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		t.Run(proto, func(t *testing.T) {
+			b, _ := newSet(t)
+			sent := make(chan int, 1)
+			srv := httptest.NewUnstartedServer(b.Middleware("events")(streamUntilFlushFails(nil, sent)))
+			if proto == "HTTP/2.0" {
+				srv.EnableHTTP2 = true
+				srv.StartTLS()
+			} else {
+				srv.Start()
+			}
+			t.Cleanup(srv.Close)
+			resp, err := srv.Client().Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Proto != proto {
+				t.Fatalf("served over %s, want %s", resp.Proto, proto)
+			}
+			if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close() // the client leaves: the connection or stream goes away
+			if n := <-sent; n < 0 {
+				t.Fatal("the handler streamed on for 5s after the client left: a failed flush returned nil through the middleware")
+			}
+		})
+	}
+}
+
+func TestFlushErrorAfterTheWriteDeadlineReachesTheHandler(t *testing.T) {
+	b, _ := newSet(t)
+	sent := make(chan int, 1)
+	pastDeadline := func(rc *http.ResponseController) {
+		if err := rc.SetWriteDeadline(time.Now().Add(-time.Second)); err != nil {
+			t.Errorf("SetWriteDeadline through the middleware: %v", err)
+		}
+	}
+	srv := httptest.NewServer(b.Middleware("events")(streamUntilFlushFails(pastDeadline, sent)))
+	t.Cleanup(srv.Close)
+	go func() {
+		if resp, err := http.Get(srv.URL); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	if n := <-sent; n != 0 {
+		t.Fatalf("the first flush past the write deadline: handler sent %d events, want the first flush to fail", n)
+	}
+}
+
+// failingWriter is a ResponseWriter whose every optional method fails.
+type failingWriter struct{ header http.Header }
+
+var errFromWriter = errors.New("from the writer")
+
+func (f *failingWriter) Header() http.Header                          { return f.header }
+func (f *failingWriter) WriteHeader(int)                              {}
+func (f *failingWriter) Write([]byte) (int, error)                    { return 0, errFromWriter }
+func (f *failingWriter) FlushError() error                            { return errFromWriter }
+func (f *failingWriter) Flush()                                       {}
+func (f *failingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) { return nil, nil, errFromWriter }
+func (f *failingWriter) ReadFrom(io.Reader) (int64, error)            { return 0, errFromWriter }
+func (f *failingWriter) Push(string, *http.PushOptions) error         { return errFromWriter }
+func (f *failingWriter) SetReadDeadline(time.Time) error              { return errFromWriter }
+func (f *failingWriter) SetWriteDeadline(time.Time) error             { return errFromWriter }
+func (f *failingWriter) EnableFullDuplex() error                      { return errFromWriter }
+
+func TestEveryErrorOfTheWrappedWriterIsPassedOn(t *testing.T) {
+	sw := newStatusWriter(&failingWriter{header: http.Header{}}, context.Background())
+	w := sw.wrapped()
+	rc := http.NewResponseController(w)
+	for name, err := range map[string]error{
+		"Write":                               func() error { _, err := w.Write(nil); return err }(),
+		"ResponseController.Flush":            rc.Flush(),
+		"Hijack":                              func() error { _, _, err := w.(http.Hijacker).Hijack(); return err }(),
+		"ReadFrom":                            func() error { _, err := w.(io.ReaderFrom).ReadFrom(strings.NewReader("x")); return err }(),
+		"Push":                                w.(http.Pusher).Push("/x", nil),
+		"ResponseController.SetReadDeadline":  rc.SetReadDeadline(time.Now()),
+		"ResponseController.SetWriteDeadline": rc.SetWriteDeadline(time.Now()),
+		"ResponseController.EnableFullDuplex": rc.EnableFullDuplex(),
+	} {
+		if !errors.Is(err, errFromWriter) {
+			t.Errorf("%s returned %v, want the wrapped writer's error", name, err)
 		}
 	}
 }
