@@ -176,8 +176,12 @@ func (a admission) rejection(key string) Rejection {
 type verdict struct {
 	outcome Outcome
 	// retryAfter is the delay an upstream asked for with a failure (its
-	// Retry-After), 0 if none.
-	retryAfter time.Duration
+	// Retry-After), 0 if none; rateLimited says it came with an answer that
+	// this caller is over its rate limit (a 429), rather than that the
+	// upstream is unavailable (a 503). The policy's UpstreamRetryAfter says
+	// which of them may keep the breaker open.
+	retryAfter  time.Duration
+	rateLimited bool
 }
 
 // Rejection describes a call that a breaker did not admit.

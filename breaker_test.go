@@ -3,11 +3,13 @@ package httpbreaker
 import (
 	"bufio"
 	"context"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -273,26 +275,37 @@ func TestFailedProbeReopensWithLongerCooldown(t *testing.T) {
 func TestUpstreamRetryAfterKeepsTheBreakerOpenLonger(t *testing.T) {
 	for _, tc := range []struct {
 		name, header string
+		status       int
+		rule         RetryAfterRule
 		maxOpenFor   time.Duration
 		want         string
 	}{
-		{"seconds", "120", 5 * time.Minute, "120"},
-		{"capped by MaxOpenFor", "3600", 5 * time.Minute, "300"},
-		{"shorter than OpenFor", "5", 5 * time.Minute, "30"},
-		{"HTTP date", "", 5 * time.Minute, "90"},
-		{"malformed", "soon", 5 * time.Minute, "30"},
-		{"MaxOpenFor off caps at OpenFor", "120", Off, "30"},
+		{"seconds", "120", 503, 0, 5 * time.Minute, "120"},
+		{"capped by MaxOpenFor", "3600", 503, 0, 5 * time.Minute, "300"},
+		{"shorter than OpenFor", "5", 503, 0, 5 * time.Minute, "30"},
+		{"HTTP date", "in 90s", 503, 0, 5 * time.Minute, "90"},
+		{"malformed", "soon", 503, 0, 5 * time.Minute, "30"},
+		{"MaxOpenFor off caps at OpenFor", "120", 503, 0, Off, "30"},
+		{"seconds that overflow a duration", "999999999999", 503, 0, 5 * time.Minute, "300"},
+		{"the largest seconds", "9223372036854775807", 503, 0, 5 * time.Minute, "300"},
+		{"a date in year 9999", "Fri, 31 Dec 9999 23:59:59 GMT", 503, 0, 5 * time.Minute, "300"},
+		{"a 429's by default: one caller's rate limit", "120", 429, 0, 5 * time.Minute, "30"},
+		{"a 429's when the rate limit is everyone's", "120", 429, RetryAfterOn429And503, 5 * time.Minute, "120"},
+		{"a 503's with on_429_and_503", "120", 503, RetryAfterOn429And503, 5 * time.Minute, "120"},
+		{"none when off", "120", 503, RetryAfterOff, 5 * time.Minute, "30"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 2, OpenFor: 30 * time.Second, MaxOpenFor: tc.maxOpenFor}))
+				b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 2, OpenFor: 30 * time.Second, MaxOpenFor: tc.maxOpenFor,
+					UpstreamRetryAfter: tc.rule}))
+				time.Sleep(time.Minute) // the set's clock has moved, as it has in a running service
 				h := b.Middleware("llm")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					after := tc.header
-					if tc.name == "HTTP date" {
+					if after == "in 90s" {
 						after = time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
 					}
 					w.Header().Set("Retry-After", after)
-					w.WriteHeader(http.StatusTooManyRequests)
+					w.WriteHeader(tc.status)
 				}))
 				record(h, "/")
 				record(h, "/") // trips
@@ -302,6 +315,24 @@ func TestUpstreamRetryAfterKeepsTheBreakerOpenLonger(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestForceOpenForTheLongestDurationStaysOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t)
+		h := b.Middleware("p")(newStatusHandler(200))
+		time.Sleep(time.Minute) // the set's clock has moved, as it has in a running service
+		if err := b.ForceOpen("p", math.MaxInt64); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(365 * 24 * time.Hour)
+		rec := record(h, "/")
+		secs, _ := strconv.ParseInt(rec.Header().Get("Retry-After"), 10, 64)
+		if b.State("p") != StateForcedOpen || rec.Code != 503 || secs < 200*365*24*3600 {
+			t.Fatalf("a year into ForceOpen(MaxInt64): %v, %d, Retry-After %ds; want forced open for centuries yet",
+				b.State("p"), rec.Code, secs)
+		}
+	})
 }
 
 func TestUpstreamRetryAfterThatHasPassedIsIgnored(t *testing.T) {

@@ -214,8 +214,8 @@ func encodeField(f *policyField, p *Policy) any {
 		return *v
 	case *time.Duration:
 		return v.String()
-	case *Mode:
-		return *v // its MarshalText
+	case choice:
+		return v.choices()[v.get()]
 	}
 	return nil
 }
@@ -341,7 +341,7 @@ func (d *decoder) field(f *policyField, v *yaml.Node, path string, p *Policy) {
 	if f.off {
 		orOff = ", or off"
 	}
-	if v.Kind == yaml.ScalarNode && v.Tag == "!!str" && v.Value == "off" && f.kind != kindMode {
+	if v.Kind == yaml.ScalarNode && v.Tag == "!!str" && v.Value == "off" && f.kind != kindChoice {
 		if !f.off {
 			d.fail(v, path, "cannot be off")
 			return
@@ -388,10 +388,10 @@ func (d *decoder) field(f *policyField, v *yaml.Node, path string, p *Policy) {
 		} else {
 			*out = t
 		}
-	case *Mode:
+	case choice:
 		if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
-			d.fail(v, path, "want enforce, observe or disabled, got %s", describe(v))
-		} else if err := out.UnmarshalText([]byte(v.Value)); err != nil {
+			d.fail(v, path, "want %s, got %s", oneOf(out), describe(v))
+		} else if err := parseChoice(out, []byte(v.Value)); err != nil {
 			d.fail(v, path, "%v", err)
 		}
 	}

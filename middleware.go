@@ -164,7 +164,7 @@ func handle(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handl
 		default:
 			o = DefaultClassifier(c)
 		}
-		v = verdict{outcome: o, retryAfter: c.RetryAfter}
+		v = verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: sw.rateLimited}
 		if p == nil {
 			sw.release()
 			return

@@ -55,8 +55,9 @@ type Call struct {
 	// RetryAfter is the delay in the Retry-After header that came with a 429
 	// or 503 status, as seconds or an HTTP date; 0 when there was none. A
 	// failure that carries one keeps the breaker open at least that long
-	// once it trips (up to MaxOpenFor), and the reject response passes the
-	// longer delay on.
+	// once it trips (up to MaxOpenFor), if the policy's UpstreamRetryAfter
+	// honours its status (by default a 503's, not a 429's), and the reject
+	// response passes the longer delay on.
 	RetryAfter time.Duration
 	// Duration is how long the handler ran. It is measured only when the
 	// policy sets SlowCall or WithClassifier is used; otherwise it is 0.

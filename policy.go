@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -78,6 +79,10 @@ type Policy struct {
 	// the key's next request gets a new one. Default: one hour for keys a
 	// KeyedMiddleware chose, off for Middleware's keys.
 	IdleTTL time.Duration
+	// UpstreamRetryAfter says which failures' Retry-After keeps the breaker
+	// open longer than its cooldown, up to MaxOpenFor: RetryAfterOn503 (the
+	// default), RetryAfterOn429And503 or RetryAfterOff.
+	UpstreamRetryAfter RetryAfterRule
 	// Mode is enforce (the default), observe or disabled.
 	Mode Mode
 }
@@ -108,6 +113,7 @@ func DefaultPolicy() Policy {
 		ProbeTimeout:        30 * time.Second,
 		SlowCall:            Off,
 		RecoveryRamp:        Off,
+		UpstreamRetryAfter:  RetryAfterOn503,
 		Mode:                ModeEnforce,
 	}
 }
@@ -129,34 +135,106 @@ const (
 	ModeDisabled
 )
 
-var modeNames = [...]string{"", "enforce", "observe", "disabled"}
+var modeNames = []string{"", "enforce", "observe", "disabled"}
 
 // String returns the mode's config name: "enforce", "observe" or "disabled"
 // ("" for the zero Mode).
-func (m Mode) String() string {
-	if int(m) < len(modeNames) {
-		return modeNames[m]
-	}
-	return "mode(" + strconv.Itoa(int(m)) + ")"
-}
+func (m Mode) String() string { return choiceName(modeNames, "mode", uint8(m)) }
 
 // MarshalText writes the mode's config name.
-func (m Mode) MarshalText() ([]byte, error) {
-	if m == 0 || int(m) >= len(modeNames) {
-		return nil, fmt.Errorf("httpbreaker: invalid mode %d", m)
-	}
-	return []byte(m.String()), nil
-}
+func (m Mode) MarshalText() ([]byte, error) { return choiceText(modeNames, "mode", uint8(m)) }
 
 // UnmarshalText reads "enforce", "observe" or "disabled".
-func (m *Mode) UnmarshalText(b []byte) error {
-	for i, name := range modeNames[1:] {
+func (m *Mode) UnmarshalText(b []byte) error { return parseChoice(m, b) }
+
+func (m *Mode) get() uint8      { return uint8(*m) }
+func (m *Mode) set(v uint8)     { *m = Mode(v) }
+func (*Mode) choices() []string { return modeNames }
+
+// RetryAfterRule says which upstream answers' Retry-After may keep a
+// breaker open longer than its cooldown. The zero value means "inherit",
+// which resolves to RetryAfterOn503.
+type RetryAfterRule uint8
+
+// The rules for an upstream's Retry-After.
+const (
+	// RetryAfterOn503 honours the Retry-After that comes with a 503
+	// Service Unavailable: the upstream as a whole asks for a pause. The
+	// default.
+	RetryAfterOn503 RetryAfterRule = iota + 1
+	// RetryAfterOn429And503 honours a 429 Too Many Requests' as well. Use it
+	// for an upstream whose rate limit every caller shares, such as an AI
+	// provider behind the service's one API key, where a 429 means the
+	// provider is closed to everyone. Leave it off where a 429 is one user's
+	// own limit: one user over it must not close the key for all.
+	RetryAfterOn429And503
+	// RetryAfterOff lets no Retry-After lengthen a cooldown.
+	RetryAfterOff
+)
+
+var retryAfterNames = []string{"", "on_503", "on_429_and_503", "off"}
+
+// String returns the rule's config name: "on_503", "on_429_and_503" or
+// "off" ("" for the zero value).
+func (r RetryAfterRule) String() string {
+	return choiceName(retryAfterNames, "retry_after_rule", uint8(r))
+}
+
+// MarshalText writes the rule's config name.
+func (r RetryAfterRule) MarshalText() ([]byte, error) {
+	return choiceText(retryAfterNames, "retry_after_rule", uint8(r))
+}
+
+// UnmarshalText reads "on_503", "on_429_and_503" or "off".
+func (r *RetryAfterRule) UnmarshalText(b []byte) error { return parseChoice(r, b) }
+
+func (r *RetryAfterRule) get() uint8      { return uint8(*r) }
+func (r *RetryAfterRule) set(v uint8)     { *r = RetryAfterRule(v) }
+func (*RetryAfterRule) choices() []string { return retryAfterNames }
+
+// honours reports whether the rule lets a delay that came with a failure
+// keep the breaker open: rateLimited says the upstream answered that this
+// caller is over its rate limit (a 429), not that it is unavailable.
+func (r RetryAfterRule) honours(rateLimited bool) bool {
+	return r == RetryAfterOn429And503 || (r == RetryAfterOn503 && !rateLimited)
+}
+
+// choice is a Policy field that takes one of a few names (Mode,
+// RetryAfterRule), whose first name, for the zero value, is "".
+type choice interface {
+	get() uint8
+	set(uint8)
+	choices() []string
+}
+
+func choiceName(names []string, what string, v uint8) string {
+	if int(v) < len(names) {
+		return names[v]
+	}
+	return what + "(" + strconv.Itoa(int(v)) + ")"
+}
+
+func choiceText(names []string, what string, v uint8) ([]byte, error) {
+	if v == 0 || int(v) >= len(names) {
+		return nil, fmt.Errorf("httpbreaker: invalid %s %d", what, v)
+	}
+	return []byte(names[v]), nil
+}
+
+func parseChoice(c choice, b []byte) error {
+	for i, name := range c.choices()[1:] {
 		if string(b) == name {
-			*m = Mode(i + 1)
+			c.set(uint8(i + 1))
 			return nil
 		}
 	}
-	return fmt.Errorf("want enforce, observe or disabled, got %q", b)
+	return fmt.Errorf("want %s, got %q", oneOf(c), b)
+}
+
+// oneOf lists a choice's names as a message says them: "a, b or c".
+func oneOf(c choice) string {
+	names := c.choices()[1:]
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // fieldKind is the kind of value a Policy field holds. It decides the
@@ -168,7 +246,7 @@ const (
 	kindRate     fieldKind = iota // a float64 in (0, 1]
 	kindCount                     // an int, at least 1
 	kindDuration                  // a positive time.Duration
-	kindMode                      // a Mode
+	kindChoice                    // one of a few names: a Mode, a RetryAfterRule
 )
 
 // policyField describes one Policy field.
@@ -178,8 +256,8 @@ type policyField struct {
 	kind fieldKind
 	// off says whether the field can be Off.
 	off bool
-	// at returns the field in p: a *float64, *int, *time.Duration or *Mode,
-	// as kind says.
+	// at returns the field in p: a *float64, *int, *time.Duration or a
+	// choice, as kind says.
 	at func(p *Policy) any
 	// rule, if set, checks what the kind's checks do not: a range of its own,
 	// or the field against others. It returns what is wrong, if anything,
@@ -224,7 +302,8 @@ var policyFields = [...]policyField{
 	{name: "slow_call", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.SlowCall }},
 	{name: "recovery_ramp", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.RecoveryRamp }},
 	{name: "idle_ttl", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.IdleTTL }},
-	{name: "mode", kind: kindMode, at: func(p *Policy) any { return &p.Mode }},
+	{name: "upstream_retry_after", kind: kindChoice, at: func(p *Policy) any { return &p.UpstreamRetryAfter }},
+	{name: "mode", kind: kindChoice, at: func(p *Policy) any { return &p.Mode }},
 }
 
 // isSet reports whether the field is not zero in p, which is to say not
@@ -237,8 +316,8 @@ func (f *policyField) isSet(p *Policy) bool {
 		return *v != 0
 	case *time.Duration:
 		return *v != 0
-	case *Mode:
-		return *v != 0
+	case choice:
+		return v.get() != 0
 	}
 	panic("httpbreaker: policy field " + f.name + " has no known type")
 }
@@ -268,8 +347,8 @@ func (f *policyField) inherit(p, base *Policy) {
 		*v = *f.at(base).(*int)
 	case *time.Duration:
 		*v = *f.at(base).(*time.Duration)
-	case *Mode:
-		*v = *f.at(base).(*Mode)
+	case choice:
+		v.set(f.at(base).(choice).get())
 	}
 }
 
@@ -294,9 +373,9 @@ func (f *policyField) check(p Policy) (msg, other string) {
 			if *v <= 0 {
 				return fmt.Sprintf("must be positive%s; got %v", orOff, *v), ""
 			}
-		case *Mode:
-			if *v < ModeEnforce || *v > ModeDisabled {
-				return fmt.Sprintf("must be enforce, observe or disabled; got %v", *v), ""
+		case choice:
+			if v.get() == 0 || int(v.get()) >= len(v.choices()) {
+				return fmt.Sprintf("must be %s; got %s", oneOf(v), choiceName(v.choices(), f.name, v.get())), ""
 			}
 		}
 	}

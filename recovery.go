@@ -326,7 +326,7 @@ func (br *breaker) maxCooldown() time.Duration {
 // noteUpstreamRetry records that a failure asked, with Retry-After, not to
 // be retried for a while.
 func (br *breaker) noteUpstreamRetry(v verdict) {
-	if v.outcome != Failure {
+	if v.outcome != Failure || !br.policy.UpstreamRetryAfter.honours(v.rateLimited) {
 		return
 	}
 	until := addSat(br.set.clock(), v.retryAfter)

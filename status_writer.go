@@ -58,8 +58,10 @@ type statusWriter struct {
 	// was canceled) when status was written.
 	gone     bool
 	hijacked bool
-	// retryAfter is the Retry-After delay sent with a 429 or 503 status.
-	retryAfter time.Duration
+	// retryAfter is the Retry-After delay sent with a 429 or 503 status;
+	// rateLimited says the status was 429.
+	retryAfter  time.Duration
+	rateLimited bool
 	// rejected reports that a breaker nested inside rejected the request.
 	// Its rejection is not a failure of the handlers here either.
 	rejected bool
@@ -95,6 +97,7 @@ func (sw *statusWriter) setStatus(code int) {
 	}
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		sw.retryAfter = parseRetryAfter(sw.w.Header().Get("Retry-After"), time.Now())
+		sw.rateLimited = code == http.StatusTooManyRequests
 	}
 }
 
