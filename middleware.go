@@ -2,6 +2,8 @@ package httpbreaker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -164,6 +166,9 @@ func handle(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handl
 		default:
 			o = DefaultClassifier(c)
 		}
+		if o == Failure && rejectedInside(r) { // by a breaker nested inside, behind a writer without Unwrap
+			o = Excluded
+		}
 		v = verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: sw.rateLimited}
 		if p == nil {
 			sw.release()
@@ -181,8 +186,17 @@ func handle(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handl
 
 // reject answers a request that the breaker rejected: with the 503 problem
 // response, or with the user's reject handler.
+//
+// It tells breakers further out that this answer is a rejection, not a
+// failure, two ways: through the writers, each of which it reaches by
+// Unwrap (markRejected), and, for a writer in between that has no Unwrap,
+// through the request, whose header map the copies that middlewares make
+// (WithContext) share.
 func reject(br *breaker, w http.ResponseWriter, r *http.Request, rj Rejection) {
 	markRejected(w)
+	if r.Header != nil {
+		r.Header[rejectedMark] = nil
+	}
 	if h := br.set.rejectHandler; h != nil {
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), rejectionKey{}, rj)))
 		return
@@ -191,6 +205,20 @@ func reject(br *breaker, w http.ResponseWriter, r *http.Request, rj Rejection) {
 }
 
 type rejectionKey struct{}
+
+// rejectedMark is the request header that reject sets: a name of this
+// process's own, which no client can send.
+var rejectedMark = func() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "Httpbreaker-Rejected-" + hex.EncodeToString(b[:])
+}()
+
+// rejectedInside reports whether a breaker nested inside rejected r.
+func rejectedInside(r *http.Request) bool {
+	_, ok := r.Header[rejectedMark]
+	return ok
+}
 
 // RejectionFrom returns the rejection that a WithRejectHandler handler is
 // answering, and false for any other request.

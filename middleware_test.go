@@ -1,6 +1,7 @@
 package httpbreaker
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -293,4 +294,51 @@ func TestConcurrentEditsOfRejectHeadersDoNotRace(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// opaqueWriter wraps a ResponseWriter and hides it: it has no Unwrap, as
+// many third-party middlewares' writers have none.
+type opaqueWriter struct{ w http.ResponseWriter }
+
+func (o opaqueWriter) Header() http.Header         { return o.w.Header() }
+func (o opaqueWriter) WriteHeader(code int)        { o.w.WriteHeader(code) }
+func (o opaqueWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
+
+func TestNestedRejectionThroughAWriterWithoutUnwrapIsNotAFailureOutside(t *testing.T) {
+	b, _ := newSet(t,
+		WithKeyPolicy("inner", Policy{ConsecutiveFailures: 2, OpenFor: time.Minute}),
+		WithKeyPolicy("outer", Policy{ConsecutiveFailures: 5}))
+	inner := b.Middleware("inner")(newStatusHandler(500))
+	hide := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner.ServeHTTP(opaqueWriter{w}, r.WithContext(context.WithValue(r.Context(), struct{}{}, 1)))
+	})
+	outer := b.Middleware("outer")(hide)
+	for range 2 {
+		record(outer, "/")
+	}
+	for range 10 {
+		if rec := record(outer, "/"); rec.Code != 503 {
+			t.Fatalf("status %d, want the inner breaker's 503", rec.Code)
+		}
+	}
+	if s := status(t, b, "outer"); s.Totals.Excluded != 10 || s.Totals.Failure != 2 || s.State != StateClosed {
+		t.Fatalf("outer: %v with totals %+v, want closed with the 10 inner rejections excluded", s.State, s.Totals)
+	}
+}
+
+func TestAClientCannotForgeTheRejectionMark(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 2}))
+	srv := serve(t, b, map[string]http.Handler{"p": newStatusHandler(500)})
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/p/", nil)
+		req.Header.Set("Httpbreaker-Rejected", "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if st := b.State("p"); st != StateOpen {
+		t.Fatalf("state %v: a client's own header excluded its failures", st)
+	}
 }
