@@ -1,6 +1,7 @@
 package httpbreaker
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,12 +42,24 @@ type Config struct {
 // turns a field off where Policy allows Off. Reading is strict: an unknown
 // or repeated field, a value of the wrong type, an explicit zero (which in Go
 // would mean "inherit") and every invalid value are errors, each naming the
-// field's path and line, all of them at once. An empty document is the
-// built-in defaults.
+// field's path and line, all of them at once (the first 100). An empty
+// document is the built-in defaults.
+//
+// A document larger than MaxConfigBytes is refused after reading one byte
+// past the limit, and one whose aliases expand to more than a million fields
+// is refused too: reading a config takes bounded time and memory, whatever
+// the input.
 func LoadConfig(r io.Reader) (Config, error) {
-	dec := yaml.NewDecoder(r)
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
+	doc, err := io.ReadAll(io.LimitReader(r, MaxConfigBytes+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("httpbreaker: config: %w", err)
+	}
+	if len(doc) > MaxConfigBytes {
+		return Config{}, fmt.Errorf("httpbreaker: config: larger than %d bytes (MaxConfigBytes)", MaxConfigBytes)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(doc))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
 			return Config{}, nil
 		}
@@ -60,11 +73,24 @@ func LoadConfig(r io.Reader) (Config, error) {
 		return Config{}, fmt.Errorf("httpbreaker: config: line %d: want one document, found another", extra.Line)
 	}
 	var c Config
-	if err := c.UnmarshalYAML(&doc); err != nil {
+	if err := c.UnmarshalYAML(&root); err != nil {
 		return Config{}, fmt.Errorf("httpbreaker: config: %w", err)
 	}
 	return c, nil
 }
+
+// MaxConfigBytes is the largest config document LoadConfig, and JSON
+// decoding of a Config or Policy, accept. A config holds a policy per key;
+// one past a megabyte is a mistake, or an attack.
+const MaxConfigBytes = 1 << 20
+
+// Bounds on the work of decoding a document: its mistakes are reported up to
+// maxConfigErrors, and its fields, counted after aliases are followed, up to
+// maxConfigFields.
+const (
+	maxConfigErrors = 100
+	maxConfigFields = 1_000_000
+)
 
 // FieldError is one invalid field of a policy or config file. Errors from
 // New and LoadConfig wrap one or more of them (see errors.Join); errors.As
@@ -156,11 +182,18 @@ func (c Config) policyFor(key string) Policy {
 func (c *Config) UnmarshalYAML(n *yaml.Node) error {
 	d := decoder{at: lines{}}
 	out := d.config(n)
+	if d.stop != nil { // the document is too much to go on with
+		return joinFieldErrors(d.errors())
+	}
 	// A field that failed to decode stays zero and so inherits: validating
 	// what did decode reports the rest of the file's mistakes in one go, in
 	// the order of the file.
 	errs := append(d.errs, out.validate(d.at)...)
 	slices.SortStableFunc(errs, func(a, b *FieldError) int { return a.Line - b.Line })
+	if len(errs) > maxConfigErrors {
+		errs = append(errs[:maxConfigErrors], &FieldError{Path: errs[maxConfigErrors].Path, Line: errs[maxConfigErrors].Line,
+			Msg: fmt.Sprintf("more than %d mistakes: the rest are not shown", maxConfigErrors)})
+	}
 	if err := joinFieldErrors(errs); err != nil {
 		return err
 	}
@@ -171,6 +204,9 @@ func (c *Config) UnmarshalYAML(n *yaml.Node) error {
 // UnmarshalJSON reads a config with the rules of LoadConfig, so that a
 // Config can sit inside a larger JSON document read with encoding/json.
 func (c *Config) UnmarshalJSON(b []byte) error {
+	if len(b) > MaxConfigBytes {
+		return fmt.Errorf("httpbreaker: config: larger than %d bytes (MaxConfigBytes)", MaxConfigBytes)
+	}
 	var n yaml.Node
 	if err := yaml.Unmarshal(b, &n); err != nil {
 		return fmt.Errorf("httpbreaker: config: %w", err)
@@ -223,6 +259,9 @@ func encodeField(f *policyField, p *Policy) any {
 // UnmarshalJSON reads a policy written as in a config file, with the rules
 // of LoadConfig.
 func (p *Policy) UnmarshalJSON(b []byte) error {
+	if len(b) > MaxConfigBytes {
+		return fmt.Errorf("httpbreaker: policy: larger than %d bytes (MaxConfigBytes)", MaxConfigBytes)
+	}
 	var n yaml.Node
 	if err := yaml.Unmarshal(b, &n); err != nil {
 		return fmt.Errorf("httpbreaker: policy: %w", err)
@@ -232,21 +271,41 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 	if len(n.Content) > 0 {
 		out = d.policy(n.Content[0], "policy")
 	}
-	if err := joinFieldErrors(append(d.errs, policyErrors("policy", out, Policy{}, d.at)...)); err != nil {
+	if err := joinFieldErrors(append(d.errors(), policyErrors("policy", out, Policy{}, d.at)...)); err != nil {
 		return err
 	}
 	*p = out
 	return nil
 }
 
-// decoder turns a YAML node tree into a Config, collecting every error.
+// decoder turns a YAML node tree into a Config, collecting every error, up
+// to maxConfigErrors, and walking at most maxConfigFields fields.
 type decoder struct {
-	errs []*FieldError
-	at   lines
+	errs   []*FieldError
+	at     lines
+	walked int // fields walked, aliases followed
+	// stop is set once the decoder has seen enough: the walk ends, and stop
+	// is the last error reported.
+	stop *FieldError
 }
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
+	if d.stop != nil {
+		return
+	}
+	if len(d.errs) == maxConfigErrors {
+		d.stop = &FieldError{Path: path, Line: n.Line, Msg: fmt.Sprintf("more than %d mistakes: the rest are not shown", maxConfigErrors)}
+		return
+	}
 	d.errs = append(d.errs, &FieldError{Path: path, Line: n.Line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// errors returns what the decoder found wrong, the reason it stopped last.
+func (d *decoder) errors() []*FieldError {
+	if d.stop != nil {
+		return append(d.errs, d.stop)
+	}
+	return d.errs
 }
 
 // fields walks a mapping node, calling f for each key and value, and reports
@@ -261,7 +320,12 @@ func (d *decoder) fields(n *yaml.Node, path string, f func(key string, k, v *yam
 		return
 	}
 	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
+	for i := 0; i+1 < len(n.Content) && d.stop == nil; i += 2 {
+		if d.walked++; d.walked > maxConfigFields {
+			d.stop = &FieldError{Path: path, Line: n.Line,
+				Msg: fmt.Sprintf("more than %d fields once aliases are followed: too large to be a config", maxConfigFields)}
+			return
+		}
 		k, v := deref(n.Content[i]), n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
 			d.fail(k, path, "want a field name, got %s", describe(k))

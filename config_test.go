@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -230,4 +233,130 @@ func TestConfigJSONRoundTrips(t *testing.T) {
 			t.Fatalf("%s read back as %+v", b, got)
 		}
 	}
+}
+
+// endless is a reader of endless bytes that counts what it gave.
+type endless struct{ read int }
+
+func (e *endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = '#'
+	}
+	e.read += len(p)
+	return len(p), nil
+}
+
+func TestLoadConfigRefusesALargeDocumentAtOnce(t *testing.T) {
+	src := &endless{}
+	_, err := LoadConfig(src)
+	if err == nil || !strings.Contains(err.Error(), "larger than 1048576 bytes (MaxConfigBytes)") {
+		t.Fatalf("error %v, want the size limit named", err)
+	}
+	if src.read > MaxConfigBytes+1 {
+		t.Fatalf("read %d bytes of an endless document, want at most the limit and one", src.read)
+	}
+	big := `{"defaults": {"open_for": "` + strings.Repeat("1", MaxConfigBytes) + `s"}}`
+	var c Config
+	if err := json.Unmarshal([]byte(big), &c); err == nil || !strings.Contains(err.Error(), "MaxConfigBytes") {
+		t.Fatalf("json.Unmarshal of %d bytes into a Config: %v", len(big), err)
+	}
+}
+
+func TestLoadConfigRefusesADocumentThatAliasesBlowUp(t *testing.T) {
+	var doc strings.Builder
+	doc.WriteString("defaults: &p {failure_rate: 0.5, min_requests: 10, consecutive_failures: 5, window: 10s, buckets: 10, " +
+		"open_for: 30s, max_open_for: 5m, half_open_requests: 3, probe_timeout: 30s, slow_call: off, recovery_ramp: off, mode: enforce}\nkeys:\n")
+	for i := 0; doc.Len() < MaxConfigBytes-16; i++ {
+		fmt.Fprintf(&doc, "  k%d: *p\n", i) // each key walks the 12 fields of the anchor
+	}
+	_, err := LoadConfig(strings.NewReader(doc.String()))
+	if err == nil || !strings.Contains(err.Error(), "more than 1000000 fields once aliases are followed") {
+		t.Fatalf("error %v, want the alias expansion refused", err)
+	}
+}
+
+func TestLoadConfigReportsAtMostAHundredMistakes(t *testing.T) {
+	var doc strings.Builder
+	doc.WriteString("defaults:\n")
+	for i := range 500 {
+		fmt.Fprintf(&doc, "  unknown%d: 1\n", i)
+	}
+	_, err := LoadConfig(strings.NewReader(doc.String()))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 101 || !strings.Contains(lines[100], "more than 100 mistakes") {
+		t.Fatalf("%d lines, the last %q; want 100 mistakes and a line that says there are more", len(lines), lines[len(lines)-1])
+	}
+}
+
+// FuzzLoadConfig feeds LoadConfig any document. It must never panic, and a
+// document it accepts must make a valid Breakers and survive a round trip
+// through JSON unchanged.
+func FuzzLoadConfig(f *testing.F) {
+	sample, err := os.ReadFile("testdata/config.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []string{
+		string(sample),
+		`{"defaults": {"open_for": "45s", "slow_call": "off"}, "keys": {"GET /x": {"failure_rate": 0.2, "mode": "observe"}}}`,
+		"defaults: &d {open_for: 1m}\nkeys: {a: *d, b: *d}\n",
+		"keys:\n  a:\n    failure_rate: 1.5\n    retries: 3\n",
+		"defaults:\n  upstream_retry_after: on_429_and_503\n  probe_timeout: off\n",
+		"a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n",
+		"---\n---\n", "", "keys: {\"\": {}}", "defaults: [1, 2]", "defaults: {window: 1ns, buckets: 1000}",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		c, err := LoadConfig(bytes.NewReader(doc))
+		if err != nil {
+			return
+		}
+		if _, err := New(WithConfig(c), WithLogger(slog.New(slog.DiscardHandler))); err != nil {
+			t.Fatalf("LoadConfig accepted a config that New refuses: %v\n%s", err, doc)
+		}
+		out, err := json.Marshal(c)
+		if err != nil {
+			t.Fatalf("marshal: %v", err)
+		}
+		back, err := LoadConfig(bytes.NewReader(out))
+		if err != nil {
+			t.Fatalf("its JSON %s does not load: %v", out, err)
+		}
+		if !reflect.DeepEqual(normalize(back), normalize(c)) {
+			t.Fatalf("round trip: %+v became %+v through %s", c, back, out)
+		}
+	})
+}
+
+// normalize makes an empty key map nil, which JSON leaves out.
+func normalize(c Config) Config {
+	if len(c.Keys) == 0 {
+		c.Keys = nil
+	}
+	return c
+}
+
+// FuzzConfigUnmarshalJSON feeds Config's UnmarshalJSON, as encoding/json
+// calls it for a Config inside a larger document.
+func FuzzConfigUnmarshalJSON(f *testing.F) {
+	for _, seed := range []string{
+		`{"config": {"defaults": {"open_for": "30s"}, "keys": {"a": {"mode": "observe"}}}}`,
+		`{"config": {"defaults": {"failure_rate": "off", "consecutive_failures": "off"}}}`,
+		`{"config": null}`, `{"config": []}`, `{"config": {"keys": {"a": {"window": 10}}}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		var wrapper struct{ Config Config }
+		if err := json.Unmarshal(doc, &wrapper); err != nil {
+			return
+		}
+		if _, err := New(WithConfig(wrapper.Config), WithLogger(slog.New(slog.DiscardHandler))); err != nil {
+			t.Fatalf("UnmarshalJSON accepted a config that New refuses: %v\n%s", err, doc)
+		}
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -513,4 +514,24 @@ func TestEveryErrorOfTheWrappedWriterIsPassedOn(t *testing.T) {
 			t.Errorf("%s returned %v, want the wrapped writer's error", name, err)
 		}
 	}
+}
+
+// FuzzParseRetryAfter feeds parseRetryAfter any header value: it must never
+// panic, and never return a negative delay.
+func FuzzParseRetryAfter(f *testing.F) {
+	for _, seed := range []string{"120", "0", "-5", "999999999999", "9223372036854775807", "18446744073709551616",
+		"Fri, 31 Dec 9999 23:59:59 GMT", "Wed, 21 Oct 2015 07:28:00 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
+		"Sun Nov  6 08:49:37 1994", "soon", "", " 120", "1e3"} {
+		f.Add(seed)
+	}
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, v string) {
+		d := parseRetryAfter(v, now)
+		if d < 0 {
+			t.Fatalf("parseRetryAfter(%q) = %v, want no negative delay", v, d)
+		}
+		if secs, err := strconv.ParseInt(v, 10, 64); err == nil && secs > 0 && secs < 1<<32 && d != time.Duration(secs)*time.Second {
+			t.Fatalf("parseRetryAfter(%q) = %v, want %ds", v, d, secs)
+		}
+	})
 }
