@@ -1,12 +1,13 @@
 // Command report measures httpbreaker from scratch and writes BENCHMARKS.md
 // and benchmarks/chart.svg:
 //
-//	go run ./benchmarks/report        # from the repository root; about 10 minutes
+//	go run ./benchmarks/report        # from the repository root; about 15 minutes
 //
 // It runs the library's benchmarks and the comparison with other libraries
 // (go test -bench, -count times each, medians), then the end-to-end test: a
 // real HTTP server on loopback, bare and with the middleware, loaded with
-// wrk (apt-get install wrk) in alternating rounds. Every ratio in the report
+// wrk (apt-get install wrk) in alternating rounds, and last the plugin host's
+// soak (go run ./examples/plugins -soak 5m). Every ratio in the report
 // compares figures from the same run of this command. -quick runs every step
 // once and briefly, to check that the command works (CI does that); its
 // figures mean nothing.
@@ -38,6 +39,7 @@ type options struct {
 	benchtime string
 	rounds    int
 	duration  time.Duration
+	soak      time.Duration
 	mdPath    string
 	svgPath   string
 }
@@ -49,11 +51,12 @@ func main() {
 	flag.StringVar(&o.benchtime, "benchtime", "1s", "go test -benchtime")
 	flag.IntVar(&o.rounds, "rounds", 15, "end-to-end rounds, each a wrk run on the bare and on the guarded server")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "wrk run length per server and round")
+	flag.DurationVar(&o.soak, "soak", 5*time.Minute, "how long the soak runs (go run ./examples/plugins -soak)")
 	flag.StringVar(&o.mdPath, "md", "BENCHMARKS.md", "report to write, relative to the repository root")
 	flag.StringVar(&o.svgPath, "svg", "benchmarks/chart.svg", "chart to write, relative to the repository root")
 	flag.Parse()
 	if o.quick {
-		o.count, o.benchtime, o.rounds, o.duration = 1, "1x", 1, time.Second
+		o.count, o.benchtime, o.rounds, o.duration, o.soak = 1, "1x", 1, time.Second, 30*time.Second
 	}
 	if err := run(o); err != nil {
 		log.Fatal(err)
@@ -87,7 +90,13 @@ func run(o options) error {
 		return err
 	}
 
-	r := report{machine: m, opts: o, lib: lib, peers: peers, rounds: rounds}
+	log.Printf("soak, %v", o.soak)
+	soak, err := soakRun(root, o.soak)
+	if err != nil {
+		return err
+	}
+
+	r := report{machine: m, opts: o, lib: lib, peers: peers, rounds: rounds, soak: soak}
 	md, svg := r.markdown(), r.chart()
 	if err := os.WriteFile(inRoot(root, o.mdPath), []byte(md), 0o644); err != nil {
 		return err
@@ -97,6 +106,18 @@ func run(o options) error {
 	}
 	log.Printf("wrote %s and %s", o.mdPath, o.svgPath)
 	return nil
+}
+
+// soakRun runs the plugin host's soak for d and returns what it printed. A
+// soak that finds the host growing, or a request unanswered, is an error.
+func soakRun(root string, d time.Duration) (string, error) {
+	cmd := exec.Command("go", "run", "./examples/plugins", "-soak", d.String())
+	cmd.Dir, cmd.Stderr = root, os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("soak: %w\n%s", err, out)
+	}
+	return string(out), nil
 }
 
 // inRoot resolves a relative path against the repository root.

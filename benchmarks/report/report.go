@@ -16,6 +16,7 @@ type report struct {
 	lib     samples
 	peers   samples
 	rounds  []round
+	soak    string // what the soak printed
 }
 
 // peer is a library of the comparison, as named in BenchmarkPeers, with
@@ -70,6 +71,7 @@ func (r report) markdown() string {
 	r.capture(p)
 	r.peersSection(p)
 	r.endToEndSection(p)
+	r.soakSection(p)
 	return b.String()
 }
 
@@ -273,6 +275,16 @@ func (r report) endToEndSection(p printer) {
 	}
 	med := median(ratios)
 	p("\nMedian ratio: %.1f%%. Target: at least 97%% of the bare server, %s.\n", 100*med, verdict(med >= 0.97))
+}
+
+// soakSection shows the soak's output as it printed it.
+func (r report) soakSection(p printer) {
+	p("\n## Soak\n\n`go run ./examples/plugins -soak %v`: the plugin host under real HTTP load from 16 workers, "+
+		"with scaffolder failing and search slowing down in turns, tenant keys churning through a set bounded by `WithMaxKeys` "+
+		"and dropped by `IdleTTL`, a state-change hook that takes 20ms, and the status page and metrics polled. "+
+		"Once a second it collects the garbage and samples goroutines, heap, metric series and keys. It fails if a request goes "+
+		"unanswered, or if the last quarter's medians grew past the second quarter's (by more than a fifth and 10 goroutines, "+
+		"half the heap and 2 MiB, a tenth of the series or keys). What it printed:\n\n```\n%s```\n", r.opts.soak, r.soak)
 }
 
 func median(vs []float64) float64 {

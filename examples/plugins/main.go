@@ -5,6 +5,7 @@
 //	go run ./examples/plugins -demo         # the scripted story, in under a minute
 //	go run ./examples/plugins -demo -stay   # then keep serving: open the status page
 //	go run ./examples/plugins               # serve on 127.0.0.1:8080
+//	go run ./examples/plugins -soak 5m      # load it with faults and key churn; check it stays flat
 //
 // Besides the plugins it serves /metrics (Prometheus), /breakers (the
 // status page: JSON for curl, a page with control buttons in a browser;
@@ -59,6 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	configPath := flags.String("config", "", "breaker policies, YAML or JSON (default: the config.yaml built in)")
 	demo := flags.Bool("demo", false, "run the scripted story on a free loopback port, print it, and exit")
 	stay := flags.Bool("stay", false, "with -demo: after the story, keep serving (open the status page) until Ctrl-C")
+	soak := flags.Duration("soak", 0, "load the host this long with faults flapping and keys churning, and check that it stays flat")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -68,6 +70,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *demo {
 		return runDemo(ctx, cfg, stdout, *stay)
+	}
+	if *soak > 0 {
+		return runSoak(ctx, cfg, *soak, stdout)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	h, err := newHost(cfg, logger, defaultPlugins())

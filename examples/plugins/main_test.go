@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"io"
 	"net/http"
 	"net/url"
@@ -301,4 +302,24 @@ func TestShutsDownGracefullyOnSIGTERM(t *testing.T) {
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Fatal("the host still accepts connections after shutting down")
 	}
+}
+
+var soakFor = flag.Duration("soak", 0, "run TestSoak for this long: go test ./examples/plugins -run TestSoak -soak 5m")
+
+// TestSoak is the soak behind a flag: real load with faults flapping, keys
+// churning past WithMaxKeys, a slow hook and the status page polled; it
+// fails if a request went unanswered or the host grew.
+func TestSoak(t *testing.T) {
+	if *soakFor == 0 {
+		t.Skip("the soak runs only with -soak, for example: go test ./examples/plugins -run TestSoak -soak 5m")
+	}
+	var out syncBuffer
+	cfg, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runSoak(context.Background(), cfg, *soakFor, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	t.Log(out.String())
 }
