@@ -300,6 +300,9 @@ func TestConcurrentEditsOfRejectHeadersDoNotRace(t *testing.T) {
 // many third-party middlewares' writers have none.
 type opaqueWriter struct{ w http.ResponseWriter }
 
+// unrelatedKey is a context key of some other middleware's.
+type unrelatedKey struct{}
+
 func (o opaqueWriter) Header() http.Header         { return o.w.Header() }
 func (o opaqueWriter) WriteHeader(code int)        { o.w.WriteHeader(code) }
 func (o opaqueWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
@@ -310,7 +313,7 @@ func TestNestedRejectionThroughAWriterWithoutUnwrapIsNotAFailureOutside(t *testi
 		WithKeyPolicy("outer", Policy{ConsecutiveFailures: 5}))
 	inner := b.Middleware("inner")(newStatusHandler(500))
 	hide := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		inner.ServeHTTP(opaqueWriter{w}, r.WithContext(context.WithValue(r.Context(), struct{}{}, 1)))
+		inner.ServeHTTP(opaqueWriter{w}, r.WithContext(context.WithValue(r.Context(), unrelatedKey{}, 1)))
 	})
 	outer := b.Middleware("outer")(hide)
 	for range 2 {
