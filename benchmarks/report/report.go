@@ -209,7 +209,7 @@ func (r report) peersSection(p printer) {
 	p("Where another library is faster on the closed path, the reason is the engine: httpbreaker is built on gobreaker, "+
 		"which takes two mutex sections and reads the clock twice per request. gobreaker's own `Execute` around the handler takes %s ns "+
 		"(closed-path table), against %s ns for failsafe-go's whole middleware here; httpbreaker adds %.2fx gobreaker's cost on top for its status writer, "+
-		"classification, counters and panic handling, and allocates nothing. On rejections, where it does not call gobreaker at all while the cooldown lasts, it is the fastest.\n\n",
+		"classification, counters and panic handling, and allocates nothing. On rejections it does not call gobreaker at all while the cooldown lasts; the verdict under the rejection table says where that leaves it.\n\n",
 		num(r.lib.ns("Closed/gobreaker-execute")), num(s.ns("Peers/closed-1key/failsafe-go")),
 		(r.lib.ns("Closed/middleware")-r.lib.ns("Closed/bare"))/(r.lib.ns("Closed/gobreaker-execute")-r.lib.ns("Closed/bare")))
 	p("What each library does per request:\n\n")
