@@ -101,6 +101,8 @@ func TestLoadConfigErrorsNameTheFieldAndLine(t *testing.T) {
 			[]string{`line 2: defaults.recovery_ramp: must be positive, or off; got "-1m"`}},
 		{"idle_ttl in words", "keys:\n  a:\n    idle_ttl: an hour\n",
 			[]string{`line 3: keys.a.idle_ttl: want a duration such as "30s" or "1m30s", or off; got "an hour"`}},
+		{"duration too short", "keys:\n  a:\n    open_for: 30ns\n",
+			[]string{"line 3: keys.a.open_for: 30ns is too short (at least 1ms); did you mean 30 * time.Second (30s in a config file)?"}},
 		{"off where not allowed", "defaults:\n  open_for: off\n",
 			[]string{"line 2: defaults.open_for: cannot be off"}},
 		{"count zero", "defaults:\n  consecutive_failures: 0\n",

@@ -1,6 +1,7 @@
 package httpbreaker
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"strconv"
@@ -20,6 +21,10 @@ import (
 // HalfOpenRequests probes. If all of them succeed it closes; if one fails it
 // opens again for twice as long as last time (with jitter, at most
 // MaxOpenFor). Closing resets the cooldown to OpenFor.
+//
+// Durations are at least a millisecond (IdleTTL at least a second): a
+// shorter one is a unit mistake, such as OpenFor: 30, which Go reads as 30ns,
+// and is refused with a message that suggests what was meant.
 //
 // Every field is described once, in policyFields: its config name, whether it
 // can be Off, and what makes it invalid. Inheritance, validation and the
@@ -256,6 +261,10 @@ type policyField struct {
 	kind fieldKind
 	// off says whether the field can be Off.
 	off bool
+	// floor is the shortest duration the field takes, for kindDuration:
+	// shorter is a unit mistake (Policy{OpenFor: 30} is 30ns), not a choice.
+	// Zero means minDuration.
+	floor time.Duration
 	// at returns the field in p: a *float64, *int, *time.Duration or a
 	// choice, as kind says.
 	at func(p *Policy) any
@@ -301,9 +310,27 @@ var policyFields = [...]policyField{
 	{name: "probe_timeout", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.ProbeTimeout }},
 	{name: "slow_call", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.SlowCall }},
 	{name: "recovery_ramp", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.RecoveryRamp }},
-	{name: "idle_ttl", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.IdleTTL }},
+	{name: "idle_ttl", kind: kindDuration, off: true, floor: time.Second, at: func(p *Policy) any { return &p.IdleTTL }},
 	{name: "upstream_retry_after", kind: kindChoice, at: func(p *Policy) any { return &p.UpstreamRetryAfter }},
 	{name: "mode", kind: kindChoice, at: func(p *Policy) any { return &p.Mode }},
+}
+
+// minDuration is the shortest duration a Policy field takes unless its
+// floor says otherwise.
+const minDuration = time.Millisecond
+
+// meant guesses what a duration too short to be meant was meant to be: a
+// bare number in Go is nanoseconds, so Policy{OpenFor: 30} is 30ns, and
+// 30 * time.Second (30s in a config file) is the likely intent; a number in
+// the thousands was likely milliseconds.
+func meant(d time.Duration) string {
+	switch n := int64(d); {
+	case n < 1000:
+		return fmt.Sprintf("; did you mean %d * time.Second (%ds in a config file)?", n, n)
+	case n < int64(time.Millisecond):
+		return fmt.Sprintf("; did you mean %d * time.Millisecond (%dms in a config file)?", n, n)
+	}
+	return ""
 }
 
 // isSet reports whether the field is not zero in p, which is to say not
@@ -359,6 +386,9 @@ func (f *policyField) check(p Policy) (msg, other string) {
 	if f.off {
 		orOff = ", or off"
 	}
+	if f.isOff(&p) && !f.off {
+		return "cannot be off", ""
+	}
 	if !f.isOff(&p) {
 		switch v := f.at(&p).(type) {
 		case *float64:
@@ -372,6 +402,9 @@ func (f *policyField) check(p Policy) (msg, other string) {
 		case *time.Duration:
 			if *v <= 0 {
 				return fmt.Sprintf("must be positive%s; got %v", orOff, *v), ""
+			}
+			if floor := cmp.Or(f.floor, minDuration); *v < floor {
+				return fmt.Sprintf("%v is too short (at least %v)%s", *v, floor, meant(*v)), ""
 			}
 		case choice:
 			if v.get() == 0 || int(v.get()) >= len(v.choices()) {
