@@ -3,7 +3,6 @@ package httpbreaker
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -52,8 +51,9 @@ type breaker struct {
 	// upstreamUntil is when the latest Retry-After of an upstream's failure
 	// ends (ns since set.epoch); 0 when there is none.
 	upstreamUntil atomic.Int64
-	since         atomic.Int64 // last state change, ns since set.epoch
-	dropped       atomic.Bool  // dropped as idle: a new breaker serves the key
+	lastTrip      atomic.Pointer[Trip] // what last opened it from closed, for Status
+	since         atomic.Int64         // last state change, ns since set.epoch
+	dropped       atomic.Bool          // dropped as idle: a new breaker serves the key
 	// memo is what a side builds once per key and keeps with it (the server
 	// side: its reject responses). The breaker never reads it.
 	memo atomic.Value
@@ -307,7 +307,7 @@ type instance struct {
 
 // tripInfo records what made a breaker trip.
 type tripInfo struct {
-	reason string
+	reason Reason
 	counts gobreaker.Counts
 }
 
@@ -341,12 +341,12 @@ func (br *breaker) newInstance() *instance {
 // gobreaker's Requests includes those still in flight.
 func (br *breaker) readyToTrip(inst *instance, c gobreaker.Counts) bool {
 	p := br.policy
-	reason := ""
+	var reason Reason
 	if p.ConsecutiveFailures != Off && c.ConsecutiveFailures >= uint32(p.ConsecutiveFailures) {
-		reason = "consecutive_failures"
+		reason = ReasonConsecutiveFailures
 	} else if n := c.TotalSuccesses + c.TotalFailures; p.FailureRate != Off && n >= uint32(p.MinRequests) &&
 		float64(c.TotalFailures)/float64(n) >= p.FailureRate {
-		reason = "failure_rate"
+		reason = ReasonFailureRate
 	}
 	if reason == "" {
 		return false
@@ -368,7 +368,8 @@ func (br *breaker) onStateChange(inst *instance, from, to gobreaker.State) {
 // override is a state forced by ForceOpen or ForceClose.
 type override struct {
 	state State
-	until int64 // 0: until Release
+	until int64  // 0: until Release
+	by    string // who forced it
 }
 
 // forced returns the state that ForceOpen or ForceClose set and the time it
@@ -386,7 +387,7 @@ func (br *breaker) forced() (State, time.Duration, bool) {
 		return o.state, time.Duration(o.until - now), true
 	}
 	if br.override.CompareAndSwap(o, nil) {
-		br.record(o.state, br.state(), now, slog.String("by", "expiry"))
+		br.record(now, Event{From: o.state, To: br.state(), Reason: ReasonExpiry})
 	}
 	return 0, 0, false
 }
@@ -416,18 +417,20 @@ func (br *breaker) state() State {
 }
 
 // record notes a state change of br at now (ns since the set's epoch): it
-// counts the transition and hands the change to the set's notifier. It runs
-// inside gobreaker's OnStateChange too, so it never calls into gobreaker.
-func (br *breaker) record(from, to State, now int64, attrs ...slog.Attr) {
-	if from == to {
+// counts the transition and hands the event, completed with the key, mode
+// and time, to the set's notifier. It runs inside gobreaker's OnStateChange
+// too, so it never calls into gobreaker.
+func (br *breaker) record(now int64, e Event) {
+	if e.From == e.To {
 		return
 	}
 	br.since.Store(now)
-	br.changes[from][to].Add(1)
-	if o := br.override.Load(); o != nil && from != o.state && to != o.state {
-		attrs = append(attrs, slog.String("forced", o.state.String())) // a change underneath
+	br.changes[e.From][e.To].Add(1)
+	if o := br.override.Load(); o != nil && e.From != o.state && e.To != o.state {
+		e.Forced = o.state // a change underneath
 	}
-	br.set.notifications.publish(stateChange{key: br.key, from: from, to: to, mode: br.mode, attrs: attrs})
+	e.Time, e.Key, e.Mode = br.set.timeAt(now), br.key, br.mode
+	br.set.notifications.publish(e)
 }
 
 // State is the state of one key's breaker.

@@ -27,7 +27,7 @@ type Breakers struct {
 	logger        *slog.Logger
 	classifier    Classifier // nil: DefaultClassifier
 	rejectHandler http.Handler
-	hooks         []func(key string, from, to State)
+	hooks         []func(Event)
 	maxKeys       int
 	namespace     string
 	registerer    prometheus.Registerer
@@ -181,6 +181,9 @@ func (b *Breakers) all() []*breaker {
 // clock returns monotonic nanoseconds since the set was made.
 func (b *Breakers) clock() int64 { return int64(time.Since(b.epoch)) }
 
+// timeAt returns the wall time of t, in ns since the set's epoch.
+func (b *Breakers) timeAt(t int64) time.Time { return b.epoch.Add(time.Duration(t)) }
+
 // addSat returns the time t (ns since the set's epoch) plus d, or the
 // latest time there is if that overflows: a long duration added to a time
 // saturates, never wraps into the past.
@@ -220,6 +223,8 @@ func (b *Breakers) sweepLocked(now int64) {
 			br.dropped.Store(true)
 			b.count--
 			dropped++
+			b.notifications.publish(Event{Time: b.timeAt(now), Key: br.key, From: StateClosed, To: StateClosed,
+				Mode: br.mode, Reason: ReasonIdle})
 		}
 		return true
 	})

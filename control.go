@@ -3,65 +3,40 @@ package httpbreaker
 import (
 	"errors"
 	"fmt"
-	"log/slog"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"time"
 )
 
-// ErrNoBreaker is returned by Release and Reset for a key that has no
-// breaker.
+// ErrNoBreaker is returned by ForceOpen, ForceClose, Release and Reset for
+// a key that does not exist: one that no Middleware wired, no KeyFunc has
+// chosen (or whose breaker was dropped when idle), and that no per-key
+// policy names (WithKeyPolicy, a config file). A typo gets this error, not
+// a breaker and metric series of its own.
 var ErrNoBreaker = errors.New("httpbreaker: no breaker for this key")
 
 // ForceOpen makes key's breaker reject every request, whatever its mode, for
 // d, or until Release when d is 0 or less: a kill switch for a part that
-// misbehaves in ways its status codes do not show. The breaker is created if
-// the key has none yet. Rejections answer Retry-After with the time left (or
-// OpenFor, when forced until Release).
+// misbehaves in ways its status codes do not show. Rejections answer
+// Retry-After with the time left (or OpenFor, when forced until Release).
 func (b *Breakers) ForceOpen(key string, d time.Duration) error {
-	var until int64
-	if d > 0 {
-		until = addSat(b.clock(), d)
-	}
-	attrs := []slog.Attr{slog.String("by", "ForceOpen")}
-	if d > 0 {
-		attrs = append(attrs, slog.Duration("for", d))
-	}
-	return b.force(key, &override{state: StateForcedOpen, until: until}, attrs...)
+	return b.forceOpen(key, d, caller())
 }
 
 // ForceClose makes key's breaker reject no request until Release, whatever
 // its state. The breaker underneath goes on counting outcomes and changing
 // state, as in observe mode: what it would have rejected is counted as
-// would_reject. The breaker is created if the key has none yet.
+// would_reject.
 func (b *Breakers) ForceClose(key string) error {
-	return b.force(key, &override{state: StateForcedClosed}, slog.String("by", "ForceClose"))
-}
-
-func (b *Breakers) force(key string, o *override, attrs ...slog.Attr) error {
-	if err := checkKey(key); err != nil {
-		return fmt.Errorf("httpbreaker: %s: %w", quoteKey(key), err)
-	}
-	br := b.breakerFor(key, true)
-	if br == nil {
-		return fmt.Errorf("httpbreaker: %q: the key limit (WithMaxKeys %d) is reached", key, b.maxKeys)
-	}
-	from := br.state()
-	br.override.Store(o)
-	br.record(from, o.state, b.clock(), attrs...)
-	return nil
+	return b.forceClose(key, caller())
 }
 
 // Release ends a ForceOpen or ForceClose on key: the breaker goes back to
 // the state it has reached underneath.
 func (b *Breakers) Release(key string) error {
-	br := b.lookup(key)
-	if br == nil {
-		return fmt.Errorf("%w: %q", ErrNoBreaker, key)
-	}
-	from := br.state()
-	if br.override.Swap(nil) != nil {
-		br.record(from, br.state(), b.clock(), slog.String("by", "Release"))
-	}
-	return nil
+	return b.release(key, caller())
 }
 
 // Reset puts key's breaker back as it was new: closed, with an empty window
@@ -69,9 +44,52 @@ func (b *Breakers) Release(key string) error {
 // flight finish against the breaker they started with and are not counted
 // in the new one.
 func (b *Breakers) Reset(key string) error {
-	br := b.lookup(key)
-	if br == nil {
-		return fmt.Errorf("%w: %q", ErrNoBreaker, key)
+	return b.reset(key, caller())
+}
+
+// The control functions below take by, who asked: the status page names
+// the remote address, the methods above their caller's file and line.
+
+func (b *Breakers) forceOpen(key string, d time.Duration, by string) error {
+	var until int64
+	if d > 0 {
+		until = addSat(b.clock(), d)
+	}
+	return b.force(key, &override{state: StateForcedOpen, until: until, by: by},
+		Event{Reason: ReasonForceOpen, By: by, OpenFor: max(d, 0)})
+}
+
+func (b *Breakers) forceClose(key, by string) error {
+	return b.force(key, &override{state: StateForcedClosed, by: by}, Event{Reason: ReasonForceClose, By: by})
+}
+
+func (b *Breakers) force(key string, o *override, e Event) error {
+	br, err := b.controlled(key)
+	if err != nil {
+		return err
+	}
+	e.From, e.To = br.state(), o.state
+	br.override.Store(o)
+	br.record(b.clock(), e)
+	return nil
+}
+
+func (b *Breakers) release(key, by string) error {
+	br, err := b.controlled(key)
+	if err != nil {
+		return err
+	}
+	from := br.state()
+	if br.override.Swap(nil) != nil {
+		br.record(b.clock(), Event{From: from, To: br.state(), Reason: ReasonRelease, By: by})
+	}
+	return nil
+}
+
+func (b *Breakers) reset(key, by string) error {
+	br, err := b.controlled(key)
+	if err != nil {
+		return err
 	}
 	from := br.state()
 	br.mu.Lock()
@@ -80,6 +98,44 @@ func (b *Breakers) Reset(key string) error {
 	br.override.Store(nil)
 	br.phase.Store(nil)
 	br.upstreamUntil.Store(0)
-	br.record(from, StateClosed, b.clock(), slog.String("by", "Reset"))
+	br.lastTrip.Store(nil)
+	br.record(b.clock(), Event{From: from, To: StateClosed, Reason: ReasonReset, By: by})
 	return nil
+}
+
+// controlled returns the breaker that manual control acts on: key's own,
+// or, for a key that a per-key policy names but no request has used yet, a
+// new one. Any other key is ErrNoBreaker, so that neither a typo nor a
+// request to the status page can make keys.
+func (b *Breakers) controlled(key string) (*breaker, error) {
+	if err := checkKey(key); err != nil {
+		return nil, fmt.Errorf("httpbreaker: %s: %w", quoteKey(key), err)
+	}
+	if br := b.lookup(key); br != nil {
+		return br, nil
+	}
+	if _, named := b.cfg.Keys[key]; named {
+		if br := b.breakerFor(key, false); br != nil {
+			return br, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNoBreaker, quoteKey(key))
+}
+
+// caller names the code that called a control method: its package's
+// import path, file and line ("example.com/ops/main.go:42").
+func caller() string {
+	pc, file, line, ok := runtime.Caller(2)
+	if !ok {
+		return "Go code"
+	}
+	pkg := "unknown"
+	if fn := runtime.FuncForPC(pc); fn != nil {
+		pkg = fn.Name() // import/path.Func or import/path.Type.Method
+		slash := strings.LastIndexByte(pkg, '/') + 1
+		if dot := strings.IndexByte(pkg[slash:], '.'); dot >= 0 {
+			pkg = pkg[:slash+dot]
+		}
+	}
+	return pkg + "/" + filepath.Base(file) + ":" + strconv.Itoa(line)
 }

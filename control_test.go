@@ -2,6 +2,7 @@ package httpbreaker
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -53,7 +54,8 @@ httpbreaker_state{key="search",state="recovering"} 0
 		t.Fatalf("logged %q, want %q", got, want)
 	}
 	logs := sink.matching("state changed")
-	if logs[0].attrs["by"] != "ForceOpen" || logs[1].attrs["by"] != "Release" {
+	if logs[0].attrs["reason"] != "force_open" || logs[1].attrs["reason"] != "release" ||
+		!strings.Contains(logs[0].attrs["by"], "/control_test.go:") || !strings.Contains(logs[1].attrs["by"], "/control_test.go:") {
 		t.Fatalf("records do not say who changed the state: %v", logs)
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
@@ -89,7 +91,7 @@ func TestForceOpenForATimeEnds(t *testing.T) {
 			t.Fatalf("after the minute: %d, want 200", rec.Code)
 		}
 		logs := sink.matching("state changed")
-		if last := logs[len(logs)-1]; last.attrs["from"] != "forced_open" || last.attrs["to"] != "closed" || last.attrs["by"] != "expiry" {
+		if last := logs[len(logs)-1]; last.attrs["from"] != "forced_open" || last.attrs["to"] != "closed" || last.attrs["reason"] != "expiry" {
 			t.Fatalf("the end of a timed ForceOpen was logged as %v", last.attrs)
 		}
 	})
@@ -169,39 +171,89 @@ func TestResetStartsTheBreakerAfresh(t *testing.T) {
 		if s := status(t, b, "p"); s.RetryAfter != 10*time.Second {
 			t.Fatalf("first cooldown after Reset %v, want OpenFor again", s.RetryAfter)
 		}
-		if logs := sink.matching("state changed"); logs[len(logs)-2].attrs["by"] != "Reset" || logs[len(logs)-2].attrs["from"] != "forced_open" {
+		if logs := sink.matching("state changed"); logs[len(logs)-2].attrs["reason"] != "reset" || logs[len(logs)-2].attrs["from"] != "forced_open" {
 			t.Fatalf("Reset logged as %v", logs[len(logs)-2].attrs)
 		}
 	})
 }
 
-func TestControlErrors(t *testing.T) {
-	b, _ := newSet(t, WithMaxKeys(1))
-	b.Middleware("a")
-	if err := b.Release("nobody"); !errors.Is(err, ErrNoBreaker) {
-		t.Errorf("Release of an unknown key: %v", err)
+func TestControlOfAKeyThatDoesNotExistIsErrNoBreakerAndMakesNoKey(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	b, _ := newSet(t, WithRegisterer(reg), WithKeyPolicy("billing", Policy{OpenFor: time.Minute}))
+	b.Middleware("billing")
+	for name, control := range map[string]func(string) error{
+		"ForceOpen":  func(k string) error { return b.ForceOpen(k, time.Minute) },
+		"ForceClose": b.ForceClose,
+		"Release":    b.Release,
+		"Reset":      b.Reset,
+	} {
+		err := control("bilingg")
+		if !errors.Is(err, ErrNoBreaker) || !strings.Contains(err.Error(), `"bilingg"`) {
+			t.Errorf("%s of a typo: %v, want ErrNoBreaker naming the key", name, err)
+		}
+		if err := control(""); err == nil || errors.Is(err, ErrNoBreaker) {
+			t.Errorf("%s of an empty key: %v, want an error that says the key is not valid", name, err)
+		}
 	}
-	if err := b.Reset("nobody"); !errors.Is(err, ErrNoBreaker) {
-		t.Errorf("Reset of an unknown key: %v", err)
+	if n := len(b.Snapshot()); n != 1 {
+		t.Fatalf("%d keys after controlling a typo, want only billing", n)
 	}
-	if err := b.ForceOpen("", 0); err == nil {
-		t.Error("ForceOpen of an empty key succeeded")
-	}
-	if err := b.ForceClose("b"); err == nil || !strings.Contains(err.Error(), "key limit") {
-		t.Errorf("ForceClose past WithMaxKeys: %v", err)
-	}
-	if err := b.ForceOpen("future", 0); err == nil {
-		t.Error("ForceOpen past WithMaxKeys succeeded")
+	if n, err := testutil.GatherAndCount(reg); err != nil || strings.Contains(fmt.Sprint(gatherKeys(t, reg)), "bilingg") {
+		t.Fatalf("metric series for the typo (%d series, %v)", n, err)
 	}
 }
 
-func TestForceOpenCreatesTheKey(t *testing.T) {
-	b, _ := newSet(t)
-	if err := b.ForceOpen("billing", 0); err != nil {
+// gatherKeys returns the key label values of every series reg gathers.
+func gatherKeys(t *testing.T, reg prometheus.Gatherer) map[string]bool {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
 		t.Fatal(err)
 	}
-	h := b.KeyedMiddleware(func(*http.Request) string { return "billing" })(newStatusHandler(200))
-	if rec := record(h, "/"); rec.Code != 503 {
-		t.Fatalf("a key forced open before its first request answered %d", rec.Code)
+	keys := map[string]bool{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "key" {
+					keys[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	return keys
+}
+
+func TestControlActsOnKeysThatExist(t *testing.T) {
+	cfg, err := LoadConfig(strings.NewReader("keys:\n  billing:\n    open_for: 1m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := newSet(t, WithConfig(cfg), WithMaxKeys(2))
+	b.Middleware("catalog")
+	keyed := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Path[1:] })(newStatusHandler(200))
+	record(keyed, "/git")
+	for _, key := range []string{"catalog", "git", "billing"} { // wired, seen by a KeyFunc, named in the config
+		if err := b.ForceOpen(key, 0); err != nil {
+			t.Fatalf("ForceOpen(%q): %v", key, err)
+		}
+		if st := b.State(key); st != StateForcedOpen {
+			t.Fatalf("%s: %v after ForceOpen", key, st)
+		}
+	}
+	// billing, named in the config, was forced open before its first
+	// request, even past WithMaxKeys: the config bounds its own keys.
+	if rec := record(keyed, "/billing"); rec.Code != 503 {
+		t.Fatalf("a configured key forced open before its first request answered %d", rec.Code)
+	}
+	for _, key := range []string{"catalog", "git", "billing"} {
+		if err := b.Release(key); err != nil {
+			t.Fatalf("Release(%q): %v", key, err)
+		}
+		if err := b.Reset(key); err != nil {
+			t.Fatalf("Reset(%q): %v", key, err)
+		}
+	}
+	if rec := record(keyed, "/billing"); rec.Code != 200 {
+		t.Fatalf("billing after Release answered %d", rec.Code)
 	}
 }

@@ -4,9 +4,127 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 )
+
+// Event is one change of a key's state, with why it happened: the same
+// facts as the change's log record, for a hook that pages, annotates a
+// trace or posts to chat. Fields that do not apply to a change are zero.
+type Event struct {
+	// Time is when the change happened (not when the hook runs).
+	Time time.Time
+	Key  string
+	// From and To are the states before and after. They are equal only for
+	// ReasonIdle, where the key's closed breaker is dropped.
+	From, To State
+	Mode     Mode
+	// Reason says why the state changed.
+	Reason Reason
+	// By says who made a manual change (ReasonForceOpen, ReasonForceClose,
+	// ReasonRelease, ReasonReset): "status page from <remote address>", or
+	// the Go source file and line that called the method.
+	By string
+
+	// The closed window's counts when a trip opened the breaker
+	// (ReasonFailureRate, ReasonConsecutiveFailures).
+	Failures, Successes, ConsecutiveFailures uint32
+	// FailureRate is Failures / (Failures + Successes), unrounded.
+	FailureRate float64
+
+	// OpenFor is how long the breaker stays open, for a change to open, and
+	// to forced open with a time limit.
+	OpenFor time.Duration
+	// UpstreamRetryAfter is the delay an upstream asked for with
+	// Retry-After, when it made OpenFor longer than the cooldown.
+	UpstreamRetryAfter time.Duration
+	// ProbeRanFor is how long a probe had run when its ProbeTimeout
+	// judged it (ReasonProbeTimeout).
+	ProbeRanFor time.Duration
+	// RecoveryRamp is the ramp a recovered breaker starts, for a change to
+	// recovering.
+	RecoveryRamp time.Duration
+	// Forced is the state ForceOpen or ForceClose holds the key in, for a
+	// change of the breaker underneath it; StateClosed otherwise (a forced
+	// state is never closed).
+	Forced State
+}
+
+// Reason says why a key's state changed. Its string is the log record's
+// reason attribute.
+type Reason string
+
+// The reasons for a state change.
+const (
+	ReasonFailureRate         Reason = "failure_rate"         // closed or recovering to open: the window's failure rate
+	ReasonConsecutiveFailures Reason = "consecutive_failures" // closed or recovering to open: failures in a row
+	ReasonCooldown            Reason = "cooldown_elapsed"     // open to half-open
+	ReasonProbeFailed         Reason = "probe_failed"         // half-open to open: a probe failed
+	ReasonProbeTimeout        Reason = "probe_timeout"        // half-open to open: a probe ran past ProbeTimeout
+	ReasonProbesSucceeded     Reason = "probes_succeeded"     // half-open to closed or recovering
+	ReasonRampDone            Reason = "ramp_done"            // recovering to closed
+	ReasonForceOpen           Reason = "force_open"           // ForceOpen
+	ReasonForceClose          Reason = "force_close"          // ForceClose
+	ReasonRelease             Reason = "release"              // Release
+	ReasonReset               Reason = "reset"                // Reset
+	ReasonExpiry              Reason = "expiry"               // a ForceOpen's time ran out
+	ReasonIdle                Reason = "idle"                 // a closed key's breaker dropped after its IdleTTL
+)
+
+// attrs returns the event's log attributes, rounded for people to read:
+// durations to the millisecond, the failure rate to three digits. The Event
+// keeps the exact values.
+func (e *Event) attrs() []slog.Attr {
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs,
+		slog.String("key", e.Key),
+		slog.String("from", e.From.String()),
+		slog.String("to", e.To.String()),
+		slog.String("mode", e.Mode.String()),
+		slog.String("reason", string(e.Reason)),
+	)
+	if e.By != "" {
+		attrs = append(attrs, slog.String("by", e.By))
+	}
+	if e.Reason == ReasonFailureRate || e.Reason == ReasonConsecutiveFailures {
+		attrs = append(attrs,
+			slog.Uint64("failures", uint64(e.Failures)),
+			slog.Uint64("successes", uint64(e.Successes)),
+			slog.Uint64("consecutive_failures", uint64(e.ConsecutiveFailures)),
+			slog.Float64("failure_rate", roundRate(e.FailureRate)),
+		)
+	}
+	for _, d := range [...]struct {
+		name string
+		d    time.Duration
+	}{
+		{"open_for", e.OpenFor},
+		{"upstream_retry_after", e.UpstreamRetryAfter},
+		{"probe_ran_for", e.ProbeRanFor},
+		{"recovery_ramp", e.RecoveryRamp},
+	} {
+		if d.d > 0 {
+			attrs = append(attrs, slog.Duration(d.name, roundDuration(d.d)))
+		}
+	}
+	if e.Forced != StateClosed {
+		attrs = append(attrs, slog.String("forced", e.Forced.String()))
+	}
+	return attrs
+}
+
+// roundDuration rounds a duration that people read to the millisecond,
+// keeping shorter ones as they are.
+func roundDuration(d time.Duration) time.Duration {
+	if d < time.Millisecond {
+		return d
+	}
+	return d.Round(time.Millisecond)
+}
+
+// roundRate rounds a rate that people read to three digits.
+func roundRate(r float64) float64 { return math.Round(r*1000) / 1000 }
 
 // notifier reports what happens in a set: each state change as one log
 // record followed by a call of every hook, and the set's own notices (a key
@@ -20,7 +138,7 @@ import (
 // are dropped and counted, and the drop is logged once delivery resumes; a
 // hook that panics is recovered and logged.
 type notifier struct {
-	hooks  []func(key string, from, to State)
+	hooks  []func(Event)
 	logger *slog.Logger
 
 	mu      sync.Mutex
@@ -30,55 +148,48 @@ type notifier struct {
 	idle    *sync.Cond // broadcast when the queue has drained; on mu
 }
 
-// report is one log record and, for a state change, the change for the
-// hooks.
+// report is one log record (or none) and, for a state change, the event
+// for the hooks.
 type report struct {
-	rec    slog.Record
-	change *stateChange
-}
-
-// stateChange is one change of a breaker's state, with the facts that go
-// with it (the counts of a trip, the cooldown, who forced it).
-type stateChange struct {
-	key      string
-	from, to State
-	mode     Mode
-	attrs    []slog.Attr
+	rec   *slog.Record
+	event *Event
 }
 
 // maxPending bounds the queue of reports, so that a logger or hook that
 // blocks for good costs bounded memory.
 const maxPending = 10000
 
-func newNotifier(logger *slog.Logger, hooks []func(key string, from, to State)) *notifier {
+func newNotifier(logger *slog.Logger, hooks []func(Event)) *notifier {
 	n := &notifier{hooks: hooks, logger: logger}
 	n.idle = sync.NewCond(&n.mu)
 	return n
 }
 
 // publish reports a state change: one record, at WARN when the breaker
-// opens, then the hooks.
-func (n *notifier) publish(c stateChange) {
+// opens, then the hooks. An idle key dropped (ReasonIdle) goes to the hooks
+// alone: a sweep may drop thousands of keys, and its log record is one line
+// that counts them.
+func (n *notifier) publish(e Event) {
+	if e.Reason == ReasonIdle {
+		if len(n.hooks) > 0 {
+			n.enqueue(report{event: &e})
+		}
+		return
+	}
 	level := slog.LevelInfo
-	if c.to == StateOpen || c.to == StateForcedOpen {
+	if e.To == StateOpen || e.To == StateForcedOpen {
 		level = slog.LevelWarn
 	}
-	rec := slog.NewRecord(time.Now(), level, "circuit breaker state changed", 0)
-	rec.AddAttrs(
-		slog.String("key", c.key),
-		slog.String("from", c.from.String()),
-		slog.String("to", c.to.String()),
-		slog.String("mode", c.mode.String()),
-	)
-	rec.AddAttrs(c.attrs...)
-	n.enqueue(report{rec: rec, change: &c})
+	rec := slog.NewRecord(e.Time, level, "circuit breaker state changed", 0)
+	rec.AddAttrs(e.attrs()...)
+	n.enqueue(report{rec: &rec, event: &e})
 }
 
 // log reports a notice of the set's own, as logger.Log would.
 func (n *notifier) log(level slog.Level, msg string, args ...any) {
 	rec := slog.NewRecord(time.Now(), level, msg, 0)
 	rec.Add(args...)
-	n.enqueue(report{rec: rec})
+	n.enqueue(report{rec: &rec})
 }
 
 func (n *notifier) enqueue(r report) {
@@ -123,12 +234,12 @@ func (n *notifier) run() {
 // deliver writes a report's record and calls the hooks.
 func (n *notifier) deliver(r report) {
 	ctx := context.Background()
-	if h := n.logger.Handler(); h.Enabled(ctx, r.rec.Level) {
-		_ = h.Handle(ctx, r.rec)
+	if h := n.logger.Handler(); r.rec != nil && h.Enabled(ctx, r.rec.Level) {
+		_ = h.Handle(ctx, *r.rec)
 	}
-	if r.change != nil {
+	if r.event != nil {
 		for _, hook := range n.hooks {
-			n.call(hook, r.change)
+			n.call(hook, r.event)
 		}
 	}
 }
@@ -138,15 +249,15 @@ func (n *notifier) emit(level slog.Level, msg string, attrs ...slog.Attr) {
 	n.logger.LogAttrs(context.Background(), level, msg, attrs...)
 }
 
-func (n *notifier) call(hook func(key string, from, to State), c *stateChange) {
+func (n *notifier) call(hook func(Event), e *Event) {
 	defer func() {
 		if p := recover(); p != nil {
 			n.emit(slog.LevelError, "circuit breaker state-change hook panicked",
-				slog.String("key", c.key), slog.String("from", c.from.String()), slog.String("to", c.to.String()),
+				slog.String("key", e.Key), slog.String("from", e.From.String()), slog.String("to", e.To.String()),
 				slog.String("panic", fmt.Sprint(p)))
 		}
 	}()
-	hook(c.key, c.from, c.to)
+	hook(*e)
 }
 
 // flush waits until every report queued so far has been delivered.

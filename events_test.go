@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -58,8 +60,8 @@ func TestTripIsLoggedWithTheCountsThatTrippedIt(t *testing.T) {
 				t.Errorf("record %d: %s %s -> %s, want %s %s -> %s", i+1, got.level, got.attrs["from"], got.attrs["to"], want.level, want.from, want.to)
 			}
 		}
-		if reopen := logs[2]; reopen.attrs["open_for"] == "" || reopen.attrs["reason"] != "" {
-			t.Errorf("reopen record %v, want its cooldown and no trip counts", reopen.attrs)
+		if reopen := logs[2]; reopen.attrs["open_for"] == "" || reopen.attrs["reason"] != "probe_failed" || reopen.attrs["failures"] != "" {
+			t.Errorf("reopen record %v, want its cooldown, reason probe_failed and no trip counts", reopen.attrs)
 		}
 	})
 }
@@ -68,10 +70,10 @@ func TestHookGetsEveryChangeInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
 		var got []string
-		hook := func(key string, from, to State) {
+		hook := func(e Event) {
 			mu.Lock()
 			defer mu.Unlock()
-			got = append(got, key+": "+from.String()+" -> "+to.String())
+			got = append(got, e.Key+": "+e.From.String()+" -> "+e.To.String())
 		}
 		b, _ := newSet(t, WithStateChangeHook(hook), WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 1}))
 		handler := newStatusHandler(500)
@@ -90,12 +92,151 @@ func TestHookGetsEveryChangeInOrder(t *testing.T) {
 	})
 }
 
+func TestHookEventCarriesWhyWithTheLogRecordsFacts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var events []Event
+		hook := func(e Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, e)
+		}
+		b, sink := newSet(t, WithStateChangeHook(hook), WithPolicy(Policy{
+			ConsecutiveFailures: 2, FailureRate: Off, OpenFor: time.Second, HalfOpenRequests: 1,
+			ProbeTimeout: 5 * time.Second, RecoveryRamp: 10 * time.Second, IdleTTL: time.Minute}))
+		var code atomic.Int32
+		code.Store(500)
+		hang := make(chan struct{})
+		h := b.KeyedMiddleware(func(*http.Request) string { return "git" })(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if code.Load() == 0 {
+				<-hang
+			}
+			w.WriteHeader(max(int(code.Load()), 200))
+		}))
+		record(h, "/")
+		record(h, "/") // trips on two failures in a row
+		time.Sleep(2 * time.Second)
+		record(h, "/") // half-open; the probe fails
+		time.Sleep(3 * time.Second)
+		code.Store(0)
+		go record(h, "/") // a probe that hangs
+		time.Sleep(6 * time.Second)
+		b.State("git") // past its ProbeTimeout: judged failed
+		code.Store(200)
+		close(hang)
+		time.Sleep(5 * time.Second)
+		record(h, "/") // the probe succeeds: recovering
+		time.Sleep(11 * time.Second)
+		b.State("git") // the ramp is over
+		forceAt := time.Now()
+		_ = b.ForceOpen("git", time.Minute) // by this file
+		time.Sleep(2 * time.Minute)
+		b.State("git") // the ForceOpen expired
+		_ = b.ForceClose("git")
+		_ = b.Release("git")
+		_ = b.ForceOpen("git", 0)
+		_ = b.Reset("git")
+		for range 12 { // quarter-IdleTTL sweeps, at each snapshot
+			time.Sleep(15 * time.Second)
+			b.Snapshot()
+		}
+		synctest.Wait()
+
+		want := []struct {
+			from, to State
+			reason   Reason
+		}{
+			{StateClosed, StateOpen, ReasonConsecutiveFailures},
+			{StateOpen, StateHalfOpen, ReasonCooldown},
+			{StateHalfOpen, StateOpen, ReasonProbeFailed},
+			{StateOpen, StateHalfOpen, ReasonCooldown},
+			{StateHalfOpen, StateOpen, ReasonProbeTimeout},
+			{StateOpen, StateHalfOpen, ReasonCooldown},
+			{StateHalfOpen, StateRecovering, ReasonProbesSucceeded},
+			{StateRecovering, StateClosed, ReasonRampDone},
+			{StateClosed, StateForcedOpen, ReasonForceOpen},
+			{StateForcedOpen, StateClosed, ReasonExpiry},
+			{StateClosed, StateForcedClosed, ReasonForceClose},
+			{StateForcedClosed, StateClosed, ReasonRelease},
+			{StateClosed, StateForcedOpen, ReasonForceOpen},
+			{StateForcedOpen, StateClosed, ReasonReset},
+			{StateClosed, StateClosed, ReasonIdle},
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(events) != len(want) {
+			t.Fatalf("hook got %d events, want %d: %+v", len(events), len(want), events)
+		}
+		for i, w := range want {
+			if e := events[i]; e.Key != "git" || e.From != w.from || e.To != w.to || e.Reason != w.reason || e.Mode != ModeEnforce {
+				t.Errorf("event %d: %s %v -> %v (%s), want %v -> %v (%s)", i, e.Key, e.From, e.To, e.Reason, w.from, w.to, w.reason)
+			}
+		}
+		if trip := events[0]; trip.Failures != 2 || trip.Successes != 0 || trip.ConsecutiveFailures != 2 || trip.FailureRate != 1 || trip.OpenFor != time.Second {
+			t.Errorf("trip event %+v, want the counts that tripped it and its cooldown", trip)
+		}
+		if reopen := events[2]; reopen.OpenFor < time.Second || reopen.OpenFor > 2*time.Second || reopen.Failures != 0 {
+			t.Errorf("reopen event %+v, want the doubled, jittered cooldown and no trip counts", reopen)
+		}
+		if timeout := events[4]; timeout.ProbeRanFor != 6*time.Second {
+			t.Errorf("probe timeout event %+v, want how long the probe ran", timeout)
+		}
+		if ramp := events[6]; ramp.RecoveryRamp != 10*time.Second {
+			t.Errorf("recovery event %+v, want its ramp", ramp)
+		}
+		force := events[8]
+		if !strings.HasPrefix(force.By, "github.com/httpbreaker/httpbreaker/events_test.go:") || force.OpenFor != time.Minute || !force.Time.Equal(forceAt) {
+			t.Errorf("ForceOpen event %+v, want by this file's line, for a minute, at %v", force, forceAt)
+		}
+
+		// The log record of each event says the same, rounded for people.
+		sink.flush()
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		var recs []slog.Record
+		for _, r := range sink.records {
+			if r.Message == "circuit breaker state changed" {
+				recs = append(recs, r)
+			}
+		}
+		if len(recs) != len(events)-1 {
+			t.Fatalf("%d log records for %d events, want one for each but the idle drop", len(recs), len(events))
+		}
+		if len(sink.records) == 0 || !strings.Contains(sink.records[len(sink.records)-1].Message, "dropped after their idle time") {
+			t.Errorf("the idle drop is not logged as one record that counts the keys dropped")
+		}
+		for i, e := range events[:len(recs)] {
+			attrs := map[string]string{}
+			recs[i].Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
+			if !recs[i].Time.Equal(e.Time) || attrs["reason"] != string(e.Reason) || attrs["from"] != e.From.String() ||
+				attrs["to"] != e.To.String() || attrs["by"] != e.By {
+				t.Errorf("record %d %v at %v, event %+v", i, attrs, recs[i].Time, e)
+			}
+			if e.OpenFor > 0 && attrs["open_for"] != e.OpenFor.Round(time.Millisecond).String() {
+				t.Errorf("record %d open_for=%s, event %v", i, attrs["open_for"], e.OpenFor)
+			}
+		}
+	})
+}
+
+func TestLogRecordsRoundWhatPeopleRead(t *testing.T) {
+	e := Event{Key: "k", From: StateClosed, To: StateOpen, Reason: ReasonFailureRate,
+		Failures: 5, Successes: 118, FailureRate: 5.0 / 123, OpenFor: 5086943473, ProbeRanFor: 500 * time.Microsecond}
+	attrs := map[string]string{}
+	for _, a := range e.attrs() {
+		attrs[a.Key] = a.Value.String()
+	}
+	if attrs["failure_rate"] != "0.041" || attrs["open_for"] != "5.087s" || attrs["probe_ran_for"] != "500µs" {
+		t.Fatalf("attrs %v, want failure_rate=0.041 open_for=5.087s probe_ran_for=500µs", attrs)
+	}
+}
+
 func TestBlockingHookDoesNotHoldUpRequests(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		unblock := make(chan struct{})
 		var calls int
 		var mu sync.Mutex
-		hook := func(string, State, State) {
+		hook := func(Event) {
 			mu.Lock()
 			calls++
 			mu.Unlock()
@@ -136,7 +277,7 @@ func TestBlockingHookDoesNotHoldUpRequests(t *testing.T) {
 
 func TestPanickingHookIsLoggedAndRequestsGoOn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		hook := func(key string, from, to State) { panic("hook bug") }
+		hook := func(Event) { panic("hook bug") }
 		b, sink := newSet(t, WithStateChangeHook(hook), WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 1}))
 		handler := newStatusHandler(500)
 		h := b.Middleware("p")(handler)

@@ -63,7 +63,7 @@ func ExampleBreakers_Middleware() {
 	// Output:
 	// scaffolder 500
 	// scaffolder 500
-	// level=WARN msg="circuit breaker state changed" key=scaffolder from=closed to=open mode=enforce open_for=30s reason=consecutive_failures failures=3 successes=0 consecutive_failures=3 failure_rate=1
+	// level=WARN msg="circuit breaker state changed" key=scaffolder from=closed to=open mode=enforce reason=consecutive_failures failures=3 successes=0 consecutive_failures=3 failure_rate=1 open_for=30s
 	// scaffolder 500
 	// scaffolder 503 Retry-After: 30
 	// catalog 200

@@ -139,10 +139,12 @@ func WithMaxKeys(n int) Option {
 }
 
 // WithStateChangeHook calls f after every state change of every key, in the
-// order they happened, on a goroutine of its own: a hook that blocks or
-// panics does not hold up requests (a panic is recovered and logged). Each
-// call adds a hook.
-func WithStateChangeHook(f func(key string, from, to State)) Option {
+// order they happened, with an Event that says what changed and why: the
+// facts of the change's log record, so that a hook can page, annotate a
+// trace or post to chat without parsing logs. f runs on a goroutine of the
+// set's own: a hook that blocks or panics does not hold up requests (a
+// panic is recovered and logged). Each call adds a hook.
+func WithStateChangeHook(f func(Event)) Option {
 	return func(b *Breakers) error {
 		if f == nil {
 			return errors.New("WithStateChangeHook: nil func")

@@ -1,7 +1,6 @@
 package httpbreaker
 
 import (
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -132,7 +131,7 @@ func (br *breaker) settle(ph *phase, p *probe, v verdict) {
 	}
 	ph.round.finish(p)
 	br.tally(v)
-	br.probeDone(ph, v, "")
+	br.probeDone(ph, v, ReasonProbeFailed, 0)
 }
 
 // expireProbes settles the probes of ph's round that have run past the
@@ -163,7 +162,7 @@ func (br *breaker) expireProbes(ph *phase, now int64) bool {
 			v.outcome = Outcome(a - 1)
 		}
 		br.tally(v)
-		br.probeDone(ph, v, "probe_timeout", slog.Duration("probe_ran_for", time.Duration(now-p.start)))
+		br.probeDone(ph, v, ReasonProbeTimeout, time.Duration(now-p.start))
 	}
 	return len(expired) > 0
 }
@@ -190,30 +189,29 @@ func (br *breaker) trip(why tripInfo) {
 	if ph := br.phase.Load(); ph != nil && ph.state == StateRecovering {
 		from = StateRecovering
 	}
-	until, attrs := br.cooldown(now, br.policy.OpenFor)
+	e := Event{From: from, To: StateOpen, Reason: why.reason,
+		Failures: why.counts.TotalFailures, Successes: why.counts.TotalSuccesses,
+		ConsecutiveFailures: why.counts.ConsecutiveFailures,
+		FailureRate:         failureRate(why.counts.TotalFailures, why.counts.TotalSuccesses)}
+	var until int64
+	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.policy.OpenFor)
 	br.phase.Store(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
-	c := why.counts
-	attrs = append(attrs,
-		slog.String("reason", why.reason),
-		slog.Uint64("failures", uint64(c.TotalFailures)),
-		slog.Uint64("successes", uint64(c.TotalSuccesses)),
-		slog.Uint64("consecutive_failures", uint64(c.ConsecutiveFailures)),
-		slog.Float64("failure_rate", failureRate(c.TotalFailures, c.TotalSuccesses)),
-	)
-	br.record(from, StateOpen, now, attrs...)
+	br.lastTrip.Store(&Trip{At: br.set.timeAt(now), Reason: e.Reason, Failures: e.Failures,
+		Successes: e.Successes, ConsecutiveFailures: e.ConsecutiveFailures})
+	br.record(now, e)
 }
 
 // cooldown returns when an open phase that starts at now with the given
 // cooldown ends: later if an upstream's Retry-After asks for longer, up to
-// the longest cooldown. It returns the log attributes that say so.
-func (br *breaker) cooldown(now int64, d time.Duration) (int64, []slog.Attr) {
-	var attrs []slog.Attr
-	until := addSat(now, d)
+// the longest cooldown. It returns how long that is from now, and the delay
+// the upstream asked for when it made the cooldown longer.
+func (br *breaker) cooldown(now int64, d time.Duration) (until int64, openFor, upstream time.Duration) {
+	until = addSat(now, d)
 	if u := br.upstreamUntil.Load(); u > until {
 		until = min(u, addSat(now, br.maxCooldown()))
-		attrs = append(attrs, slog.Duration("upstream_retry_after", time.Duration(u-now)))
+		upstream = time.Duration(u - now)
 	}
-	return until, append(attrs, slog.Duration("open_for", time.Duration(until-now)))
+	return until, time.Duration(until - now), upstream
 }
 
 // halfOpen ends ph's cooldown: a new round of probes begins.
@@ -224,14 +222,15 @@ func (br *breaker) halfOpen(ph *phase, now int64) {
 		return
 	}
 	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal, round: &round{slots: int32(br.policy.HalfOpenRequests)}})
-	br.record(StateOpen, StateHalfOpen, now)
+	br.record(now, Event{From: StateOpen, To: StateHalfOpen, Reason: ReasonCooldown})
 }
 
 // probeDone records how a probe of ph's round ended: a failure opens the
 // breaker again, and the last of the round's successes closes it. A probe
-// whose round has ended changes nothing. reason and attrs say why a failure
-// reopens, if not because the probe failed.
-func (br *breaker) probeDone(ph *phase, v verdict, reason string, attrs ...slog.Attr) {
+// whose round has ended changes nothing. why says why a failure reopens
+// (ReasonProbeFailed or ReasonProbeTimeout), and ranFor how long the probe
+// had run, for a timeout.
+func (br *breaker) probeDone(ph *phase, v verdict, why Reason, ranFor time.Duration) {
 	switch v.outcome {
 	case Excluded:
 		ph.round.excluded.Add(1)
@@ -241,16 +240,13 @@ func (br *breaker) probeDone(ph *phase, v verdict, reason string, attrs ...slog.
 			br.recover(ph)
 		}
 	default:
-		if reason != "" {
-			attrs = append([]slog.Attr{slog.String("reason", reason)}, attrs...)
-		}
-		br.reopen(ph, attrs...)
+		br.reopen(ph, Event{Reason: why, ProbeRanFor: ranFor})
 	}
 }
 
 // reopen opens the breaker again after a failed probe of ph, for twice the
-// last nominal cooldown, with jitter.
-func (br *breaker) reopen(ph *phase, why ...slog.Attr) {
+// last nominal cooldown, with jitter. e says why.
+func (br *breaker) reopen(ph *phase, e Event) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	if br.phase.Load() != ph {
@@ -258,9 +254,11 @@ func (br *breaker) reopen(ph *phase, why ...slog.Attr) {
 	}
 	now := br.set.clock()
 	nominal := br.backoff(ph.nominal)
-	until, attrs := br.cooldown(now, br.jitter(nominal))
+	var until int64
+	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.jitter(nominal))
 	br.phase.Store(&phase{state: StateOpen, until: until, nominal: nominal})
-	br.record(StateHalfOpen, StateOpen, now, append(why, attrs...)...)
+	e.From, e.To = StateHalfOpen, StateOpen
+	br.record(now, e)
 }
 
 // recover closes the breaker after every probe of ph succeeded, with a new
@@ -276,11 +274,11 @@ func (br *breaker) recover(ph *phase) {
 	br.inst.Store(br.newInstance())
 	if ramp := br.policy.RecoveryRamp; ramp > 0 {
 		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)})
-		br.record(StateHalfOpen, StateRecovering, now, slog.Duration("recovery_ramp", ramp))
+		br.record(now, Event{From: StateHalfOpen, To: StateRecovering, Reason: ReasonProbesSucceeded, RecoveryRamp: ramp})
 		return
 	}
 	br.phase.Store(nil)
-	br.record(StateHalfOpen, StateClosed, now)
+	br.record(now, Event{From: StateHalfOpen, To: StateClosed, Reason: ReasonProbesSucceeded})
 }
 
 // endRamp ends ph's recovery ramp: the breaker is closed.
@@ -291,7 +289,7 @@ func (br *breaker) endRamp(ph *phase, now int64) {
 		return
 	}
 	br.phase.Store(nil)
-	br.record(StateRecovering, StateClosed, now)
+	br.record(now, Event{From: StateRecovering, To: StateClosed, Reason: ReasonRampDone})
 }
 
 // backoff returns the nominal cooldown after a failed probe: twice the

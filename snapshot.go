@@ -28,10 +28,21 @@ type Status struct {
 	// Since is when the breaker entered State (when it was created, if it has
 	// never changed state).
 	Since time.Time `json:"since"`
+	// Rejecting says whether the breaker turns requests away now: open,
+	// forced open, half-open with every probe slot taken, or recovering
+	// (a share of them), in enforce mode or forced.
+	Rejecting bool `json:"rejecting"`
 	// RetryAfter is how long until the breaker admits requests again:
 	// positive while open, and while forced open for a limited time. JSON
-	// writes it in seconds, as retry_after_seconds.
+	// writes it as retry_after_seconds, rounded up to a whole second as
+	// Retry-After is, and as retry_after_ms.
 	RetryAfter time.Duration `json:"-"`
+	// ForcedBy says who forced the state, while ForceOpen or ForceClose
+	// holds it: as Event.By does.
+	ForcedBy string `json:"forced_by,omitempty"`
+	// LastTrip is what last opened the breaker from closed, nil if nothing
+	// has since it was made or Reset.
+	LastTrip *Trip `json:"last_trip,omitempty"`
 	// Window holds the outcomes the trip conditions look at: those in the
 	// rolling window while closed or recovering, those of the probes while
 	// half-open, none while open. JSON adds its failure_rate.
@@ -43,8 +54,9 @@ type Status struct {
 	Policy Policy `json:"policy"`
 }
 
-// MarshalJSON writes the status as its fields say, with RetryAfter in
-// seconds (retry_after_seconds) and the window's failure rate.
+// MarshalJSON writes the status as its fields say, with RetryAfter as
+// retry_after_seconds (whole seconds, rounded up) and retry_after_ms, and
+// the window's failure rate to three digits.
 func (s Status) MarshalJSON() ([]byte, error) {
 	type fields Status // the fields, without this method
 	type window struct {
@@ -53,10 +65,29 @@ func (s Status) MarshalJSON() ([]byte, error) {
 	}
 	return json.Marshal(struct {
 		fields
-		RetryAfterSeconds float64 `json:"retry_after_seconds"`
-		Window            window  `json:"window"`
-	}{fields(s), s.RetryAfter.Seconds(), window{s.Window, s.Window.FailureRate()}})
+		RetryAfterSeconds int64  `json:"retry_after_seconds"`
+		RetryAfterMS      int64  `json:"retry_after_ms"`
+		Window            window `json:"window"`
+	}{fields(s), ceilSeconds(s.RetryAfter), s.RetryAfter.Milliseconds(), window{s.Window, roundRate(s.Window.FailureRate())}})
 }
+
+// ceilSeconds returns d in whole seconds, rounded up.
+func ceilSeconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// Trip is what opened a breaker from closed: when, why, and the window's
+// counts at that moment.
+type Trip struct {
+	At                  time.Time `json:"at"`
+	Reason              Reason    `json:"reason"`
+	Failures            uint32    `json:"failures"`
+	Successes           uint32    `json:"successes"`
+	ConsecutiveFailures uint32    `json:"consecutive_failures"`
+}
+
+// FailureRate returns Failures / (Failures + Successes) at the trip.
+func (t Trip) FailureRate() float64 { return failureRate(t.Failures, t.Successes) }
 
 // Counts are the outcomes in a breaker's current window.
 type Counts struct {
@@ -92,6 +123,7 @@ func (br *breaker) status() Status {
 		Totals: br.totals(),
 		Policy: br.policy,
 	}
+	s.LastTrip = br.lastTrip.Load()
 	ph := br.phase.Load()
 	switch {
 	case ph == nil || ph.state == StateRecovering:
@@ -106,6 +138,7 @@ func (br *breaker) status() Status {
 		}
 	case ph.state == StateHalfOpen:
 		r := ph.round
+		s.Rejecting = r.taken.Load() >= r.slots
 		ok := uint32(r.succeeded.Load())
 		s.Window = Counts{
 			Successes:            ok,
@@ -118,6 +151,19 @@ func (br *breaker) status() Status {
 	}
 	if st == StateForcedOpen {
 		_, s.RetryAfter, _ = br.forced()
+	}
+	if o := br.override.Load(); o != nil {
+		s.ForcedBy = o.by
+	}
+	switch st {
+	case StateOpen, StateRecovering:
+		s.Rejecting = br.mode == ModeEnforce
+	case StateHalfOpen:
+		s.Rejecting = s.Rejecting && br.mode == ModeEnforce
+	case StateForcedOpen:
+		s.Rejecting = true
+	default:
+		s.Rejecting = false
 	}
 	return s
 }

@@ -2,7 +2,10 @@ package httpbreaker
 
 import (
 	"encoding/json"
+	"net/http"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -29,7 +32,7 @@ func TestStatusJSON(t *testing.T) {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
-		if want := []string{"key", "mode", "policy", "retry_after_seconds", "since", "state", "totals", "window"}; !slices.Equal(keys, want) {
+		if want := []string{"key", "mode", "policy", "rejecting", "retry_after_ms", "retry_after_seconds", "since", "state", "totals", "window"}; !slices.Equal(keys, want) {
 			t.Fatalf("status JSON has %q, want %q: %s", keys, want, out)
 		}
 		window := got["window"].(map[string]any)
@@ -44,10 +47,67 @@ func TestStatusJSON(t *testing.T) {
 		for range 3 {
 			record(h, "/")
 		}
-		time.Sleep(10 * time.Second)
+		time.Sleep(10*time.Second + 300*time.Millisecond)
 		out, _ = json.Marshal(b.Snapshot()[0])
-		if err := json.Unmarshal(out, &got); err != nil || got["state"] != "open" || got["retry_after_seconds"] != 20.0 {
+		if err := json.Unmarshal(out, &got); err != nil || got["state"] != "open" || got["rejecting"] != true {
 			t.Fatalf("open status JSON %s", out)
+		}
+		// Whole seconds where the name says seconds, rounded up as
+		// Retry-After is; milliseconds beside them.
+		if string(must(json.Marshal(got["retry_after_seconds"]))) != "20" || got["retry_after_ms"] != 19700.0 {
+			t.Fatalf("open status JSON retry_after_seconds %v, retry_after_ms %v; want 20 and 19700", got["retry_after_seconds"], got["retry_after_ms"])
+		}
+		trip, _ := got["last_trip"].(map[string]any)
+		if trip["reason"] != "consecutive_failures" || trip["failures"] != 4.0 || trip["consecutive_failures"] != 4.0 {
+			t.Fatalf("open status JSON last_trip %v, want the 4 consecutive failures that tripped it", trip)
+		}
+	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestStatusSaysWhetherTheKeyRejects(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 2}))
+		hung := &blocking{code: 200, release: make(chan struct{})}
+		defer hung.free()
+		var code atomic.Int32
+		code.Store(500)
+		h := b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if code.Load() == 0 {
+				hung.ServeHTTP(w, r)
+				return
+			}
+			w.WriteHeader(int(code.Load()))
+		}))
+		if s := status(t, b, "p"); s.Rejecting {
+			t.Fatal("closed: rejecting")
+		}
+		record(h, "/")
+		if s := status(t, b, "p"); !s.Rejecting || s.State != StateOpen {
+			t.Fatalf("open: %v rejecting %v", s.State, s.Rejecting)
+		}
+		time.Sleep(2 * time.Second)
+		if s := status(t, b, "p"); s.Rejecting || s.State != StateHalfOpen {
+			t.Fatalf("half-open with both probe slots free: %v rejecting %v, want not rejecting", s.State, s.Rejecting)
+		}
+		code.Store(0)
+		go record(h, "/")
+		go record(h, "/")
+		synctest.Wait()
+		if s := status(t, b, "p"); !s.Rejecting || s.State != StateHalfOpen {
+			t.Fatalf("half-open with every probe slot taken: %v rejecting %v, want rejecting", s.State, s.Rejecting)
+		}
+		hung.free()
+		synctest.Wait()
+		_ = b.ForceOpen("p", 0)
+		if s := status(t, b, "p"); !s.Rejecting || !strings.Contains(s.ForcedBy, "snapshot_test.go:") {
+			t.Fatalf("forced open: rejecting %v, forced by %q", s.Rejecting, s.ForcedBy)
 		}
 	})
 }

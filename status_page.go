@@ -121,22 +121,24 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	page := statusView{Refresh: int(h.refresh.Seconds()), Now: now.UTC().Format(time.RFC3339), Control: h.authorize != nil}
+	rejecting := 0
 	for _, s := range snap {
-		switch s.State {
-		case StateOpen, StateHalfOpen, StateRecovering, StateForcedOpen:
-			page.Rejecting++
+		if s.Rejecting {
+			rejecting++
 		}
 		row := statusRow{Status: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
-			Since: roughly(now.Sub(s.Since)), FailureRate: fmt.Sprintf("%.0f%%", 100*s.Window.FailureRate()),
-			Rejected: s.Totals.Rejected}
+			Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: why(s, now)}
 		switch {
 		case s.RetryAfter > 0:
-			row.RetryIn = roughly(s.RetryAfter)
+			row.RetryIn = "in " + roughly(s.RetryAfter)
 		case s.State == StateForcedOpen:
-			row.RetryIn = "until released"
+			row.RetryIn = "when released"
+		case s.State == StateHalfOpen:
+			row.RetryIn = "when its probes succeed"
 		}
 		page.Breakers = append(page.Breakers, row)
 	}
+	page.Summary = summary(len(snap), rejecting)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", pagePolicy)
 	w.Header().Set("X-Frame-Options", "DENY")
@@ -144,18 +146,72 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 }
 
 type statusView struct {
-	Refresh   int
-	Now       string
-	Control   bool
-	Rejecting int // breakers that turn some requests away
-	Breakers  []statusRow
+	Refresh  int
+	Now      string
+	Control  bool
+	Summary  string // how many keys, and how many reject requests
+	Breakers []statusRow
 }
 
 type statusRow struct {
 	Status
-	Since, SinceTime, RetryIn, FailureRate string
-	Rejected                               uint64
+	Since, SinceTime, RetryIn, FailureRate, Why string
 }
+
+// summary says in English how many keys there are and how many of them
+// reject requests.
+func summary(keys, rejecting int) string {
+	var s string
+	switch keys {
+	case 0:
+		return "No keys yet."
+	case 1:
+		s = "1 key. "
+	default:
+		s = fmt.Sprintf("%d keys. ", keys)
+	}
+	switch rejecting {
+	case 0:
+		return s + "None is rejecting requests."
+	case 1:
+		return s + "1 is rejecting requests."
+	}
+	return s + fmt.Sprintf("%d are rejecting requests.", rejecting)
+}
+
+// why says what put a key in its state: who forced it, or what tripped it.
+func why(s Status, now time.Time) string {
+	if s.ForcedBy != "" {
+		return "forced by " + s.ForcedBy
+	}
+	t := s.LastTrip
+	if t == nil {
+		return ""
+	}
+	var what string
+	switch t.Reason {
+	case ReasonConsecutiveFailures:
+		what = plural(t.ConsecutiveFailures, "failure") + " in a row"
+	default:
+		what = fmt.Sprintf("%d of %d failed (%s)", t.Failures, t.Failures+t.Successes, percent(t.FailureRate()))
+	}
+	prefix := "tripped"
+	if s.State == StateClosed {
+		prefix = "last tripped"
+	}
+	return fmt.Sprintf("%s %s ago: %s", prefix, roughly(now.Sub(t.At)), what)
+}
+
+// plural says n things in English: "1 failure", "3 failures".
+func plural(n uint32, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// percent prints a rate as a whole percentage.
+func percent(r float64) string { return fmt.Sprintf("%.0f%%", 100*r) }
 
 // backToPage returns the Location that sends a browser from a POST back to
 // the page at path: a relative reference to the path's last segment, which
@@ -199,6 +255,7 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "key: missing", http.StatusBadRequest)
 		return
 	}
+	by := "status page from " + r.RemoteAddr
 	var err error
 	switch action {
 	case "force_open":
@@ -209,13 +266,13 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		err = h.set.ForceOpen(key, d)
+		err = h.set.forceOpen(key, d, by)
 	case "force_close":
-		err = h.set.ForceClose(key)
+		err = h.set.forceClose(key, by)
 	case "release":
-		err = h.set.Release(key)
+		err = h.set.release(key, by)
 	case "reset":
-		err = h.set.Reset(key)
+		err = h.set.reset(key, by)
 	default:
 		http.Error(w, fmt.Sprintf("action: want force_open, force_close, release or reset, got %q", action), http.StatusBadRequest)
 		return
@@ -224,8 +281,8 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrNoBreaker):
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
-	case err != nil:
-		http.Error(w, err.Error(), http.StatusConflict)
+	case err != nil: // a key that is not valid
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	if wantsHTML(r) { // a form on the page: back to the page

@@ -14,9 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -64,18 +67,14 @@ func TestStatusPageRendersInABrowser(t *testing.T) {
 	for _, want := range []string{
 		`<tr id="key-scaffolder">`, `<span class="state open">open</span>`,
 		`<tr id="key-catalog">`, `<span class="state closed">closed</span>`,
-		"2 keys, 1 rejecting requests.",
+		"2 keys. 1 is rejecting requests.", "tripped 0s ago: 1 failure in a row",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered page lacks %q", want)
 		}
 	}
 
-	dir := os.Getenv("HTTPBREAKER_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	shot := filepath.Join(dir, "status_page.png")
+	shot := filepath.Join(artifacts(t), "status_page.png")
 	headless(t, browser, srv.URL, "--window-size=1200,300", "--screenshot="+shot)
 	t.Logf("screenshot: %s", shot)
 	f, err := os.Open(shot)
@@ -105,6 +104,108 @@ func TestStatusPageRendersInABrowser(t *testing.T) {
 		if counts[name] < 200 {
 			t.Errorf("the screenshot has %d %s pixels: the state is not colour-coded", counts[name], name)
 		}
+	}
+}
+
+// artifacts returns the directory for screenshots: HTTPBREAKER_ARTIFACTS in
+// CI, a temporary one elsewhere.
+func artifacts(t *testing.T) string {
+	if dir := os.Getenv("HTTPBREAKER_ARTIFACTS"); dir != "" {
+		return dir
+	}
+	return t.TempDir()
+}
+
+// measure is a script the layout test adds to the page: it writes onto the
+// body of the frame around it the viewport's width, the document's scroll
+// width, how many controls there are, which of them lie outside the
+// viewport, and how many text boxes have no label.
+const measure = `<script>
+const vw = document.documentElement.clientWidth;
+const controls = [...document.querySelectorAll("button, input:not([type=hidden])")];
+const outside = controls.filter(el => { const r = el.getBoundingClientRect(); return r.left < 0 || r.right > vw || r.width === 0; });
+const unlabelled = [...document.querySelectorAll("input:not([type=hidden])")].filter(el => !el.closest("label"));
+const out = parent.document.body.dataset;
+out.viewport = vw;
+out.scrollWidth = document.documentElement.scrollWidth;
+out.controls = controls.length;
+out.outside = outside.map(el => el.textContent || el.name).join("|");
+out.unlabelled = unlabelled.length;
+out.widest = [...document.querySelectorAll("*")].filter(el => el.scrollWidth > vw).map(el => el.tagName + "." + el.className + ":" + el.scrollWidth + "/" + Math.round(el.getBoundingClientRect().right)).join(",");
+</script>`
+
+// measured serves page at / with the measure script before </body>, and
+// without the headers that forbid scripts and frames, and at
+// /frame/{width}/{height} a frame of that size around it: headless Chromium
+// does not make windows narrower than 500 pixels, a frame can be a phone.
+func measured(page http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/frame/{width}/{height}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `<!doctype html><html><body style="margin:0"><iframe src="/" style="border:0;width:%spx;height:%spx"></iframe></body></html>`,
+			r.PathValue("width"), r.PathValue("height"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		page.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			if k != "Content-Security-Policy" && k != "X-Frame-Options" && k != "Content-Length" {
+				w.Header()[k] = v
+			}
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = io.WriteString(w, strings.Replace(rec.Body.String(), "</body>", measure+"</body>", 1))
+	})
+	return mux
+}
+
+func TestStatusPageFitsADesktopWindowAndAPhone(t *testing.T) {
+	browser := chromium(t)
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}),
+		WithKeyPolicy("search", Policy{Mode: ModeObserve}))
+	for _, key := range []string{"catalog", "scaffolder", "kubernetes-ingestion", "search", "techdocs"} {
+		h := b.Middleware(key)(newStatusHandler(200))
+		record(h, "/")
+	}
+	record(b.Middleware("scaffolder")(newStatusHandler(500)), "/")
+	_ = b.ForceOpen("techdocs", 10*time.Minute)
+	page := b.StatusHandler(AllowControl(func(*http.Request) bool { return true }), StatusRefresh(0))
+	srv := httptest.NewServer(measured(page))
+	t.Cleanup(srv.Close)
+
+	dataset := regexp.MustCompile(`data-([a-z-]+)="([^"]*)"`)
+	for _, size := range []struct {
+		name          string
+		width, height int
+	}{{"desktop", 1280, 800}, {"phone", 390, 844}} {
+		t.Run(size.name, func(t *testing.T) {
+			frame := fmt.Sprintf("%s/frame/%d/%d", srv.URL, size.width, size.height)
+			window := fmt.Sprintf("--window-size=%d,%d", max(size.width, 500), size.height)
+			dom := string(headless(t, browser, frame, "--dump-dom", window))
+			body := dom[strings.Index(dom, "<body"):]
+			body = body[:strings.Index(body, ">")]
+			got := map[string]string{}
+			for _, m := range dataset.FindAllStringSubmatch(body, -1) {
+				got[m[1]] = m[2]
+			}
+			if got["viewport"] != strconv.Itoa(size.width) {
+				t.Fatalf("the page was laid out %s pixels wide, not %d: the test measures nothing (%v)", got["viewport"], size.width, got)
+			}
+			if sw, _ := strconv.Atoi(got["scroll-width"]); sw > size.width {
+				t.Errorf("the page is %d pixels wide in a %d-pixel window: it scrolls sideways (%s)", sw, size.width, got["widest"])
+			}
+			if got["controls"] != "25" { // 5 keys, each a duration box and 4 buttons
+				t.Errorf("%s controls on the page, want 25", got["controls"])
+			}
+			if got["outside"] != "" {
+				t.Errorf("controls outside the %d-pixel viewport: %s", size.width, got["outside"])
+			}
+			if got["unlabelled"] != "0" {
+				t.Errorf("%s text boxes without a label", got["unlabelled"])
+			}
+			shot := filepath.Join(artifacts(t), "status_page_"+size.name+".png")
+			headless(t, browser, frame, window, "--screenshot="+shot)
+			t.Logf("screenshot: %s", shot)
+		})
 	}
 }
 
@@ -170,7 +271,7 @@ func TestStatusHandlerAnswersHTMLToBrowsers(t *testing.T) {
 		`<tr id="key-scaffolder">`,
 		`<span class="state open">open</span>`,
 		`<span class="state closed">closed</span>`,
-		"2 keys, 1 rejecting requests.",
+		"2 keys. 1 is rejecting requests.",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
@@ -271,12 +372,22 @@ func TestStatusHandlerControl(t *testing.T) {
 		{url.Values{"action": {"reset"}}, 400, "key: missing"},
 		{url.Values{"key": {"catalog"}, "action": {"force_open"}, "for": {"soon"}}, 400, `for: want a duration such as "5m", got "soon"`},
 		{url.Values{"key": {"nobody"}, "action": {"reset"}}, 404, "no breaker for this key"},
+		{url.Values{"key": {"nobody"}, "action": {"force_open"}}, 404, "no breaker for this key"},
+		{url.Values{"key": {"nobody"}, "action": {"force_close"}}, 404, "no breaker for this key"},
+		{url.Values{"key": {"nobody"}, "action": {"release"}}, 404, "no breaker for this key"},
+		{url.Values{"key": {"bad\xff"}, "action": {"force_open"}}, 400, "not valid UTF-8"},
 	} {
 		if code, _, body := post(tc.form, true, ""); code != tc.code || !strings.Contains(body, tc.msg) {
 			t.Errorf("%v: %d %q, want %d %q", tc.form, code, body, tc.code, tc.msg)
 		}
 	}
+	if n := len(b.Snapshot()); n != 2 {
+		t.Errorf("%d keys after posting for keys that do not exist, want the 2 there were", n)
+	}
 	_, _, page := fetch(t, "GET", srv.URL, "text/html", nil)
+	if !strings.Contains(page, "forced by status page from 127.0.0.1:") {
+		t.Error("the page does not say who forced catalog closed")
+	}
 	if !strings.Contains(page, `name="action" value="force_open"`) {
 		t.Error("a page with control shows no buttons")
 	}
@@ -438,4 +549,60 @@ func TestCrossSiteFormCannotForceAKeyOpenFromABrowser(t *testing.T) {
 	if st := b.State("catalog"); st != StateClosed {
 		t.Fatalf("a cross-site form (Sec-Fetch-Site %q) forced catalog %v", site.Load(), st)
 	}
+}
+
+func TestStatusPageSpeaksEnglish(t *testing.T) {
+	for _, tc := range []struct {
+		keys, rejecting int
+		want            string
+	}{
+		{0, 0, "No keys yet."},
+		{1, 0, "1 key. None is rejecting requests."},
+		{1, 1, "1 key. 1 is rejecting requests."},
+		{3, 2, "3 keys. 2 are rejecting requests."},
+	} {
+		if got := summary(tc.keys, tc.rejecting); got != tc.want {
+			t.Errorf("summary(%d, %d) = %q, want %q", tc.keys, tc.rejecting, got, tc.want)
+		}
+	}
+	now := time.Now()
+	trip := &Trip{At: now.Add(-2 * time.Minute), Reason: ReasonFailureRate, Failures: 6, Successes: 4}
+	for _, tc := range []struct {
+		s    Status
+		want string
+	}{
+		{Status{State: StateOpen, LastTrip: trip}, "tripped 2m0s ago: 6 of 10 failed (60%)"},
+		{Status{State: StateClosed, LastTrip: trip}, "last tripped 2m0s ago: 6 of 10 failed (60%)"},
+		{Status{State: StateOpen, LastTrip: &Trip{At: now, Reason: ReasonConsecutiveFailures, ConsecutiveFailures: 5}}, "tripped 0s ago: 5 failures in a row"},
+		{Status{State: StateForcedOpen, ForcedBy: "status page from 10.0.0.7:5123", LastTrip: trip}, "forced by status page from 10.0.0.7:5123"},
+		{Status{State: StateClosed}, ""},
+	} {
+		if got := why(tc.s, now); got != tc.want {
+			t.Errorf("why(%v) = %q, want %q", tc.s.State, got, tc.want)
+		}
+	}
+}
+
+func TestAHalfOpenKeyWithFreeProbeSlotsIsNotCountedAsRejecting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second}))
+		record(b.Middleware("p")(newStatusHandler(500)), "/")
+		page := b.StatusHandler()
+		if _, _, body := serveOnce(page, "text/html"); !strings.Contains(body, "1 key. 1 is rejecting requests.") {
+			t.Fatalf("open key: page says %q", body[strings.Index(body, `<p class="meta">`):][:80])
+		}
+		time.Sleep(2 * time.Second)
+		if _, _, body := serveOnce(page, "text/html"); !strings.Contains(body, "1 key. None is rejecting requests.") {
+			t.Fatalf("half-open key waiting for probes: page says %q", body[strings.Index(body, `<p class="meta">`):][:80])
+		}
+	})
+}
+
+// serveOnce GETs / from h with the Accept header given.
+func serveOnce(h http.Handler, accept string) (int, http.Header, string) {
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set("Accept", accept)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Code, rec.Header(), rec.Body.String()
 }

@@ -51,7 +51,7 @@ func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bo
 	for _, p := range demoPlugins {
 		d.stats[p.id] = &pluginStats{}
 	}
-	h, err := newHost(cfg, slog.New(&transitionTap{d: d}), defaultPlugins())
+	h, err := newHost(cfg, slog.New(slog.DiscardHandler), defaultPlugins(), httpbreaker.WithStateChangeHook(d.onChange))
 	if err != nil {
 		return err
 	}
@@ -399,38 +399,28 @@ func (d *demo) summary() error {
 	return nil
 }
 
-// transitionTap is the breakers' slog.Handler in the demo: it turns each
-// state-change record into a line of the live view.
-type transitionTap struct{ d *demo }
-
-func (t *transitionTap) Enabled(context.Context, slog.Level) bool { return true }
-func (t *transitionTap) WithAttrs([]slog.Attr) slog.Handler       { return t }
-func (t *transitionTap) WithGroup(string) slog.Handler            { return t }
-
-func (t *transitionTap) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "circuit breaker state changed" {
-		return nil
-	}
-	attrs := map[string]string{}
-	r.Attrs(func(a slog.Attr) bool {
-		attrs[a.Key] = a.Value.String()
-		return true
-	})
-	if d, err := time.ParseDuration(attrs["open_for"]); err == nil {
-		attrs["open_for"] = d.Round(100 * time.Millisecond).String()
-	}
-	d := t.d
-	tr := transition{at: d.elapsed(), key: attrs["key"], from: attrs["from"], to: attrs["to"]}
+// onChange is the breakers' state-change hook in the demo: it turns each
+// change into a line of the live view, from the Event's facts.
+func (d *demo) onChange(e httpbreaker.Event) {
+	tr := transition{at: e.Time.Sub(d.start), key: e.Key, from: e.From.String(), to: e.To.String()}
+	openFor := e.OpenFor.Round(100 * time.Millisecond)
 	what := ""
-	switch {
-	case tr.from == "closed":
-		what = fmt.Sprintf(" on %s (%s failures, %s successes); open for %s", attrs["reason"], attrs["failures"], attrs["successes"], attrs["open_for"])
-	case tr.to == "open":
-		what = fmt.Sprintf(": a probe failed; open for %s this time", attrs["open_for"])
-	case tr.to == "half_open":
+	switch e.Reason {
+	case httpbreaker.ReasonFailureRate, httpbreaker.ReasonConsecutiveFailures:
+		what = fmt.Sprintf(" on %s (%d failures, %d successes); open for %s", e.Reason, e.Failures, e.Successes, openFor)
+	case httpbreaker.ReasonProbeFailed:
+		what = fmt.Sprintf(": a probe failed; open for %s this time", openFor)
+	case httpbreaker.ReasonProbeTimeout:
+		what = fmt.Sprintf(": a probe ran %s, past its timeout; open for %s this time", e.ProbeRanFor.Round(100*time.Millisecond), openFor)
+	case httpbreaker.ReasonCooldown:
 		what = ": cooldown over, admitting probes"
-	case tr.to == "closed":
+	case httpbreaker.ReasonProbesSucceeded:
 		what = ": every probe succeeded"
+	default:
+		what = ": " + string(e.Reason)
+		if e.By != "" {
+			what += " by " + e.By
+		}
 	}
 	d.printf("%6.1fs  %s %s: %s → %s%s\n", tr.at.Seconds(), d.paint("1", "▸"), tr.key,
 		d.paintState(tr.from, tr.from), d.paintState(tr.to, tr.to), what)
@@ -442,7 +432,6 @@ func (t *transitionTap) Handle(_ context.Context, r slog.Record) error {
 	close(d.changed) // wakes the script's waitFor
 	d.changed = make(chan struct{})
 	d.mu.Unlock()
-	return nil
 }
 
 // paint wraps s in an ANSI style when the output is a terminal.

@@ -48,7 +48,7 @@ type soakSample struct {
 // metric series grew over the run.
 func runSoak(ctx context.Context, cfg httpbreaker.Config, d time.Duration, out io.Writer) error {
 	var hookCalls atomic.Int64
-	slowHook := func(string, httpbreaker.State, httpbreaker.State) {
+	slowHook := func(httpbreaker.Event) {
 		hookCalls.Add(1)
 		time.Sleep(soakHookCost)
 	}
