@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -65,14 +68,61 @@ func (h *keyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // passes untracked, and the first such key is logged.
 type KeyFunc func(*http.Request) string
 
-// RoutePattern is a KeyFunc that keys each request by the route pattern that
-// matched it, r.Pattern, as http.ServeMux (Go 1.23+) and chi (v5.3+) set it:
-// "GET /api/items/{id}", "/api/items/{id}". Routers set it when they pick the
-// route, so the middleware must run inside the route: wrap the handler given
-// to ServeMux.Handle, or use chi's With or Route. Wrapped around a whole
-// router, it sees no pattern, and every request passes untracked (logged
-// once).
-func RoutePattern(r *http.Request) string { return r.Pattern }
+// RoutePattern is a KeyFunc that keys each request by its method and the
+// route pattern that matched it, the same on every router:
+// "GET /api/items/{id}". It reads r.Pattern, which http.ServeMux (Go 1.23+)
+// and chi (v5.3+) set: a ServeMux pattern that names a method is the key as
+// it is; a pattern without one (chi's "/api/items/{id}", or a ServeMux
+// pattern such as "/static/") gets the request's method in front, so that
+// GET and POST of a route have breakers of their own on every router. For
+// one breaker per route whatever the method, key by r.Pattern yourself.
+//
+// Routers set the pattern when they pick the route, so the middleware must
+// run inside the route: wrap the handler given to ServeMux.Handle, or use
+// chi's With or Route. Wrapped around a whole router, it sees no pattern,
+// and every request passes untracked (logged once).
+func RoutePattern(r *http.Request) string {
+	p := r.Pattern
+	if p == "" || hasMethod(p) {
+		return p
+	}
+	return withMethod(r.Method, p)
+}
+
+// hasMethod reports whether a ServeMux-style pattern starts with a method:
+// "GET /x" does, "/x" and "example.com/x" do not.
+func hasMethod(pattern string) bool {
+	space := strings.IndexAny(pattern, " \t")
+	slash := strings.IndexByte(pattern, '/')
+	return space >= 0 && (slash < 0 || space < slash)
+}
+
+// routeKeys holds, for each pattern RoutePattern has seen without a method,
+// its keys for the standard methods, so that keying a request allocates
+// nothing. Patterns are the router's own, a set as small as its routes.
+var routeKeys sync.Map // pattern -> *[len(standardMethods)]string
+
+var standardMethods = [...]string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace,
+}
+
+// withMethod returns method + " " + pattern.
+func withMethod(method, pattern string) string {
+	i := slices.Index(standardMethods[:], method)
+	if i < 0 {
+		return method + " " + pattern
+	}
+	v, ok := routeKeys.Load(pattern)
+	if !ok {
+		var keys [len(standardMethods)]string
+		for j, m := range standardMethods {
+			keys[j] = m + " " + pattern
+		}
+		v, _ = routeKeys.LoadOrStore(pattern, &keys)
+	}
+	return v.(*[len(standardMethods)]string)[i]
+}
 
 // KeyedMiddleware returns middleware that picks the breaker for each request
 // with key. Breakers are created on first use, up to WithMaxKeys. Finding a

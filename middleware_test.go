@@ -120,6 +120,27 @@ func TestKeyedMiddlewareKeysByRoutePattern(t *testing.T) {
 	}
 }
 
+func TestRoutePatternKeysByMethodAndPatternOnEveryRouter(t *testing.T) {
+	for _, tc := range []struct{ method, pattern, want string }{
+		{"GET", "GET /items/{id}", "GET /items/{id}"},                 // ServeMux, with a method
+		{"POST", "/items/{id}", "POST /items/{id}"},                   // chi, or ServeMux without one
+		{"DELETE", "example.com/items/", "DELETE example.com/items/"}, // ServeMux, with a host
+		{"PROPFIND", "/dav/*", "PROPFIND /dav/*"},                     // a method of its own
+		{"GET", "", ""}, // outside any route
+	} {
+		r := httptest.NewRequest(tc.method, "/", nil)
+		r.Pattern = tc.pattern
+		if got := RoutePattern(r); got != tc.want {
+			t.Errorf("RoutePattern(%s %q) = %q, want %q", tc.method, tc.pattern, got, tc.want)
+		}
+	}
+	r := httptest.NewRequest("GET", "/items/1", nil)
+	r.Pattern = "/items/{id}"
+	if n := testing.AllocsPerRun(100, func() { RoutePattern(r) }); n != 0 {
+		t.Errorf("RoutePattern allocates %v times per request for a pattern without a method, want 0", n)
+	}
+}
+
 func TestKeyedMiddlewareOutsideTheRouterPassesUntracked(t *testing.T) {
 	b, sink := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1}))
 	mux := http.NewServeMux()

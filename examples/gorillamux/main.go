@@ -36,6 +36,24 @@ func newRouter(breakers *httpbreaker.Breakers, orders http.Handler) *mux.Router 
 	return r
 }
 
+// routeKey is a KeyFunc for one breaker per gorilla/mux route, keyed as
+// httpbreaker.RoutePattern keys ServeMux and chi routes: the method and the
+// route's template, "GET /api/items/{id}". gorilla/mux does not set
+// r.Pattern; it hands the matched route over in the request's context.
+// Use it inside the router (Router.Use, or a subrouter's), where the route
+// is known.
+func routeKey(r *http.Request) string {
+	route := mux.CurrentRoute(r)
+	if route == nil {
+		return ""
+	}
+	template, err := route.GetPathTemplate()
+	if err != nil {
+		return ""
+	}
+	return r.Method + " " + template
+}
+
 var upgrader = websocket.Upgrader{}
 
 func echo(w http.ResponseWriter, r *http.Request) {

@@ -5,9 +5,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/gorilla/mux"
 	"github.com/gorilla/websocket"
 	"github.com/httpbreaker/httpbreaker"
 )
@@ -83,5 +85,41 @@ func TestWebsocketUpgradesThroughTheBreaker(t *testing.T) {
 	}
 	if st := breakers.State("ws"); st != httpbreaker.StateClosed {
 		t.Fatalf("ws breaker %v, want closed", st)
+	}
+}
+
+// TestRouteKeySplitsMethodsAsRoutePatternDoes: with routeKey, GET and POST
+// of one gorilla/mux route have breakers of their own, keyed as
+// RoutePattern keys ServeMux and chi routes (examples/routers).
+func TestRouteKeySplitsMethodsAsRoutePatternDoes(t *testing.T) {
+	breakers, err := httpbreaker.New(
+		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 3}),
+		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := mux.NewRouter()
+	r.Use(breakers.KeyedMiddleware(routeKey))
+	r.HandleFunc("/items/{id}", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) }).Methods(http.MethodGet)
+	r.HandleFunc("/items/{id}", func(w http.ResponseWriter, _ *http.Request) {}).Methods(http.MethodPost)
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	for i := range 5 {
+		status(t, srv.URL+"/items/"+strconv.Itoa(i))
+		resp, err := http.Post(srv.URL+"/items/"+strconv.Itoa(i), "text/plain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST answered %d while GET of the same route failed", resp.StatusCode)
+		}
+	}
+	var keys []string
+	for _, s := range breakers.Snapshot() {
+		keys = append(keys, s.Key+"="+s.State.String())
+	}
+	if got := strings.Join(keys, ","); got != "GET /items/{id}=open,POST /items/{id}=closed" {
+		t.Fatalf("keys %s, want GET open and POST closed, each its own", got)
 	}
 }
