@@ -43,6 +43,14 @@ var demoPlugins = []struct{ id, method, path string }{
 	{"search", http.MethodGet, "/api/search/query?term=pay"},
 }
 
+// quickCooldowns shorten config.yaml's cooldowns to seconds for the demo
+// and the soak, so that a whole outage and recovery fits in a few seconds.
+// Options given after WithConfig refine it.
+var quickCooldowns = []httpbreaker.Option{
+	httpbreaker.WithPolicy(httpbreaker.Policy{OpenFor: 5 * time.Second, MaxOpenFor: time.Minute}),
+	httpbreaker.WithKeyPolicy("scaffolder", httpbreaker.Policy{OpenFor: 3 * time.Second}),
+}
+
 // runDemo starts the host on a free loopback port, drives traffic through
 // the story, prints a live view and a summary to out, and returns an error
 // if the story did not happen as told.
@@ -51,7 +59,8 @@ func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bo
 	for _, p := range demoPlugins {
 		d.stats[p.id] = &pluginStats{}
 	}
-	h, err := newHost(cfg, slog.New(slog.DiscardHandler), defaultPlugins(), httpbreaker.WithStateChangeHook(d.onChange))
+	h, err := newHost(cfg, slog.New(slog.DiscardHandler), defaultPlugins(),
+		slices.Concat(quickCooldowns, []httpbreaker.Option{httpbreaker.WithStateChangeHook(d.onChange)})...)
 	if err != nil {
 		return err
 	}

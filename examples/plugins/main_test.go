@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -322,4 +323,120 @@ func TestSoak(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	t.Log(out.String())
+}
+
+// requireTool returns the path of a command the README's session uses. CI
+// installs it: there a missing one fails the test; elsewhere it is skipped.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not installed; .ci/run installs it", name)
+		}
+		t.Skipf("%s is not installed (apt-get install %s)", name, name)
+	}
+	return path
+}
+
+// readmeSession returns the lines of the README's by-hand session and the
+// output it says the loop prints.
+func readmeSession(t *testing.T) (lines []string, loopOutput string) {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	if !strings.Contains(text, "```sh\ngo run ./examples/plugins\n```") {
+		t.Fatal("the README no longer starts the host with go run ./examples/plugins in a block of its own")
+	}
+	_, after, ok := strings.Cut(text, "<!-- by-hand session")
+	if !ok {
+		t.Fatal("the README has no by-hand session marker")
+	}
+	_, after, _ = strings.Cut(after, "```sh\n")
+	block, after, _ := strings.Cut(after, "```")
+	_, after, _ = strings.Cut(after, "```\n")
+	loopOutput, _, _ = strings.Cut(after, "```")
+	return strings.Split(strings.TrimSpace(block), "\n"), loopOutput
+}
+
+// TestTheREADMESessionDoesWhatItSays runs the README's by-hand session as
+// written, with curl against a host on a free port in place of 8080.
+func TestTheREADMESessionDoesWhatItSays(t *testing.T) {
+	bash, _ := requireTool(t, "bash"), requireTool(t, "curl")
+	lines, loopOutput := readmeSession(t)
+	if len(lines) != 5 {
+		t.Fatalf("the session has %d lines, want 5 (this test checks each): %q", len(lines), lines)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base, _ := startHost(t, ctx)
+	var out []string
+	for _, line := range lines {
+		cmd := exec.Command(bash, "-c", strings.ReplaceAll(line, "localhost:8080", strings.TrimPrefix(base, "http://")))
+		got, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", line, err, got)
+		}
+		out = append(out, string(got))
+	}
+	if out[0] != "" || out[4] != "" {
+		t.Errorf("setting and clearing the fault printed %q and %q, want nothing", out[0], out[4])
+	}
+	if out[1] != loopOutput {
+		t.Errorf("the loop printed\n%s\nthe README says\n%s", out[1], loopOutput)
+	}
+	scaffolder := breakerJSON(t, out[2], "scaffolder")
+	trip, _ := scaffolder["last_trip"].(map[string]any)
+	if retry, _ := scaffolder["retry_after_seconds"].(float64); scaffolder["state"] != "open" || retry < 15 || trip["consecutive_failures"] != 5.0 {
+		t.Errorf("/breakers says scaffolder is %v for %vs, last trip %v; want open for about 20s after 5 failures in a row",
+			scaffolder["state"], scaffolder["retry_after_seconds"], trip)
+	}
+	if !strings.Contains(out[3], `httpbreaker_state{key="scaffolder",state="open"} 1`) {
+		t.Errorf("the metrics line shows\n%s\nwant scaffolder open", out[3])
+	}
+}
+
+// breakerJSON returns key's entry in the status page's JSON.
+func breakerJSON(t *testing.T, body, key string) map[string]any {
+	t.Helper()
+	var statuses []map[string]any
+	if err := json.Unmarshal([]byte(body), &statuses); err != nil {
+		t.Fatalf("/breakers: %v\n%s", err, body)
+	}
+	for _, s := range statuses {
+		if s["key"] == key {
+			return s
+		}
+	}
+	t.Fatalf("/breakers has no %s: %s", key, body)
+	return nil
+}
+
+// TestADelayTripsOnlyWhereThePolicyHasSlowCall checks the README's list of
+// faults: a delay trips search, whose policy has slow_call, and only slows
+// scaffolder down.
+func TestADelayTripsOnlyWhereThePolicyHasSlowCall(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base, _ := startHost(t, ctx)
+	for _, p := range []struct{ id, method, path, want string }{
+		{"scaffolder", "POST", "/api/scaffolder/tasks", "closed"},
+		{"search", "GET", "/api/search/query?term=pay", "open"},
+	} {
+		if code, body := do(t, "POST", base+"/faults/"+p.id, `{"delay": "1500ms"}`); code != 204 {
+			t.Fatalf("setting a delay on %s: %d %s", p.id, code, body)
+		}
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Go(func() { do(t, p.method, base+p.path, "") })
+		}
+		wg.Wait()
+		_, body := do(t, "GET", base+"/breakers", "")
+		if st := breakerJSON(t, body, p.id)["state"]; st != p.want {
+			t.Errorf("%s after 6 requests delayed 1.5s: %v, want %s", p.id, st, p.want)
+		}
+	}
 }

@@ -52,10 +52,10 @@ func runSoak(ctx context.Context, cfg httpbreaker.Config, d time.Duration, out i
 		hookCalls.Add(1)
 		time.Sleep(soakHookCost)
 	}
-	h, err := newHost(cfg, slog.New(slog.DiscardHandler), defaultPlugins(),
+	h, err := newHost(cfg, slog.New(slog.DiscardHandler), defaultPlugins(), slices.Concat(quickCooldowns, []httpbreaker.Option{
 		httpbreaker.WithMaxKeys(soakMaxKeys),
 		httpbreaker.WithPolicy(httpbreaker.Policy{IdleTTL: soakIdleTTL}),
-		httpbreaker.WithStateChangeHook(slowHook))
+		httpbreaker.WithStateChangeHook(slowHook)})...)
 	if err != nil {
 		return err
 	}
