@@ -70,15 +70,17 @@
 // With WithRegisterer, each Breakers exports three metric families, read at
 // scrape time: httpbreaker_state{key,state}, httpbreaker_requests_total{key,
 // result} and httpbreaker_transitions_total{key,from,to}. Every state change
-// is one log/slog record (WARN when a breaker opens, with the counts that
-// tripped it), and WithStateChangeHook calls a function of yours. Snapshot
-// returns every key's state, counts and policy.
+// is one log/slog record (WARN when a breaker opens, with the reason and the
+// counts that tripped it), and WithStateChangeHook calls a function of yours
+// with an Event that carries the same facts. Snapshot returns every key's
+// state, counts, last trip and policy.
 //
 // # Operating
 //
 // StatusHandler serves every key's status as JSON, or as an HTML page to
 // browsers; with AllowControl it also takes ForceOpen, ForceClose, Release
-// and Reset as POST actions. Keys unused for their policy's IdleTTL are
+// and Reset as POST actions; these act only on keys that exist, so that a
+// typo makes no key. Keys unused for their policy's IdleTTL are
 // dropped with their metric series, so many short-lived keys keep memory
 // flat.
 //

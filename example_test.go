@@ -242,3 +242,31 @@ func ExampleWithRegisterer() {
 	// httpbreaker_requests_total key=catalog result=success 1
 	// httpbreaker_state key=catalog state=closed 1
 }
+
+// A state-change hook gets an Event with why the state changed: here, a
+// message for a chat channel when a key trips.
+func ExampleWithStateChangeHook() {
+	done := make(chan struct{})
+	breakers, err := httpbreaker.New(
+		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)),
+		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 2, OpenFor: 30 * time.Second}),
+		httpbreaker.WithStateChangeHook(func(e httpbreaker.Event) {
+			if e.To == httpbreaker.StateOpen {
+				fmt.Printf("%s opened (%s: %d failures in a row); it probes again in %v\n",
+					e.Key, e.Reason, e.ConsecutiveFailures, e.OpenFor)
+				close(done)
+			}
+		}))
+	if err != nil {
+		panic(err)
+	}
+	h := breakers.Middleware("billing")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+	}))
+	for range 2 {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	}
+	<-done // hooks run on a goroutine of the set's own
+	// Output:
+	// billing opened (consecutive_failures: 2 failures in a row); it probes again in 30s
+}

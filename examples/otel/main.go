@@ -1,5 +1,9 @@
 // Command otel shows httpbreaker in an OpenTelemetry pipeline, with no
-// OpenTelemetry in the library itself:
+// OpenTelemetry in the library itself.
+//
+//	go run ./examples/otel
+//
+// It wires two things:
 //
 //   - metrics: the breakers register with a Prometheus registry as usual,
 //     and the OpenTelemetry Prometheus bridge reads that registry into the
@@ -10,8 +14,6 @@
 //     counts, the cooldown). A change happens between requests, on the
 //     breakers' own goroutine, so it is a span of its own rather than an
 //     event on some request's span.
-//
-//	go run ./examples/otel
 package main
 
 import (
