@@ -277,3 +277,53 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 	}
 	b.ReportMetric(perKey, "B/key")
 }
+
+// cannedTransport is the base transport of the client benchmarks: it
+// answers every request with the same response, as a fast upstream does,
+// so that what is measured is the breaker's share of RoundTrip.
+type cannedTransport struct{ resp *http.Response }
+
+func (c cannedTransport) RoundTrip(*http.Request) (*http.Response, error) { return c.resp, nil }
+
+// BenchmarkTransport compares, in one run, a call through the base
+// transport alone, through Transport and KeyedTransport closed, and a
+// rejection by an open Transport.
+func BenchmarkTransport(b *testing.B) {
+	base := cannedTransport{resp: &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody}}
+	req := httptest.NewRequest(http.MethodGet, "http://api.example.com/v1/models", nil)
+	b.Run("base", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = base.RoundTrip(req)
+		}
+	})
+	b.Run("closed", func(b *testing.B) {
+		rt := benchSet(b).Transport("models", base)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := rt.RoundTrip(req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("keyed-closed", func(b *testing.B) {
+		rt := benchSet(b).KeyedTransport(Host, base)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := rt.RoundTrip(req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("open", func(b *testing.B) {
+		set := benchSet(b, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}))
+		rt := set.Transport("models", cannedTransport{resp: &http.Response{StatusCode: 500, Header: http.Header{}, Body: http.NoBody}})
+		_, _ = rt.RoundTrip(req)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := rt.RoundTrip(req); !errors.Is(err, ErrOpen) {
+				b.Fatal(err)
+			}
+		}
+	})
+}

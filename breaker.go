@@ -54,6 +54,7 @@ type breaker struct {
 	lastTrip      atomic.Pointer[Trip] // what last opened it from closed, for Status
 	since         atomic.Int64         // last state change, ns since set.epoch
 	dropped       atomic.Bool          // dropped as idle: a new breaker serves the key
+	sides         atomic.Uint32        // sideServer | sideClient: who has put calls through it
 	// memo is what a side builds once per key and keeps with it (the server
 	// side: its reject responses). The breaker never reads it.
 	memo atomic.Value
@@ -141,6 +142,20 @@ func (br *breaker) callSlow(run func(*probe) verdict) admission {
 			}
 			return br.execute(br.inst.Load(), run, observe)
 		}
+	}
+}
+
+// The sides that put calls through a breaker, for Status.Side.
+const (
+	sideServer uint32 = 1 << iota
+	sideClient
+)
+
+// side notes that side s puts calls through br. It writes only the first
+// time, so that a side may call it per request.
+func (br *breaker) side(s uint32) {
+	if br.sides.Load()&s == 0 {
+		br.sides.Or(s)
 	}
 }
 

@@ -41,11 +41,12 @@ type Breakers struct {
 	sweepEvery int64      // ns between idle sweeps: a quarter of the shortest IdleTTL; 0 when none
 	lastSweep  int64
 
-	untracked     atomic.Uint64 // requests that passed with no breaker
-	overflowOnce  sync.Once
-	emptyKeyOnce  sync.Once
-	badKeyOnce    sync.Once
-	notifications *notifier
+	untracked          atomic.Uint64 // requests that passed with no breaker
+	overflowOnce       sync.Once
+	emptyKeyOnce       sync.Once
+	emptyClientKeyOnce sync.Once
+	badKeyOnce         sync.Once
+	notifications      *notifier
 }
 
 // New returns a set of breakers configured by opts. Every policy is checked

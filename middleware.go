@@ -33,6 +33,7 @@ func (b *Breakers) Middleware(key string) func(http.Handler) http.Handler {
 		panic("httpbreaker: Middleware(" + quoteKey(key) + "): " + err.Error())
 	}
 	br := b.breakerFor(key, false)
+	br.side(sideServer)
 	return func(next http.Handler) http.Handler {
 		if next == nil {
 			panic("httpbreaker: Middleware(" + strconv.Quote(key) + "): nil handler")
@@ -54,6 +55,7 @@ func (h *keyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	br := h.br.Load()
 	if br.dropped.Load() { // idle for its IdleTTL: the key's breaker now is another
 		br = h.set.breakerFor(h.key, false)
+		br.side(sideServer)
 		h.br.Store(br)
 	}
 	serveThrough(br, w, r, h.next)
@@ -154,6 +156,7 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"method", r.Method, "path", r.URL.Path)
 		})
 	} else if br := h.set.breakerFor(key, true); br != nil {
+		br.side(sideServer)
 		serveThrough(br, w, r, h.next)
 		return
 	}

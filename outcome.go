@@ -30,22 +30,30 @@ func (o Outcome) String() string {
 	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }
 
-// Call is what a Classifier knows about an admitted request once its
-// handler has returned or panicked.
+// Call is what a Classifier knows about an admitted call once it has
+// ended: on the server side, a request whose handler has returned or
+// panicked; on the client side (Transport), a request whose RoundTrip has
+// returned.
 type Call struct {
 	// Key is the breaker's key.
 	Key string
-	// Request is the request. Its context tells whether the client is still
-	// there.
+	// Request is the request. Its context tells whether the client (on the
+	// client side, the caller) is still there.
 	Request *http.Request
-	// Status is the final status the handler wrote: the first non-1xx code,
-	// 200 if it wrote a body, flushed or called ReadFrom first, and 0 if it
-	// wrote nothing (net/http then sends 200) or hijacked the connection
-	// before writing one.
+	// Status is the final status: on the server side the status the handler
+	// wrote (the first non-1xx code, 200 if it wrote a body, flushed or
+	// called ReadFrom first, and 0 if it wrote nothing, when net/http sends
+	// 200, or hijacked the connection before writing one); on the client
+	// side the response's status, 0 when RoundTrip returned an error.
 	Status int
+	// Err is the error the client side's RoundTrip returned (connection
+	// refused, a deadline exceeded, the caller's context canceled); always
+	// nil on the server side.
+	Err error
 	// ClientGone reports whether the client had gone away (the request's
 	// context was canceled) when the handler wrote Status, or, if it wrote
-	// none, when it returned.
+	// none, when it returned. On the client side it reports that the call
+	// failed because the caller's own context was canceled.
 	ClientGone bool
 	// Hijacked reports whether the handler took the connection over.
 	Hijacked bool
@@ -70,7 +78,7 @@ type Call struct {
 type Classifier func(Call) Outcome
 
 // DefaultClassifier is the rule a Breakers uses unless WithClassifier
-// replaces it:
+// replaces it, on the server and the client side alike:
 //
 //   - a panic is a Failure, except http.ErrAbortHandler once the client has
 //     gone, which is how httputil.ReverseProxy ends a response that the
@@ -79,6 +87,10 @@ type Classifier func(Call) Outcome
 //   - a hijacked connection that never wrote a status is Excluded;
 //   - a client that went away before a failure status was written (or
 //     before the handler returned without writing one) makes it Excluded;
+//     on the client side, so does the caller's own context canceled: the
+//     caller gave up, the upstream did nothing wrong;
+//   - any other transport error (connection refused, reset, a TLS failure,
+//     a deadline exceeded: a slow upstream) is a Failure;
 //   - status 500 and above, and 429, is a Failure;
 //   - anything else, 4xx included, is a Success.
 func DefaultClassifier(c Call) Outcome {
@@ -94,6 +106,8 @@ func DefaultClassifier(c Call) Outcome {
 		return Excluded
 	case c.ClientGone && (c.Status == 0 || failureStatus(c.Status)):
 		return Excluded
+	case c.Err != nil:
+		return Failure
 	case failureStatus(c.Status):
 		return Failure
 	}

@@ -25,6 +25,11 @@ type Status struct {
 	Key   string `json:"key"`
 	State State  `json:"state"`
 	Mode  Mode   `json:"mode"`
+	// Side says who puts calls through the breaker: "server" (Middleware,
+	// KeyedMiddleware), "client" (Transport, KeyedTransport), "both" (one
+	// key used on both sides: one breaker), or "" for a key that a per-key
+	// policy named and nothing has used yet.
+	Side string `json:"side"`
 	// Since is when the breaker entered State (when it was created, if it has
 	// never changed state).
 	Since time.Time `json:"since"`
@@ -70,6 +75,8 @@ func (s Status) MarshalJSON() ([]byte, error) {
 		Window            window `json:"window"`
 	}{fields(s), ceilSeconds(s.RetryAfter), s.RetryAfter.Milliseconds(), window{s.Window, roundRate(s.Window.FailureRate())}})
 }
+
+var sideNames = [...]string{0: "", sideServer: "server", sideClient: "client", sideServer | sideClient: "both"}
 
 // ceilSeconds returns d in whole seconds, rounded up.
 func ceilSeconds(d time.Duration) int64 {
@@ -120,6 +127,7 @@ func (br *breaker) status() Status {
 		State:  st,
 		Mode:   br.mode,
 		Since:  br.set.epoch.Add(time.Duration(br.since.Load())),
+		Side:   sideNames[br.sides.Load()&(sideServer|sideClient)],
 		Totals: br.totals(),
 		Policy: br.policy,
 	}
