@@ -2,6 +2,7 @@ package httpbreaker_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -269,4 +270,40 @@ func ExampleWithStateChangeHook() {
 	<-done // hooks run on a goroutine of the set's own
 	// Output:
 	// billing opened (consecutive_failures: 2 failures in a row); it probes again in 30s
+}
+
+// Transport puts a client's calls to an upstream behind the key's breaker:
+// once the upstream has failed enough, calls fail fast with ErrOpen, without
+// touching the network, and the caller can answer from a fallback.
+func ExampleBreakers_Transport() {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway) // the upstream is down
+	}))
+	defer upstream.Close()
+	breakers, err := httpbreaker.New(
+		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)),
+		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 3, OpenFor: 30 * time.Second}))
+	if err != nil {
+		panic(err)
+	}
+	git := &http.Client{Transport: breakers.Transport("git", nil), Timeout: 5 * time.Second}
+	for range 5 {
+		resp, err := git.Get(upstream.URL + "/repos")
+		var rejected *httpbreaker.RejectedError
+		switch {
+		case errors.As(err, &rejected):
+			fmt.Printf("rejected by %s, retry in %v: answering from the cache\n", rejected.Key, rejected.RetryAfter.Round(time.Second))
+		case err != nil:
+			fmt.Println(err)
+		default:
+			resp.Body.Close()
+			fmt.Println(resp.StatusCode)
+		}
+	}
+	// Output:
+	// 502
+	// 502
+	// 502
+	// rejected by git, retry in 30s: answering from the cache
+	// rejected by git, retry in 30s: answering from the cache
 }

@@ -31,6 +31,8 @@ const (
 	failingPlugin    = "scaffolder"
 	faultBody        = `{"status": 500, "delay": "200ms"}`
 	faultDescription = "answers 500 after 200ms to every request"
+	gitFaultBody     = `{"status": 503, "delay": "300ms"}`
+	gitOutageFor     = 2 * time.Second // how long the Git host stays down once its breaker is open
 )
 
 // stepTimeout bounds each wait of the script (a variable for tests).
@@ -49,6 +51,7 @@ var demoPlugins = []struct{ id, method, path string }{
 var quickCooldowns = []httpbreaker.Option{
 	httpbreaker.WithPolicy(httpbreaker.Policy{OpenFor: 5 * time.Second, MaxOpenFor: time.Minute}),
 	httpbreaker.WithKeyPolicy("scaffolder", httpbreaker.Policy{OpenFor: 3 * time.Second}),
+	httpbreaker.WithKeyPolicy(gitUpstream, httpbreaker.Policy{OpenFor: 3 * time.Second}),
 }
 
 // runDemo starts the host on a free loopback port, drives traffic through
@@ -59,11 +62,12 @@ func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bo
 	for _, p := range demoPlugins {
 		d.stats[p.id] = &pluginStats{}
 	}
-	h, err := newHost(cfg, slog.New(slog.DiscardHandler), defaultPlugins(),
+	h, err := newHost(cfg, slog.New(slog.DiscardHandler),
 		slices.Concat(quickCooldowns, []httpbreaker.Option{httpbreaker.WithStateChangeHook(d.onChange)})...)
 	if err != nil {
 		return err
 	}
+	defer h.close()
 	d.breakers = h.breakers
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -158,7 +162,13 @@ type pluginStats struct {
 	okAfterRecovery                     atomic.Int64
 	rejectNanos, failNanos              atomic.Int64 // total latency, for the averages
 	perSecond                           [3]atomic.Int64
+	// The catalog's calls to the Git host, by how they went (gitOutcomes),
+	// with their requests' total latency and this second's counts.
+	git, gitNanos, gitPerSecond [3]atomic.Int64
 }
+
+// gitOutcomes are the values of the catalog's X-Catalog-Git header.
+var gitOutcomes = [3]string{"ok", "failed", "rejected"}
 
 func (d *demo) elapsed() time.Duration { return time.Since(d.start) }
 
@@ -173,11 +183,17 @@ func (d *demo) header() {
 	d.printf("each plugin a chi router behind its own circuit breaker. Traffic: one request every %v per plugin.\n", requestEvery)
 	for _, s := range d.breakers.Snapshot() {
 		p := s.Policy
-		d.printf("  %-10s trips at %v failures in a row or a %.0f%% failure rate; open for %v, then %d probes\n",
-			s.Key, p.ConsecutiveFailures, p.FailureRate*100, p.OpenFor, p.HalfOpenRequests)
+		probes := "probes"
+		if p.HalfOpenRequests == 1 {
+			probes = "probe"
+		}
+		d.printf("  %-10s trips at %v failures in a row or a %.0f%% failure rate; open for %v, then %d %s\n",
+			s.Key, p.ConsecutiveFailures, p.FailureRate*100, p.OpenFor, p.HalfOpenRequests, probes)
 	}
-	d.printf("\n%7s  %-22s %-22s %-22s\n", "", "catalog", "scaffolder", "search")
-	d.printf("%7s  %-22s %-22s %-22s\n", "time", "state  ok/failed/rej", "state  ok/failed/rej", "state  ok/failed/rej")
+	d.printf("catalog reads its entities from a Git host through breakers.Transport(%q), and answers from\n"+
+		"its cache when that fails; the last column is those calls.\n", gitUpstream)
+	d.printf("\n%7s  %-22s %-22s %-22s %-22s\n", "", "catalog", "scaffolder", "search", "git (catalog's calls)")
+	d.printf("%7s  %-22s %-22s %-22s %-22s\n", "time", "state  ok/failed/rej", "state  ok/failed/rej", "state  ok/failed/rej", "state  ok/failed/rej")
 }
 
 // script tells the story: healthy, then scaffolder fails and its breaker
@@ -194,29 +210,49 @@ func (d *demo) script(ctx context.Context) error {
 	if err := sleep(healthyFor); err != nil {
 		return err
 	}
-	if err := d.control(http.MethodPost, faultBody); err != nil {
+	if err := d.control(failingPlugin, http.MethodPost, faultBody); err != nil {
 		return err
 	}
 	d.step("fault: %s now %s", failingPlugin, faultDescription)
-	if err := d.waitFor(ctx, "closed", "open"); err != nil {
+	if err := d.waitFor(ctx, failingPlugin, "closed", "open"); err != nil {
 		return err
 	}
-	if err := d.waitFor(ctx, "half_open", "open"); err != nil {
+	if err := d.waitFor(ctx, failingPlugin, "half_open", "open"); err != nil {
 		return err
 	}
-	if err := d.control(http.MethodDelete, ""); err != nil {
+	if err := d.control(failingPlugin, http.MethodDelete, ""); err != nil {
 		return err
 	}
 	d.step("fault cleared: %s answers normally again; its breaker waits out the cooldown, then probes", failingPlugin)
-	if err := d.waitFor(ctx, "half_open", "closed"); err != nil {
+	if err := d.waitFor(ctx, failingPlugin, "half_open", "closed"); err != nil {
+		return err
+	}
+
+	// The client side: the catalog's upstream fails.
+	if err := d.control(gitUpstream, http.MethodPost, gitFaultBody); err != nil {
+		return err
+	}
+	d.step("fault: the Git host, which catalog reads through breakers.Transport(%q), answers 503 after 300ms", gitUpstream)
+	if err := d.waitFor(ctx, gitUpstream, "closed", "open"); err != nil {
+		return err
+	}
+	if err := sleep(gitOutageFor); err != nil {
+		return err
+	}
+	if err := d.control(gitUpstream, http.MethodDelete, ""); err != nil {
+		return err
+	}
+	d.step("fault cleared: the Git host answers again; the %s breaker probes it after its cooldown", gitUpstream)
+	if err := d.waitFor(ctx, gitUpstream, "half_open", "closed"); err != nil {
 		return err
 	}
 	return sleep(afterRecovery)
 }
 
-// control sets (POST) or clears (DELETE) the failing plugin's fault.
-func (d *demo) control(method, body string) error {
-	req, err := http.NewRequest(method, d.base+"/faults/"+failingPlugin, strings.NewReader(body))
+// control sets (POST) or clears (DELETE) the fault of a plugin or of the
+// Git host.
+func (d *demo) control(target, method, body string) error {
+	req, err := http.NewRequest(method, d.base+"/faults/"+target, strings.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -236,13 +272,13 @@ func (d *demo) step(format string, args ...any) {
 	d.printf("%6.1fs  %s %s\n", d.elapsed().Seconds(), d.paint("1", "●"), fmt.Sprintf(format, args...))
 }
 
-// waitFor waits until the failing plugin's breaker has gone from -> to.
-func (d *demo) waitFor(ctx context.Context, from, to string) error {
+// waitFor waits until key's breaker has gone from -> to.
+func (d *demo) waitFor(ctx context.Context, key, from, to string) error {
 	timeout := time.After(stepTimeout)
 	for {
 		d.mu.Lock()
 		seen := slices.ContainsFunc(d.transitions, func(t transition) bool {
-			return t.key == failingPlugin && t.from == from && t.to == to
+			return t.key == key && t.from == from && t.to == to
 		})
 		changed := d.changed
 		d.mu.Unlock()
@@ -252,7 +288,7 @@ func (d *demo) waitFor(ctx context.Context, from, to string) error {
 		select {
 		case <-changed:
 		case <-timeout:
-			return fmt.Errorf("story: %s did not go from %s to %s within %v", failingPlugin, from, to, stepTimeout)
+			return fmt.Errorf("story: %s did not go from %s to %s within %v", key, from, to, stepTimeout)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -294,6 +330,11 @@ func (d *demo) request(ctx context.Context, st *pluginStats, id, method, path st
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	took := time.Since(began)
+	if i := slices.Index(gitOutcomes[:], resp.Header.Get("X-Catalog-Git")); i >= 0 {
+		st.git[i].Add(1)
+		st.gitNanos[i].Add(int64(took))
+		st.gitPerSecond[i].Add(1)
+	}
 	switch {
 	case resp.StatusCode < 300:
 		st.ok.Add(1)
@@ -345,6 +386,10 @@ func (d *demo) view(ctx context.Context, done chan<- struct{}) {
 			state := d.breakers.State(p.id).String()
 			line += " " + d.paintState(fmt.Sprintf("%-9s", state), state) + fmt.Sprintf(" %-12s", counts)
 		}
+		c := d.stats["catalog"]
+		counts := fmt.Sprintf("%d/%d/%d", c.gitPerSecond[0].Swap(0), c.gitPerSecond[1].Swap(0), c.gitPerSecond[2].Swap(0))
+		state := d.breakers.State(gitUpstream).String()
+		line += " " + d.paintState(fmt.Sprintf("%-9s", state), state) + fmt.Sprintf(" %-12s", counts)
 		d.printf("%s\n", strings.TrimRight(line, " "))
 	})
 }
@@ -394,6 +439,7 @@ func (d *demo) summary() error {
 			(time.Duration(st.rejectNanos.Load() / st.rejected.Load())).Round(10*time.Microsecond),
 			(time.Duration(st.failNanos.Load() / st.failed.Load())).Round(time.Millisecond))
 	}
+	problems = append(problems, d.gitSummary(transitions)...)
 	for _, s := range d.breakers.Snapshot() {
 		if s.State != httpbreaker.StateClosed {
 			problems = append(problems, fmt.Sprintf("%s ended %s, not closed", s.Key, s.State))
@@ -405,7 +451,52 @@ func (d *demo) summary() error {
 	d.printf("\n%s %s failed, its breaker opened and answered a fast 503 with Retry-After; a failed probe\n"+
 		"  doubled the cooldown; once the fault cleared the probes passed and it closed. catalog and\n"+
 		"  search answered 200 throughout.\n", d.paint("32", "✓"), failingPlugin)
+	d.printf("%s the Git host failed; the %s breaker around catalog's calls opened, and catalog answered from\n"+
+		"  its cache at once instead of waiting on the dead upstream; then a probe passed and it closed.\n",
+		d.paint("32", "✓"), gitUpstream)
 	return nil
+}
+
+// gitSummary prints how the catalog's calls to the Git host went, and
+// returns what of the client side's story did not happen.
+func (d *demo) gitSummary(transitions []transition) []string {
+	c := d.stats["catalog"]
+	var path []string
+	for _, t := range transitions {
+		if t.key == gitUpstream {
+			if len(path) == 0 {
+				path = append(path, t.from)
+			}
+			path = append(path, t.to)
+		}
+	}
+	changes := strings.Join(path, " → ")
+	if changes == "" {
+		changes = "none"
+	}
+	d.printf("  %-11s %6d %7d %9d  %s   (catalog's calls to the Git host, through the transport)\n",
+		gitUpstream, c.git[0].Load(), c.git[1].Load(), c.git[2].Load(), changes)
+	avg := func(i int) time.Duration {
+		if n := c.git[i].Load(); n > 0 {
+			return time.Duration(c.gitNanos[i].Load() / n)
+		}
+		return 0
+	}
+	if c.git[1].Load() > 0 && c.git[2].Load() > 0 {
+		d.printf("  catalog answered from its cache in %v on average when the breaker rejected the call,\n"+
+			"  in %v when it waited on the failing Git host\n", avg(2).Round(10*time.Microsecond), avg(1).Round(time.Millisecond))
+	}
+	var problems []string
+	if !strings.Contains(changes, "closed → open") || !strings.HasSuffix(changes, "closed") {
+		problems = append(problems, fmt.Sprintf("the %s breaker went %s, want it to open and close again", gitUpstream, changes))
+	}
+	if c.git[2].Load() == 0 {
+		problems = append(problems, "no call of catalog's to the Git host was rejected by its breaker")
+	}
+	if c.git[1].Load() > 0 && c.git[2].Load() > 0 && avg(2) >= avg(1) {
+		problems = append(problems, "catalog was not faster with the Git host's breaker open than without")
+	}
+	return problems
 }
 
 // onChange is the breakers' state-change hook in the demo: it turns each

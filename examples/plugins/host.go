@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/httpbreaker/httpbreaker"
@@ -14,11 +16,14 @@ import (
 
 // host is the plugin host. Like a Backstage backend whose httpRouter
 // factory is overridden, it mounts each plugin's router at /api/{plugin}
-// behind that plugin's breaker, so that no plugin has to change.
+// behind that plugin's breaker, so that no plugin has to change; and it
+// gives the plugins that call upstreams an http.Client whose transport is
+// the upstream's breaker.
 type host struct {
 	http.Handler
 	breakers *httpbreaker.Breakers
 	faults   *faults
+	upstream *http.Server // the Git host the catalog reads from
 }
 
 // plugin is a plugin's id and router.
@@ -27,18 +32,18 @@ type plugin struct {
 	router http.Handler
 }
 
-func defaultPlugins() []plugin {
-	return []plugin{
-		{"catalog", catalogPlugin()},
-		{"scaffolder", scaffolderPlugin()},
-		{"search", searchPlugin()},
-	}
-}
+// pluginIDs are the plugins the host serves; gitUpstream is the fault
+// control's name for the Git host, the catalog's upstream, whose breaker
+// key it is too.
+var pluginIDs = []string{"catalog", "scaffolder", "search"}
+
+const gitUpstream = "git"
 
 // newHost wires the plugins with their breakers, configured by cfg, and
 // adds the host's own endpoints: /metrics, /breakers (the library's status
-// page), /healthz and the fault control at /faults.
-func newHost(cfg httpbreaker.Config, logger *slog.Logger, plugins []plugin, opts ...httpbreaker.Option) (*host, error) {
+// page), /healthz and the fault control at /faults. It starts the Git host
+// on a loopback port of its own; close stops it.
+func newHost(cfg httpbreaker.Config, logger *slog.Logger, opts ...httpbreaker.Option) (*host, error) {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	breakers, err := httpbreaker.New(append([]httpbreaker.Option{
@@ -49,11 +54,22 @@ func newHost(cfg httpbreaker.Config, logger *slog.Logger, plugins []plugin, opts
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
-	for _, p := range plugins {
-		ids = append(ids, p.id)
+	h := &host{breakers: breakers, faults: newFaults(append(slices.Clone(pluginIDs), gitUpstream))}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
 	}
-	h := &host{breakers: breakers, faults: newFaults(ids)}
+	h.upstream = &http.Server{Handler: h.faults.inject(gitUpstream, gitHost()), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = h.upstream.Serve(ln) }()
+	// The catalog's calls to the Git host go through the "git" key's
+	// breaker: a dead Git host is cut off without the catalog changing.
+	git := &http.Client{Transport: breakers.Transport(gitUpstream, nil), Timeout: 2 * time.Second}
+	plugins := []plugin{
+		{"catalog", catalogPlugin(git, "http://"+ln.Addr().String())},
+		{"scaffolder", scaffolderPlugin()},
+		{"search", searchPlugin()},
+	}
 
 	r := chi.NewRouter()
 	for _, p := range plugins {
@@ -72,6 +88,9 @@ func newHost(cfg httpbreaker.Config, logger *slog.Logger, plugins []plugin, opts
 	h.Handler = r
 	return h, nil
 }
+
+// close stops the Git host.
+func (h *host) close() { _ = h.upstream.Close() }
 
 // fromLoopback allows breaker control from this machine only. The demo
 // host listens on loopback anyway; a real one would check an operator's

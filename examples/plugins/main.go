@@ -1,6 +1,8 @@
 // Command plugins is a plugin host in the style of a Backstage backend: three
 // plugins, each a chi router mounted at /api/{plugin}, each behind its own
-// circuit breaker, configured from config.yaml.
+// circuit breaker, configured from config.yaml. The catalog plugin reads a
+// Git host through breakers.Transport("git", nil): the same breakers around
+// an outgoing call.
 //
 //	go run ./examples/plugins -demo         # the scripted story, in under a minute
 //	go run ./examples/plugins -demo -stay   # then keep serving: open the status page
@@ -13,6 +15,7 @@
 //
 //	curl -X POST localhost:8080/faults/scaffolder -d '{"status": 503}'
 //	curl -X POST localhost:8080/faults/search -d '{"delay": "1500ms"}'
+//	curl -X POST localhost:8080/faults/git -d '{"status": 503}'   # the Git host the catalog reads
 //	curl -X DELETE localhost:8080/faults/scaffolder
 package main
 
@@ -75,10 +78,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSoak(ctx, cfg, *soak, stdout)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	h, err := newHost(cfg, logger, defaultPlugins())
+	h, err := newHost(cfg, logger)
 	if err != nil {
 		return err
 	}
+	defer h.close()
 	return serve(ctx, *addr, h, stdout, logger)
 }
 

@@ -53,6 +53,11 @@ func TestDemoTellsTheStory(t *testing.T) {
 		"scaffolder: half_open → closed: every probe succeeded",
 		"closed → open → half_open → open → half_open → closed",
 		"✓ scaffolder failed",
+		`fault: the Git host, which catalog reads through breakers.Transport("git")`,
+		"git: closed → open on consecutive_failures",
+		"git: half_open → closed: every probe succeeded",
+		"catalog answered from its cache in",
+		"✓ the Git host failed",
 		"GET /breakers, the status page",
 	} {
 		if !strings.Contains(text, want) {
@@ -144,11 +149,15 @@ func TestHostServesPluginsBreakersMetricsAndHealth(t *testing.T) {
 	}
 	code, body := do(t, "GET", base+"/breakers", "")
 	var statuses []map[string]any
-	if err := json.Unmarshal([]byte(body), &statuses); err != nil || code != 200 || len(statuses) != 3 {
+	if err := json.Unmarshal([]byte(body), &statuses); err != nil || code != 200 || len(statuses) != 4 {
 		t.Fatalf("/breakers: %d %s", code, body)
 	}
 	for _, s := range statuses {
-		if s["state"] != "closed" || s["retry_after_seconds"] != 0.0 || s["window"] == nil {
+		side := "server"
+		if s["key"] == gitUpstream {
+			side = "client" // the catalog's calls to the Git host
+		}
+		if s["state"] != "closed" || s["retry_after_seconds"] != 0.0 || s["window"] == nil || s["side"] != side {
 			t.Errorf("/breakers entry %v", s)
 		}
 	}
@@ -157,6 +166,7 @@ func TestHostServesPluginsBreakersMetricsAndHealth(t *testing.T) {
 		`httpbreaker_state{key="scaffolder",state="closed"} 1`,
 		`httpbreaker_requests_total{key="catalog",result="success"} 2`,
 		`httpbreaker_transitions_total{from="closed",key="search",to="open"} 0`,
+		`httpbreaker_requests_total{key="git",result="success"} 2`, // the catalog's two calls
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)

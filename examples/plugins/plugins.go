@@ -2,17 +2,22 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/httpbreaker/httpbreaker"
 )
 
 // The three plugins are what a plugin host runs without having written them:
-// each is a router of its own, and none of them knows about breakers, faults
-// or the host. They answer JSON, as backend plugins do.
+// each is a router of its own, and none of them knows about the host's
+// breakers or faults. They answer JSON, as backend plugins do. The catalog
+// calls an upstream, the Git host, with the http.Client the host gives it,
+// and knows one thing of httpbreaker: that ErrOpen means "answer from the
+// cache, at once".
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -29,14 +34,43 @@ var entities = []entity{
 	{"Component", "checkout"}, {"Component", "payments"}, {"API", "orders"}, {"System", "shop"},
 }
 
-// catalogPlugin lists the software catalog's entities.
-func catalogPlugin() http.Handler {
+// catalogPlugin lists the software catalog's entities, which it reads from
+// the Git host (as a Backstage catalog reads catalog-info files), through
+// git, a client whose transport is the "git" key's breaker. When the Git
+// host fails, or its breaker rejects the call without touching the network,
+// the plugin answers from the last list it read: the X-Catalog-Git header
+// says which ("ok", "failed" after waiting on the Git host, "rejected" at
+// once by the breaker).
+func catalogPlugin(git *http.Client, gitURL string) http.Handler {
+	var last atomic.Pointer[[]entity]
+	last.Store(&entities)
+	list := func(r *http.Request) ([]entity, string) {
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, gitURL+"/catalog-info", nil)
+		resp, err := git.Do(req)
+		if errors.Is(err, httpbreaker.ErrOpen) {
+			return *last.Load(), "rejected"
+		}
+		if err != nil {
+			return *last.Load(), "failed"
+		}
+		defer resp.Body.Close()
+		var fresh []entity
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&fresh) != nil {
+			return *last.Load(), "failed"
+		}
+		last.Store(&fresh)
+		return fresh, "ok"
+	}
 	r := chi.NewRouter()
 	r.Get("/entities", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, entities)
+		list, git := list(r)
+		w.Header().Set("X-Catalog-Git", git)
+		writeJSON(w, http.StatusOK, list)
 	})
 	r.Get("/entities/{name}", func(w http.ResponseWriter, r *http.Request) {
-		for _, e := range entities {
+		list, git := list(r)
+		w.Header().Set("X-Catalog-Git", git)
+		for _, e := range list {
 			if e.Name == chi.URLParam(r, "name") {
 				writeJSON(w, http.StatusOK, e)
 				return
@@ -45,6 +79,16 @@ func catalogPlugin() http.Handler {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such entity"})
 	})
 	return r
+}
+
+// gitHost is the upstream the catalog reads: a Git host serving the
+// catalog-info of the organisation's repositories.
+func gitHost() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /catalog-info", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, entities)
+	})
+	return mux
 }
 
 // scaffolderPlugin creates projects from templates.

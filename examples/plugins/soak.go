@@ -52,13 +52,14 @@ func runSoak(ctx context.Context, cfg httpbreaker.Config, d time.Duration, out i
 		hookCalls.Add(1)
 		time.Sleep(soakHookCost)
 	}
-	h, err := newHost(cfg, slog.New(slog.DiscardHandler), defaultPlugins(), slices.Concat(quickCooldowns, []httpbreaker.Option{
+	h, err := newHost(cfg, slog.New(slog.DiscardHandler), slices.Concat(quickCooldowns, []httpbreaker.Option{
 		httpbreaker.WithMaxKeys(soakMaxKeys),
 		httpbreaker.WithPolicy(httpbreaker.Policy{IdleTTL: soakIdleTTL}),
 		httpbreaker.WithStateChangeHook(slowHook)})...)
 	if err != nil {
 		return err
 	}
+	defer h.close()
 	tenants := h.breakers.KeyedMiddleware(func(r *http.Request) string { return "tenant-" + r.PathValue("tenant") })
 	mux := http.NewServeMux()
 	mux.Handle("/api/tenants/{tenant}", tenants(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
