@@ -70,6 +70,7 @@ func (r report) markdown() string {
 	r.memory(p)
 	r.capture(p)
 	r.peersSection(p)
+	r.clientSection(p)
 	r.endToEndSection(p)
 	r.soakSection(p)
 	return b.String()
@@ -217,6 +218,43 @@ func (r report) peersSection(p printer) {
 		p("- **%s**: %s.\n", lib.name, lib.what)
 	}
 	p("\n")
+}
+
+// clientSection reports the client side: Transport's share of a
+// RoundTrip, and http.Client.Do behind each library's breaker.
+func (r report) clientSection(p printer) {
+	l, s := r.lib, r.peers
+	p("## Client side\n\n`Transport` and `KeyedTransport` (`Host`) around a base transport that answers at once, so that what is measured is the breaker's share of a `RoundTrip`; " +
+		"and a rejection by an open `Transport`, which returns a `*RejectedError` without calling the base.\n\n")
+	p("| | ns/op | B/op | allocs/op |\n|---|---:|---:|---:|\n")
+	for _, row := range []struct{ label, name string }{
+		{"base transport alone", "Transport/base"},
+		{"`Transport`, closed", "Transport/closed"},
+		{"`KeyedTransport` (`Host`), closed", "Transport/keyed-closed"},
+		{"`Transport`, open: the rejection", "Transport/open"},
+	} {
+		p("| %s | %s | %s | %s |\n", row.label, num(l.ns(row.name)), num(l.bytes(row.name)), num(l.allocs(row.name)))
+	}
+	added := l.allocs("Transport/closed") - l.allocs("Transport/base")
+	p("\nTarget: the closed path adds 0 allocations to the base transport, and a rejection allocates at most the error it returns: "+
+		"%s added, %s on rejection, %s.\n\n", num(added), num(l.allocs("Transport/open")),
+		verdict(added == 0 && l.allocs("Transport/open") <= 1))
+	p("The same through `http.Client.Do`, beside the peers with a client-side breaker: failsafe-go's `failsafehttp.NewRoundTripper` " +
+		"with a circuit breaker that handles 5xx and 429, and gobreaker's `Execute` around `Client.Do` as its README suggests (a 5xx turned into an error). " +
+		"Same policy as above. `bare` is `Client.Do` with no breaker; against an open breaker it calls the failing upstream.\n\n")
+	for _, w := range []struct{ name, title string }{{"closed", "closed"}, {"open", "open: the rejection"}} {
+		p("### client, %s\n\n| library | ns/op | B/op | allocs/op | relative to httpbreaker |\n|---|---:|---:|---:|---:|\n", w.title)
+		ours := s.ns("ClientPeers/" + w.name + "/httpbreaker")
+		for _, lib := range []string{"bare", "httpbreaker", "failsafehttp", "gobreaker"} {
+			name := "ClientPeers/" + w.name + "/" + lib
+			p("| %s | %s | %s | %s | %.2fx |\n", lib, num(s.ns(name)), num(s.bytes(name)), num(s.allocs(name)), s.ns(name)/ours)
+		}
+		p("\n")
+	}
+	p("gobreaker's rejection happens before `Client.Do` is called, so it skips the client's own work and allocates nothing; " +
+		"a `Transport` rejects inside `Client.Do`, which then allocates what it does for any error (the `*url.Error` around the `*RejectedError`, among others). " +
+		"In exchange the transport is a drop-in `http.Client` that every caller of the client gets, with the upstream's `Retry-After` honoured, " +
+		"the caller's cancel excluded, metrics, logs and the status page.\n\n")
 }
 
 // noise is the difference between two medians that the report does not
