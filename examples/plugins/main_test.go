@@ -86,6 +86,20 @@ func TestDemoFailsWhenTheStoryDoesNotHappen(t *testing.T) {
 	}
 }
 
+func TestDemoFailsWhenTheClientSideStoryDoesNotHappen(t *testing.T) {
+	stepTimeout = 8 * time.Second // long enough for scaffolder's steps, which come first
+	t.Cleanup(func() { stepTimeout = 20 * time.Second })
+	cfg := httpbreaker.Config{Keys: map[string]httpbreaker.Policy{gitUpstream: {Mode: httpbreaker.ModeDisabled}}}
+	var out syncBuffer
+	err := runDemo(context.Background(), cfg, &out, false)
+	if err == nil || !strings.Contains(err.Error(), "git did not go from closed to open") {
+		t.Fatalf("with the git breaker disabled the demo returned %v, want the missing transition named\n%s", err, out.String())
+	}
+	if !strings.Contains(err.Error(), "no call of catalog's to the Git host was rejected") {
+		t.Errorf("error %q does not say that the catalog's calls were never rejected", err)
+	}
+}
+
 func TestBadConfigStopsStartup(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(path, []byte("keys:\n  scaffolder:\n    failure_rate: 2\n"), 0o600); err != nil {
