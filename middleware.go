@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,9 +93,15 @@ func RoutePattern(r *http.Request) string {
 // hasMethod reports whether a ServeMux-style pattern starts with a method:
 // "GET /x" does, "/x" and "example.com/x" do not.
 func hasMethod(pattern string) bool {
-	space := strings.IndexAny(pattern, " \t")
-	slash := strings.IndexByte(pattern, '/')
-	return space >= 0 && (slash < 0 || space < slash)
+	for i := 0; i < len(pattern); i++ {
+		switch pattern[i] {
+		case ' ', '\t':
+			return true
+		case '/':
+			return false
+		}
+	}
+	return false
 }
 
 // routeKeys holds, for each pattern RoutePattern has seen without a method,
