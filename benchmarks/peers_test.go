@@ -245,11 +245,18 @@ func rubyistMiddleware(next http.Handler) http.Handler {
 	})
 }
 
+// go-zero logs CPU and memory statistics once a minute from the moment its
+// packages are loaded; on stdout they would land inside benchmark result
+// lines, whichever benchmark is running.
+func init() {
+	logx.Disable()
+	logx.DisableStat()
+}
+
 // goZeroMiddleware uses go-zero's breaker, Google SRE's adaptive
 // throttling: it drops a share of requests that grows with the failure
 // rate over its window, rather than opening outright.
 func goZeroMiddleware(next http.Handler) http.Handler {
-	logx.Disable()
 	keys := &perKey[breaker.Breaker]{make: func(key string) breaker.Breaker {
 		return breaker.NewBreaker(breaker.WithName(key))
 	}}
