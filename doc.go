@@ -15,6 +15,13 @@
 // KeyedMiddleware picks the key per request instead, for example by the
 // matched route pattern with RoutePattern.
 //
+// The same breakers guard outgoing calls: Transport(key, base) and
+// KeyedTransport(Host, base) are http.RoundTrippers for an http.Client. A
+// rejected call touches no network and returns a *RejectedError, which
+// errors.Is(err, ErrOpen) matches:
+//
+//	github := &http.Client{Transport: breakers.Transport("github", nil)}
+//
 // # One request
 //
 // The middleware looks the key's breaker up (created on first use; no lock
@@ -36,9 +43,9 @@
 // # Outcomes
 //
 // By default (DefaultClassifier) a failure is a final status of 500 or more,
-// or 429; a panic (recorded, then raised again with its stack intact); or,
-// when the policy sets SlowCall, a request that took longer. Everything else
-// succeeds, 4xx included. A request is excluded, counted nowhere, when the
+// or 429; a panic (recorded, then raised again with its stack intact); on
+// the client side a transport error; or, when the policy sets SlowCall, a
+// call that took longer. Everything else succeeds, 4xx included. A request is excluded, counted nowhere, when the
 // client went away before a failure status was written, when a hijacked
 // connection never wrote a status, or when a breaker nested inside rejected
 // it. A breaker's own rejections are never failures.
@@ -89,7 +96,7 @@
 // breaker.go holds one key's breaker and its admission path, which every
 // side of the package uses: admit a call, or say why not, and record how it
 // ended. middleware.go is the server side over it, with status_writer.go
-// capturing what the handler answered. breakers.go is the set (New, keys,
+// capturing what the handler answered; transport.go is the client side. breakers.go is the set (New, keys,
 // the idle sweep); policy.go the Policy and the table of its fields, which
 // config.go, the config file codec, reads; outcome.go what a finished call
 // means; snapshot.go and status_page.go what the set shows; metrics.go and
