@@ -123,15 +123,16 @@ type Totals struct {
 func (br *breaker) status() Status {
 	st := br.state()
 	s := Status{
-		Key:    br.key,
-		State:  st,
-		Mode:   br.mode,
-		Since:  br.set.epoch.Add(time.Duration(br.since.Load())),
-		Side:   sideNames[br.sides.Load()&(sideServer|sideClient)],
-		Totals: br.totals(),
-		Policy: br.policy,
+		Key:      br.key,
+		State:    st,
+		Mode:     br.mode,
+		Since:    br.set.epoch.Add(time.Duration(br.since.Load())),
+		Side:     sideNames[br.sides.Load()&(sideServer|sideClient)],
+		Totals:   br.totals(),
+		Policy:   br.policy,
+		LastTrip: br.lastTrip.Load(),
 	}
-	s.LastTrip = br.lastTrip.Load()
+	probesFull := false // half-open with every probe slot taken
 	ph := br.phase.Load()
 	switch {
 	case ph == nil || ph.state == StateRecovering:
@@ -146,7 +147,7 @@ func (br *breaker) status() Status {
 		}
 	case ph.state == StateHalfOpen:
 		r := ph.round
-		s.Rejecting = r.taken.Load() >= r.slots
+		probesFull = r.taken.Load() >= r.slots
 		ok := uint32(r.succeeded.Load())
 		s.Window = Counts{
 			Successes:            ok,
@@ -163,16 +164,8 @@ func (br *breaker) status() Status {
 	if o := br.override.Load(); o != nil {
 		s.ForcedBy = o.by
 	}
-	switch st {
-	case StateOpen, StateRecovering:
-		s.Rejecting = br.mode == ModeEnforce
-	case StateHalfOpen:
-		s.Rejecting = s.Rejecting && br.mode == ModeEnforce
-	case StateForcedOpen:
-		s.Rejecting = true
-	default:
-		s.Rejecting = false
-	}
+	s.Rejecting = st == StateForcedOpen || br.mode == ModeEnforce &&
+		(st == StateOpen || st == StateRecovering || st == StateHalfOpen && probesFull)
 	return s
 }
 
