@@ -59,6 +59,12 @@ type Policy struct {
 	// once, however many requests arrive; all of them must succeed for the
 	// breaker to close. Default 3.
 	HalfOpenRequests int
+	// Quorum matters only with shared state (WithSharedState): a key opens
+	// fleet-wide only when failures in the fleet's window came from at least
+	// this many replicas (capped by how many replicas are live), so that one
+	// replica with a broken network cannot open the key everywhere; it still
+	// trips alone. Default 2.
+	Quorum int
 	// ProbeTimeout is how long a half-open probe may run. A probe still
 	// running past it is judged by what it has answered so far: a stream
 	// that has sent a success status succeeded, one that took the connection
@@ -115,6 +121,7 @@ func DefaultPolicy() Policy {
 		OpenFor:             30 * time.Second,
 		MaxOpenFor:          5 * time.Minute,
 		HalfOpenRequests:    3,
+		Quorum:              2,
 		ProbeTimeout:        30 * time.Second,
 		SlowCall:            Off,
 		RecoveryRamp:        Off,
@@ -307,6 +314,7 @@ var policyFields = [...]policyField{
 			return "", ""
 		}},
 	{name: "half_open_requests", kind: kindCount, at: func(p *Policy) any { return &p.HalfOpenRequests }},
+	{name: "quorum", kind: kindCount, at: func(p *Policy) any { return &p.Quorum }},
 	{name: "probe_timeout", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.ProbeTimeout }},
 	{name: "slow_call", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.SlowCall }},
 	{name: "recovery_ramp", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.RecoveryRamp }},
