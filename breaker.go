@@ -59,7 +59,20 @@ type breaker struct {
 	// side: its reject responses). The breaker never reads it.
 	memo atomic.Value
 
-	mu sync.Mutex // serialises changes of phase
+	// The fleet's part, with shared state (fleet.go): its hold on the key
+	// and the probe lease it granted, which the request path reads; a
+	// request's wish for a lease and a fleet probe's result, which the
+	// fleet's loop reads.
+	fleetHold atomic.Pointer[fleetHold]
+	lease     atomic.Pointer[fleetLease]
+	fleetWant atomic.Bool
+	probeOut  atomic.Pointer[ProbeResult]
+	// Loop-only: the outcome totals sent to the fleet so far, and the
+	// version of the fleet's manual change last applied.
+	sentS, sentF uint64
+	ctlVersion   int64
+
+	mu sync.Mutex // serialises changes of phase and of the fleet's hold
 
 	results [numResults]atomic.Uint64
 	changes [numStates][numStates]atomic.Uint64
@@ -84,7 +97,7 @@ type breaker struct {
 // the one way into its window that does not allocate: its two-step Allow
 // allocates a callback per call.
 func (br *breaker) call(run func(*probe) verdict) admission {
-	if br.override.Load() != nil || br.phase.Load() != nil || br.mode != ModeEnforce {
+	if br.override.Load() != nil || br.phase.Load() != nil || br.fleetHold.Load() != nil || br.mode != ModeEnforce {
 		return br.callSlow(run)
 	}
 	return br.execute(br.inst.Load(), run, false) // closed and enforcing: the common case
@@ -106,6 +119,11 @@ func (br *breaker) callSlow(run func(*probe) verdict) admission {
 	}
 	if br.mode == ModeDisabled {
 		return admission{verdict: passed}
+	}
+	if br.fleetHold.Load() != nil {
+		if a, held := br.callFleet(run, observe); held {
+			return a
+		}
 	}
 	for {
 		ph := br.phase.Load()
@@ -385,6 +403,7 @@ type override struct {
 	state State
 	until int64  // 0: until Release
 	by    string // who forced it
+	fleet bool   // read from the fleet's shared state
 }
 
 // forced returns the state that ForceOpen or ForceClose set and the time it
@@ -407,11 +426,17 @@ func (br *breaker) forced() (State, time.Duration, bool) {
 	return 0, 0, false
 }
 
-// state returns the breaker's state: a forced state first, then the phase,
-// which it first moves on if its time is up, as a call would.
+// state returns the breaker's state: a forced state first, then the
+// fleet's hold, then the phase, which it first moves on if its time is up,
+// as a call would.
 func (br *breaker) state() State {
 	if st, _, ok := br.forced(); ok {
 		return st
+	}
+	if br.fleetHold.Load() != nil {
+		if _, st, held := br.fleetState(br.set.clock()); held {
+			return st
+		}
 	}
 	for {
 		ph := br.phase.Load()

@@ -31,6 +31,9 @@ type Breakers struct {
 	maxKeys       int
 	namespace     string
 	registerer    prometheus.Registerer
+	shared        SharedState // nil: the set learns alone
+	replica       string      // this replica's name in the fleet
+	fleet         *fleet      // the link to the fleet, with shared state
 
 	// epoch is the origin of the monotonic nanosecond times kept in atomics.
 	epoch time.Time
@@ -76,11 +79,20 @@ func New(opts ...Option) (*Breakers, error) {
 		return nil, fmt.Errorf("httpbreaker: %w", err)
 	}
 	b.notifications = newNotifier(b.logger, b.hooks)
+	if b.shared != nil {
+		if b.replica == "" {
+			b.replica = defaultReplica()
+		}
+		b.fleet = newFleet(b, b.shared, b.replica)
+	}
 	if b.registerer != nil {
 		if err := b.registerer.Register(newCollector(b)); err != nil {
 			return nil, fmt.Errorf("httpbreaker: registering metrics with namespace %q: %w "+
 				"(each Breakers on one registerer needs its own WithNamespace)", b.namespace, err)
 		}
+	}
+	if b.fleet != nil {
+		go b.fleet.run()
 	}
 	return b, nil
 }
@@ -128,6 +140,9 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 	br := newBreaker(b, key, b.cfg.policyFor(key), keyed, now)
 	b.keys.Store(key, br)
 	b.count++
+	if b.fleet != nil {
+		b.fleet.touch(key) // learn the fleet's hold and manual state for it now
+	}
 	if ttl := int64(br.idleTTL) / 4; ttl > 0 && (b.sweepEvery == 0 || ttl < b.sweepEvery) {
 		b.sweepEvery = ttl
 	}
@@ -245,7 +260,7 @@ func (br *breaker) idle(now int64) bool {
 		br.sweepTotal, br.activeAt = total, now
 		return false
 	}
-	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil {
+	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil || br.fleetHold.Load() != nil {
 		return false
 	}
 	return inFlight(br.inst.Load().cb.Counts()) == 0

@@ -68,9 +68,8 @@ func (b *Breakers) force(key string, o *override, e Event) error {
 	if err != nil {
 		return err
 	}
-	e.From, e.To = br.state(), o.state
-	br.override.Store(o)
-	br.record(b.clock(), e)
+	br.forceLocal(o, e)
+	b.share(key, Control{Reason: e.Reason, For: e.OpenFor, By: e.By})
 	return nil
 }
 
@@ -79,10 +78,8 @@ func (b *Breakers) release(key, by string) error {
 	if err != nil {
 		return err
 	}
-	from := br.state()
-	if br.override.Swap(nil) != nil {
-		br.record(b.clock(), Event{From: from, To: br.state(), Reason: ReasonRelease, By: by})
-	}
+	br.releaseLocal(Event{Reason: ReasonRelease, By: by})
+	b.share(key, Control{Reason: ReasonRelease, By: by})
 	return nil
 }
 
@@ -91,16 +88,50 @@ func (b *Breakers) reset(key, by string) error {
 	if err != nil {
 		return err
 	}
+	br.resetLocal(Event{Reason: ReasonReset, By: by})
+	b.share(key, Control{Reason: ReasonReset, By: by})
+	return nil
+}
+
+// share sends a manual change to the fleet, if the set has one: every
+// replica applies it within a sync or so.
+func (b *Breakers) share(key string, c Control) {
+	if b.fleet != nil {
+		b.fleet.send(key, c)
+	}
+}
+
+// forceLocal forces br's state with o; e says why.
+func (br *breaker) forceLocal(o *override, e Event) {
+	e.From, e.To = br.state(), o.state
+	br.override.Store(o)
+	br.record(br.set.clock(), e)
+}
+
+// releaseLocal ends br's forced state, if any; e says why.
+func (br *breaker) releaseLocal(e Event) {
+	from := br.state()
+	if br.override.Swap(nil) != nil {
+		e.From, e.To = from, br.state()
+		br.record(br.set.clock(), e)
+	}
+}
+
+// resetLocal puts br back as it was new, the fleet's hold on it gone; e
+// says why.
+func (br *breaker) resetLocal(e Event) {
 	from := br.state()
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	br.inst.Store(br.newInstance())
 	br.override.Store(nil)
 	br.phase.Store(nil)
+	br.fleetHold.Store(nil)
+	br.lease.Store(nil)
 	br.upstreamUntil.Store(0)
 	br.lastTrip.Store(nil)
-	br.record(b.clock(), Event{From: from, To: StateClosed, Reason: ReasonReset, By: by})
-	return nil
+	e.From, e.To = from, StateClosed
+	br.record(br.set.clock(), e)
 }
 
 // controlled returns the breaker that manual control acts on: key's own,

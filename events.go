@@ -49,6 +49,14 @@ type Event struct {
 	// change of the breaker underneath it; StateClosed otherwise (a forced
 	// state is never closed).
 	Forced State
+
+	// Fleet says that the change came from the fleet, with shared state
+	// (WithSharedState): a fleet-wide trip, the fleet's probes, or a manual
+	// change made on another replica. Replica names the replica that made
+	// it, and FailingReplicas counts the replicas whose failures tripped it.
+	Fleet           bool
+	Replica         string
+	FailingReplicas int
 }
 
 // Reason says why a key's state changed. Its string is the log record's
@@ -110,6 +118,12 @@ func (e *Event) attrs() []slog.Attr {
 	}
 	if e.Forced != StateClosed {
 		attrs = append(attrs, slog.String("forced", e.Forced.String()))
+	}
+	if e.Fleet {
+		attrs = append(attrs, slog.Bool("fleet", true), slog.String("replica", e.Replica))
+		if e.FailingReplicas > 0 {
+			attrs = append(attrs, slog.Int("failing_replicas", e.FailingReplicas))
+		}
 	}
 	return attrs
 }

@@ -23,9 +23,18 @@ import (
 // Requests that no breaker tracked (past WithMaxKeys, or a KeyFunc that
 // returned "") are counted in requests_total{result="untracked"}, whose key
 // is empty.
+//
+// With shared state (WithSharedState), four more tell how the link to the
+// fleet is doing:
+//
+//	shared_connected          gauge: 1 if the last sync reached the shared state
+//	shared_replicas           gauge: the live replicas at the last sync, this one included
+//	shared_sync_errors_total  counter: syncs that failed
+//	shared_sync_seconds       histogram: the round-trip time of the syncs that succeeded
 type collector struct {
 	set                          *Breakers
 	state, requests, transitions *prometheus.Desc
+	connected, replicas, errors  *prometheus.Desc
 	badSeriesOnce                sync.Once
 }
 
@@ -43,6 +52,12 @@ func newCollector(b *Breakers) *collector {
 		transitions: prometheus.NewDesc(name("transitions_total"),
 			"Circuit breaker state changes by key.",
 			[]string{"key", "from", "to"}, nil),
+		connected: prometheus.NewDesc(name("shared_connected"),
+			"Whether this replica's last sync reached the fleet's shared state (1) or not (0).", nil, nil),
+		replicas: prometheus.NewDesc(name("shared_replicas"),
+			"Live replicas of the fleet at this replica's last sync, this one included.", nil, nil),
+		errors: prometheus.NewDesc(name("shared_sync_errors_total"),
+			"Syncs with the fleet's shared state that failed.", nil, nil),
 	}
 }
 
@@ -50,6 +65,12 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.state
 	ch <- c.requests
 	ch <- c.transitions
+	if f := c.set.fleet; f != nil {
+		ch <- c.connected
+		ch <- c.replicas
+		ch <- c.errors
+		f.rtt.Describe(ch)
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -77,6 +98,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.send(ch, c.requests, prometheus.CounterValue, float64(c.set.untracked.Load()), "", "untracked")
+	if f := c.set.fleet; f != nil {
+		connected := 0.0
+		if f.connected.Load() {
+			connected = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, connected)
+		ch <- prometheus.MustNewConstMetric(c.replicas, prometheus.GaugeValue, float64(f.replicas.Load()))
+		ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(f.syncErrors.Load()))
+		f.rtt.Collect(ch)
+	}
 }
 
 // send sends one metric. Keys are checked when their breaker is made, so

@@ -45,6 +45,9 @@ type Status struct {
 	// ForcedBy says who forced the state, while ForceOpen or ForceClose
 	// holds it: as Event.By does.
 	ForcedBy string `json:"forced_by,omitempty"`
+	// FleetHold is set while the fleet holds the key open or half-open
+	// (with shared state): why, and which replica made the hold.
+	FleetHold *FleetHold `json:"fleet_hold,omitempty"`
 	// LastTrip is what last opened the breaker from closed, nil if nothing
 	// has since it was made or Reset.
 	LastTrip *Trip `json:"last_trip,omitempty"`
@@ -91,6 +94,17 @@ type Trip struct {
 	Failures            uint32    `json:"failures"`
 	Successes           uint32    `json:"successes"`
 	ConsecutiveFailures uint32    `json:"consecutive_failures"`
+	// Fleet says that the fleet's window tripped the key (with shared
+	// state), and Replica names the replica that saw it; the counts are
+	// then the fleet's.
+	Fleet   bool   `json:"fleet,omitempty"`
+	Replica string `json:"replica,omitempty"`
+}
+
+// FleetHold is the fleet's hold on a key, as Status shows it.
+type FleetHold struct {
+	Reason  Reason `json:"reason"`
+	Replica string `json:"replica"`
 }
 
 // FailureRate returns Failures / (Failures + Successes) at the trip.
@@ -157,6 +171,14 @@ func (br *breaker) status() Status {
 		}
 	case ph.state == StateOpen && st == StateOpen:
 		s.RetryAfter = time.Duration(max(ph.until-br.set.clock(), 0))
+	}
+	if h, fst, held := br.fleetState(br.set.clock()); held && (st == fst) {
+		s.FleetHold = &FleetHold{Reason: h.reason, Replica: h.replica}
+		s.Window = Counts{}
+		if fst == StateOpen {
+			s.RetryAfter = time.Duration(max(h.until-br.set.clock(), 0))
+		}
+		probesFull = fst == StateHalfOpen
 	}
 	if st == StateForcedOpen {
 		_, s.RetryAfter, _ = br.forced()

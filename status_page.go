@@ -138,7 +138,7 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 		}
 		page.Breakers = append(page.Breakers, row)
 	}
-	page.Summary = summary(len(snap), rejecting)
+	page.Summary = summary(len(snap), rejecting) + fleetSummary(h.set.Fleet())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", pagePolicy)
 	w.Header().Set("X-Frame-Options", "DENY")
@@ -179,10 +179,25 @@ func summary(keys, rejecting int) string {
 	return s + fmt.Sprintf("%d are rejecting requests.", rejecting)
 }
 
+// fleetSummary says in English whether the set shares state with a fleet,
+// and how that goes; nothing without shared state.
+func fleetSummary(f FleetStatus) string {
+	if !f.Shared {
+		return ""
+	}
+	if !f.Connected {
+		return fmt.Sprintf(" Shared with the fleet as replica %s, which cannot reach the shared state now: its breakers go on alone.", f.Replica)
+	}
+	return fmt.Sprintf(" Shared with the fleet as replica %s: %d live.", f.Replica, f.Replicas)
+}
+
 // why says what put a key in its state: who forced it, or what tripped it.
 func why(s Status, now time.Time) string {
 	if s.ForcedBy != "" {
 		return "forced by " + s.ForcedBy
+	}
+	if h := s.FleetHold; h != nil {
+		return fmt.Sprintf("held by the fleet: %s, seen by replica %s", h.Reason, h.Replica)
 	}
 	t := s.LastTrip
 	if t == nil {
@@ -198,6 +213,9 @@ func why(s Status, now time.Time) string {
 	prefix := "tripped"
 	if s.State == StateClosed {
 		prefix = "last tripped"
+	}
+	if t.Fleet {
+		prefix += " fleet-wide (replica " + t.Replica + ")"
 	}
 	return fmt.Sprintf("%s %s ago: %s", prefix, roughly(now.Sub(t.At)), what)
 }
