@@ -1,0 +1,262 @@
+package redisstate_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/httpbreaker/httpbreaker"
+)
+
+// fleetPolicy trips on the fleet's window only: 50% of at least 20
+// outcomes, a count no single replica reaches in these tests.
+func fleetPolicy() httpbreaker.Policy {
+	p := httpbreaker.DefaultPolicy()
+	p.ConsecutiveFailures = httpbreaker.Off
+	p.FailureRate = 0.5
+	p.MinRequests = 20
+	p.Window = 10 * time.Second
+	p.OpenFor = 400 * time.Millisecond
+	p.MaxOpenFor = 10 * time.Second
+	p.HalfOpenRequests = 1
+	p.RecoveryRamp = httpbreaker.Off
+	p.Quorum = 2
+	return p
+}
+
+func TestFleetWindowTripsEveryReplica(t *testing.T) {
+	srv := startRedis(t)
+	p := fleetPolicy()
+	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
+	up := newUpstream(500)
+	rs := fleet(t, srv.addr(), 3, p, map[string]*upstream{"search": up})
+	// 8 failures each: 24 in the fleet, fewer than MinRequests on any one.
+	for _, r := range rs {
+		for range 8 {
+			if code := r.call("search"); code != 500 {
+				t.Fatalf("%s: %d before any trip", r.name, code)
+			}
+		}
+	}
+	waitFor(t, "every replica open: "+states(rs, "search"), func() bool { return all(rs, "search", httpbreaker.StateOpen) })
+	if n := up.calls.Load(); n != 24 {
+		t.Errorf("the upstream got %d calls, want 24", n)
+	}
+	for _, r := range rs {
+		if code := r.call("search"); code != 503 {
+			t.Errorf("%s answered %d while the fleet holds the key, want 503", r.name, code)
+		}
+		r.eventWith(t, "search", httpbreaker.ReasonFailureRate)
+		evs := r.eventsWith("search", httpbreaker.ReasonFailureRate)
+		if len(evs) != 1 || !evs[0].Fleet || evs[0].Replica == "" || evs[0].To != httpbreaker.StateOpen ||
+			evs[0].FailingReplicas < 2 || evs[0].Failures < 20 {
+			t.Errorf("%s: trip events %+v, want one from the fleet naming its replica and counts", r.name, evs)
+		}
+		s := r.set.Snapshot()[0]
+		if s.FleetHold == nil || s.FleetHold.Reason != httpbreaker.ReasonFailureRate || !s.Rejecting || s.RetryAfter <= 0 {
+			t.Errorf("%s: status %+v, want a fleet hold that rejects", r.name, s)
+		}
+		if f := r.set.Fleet(); !f.Shared || !f.Connected || f.Replicas != 3 || f.Replica != r.name {
+			t.Errorf("%s: Fleet() = %+v", r.name, f)
+		}
+	}
+}
+
+func TestFleetQuorumKeepsOneReplicaFromTrippingTheFleet(t *testing.T) {
+	srv := startRedis(t)
+	bad, good := newUpstream(500), newUpstream(200)
+	rs := fleet(t, srv.addr(), 3, fleetPolicy(), map[string]*upstream{"bad": bad, "good": good})
+	// One replica's failures (say, its own network is broken) are 19 of
+	// 29 in the fleet's window: over the rate and over MinRequests, but
+	// from one replica, short of the quorum of 2.
+	for range 19 {
+		rs[0].call("bad")
+	}
+	bad.code.Store(200)
+	for range 5 {
+		rs[1].call("bad")
+		rs[2].call("bad")
+	}
+	// Time for many syncs, with the last outcomes in the window too.
+	waitFor(t, "the window synced", func() bool { return rs[0].set.Fleet().Connected })
+	time.Sleep(500 * time.Millisecond)
+	if !all(rs, "bad", httpbreaker.StateClosed) {
+		t.Fatalf("a fleet trip from one replica's failures: %s", states(rs, "bad"))
+	}
+	// A second failing replica makes the quorum.
+	bad.code.Store(500)
+	for range 10 {
+		rs[1].call("bad")
+	}
+	waitFor(t, "every replica open: "+states(rs, "bad"), func() bool { return all(rs, "bad", httpbreaker.StateOpen) })
+}
+
+func TestFleetProbesTogether(t *testing.T) {
+	srv := startRedis(t)
+	up := newUpstream(500)
+	rs := fleet(t, srv.addr(), 3, fleetPolicy(), map[string]*upstream{"search": up})
+	for _, r := range rs {
+		for range 8 {
+			r.call("search")
+		}
+	}
+	waitFor(t, "every replica open", func() bool { return all(rs, "search", httpbreaker.StateOpen) })
+
+	// Every replica keeps asking while the upstream still fails: the fleet
+	// admits one probe in all (HalfOpenRequests), whose failure opens the
+	// key again everywhere, for at least 640ms (twice OpenFor, less a fifth
+	// of jitter).
+	before := up.calls.Load()
+	// drive sends a request to every replica, until until holds.
+	drive := func(until func() bool) {
+		for {
+			for _, r := range rs {
+				r.call("search")
+			}
+			if until() {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	waitFor(t, "a probe", func() bool { drive(func() bool { return true }); return up.calls.Load() > before })
+	probed := time.Now()
+	drive(func() bool { return time.Since(probed) > 400*time.Millisecond })
+	if n := up.calls.Load() - before; n != 1 {
+		t.Fatalf("the fleet sent %d probes in one half-open round, want 1", n)
+	}
+	for _, r := range rs {
+		if e := r.eventWith(t, "search", httpbreaker.ReasonProbeFailed); !e.Fleet {
+			t.Errorf("%s: no fleet reopening after the failed probe", r.name)
+		}
+		if st := r.set.State("search"); st != httpbreaker.StateOpen {
+			t.Errorf("%s is %v after the failed probe, want open", r.name, st)
+		}
+	}
+
+	// The upstream recovers: one successful probe closes the key on every
+	// replica.
+	up.code.Store(200)
+	before = up.calls.Load()
+	waitFor(t, "every replica closed: "+states(rs, "search"), func() bool {
+		drive(func() bool { return true })
+		return all(rs, "search", httpbreaker.StateClosed)
+	})
+	for _, r := range rs {
+		r.eventWith(t, "search", httpbreaker.ReasonProbesSucceeded)
+		evs := r.eventsWith("search", httpbreaker.ReasonProbesSucceeded)
+		if len(evs) != 1 || !evs[0].Fleet || evs[0].To != httpbreaker.StateClosed {
+			t.Errorf("%s: recovery events %+v, want one from the fleet", r.name, evs)
+		}
+	}
+}
+
+func TestFleetManualControl(t *testing.T) {
+	srv := startRedis(t)
+	up := newUpstream(200)
+	ups := map[string]*upstream{"billing": up}
+	rs := fleet(t, srv.addr(), 3, fleetPolicy(), ups)
+	waitFor(t, "connected", func() bool { return rs[2].set.Fleet().Connected })
+
+	if err := rs[0].set.ForceOpen("billing", 0); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "forced open everywhere: "+states(rs, "billing"), func() bool { return all(rs, "billing", httpbreaker.StateForcedOpen) })
+	t.Logf("ForceOpen reached every replica in %v", time.Since(start))
+	if code := rs[2].call("billing"); code != 503 {
+		t.Errorf("a replica forced open by the fleet answered %d", code)
+	}
+	if e := rs[1].eventWith(t, "billing", httpbreaker.ReasonForceOpen); !e.Fleet || e.Replica != "r1" {
+		t.Errorf("r2's force_open event: %+v", e)
+	}
+
+	// A replica that starts now starts forced open.
+	late := newReplica(t, srv.addr(), "late", fleetPolicy(), ups)
+	waitFor(t, "the new replica forced open", func() bool { return late.set.State("billing") == httpbreaker.StateForcedOpen })
+
+	if err := rs[1].set.Release("billing"); err != nil {
+		t.Fatal(err)
+	}
+	rs = append(rs, late)
+	waitFor(t, "released everywhere: "+states(rs, "billing"), func() bool { return all(rs, "billing", httpbreaker.StateClosed) })
+
+	if err := rs[2].set.ForceClose("billing"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "forced closed everywhere", func() bool { return all(rs, "billing", httpbreaker.StateForcedClosed) })
+	if err := rs[0].set.Reset("billing"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reset everywhere", func() bool { return all(rs, "billing", httpbreaker.StateClosed) })
+	for _, r := range rs[1:] {
+		if e := r.eventWith(t, "billing", httpbreaker.ReasonReset); !e.Fleet {
+			t.Errorf("%s: reset event %+v", r.name, e)
+		}
+	}
+}
+
+func TestFleetWithoutRedisEveryRequestStaysLocal(t *testing.T) {
+	srv := startRedis(t)
+	p := fleetPolicy()
+	p.ConsecutiveFailures = 5
+	ok, bad := newUpstream(200), newUpstream(500)
+	rs := fleet(t, srv.addr(), 2, p, map[string]*upstream{"ok": ok, "bad": bad})
+	waitFor(t, "connected", func() bool { return rs[0].set.Fleet().Connected && rs[1].set.Fleet().Connected })
+
+	for _, fault := range []struct {
+		name       string
+		do, undo   func()
+		emptyAfter bool
+	}{
+		{"paused", srv.pause, srv.resume, false},
+		{"killed", srv.stop, srv.start, true},
+	} {
+		fault.do()
+		waitFor(t, "the replicas see the store "+fault.name, func() bool {
+			rs[0].call("ok")
+			return !rs[0].set.Fleet().Connected && !rs[1].set.Fleet().Connected
+		})
+		// No request waits on Redis and none fails: each finishes (a
+		// request stuck on Redis would hang here) and succeeds.
+		for i := range 200 {
+			for _, r := range rs {
+				if code := r.call("ok"); code != 200 {
+					t.Fatalf("Redis %s: request %d on %s answered %d", fault.name, i, r.name, code)
+				}
+			}
+		}
+		// The breakers work alone: a local trip.
+		for range 5 {
+			rs[0].call("bad")
+		}
+		if st := rs[0].set.State("bad"); st != httpbreaker.StateOpen {
+			t.Fatalf("Redis %s: the local breaker is %v after 5 failures in a row, want open", fault.name, st)
+		}
+		if st := rs[1].set.State("bad"); st != httpbreaker.StateClosed {
+			t.Fatalf("Redis %s: a local trip reached the other replica (%v)", fault.name, st)
+		}
+		fault.undo()
+		waitFor(t, "the replicas rejoin after Redis "+fault.name, func() bool {
+			return rs[0].set.Fleet().Connected && rs[1].set.Fleet().Connected
+		})
+		for _, r := range rs {
+			_ = r.set.Reset("bad")
+		}
+	}
+
+	// Redis came back empty: the fleet builds its state again.
+	for _, r := range rs {
+		for range 4 { // short of the local 5 in a row
+			r.call("bad")
+		}
+		for range 2 {
+			r.call("ok")
+		}
+	}
+	waitFor(t, "a fleet trip after Redis restarted empty: "+states(rs, "bad"), func() bool {
+		for _, r := range rs {
+			r.call("bad")
+		}
+		return all(rs, "bad", httpbreaker.StateOpen)
+	})
+}

@@ -1,0 +1,272 @@
+package redisstate_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/redisstate"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the tests if any goroutine outlives them: Close must stop
+// every sync loop and watcher.
+// go-redis's own log of failed dials is quiet: the tests make them on
+// purpose.
+func TestMain(m *testing.M) {
+	redis.SetLogger(quiet{})
+	goleak.VerifyTestMain(m)
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+// redisServer is a redis-server the test started on a free loopback port,
+// with no persistence, and stops when it ends.
+type redisServer struct {
+	t    *testing.T
+	path string
+	port int
+	cmd  *exec.Cmd
+}
+
+// startRedis starts a redis-server. CI installs Debian's redis-server
+// package, and there a missing one fails the test; elsewhere the test is
+// skipped.
+func startRedis(t *testing.T) *redisServer {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no redis-server: .ci/run installs Debian's redis-server package for this test")
+		}
+		t.Skip("no redis-server installed (apt-get install redis-server)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := &redisServer{t: t, path: path, port: port}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+
+// start runs the server, empty, and waits until it answers.
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.path, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("starting redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			r.t.Fatal("redis-server did not answer within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop kills the server, and with it everything it held.
+func (r *redisServer) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGCONT) // a paused server dies too
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+func (r *redisServer) pause()  { _ = r.cmd.Process.Signal(syscall.SIGSTOP) }
+func (r *redisServer) resume() { _ = r.cmd.Process.Signal(syscall.SIGCONT) }
+
+// client returns a client of the server, closed when the test ends.
+func (r *redisServer) client(t *testing.T) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: r.addr(), DialTimeout: time.Second, ReadTimeout: time.Second,
+		WriteTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// replica is one replica of a fleet: its own Breakers, Store and client,
+// with one route group per key behind Middleware, answering as its
+// upstream does.
+type replica struct {
+	name     string
+	logs     lockedBuffer
+	set      *httpbreaker.Breakers
+	handlers map[string]http.Handler
+	mu       sync.Mutex
+	events   []httpbreaker.Event
+}
+
+// upstream is a route group's handler, shared by every replica: it answers
+// with code and counts its calls.
+type upstream struct {
+	code  atomic.Int32
+	calls atomic.Int64
+}
+
+func newUpstream(code int) *upstream {
+	u := &upstream{}
+	u.code.Store(int32(code))
+	return u
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	u.calls.Add(1)
+	w.WriteHeader(int(u.code.Load()))
+}
+
+// fleet starts n replicas on the server at addr, each with the policy and
+// options given, each key wired to its upstream.
+func fleet(t *testing.T, addr string, n int, policy httpbreaker.Policy, ups map[string]*upstream, opts ...redisstate.Option) []*replica {
+	t.Helper()
+	var out []*replica
+	for i := range n {
+		out = append(out, newReplica(t, addr, fmt.Sprintf("r%d", i+1), policy, ups, opts...))
+	}
+	return out
+}
+
+func newReplica(t *testing.T, addr, name string, policy httpbreaker.Policy, ups map[string]*upstream, opts ...redisstate.Option) *replica {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ContextTimeoutEnabled: true,
+		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: -1})
+	r := &replica{name: name, handlers: map[string]http.Handler{}}
+	opts = append([]redisstate.Option{redisstate.WithSyncInterval(50 * time.Millisecond)}, opts...)
+	set, err := httpbreaker.New(
+		httpbreaker.WithPolicy(policy),
+		httpbreaker.WithSharedState(redisstate.New(c, opts...)),
+		httpbreaker.WithReplica(name),
+		httpbreaker.WithLogger(slog.New(slog.NewTextHandler(&r.logs, nil))),
+		httpbreaker.WithStateChangeHook(func(e httpbreaker.Event) {
+			r.mu.Lock()
+			r.events = append(r.events, e)
+			r.mu.Unlock()
+		}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.set = set
+	for key, u := range ups {
+		r.handlers[key] = set.Middleware(key)(u)
+	}
+	t.Cleanup(func() {
+		if err := set.Close(); err != nil {
+			t.Error(err)
+		}
+		c.Close()
+	})
+	return r
+}
+
+// call sends one request for key through the replica and returns the
+// status it answered.
+func (r *replica) call(key string) int {
+	rec := httptest.NewRecorder()
+	r.handlers[key].ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	return rec.Code
+}
+
+// eventsWith returns the replica's events for key with reason why.
+func (r *replica) eventsWith(key string, why httpbreaker.Reason) []httpbreaker.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []httpbreaker.Event
+	for _, e := range r.events {
+		if e.Key == key && e.Reason == why {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// eventWith waits for the replica's first event for key with reason why:
+// events reach hooks after the change, from the set's notifier.
+func (r *replica) eventWith(t *testing.T, key string, why httpbreaker.Reason) httpbreaker.Event {
+	t.Helper()
+	var evs []httpbreaker.Event
+	waitFor(t, r.name+": an event "+string(why), func() bool {
+		evs = r.eventsWith(key, why)
+		return len(evs) > 0
+	})
+	return evs[0]
+}
+
+// lockedBuffer is a log sink safe for concurrent use.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor polls cond until it holds, failing the test after a deadline
+// that guards only against a hang: what it waits for takes well under a
+// second.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// all reports whether every replica's key is in state st.
+func all(rs []*replica, key string, st httpbreaker.State) bool {
+	for _, r := range rs {
+		if r.set.State(key) != st {
+			return false
+		}
+	}
+	return true
+}
+
+// states lists the replicas' states of key, for messages.
+func states(rs []*replica, key string) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, r.name+"="+r.set.State(key).String())
+	}
+	return strings.Join(s, " ")
+}

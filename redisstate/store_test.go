@@ -1,0 +1,303 @@
+package redisstate_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/redisstate"
+	"github.com/redis/go-redis/v9"
+)
+
+func TestNewReportsBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		opts []redisstate.Option
+		want string
+	}{
+		{[]redisstate.Option{redisstate.WithPrefix("")}, "WithPrefix"},
+		{[]redisstate.Option{redisstate.WithPrefix("a{b}")}, "no braces"},
+		{[]redisstate.Option{redisstate.WithPrefix("has space")}, "printable"},
+		{[]redisstate.Option{redisstate.WithSyncInterval(time.Millisecond)}, "WithSyncInterval(1ms)"},
+		{[]redisstate.Option{nil}, "nil Option"},
+	} {
+		c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+		s := redisstate.New(c, tc.opts...)
+		_, err := httpbreaker.New(httpbreaker.WithSharedState(s))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "redisstate") {
+			t.Errorf("New with %d options: %v, want an error naming %q", len(tc.opts), err, tc.want)
+		}
+		c.Close()
+	}
+	if _, err := httpbreaker.New(httpbreaker.WithSharedState(redisstate.New(nil))); err == nil ||
+		!strings.Contains(err.Error(), "nil redis client") {
+		t.Errorf("a nil client: %v", err)
+	}
+}
+
+// slot is Redis Cluster's hash slot of a key: CRC16 (XMODEM) of its hash
+// tag, the part between the first { and the next }, if that is not empty,
+// else of the whole key.
+func slot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % 16384
+}
+
+func TestKeysShareOneClusterSlot(t *testing.T) {
+	if slot("123456789") != 12739 { // the check value of Redis Cluster's spec
+		t.Fatal("slot() is not Redis Cluster's hash slot")
+	}
+	c := redis.NewClient(&redis.Options{})
+	defer c.Close()
+	s := redisstate.New(c, redisstate.WithPrefix("fleet-a"))
+	slots := map[int]bool{}
+	for _, key := range []string{"search", "GET /api/{plugin}/", "}{", "a}b", "{", "catalog:v2", "ключ"} {
+		keys := s.Keys(key)
+		if len(keys) != 4 {
+			t.Fatalf("%d keys", len(keys))
+		}
+		for _, k := range keys[1:] {
+			if slot(k) != slot(keys[0]) {
+				t.Errorf("key %q: %s is in slot %d, %s in slot %d: a cluster cannot run the sync script on them",
+					key, k, slot(k), keys[0], slot(keys[0]))
+			}
+		}
+		slots[slot(keys[0])] = true
+	}
+	if len(slots) < 5 {
+		t.Errorf("7 breaker keys in %d slots: the hash tag does not hold the breaker key", len(slots))
+	}
+}
+
+func TestLeaseOfADeadReplicaExpires(t *testing.T) {
+	srv := startRedis(t)
+	s := redisstate.New(srv.client(t))
+	ctx := context.Background()
+	sync := func(replica string, ks httpbreaker.KeySync) httpbreaker.Fleet {
+		t.Helper()
+		ks.Key, ks.Window, ks.Buckets, ks.Slots = "k", 10*time.Second, 10, 1
+		sy := &httpbreaker.Sync{Replica: replica, Live: time.Second, Keys: []httpbreaker.KeySync{ks}}
+		if err := s.Sync(ctx, sy); err != nil {
+			t.Fatal(err)
+		}
+		if err := sy.Keys[0].Err; err != nil {
+			t.Fatal(err)
+		}
+		return sy.Keys[0].Fleet
+	}
+	fl := sync("a", httpbreaker.KeySync{Trip: &httpbreaker.Hold{Open: 50 * time.Millisecond, Nominal: 50 * time.Millisecond,
+		Reason: httpbreaker.ReasonFailureRate}})
+	if fl.Hold == nil || fl.Hold.Closed || fl.Hold.Open <= 0 || fl.Hold.Replica != "a" {
+		t.Fatalf("after a trip: %+v", fl.Hold)
+	}
+	if fl := sync("ghost", httpbreaker.KeySync{Lease: time.Second}); fl.Lease != "" {
+		t.Fatalf("a lease during the cooldown: %q", fl.Lease)
+	}
+	time.Sleep(100 * time.Millisecond)
+	ghost := sync("ghost", httpbreaker.KeySync{Lease: 300 * time.Millisecond})
+	if ghost.Lease == "" || ghost.Hold.Open > 0 {
+		t.Fatalf("no lease once half-open: %+v", ghost)
+	}
+	// ghost dies holding the only slot: nobody else probes until it ends.
+	if fl := sync("b", httpbreaker.KeySync{Lease: time.Second}); fl.Lease != "" {
+		t.Fatalf("a second lease for one slot: %q", fl.Lease)
+	}
+	time.Sleep(400 * time.Millisecond)
+	b := sync("b", httpbreaker.KeySync{Lease: time.Second})
+	if b.Lease == "" {
+		t.Fatal("the dead replica's lease did not expire")
+	}
+	// ghost's late result counts for nothing; b's success closes the key.
+	late := sync("ghost", httpbreaker.KeySync{Probe: &httpbreaker.ProbeResult{Generation: ghost.Hold.Generation,
+		Lease: ghost.Lease, Outcome: httpbreaker.Failure, Reopen: time.Minute, Nominal: time.Minute}})
+	if late.Hold == nil || late.Hold.Generation != ghost.Hold.Generation {
+		t.Fatalf("an expired lease's failure reopened the key: %+v", late.Hold)
+	}
+	fl = sync("b", httpbreaker.KeySync{Probe: &httpbreaker.ProbeResult{Generation: b.Hold.Generation, Lease: b.Lease,
+		Outcome: httpbreaker.Success}})
+	if fl.Hold == nil || !fl.Hold.Closed {
+		t.Fatalf("the probe's success did not close the key: %+v", fl.Hold)
+	}
+}
+
+func TestHostileDataIsIgnored(t *testing.T) {
+	srv := startRedis(t)
+	raw := srv.client(t)
+	ctx := context.Background()
+	s := redisstate.New(raw)
+	keys := s.Keys("pay")
+	// A window of the wrong type, a hold that does not parse, a manual
+	// change of no known kind.
+	raw.Set(ctx, keys[0], "garbage", 0)
+	raw.HSet(ctx, keys[1], "phase", "open", "gen", "abc", "until", "soon")
+	raw.HSet(ctx, keys[3], "v", 3, "kind", "explode", "by", "nobody", "replica", "x")
+	p := fleetPolicy()
+	p.MaxOpenFor = 5 * time.Second
+	up := newUpstream(200)
+	r := newReplica(t, srv.addr(), "r1", p, map[string]*upstream{"pay": up})
+	waitFor(t, "connected", func() bool { return r.set.Fleet().Connected })
+	for range 3 {
+		if code := r.call("pay"); code != 200 {
+			t.Fatalf("answered %d with bad data in Redis", code)
+		}
+	}
+	waitFor(t, "the bad manual change logged", func() bool { return strings.Contains(r.logs.String(), `control kind \"explode\"`) })
+	if typ := raw.Type(ctx, keys[0]).Val(); typ == "string" {
+		t.Error("the window of the wrong type is still there")
+	}
+	time.Sleep(300 * time.Millisecond) // several syncs: the bad data is logged once
+	if n := strings.Count(r.logs.String(), "explode"); n != 1 {
+		t.Errorf("the bad manual change was logged %d times, want once", n)
+	}
+
+	// A hold that would last ten days holds for MaxOpenFor at most.
+	raw.Del(ctx, keys[3])
+	now, _ := raw.Time(ctx).Result()
+	raw.HSet(ctx, keys[1], "phase", "open", "gen", 7, "until", now.Add(240*time.Hour).UnixMilli(), "nominal", 1000,
+		"reason", "failure_rate", "replica", "mallory", "probed", 0)
+	raw.Publish(ctx, s.Channel(), "pay")
+	waitFor(t, "the hold applied", func() bool { return r.set.State("pay") == httpbreaker.StateOpen })
+	if st := r.set.Snapshot()[0]; st.RetryAfter > p.MaxOpenFor {
+		t.Errorf("a hold from Redis keeps the key open for %v, more than MaxOpenFor %v", st.RetryAfter, p.MaxOpenFor)
+	}
+
+	// A hold with a reason of no known kind is ignored.
+	raw.HSet(ctx, keys[1], "gen", 8, "reason", "<script>")
+	raw.Publish(ctx, s.Channel(), "pay")
+	waitFor(t, "the bad hold logged", func() bool { return strings.Contains(r.logs.String(), `hold reason \"<script>\"`) })
+}
+
+func TestPrefixesKeepFleetsApart(t *testing.T) {
+	srv := startRedis(t)
+	p := fleetPolicy()
+	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
+	up := newUpstream(500)
+	a := fleet(t, srv.addr(), 2, p, map[string]*upstream{"search": up}, redisstate.WithPrefix("fleet-a"))
+	b := fleet(t, srv.addr(), 2, p, map[string]*upstream{"search": up}, redisstate.WithPrefix("fleet-b"))
+	for _, r := range a {
+		for range 12 {
+			r.call("search")
+		}
+	}
+	waitFor(t, "fleet a open", func() bool { return all(a, "search", httpbreaker.StateOpen) })
+	time.Sleep(300 * time.Millisecond)
+	if !all(b, "search", httpbreaker.StateClosed) {
+		t.Fatalf("fleet b saw fleet a's trip: %s", states(b, "search"))
+	}
+	if f := b[0].set.Fleet(); f.Replicas != 2 {
+		t.Errorf("fleet b counts %d live replicas, want its own 2", f.Replicas)
+	}
+}
+
+// slowProxy forwards TCP connections to addr, holding every chunk of data
+// for delay: a Redis far away, or overloaded.
+func slowProxy(t *testing.T, addr string, delay time.Duration) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	pipe := func(dst, src net.Conn) {
+		defer wg.Done()
+		defer dst.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				time.Sleep(delay)
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					src.Close()
+				}
+				return
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			wg.Add(2)
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	return l.Addr().String()
+}
+
+func TestSlowRedisSlowsNoRequest(t *testing.T) {
+	srv := startRedis(t)
+	// 100ms each way: every sync takes 200ms or more, four sync intervals.
+	proxy := slowProxy(t, srv.addr(), 100*time.Millisecond)
+	p := fleetPolicy()
+	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
+	up := newUpstream(500)
+	ok := newUpstream(200)
+	rs := fleet(t, proxy, 2, p, map[string]*upstream{"search": up, "ok": ok})
+	// Every request finishes while the syncs crawl (one stuck on Redis
+	// would take 200ms or hang), and the fleet still trips.
+	for range 500 {
+		for _, r := range rs {
+			if code := r.call("ok"); code != 200 {
+				t.Fatalf("answered %d with a slow Redis", code)
+			}
+		}
+	}
+	for _, r := range rs {
+		for range 12 {
+			r.call("search")
+		}
+	}
+	t.Logf("fleet: %+v; logs: %s", rs[0].set.Fleet(), rs[0].logs.String())
+	waitFor(t, "a fleet trip through the slow Redis: "+states(rs, "search"), func() bool {
+		return all(rs, "search", httpbreaker.StateOpen)
+	})
+}
