@@ -1,0 +1,257 @@
+package httpbreaker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// fakeStore is a SharedState in memory, for the set's side of the fleet:
+// it answers each Sync with the fleet that reply says, or fails while down.
+// The fleet's behaviour with a real store is tested in redisstate, against
+// a real Redis.
+type fakeStore struct {
+	mu      sync.Mutex
+	down    bool
+	syncs   int
+	sent    []KeySync
+	reply   map[string]Fleet
+	changed chan string
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{reply: map[string]Fleet{}, changed: make(chan string, 16)}
+}
+
+func (s *fakeStore) Interval() time.Duration { return 10 * time.Millisecond }
+
+func (s *fakeStore) Sync(_ context.Context, sy *Sync) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.syncs++
+	if s.down {
+		return errors.New("fake store down")
+	}
+	sy.Replicas = 3
+	for i := range sy.Keys {
+		s.sent = append(s.sent, sy.Keys[i])
+		sy.Keys[i].Fleet = s.reply[sy.Keys[i].Key]
+	}
+	return nil
+}
+
+func (s *fakeStore) Watch(ctx context.Context, changed func(string)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case key := <-s.changed:
+			changed(key)
+		}
+	}
+}
+
+// set changes what the store answers for key, and announces it.
+func (s *fakeStore) set(key string, fl Fleet) {
+	s.mu.Lock()
+	s.reply[key] = fl
+	s.mu.Unlock()
+	s.changed <- key
+}
+
+func (s *fakeStore) setDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	s.mu.Unlock()
+}
+
+func TestCloseIsIdempotentWithOrWithoutSharedState(t *testing.T) {
+	plain, _ := newSet(t)
+	shared, _ := newSet(t, WithSharedState(newFakeStore()))
+	for _, b := range []*Breakers{plain, shared, plain, shared} {
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// TestMain's goleak check fails the package if the loop outlived Close.
+}
+
+func TestSharedStateOptionsAreChecked(t *testing.T) {
+	for _, tc := range []struct {
+		opt  Option
+		want string
+	}{
+		{WithSharedState(nil), "nil SharedState"},
+		{WithReplica(""), "WithReplica"},
+		{WithReplica(strings.Repeat("r", 129)), "1 to 128 bytes"},
+		{WithReplica("bad\xff"), "UTF-8"},
+	} {
+		if _, err := New(tc.opt); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New: %v, want an error naming %q", err, tc.want)
+		}
+	}
+}
+
+// TestSyncCarriesNoWallClock pins down what replicas rely on: a Sync
+// carries durations, never a replica's wall-clock time, so that replicas
+// whose clocks disagree share holds exactly (a store measures every
+// duration on one clock of its own: redisstate uses Redis's TIME).
+func TestSyncCarriesNoWallClock(t *testing.T) {
+	timeType := reflect.TypeFor[time.Time]()
+	seen := map[reflect.Type]bool{}
+	var walk func(path string, typ reflect.Type)
+	walk = func(path string, typ reflect.Type) {
+		if seen[typ] {
+			return
+		}
+		seen[typ] = true
+		switch typ.Kind() {
+		case reflect.Pointer, reflect.Slice:
+			walk(path, typ.Elem())
+		case reflect.Struct:
+			if typ == timeType {
+				t.Errorf("%s is a time.Time: a replica's clock would enter the fleet's state", path)
+			}
+			for i := range typ.NumField() {
+				f := typ.Field(i)
+				walk(path+"."+f.Name, f.Type)
+			}
+		}
+	}
+	walk("Sync", reflect.TypeFor[Sync]())
+}
+
+func TestFleetHoldFromTheStore(t *testing.T) {
+	store := newFakeStore()
+	reg := prometheus.NewRegistry()
+	b, sink := newSet(t, WithSharedState(store), WithReplica("r1"), WithRegisterer(reg),
+		WithPolicy(Policy{OpenFor: time.Minute, MaxOpenFor: 2 * time.Minute}))
+	defer b.Close()
+	up := newStatusHandler(200)
+	h := b.Middleware("search")(up)
+	waitFor(t, "connected", func() bool { return b.Fleet().Connected })
+
+	store.set("search", Fleet{Hold: &Hold{Generation: 1, Open: time.Hour, Nominal: time.Hour,
+		Reason: ReasonFailureRate, Replica: "r2", Failures: 30, Successes: 10, FailingReplicas: 2}})
+	waitFor(t, "the fleet's hold", func() bool { return b.State("search") == StateOpen })
+	rec := record(h, "/")
+	if rec.Code != http.StatusServiceUnavailable || up.calls.Load() != 0 {
+		t.Fatalf("answered %d with the fleet's hold (handler called %d times)", rec.Code, up.calls.Load())
+	}
+	// An hour from the store is MaxOpenFor here.
+	if s := b.Snapshot()[0]; s.RetryAfter > 2*time.Minute || s.FleetHold == nil || s.FleetHold.Replica != "r2" {
+		t.Errorf("status %+v: want a fleet hold by r2 of at most MaxOpenFor", s)
+	}
+	waitFor(t, "the state change record", func() bool { return len(sink.matching("state changed")) > 0 })
+	if e := sink.matching("state changed")[0]; e.attrs["fleet"] != "true" || e.attrs["replica"] != "r2" ||
+		e.attrs["failing_replicas"] != "2" || e.attrs["reason"] != "failure_rate" || e.attrs["to"] != "open" {
+		t.Errorf("the state change record does not say the fleet made it: %v", e.attrs)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP httpbreaker_shared_connected Whether this replica's last sync reached the fleet's shared state (1) or not (0).
+# TYPE httpbreaker_shared_connected gauge
+httpbreaker_shared_connected 1
+# HELP httpbreaker_shared_replicas Live replicas of the fleet at this replica's last sync, this one included.
+# TYPE httpbreaker_shared_replicas gauge
+httpbreaker_shared_replicas 3
+`), "httpbreaker_shared_connected", "httpbreaker_shared_replicas"); err != nil {
+		t.Error(err)
+	}
+	if v := gathered(t, reg, "httpbreaker_state", "open"); v != 1 {
+		t.Errorf("httpbreaker_state{state=open} = %v with the fleet's hold", v)
+	}
+
+	// The store goes down: syncs fail and are counted; the hold stays, as
+	// its cooldown has not ended.
+	store.setDown(true)
+	waitFor(t, "disconnected", func() bool { return !b.Fleet().Connected })
+	if n := gathered(t, reg, "httpbreaker_shared_sync_errors_total", ""); n < 1 {
+		t.Errorf("sync errors %v", n)
+	}
+	if b.State("search") != StateOpen {
+		t.Errorf("the hold ended when the store went down")
+	}
+	store.setDown(false)
+	// Closed fleet-wide: closed here too.
+	store.set("search", Fleet{Hold: &Hold{Generation: 1, Closed: true, Reason: ReasonFailureRate, Replica: "r2"}})
+	waitFor(t, "closed by the fleet", func() bool { return b.State("search") == StateClosed })
+	if rec := record(h, "/"); rec.Code != 200 {
+		t.Errorf("answered %d after the fleet closed the key", rec.Code)
+	}
+}
+
+// gathered returns the value of the metric name from reg, the series whose
+// state label is state if it has one.
+func gathered(t *testing.T, reg *prometheus.Registry, name, state string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := state == ""
+			for _, l := range m.GetLabel() {
+				match = match || l.GetName() == "state" && l.GetValue() == state
+			}
+			if match {
+				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s{state=%q}", name, state)
+	return 0
+}
+
+func TestBadFleetDataIsIgnored(t *testing.T) {
+	for _, tc := range []struct {
+		fl   Fleet
+		want string
+	}{
+		{Fleet{Hold: &Hold{Generation: 0, Reason: ReasonFailureRate}}, "hold generation 0"},
+		{Fleet{Hold: &Hold{Generation: 1, Reason: "boom"}}, `hold reason "boom"`},
+		{Fleet{Hold: &Hold{Generation: 1, Reason: ReasonFailureRate, Replica: "\xff"}}, "hold replica"},
+		{Fleet{Hold: &Hold{Generation: 1, Reason: ReasonFailureRate, Probed: -1}}, "negative"},
+		{Fleet{Control: Control{Version: 1, Reason: ReasonCooldown}}, `control kind "cooldown_elapsed"`},
+		{Fleet{Control: Control{Version: 1, Reason: ReasonForceOpen, By: strings.Repeat("x", 300)}}, "control author"},
+		{Fleet{Lease: strings.Repeat("l", 300)}, "lease"},
+	} {
+		if err := checkFleet(&tc.fl); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("checkFleet(%+v) = %v, want %q", tc.fl, err, tc.want)
+		}
+	}
+	ok := Fleet{Successes: 3, Hold: &Hold{Generation: 9, Reason: ReasonProbeFailed, Replica: "r2"},
+		Control: Control{Version: 2, Reason: ReasonRelease, By: "ops", Replica: "r3"}}
+	if err := checkFleet(&ok); err != nil {
+		t.Errorf("checkFleet of good data: %v", err)
+	}
+}
+
+func TestStatusPageSaysStateIsShared(t *testing.T) {
+	store := newFakeStore()
+	b, _ := newSet(t, WithSharedState(store), WithReplica("pod-7"))
+	defer b.Close()
+	waitFor(t, "connected", func() bool { return b.Fleet().Connected })
+	if got := fleetSummary(b.Fleet()); got != " Shared with the fleet as replica pod-7: 3 live." {
+		t.Errorf("connected: %q", got)
+	}
+	store.setDown(true)
+	waitFor(t, "disconnected", func() bool { return !b.Fleet().Connected })
+	if got := fleetSummary(b.Fleet()); !strings.Contains(got, "cannot reach the shared state") {
+		t.Errorf("disconnected: %q", got)
+	}
+	if got := fleetSummary(FleetStatus{}); got != "" {
+		t.Errorf("without shared state: %q", got)
+	}
+}
