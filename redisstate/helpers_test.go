@@ -40,7 +40,7 @@ func (quiet) Printf(context.Context, string, ...any) {}
 // redisServer is a redis-server the test started on a free loopback port,
 // with no persistence, and stops when it ends.
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	path string
 	port int
 	cmd  *exec.Cmd
@@ -49,7 +49,7 @@ type redisServer struct {
 // startRedis starts a redis-server. CI installs Debian's redis-server
 // package, and there a missing one fails the test; elsewhere the test is
 // skipped.
-func startRedis(t *testing.T) *redisServer {
+func startRedis(t testing.TB) *redisServer {
 	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
