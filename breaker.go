@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -311,8 +312,15 @@ func (br *breaker) probe(ph *phase, now int64, run func(*probe) verdict) {
 
 // tally counts a finished call's outcome, and notes the delay an upstream
 // asked for with a failure.
+//
+// With shared state a failure also wakes the fleet's loop, so that the
+// fleet hears of failures within a quarter interval, not a whole one: the
+// loop bounds how often that syncs, whatever the failure rate.
 func (br *breaker) tally(v verdict) {
 	br.results[resultOf[v.outcome]].Add(1)
+	if v.outcome == Failure && br.set.fleet != nil {
+		br.set.fleet.poke()
+	}
 	if v.retryAfter > 0 {
 		br.noteUpstreamRetry(v)
 	}
@@ -509,6 +517,18 @@ func (s State) String() string {
 
 // MarshalText writes the state's name.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state's name, as MarshalText writes it: a program
+// can decode the status page's JSON into Status values.
+func (s *State) UnmarshalText(b []byte) error {
+	for st, name := range stateNames {
+		if string(b) == name {
+			*s = State(st)
+			return nil
+		}
+	}
+	return fmt.Errorf("httpbreaker: want a state (%s), got %q", strings.Join(stateNames[:], ", "), b)
+}
 
 // result is what happened to one call, as the requests_total metric names
 // it.

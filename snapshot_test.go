@@ -134,3 +134,23 @@ func TestStatusReportsSinceAndRetryAfter(t *testing.T) {
 		}
 	})
 }
+
+func TestStatusJSONDecodesBack(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1}))
+	record(b.Middleware("search")(newStatusHandler(500)), "/")
+	out, err := json.Marshal(b.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back []Status
+	if err := json.Unmarshal(out, &back); err != nil {
+		t.Fatalf("the status JSON does not decode into Status: %v", err)
+	}
+	if len(back) != 1 || back[0].State != StateOpen || back[0].Mode != ModeEnforce || back[0].LastTrip == nil {
+		t.Errorf("decoded %+v", back)
+	}
+	var st State
+	if err := st.UnmarshalText([]byte("ajar")); err == nil || !strings.Contains(err.Error(), "forced_closed") {
+		t.Errorf("UnmarshalText(ajar) = %v, want an error listing the states", err)
+	}
+}
