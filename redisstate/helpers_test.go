@@ -3,22 +3,20 @@ package redisstate_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/internal/redisserver"
 	"github.com/httpbreaker/httpbreaker/redisstate"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
@@ -38,12 +36,10 @@ type quiet struct{}
 func (quiet) Printf(context.Context, string, ...any) {}
 
 // redisServer is a redis-server the test started on a free loopback port,
-// with no persistence, and stops when it ends.
+// with no persistence; it is killed when the test ends.
 type redisServer struct {
-	t    testing.TB
-	path string
-	port int
-	cmd  *exec.Cmd
+	*redisserver.Server
+	t testing.TB
 }
 
 // startRedis starts a redis-server. CI installs Debian's redis-server
@@ -51,59 +47,32 @@ type redisServer struct {
 // skipped.
 func startRedis(t testing.TB) *redisServer {
 	t.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
+	srv, err := redisserver.Start()
+	if errors.Is(err, redisserver.ErrNotInstalled) {
 		if os.Getenv("CI") != "" {
 			t.Fatal("no redis-server: .ci/run installs Debian's redis-server package for this test")
 		}
-		t.Skip("no redis-server installed (apt-get install redis-server)")
+		t.Skip(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	r := &redisServer{t: t, path: path, port: port}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
+	t.Cleanup(srv.Kill)
+	return &redisServer{Server: srv, t: t}
 }
 
-func (r *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+func (r *redisServer) addr() string { return r.Addr() }
+func (r *redisServer) pause()       { r.Pause() }
+func (r *redisServer) resume()      { r.Resume() }
+func (r *redisServer) stop()        { r.Kill() }
 
-// start runs the server, empty, and waits until it answers.
+// start starts the killed server again, empty.
 func (r *redisServer) start() {
 	r.t.Helper()
-	r.cmd = exec.Command(r.path, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("starting redis-server: %v", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			r.t.Fatal("redis-server did not answer within 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := r.Restart(); err != nil {
+		r.t.Fatal(err)
 	}
 }
-
-// stop kills the server, and with it everything it held.
-func (r *redisServer) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Signal(syscall.SIGCONT) // a paused server dies too
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
-
-func (r *redisServer) pause()  { _ = r.cmd.Process.Signal(syscall.SIGSTOP) }
-func (r *redisServer) resume() { _ = r.cmd.Process.Signal(syscall.SIGCONT) }
 
 // client returns a client of the server, closed when the test ends.
 func (r *redisServer) client(t *testing.T) *redis.Client {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,11 +16,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/httpbreaker/httpbreaker"
-	"github.com/redis/go-redis/v9"
+	"github.com/httpbreaker/httpbreaker/internal/redisserver"
 )
 
 // replicas is how many replicas of the plugin host the demo runs.
@@ -30,11 +28,8 @@ const replicas = 3
 // runDemo tells the fleet's story, and returns an error if it did not
 // happen as told.
 func runDemo(ctx context.Context, out io.Writer) error {
-	redisPath, err := exec.LookPath("redis-server")
-	if err != nil {
-		return errors.New("the fleet demo runs a real Redis, and redis-server is not installed:\n" +
-			"  Debian, Ubuntu: apt-get install redis-server\n  macOS: brew install redis\n" +
-			"  Fedora: dnf install redis")
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return fmt.Errorf("the fleet demo runs a real Redis: %w", redisserver.ErrNotInstalled)
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -72,10 +67,14 @@ func runDemo(ctx context.Context, out io.Writer) error {
 
 	// Act 2: together.
 	d.say("2. With shared state through Redis (redisstate):")
-	redisAddr, err := d.startRedis(ctx, redisPath)
+	srv, err := redisserver.Start()
 	if err != nil {
 		return err
 	}
+	d.mu.Lock()
+	d.redis = srv
+	d.mu.Unlock()
+	redisAddr := srv.Addr()
 	d.say("   redis-server on %s", redisAddr)
 	if err := d.startFleet(redisAddr); err != nil {
 		return err
@@ -152,7 +151,7 @@ type demo struct {
 	next     int
 	children []*child
 	servers  []*http.Server
-	redis    *exec.Cmd
+	redis    *redisserver.Server
 }
 
 func (d *demo) clock() string { return fmt.Sprintf("   [%5.1fs]", time.Since(d.start).Seconds()) }
@@ -406,42 +405,12 @@ func (d *demo) fleetHold() string {
 	return "no fleet trip on the status page"
 }
 
-// startRedis starts redis-server on a free loopback port, with no
-// persistence, and waits until it answers.
-func (d *demo) startRedis(ctx context.Context, path string) (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--loglevel", "warning")
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("starting redis-server: %w", err)
-	}
-	d.mu.Lock()
-	d.redis = cmd
-	d.mu.Unlock()
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer c.Close()
-	for deadline := time.Now().Add(10 * time.Second); c.Ping(ctx).Err() != nil; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return "", errors.New("redis-server did not answer within 10s")
-		}
-	}
-	return addr, nil
-}
-
 func (d *demo) stopRedis() {
 	d.mu.Lock()
-	cmd := d.redis
-	d.redis = nil
+	srv := d.redis
 	d.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
+	if srv != nil {
+		srv.Kill()
 	}
 }
 
