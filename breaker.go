@@ -68,10 +68,12 @@ type breaker struct {
 	lease     atomic.Pointer[fleetLease]
 	fleetWant atomic.Bool
 	probeOut  atomic.Pointer[ProbeResult]
-	// Loop-only: the outcome totals sent to the fleet so far, and the
-	// version of the fleet's manual change last applied.
-	sentS, sentF uint64
-	ctlVersion   int64
+	// The outcome totals sent to the fleet so far, written by the fleet's
+	// loop; a failure wakes the loop once nudgeAt more are not sent.
+	sentS, sentF atomic.Uint64
+	nudgeAt      uint64
+	// Loop-only: the version of the fleet's manual change last applied.
+	ctlVersion int64
 
 	mu sync.Mutex // serialises changes of phase and of the fleet's hold
 
@@ -312,14 +314,11 @@ func (br *breaker) probe(ph *phase, now int64, run func(*probe) verdict) {
 
 // tally counts a finished call's outcome, and notes the delay an upstream
 // asked for with a failure.
-//
-// With shared state a failure also wakes the fleet's loop, so that the
-// fleet hears of failures within a quarter interval, not a whole one: the
-// loop bounds how often that syncs, whatever the failure rate.
+// With shared state, failures wake the fleet's loop (nudge).
 func (br *breaker) tally(v verdict) {
-	br.results[resultOf[v.outcome]].Add(1)
+	n := br.results[resultOf[v.outcome]].Add(1)
 	if v.outcome == Failure && br.set.fleet != nil {
-		br.set.fleet.poke()
+		br.nudge(n)
 	}
 	if v.retryAfter > 0 {
 		br.noteUpstreamRetry(v)
@@ -569,6 +568,9 @@ func newBreaker(set *Breakers, key string, p Policy, keyed bool, now int64) *bre
 	if br.policy.IdleTTL != Off {
 		br.idleTTL = br.policy.IdleTTL
 	}
+	// A fleet trip needs MinRequests outcomes from Quorum replicas: a
+	// replica that has a share of them unsent tells the fleet at once.
+	br.nudgeAt = uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1))))
 	br.since.Store(now)
 	br.inst.Store(br.newInstance())
 	return br

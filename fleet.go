@@ -32,7 +32,11 @@ type fleet struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run and its watcher have returned
-	wake   chan struct{} // a sync is wanted now; capacity 1
+	// wake asks for a sync soon, for requests: a failure, a half-open key's
+	// wish for a lease, a probe's result; the loop bounds how often it
+	// heeds it. urgent asks for a sync now, for what another replica or an
+	// operator changed. Both have capacity 1.
+	wake, urgent chan struct{}
 
 	connected  atomic.Bool
 	replicas   atomic.Int64
@@ -52,7 +56,7 @@ type fleet struct {
 func newFleet(b *Breakers, s SharedState, replica string) *fleet {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &fleet{set: b, store: s, replica: replica, every: s.Interval(), ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), wake: make(chan struct{}, 1), full: true,
+		done: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
 		pending: map[string]*Control{}, dirty: map[string]bool{}, warned: map[string]bool{},
 		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: b.namespace, Name: "shared_sync_seconds",
 			Help:    "Round-trip time of this replica's syncs with the shared state.",
@@ -68,29 +72,32 @@ func defaultReplica() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(r[:]))
 }
 
-// poke asks the loop to sync now. It never blocks.
-func (f *fleet) poke() {
+// poke asks the loop to sync soon. It never blocks.
+func (f *fleet) poke() { signal(f.wake) }
+
+func signal(c chan struct{}) {
 	select {
-	case f.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
 
-// touch asks for key to be synced now: a new breaker learns the fleet's
-// hold and manual state at once.
+// touch asks for key to be synced now: another replica changed it, or it
+// has a new breaker, which learns the fleet's hold and manual state at
+// once.
 func (f *fleet) touch(key string) {
 	f.mu.Lock()
 	f.dirty[key] = true
 	f.mu.Unlock()
-	f.poke()
+	signal(f.urgent)
 }
 
-// send queues a manual change of key for the fleet.
+// send queues a manual change of key for the fleet, to sync now.
 func (f *fleet) send(key string, c Control) {
 	f.mu.Lock()
 	f.pending[key] = &c
 	f.mu.Unlock()
-	f.poke()
+	signal(f.urgent)
 }
 
 // maxBackoff is the longest the loop waits between syncs while the store
@@ -119,10 +126,11 @@ func (f *fleet) run() {
 		case <-f.ctx.Done():
 			return
 		case <-timer.C:
+		case <-f.urgent:
 		case <-f.wake:
-			// Bound the rate of syncs that requests ask for: at most four
+			// Bound the rate of syncs that requests ask for: at most ten
 			// per interval, whatever the request rate.
-			if wait := f.every/4 - time.Since(last); wait > 0 {
+			if wait := f.every/10 - time.Since(last); wait > 0 {
 				timer.Reset(wait)
 				continue
 			}
@@ -179,7 +187,7 @@ func (f *fleet) warn(kind, msg string, args ...any) {
 // keyWork is one key's part of a sync, as the loop prepared it.
 type keyWork struct {
 	br             *breaker
-	succ, fail     uint64 // the totals sent: they become br.sentS, br.sentF
+	succ, fail     uint64 // the totals sent
 	probe          *ProbeResult
 	controlPending *Control
 }
@@ -198,7 +206,7 @@ func (f *fleet) sync() bool {
 	for _, br := range f.set.all() {
 		w := keyWork{br: br, succ: br.results[resultSuccess].Load(), fail: br.results[resultFailure].Load()}
 		ks := KeySync{Key: br.key, Window: br.policy.Window, Buckets: br.policy.Buckets,
-			Successes: w.succ - br.sentS, Failures: w.fail - br.sentF, Slots: br.policy.HalfOpenRequests}
+			Successes: w.succ - br.sentS.Load(), Failures: w.fail - br.sentF.Load(), Slots: br.policy.HalfOpenRequests}
 		if c := pending[br.key]; c != nil {
 			ks.Control, w.controlPending = c, c
 		}
@@ -224,7 +232,7 @@ func (f *fleet) sync() bool {
 		// fleet's window as new. Manual changes are sent again.
 		f.mu.Lock()
 		for _, w := range work {
-			w.br.sentS, w.br.sentF = w.succ, w.fail
+			w.br.sent(w.succ, w.fail)
 			if c := w.controlPending; c != nil && f.pending[w.br.key] == nil {
 				f.pending[w.br.key] = c
 			}
@@ -237,7 +245,7 @@ func (f *fleet) sync() bool {
 	trips := &Sync{Replica: f.replica, Live: s.Live}
 	var tripped []*breaker
 	for i, w := range work {
-		w.br.sentS, w.br.sentF = w.succ, w.fail
+		w.br.sent(w.succ, w.fail)
 		ks := &s.Keys[i]
 		if ks.Err != nil {
 			f.warn("key:"+ks.Err.Error(), "circuit breaker fleet: a key could not be synced",
@@ -259,6 +267,22 @@ func (f *fleet) sync() bool {
 		}
 	}
 	return true
+}
+
+// sent notes the outcome totals of br sent to the fleet so far.
+func (br *breaker) sent(succ, fail uint64) {
+	br.sentS.Store(succ)
+	br.sentF.Store(fail)
+}
+
+// nudge is called by a failure with the key's failure total: it wakes the
+// loop once the failures not yet sent could matter to a fleet trip, a
+// share of MinRequests, so that the fleet hears of a dead upstream at
+// once, and a trickle of failures costs no extra syncs.
+func (br *breaker) nudge(failures uint64) {
+	if failures-br.sentF.Load() >= br.nudgeAt {
+		br.set.fleet.poke()
+	}
 }
 
 // exchange sends s to the store, and notes how it went.
