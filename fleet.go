@@ -219,8 +219,12 @@ func (f *fleet) sync() bool {
 				ks.Lease = br.leaseFor()
 			}
 		}
-		if !full && ks.Successes+ks.Failures == 0 && !dirty[br.key] && ks.Control == nil && ks.Probe == nil &&
-			ks.Lease == 0 && held == nil {
+		// A key without news is left out: what the fleet changes for it is
+		// announced (dirty), and a full sync catches what a lost
+		// announcement missed.
+		// A ForceOpen read from the fleet is renewed at each sync.
+		if o := br.override.Load(); !full && ks.Successes+ks.Failures == 0 && !dirty[br.key] && ks.Control == nil &&
+			ks.Probe == nil && ks.Lease == 0 && (o == nil || !o.fleet) {
 			continue
 		}
 		s.Keys = append(s.Keys, ks)
@@ -511,11 +515,20 @@ func (br *breaker) applyControl(f *fleet, c Control, mine bool, now int64) {
 		return
 	}
 	if c.Version == last {
-		// Known: a fleet ForceOpen is renewed while the fleet keeps it.
-		if o := br.override.Load(); o != nil && o.fleet && c.Reason == ReasonForceOpen && c.For >= 0 {
-			br.override.Store(&override{state: o.state, until: br.fleetUntil(now, c.For), by: o.by, fleet: true})
+		// Known: a fleet ForceOpen is renewed while the fleet keeps it, and
+		// applied again if it lapsed here while this replica was cut off.
+		if c.Reason != ReasonForceOpen || c.For < 0 {
+			return
 		}
-		return
+		switch o := br.override.Load(); {
+		case o == nil && c.Replica != f.replica:
+			last = 0 // apply it below, as new
+		case o != nil && o.fleet:
+			br.override.Store(&override{state: o.state, until: br.fleetUntil(now, c.For), by: o.by, fleet: true})
+			return
+		default:
+			return
+		}
 	}
 	if last == 0 && c.Reason != ReasonForceOpen && c.Reason != ReasonForceClose {
 		return // a release or reset that happened before this replica knew the key

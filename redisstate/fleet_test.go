@@ -59,6 +59,44 @@ func TestFleetWindowTripsEveryReplica(t *testing.T) {
 			t.Errorf("%s: Fleet() = %+v", r.name, f)
 		}
 	}
+	// A replica that starts now holds the key from its first sync.
+	late := newReplica(t, srv.addr(), "late", p, map[string]*upstream{"search": up})
+	waitFor(t, "the new replica holds the key", func() bool { return late.set.State("search") == httpbreaker.StateOpen })
+	if code := late.call("search"); code != 503 || up.calls.Load() != 24 {
+		t.Errorf("the new replica answered %d (upstream calls %d)", code, up.calls.Load())
+	}
+}
+
+func TestFleetForceOpenHoldsAtMostMaxOpenForWithoutRedis(t *testing.T) {
+	srv := startRedis(t)
+	p := fleetPolicy()
+	p.OpenFor, p.MaxOpenFor = 300*time.Millisecond, 600*time.Millisecond
+	rs := fleet(t, srv.addr(), 2, p, map[string]*upstream{"pay": newUpstream(200)})
+	waitFor(t, "connected", func() bool { return rs[1].set.Fleet().Connected })
+	if err := rs[0].set.ForceOpen("pay", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "forced open everywhere", func() bool { return all(rs, "pay", httpbreaker.StateForcedOpen) })
+	// Renewed at every sync while the fleet keeps it: still forced after
+	// twice MaxOpenFor.
+	time.Sleep(2 * p.MaxOpenFor)
+	if st := rs[1].set.State("pay"); st != httpbreaker.StateForcedOpen {
+		t.Fatalf("the fleet's ForceOpen lapsed while Redis kept it: %v", st)
+	}
+	// Cut off from Redis, r2 holds what it read for MaxOpenFor at most; r1,
+	// where the operator forced it, keeps it until Release.
+	srv.pause()
+	cutOff := time.Now()
+	waitFor(t, "r2's hold from Redis lapses", func() bool { return rs[1].set.State("pay") == httpbreaker.StateClosed })
+	if d := time.Since(cutOff); d < p.MaxOpenFor-100*time.Millisecond {
+		t.Errorf("the hold lapsed %v after the last sync could renew it, before MaxOpenFor", d)
+	}
+	if st := rs[0].set.State("pay"); st != httpbreaker.StateForcedOpen {
+		t.Errorf("the operator's own replica is %v, want forced_open until Release", st)
+	}
+	// Back: r2 reads the ForceOpen again.
+	srv.resume()
+	waitFor(t, "r2 forced again", func() bool { return rs[1].set.State("pay") == httpbreaker.StateForcedOpen })
 }
 
 func TestFleetQuorumKeepsOneReplicaFromTrippingTheFleet(t *testing.T) {
