@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -127,9 +126,15 @@ func (f *fleet) run() {
 			return
 		case <-timer.C:
 		case <-f.urgent:
+			if failures > 0 {
+				continue // unreachable: the backoff decides
+			}
 		case <-f.wake:
 			// Bound the rate of syncs that requests ask for: at most ten
 			// per interval, whatever the request rate.
+			if failures > 0 {
+				continue
+			}
 			if wait := f.every/10 - time.Since(last); wait > 0 {
 				timer.Reset(wait)
 				continue
@@ -153,9 +158,13 @@ func (f *fleet) watch(done chan struct{}) {
 	defer close(done)
 	changed := func(key string) { f.touch(key) }
 	for wait := f.every; ; wait = min(2*wait, maxBackoff) {
+		start := time.Now()
 		err := f.store.Watch(f.ctx, changed)
 		if f.ctx.Err() != nil {
 			return
+		}
+		if time.Since(start) > maxBackoff {
+			wait = f.every // it had worked a while: retry soon
 		}
 		if err != nil {
 			f.warn("watch", "circuit breaker fleet: watching the shared state failed; retrying", "problem", err.Error())
@@ -188,7 +197,6 @@ func (f *fleet) warn(kind, msg string, args ...any) {
 type keyWork struct {
 	br             *breaker
 	succ, fail     uint64 // the totals sent
-	probe          *ProbeResult
 	controlPending *Control
 }
 
@@ -210,9 +218,7 @@ func (f *fleet) sync() bool {
 		if c := pending[br.key]; c != nil {
 			ks.Control, w.controlPending = c, c
 		}
-		if p := br.probeOut.Swap(nil); p != nil {
-			ks.Probe, w.probe = p, p
-		}
+		ks.Probe = br.probeOut.Swap(nil)
 		held := br.fleetHold.Load()
 		if held != nil && br.fleetWant.Swap(false) {
 			if l := br.lease.Load(); l == nil || l.gen != held.gen || l.used.Load() {
@@ -252,7 +258,7 @@ func (f *fleet) sync() bool {
 		w.br.sent(w.succ, w.fail)
 		ks := &s.Keys[i]
 		if ks.Err != nil {
-			f.warn("key:"+ks.Err.Error(), "circuit breaker fleet: a key could not be synced",
+			f.warn("key", "circuit breaker fleet: a key could not be synced (logged once)",
 				"key", quoteKey(ks.Key), "problem", ks.Err.Error())
 			continue
 		}
@@ -440,27 +446,38 @@ func (br *breaker) fleetTrip(f *fleet, fl Fleet, replicas int) *Hold {
 // maxText bounds a string read from the store.
 const maxText = 256
 
+// badData is something wrong in what a store said of a key: field names
+// the kind of problem, which is logged once.
+type badData struct {
+	field, problem string
+}
+
+func (e *badData) Error() string { return e.field + ": " + e.problem }
+
 // checkFleet says what is wrong with what the store said of a key, if
 // anything: a store's data may be corrupt or hostile, and none of it may
 // make a breaker misbehave.
 func checkFleet(fl *Fleet) error {
-	text := func(what, s string) error {
+	bad := func(field, format string, args ...any) error {
+		return &badData{field: field, problem: fmt.Sprintf(format, args...)}
+	}
+	text := func(field, s string) error {
 		if len(s) > maxText || !utf8.ValidString(s) {
-			return fmt.Errorf("%s is not a short UTF-8 string", what)
+			return bad(field, "not a short UTF-8 string")
 		}
 		return nil
 	}
 	if fl.FailingReplicas < 0 {
-		return errors.New("negative failing replica count")
+		return bad("failing replicas", "%d", fl.FailingReplicas)
 	}
 	if h := fl.Hold; h != nil {
 		switch {
 		case h.Generation <= 0:
-			return fmt.Errorf("hold generation %d", h.Generation)
+			return bad("hold generation", "%d", h.Generation)
 		case h.Nominal < 0 || h.Probed < 0 || h.FailingReplicas < 0:
-			return errors.New("negative hold fields")
+			return bad("hold", "negative fields")
 		case h.Reason != ReasonFailureRate && h.Reason != ReasonProbeFailed && h.Reason != ReasonProbeTimeout:
-			return fmt.Errorf("hold reason %q", h.Reason)
+			return bad("hold reason", "%q", h.Reason)
 		}
 		if err := text("hold replica", h.Replica); err != nil {
 			return err
@@ -471,13 +488,13 @@ func checkFleet(fl *Fleet) error {
 	}
 	c := &fl.Control
 	if c.Version < 0 {
-		return fmt.Errorf("control version %d", c.Version)
+		return bad("control version", "%d", c.Version)
 	}
 	if c.Version > 0 {
 		switch c.Reason {
 		case ReasonForceOpen, ReasonForceClose, ReasonRelease, ReasonReset:
 		default:
-			return fmt.Errorf("control kind %q", c.Reason)
+			return bad("control kind", "%q", c.Reason)
 		}
 	}
 	if err := text("control author", c.By); err != nil {
@@ -491,7 +508,8 @@ func checkFleet(fl *Fleet) error {
 func (br *breaker) applyFleet(f *fleet, ks *KeySync) {
 	fl := &ks.Fleet
 	if err := checkFleet(fl); err != nil {
-		f.warn("bad:"+err.Error(), "circuit breaker fleet: ignoring bad data from the shared state",
+		kind := err.(*badData).field
+		f.warn("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind)",
 			"key", quoteKey(br.key), "problem", err.Error())
 		return
 	}
@@ -564,6 +582,12 @@ func (br *breaker) fleetUntil(now int64, d time.Duration) int64 {
 // applyHold applies the fleet's hold h on br's key (nil: none).
 func (br *breaker) applyHold(f *fleet, h *Hold, now int64) {
 	cur := br.fleetHold.Load()
+	if cur != nil && now > cur.lapse {
+		// Past its lapse the hold is ignored already; dropping it lets the
+		// fleet trip the key again, or the store's hold be taken anew.
+		br.endFleetHold(cur, now, Event{Reason: ReasonExpiry})
+		cur = nil
+	}
 	switch {
 	case h == nil:
 		// The hold is gone (a reset, or a store that lost its data): it
@@ -594,9 +618,7 @@ func (br *breaker) applyHold(f *fleet, h *Hold, now int64) {
 		e := Event{From: from, To: to, Reason: h.Reason, Fleet: true, Replica: h.Replica, OpenFor: open,
 			Failures: sat32(h.Failures), Successes: sat32(h.Successes), FailingReplicas: h.FailingReplicas,
 			FailureRate: failureRate(sat32(h.Failures), sat32(h.Successes))}
-		if from != StateOpen || cur != nil {
-			br.record(now, e)
-		}
+		br.record(now, e)
 		if h.Reason == ReasonFailureRate && (cur == nil || cur.reason != h.Reason) {
 			br.lastTrip.Store(&Trip{At: br.set.timeAt(now), Reason: h.Reason, Failures: e.Failures,
 				Successes: e.Successes, Fleet: true, Replica: h.Replica})

@@ -219,11 +219,11 @@ func TestBadFleetDataIsIgnored(t *testing.T) {
 		fl   Fleet
 		want string
 	}{
-		{Fleet{Hold: &Hold{Generation: 0, Reason: ReasonFailureRate}}, "hold generation 0"},
-		{Fleet{Hold: &Hold{Generation: 1, Reason: "boom"}}, `hold reason "boom"`},
+		{Fleet{Hold: &Hold{Generation: 0, Reason: ReasonFailureRate}}, "hold generation: 0"},
+		{Fleet{Hold: &Hold{Generation: 1, Reason: "boom"}}, `hold reason: "boom"`},
 		{Fleet{Hold: &Hold{Generation: 1, Reason: ReasonFailureRate, Replica: "\xff"}}, "hold replica"},
 		{Fleet{Hold: &Hold{Generation: 1, Reason: ReasonFailureRate, Probed: -1}}, "negative"},
-		{Fleet{Control: Control{Version: 1, Reason: ReasonCooldown}}, `control kind "cooldown_elapsed"`},
+		{Fleet{Control: Control{Version: 1, Reason: ReasonCooldown}}, `control kind: "cooldown_elapsed"`},
 		{Fleet{Control: Control{Version: 1, Reason: ReasonForceOpen, By: strings.Repeat("x", 300)}}, "control author"},
 		{Fleet{Lease: strings.Repeat("l", 300)}, "lease"},
 	} {

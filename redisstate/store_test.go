@@ -161,7 +161,7 @@ func TestHostileDataIsIgnored(t *testing.T) {
 			t.Fatalf("answered %d with bad data in Redis", code)
 		}
 	}
-	waitFor(t, "the bad manual change logged", func() bool { return strings.Contains(r.logs.String(), `control kind \"explode\"`) })
+	waitFor(t, "the bad manual change logged", func() bool { return strings.Contains(r.logs.String(), `control kind: \"explode\"`) })
 	if typ := raw.Type(ctx, keys[0]).Val(); typ == "string" {
 		t.Error("the window of the wrong type is still there")
 	}
@@ -184,7 +184,7 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	// A hold with a reason of no known kind is ignored.
 	raw.HSet(ctx, keys[1], "gen", 8, "reason", "<script>")
 	raw.Publish(ctx, s.Channel(), "pay")
-	waitFor(t, "the bad hold logged", func() bool { return strings.Contains(r.logs.String(), `hold reason \"<script>\"`) })
+	waitFor(t, "the bad hold logged", func() bool { return strings.Contains(r.logs.String(), `hold reason: \"<script>\"`) })
 }
 
 func TestPrefixesKeepFleetsApart(t *testing.T) {
