@@ -7,7 +7,8 @@
 // (go test -bench, -count times each, medians), then the end-to-end test: a
 // real HTTP server on loopback, bare and with the middleware, loaded with
 // wrk (apt-get install wrk) in alternating rounds, and last the plugin host's
-// soak (go run ./examples/plugins -soak 5m). Every ratio in the report
+// soak (go run ./examples/plugins -soak 5m), and the fleet's measurements on
+// a real redis-server (go run ./benchmarks/fleet). Every ratio in the report
 // compares figures from the same run of this command. -quick runs every step
 // once and briefly, to check that the command works (CI does that); its
 // figures mean nothing.
@@ -71,6 +72,9 @@ func run(o options) error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return errors.New("wrk is not installed (apt-get install wrk); the end-to-end test needs it")
 	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return errors.New("redis-server is not installed (apt-get install redis-server); the fleet's measurements need it")
+	}
 	m := machine()
 	log.Printf("measuring on %s", m)
 
@@ -96,7 +100,13 @@ func run(o options) error {
 		return err
 	}
 
-	r := report{machine: m, opts: o, lib: lib, peers: peers, rounds: rounds, soak: soak}
+	log.Print("fleet")
+	fleet, err := fleetRun(root, o.quick)
+	if err != nil {
+		return err
+	}
+
+	r := report{machine: m, opts: o, lib: lib, peers: peers, rounds: rounds, soak: soak, fleet: fleet}
 	md, svg := r.markdown(), r.chart()
 	if err := os.WriteFile(inRoot(root, o.mdPath), []byte(md), 0o644); err != nil {
 		return err
@@ -106,6 +116,24 @@ func run(o options) error {
 	}
 	log.Printf("wrote %s and %s", o.mdPath, o.svgPath)
 	return nil
+}
+
+// fleetRun runs the fleet's measurements (benchmarks/fleet) and returns
+// the markdown they printed.
+func fleetRun(root string, quick bool) (string, error) {
+	args := []string{"run", "./benchmarks/fleet"}
+	if quick {
+		args = append(args, "-quick")
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("fleet: %w\n%s", err, stderr.String())
+	}
+	return string(out), nil
 }
 
 // soakRun runs the plugin host's soak for d and returns what it printed. A

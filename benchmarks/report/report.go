@@ -17,6 +17,7 @@ type report struct {
 	peers   samples
 	rounds  []round
 	soak    string // what the soak printed
+	fleet   string // what benchmarks/fleet printed: markdown
 }
 
 // peer is a library of the comparison, as named in BenchmarkPeers, with
@@ -73,6 +74,7 @@ func (r report) markdown() string {
 	r.clientSection(p)
 	r.endToEndSection(p)
 	r.soakSection(p)
+	r.fleetSection(p)
 	return b.String()
 }
 
@@ -313,6 +315,12 @@ func (r report) endToEndSection(p printer) {
 	}
 	med := median(ratios)
 	p("\nMedian ratio: %.1f%%. Target: at least 97%% of the bare server, %s.\n", 100*med, verdict(med >= 0.97))
+}
+
+// fleetSection shows the fleet's measurements, which benchmarks/fleet
+// writes as markdown.
+func (r report) fleetSection(p printer) {
+	p("\n## Fleet\n\nShared state between replicas (`WithSharedState`, `redisstate`). %s", r.fleet)
 }
 
 // soakSection shows the soak's output as it printed it.
