@@ -69,12 +69,14 @@ local function readHold()
   local h = hash(HOLD)
   if next(h) == nil then return nil end
   local gen, untl, nominal = tonumber(h.gen), tonumber(h['until']), tonumber(h.nominal)
-  if gen == nil or gen <= 0 or untl == nil or nominal == nil or (h.phase ~= 'open' and h.phase ~= 'closed') then
+  local probed = tonumber(h.probed or '0')
+  if gen == nil or gen <= 0 or untl == nil or nominal == nil or probed == nil or probed ~= math.floor(probed) or
+      (h.phase ~= 'open' and h.phase ~= 'closed') then
     redis.call('DEL', HOLD, LEASES)
     return nil
   end
   h.gen, h['until'], h.nominal = gen, untl, nominal
-  h.probed = tonumber(h.probed) or 0
+  h.probed = probed
   return h
 end
 
@@ -86,14 +88,12 @@ local function open(ms, nominal, reason, f, s, failing)
   changed = true
 end
 
--- The window: add this replica's outcomes, drop buckets that have left it.
+-- The window: drop fields that have left it (or do not parse), then add
+-- this replica's outcomes.
 local width = math.max(1, math.floor(window / buckets))
 local cur = math.floor(now / width)
 local bucket = string.format('%d', cur)
 local ds, df = tonumber(ARGV[4]), tonumber(ARGV[5])
-if ds > 0 then redis.call('HINCRBY', WIN, bucket .. ':' .. replica .. ':s', ds) end
-if df > 0 then redis.call('HINCRBY', WIN, bucket .. ':' .. replica .. ':f', df) end
-if ds + df > 0 then redis.call('PEXPIRE', WIN, 2 * window) end
 local S, F, nfailing, failing, stale = 0, 0, 0, {}, {}
 local raw = redis.call('HGETALL', WIN)
 for i = 1, #raw, 2 do
@@ -112,8 +112,19 @@ end
 for i = 1, #stale, 1000 do
   redis.call('HDEL', WIN, unpack(stale, i, math.min(i + 999, #stale)))
 end
+if ds > 0 then redis.call('HINCRBY', WIN, bucket .. ':' .. replica .. ':s', ds); S = S + ds end
+if df > 0 then
+  redis.call('HINCRBY', WIN, bucket .. ':' .. replica .. ':f', df)
+  F = F + df
+  if not failing[replica] then failing[replica] = true; nfailing = nfailing + 1 end
+end
+if ds + df > 0 then redis.call('PEXPIRE', WIN, 2 * window) end
 
 local hold = readHold()
+
+-- A manual change that does not parse is dropped.
+local cv0 = redis.call('HGET', CTL, 'v')
+if cv0 and (tonumber(cv0) == nil or tonumber(cv0) ~= math.floor(tonumber(cv0))) then redis.call('DEL', CTL) end
 
 -- A manual change.
 if ARGV[21] ~= '' then

@@ -151,11 +151,28 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	raw.Set(ctx, keys[0], "garbage", 0)
 	raw.HSet(ctx, keys[1], "phase", "open", "gen", "abc", "until", "soon")
 	raw.HSet(ctx, keys[3], "v", 3, "kind", "explode", "by", "nobody", "replica", "x")
+	// And a second key whose fields break the script's arithmetic: a count
+	// that is not a number, a version that is not an integer.
+	other := s.Keys("search")
+	raw.HSet(ctx, other[0], "1:r9:f", "many", "x", "y")
+	raw.HSet(ctx, other[3], "v", "1.5", "kind", "force_open")
 	p := fleetPolicy()
 	p.MaxOpenFor = 5 * time.Second
 	up := newUpstream(200)
-	r := newReplica(t, srv.addr(), "r1", p, map[string]*upstream{"pay": up})
+	r := newReplica(t, srv.addr(), "r1", p, map[string]*upstream{"pay": up, "search": up})
 	waitFor(t, "connected", func() bool { return r.set.Fleet().Connected })
+	if err := r.set.ForceOpen("search", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the fleet's ForceOpen written over the bad fields", func() bool {
+		return raw.HGet(ctx, other[3], "kind").Val() == "force_open" && raw.HGet(ctx, other[3], "v").Val() == "1"
+	})
+	if typ := raw.HGet(ctx, other[0], "1:r9:f").Val(); typ != "" {
+		t.Errorf("a window field that is not a count is still there: %q", typ)
+	}
+	if strings.Contains(r.logs.String(), "could not be synced") {
+		t.Errorf("bad fields made a sync fail:\n%s", r.logs.String())
+	}
 	for range 3 {
 		if code := r.call("pay"); code != 200 {
 			t.Fatalf("answered %d with bad data in Redis", code)
