@@ -91,6 +91,16 @@
 // dropped with their metric series, so many short-lived keys keep memory
 // flat.
 //
+// # Fleets
+//
+// Replicas of one service can share what their breakers learn: with
+// WithSharedState (the redisstate module provides a SharedState on Redis),
+// a fleet-wide window trips a key on every replica once failures come from
+// Quorum replicas, the fleet probes it with HalfOpenRequests probes in all,
+// and manual control applies everywhere. No request waits on the store: a
+// goroutine of the set syncs in the background, Close stops it, and while
+// the store is unreachable each replica's breakers work alone.
+//
 // # Reading the code
 //
 // breaker.go holds one key's breaker and its admission path, which every
@@ -101,5 +111,6 @@
 // config.go, the config file codec, reads; outcome.go what a finished call
 // means; snapshot.go and status_page.go what the set shows; metrics.go and
 // events.go what it reports; control.go the manual control; options.go the
-// options of New.
+// options of New; shared.go the SharedState interface and fleet.go the
+// fleet's background sync and what it does to a breaker.
 package httpbreaker
