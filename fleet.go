@@ -126,12 +126,12 @@ func (f *fleet) run() {
 			return
 		case <-timer.C:
 		case <-f.urgent:
-			if failures > 0 {
-				continue // unreachable: the backoff decides
-			}
+			// An announcement (the store is up) or an operator's change:
+			// both rare, both worth a sync now, even during a backoff.
 		case <-f.wake:
 			// Bound the rate of syncs that requests ask for: at most ten
-			// per interval, whatever the request rate.
+			// per interval, whatever the request rate, and none while the
+			// store is unreachable, where the backoff decides.
 			if failures > 0 {
 				continue
 			}

@@ -1,6 +1,9 @@
 package redisstate_test
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"testing"
 	"time"
 
@@ -212,8 +215,16 @@ func TestFleetManualControl(t *testing.T) {
 	late := newReplica(t, srv.addr(), "late", fleetPolicy(), ups)
 	waitFor(t, "the new replica forced open", func() bool { return late.set.State("billing") == httpbreaker.StateForcedOpen })
 
-	if err := rs[1].set.Release("billing"); err != nil {
+	// Release through r2's status page, as an operator would.
+	page := httptest.NewServer(rs[1].set.StatusHandler(httpbreaker.AllowControl(func(*http.Request) bool { return true })))
+	defer page.Close()
+	resp, err := http.PostForm(page.URL, url.Values{"key": {"billing"}, "action": {"release"}})
+	if err != nil {
 		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		t.Fatalf("the status page's release answered %d", resp.StatusCode)
 	}
 	rs = append(rs, late)
 	waitFor(t, "released everywhere: "+states(rs, "billing"), func() bool { return all(rs, "billing", httpbreaker.StateClosed) })

@@ -224,76 +224,142 @@ func TestPrefixesKeepFleetsApart(t *testing.T) {
 	if f := b[0].set.Fleet(); f.Replicas != 2 {
 		t.Errorf("fleet b counts %d live replicas, want its own 2", f.Replicas)
 	}
+	// Every key the fleets made expires by itself.
+	raw := srv.client(t)
+	keys, err := raw.Keys(context.Background(), "*").Result()
+	if err != nil || len(keys) < 4 {
+		t.Fatalf("keys in Redis: %v %v", keys, err)
+	}
+	for _, k := range keys {
+		if !strings.Contains(k, "fleet-a") && !strings.Contains(k, "fleet-b") {
+			t.Errorf("key %q is outside the fleets' prefixes", k)
+		}
+		if ttl := raw.PTTL(context.Background(), k).Val(); ttl <= 0 || ttl > 20*time.Minute {
+			t.Errorf("key %q has TTL %v, want one of at most 20m", k, ttl)
+		}
+	}
 }
 
-// slowProxy forwards TCP connections to addr, holding every chunk of data
-// for delay: a Redis far away, or overloaded.
-func slowProxy(t *testing.T, addr string, delay time.Duration) string {
+// proxy forwards TCP connections to a Redis, holding every chunk of data
+// for delay (a Redis far away, or overloaded), and can cut the replicas
+// behind it off (a network partition).
+type proxy struct {
+	addr  string
+	delay time.Duration
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+// newProxy starts a proxy to target, stopped when the test ends.
+func newProxy(t *testing.T, target string, delay time.Duration) *proxy {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
+	p := &proxy{addr: l.Addr().String(), delay: delay}
 	t.Cleanup(func() {
 		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+		p.partition(true)
+		p.wg.Wait()
 	})
-	pipe := func(dst, src net.Conn) {
-		defer wg.Done()
-		defer dst.Close()
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				time.Sleep(delay)
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					src.Close()
-				}
-				return
-			}
-		}
-	}
-	wg.Add(1)
+	p.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer p.wg.Done()
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			up, err := net.Dial("tcp", addr)
-			if err != nil {
+			p.mu.Lock()
+			cut := p.cut
+			p.mu.Unlock()
+			up, err := net.Dial("tcp", target)
+			if cut || err != nil {
 				c.Close()
+				if up != nil {
+					up.Close()
+				}
 				continue
 			}
-			mu.Lock()
-			conns = append(conns, c, up)
-			mu.Unlock()
-			wg.Add(2)
-			go pipe(up, c)
-			go pipe(c, up)
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go p.pipe(up, c)
+			go p.pipe(c, up)
 		}
 	}()
-	return l.Addr().String()
+	return p
+}
+
+// partition cuts the replicas behind the proxy off from Redis (every
+// connection closed, new ones refused), or lets them through again.
+func (p *proxy) partition(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	defer dst.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			time.Sleep(p.delay)
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				src.Close()
+			}
+			return
+		}
+	}
+}
+
+func TestReplicaThatReconnectsLearnsTheHoldsAtOnce(t *testing.T) {
+	srv := startRedis(t)
+	p := fleetPolicy()
+	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
+	up := newUpstream(500)
+	ups := map[string]*upstream{"search": up}
+	rs := fleet(t, srv.addr(), 2, p, ups)
+	px := newProxy(t, srv.addr(), 0)
+	cutOff := newReplica(t, px.addr, "cut-off", p, ups)
+	waitFor(t, "connected", func() bool { return cutOff.set.Fleet().Connected })
+	px.partition(true)
+	waitFor(t, "the replica sees itself cut off", func() bool { return !cutOff.set.Fleet().Connected })
+	// The fleet trips while it is cut off: it hears no announcement.
+	for _, r := range rs {
+		for range 12 {
+			r.call("search")
+		}
+	}
+	waitFor(t, "the others open", func() bool { return all(rs, "search", httpbreaker.StateOpen) })
+	if st := cutOff.set.State("search"); st != httpbreaker.StateClosed {
+		t.Fatalf("the cut-off replica is %v", st)
+	}
+	px.partition(false)
+	waitFor(t, "the reconnected replica holds the key", func() bool { return cutOff.set.State("search") == httpbreaker.StateOpen })
 }
 
 func TestSlowRedisSlowsNoRequest(t *testing.T) {
 	srv := startRedis(t)
 	// 100ms each way: every sync takes 200ms or more, four sync intervals.
-	proxy := slowProxy(t, srv.addr(), 100*time.Millisecond)
+	proxy := newProxy(t, srv.addr(), 100*time.Millisecond).addr
 	p := fleetPolicy()
 	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
 	up := newUpstream(500)
