@@ -191,7 +191,8 @@ func WithReplica(name string) Option {
 }
 
 // Close stops the set's background work: with shared state, its sync with
-// the fleet, which it ends without waiting for the store. The breakers go on
+// the fleet. It cancels a sync in flight and waits for it to return, which a
+// store bounds (redisstate: by the client's timeouts). The breakers go on
 // working alone. Close is safe to call more than once, and on a set without
 // shared state, where it does nothing; it always returns nil.
 func (b *Breakers) Close() error {

@@ -2,7 +2,7 @@
 // replicas of a fleet, through Redis: plug a Store into a set with
 // httpbreaker.WithSharedState.
 //
-//	rdb := redis.NewClient(&redis.Options{Addr: "redis:6379"})
+//	rdb := redis.NewClient(&redis.Options{Addr: "redis:6379", ContextTimeoutEnabled: true})
 //	breakers, err := httpbreaker.New(
 //		httpbreaker.WithSharedState(redisstate.New(rdb)),
 //	)
@@ -12,6 +12,12 @@
 // SyncInterval (and at once when something changed), in one pipelined round
 // trip that carries every key with news, whatever the request rate; while
 // Redis is unreachable the replica's breakers work alone.
+//
+// A sync gives up after five intervals or two seconds, whichever is longer,
+// and the replica counts as cut off from the fleet until one succeeds. For
+// go-redis to honour that deadline on a Redis that stopped answering, make
+// the client with ContextTimeoutEnabled; its ReadTimeout bounds it
+// otherwise (three seconds by default), and so bounds Breakers.Close.
 //
 // Everything lives under the prefix (WithPrefix), per breaker key in four
 // Redis keys that share one hash tag, so that a Redis Cluster keeps them on
