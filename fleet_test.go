@@ -76,10 +76,14 @@ func (s *fakeStore) setDown(down bool) {
 func TestCloseIsIdempotentWithOrWithoutSharedState(t *testing.T) {
 	plain, _ := newSet(t)
 	shared, _ := newSet(t, WithSharedState(newFakeStore()))
+	waitFor(t, "connected", func() bool { return shared.Fleet().Connected })
 	for _, b := range []*Breakers{plain, shared, plain, shared} {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if shared.Fleet().Connected {
+		t.Error("a closed set still counts as connected to its fleet")
 	}
 	// TestMain's goleak check fails the package if the loop outlived Close.
 }

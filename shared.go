@@ -199,6 +199,7 @@ func (b *Breakers) Close() error {
 	if f := b.fleet; f != nil {
 		f.cancel()
 		<-f.done
+		f.connected.Store(false) // alone from now on: no fleet probes
 	}
 	return nil
 }
