@@ -111,6 +111,7 @@
 // config.go, the config file codec, reads; outcome.go what a finished call
 // means; snapshot.go and status_page.go what the set shows; metrics.go and
 // events.go what it reports; control.go the manual control; options.go the
-// options of New; shared.go the SharedState interface and fleet.go the
-// fleet's background sync and what it does to a breaker.
+// options of New; shared.go the SharedState interface, fleet.go the
+// fleet's background sync, and fleet_hold.go what the fleet does to a key's
+// breaker.
 package httpbreaker
