@@ -146,7 +146,7 @@ type Control struct {
 	Version int64
 	Reason  Reason // ReasonForceOpen, ReasonForceClose, ReasonRelease or ReasonReset
 	// For is how long a ForceOpen holds: when sent, from then; when read,
-	// the time it has left. Zero: until Release.
+	// the time it has left, negative once it has run out. Zero: until Release.
 	For     time.Duration
 	By      string
 	Replica string
