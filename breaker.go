@@ -313,8 +313,8 @@ func (br *breaker) probe(ph *phase, now int64, run func(*probe) verdict) {
 }
 
 // tally counts a finished call's outcome, and notes the delay an upstream
-// asked for with a failure.
-// With shared state, failures wake the fleet's loop (nudge).
+// asked for with a failure. With shared state, a failure may wake the
+// fleet's loop (nudge).
 func (br *breaker) tally(v verdict) {
 	n := br.results[resultOf[v.outcome]].Add(1)
 	if v.outcome == Failure && br.set.fleet != nil {

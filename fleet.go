@@ -296,10 +296,9 @@ func (br *breaker) nudge(failures uint64) {
 
 // exchange sends s to the store, and notes how it went.
 func (f *fleet) exchange(s *Sync) bool {
-	// A sync may take many intervals (a Redis far away, a new connection):
-	// only then does the replica count as cut off from the fleet.
-	timeout := max(5*f.every, 2*time.Second)
-	ctx, cancel := context.WithTimeout(f.ctx, timeout)
+	// A sync may take as long as a replica stays live (a Redis far away, a
+	// new connection); only then does this one count as cut off.
+	ctx, cancel := context.WithTimeout(f.ctx, f.live())
 	defer cancel()
 	start := time.Now()
 	err := f.store.Sync(ctx, s)
@@ -309,12 +308,11 @@ func (f *fleet) exchange(s *Sync) bool {
 			return false
 		}
 		f.syncErrors.Add(1)
-		if f.connected.Swap(false) {
-			f.set.notifications.log(slog.LevelWarn, "circuit breaker fleet: shared state unreachable; each breaker goes on alone",
-				"replica", f.replica, "problem", err.Error())
-		} else {
-			f.warn("unreachable", "circuit breaker fleet: shared state unreachable; each breaker goes on alone",
-				"replica", f.replica, "problem", err.Error())
+		const msg = "circuit breaker fleet: shared state unreachable; each breaker goes on alone"
+		if f.connected.Swap(false) { // each time the link drops
+			f.set.notifications.log(slog.LevelWarn, msg, "replica", f.replica, "problem", err.Error())
+		} else { // never connected yet: once
+			f.warn("unreachable", msg, "replica", f.replica, "problem", err.Error())
 		}
 		return false
 	}

@@ -192,7 +192,7 @@ func (br *breaker) applyFleet(f *fleet, ks *KeySync) {
 	}
 	now := br.set.clock()
 	br.applyControl(f, fl.Control, ks.Control != nil, now)
-	br.applyHold(f, fl.Hold, now)
+	br.applyHold(fl.Hold, now)
 	if fl.Lease != "" && fl.Hold != nil {
 		br.lease.Store(&fleetLease{gen: fl.Hold.Generation, token: fl.Lease})
 	}
@@ -257,7 +257,7 @@ func (br *breaker) fleetUntil(now int64, d time.Duration) int64 {
 }
 
 // applyHold applies the fleet's hold h on br's key (nil: none).
-func (br *breaker) applyHold(f *fleet, h *Hold, now int64) {
+func (br *breaker) applyHold(h *Hold, now int64) {
 	cur := br.fleetHold.Load()
 	if cur != nil && now > cur.lapse {
 		// Past its lapse the hold is ignored already; dropping it lets the

@@ -41,7 +41,7 @@ func BenchmarkClosed(b *testing.B) {
 	b.Run("local", func(b *testing.B) { run(b) })
 	b.Run("shared", func(b *testing.B) {
 		srv := startRedis(b)
-		c := redis.NewClient(&redis.Options{Addr: srv.addr()})
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 		defer c.Close()
 		run(b, httpbreaker.WithSharedState(redisstate.New(c)))
 	})

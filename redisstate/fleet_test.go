@@ -31,7 +31,7 @@ func TestFleetWindowTripsEveryReplica(t *testing.T) {
 	p := fleetPolicy()
 	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
 	up := newUpstream(500)
-	rs := fleet(t, srv.addr(), 3, p, map[string]*upstream{"search": up})
+	rs := fleet(t, srv.Addr(), 3, p, map[string]*upstream{"search": up})
 	// 8 failures each: 24 in the fleet, fewer than MinRequests on any one.
 	for _, r := range rs {
 		for range 8 {
@@ -63,7 +63,7 @@ func TestFleetWindowTripsEveryReplica(t *testing.T) {
 		}
 	}
 	// A replica that starts now holds the key from its first sync.
-	late := newReplica(t, srv.addr(), "late", p, map[string]*upstream{"search": up})
+	late := newReplica(t, srv.Addr(), "late", p, map[string]*upstream{"search": up})
 	waitFor(t, "the new replica holds the key", func() bool { return late.set.State("search") == httpbreaker.StateOpen })
 	if code := late.call("search"); code != 503 || up.calls.Load() != 24 {
 		t.Errorf("the new replica answered %d (upstream calls %d)", code, up.calls.Load())
@@ -74,7 +74,7 @@ func TestFleetForceOpenHoldsAtMostMaxOpenForWithoutRedis(t *testing.T) {
 	srv := startRedis(t)
 	p := fleetPolicy()
 	p.OpenFor, p.MaxOpenFor = 300*time.Millisecond, 600*time.Millisecond
-	rs := fleet(t, srv.addr(), 2, p, map[string]*upstream{"pay": newUpstream(200)})
+	rs := fleet(t, srv.Addr(), 2, p, map[string]*upstream{"pay": newUpstream(200)})
 	waitFor(t, "connected", func() bool { return rs[1].set.Fleet().Connected })
 	if err := rs[0].set.ForceOpen("pay", 0); err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestFleetForceOpenHoldsAtMostMaxOpenForWithoutRedis(t *testing.T) {
 	}
 	// Cut off from Redis, r2 holds what it read for MaxOpenFor at most; r1,
 	// where the operator forced it, keeps it until Release.
-	srv.pause()
+	srv.Pause()
 	cutOff := time.Now()
 	waitFor(t, "r2's hold from Redis lapses", func() bool { return rs[1].set.State("pay") == httpbreaker.StateClosed })
 	if d := time.Since(cutOff); d < p.MaxOpenFor-100*time.Millisecond {
@@ -98,14 +98,14 @@ func TestFleetForceOpenHoldsAtMostMaxOpenForWithoutRedis(t *testing.T) {
 		t.Errorf("the operator's own replica is %v, want forced_open until Release", st)
 	}
 	// Back: r2 reads the ForceOpen again.
-	srv.resume()
+	srv.Resume()
 	waitFor(t, "r2 forced again", func() bool { return rs[1].set.State("pay") == httpbreaker.StateForcedOpen })
 }
 
 func TestFleetQuorumKeepsOneReplicaFromTrippingTheFleet(t *testing.T) {
 	srv := startRedis(t)
 	bad, good := newUpstream(500), newUpstream(200)
-	rs := fleet(t, srv.addr(), 3, fleetPolicy(), map[string]*upstream{"bad": bad, "good": good})
+	rs := fleet(t, srv.Addr(), 3, fleetPolicy(), map[string]*upstream{"bad": bad, "good": good})
 	// One replica's failures (say, its own network is broken) are 19 of
 	// 29 in the fleet's window: over the rate and over MinRequests, but
 	// from one replica, short of the quorum of 2.
@@ -131,10 +131,33 @@ func TestFleetQuorumKeepsOneReplicaFromTrippingTheFleet(t *testing.T) {
 	waitFor(t, "every replica open: "+states(rs, "bad"), func() bool { return all(rs, "bad", httpbreaker.StateOpen) })
 }
 
+func TestConsecutiveFailuresTripOnlyTheirReplica(t *testing.T) {
+	srv := startRedis(t)
+	p := fleetPolicy()
+	p.FailureRate, p.ConsecutiveFailures = httpbreaker.Off, 3
+	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
+	rs := fleet(t, srv.Addr(), 3, p, map[string]*upstream{"search": newUpstream(500)})
+	waitFor(t, "connected", func() bool { return all(rs, "search", httpbreaker.StateClosed) && rs[2].set.Fleet().Connected })
+	// Two replicas see 3 failures in a row each: 6 in the fleet, from a
+	// quorum, and still a local condition of each.
+	for _, r := range rs[:2] {
+		for range 3 {
+			r.call("search")
+		}
+		if st := r.set.State("search"); st != httpbreaker.StateOpen {
+			t.Fatalf("%s is %v after 3 failures in a row", r.name, st)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // many syncs
+	if st := rs[2].set.State("search"); st != httpbreaker.StateClosed {
+		t.Errorf("a local trip reached the third replica: %v", st)
+	}
+}
+
 func TestFleetProbesTogether(t *testing.T) {
 	srv := startRedis(t)
 	up := newUpstream(500)
-	rs := fleet(t, srv.addr(), 3, fleetPolicy(), map[string]*upstream{"search": up})
+	rs := fleet(t, srv.Addr(), 3, fleetPolicy(), map[string]*upstream{"search": up})
 	for _, r := range rs {
 		for range 8 {
 			r.call("search")
@@ -195,7 +218,7 @@ func TestFleetManualControl(t *testing.T) {
 	srv := startRedis(t)
 	up := newUpstream(200)
 	ups := map[string]*upstream{"billing": up}
-	rs := fleet(t, srv.addr(), 3, fleetPolicy(), ups)
+	rs := fleet(t, srv.Addr(), 3, fleetPolicy(), ups)
 	waitFor(t, "connected", func() bool { return rs[2].set.Fleet().Connected })
 
 	if err := rs[0].set.ForceOpen("billing", 0); err != nil {
@@ -212,7 +235,7 @@ func TestFleetManualControl(t *testing.T) {
 	}
 
 	// A replica that starts now starts forced open.
-	late := newReplica(t, srv.addr(), "late", fleetPolicy(), ups)
+	late := newReplica(t, srv.Addr(), "late", fleetPolicy(), ups)
 	waitFor(t, "the new replica forced open", func() bool { return late.set.State("billing") == httpbreaker.StateForcedOpen })
 
 	// Release through r2's status page, as an operator would.
@@ -249,16 +272,15 @@ func TestFleetWithoutRedisEveryRequestStaysLocal(t *testing.T) {
 	p := fleetPolicy()
 	p.ConsecutiveFailures = 5
 	ok, bad := newUpstream(200), newUpstream(500)
-	rs := fleet(t, srv.addr(), 2, p, map[string]*upstream{"ok": ok, "bad": bad})
+	rs := fleet(t, srv.Addr(), 2, p, map[string]*upstream{"ok": ok, "bad": bad})
 	waitFor(t, "connected", func() bool { return rs[0].set.Fleet().Connected && rs[1].set.Fleet().Connected })
 
 	for _, fault := range []struct {
-		name       string
-		do, undo   func()
-		emptyAfter bool
+		name     string
+		do, undo func()
 	}{
-		{"paused", srv.pause, srv.resume, false},
-		{"killed", srv.stop, srv.start, true},
+		{"paused", srv.Pause, srv.Resume},
+		{"killed", srv.Kill, srv.start},
 	} {
 		fault.do()
 		waitFor(t, "the replicas see the store "+fault.name, func() bool {

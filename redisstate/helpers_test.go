@@ -61,11 +61,6 @@ func startRedis(t testing.TB) *redisServer {
 	return &redisServer{Server: srv, t: t}
 }
 
-func (r *redisServer) addr() string { return r.Addr() }
-func (r *redisServer) pause()       { r.Pause() }
-func (r *redisServer) resume()      { r.Resume() }
-func (r *redisServer) stop()        { r.Kill() }
-
 // start starts the killed server again, empty.
 func (r *redisServer) start() {
 	r.t.Helper()
@@ -76,7 +71,7 @@ func (r *redisServer) start() {
 
 // client returns a client of the server, closed when the test ends.
 func (r *redisServer) client(t *testing.T) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: r.addr(), DialTimeout: time.Second, ReadTimeout: time.Second,
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second,
 		WriteTimeout: time.Second, MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
 	return c

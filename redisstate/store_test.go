@@ -159,7 +159,7 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	p := fleetPolicy()
 	p.MaxOpenFor = 5 * time.Second
 	up := newUpstream(200)
-	r := newReplica(t, srv.addr(), "r1", p, map[string]*upstream{"pay": up, "search": up})
+	r := newReplica(t, srv.Addr(), "r1", p, map[string]*upstream{"pay": up, "search": up})
 	waitFor(t, "connected", func() bool { return r.set.Fleet().Connected })
 	if err := r.set.ForceOpen("search", time.Minute); err != nil {
 		t.Fatal(err)
@@ -209,8 +209,8 @@ func TestPrefixesKeepFleetsApart(t *testing.T) {
 	p := fleetPolicy()
 	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
 	up := newUpstream(500)
-	a := fleet(t, srv.addr(), 2, p, map[string]*upstream{"search": up}, redisstate.WithPrefix("fleet-a"))
-	b := fleet(t, srv.addr(), 2, p, map[string]*upstream{"search": up}, redisstate.WithPrefix("fleet-b"))
+	a := fleet(t, srv.Addr(), 2, p, map[string]*upstream{"search": up}, redisstate.WithPrefix("fleet-a"))
+	b := fleet(t, srv.Addr(), 2, p, map[string]*upstream{"search": up}, redisstate.WithPrefix("fleet-b"))
 	for _, r := range a {
 		for range 12 {
 			r.call("search")
@@ -336,8 +336,8 @@ func TestReplicaThatReconnectsLearnsTheHoldsAtOnce(t *testing.T) {
 	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
 	up := newUpstream(500)
 	ups := map[string]*upstream{"search": up}
-	rs := fleet(t, srv.addr(), 2, p, ups)
-	px := newProxy(t, srv.addr(), 0)
+	rs := fleet(t, srv.Addr(), 2, p, ups)
+	px := newProxy(t, srv.Addr(), 0)
 	cutOff := newReplica(t, px.addr, "cut-off", p, ups)
 	waitFor(t, "connected", func() bool { return cutOff.set.Fleet().Connected })
 	px.partition(true)
@@ -359,7 +359,7 @@ func TestReplicaThatReconnectsLearnsTheHoldsAtOnce(t *testing.T) {
 func TestSlowRedisSlowsNoRequest(t *testing.T) {
 	srv := startRedis(t)
 	// 100ms each way: every sync takes 200ms or more, four sync intervals.
-	proxy := newProxy(t, srv.addr(), 100*time.Millisecond).addr
+	proxy := newProxy(t, srv.Addr(), 100*time.Millisecond).addr
 	p := fleetPolicy()
 	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
 	up := newUpstream(500)
