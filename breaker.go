@@ -13,9 +13,9 @@ import (
 )
 
 // breaker is one key's circuit breaker, and call is its admission path:
-// every side that puts calls behind a breaker (the server middleware, and
-// any other) asks call, and nothing else, to admit a call and record how it
-// ended. The breaker knows nothing of HTTP.
+// every side that puts calls behind a breaker (the server middleware, the
+// client transport) asks call, and nothing else, to admit a call and record
+// how it ended. The breaker knows nothing of HTTP.
 //
 // A breaker is closed, or on its way back after a trip:
 //
@@ -23,14 +23,15 @@ import (
 //     its rolling window; its ReadyToTrip decides the trip. That is all
 //     gobreaker does here: its Execute is the one way into its window that
 //     does not allocate.
-//   - a trip starts a phase, which the breaker keeps itself: open until the
-//     cooldown ends (OpenFor, doubled with jitter after each failed probe, at
-//     least an upstream's Retry-After), then half-open with a round of
+//   - a trip starts a phase, which the breaker keeps itself (recovery.go):
+//     open until the cooldown ends, then half-open with a round of
 //     HalfOpenRequests probes, then closed with a new gobreaker instance, or,
 //     with a RecoveryRamp, recovering first. gobreaker's own half-open has no
 //     deadline and cannot be shared by several replicas; this one is built to
 //     have both.
 //   - ForceOpen and ForceClose set an override that decides first.
+//   - with shared state, the fleet may hold the key open or half-open
+//     (fleet_hold.go), whatever the breaker's own phase.
 //
 // Phases change under mu, which is never held while calling gobreaker or
 // code of the user's; requests read them with one atomic load each, and the
@@ -49,31 +50,16 @@ type breaker struct {
 	inst     atomic.Pointer[instance] // the closed state's gobreaker
 	phase    atomic.Pointer[phase]    // nil while closed
 	override atomic.Pointer[override]
+	// fleet is what the fleet adds to the key, with shared state; nil
+	// without.
+	fleet *keyFleet
 	// upstreamUntil is when the latest Retry-After of an upstream's failure
 	// ends (ns since set.epoch); 0 when there is none.
 	upstreamUntil atomic.Int64
-	lastTrip      atomic.Pointer[Trip] // what last opened it from closed, for Status
+	lastTrip      atomic.Pointer[Trip] // what last opened it from closed, for KeyStatus
 	since         atomic.Int64         // last state change, ns since set.epoch
 	dropped       atomic.Bool          // dropped as idle: a new breaker serves the key
 	sides         atomic.Uint32        // sideServer | sideClient: who has put calls through it
-	// memo is what a side builds once per key and keeps with it (the server
-	// side: its reject responses). The breaker never reads it.
-	memo atomic.Value
-
-	// The fleet's part, with shared state (fleet.go): its hold on the key
-	// and the probe lease it granted, which the request path reads; a
-	// request's wish for a lease and a fleet probe's result, which the
-	// fleet's loop reads.
-	fleetHold atomic.Pointer[fleetHold]
-	lease     atomic.Pointer[fleetLease]
-	fleetWant atomic.Bool
-	probeOut  atomic.Pointer[ProbeResult]
-	// The outcome totals sent to the fleet so far, written by the fleet's
-	// loop; a failure wakes the loop once nudgeAt more are not sent.
-	sentS, sentF atomic.Uint64
-	nudgeAt      uint64
-	// Loop-only: the version of the fleet's manual change last applied.
-	ctlVersion int64
 
 	mu sync.Mutex // serialises changes of phase and of the fleet's hold
 
@@ -85,11 +71,41 @@ type breaker struct {
 	activeAt   int64
 }
 
+// defaultKeyedIdleTTL is the IdleTTL of keys that a KeyFunc chose, unless
+// the policy sets one.
+const defaultKeyedIdleTTL = time.Hour
+
+func newBreaker(set *Breakers, key string, p Policy, keyed bool, now int64) *breaker {
+	br := &breaker{set: set, key: key, policy: p, mode: p.Mode, activeAt: now}
+	if p.SlowCall != Off {
+		br.slowCall = p.SlowCall
+	}
+	if p.ProbeTimeout != Off {
+		br.probeTimeout = p.ProbeTimeout
+	}
+	switch {
+	case p.IdleTTL == 0 && keyed:
+		br.policy.IdleTTL = defaultKeyedIdleTTL
+	case p.IdleTTL == 0:
+		br.policy.IdleTTL = Off
+	}
+	if br.policy.IdleTTL != Off {
+		br.idleTTL = br.policy.IdleTTL
+	}
+	if set.fleet != nil {
+		br.fleet = newKeyFleet(set.fleet, p)
+	}
+	br.since.Store(now)
+	br.inst.Store(br.newInstance())
+	return br
+}
+
 // call asks the breaker to admit one call. If it does, call runs run and
 // records the verdict run returns. If run panics or ends its goroutine with
-// runtime.Goexit, the call is recorded as a failure and the panic or Goexit
-// goes on. If the breaker does not admit the call, call does not run it, and
-// says why and whether the caller should run it anyway, untracked.
+// runtime.Goexit, the call is recorded as a failure, or as the verdict a
+// judgedPanic carries, and the panic or Goexit goes on. If the breaker does
+// not admit the call, call does not run it, and says why and whether the
+// caller should run it anyway, untracked.
 //
 // run gets the probe when the call is a half-open probe, nil otherwise. A
 // probe that answers before it ends (a stream that has sent its status)
@@ -100,7 +116,7 @@ type breaker struct {
 // the one way into its window that does not allocate: its two-step Allow
 // allocates a callback per call.
 func (br *breaker) call(run func(*probe) verdict) admission {
-	if br.override.Load() != nil || br.phase.Load() != nil || br.fleetHold.Load() != nil || br.mode != ModeEnforce {
+	if br.override.Load() != nil || br.phase.Load() != nil || br.fleet.holds() || br.mode != ModeEnforce {
 		return br.callSlow(run)
 	}
 	return br.execute(br.inst.Load(), run, false) // closed and enforcing: the common case
@@ -123,8 +139,8 @@ func (br *breaker) callSlow(run func(*probe) verdict) admission {
 	if br.mode == ModeDisabled {
 		return admission{verdict: passed}
 	}
-	if br.fleetHold.Load() != nil {
-		if a, held := br.callFleet(run, observe); held {
+	if br.fleet.holds() {
+		if a, held := br.fleet.admit(br, run, observe); held {
 			return a
 		}
 	}
@@ -163,20 +179,6 @@ func (br *breaker) callSlow(run func(*probe) verdict) admission {
 			}
 			return br.execute(br.inst.Load(), run, observe)
 		}
-	}
-}
-
-// The sides that put calls through a breaker, for Status.Side.
-const (
-	sideServer uint32 = 1 << iota
-	sideClient
-)
-
-// side notes that side s puts calls through br. It writes only the first
-// time, so that a side may call it per request.
-func (br *breaker) side(s uint32) {
-	if br.sides.Load()&s == 0 {
-		br.sides.Or(s)
 	}
 }
 
@@ -220,6 +222,42 @@ type verdict struct {
 	rateLimited bool
 }
 
+// judgedPanic is what a call that panicked panics on with when its side
+// judged it not a failure (http.ErrAbortHandler once the client has gone):
+// the verdict for the breaker, and the value the call panicked with, which
+// the breaker raises again once it has recorded the verdict. A panic judged
+// a failure goes on as it was. A judgedPanic never leaves the breaker.
+type judgedPanic struct {
+	verdict verdict
+	value   any
+}
+
+// guard runs run with p, and hands its verdict to done: what run returned;
+// if it panicked, the verdict a judgedPanic carries, or a failure; if it
+// ended its goroutine with runtime.Goexit, a failure. The panic, with the
+// value the call panicked with, or the Goexit then goes on, from inside the
+// call's own unwinding, so that whoever recovers it further up sees the
+// stack where it happened.
+func guard(run func(*probe) verdict, p *probe, done func(verdict)) {
+	finished := false
+	defer func() {
+		if finished {
+			return
+		}
+		v, value := verdict{outcome: Failure}, recover()
+		if j, ok := value.(*judgedPanic); ok {
+			v, value = j.verdict, j.value
+		}
+		done(v)
+		if value != nil {
+			panic(value)
+		} // else a Goexit, which goes on by itself
+	}()
+	v := run(p)
+	finished = true
+	done(v)
+}
+
 // Rejection describes a call that a breaker did not admit.
 type Rejection struct {
 	// Key is the key of the breaker that rejected the call.
@@ -239,40 +277,51 @@ func (rj Rejection) RetryAfterSeconds() int {
 	return max(1, int(math.Ceil(rj.RetryAfter.Seconds())))
 }
 
-// execute runs a call through the closed state's gobreaker instance.
+// execute runs a call through the closed state's gobreaker instance, which
+// records it: a failure and an excluded call as an error, so that
+// gobreaker's window sees it, and a panic or a Goexit as a panic, which
+// gobreaker records as a failure. A judgedPanic is recovered inside, so that
+// gobreaker records its verdict, and its value raised again once it has.
 func (br *breaker) execute(inst *instance, run func(*probe) verdict, observe bool) admission {
-	admitted, finished := false, false
+	admitted := false
+	var again *judgedPanic
 	defer func() {
-		if admitted && !finished {
-			// A panic goes on; errGoexit was raised below for a Goexit, which
-			// goes on once it is recovered.
-			if p := recover(); p != errGoexit {
+		if admitted {
+			// A panic goes on; errGoexit stands for a Goexit, which goes on
+			// once it is recovered.
+			if p := recover(); p != nil && p != errGoexit {
 				panic(p)
 			}
 		}
 	}()
-	_, _ = inst.cb.Execute(func() (struct{}, error) {
+	_, _ = inst.cb.Execute(func() (_ struct{}, err error) {
 		admitted = true
+		finished := false
 		defer func() {
-			if !finished { // a panic or a Goexit: a failure, which gobreaker must see
-				br.tally(verdict{outcome: Failure})
-				if p := recover(); p != nil {
-					panic(p)
-				}
-				panic(errGoexit)
+			if finished {
+				return
 			}
+			p := recover()
+			if j, ok := p.(*judgedPanic); ok {
+				again = j
+				br.tally(j.verdict)
+				err = outcomeErr[j.verdict.outcome]
+				return
+			}
+			br.tally(verdict{outcome: Failure})
+			if p == nil {
+				p = errGoexit
+			}
+			panic(p)
 		}()
 		v := run(nil)
 		finished = true
 		br.tally(v)
-		switch v.outcome {
-		case Success:
-			return struct{}{}, nil
-		case Excluded:
-			return struct{}{}, errExcluded
-		}
-		return struct{}{}, errFailure
+		return struct{}{}, outcomeErr[v.outcome]
 	})
+	if again != nil {
+		panic(again.value)
+	}
 	if admitted {
 		return admission{verdict: ran}
 	}
@@ -285,8 +334,9 @@ func (br *breaker) execute(inst *instance, run func(*probe) verdict, observe boo
 	return br.refuse(StateOpen, retry, observe)
 }
 
-// errFailure and errExcluded carry an outcome into gobreaker; success is a
-// nil error.
+// outcomeErr carries an outcome into gobreaker: success is a nil error.
+var outcomeErr = [...]error{Success: nil, Failure: errFailure, Excluded: errExcluded}
+
 var (
 	errFailure  = errors.New("httpbreaker: failure")
 	errExcluded = errors.New("httpbreaker: excluded")
@@ -296,29 +346,13 @@ var (
 // Execute, which records a call only when it returns or panics.
 var errGoexit = errors.New("httpbreaker: runtime.Goexit in an admitted call")
 
-// probe runs a call that took a slot of ph's round at now. Its outcome is
-// recorded once: when it ends, or when its deadline passes first
-// (expireProbes), in which case its own outcome is not counted again.
-func (br *breaker) probe(ph *phase, now int64, run func(*probe) verdict) {
-	p := ph.round.start(now, br.probeTimeout)
-	finished := false
-	defer func() {
-		if !finished { // a panic, or runtime.Goexit
-			br.settle(ph, p, verdict{outcome: Failure})
-		}
-	}()
-	v := run(p)
-	finished = true
-	br.settle(ph, p, v)
-}
-
 // tally counts a finished call's outcome, and notes the delay an upstream
 // asked for with a failure. With shared state, a failure may wake the
-// fleet's loop (nudge).
+// fleet's loop.
 func (br *breaker) tally(v verdict) {
 	n := br.results[resultOf[v.outcome]].Add(1)
-	if v.outcome == Failure && br.set.fleet != nil {
-		br.nudge(n)
+	if v.outcome == Failure {
+		br.fleet.failed(n)
 	}
 	if v.retryAfter > 0 {
 		br.noteUpstreamRetry(v)
@@ -334,6 +368,20 @@ func (br *breaker) refuse(st State, retry time.Duration, observe bool) admission
 	}
 	br.results[resultRejected].Add(1)
 	return admission{verdict: rejected, state: st, retry: retry}
+}
+
+// The sides that put calls through a breaker, for KeyStatus.Side.
+const (
+	sideServer uint32 = 1 << iota
+	sideClient
+)
+
+// side notes that side s puts calls through br. It writes only the first
+// time, so that a side may call it per request.
+func (br *breaker) side(s uint32) {
+	if br.sides.Load()&s == 0 {
+		br.sides.Or(s)
+	}
 }
 
 // instance is one gobreaker instance: the closed state's window.
@@ -380,14 +428,7 @@ func (br *breaker) newInstance() *instance {
 // after each failure while closed. The rate counts only finished calls:
 // gobreaker's Requests includes those still in flight.
 func (br *breaker) readyToTrip(inst *instance, c gobreaker.Counts) bool {
-	p := br.policy
-	var reason Reason
-	if p.ConsecutiveFailures != Off && c.ConsecutiveFailures >= uint32(p.ConsecutiveFailures) {
-		reason = ReasonConsecutiveFailures
-	} else if n := c.TotalSuccesses + c.TotalFailures; p.FailureRate != Off && n >= uint32(p.MinRequests) &&
-		float64(c.TotalFailures)/float64(n) >= p.FailureRate {
-		reason = ReasonFailureRate
-	}
+	reason := br.policy.trips(uint64(c.TotalFailures), uint64(c.TotalSuccesses), c.ConsecutiveFailures)
 	if reason == "" {
 		return false
 	}
@@ -433,6 +474,38 @@ func (br *breaker) forced() (State, time.Duration, bool) {
 	return 0, 0, false
 }
 
+// forceLocal forces br's state with o; e says why.
+func (br *breaker) forceLocal(o *override, e Event) {
+	e.From, e.To = br.state(), o.state
+	br.override.Store(o)
+	br.record(br.set.clock(), e)
+}
+
+// releaseLocal ends br's forced state, if any; e says why.
+func (br *breaker) releaseLocal(e Event) {
+	from := br.state()
+	if br.override.Swap(nil) != nil {
+		e.From, e.To = from, br.state()
+		br.record(br.set.clock(), e)
+	}
+}
+
+// resetLocal puts br back as it was new, the fleet's hold on it gone; e
+// says why.
+func (br *breaker) resetLocal(e Event) {
+	from := br.state()
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	br.inst.Store(br.newInstance())
+	br.override.Store(nil)
+	br.phase.Store(nil)
+	br.fleet.reset()
+	br.upstreamUntil.Store(0)
+	br.lastTrip.Store(nil)
+	e.From, e.To = from, StateClosed
+	br.record(br.set.clock(), e)
+}
+
 // state returns the breaker's state: a forced state first, then the
 // fleet's hold, then the phase, which it first moves on if its time is up,
 // as a call would.
@@ -440,8 +513,8 @@ func (br *breaker) state() State {
 	if st, _, ok := br.forced(); ok {
 		return st
 	}
-	if br.fleetHold.Load() != nil {
-		if _, st, held := br.fleetState(br.set.clock()); held {
+	if br.fleet.holds() {
+		if _, st, held := br.fleet.state(br, br.set.clock()); held {
 			return st
 		}
 	}
@@ -478,6 +551,45 @@ func (br *breaker) record(now int64, e Event) {
 	}
 	e.Time, e.Key, e.Mode = br.set.timeAt(now), br.key, br.mode
 	br.set.notifications.publish(e)
+}
+
+// totals returns br's requests by result.
+func (br *breaker) totals() Totals {
+	return Totals{
+		Success:     br.results[resultSuccess].Load(),
+		Failure:     br.results[resultFailure].Load(),
+		Excluded:    br.results[resultExcluded].Load(),
+		Rejected:    br.results[resultRejected].Load(),
+		WouldReject: br.results[resultWouldReject].Load(),
+	}
+}
+
+// idle reports whether br can be dropped; the set's mu must be held. Only a
+// closed breaker with nothing in flight is dropped: an open, recovering,
+// forced or fleet-held one keeps its state.
+func (br *breaker) idle(now int64) bool {
+	if br.idleTTL == 0 {
+		return false
+	}
+	t := br.totals()
+	total := t.Success + t.Failure + t.Excluded + t.Rejected + t.WouldReject
+	if total != br.sweepTotal {
+		br.sweepTotal, br.activeAt = total, now
+		return false
+	}
+	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil || br.fleet.holds() {
+		return false
+	}
+	return inFlight(br.inst.Load().cb.Counts()) == 0
+}
+
+// inFlight returns how many admitted requests have not finished: gobreaker
+// counts a request when it is admitted and its outcome when it finishes.
+func inFlight(c gobreaker.Counts) uint32 {
+	if done := c.TotalSuccesses + c.TotalFailures + c.TotalExclusions; c.Requests > done {
+		return c.Requests - done
+	}
+	return 0
 }
 
 // State is the state of one key's breaker.
@@ -518,7 +630,7 @@ func (s State) String() string {
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText reads a state's name, as MarshalText writes it: a program
-// can decode the status page's JSON into Status values.
+// can decode the status page's JSON into KeyStatus values.
 func (s *State) UnmarshalText(b []byte) error {
 	for st, name := range stateNames {
 		if string(b) == name {
@@ -546,32 +658,3 @@ var resultNames = [numResults]string{"success", "failure", "excluded", "rejected
 
 // resultOf maps each Outcome to the result it is counted as.
 var resultOf = [...]result{Success: resultSuccess, Failure: resultFailure, Excluded: resultExcluded}
-
-// defaultKeyedIdleTTL is the IdleTTL of keys that a KeyFunc chose, unless
-// the policy sets one.
-const defaultKeyedIdleTTL = time.Hour
-
-func newBreaker(set *Breakers, key string, p Policy, keyed bool, now int64) *breaker {
-	br := &breaker{set: set, key: key, policy: p, mode: p.Mode, activeAt: now}
-	if p.SlowCall != Off {
-		br.slowCall = p.SlowCall
-	}
-	if p.ProbeTimeout != Off {
-		br.probeTimeout = p.ProbeTimeout
-	}
-	switch {
-	case p.IdleTTL == 0 && keyed:
-		br.policy.IdleTTL = defaultKeyedIdleTTL
-	case p.IdleTTL == 0:
-		br.policy.IdleTTL = Off
-	}
-	if br.policy.IdleTTL != Off {
-		br.idleTTL = br.policy.IdleTTL
-	}
-	// A fleet trip needs MinRequests outcomes from Quorum replicas: a
-	// replica that has a share of them unsent tells the fleet at once.
-	br.nudgeAt = uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1))))
-	br.since.Store(now)
-	br.inst.Store(br.newInstance())
-	return br
-}

@@ -6,12 +6,11 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -31,9 +30,9 @@ type Breakers struct {
 	maxKeys       int
 	namespace     string
 	registerer    prometheus.Registerer
-	shared        SharedState // nil: the set learns alone
-	replica       string      // this replica's name in the fleet
-	fleet         *fleet      // the link to the fleet, with shared state
+	shared        sharedstate.Store // nil: the set learns alone
+	replica       string            // this replica's name in the fleet
+	fleet         *fleet            // the link to the fleet, with shared state
 
 	// epoch is the origin of the monotonic nanosecond times kept in atomics.
 	epoch time.Time
@@ -44,12 +43,11 @@ type Breakers struct {
 	sweepEvery int64      // ns between idle sweeps: a quarter of the shortest IdleTTL; 0 when none
 	lastSweep  int64
 
-	untracked          atomic.Uint64 // requests that passed with no breaker
-	overflowOnce       sync.Once
-	emptyKeyOnce       sync.Once
-	emptyClientKeyOnce sync.Once
-	badKeyOnce         sync.Once
-	notifications      *notifier
+	untracked     atomic.Uint64 // requests that passed with no breaker
+	overflowOnce  sync.Once
+	emptyKeyOnce  sync.Once
+	badKeyOnce    sync.Once
+	notifications *notifier
 }
 
 // New returns a set of breakers configured by opts. Every policy is checked
@@ -95,6 +93,20 @@ func New(opts ...Option) (*Breakers, error) {
 		go b.fleet.run()
 	}
 	return b, nil
+}
+
+// Close stops the set's background work: with shared state, its sync with
+// the fleet. It cancels a sync in flight and waits for it to return, which a
+// store bounds (redisstate: by the client's timeouts). The breakers go on
+// working alone. Close is safe to call more than once, and on a set without
+// shared state, where it does nothing; it always returns nil.
+func (b *Breakers) Close() error {
+	if f := b.fleet; f != nil {
+		f.cancel()
+		<-f.done
+		f.connected.Store(false) // alone from now on: no fleet probes
+	}
+	return nil
 }
 
 // State returns key's current state. A key that has no breaker (yet) is
@@ -147,33 +159,6 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 		b.sweepEvery = ttl
 	}
 	return br
-}
-
-// maxKeyBytes bounds a key's length: a key names a route group or an
-// upstream, and a longer one is input, not a name.
-const maxKeyBytes = 512
-
-// checkKey says what is wrong with key as a breaker key, if anything. A key
-// must be valid UTF-8, as metric label values and JSON must be, so that no
-// key can break a scrape or a status page.
-func checkKey(key string) error {
-	switch {
-	case key == "":
-		return errors.New("the key must not be empty")
-	case len(key) > maxKeyBytes:
-		return fmt.Errorf("the key is %d bytes long, longer than %d", len(key), maxKeyBytes)
-	case !utf8.ValidString(key):
-		return errors.New("the key is not valid UTF-8")
-	}
-	return nil
-}
-
-// quoteKey quotes a key for a message: ASCII only, at most 64 bytes of it.
-func quoteKey(key string) string {
-	if len(key) > 64 {
-		return strconv.QuoteToASCII(key[:64]) + "..."
-	}
-	return strconv.QuoteToASCII(key)
 }
 
 // lookup returns key's breaker if it exists.
@@ -247,21 +232,4 @@ func (b *Breakers) sweepLocked(now int64) {
 	if dropped > 0 {
 		b.notifications.log(slog.LevelInfo, "circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)
 	}
-}
-
-// idle reports whether br can be dropped; the set's mu must be held.
-func (br *breaker) idle(now int64) bool {
-	if br.idleTTL == 0 {
-		return false
-	}
-	t := br.totals()
-	total := t.Success + t.Failure + t.Excluded + t.Rejected + t.WouldReject
-	if total != br.sweepTotal {
-		br.sweepTotal, br.activeAt = total, now
-		return false
-	}
-	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil || br.fleetHold.Load() != nil {
-		return false
-	}
-	return inFlight(br.inst.Load().cb.Counts()) == 0
 }

@@ -50,7 +50,7 @@ func TestStateOfUnknownKeyIsClosed(t *testing.T) {
 	if st := b.State("nobody"); st != StateClosed {
 		t.Fatalf("state %v, want closed", st)
 	}
-	if n := len(b.Snapshot()); n != 0 {
+	if n := len(b.Status().Keys); n != 0 {
 		t.Fatalf("State created a breaker: %d in the snapshot", n)
 	}
 }
@@ -70,7 +70,7 @@ func TestMaxKeysBoundsBreakersAndPassesTheRestThrough(t *testing.T) {
 		}
 	}
 	var keys []string
-	for _, s := range b.Snapshot() {
+	for _, s := range b.Status().Keys {
 		keys = append(keys, s.Key)
 	}
 	if !slices.Equal(keys, []string{"a", "b"}) {
@@ -99,14 +99,14 @@ func TestConcurrentKeysUnderLoad(t *testing.T) {
 			for i := range 500 {
 				record(h, "/k"+string(rune('a'+(g+i)%5)))
 				if i%50 == 0 {
-					b.Snapshot()
+					b.Status()
 				}
 			}
 		})
 	}
 	wg.Wait()
 	var total uint64
-	for _, s := range b.Snapshot() {
+	for _, s := range b.Status().Keys {
 		c := s.Totals
 		total += c.Success + c.Failure + c.Excluded + c.Rejected
 	}
@@ -137,7 +137,7 @@ func TestIdleKeysAreDroppedSoManyKeysRunAtFlatMemory(t *testing.T) {
 			}
 			// Keys live at most IdleTTL plus a sweep interval after their last
 			// request: no more than four rounds' worth at any time.
-			if n := len(b.Snapshot()); n > 4*perRound {
+			if n := len(b.Status().Keys); n > 4*perRound {
 				t.Fatalf("round %d: %d keys alive, want at most %d", round, n, 4*perRound)
 			}
 			if series > 4*perRound*int(numStates) {
@@ -173,9 +173,9 @@ func TestStaticKeysAreKeptByDefault(t *testing.T) {
 			t.Fatalf("a KeyedMiddleware key's IdleTTL is %v, want an hour", p.IdleTTL)
 		}
 		time.Sleep(3 * time.Hour)
-		b.Snapshot()
+		b.Status()
 		time.Sleep(3 * time.Hour)
-		snap := b.Snapshot()
+		snap := b.Status().Keys
 		if len(snap) != 1 || snap[0].Key != "catalog" {
 			t.Fatalf("after six idle hours: %v, want catalog only", snap)
 		}
@@ -189,9 +189,9 @@ func TestDroppedStaticKeyGetsANewBreaker(t *testing.T) {
 		record(h, "/")
 		for range 4 {
 			time.Sleep(time.Minute)
-			b.Snapshot()
+			b.Status()
 		}
-		if n := len(b.Snapshot()); n != 0 {
+		if n := len(b.Status().Keys); n != 0 {
 			t.Fatalf("%d keys after the IdleTTL, want the idle key dropped", n)
 		}
 		record(h, "/")
@@ -208,7 +208,7 @@ func TestOpenBreakersAreNotDroppedWhenIdle(t *testing.T) {
 		record(h, "/")
 		for range 10 {
 			time.Sleep(time.Minute)
-			b.Snapshot()
+			b.Status()
 		}
 		if st := b.State("broken"); st != StateOpen {
 			t.Fatalf("an open breaker left idle: %v, want it kept open", st)
@@ -291,7 +291,7 @@ func TestMiddlewareKeyKeepsItsBreakerPastMaxKeys(t *testing.T) {
 		keyed := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Path })(newStatusHandler(200))
 		record(static, "/")
 		time.Sleep(2 * time.Minute)
-		b.Snapshot() // a sweep: the static key has been idle past its IdleTTL
+		b.Status() // a sweep: the static key has been idle past its IdleTTL
 		time.Sleep(2 * time.Minute)
 		record(keyed, "/a") // keyed traffic fills the set
 		record(keyed, "/b")

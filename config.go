@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,16 +13,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 )
-
-// Config is a set of policies: defaults for every key, and overrides for
-// some keys. An override names only the fields that differ from the
-// defaults; the rest are inherited. LoadConfig reads one from a file.
-type Config struct {
-	// Defaults apply to every key; unset fields take the built-in defaults.
-	Defaults Policy `json:"defaults"`
-	// Keys holds per-key overrides, by breaker key.
-	Keys map[string]Policy `json:"keys,omitempty"`
-}
 
 // LoadConfig reads a Config from YAML or JSON (JSON is YAML too):
 //
@@ -91,90 +80,6 @@ const (
 	maxConfigErrors = 100
 	maxConfigFields = 1_000_000
 )
-
-// FieldError is one invalid field of a policy or config file. Errors from
-// New and LoadConfig wrap one or more of them (see errors.Join); errors.As
-// finds the first.
-type FieldError struct {
-	// Path is the field's config path: "defaults.open_for",
-	// "keys.catalog.failure_rate".
-	Path string
-	// Line is the line in the config file, or 0 when the policy came from code.
-	Line int
-	// Msg says what is wrong.
-	Msg string
-}
-
-func (e *FieldError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Path, e.Msg)
-	}
-	return e.Path + ": " + e.Msg
-}
-
-// joinFieldErrors returns errs as one error, nil if there are none.
-func joinFieldErrors(errs []*FieldError) error {
-	out := make([]error, len(errs))
-	for i, e := range errs {
-		out[i] = e
-	}
-	return errors.Join(out...)
-}
-
-// lines records where each field of a config file was written, by path.
-type lines map[string]int
-
-// validate checks every policy of c: the defaults, then each key's
-// override on top of the defaults.
-func (c Config) validate(at lines) []*FieldError {
-	errs := policyErrors("defaults", c.Defaults, Policy{}, at)
-	for _, key := range slices.Sorted(maps.Keys(c.Keys)) {
-		if err := checkKey(key); err != nil {
-			line := at["keys."+key]
-			if line == 0 {
-				line = at["keys"]
-			}
-			errs = append(errs, &FieldError{Path: "keys", Line: line, Msg: quoteKey(key) + ": " + err.Error()})
-			continue
-		}
-		errs = append(errs, policyErrors("keys."+key, c.Keys[key], c.Defaults, at)...)
-	}
-	return errs
-}
-
-// policyErrors checks own on top of base, reporting each problem once, under
-// the policy that set one of the fields it is about: a bad default is
-// reported under defaults, not again for every key that inherits it.
-func policyErrors(prefix string, own, base Policy, at lines) []*FieldError {
-	var errs []*FieldError
-	for _, pr := range own.inherit(base).resolve().problems() {
-		field := pr.field
-		if !fieldByName(field).isSet(&own) {
-			if pr.other == "" || !fieldByName(pr.other).isSet(&own) {
-				continue // inherited: reported where it was set
-			}
-			field = pr.other
-		}
-		path := prefix + "." + field
-		errs = append(errs, &FieldError{Path: path, Line: at[path], Msg: pr.msg})
-	}
-	return errs
-}
-
-// fieldByName returns the policy field with that config name.
-func fieldByName(name string) *policyField {
-	for i := range policyFields {
-		if policyFields[i].name == name {
-			return &policyFields[i]
-		}
-	}
-	panic("httpbreaker: no policy field " + name)
-}
-
-// policyFor returns the resolved policy for key.
-func (c Config) policyFor(key string) Policy {
-	return c.Keys[key].inherit(c.Defaults).resolve()
-}
 
 // UnmarshalYAML decodes and validates a Config with the rules of LoadConfig,
 // so that a Config can sit inside a larger YAML file read with

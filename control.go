@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 )
 
 // ErrNoBreaker is returned by ForceOpen, ForceClose, Release and Reset for
@@ -69,7 +71,7 @@ func (b *Breakers) force(key string, o *override, e Event) error {
 		return err
 	}
 	br.forceLocal(o, e)
-	b.share(key, Control{Reason: e.Reason, For: e.OpenFor, By: e.By})
+	b.share(key, sharedstate.Command{Kind: commandKind[e.Reason], For: e.OpenFor, By: e.By})
 	return nil
 }
 
@@ -79,7 +81,7 @@ func (b *Breakers) release(key, by string) error {
 		return err
 	}
 	br.releaseLocal(Event{Reason: ReasonRelease, By: by})
-	b.share(key, Control{Reason: ReasonRelease, By: by})
+	b.share(key, sharedstate.Command{Kind: sharedstate.Release, By: by})
 	return nil
 }
 
@@ -89,49 +91,22 @@ func (b *Breakers) reset(key, by string) error {
 		return err
 	}
 	br.resetLocal(Event{Reason: ReasonReset, By: by})
-	b.share(key, Control{Reason: ReasonReset, By: by})
+	b.share(key, sharedstate.Command{Kind: sharedstate.Reset, By: by})
 	return nil
 }
 
 // share sends a manual change to the fleet, if the set has one: every
 // replica applies it within a sync or so.
-func (b *Breakers) share(key string, c Control) {
+func (b *Breakers) share(key string, c sharedstate.Command) {
 	if b.fleet != nil {
 		b.fleet.send(key, c)
 	}
 }
 
-// forceLocal forces br's state with o; e says why.
-func (br *breaker) forceLocal(o *override, e Event) {
-	e.From, e.To = br.state(), o.state
-	br.override.Store(o)
-	br.record(br.set.clock(), e)
-}
-
-// releaseLocal ends br's forced state, if any; e says why.
-func (br *breaker) releaseLocal(e Event) {
-	from := br.state()
-	if br.override.Swap(nil) != nil {
-		e.From, e.To = from, br.state()
-		br.record(br.set.clock(), e)
-	}
-}
-
-// resetLocal puts br back as it was new, the fleet's hold on it gone; e
-// says why.
-func (br *breaker) resetLocal(e Event) {
-	from := br.state()
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	br.inst.Store(br.newInstance())
-	br.override.Store(nil)
-	br.phase.Store(nil)
-	br.fleetHold.Store(nil)
-	br.lease.Store(nil)
-	br.upstreamUntil.Store(0)
-	br.lastTrip.Store(nil)
-	e.From, e.To = from, StateClosed
-	br.record(br.set.clock(), e)
+// commandKind is the fleet's name for each manual change.
+var commandKind = map[Reason]sharedstate.Kind{
+	ReasonForceOpen: sharedstate.ForceOpen, ReasonForceClose: sharedstate.ForceClose,
+	ReasonRelease: sharedstate.Release, ReasonReset: sharedstate.Reset,
 }
 
 // controlled returns the breaker that manual control acts on: key's own,

@@ -93,7 +93,7 @@ func ExampleBreakers_KeyedMiddleware() {
 		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		fmt.Println(path, rec.Code)
 	}
-	for _, s := range breakers.Snapshot() {
+	for _, s := range breakers.Status().Keys {
 		fmt.Printf("%q %s\n", s.Key, s.State)
 	}
 	// Output:
@@ -128,7 +128,7 @@ keys:
 	}
 	breakers.Middleware("scaffolder")
 	breakers.Middleware("search")
-	for _, s := range breakers.Snapshot() {
+	for _, s := range breakers.Status().Keys {
 		policy, _ := json.Marshal(s.Policy)
 		fmt.Printf("%s %s\n", s.Key, policy)
 	}
@@ -188,7 +188,7 @@ func ExampleWithRejectHandler() {
 // and leaves the rest to DefaultClassifier.
 func ExampleWithClassifier() {
 	classify := func(c httpbreaker.Call) httpbreaker.Outcome {
-		if c.Key == "search" && c.Status == http.StatusNotFound {
+		if c.Key == "search" && c.StatusCode == http.StatusNotFound {
 			return httpbreaker.Failure
 		}
 		return httpbreaker.DefaultClassifier(c)

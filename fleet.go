@@ -11,19 +11,20 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fleet is a set's link to the other replicas of its fleet, through a
-// SharedState. One goroutine (run) does all of its work: it sends each
+// sharedstate.Store. One goroutine (run) does all of its work: it sends each
 // key's outcome counts to the fleet's window, trips keys fleet-wide, reads
 // the fleet's holds and manual changes into the breakers, and asks for and
 // reports the fleet's probes. The request path never waits on it: it reads
-// what the loop stored in the breaker's atomics (fleetHold, lease) and at
-// most wakes the loop.
+// what the loop stored in each breaker's keyFleet (its hold, its lease) and
+// at most wakes the loop.
 type fleet struct {
 	set     *Breakers
-	store   SharedState
+	store   sharedstate.Store
 	replica string
 	every   time.Duration // the store's Interval
 
@@ -42,20 +43,20 @@ type fleet struct {
 	syncErrors atomic.Uint64
 	rtt        prometheus.Histogram
 
-	mu      sync.Mutex          // guards the fields below
-	pending map[string]*Control // manual changes to send, the latest per key
-	dirty   map[string]bool     // keys another replica changed
-	full    bool                // sync every key next time
+	mu      sync.Mutex                      // guards the fields below
+	pending map[string]*sharedstate.Command // manual changes to send, the latest per key
+	dirty   map[string]bool                 // keys another replica changed
+	full    bool                            // sync every key next time
 
 	// Loop-only.
 	warned map[string]bool // the kinds of bad data logged so far
 }
 
-func newFleet(b *Breakers, s SharedState, replica string) *fleet {
+func newFleet(b *Breakers, s sharedstate.Store, replica string) *fleet {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &fleet{set: b, store: s, replica: replica, every: s.Interval(), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
-		pending: map[string]*Control{}, dirty: map[string]bool{}, warned: map[string]bool{},
+		pending: map[string]*sharedstate.Command{}, dirty: map[string]bool{}, warned: map[string]bool{},
 		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: b.namespace, Name: "shared_sync_seconds",
 			Help:    "Round-trip time of this replica's syncs with the shared state.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}})}
@@ -91,7 +92,7 @@ func (f *fleet) touch(key string) {
 }
 
 // send queues a manual change of key for the fleet, to sync now.
-func (f *fleet) send(key string, c Control) {
+func (f *fleet) send(key string, c sharedstate.Command) {
 	f.mu.Lock()
 	f.pending[key] = &c
 	f.mu.Unlock()
@@ -155,7 +156,11 @@ func (f *fleet) run() {
 // a sync of every key once it watches again, for what it may have missed.
 func (f *fleet) watch(done chan struct{}) {
 	defer close(done)
-	changed := func(key string) { f.touch(key) }
+	changed := func(key string) {
+		if checkKey(key) == nil {
+			f.touch(key)
+		}
+	}
 	for wait := f.every; ; wait = min(2*wait, maxBackoff) {
 		start := time.Now()
 		err := f.store.Watch(f.ctx, changed)
@@ -194,9 +199,9 @@ func (f *fleet) warn(kind, msg string, args ...any) {
 
 // keyWork is one key's part of a sync, as the loop prepared it.
 type keyWork struct {
-	br             *breaker
-	succ, fail     uint64 // the totals sent
-	controlPending *Control
+	br         *breaker
+	succ, fail uint64 // the totals sent
+	command    *sharedstate.Command
 }
 
 // sync runs one round with the store, and reports whether it reached it.
@@ -205,30 +210,31 @@ func (f *fleet) sync() bool {
 	full := f.full || f.syncs.Load()%fullEvery == 0
 	f.full = false
 	dirty, pending := f.dirty, f.pending
-	f.dirty, f.pending = map[string]bool{}, map[string]*Control{}
+	f.dirty, f.pending = map[string]bool{}, map[string]*sharedstate.Command{}
 	f.mu.Unlock()
 
-	s := &Sync{Replica: f.replica, Live: f.live()}
+	s := &sharedstate.Sync{Replica: f.replica, Live: f.live()}
 	var work []keyWork
 	for _, br := range f.set.all() {
+		kf := br.fleet
 		w := keyWork{br: br, succ: br.results[resultSuccess].Load(), fail: br.results[resultFailure].Load()}
-		ks := KeySync{Key: br.key, Window: br.policy.Window, Buckets: br.policy.Buckets,
-			Successes: w.succ - br.sentS.Load(), Failures: w.fail - br.sentF.Load(), Slots: br.policy.HalfOpenRequests}
+		ks := sharedstate.KeySync{Key: br.key, Window: br.policy.Window, Buckets: br.policy.Buckets,
+			Successes: w.succ - kf.sentS.Load(), Failures: w.fail - kf.sentF.Load(), Slots: br.policy.HalfOpenRequests}
 		if c := pending[br.key]; c != nil {
-			ks.Control, w.controlPending = c, c
+			ks.Command, w.command = c, c
 		}
-		ks.Probe = br.probeOut.Swap(nil)
-		held := br.fleetHold.Load()
-		if held != nil && br.fleetWant.Swap(false) {
-			if l := br.lease.Load(); l == nil || l.gen != held.gen || l.used.Load() {
-				ks.Lease = br.leaseFor()
+		ks.Probe = kf.probed.Swap(nil)
+		held := kf.hold.Load()
+		if held != nil && kf.want.Swap(false) {
+			if l := kf.lease.Load(); l == nil || l.gen != held.gen || l.used.Load() {
+				ks.Lease = kf.leaseFor(br)
 			}
 		}
 		// A key without news is left out: what the fleet changes for it is
 		// announced (dirty), and a full sync catches what a lost
 		// announcement missed.
 		// A ForceOpen read from the fleet is renewed at each sync.
-		if o := br.override.Load(); !full && ks.Successes+ks.Failures == 0 && !dirty[br.key] && ks.Control == nil &&
+		if o := br.override.Load(); !full && ks.Successes+ks.Failures == 0 && !dirty[br.key] && ks.Command == nil &&
 			ks.Probe == nil && ks.Lease == 0 && (o == nil || !o.fleet) {
 			continue
 		}
@@ -241,8 +247,8 @@ func (f *fleet) sync() bool {
 		// fleet's window as new. Manual changes are sent again.
 		f.mu.Lock()
 		for _, w := range work {
-			w.br.sent(w.succ, w.fail)
-			if c := w.controlPending; c != nil && f.pending[w.br.key] == nil {
+			w.br.fleet.sent(w.succ, w.fail)
+			if c := w.command; c != nil && f.pending[w.br.key] == nil {
 				f.pending[w.br.key] = c
 			}
 		}
@@ -251,19 +257,20 @@ func (f *fleet) sync() bool {
 	}
 	// The fleet's window may trip keys: they are sent again, at once, with
 	// the hold to make.
-	trips := &Sync{Replica: f.replica, Live: s.Live}
+	trips := &sharedstate.Sync{Replica: f.replica, Live: s.Live}
 	var tripped []*breaker
 	for i, w := range work {
-		w.br.sent(w.succ, w.fail)
+		kf := w.br.fleet
+		kf.sent(w.succ, w.fail)
 		ks := &s.Keys[i]
 		if ks.Err != nil {
 			f.warn("key", "circuit breaker fleet: a key could not be synced (logged once)",
 				"key", quoteKey(ks.Key), "problem", ks.Err.Error())
 			continue
 		}
-		w.br.applyFleet(f, ks)
-		if h := w.br.fleetTrip(f, ks.Fleet, s.Replicas); h != nil {
-			trips.Keys = append(trips.Keys, KeySync{Key: ks.Key, Window: ks.Window, Buckets: ks.Buckets,
+		kf.apply(w.br, ks)
+		if h := kf.trip(w.br, ks.Reply, s.Replicas); h != nil {
+			trips.Keys = append(trips.Keys, sharedstate.KeySync{Key: ks.Key, Window: ks.Window, Buckets: ks.Buckets,
 				Slots: ks.Slots, Trip: h})
 			tripped = append(tripped, w.br)
 		}
@@ -271,31 +278,15 @@ func (f *fleet) sync() bool {
 	if len(trips.Keys) > 0 && f.exchange(trips) {
 		for i, br := range tripped {
 			if ks := &trips.Keys[i]; ks.Err == nil {
-				br.applyFleet(f, ks)
+				br.fleet.apply(br, ks)
 			}
 		}
 	}
 	return true
 }
 
-// sent notes the outcome totals of br sent to the fleet so far.
-func (br *breaker) sent(succ, fail uint64) {
-	br.sentS.Store(succ)
-	br.sentF.Store(fail)
-}
-
-// nudge is called by a failure with the key's failure total: it wakes the
-// loop once the failures not yet sent could matter to a fleet trip, a
-// share of MinRequests, so that the fleet hears of a dead upstream at
-// once, and a trickle of failures costs no extra syncs.
-func (br *breaker) nudge(failures uint64) {
-	if failures-br.sentF.Load() >= br.nudgeAt {
-		br.set.fleet.poke()
-	}
-}
-
 // exchange sends s to the store, and notes how it went.
-func (f *fleet) exchange(s *Sync) bool {
+func (f *fleet) exchange(s *sharedstate.Sync) bool {
 	// A sync may take as long as a replica stays live (a Redis far away, a
 	// new connection); only then does this one count as cut off.
 	ctx, cancel := context.WithTimeout(f.ctx, f.live())
@@ -331,25 +322,3 @@ func (f *fleet) exchange(s *Sync) bool {
 // live is how long a replica counts as live after its last sync: long
 // enough to ride out a few slow syncs.
 func (f *fleet) live() time.Duration { return max(5*f.every, 2*time.Second) }
-
-// FleetStatus describes a set's link to its fleet, for a status page.
-type FleetStatus struct {
-	// Shared says whether the set shares state with a fleet (WithSharedState).
-	Shared bool `json:"shared"`
-	// Replica names this replica.
-	Replica string `json:"replica,omitempty"`
-	// Connected says whether the last sync reached the shared state.
-	Connected bool `json:"connected"`
-	// Replicas is how many replicas were live at the last sync, this one
-	// included.
-	Replicas int `json:"replicas,omitempty"`
-}
-
-// Fleet returns the set's link to its fleet: zero without shared state.
-func (b *Breakers) Fleet() FleetStatus {
-	f := b.fleet
-	if f == nil {
-		return FleetStatus{}
-	}
-	return FleetStatus{Shared: true, Replica: f.replica, Connected: f.connected.Load(), Replicas: int(f.replicas.Load())}
-}

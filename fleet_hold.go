@@ -5,16 +5,40 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 )
 
-// This file is a key's breaker under its fleet: the fleet's hold on the
-// key and the probe leases, as a request meets them (fleetState,
-// callFleet, fleetProbe), the fleet-wide trip the loop asks for
-// (fleetTrip), and how the loop applies what the store said of the key
-// (checkFleet, applyFleet and what it calls). fleet.go is the loop.
-// fleetHold is the fleet's hold on a breaker's key, as this replica keeps
-// it: open until until, by this replica's monotonic clock, then half-open
-// while the fleet probes, until the fleet closes it or it lapses.
+// keyFleet is what the fleet adds to one key's breaker, with shared state:
+// the fleet's hold on the key and the probe lease it granted, which the
+// request path reads; a request's wish for a lease, a fleet probe's result
+// and the outcomes not yet sent, which the fleet's loop (fleet.go) reads.
+// A breaker without shared state has none: every method here takes a nil
+// keyFleet as "no fleet".
+type keyFleet struct {
+	loop  *fleet
+	hold  atomic.Pointer[fleetHold]
+	lease atomic.Pointer[fleetLease]
+	want  atomic.Bool // a request waits for a lease
+	// probed is the result of a fleet probe, for the loop to report.
+	probed atomic.Pointer[sharedstate.ProbeResult]
+	// The outcome totals sent to the fleet so far, written by the loop; a
+	// failure wakes the loop once nudgeAt more are not sent.
+	sentS, sentF atomic.Uint64
+	nudgeAt      uint64
+	// Loop-only: the version of the fleet's manual change last applied.
+	version int64
+}
+
+func newKeyFleet(loop *fleet, p Policy) *keyFleet {
+	// A fleet trip needs MinRequests outcomes from Quorum replicas: a
+	// replica that has a share of them unsent tells the fleet at once.
+	return &keyFleet{loop: loop, nudgeAt: uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1))))}
+}
+
+// fleetHold is the fleet's hold on a key, as this replica keeps it: open
+// until until, by this replica's monotonic clock, then half-open while the
+// fleet probes, until the fleet closes it or it lapses.
 type fleetHold struct {
 	gen      int64
 	until    int64 // ns since the set's epoch
@@ -32,29 +56,59 @@ type fleetLease struct {
 	used  atomic.Bool
 }
 
+// holds reports whether the fleet holds the key (it may have lapsed).
+func (kf *keyFleet) holds() bool { return kf != nil && kf.hold.Load() != nil }
+
+// reset forgets the fleet's hold and lease, for Reset.
+func (kf *keyFleet) reset() {
+	if kf != nil {
+		kf.hold.Store(nil)
+		kf.lease.Store(nil)
+	}
+}
+
+// failed is called by a failure with the key's failure total: it wakes the
+// loop once the failures not yet sent could matter to a fleet trip, a share
+// of MinRequests, so that the fleet hears of a dead upstream at once, and a
+// trickle of failures costs no extra syncs.
+func (kf *keyFleet) failed(failures uint64) {
+	if kf != nil && failures-kf.sentF.Load() >= kf.nudgeAt {
+		kf.loop.poke()
+	}
+}
+
+// sent notes the outcome totals sent to the fleet so far.
+func (kf *keyFleet) sent(succ, fail uint64) {
+	kf.sentS.Store(succ)
+	kf.sentF.Store(fail)
+}
+
 // leaseFor is how long a probe lease lasts: the probe's timeout and some,
 // or a minute when probes have none. A replica that dies holding one frees
 // its slot when it ends.
-func (br *breaker) leaseFor() time.Duration {
+func (kf *keyFleet) leaseFor(br *breaker) time.Duration {
 	if br.probeTimeout > 0 {
-		return br.probeTimeout + 2*br.set.fleet.every
+		return br.probeTimeout + 2*kf.loop.every
 	}
 	return time.Minute
 }
 
-// fleetState returns the state the fleet's hold puts br in at now, if one
-// does: open through its cooldown, then half-open while this replica is
-// connected to the fleet (a replica cut off from the fleet cannot share its
-// probes, and goes by its own breaker).
-func (br *breaker) fleetState(now int64) (*fleetHold, State, bool) {
-	h := br.fleetHold.Load()
+// state returns the state the fleet's hold puts br in at now, if one does:
+// open through its cooldown, then half-open while this replica is connected
+// to the fleet (a replica cut off from the fleet cannot share its probes,
+// and goes by its own breaker).
+func (kf *keyFleet) state(br *breaker, now int64) (*fleetHold, State, bool) {
+	if kf == nil {
+		return nil, 0, false
+	}
+	h := kf.hold.Load()
 	if h == nil || now > h.lapse {
 		return nil, 0, false
 	}
 	if now <= h.until {
 		return h, StateOpen, true
 	}
-	if !br.set.fleet.connected.Load() {
+	if !kf.loop.connected.Load() {
 		return nil, 0, false
 	}
 	if h.halfOpen.CompareAndSwap(false, true) {
@@ -63,61 +117,56 @@ func (br *breaker) fleetState(now int64) (*fleetHold, State, bool) {
 	return h, StateHalfOpen, true
 }
 
-// callFleet is callSlow while the fleet holds the key: refused while open;
+// admit is callSlow while the fleet holds the key: refused while open;
 // while half-open, run as a probe if this replica holds an unused lease,
 // else refused while the loop asks the fleet for one.
-func (br *breaker) callFleet(run func(*probe) verdict, observe bool) (admission, bool) {
+func (kf *keyFleet) admit(br *breaker, run func(*probe) verdict, observe bool) (admission, bool) {
 	now := br.set.clock()
-	h, st, ok := br.fleetState(now)
+	h, st, ok := kf.state(br, now)
 	if !ok {
 		return admission{}, false
 	}
 	if st == StateOpen {
 		return br.refuse(StateOpen, time.Duration(h.until-now), observe), true
 	}
-	if l := br.lease.Load(); l != nil && l.gen == h.gen && l.used.CompareAndSwap(false, true) {
-		br.fleetProbe(h, l, run)
+	if l := kf.lease.Load(); l != nil && l.gen == h.gen && l.used.CompareAndSwap(false, true) {
+		guard(run, &probe{}, func(v verdict) { kf.probeDone(br, h, l, v) })
 		return admission{verdict: ran}, true
 	}
-	br.fleetWant.Store(true)
-	br.set.fleet.poke()
+	kf.want.Store(true)
+	kf.loop.poke()
 	return br.refuse(StateHalfOpen, 0, observe), true
 }
 
-// fleetProbe runs a probe the fleet's lease l admitted, and hands its
-// outcome to the loop to report. A failure reopens the hold for the next
-// nominal cooldown, with jitter, as a local probe's does.
-func (br *breaker) fleetProbe(h *fleetHold, l *fleetLease, run func(*probe) verdict) {
-	v := verdict{outcome: Failure}
-	defer func() {
-		br.tally(v)
-		nominal := br.backoff(h.nominal)
-		br.probeOut.Store(&ProbeResult{Generation: h.gen, Lease: l.token, Outcome: v.outcome,
-			Reopen: br.jitter(nominal), Nominal: nominal})
-		br.set.fleet.poke()
-	}()
-	v = run(&probe{})
+// probeDone hands the outcome of a probe that the fleet's lease l admitted
+// to the loop to report. A failure reopens the hold for the next nominal
+// cooldown, with jitter, as a local probe's does.
+func (kf *keyFleet) probeDone(br *breaker, h *fleetHold, l *fleetLease, v verdict) {
+	br.tally(v)
+	nominal := br.backoff(h.nominal)
+	kf.probed.Store(&sharedstate.ProbeResult{Generation: h.gen, Lease: l.token, Outcome: probeOutcome[v.outcome],
+		Reopen: br.jitter(nominal), Nominal: nominal})
+	kf.loop.poke()
 }
 
-// fleetTrip returns the hold to make when the fleet's window fl meets the
-// key's policy: FailureRate over at least MinRequests outcomes, with
-// failures from at least Quorum replicas (fewer if fewer are live). It
-// returns nil if the fleet holds the key already, or it stays closed.
-func (br *breaker) fleetTrip(f *fleet, fl Fleet, replicas int) *Hold {
+// probeOutcome is the fleet's name for each outcome of a probe.
+var probeOutcome = [...]sharedstate.Outcome{Success: sharedstate.Succeeded, Failure: sharedstate.Failed, Excluded: sharedstate.Excluded}
+
+// trip returns the hold to make when the fleet's window in rp meets the
+// key's policy (Policy.trips), with failures from at least Quorum replicas
+// (fewer if fewer are live). It returns nil if the fleet holds the key
+// already, or it stays closed.
+func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
 	p := br.policy
-	if p.FailureRate == Off || br.mode == ModeDisabled || (fl.Hold != nil && !fl.Hold.Closed) || br.fleetHold.Load() != nil {
+	if br.mode == ModeDisabled || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
 		return nil
 	}
-	n := fl.Successes + fl.Failures
-	if n < uint64(p.MinRequests) || n == 0 || float64(fl.Failures)/float64(n) < p.FailureRate {
-		return nil
-	}
-	if fl.FailingReplicas < min(p.Quorum, max(replicas, 1)) {
+	if p.trips(rp.Failures, rp.Successes, 0) == "" || rp.FailingReplicas < min(p.Quorum, max(replicas, 1)) {
 		return nil
 	}
 	_, openFor, _ := br.cooldown(br.set.clock(), p.OpenFor)
-	return &Hold{Open: openFor, Nominal: p.OpenFor, Reason: ReasonFailureRate, Replica: f.replica,
-		Failures: fl.Failures, Successes: fl.Successes, FailingReplicas: fl.FailingReplicas}
+	return &sharedstate.Hold{Open: openFor, Nominal: p.OpenFor, Reason: string(ReasonFailureRate), Replica: kf.loop.replica,
+		Failures: rp.Failures, Successes: rp.Successes, FailingReplicas: rp.FailingReplicas}
 }
 
 // maxText bounds a string read from the store.
@@ -131,10 +180,10 @@ type badData struct {
 
 func (e *badData) Error() string { return e.field + ": " + e.problem }
 
-// checkFleet says what is wrong with what the store said of a key, if
+// checkReply says what is wrong with what the store said of a key, if
 // anything: a store's data may be corrupt or hostile, and none of it may
 // make a breaker misbehave.
-func checkFleet(fl *Fleet) error {
+func checkReply(rp *sharedstate.Reply) error {
 	bad := func(field, format string, args ...any) error {
 		return &badData{field: field, problem: fmt.Sprintf(format, args...)}
 	}
@@ -144,111 +193,114 @@ func checkFleet(fl *Fleet) error {
 		}
 		return nil
 	}
-	if fl.FailingReplicas < 0 {
-		return bad("failing replicas", "%d", fl.FailingReplicas)
+	if rp.FailingReplicas < 0 {
+		return bad("failing replicas", "%d", rp.FailingReplicas)
 	}
-	if h := fl.Hold; h != nil {
-		switch {
+	if h := rp.Hold; h != nil {
+		switch r := Reason(h.Reason); {
 		case h.Generation <= 0:
 			return bad("hold generation", "%d", h.Generation)
 		case h.Nominal < 0 || h.Probed < 0 || h.FailingReplicas < 0:
 			return bad("hold", "negative fields")
-		case h.Reason != ReasonFailureRate && h.Reason != ReasonProbeFailed && h.Reason != ReasonProbeTimeout:
+		case r != ReasonFailureRate && r != ReasonProbeFailed && r != ReasonProbeTimeout:
 			return bad("hold reason", "%q", h.Reason)
 		}
 		if err := text("hold replica", h.Replica); err != nil {
 			return err
 		}
 	}
-	if err := text("lease", fl.Lease); err != nil {
+	if err := text("lease", rp.Lease); err != nil {
 		return err
 	}
-	c := &fl.Control
+	c := &rp.Command
 	if c.Version < 0 {
-		return bad("control version", "%d", c.Version)
+		return bad("command version", "%d", c.Version)
 	}
-	if c.Version > 0 {
-		switch c.Reason {
-		case ReasonForceOpen, ReasonForceClose, ReasonRelease, ReasonReset:
-		default:
-			return bad("control kind", "%q", c.Reason)
-		}
+	if _, known := commandReason[c.Kind]; c.Version > 0 && !known {
+		return bad("command kind", "%q", c.Kind)
 	}
-	if err := text("control author", c.By); err != nil {
+	if err := text("command author", c.By); err != nil {
 		return err
 	}
-	return text("control replica", c.Replica)
+	return text("command replica", c.Replica)
 }
 
-// applyFleet brings br in line with what the fleet holds for its key: the
+// commandReason is the Reason of each kind of manual change.
+var commandReason = map[sharedstate.Kind]Reason{
+	sharedstate.ForceOpen: ReasonForceOpen, sharedstate.ForceClose: ReasonForceClose,
+	sharedstate.Release: ReasonRelease, sharedstate.Reset: ReasonReset,
+}
+
+// apply brings br in line with what the fleet holds for its key: the
 // latest manual change, then the hold. Only the loop calls it.
-func (br *breaker) applyFleet(f *fleet, ks *KeySync) {
-	fl := &ks.Fleet
-	if err := checkFleet(fl); err != nil {
+func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync) {
+	rp := &ks.Reply
+	if err := checkReply(rp); err != nil {
 		kind := err.(*badData).field
-		f.warn("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind)",
+		kf.loop.warn("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind)",
 			"key", quoteKey(br.key), "problem", err.Error())
 		return
 	}
 	now := br.set.clock()
-	br.applyControl(f, fl.Control, ks.Control != nil, now)
-	br.applyHold(fl.Hold, now)
-	if fl.Lease != "" && fl.Hold != nil {
-		br.lease.Store(&fleetLease{gen: fl.Hold.Generation, token: fl.Lease})
+	kf.applyCommand(br, rp.Command, ks.Command != nil, now)
+	kf.applyHold(br, rp.Hold, now)
+	if rp.Lease != "" && rp.Hold != nil {
+		kf.lease.Store(&fleetLease{gen: rp.Hold.Generation, token: rp.Lease})
 	}
 }
 
-// applyControl applies the fleet's latest manual change c to br, once:
+// applyCommand applies the fleet's latest manual change c to br, once:
 // each replica applies each change when it first reads it. A change this
 // replica sent (mine) was applied when it was made. A ForceOpen read from
 // the fleet holds for at most MaxOpenFor past the last read, so that a store
 // gone astray cannot keep a key open.
-func (br *breaker) applyControl(f *fleet, c Control, mine bool, now int64) {
-	last := br.ctlVersion
-	br.ctlVersion = c.Version
-	if c.Version == 0 || mine && c.Replica == f.replica {
+func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, mine bool, now int64) {
+	last := kf.version
+	kf.version = c.Version
+	replica := kf.loop.replica
+	if c.Version == 0 || mine && c.Replica == replica {
 		return
 	}
 	if c.Version == last {
 		// Known: a fleet ForceOpen is renewed while the fleet keeps it, and
 		// applied again if it lapsed here while this replica was cut off.
-		if c.Reason != ReasonForceOpen || c.For < 0 {
+		if c.Kind != sharedstate.ForceOpen || c.For < 0 {
 			return
 		}
 		switch o := br.override.Load(); {
-		case o == nil && c.Replica != f.replica:
+		case o == nil && c.Replica != replica:
 			last = 0 // apply it below, as new
 		case o != nil && o.fleet:
-			br.override.Store(&override{state: o.state, until: br.fleetUntil(now, c.For), by: o.by, fleet: true})
+			br.override.Store(&override{state: o.state, until: fleetUntil(br, now, c.For), by: o.by, fleet: true})
 			return
 		default:
 			return
 		}
 	}
-	if last == 0 && c.Reason != ReasonForceOpen && c.Reason != ReasonForceClose {
+	if last == 0 && c.Kind != sharedstate.ForceOpen && c.Kind != sharedstate.ForceClose {
 		return // a release or reset that happened before this replica knew the key
 	}
 	by := c.By + " (replica " + c.Replica + ")"
-	e := Event{Reason: c.Reason, By: by, Fleet: true, Replica: c.Replica}
-	switch c.Reason {
-	case ReasonForceOpen:
+	e := Event{Reason: commandReason[c.Kind], By: by, Fleet: true, Replica: c.Replica}
+	switch c.Kind {
+	case sharedstate.ForceOpen:
 		if c.For < 0 {
 			return // its time ran out
 		}
 		e.OpenFor = c.For
-		br.forceLocal(&override{state: StateForcedOpen, until: br.fleetUntil(now, c.For), by: by, fleet: true}, e)
-	case ReasonForceClose:
+		br.forceLocal(&override{state: StateForcedOpen, until: fleetUntil(br, now, c.For), by: by, fleet: true}, e)
+	case sharedstate.ForceClose:
 		br.forceLocal(&override{state: StateForcedClosed, by: by, fleet: true}, e)
-	case ReasonRelease:
+	case sharedstate.Release:
 		br.releaseLocal(e)
-	case ReasonReset:
+	case sharedstate.Reset:
 		br.resetLocal(e)
 	}
 }
 
 // fleetUntil is when a ForceOpen read from the fleet with d left (0: until
 // Release) ends here: at most MaxOpenFor from now.
-func (br *breaker) fleetUntil(now int64, d time.Duration) int64 {
+func fleetUntil(br *breaker, now int64, d time.Duration) int64 {
 	bound := br.maxCooldown()
 	if d <= 0 || d > bound {
 		d = bound
@@ -257,12 +309,12 @@ func (br *breaker) fleetUntil(now int64, d time.Duration) int64 {
 }
 
 // applyHold applies the fleet's hold h on br's key (nil: none).
-func (br *breaker) applyHold(h *Hold, now int64) {
-	cur := br.fleetHold.Load()
+func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
+	cur := kf.hold.Load()
 	if cur != nil && now > cur.lapse {
 		// Past its lapse the hold is ignored already; dropping it lets the
 		// fleet trip the key again, or the store's hold be taken anew.
-		br.endFleetHold(cur, now, Event{Reason: ReasonExpiry})
+		kf.endHold(br, cur, now)
 		cur = nil
 	}
 	switch {
@@ -270,75 +322,68 @@ func (br *breaker) applyHold(h *Hold, now int64) {
 		// The hold is gone (a reset, or a store that lost its data): it
 		// ends here once its cooldown has.
 		if cur != nil && now > cur.until {
-			br.endFleetHold(cur, now, Event{Reason: ReasonExpiry})
+			kf.endHold(br, cur, now)
 		}
 	case h.Closed:
 		if cur != nil {
-			br.fleetRecover(cur, now)
+			kf.recover(br, cur, now)
 		}
 	case cur == nil || cur.gen != h.Generation:
 		open := min(max(h.Open, 0), br.maxCooldown())
 		nominal := min(max(h.Nominal, br.policy.OpenFor), br.maxCooldown())
-		nh := &fleetHold{gen: h.Generation, until: addSat(now, open), nominal: nominal, reason: h.Reason, replica: h.Replica}
+		reason := Reason(h.Reason)
+		nh := &fleetHold{gen: h.Generation, until: addSat(now, open), nominal: nominal, reason: reason, replica: h.Replica}
 		// Half-open lasts as long as the fleet's probes take, but no hold
 		// from the store outlives a cooldown past its own.
-		nh.lapse = addSat(nh.until, br.maxCooldown()+br.leaseFor())
+		nh.lapse = addSat(nh.until, br.maxCooldown()+kf.leaseFor(br))
 		from := br.state()
 		br.mu.Lock()
-		br.fleetHold.Store(nh)
+		kf.hold.Store(nh)
 		br.mu.Unlock()
 		to := StateOpen
 		if open == 0 {
 			to = StateHalfOpen
 			nh.halfOpen.Store(true)
 		}
-		e := Event{From: from, To: to, Reason: h.Reason, Fleet: true, Replica: h.Replica, OpenFor: open,
+		e := Event{From: from, To: to, Reason: reason, Fleet: true, Replica: h.Replica, OpenFor: open,
 			Failures: sat32(h.Failures), Successes: sat32(h.Successes), FailingReplicas: h.FailingReplicas,
 			FailureRate: failureRate(sat32(h.Failures), sat32(h.Successes))}
 		br.record(now, e)
-		if h.Reason == ReasonFailureRate && (cur == nil || cur.reason != h.Reason) {
-			br.lastTrip.Store(&Trip{At: br.set.timeAt(now), Reason: h.Reason, Failures: e.Failures,
+		if reason == ReasonFailureRate && (cur == nil || cur.reason != reason) {
+			br.lastTrip.Store(&Trip{At: br.set.timeAt(now), Reason: reason, Failures: e.Failures,
 				Successes: e.Successes, Fleet: true, Replica: h.Replica})
 		}
 	}
 }
 
-// endFleetHold drops the fleet's hold cur: br goes back to its own state.
-func (br *breaker) endFleetHold(cur *fleetHold, now int64, e Event) {
+// endHold drops the fleet's hold cur, which expired: br goes back to its
+// own state.
+func (kf *keyFleet) endHold(br *breaker, cur *fleetHold, now int64) {
 	from := br.state()
 	br.mu.Lock()
-	swapped := br.fleetHold.CompareAndSwap(cur, nil)
+	swapped := kf.hold.CompareAndSwap(cur, nil)
 	br.mu.Unlock()
 	if swapped {
-		e.From, e.To, e.Fleet, e.Replica = from, br.state(), true, cur.replica
-		br.record(now, e)
+		br.record(now, Event{From: from, To: br.state(), Reason: ReasonExpiry, Fleet: true, Replica: cur.replica})
 	}
 }
 
-// fleetRecover ends the fleet's hold cur after the fleet's probes all
-// succeeded: br closes with a new window, through its recovery ramp if the
-// policy has one, whatever its own breaker had reached meanwhile.
-func (br *breaker) fleetRecover(cur *fleetHold, now int64) {
+// recover ends the fleet's hold cur after the fleet's probes all
+// succeeded: br closes as after its own probes (closeLocked), whatever its
+// own breaker had reached meanwhile.
+func (kf *keyFleet) recover(br *breaker, cur *fleetHold, now int64) {
 	from := br.state()
 	br.mu.Lock()
-	if !br.fleetHold.CompareAndSwap(cur, nil) {
+	if !kf.hold.CompareAndSwap(cur, nil) {
 		br.mu.Unlock()
 		return
 	}
-	br.upstreamUntil.Store(0)
-	br.inst.Store(br.newInstance())
-	e := Event{From: from, To: StateClosed, Reason: ReasonProbesSucceeded, Fleet: true, Replica: cur.replica}
-	if ramp := br.policy.RecoveryRamp; ramp > 0 {
-		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)})
-		e.To, e.RecoveryRamp = StateRecovering, ramp
-	} else {
-		br.phase.Store(nil)
-	}
+	to, ramp := br.closeLocked(now)
 	br.mu.Unlock()
 	if o := br.override.Load(); o != nil {
-		e.To = o.state
+		to = o.state
 	}
-	br.record(now, e)
+	br.record(now, Event{From: from, To: to, Reason: ReasonProbesSucceeded, Fleet: true, Replica: cur.replica, RecoveryRamp: ramp})
 }
 
 // sat32 returns n as a uint32, at most the largest one.

@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// fakeStore is a SharedState in memory, for the set's side of the fleet:
+// fakeStore is a sharedstate.Store in memory, for the set's side of the fleet:
 // it answers each Sync with the fleet that reply says, or fails while down.
 // The fleet's behaviour with a real store is tested in redisstate, against
 // a real Redis.
@@ -22,18 +23,18 @@ type fakeStore struct {
 	mu      sync.Mutex
 	down    bool
 	syncs   int
-	sent    []KeySync
-	reply   map[string]Fleet
+	sent    []sharedstate.KeySync
+	reply   map[string]sharedstate.Reply
 	changed chan string
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{reply: map[string]Fleet{}, changed: make(chan string, 16)}
+	return &fakeStore{reply: map[string]sharedstate.Reply{}, changed: make(chan string, 16)}
 }
 
 func (s *fakeStore) Interval() time.Duration { return 10 * time.Millisecond }
 
-func (s *fakeStore) Sync(_ context.Context, sy *Sync) error {
+func (s *fakeStore) Sync(_ context.Context, sy *sharedstate.Sync) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.syncs++
@@ -43,7 +44,7 @@ func (s *fakeStore) Sync(_ context.Context, sy *Sync) error {
 	sy.Replicas = 3
 	for i := range sy.Keys {
 		s.sent = append(s.sent, sy.Keys[i])
-		sy.Keys[i].Fleet = s.reply[sy.Keys[i].Key]
+		sy.Keys[i].Reply = s.reply[sy.Keys[i].Key]
 	}
 	return nil
 }
@@ -60,7 +61,7 @@ func (s *fakeStore) Watch(ctx context.Context, changed func(string)) error {
 }
 
 // set changes what the store answers for key, and announces it.
-func (s *fakeStore) set(key string, fl Fleet) {
+func (s *fakeStore) set(key string, fl sharedstate.Reply) {
 	s.mu.Lock()
 	s.reply[key] = fl
 	s.mu.Unlock()
@@ -76,13 +77,13 @@ func (s *fakeStore) setDown(down bool) {
 func TestCloseIsIdempotentWithOrWithoutSharedState(t *testing.T) {
 	plain, _ := newSet(t)
 	shared, _ := newSet(t, WithSharedState(newFakeStore()))
-	waitFor(t, "connected", func() bool { return shared.Fleet().Connected })
+	waitFor(t, "connected", func() bool { return shared.Status().Fleet.Connected })
 	for _, b := range []*Breakers{plain, shared, plain, shared} {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if shared.Fleet().Connected {
+	if shared.Status().Fleet.Connected {
 		t.Error("a closed set still counts as connected to its fleet")
 	}
 	// TestMain's goleak check fails the package if the loop outlived Close.
@@ -93,7 +94,7 @@ func TestSharedStateOptionsAreChecked(t *testing.T) {
 		opt  Option
 		want string
 	}{
-		{WithSharedState(nil), "nil SharedState"},
+		{WithSharedState(nil), "nil Store"},
 		{WithReplica(""), "WithReplica"},
 		{WithReplica(strings.Repeat("r", 129)), "1 to 128 bytes"},
 		{WithReplica("bad\xff"), "UTF-8"},
@@ -130,7 +131,7 @@ func TestSyncCarriesNoWallClock(t *testing.T) {
 			}
 		}
 	}
-	walk("Sync", reflect.TypeFor[Sync]())
+	walk("Sync", reflect.TypeFor[sharedstate.Sync]())
 }
 
 func TestFleetHoldFromTheStore(t *testing.T) {
@@ -141,17 +142,17 @@ func TestFleetHoldFromTheStore(t *testing.T) {
 	defer b.Close()
 	up := newStatusHandler(200)
 	h := b.Middleware("search")(up)
-	waitFor(t, "connected", func() bool { return b.Fleet().Connected })
+	waitFor(t, "connected", func() bool { return b.Status().Fleet.Connected })
 
-	store.set("search", Fleet{Hold: &Hold{Generation: 1, Open: time.Hour, Nominal: time.Hour,
-		Reason: ReasonFailureRate, Replica: "r2", Failures: 30, Successes: 10, FailingReplicas: 2}})
+	store.set("search", sharedstate.Reply{Hold: &sharedstate.Hold{Generation: 1, Open: time.Hour, Nominal: time.Hour,
+		Reason: "failure_rate", Replica: "r2", Failures: 30, Successes: 10, FailingReplicas: 2}})
 	waitFor(t, "the fleet's hold", func() bool { return b.State("search") == StateOpen })
 	rec := record(h, "/")
 	if rec.Code != http.StatusServiceUnavailable || up.calls.Load() != 0 {
 		t.Fatalf("answered %d with the fleet's hold (handler called %d times)", rec.Code, up.calls.Load())
 	}
 	// An hour from the store is MaxOpenFor here.
-	if s := b.Snapshot()[0]; s.RetryAfter > 2*time.Minute || s.FleetHold == nil || s.FleetHold.Replica != "r2" {
+	if s := b.Status().Keys[0]; s.RetryAfter > 2*time.Minute || s.FleetHold == nil || s.FleetHold.Replica != "r2" {
 		t.Errorf("status %+v: want a fleet hold by r2 of at most MaxOpenFor", s)
 	}
 	waitFor(t, "the state change record", func() bool { return len(sink.matching("state changed")) > 0 })
@@ -176,7 +177,7 @@ httpbreaker_shared_replicas 3
 	// The store goes down: syncs fail and are counted; the hold stays, as
 	// its cooldown has not ended.
 	store.setDown(true)
-	waitFor(t, "disconnected", func() bool { return !b.Fleet().Connected })
+	waitFor(t, "disconnected", func() bool { return !b.Status().Fleet.Connected })
 	if n := gathered(t, reg, "httpbreaker_shared_sync_errors_total", ""); n < 1 {
 		t.Errorf("sync errors %v", n)
 	}
@@ -185,7 +186,7 @@ httpbreaker_shared_replicas 3
 	}
 	store.setDown(false)
 	// Closed fleet-wide: closed here too.
-	store.set("search", Fleet{Hold: &Hold{Generation: 1, Closed: true, Reason: ReasonFailureRate, Replica: "r2"}})
+	store.set("search", sharedstate.Reply{Hold: &sharedstate.Hold{Generation: 1, Closed: true, Reason: "failure_rate", Replica: "r2"}})
 	waitFor(t, "closed by the fleet", func() bool { return b.State("search") == StateClosed })
 	if rec := record(h, "/"); rec.Code != 200 {
 		t.Errorf("answered %d after the fleet closed the key", rec.Code)
@@ -220,24 +221,24 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, state string) float6
 
 func TestBadFleetDataIsIgnored(t *testing.T) {
 	for _, tc := range []struct {
-		fl   Fleet
+		fl   sharedstate.Reply
 		want string
 	}{
-		{Fleet{Hold: &Hold{Generation: 0, Reason: ReasonFailureRate}}, "hold generation: 0"},
-		{Fleet{Hold: &Hold{Generation: 1, Reason: "boom"}}, `hold reason: "boom"`},
-		{Fleet{Hold: &Hold{Generation: 1, Reason: ReasonFailureRate, Replica: "\xff"}}, "hold replica"},
-		{Fleet{Hold: &Hold{Generation: 1, Reason: ReasonFailureRate, Probed: -1}}, "negative"},
-		{Fleet{Control: Control{Version: 1, Reason: ReasonCooldown}}, `control kind: "cooldown_elapsed"`},
-		{Fleet{Control: Control{Version: 1, Reason: ReasonForceOpen, By: strings.Repeat("x", 300)}}, "control author"},
-		{Fleet{Lease: strings.Repeat("l", 300)}, "lease"},
+		{sharedstate.Reply{Hold: &sharedstate.Hold{Generation: 0, Reason: "failure_rate"}}, "hold generation: 0"},
+		{sharedstate.Reply{Hold: &sharedstate.Hold{Generation: 1, Reason: "boom"}}, `hold reason: "boom"`},
+		{sharedstate.Reply{Hold: &sharedstate.Hold{Generation: 1, Reason: "failure_rate", Replica: "\xff"}}, "hold replica"},
+		{sharedstate.Reply{Hold: &sharedstate.Hold{Generation: 1, Reason: "failure_rate", Probed: -1}}, "negative"},
+		{sharedstate.Reply{Command: sharedstate.Command{Version: 1, Kind: "cooldown_elapsed"}}, `command kind: "cooldown_elapsed"`},
+		{sharedstate.Reply{Command: sharedstate.Command{Version: 1, Kind: sharedstate.ForceOpen, By: strings.Repeat("x", 300)}}, "command author"},
+		{sharedstate.Reply{Lease: strings.Repeat("l", 300)}, "lease"},
 	} {
-		if err := checkFleet(&tc.fl); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("checkFleet(%+v) = %v, want %q", tc.fl, err, tc.want)
+		if err := checkReply(&tc.fl); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("checkReply(%+v) = %v, want %q", tc.fl, err, tc.want)
 		}
 	}
-	ok := Fleet{Successes: 3, Hold: &Hold{Generation: 9, Reason: ReasonProbeFailed, Replica: "r2"},
-		Control: Control{Version: 2, Reason: ReasonRelease, By: "ops", Replica: "r3"}}
-	if err := checkFleet(&ok); err != nil {
+	ok := sharedstate.Reply{Successes: 3, Hold: &sharedstate.Hold{Generation: 9, Reason: "probe_failed", Replica: "r2"},
+		Command: sharedstate.Command{Version: 2, Kind: sharedstate.Release, By: "ops", Replica: "r3"}}
+	if err := checkReply(&ok); err != nil {
 		t.Errorf("checkFleet of good data: %v", err)
 	}
 }
@@ -246,13 +247,13 @@ func TestStatusPageSaysStateIsShared(t *testing.T) {
 	store := newFakeStore()
 	b, _ := newSet(t, WithSharedState(store), WithReplica("pod-7"))
 	defer b.Close()
-	waitFor(t, "connected", func() bool { return b.Fleet().Connected })
-	if got := fleetSummary(b.Fleet()); got != " Shared with the fleet as replica pod-7: 3 live." {
+	waitFor(t, "connected", func() bool { return b.Status().Fleet.Connected })
+	if got := fleetSummary(b.Status().Fleet); got != " Shared with the fleet as replica pod-7: 3 live." {
 		t.Errorf("connected: %q", got)
 	}
 	store.setDown(true)
-	waitFor(t, "disconnected", func() bool { return !b.Fleet().Connected })
-	if got := fleetSummary(b.Fleet()); !strings.Contains(got, "cannot reach the shared state") {
+	waitFor(t, "disconnected", func() bool { return !b.Status().Fleet.Connected })
+	if got := fleetSummary(b.Status().Fleet); !strings.Contains(got, "cannot reach the shared state") {
 		t.Errorf("disconnected: %q", got)
 	}
 	if got := fleetSummary(FleetStatus{}); got != "" {

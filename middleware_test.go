@@ -112,7 +112,7 @@ func TestKeyedMiddlewareKeysByRoutePattern(t *testing.T) {
 		t.Fatalf("items: state %v, want open after failures on five different ids", st)
 	}
 	var keys []string
-	for _, s := range b.Snapshot() {
+	for _, s := range b.Status().Keys {
 		keys = append(keys, s.Key)
 	}
 	if strings.Join(keys, ",") != "GET /items/{id},GET /users/{id}" {
@@ -242,7 +242,7 @@ func TestNestedBreakerRejectionIsNotAFailureOutside(t *testing.T) {
 func TestMiddlewareCreatesTheBreakerUpFront(t *testing.T) {
 	b, _ := newSet(t, WithKeyPolicy("catalog", Policy{Mode: ModeObserve, OpenFor: time.Minute}))
 	b.Middleware("catalog")
-	snap := b.Snapshot()
+	snap := b.Status().Keys
 	if len(snap) != 1 || snap[0].Key != "catalog" || snap[0].State != StateClosed {
 		t.Fatalf("snapshot %+v, want catalog closed", snap)
 	}

@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"time"
+	"unicode/utf8"
 
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -150,6 +153,39 @@ func WithStateChangeHook(f func(Event)) Option {
 			return errors.New("WithStateChangeHook: nil func")
 		}
 		b.hooks = append(b.hooks, f)
+		return nil
+	}
+}
+
+// WithSharedState shares what the set's breakers learn with the other
+// replicas of a fleet, through s (the redisstate module makes one on Redis): a
+// fleet-wide window trips a key on every replica, the fleet probes it
+// together, and ForceOpen, ForceClose, Release and Reset apply everywhere.
+// Nothing of it is on a request's path: a goroutine of the set's own syncs
+// in the background, and Close stops it. Without it a set learns alone.
+func WithSharedState(s sharedstate.Store) Option {
+	return func(b *Breakers) error {
+		if s == nil {
+			return errors.New("WithSharedState: nil Store")
+		}
+		if d := s.Interval(); d < time.Millisecond {
+			return fmt.Errorf("WithSharedState: the store's interval is %v; want at least 1ms", d)
+		}
+		b.shared = s
+		return nil
+	}
+}
+
+// WithReplica names this replica in its fleet, for the records and status
+// pages of the others: a pod's name, say. Without it a replica is named by
+// its host name, process id and a random suffix. It matters only with
+// WithSharedState; each replica's name must be unique in the fleet.
+func WithReplica(name string) Option {
+	return func(b *Breakers) error {
+		if name == "" || len(name) > 128 || !utf8.ValidString(name) {
+			return fmt.Errorf("WithReplica: %s is not a replica name: want 1 to 128 bytes of UTF-8", quoteKey(name))
+		}
+		b.replica = name
 		return nil
 	}
 }

@@ -40,18 +40,18 @@ type Call struct {
 	// Request is the request. Its context tells whether the client (on the
 	// client side, the caller) is still there.
 	Request *http.Request
-	// Status is the final status: on the server side the status the handler
+	// StatusCode is the final HTTP status: on the server side the status the handler
 	// wrote (the first non-1xx code, 200 if it wrote a body, flushed or
 	// called ReadFrom first, and 0 if it wrote nothing, when net/http sends
 	// 200, or hijacked the connection before writing one); on the client
 	// side the response's status, 0 when RoundTrip returned an error.
-	Status int
+	StatusCode int
 	// Err is the error the client side's RoundTrip returned (connection
 	// refused, a deadline exceeded, the caller's context canceled); always
 	// nil on the server side.
 	Err error
 	// ClientGone reports whether the client had gone away (the request's
-	// context was canceled) when the handler wrote Status, or, if it wrote
+	// context was canceled) when the handler wrote StatusCode, or, if it wrote
 	// none, when it returned. On the client side it reports that the call
 	// failed because the caller's own context was canceled.
 	ClientGone bool
@@ -102,17 +102,42 @@ func DefaultClassifier(c Call) Outcome {
 		return Failure
 	case c.Slow:
 		return Failure
-	case c.Hijacked && c.Status == 0:
+	case c.Hijacked && c.StatusCode == 0:
 		return Excluded
-	case c.ClientGone && (c.Status == 0 || failureStatus(c.Status)):
+	case c.ClientGone && (c.StatusCode == 0 || failureStatus(c.StatusCode)):
 		return Excluded
 	case c.Err != nil:
 		return Failure
-	case failureStatus(c.Status):
+	case failureStatus(c.StatusCode):
 		return Failure
 	}
 	return Success
 }
+
+// timed reports whether br's calls need their duration: for SlowCall, or
+// for a classifier, which may read it.
+func timed(br *breaker) bool { return br.slowCall > 0 || br.set.classifier != nil }
+
+// judge returns what a finished call means to br, on either side: the
+// classifier's outcome, with the delay an upstream asked for. start is when
+// the call began, zero when timed says its duration is not needed.
+func judge(br *breaker, c Call, start time.Time) verdict {
+	if !start.IsZero() {
+		c.Duration = time.Since(start)
+		c.Slow = br.slowCall > 0 && c.Duration > br.slowCall
+	}
+	var o Outcome
+	if classify := br.set.classifier; classify != nil {
+		o = validOutcome(classify(c))
+	} else {
+		o = DefaultClassifier(c)
+	}
+	return verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: c.StatusCode == http.StatusTooManyRequests}
+}
+
+// callerGone reports whether whoever made r has given up on it: the client
+// hung up, or the caller canceled its context.
+func callerGone(r *http.Request) bool { return r.Context().Err() == context.Canceled }
 
 // failureStatus reports whether an answer with this status is a failure of
 // whoever gave it: 500 and above, and 429.

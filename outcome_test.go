@@ -186,7 +186,7 @@ func TestClassifierSeesTheCallAndCanFallBack(t *testing.T) {
 	var calls []Call
 	classify := func(c Call) Outcome {
 		calls = append(calls, c)
-		if c.Key == "strict" && c.Status == http.StatusNotFound {
+		if c.Key == "strict" && c.StatusCode == http.StatusNotFound {
 			return Failure
 		}
 		return DefaultClassifier(c)
@@ -205,7 +205,7 @@ func TestClassifierSeesTheCallAndCanFallBack(t *testing.T) {
 		t.Fatalf("lenient: state %v, want closed", st)
 	}
 	c := calls[0]
-	if c.Key != "strict" || c.Status != 404 || c.Request == nil || c.Duration <= 0 || c.Panic != nil || c.Hijacked || c.ClientGone {
+	if c.Key != "strict" || c.StatusCode != 404 || c.Request == nil || c.Duration <= 0 || c.Panic != nil || c.Hijacked || c.ClientGone {
 		t.Fatalf("classifier saw %+v", c)
 	}
 }
@@ -215,8 +215,8 @@ func TestHandlerThatWritesNothingIsASuccess(t *testing.T) {
 	var seen Call
 	b.classifier = func(c Call) Outcome { seen = c; return DefaultClassifier(c) }
 	rec := record(b.Middleware("p")(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), "/")
-	if rec.Code != 200 || seen.Status != 0 {
-		t.Fatalf("client got %d, classifier saw status %d; want 200 and 0", rec.Code, seen.Status)
+	if rec.Code != 200 || seen.StatusCode != 0 {
+		t.Fatalf("client got %d, classifier saw status %d; want 200 and 0", rec.Code, seen.StatusCode)
 	}
 	if s := status(t, b, "p"); s.Totals.Success != 1 {
 		t.Fatalf("totals %+v, want one success", s.Totals)

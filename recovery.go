@@ -123,6 +123,14 @@ func (r *round) finish(p *probe) {
 	r.deadline.Store(next)
 }
 
+// probe runs a call that took a slot of ph's round at now. Its outcome is
+// recorded once: when it ends, or when its deadline passes first
+// (expireProbes), in which case its own outcome is not counted again.
+func (br *breaker) probe(ph *phase, now int64, run func(*probe) verdict) {
+	p := ph.round.start(now, br.probeTimeout)
+	guard(run, p, func(v verdict) { br.settle(ph, p, v) })
+}
+
 // settle records a probe's outcome, unless its deadline has already
 // recorded one.
 func (br *breaker) settle(ph *phase, p *probe, v verdict) {
@@ -261,8 +269,7 @@ func (br *breaker) reopen(ph *phase, e Event) {
 	br.record(now, e)
 }
 
-// recover closes the breaker after every probe of ph succeeded, with a new
-// window, through the recovery ramp if the policy has one.
+// recover closes the breaker after every probe of ph succeeded.
 func (br *breaker) recover(ph *phase) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
@@ -270,15 +277,23 @@ func (br *breaker) recover(ph *phase) {
 		return
 	}
 	now := br.set.clock()
+	to, ramp := br.closeLocked(now)
+	br.record(now, Event{From: StateHalfOpen, To: to, Reason: ReasonProbesSucceeded, RecoveryRamp: ramp})
+}
+
+// closeLocked closes the breaker once probes succeeded, its own or the
+// fleet's: with a new window and the first cooldown, through the recovery
+// ramp if the policy has one. It returns the state the breaker is in now,
+// closed or recovering, and the ramp. br.mu must be held.
+func (br *breaker) closeLocked(now int64) (State, time.Duration) {
 	br.upstreamUntil.Store(0)
 	br.inst.Store(br.newInstance())
 	if ramp := br.policy.RecoveryRamp; ramp > 0 {
 		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)})
-		br.record(now, Event{From: StateHalfOpen, To: StateRecovering, Reason: ReasonProbesSucceeded, RecoveryRamp: ramp})
-		return
+		return StateRecovering, ramp
 	}
 	br.phase.Store(nil)
-	br.record(now, Event{From: StateHalfOpen, To: StateClosed, Reason: ReasonProbesSucceeded})
+	return StateClosed, 0
 }
 
 // endRamp ends ph's recovery ramp: the breaker is closed.

@@ -109,24 +109,24 @@ func wantsHTML(r *http.Request) bool {
 }
 
 func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
-	snap := h.set.Snapshot()
+	st := h.set.Status()
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if !wantsHTML(r) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(snap)
+		_ = enc.Encode(st)
 		return
 	}
 	now := time.Now()
 	page := statusView{Refresh: int(h.refresh.Seconds()), Now: now.UTC().Format(time.RFC3339), Control: h.authorize != nil}
 	rejecting := 0
-	for _, s := range snap {
+	for _, s := range st.Keys {
 		if s.Rejecting {
 			rejecting++
 		}
-		row := statusRow{Status: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
+		row := statusRow{KeyStatus: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
 			Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: why(s, now)}
 		switch {
 		case s.RetryAfter > 0:
@@ -138,7 +138,7 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 		}
 		page.Breakers = append(page.Breakers, row)
 	}
-	page.Summary = summary(len(snap), rejecting) + fleetSummary(h.set.Fleet())
+	page.Summary = summary(len(st.Keys), rejecting) + fleetSummary(st.Fleet)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", pagePolicy)
 	w.Header().Set("X-Frame-Options", "DENY")
@@ -154,7 +154,7 @@ type statusView struct {
 }
 
 type statusRow struct {
-	Status
+	KeyStatus
 	Since, SinceTime, RetryIn, FailureRate, Why string
 }
 
@@ -192,7 +192,7 @@ func fleetSummary(f FleetStatus) string {
 }
 
 // why says what put a key in its state: who forced it, or what tripped it.
-func why(s Status, now time.Time) string {
+func why(s KeyStatus, now time.Time) string {
 	if s.ForcedBy != "" {
 		return "forced by " + s.ForcedBy
 	}
@@ -308,11 +308,8 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusSeeOther)
 		return
 	}
-	for _, s := range h.set.Snapshot() {
-		if s.Key == key {
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(s)
-			return
-		}
+	if s, ok := h.set.Status().Key(key); ok {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s)
 	}
 }

@@ -254,9 +254,16 @@ func TestStatusHandlerAnswersJSON(t *testing.T) {
 	_, srv := statusServer(t)
 	for _, accept := range []string{"", "*/*", "application/json"} {
 		code, header, body := fetch(t, "GET", srv.URL, accept, nil)
-		var got []map[string]any
-		if code != 200 || header.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &got) != nil {
+		var page struct {
+			Fleet map[string]any   `json:"fleet"`
+			Keys  []map[string]any `json:"keys"`
+		}
+		if code != 200 || header.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &page) != nil {
 			t.Fatalf("Accept %q: %d %s %s", accept, code, header.Get("Content-Type"), body)
+		}
+		got := page.Keys
+		if page.Fleet == nil || page.Fleet["shared"] != false {
+			t.Fatalf("JSON without its fleet section: %s", body)
 		}
 		if len(got) != 2 || got[0]["key"] != "catalog" || got[0]["state"] != "closed" || got[1]["state"] != "open" ||
 			got[1]["retry_after_seconds"].(float64) < 3500 || got[1]["window"] == nil || got[1]["since"] == nil {
@@ -386,7 +393,7 @@ func TestStatusHandlerControl(t *testing.T) {
 			t.Errorf("%v: %d %q, want %d %q", tc.form, code, body, tc.code, tc.msg)
 		}
 	}
-	if n := len(b.Snapshot()); n != 2 {
+	if n := len(b.Status().Keys); n != 2 {
 		t.Errorf("%d keys after posting for keys that do not exist, want the 2 there were", n)
 	}
 	_, _, page := fetch(t, "GET", srv.URL, "text/html", nil)
@@ -573,14 +580,14 @@ func TestStatusPageSpeaksEnglish(t *testing.T) {
 	now := time.Now()
 	trip := &Trip{At: now.Add(-2 * time.Minute), Reason: ReasonFailureRate, Failures: 6, Successes: 4}
 	for _, tc := range []struct {
-		s    Status
+		s    KeyStatus
 		want string
 	}{
-		{Status{State: StateOpen, LastTrip: trip}, "tripped 2m0s ago: 6 of 10 failed (60%)"},
-		{Status{State: StateClosed, LastTrip: trip}, "last tripped 2m0s ago: 6 of 10 failed (60%)"},
-		{Status{State: StateOpen, LastTrip: &Trip{At: now, Reason: ReasonConsecutiveFailures, ConsecutiveFailures: 5}}, "tripped 0s ago: 5 failures in a row"},
-		{Status{State: StateForcedOpen, ForcedBy: "status page from 10.0.0.7:5123", LastTrip: trip}, "forced by status page from 10.0.0.7:5123"},
-		{Status{State: StateClosed}, ""},
+		{KeyStatus{State: StateOpen, LastTrip: trip}, "tripped 2m0s ago: 6 of 10 failed (60%)"},
+		{KeyStatus{State: StateClosed, LastTrip: trip}, "last tripped 2m0s ago: 6 of 10 failed (60%)"},
+		{KeyStatus{State: StateOpen, LastTrip: &Trip{At: now, Reason: ReasonConsecutiveFailures, ConsecutiveFailures: 5}}, "tripped 0s ago: 5 failures in a row"},
+		{KeyStatus{State: StateForcedOpen, ForcedBy: "status page from 10.0.0.7:5123", LastTrip: trip}, "forced by status page from 10.0.0.7:5123"},
+		{KeyStatus{State: StateClosed}, ""},
 	} {
 		if got := why(tc.s, now); got != tc.want {
 			t.Errorf("why(%v) = %q, want %q", tc.s.State, got, tc.want)

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"sync/atomic"
 	"time"
 )
 
@@ -33,14 +31,7 @@ import (
 // and always gets a breaker, as Middleware's keys do; Transport panics if
 // key is not a valid key (a wiring mistake).
 func (b *Breakers) Transport(key string, base http.RoundTripper) http.RoundTripper {
-	if err := checkKey(key); err != nil {
-		panic("httpbreaker: Transport(" + quoteKey(key) + "): " + err.Error())
-	}
-	br := b.breakerFor(key, false)
-	br.side(sideClient)
-	t := &keyTransport{set: b, key: key, base: orDefault(base)}
-	t.br.Store(br)
-	return t
+	return &keyTransport{ref: b.ref("Transport", key, sideClient), base: orDefault(base)}
 }
 
 // KeyedTransport returns an http.RoundTripper that picks the breaker for
@@ -54,10 +45,6 @@ func (b *Breakers) KeyedTransport(key KeyFunc, base http.RoundTripper) http.Roun
 	}
 	return &keyedTransport{set: b, key: key, base: orDefault(base)}
 }
-
-// Host is a KeyFunc for KeyedTransport: the request URL's host as written,
-// with its port if it has one ("api.example.com", "127.0.0.1:8443").
-func Host(r *http.Request) string { return r.URL.Host }
 
 // ErrOpen matches every rejection of a Transport or KeyedTransport:
 // errors.Is(err, httpbreaker.ErrOpen). The error itself is a *RejectedError,
@@ -84,20 +71,12 @@ func (e *RejectedError) Error() string {
 func (e *RejectedError) Is(target error) bool { return target == ErrOpen }
 
 type keyTransport struct {
-	set  *Breakers
-	key  string
-	br   atomic.Pointer[breaker] // the key's breaker, never nil
+	ref  *keyRef
 	base http.RoundTripper
 }
 
 func (t *keyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	br := t.br.Load()
-	if br.dropped.Load() { // idle for its IdleTTL: the key's breaker now is another
-		br = t.set.breakerFor(t.key, false)
-		br.side(sideClient)
-		t.br.Store(br)
-	}
-	return roundTripThrough(br, t.base, req)
+	return roundTripThrough(t.ref.get(), t.base, req)
 }
 
 type keyedTransport struct {
@@ -107,34 +86,29 @@ type keyedTransport struct {
 }
 
 func (t *keyedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	key := t.key(req)
-	if key == "" {
-		t.set.emptyClientKeyOnce.Do(func() {
-			t.set.notifications.log(slog.LevelWarn, "circuit breaker KeyFunc of a transport returned no key: such calls go out without a breaker",
-				"method", req.Method, "host", req.URL.Host)
-		})
-	} else if br := t.set.breakerFor(key, true); br != nil {
-		br.side(sideClient)
-		return roundTripThrough(br, t.base, req)
+	br := t.set.keyed(t.key(req), sideClient, func() []any {
+		return []any{"side", "client", "method", req.Method, "host", req.URL.Host}
+	})
+	if br == nil {
+		return t.base.RoundTrip(req)
 	}
-	t.set.untracked.Add(1)
-	return t.base.RoundTrip(req)
+	return roundTripThrough(br, t.base, req)
 }
 
 // roundTripThrough sends one request through br: the client side over the
-// breaker's admission path. An admitted call goes to base and is
-// classified when base returns; one that is not is answered with a
-// *RejectedError, or, when the breaker only observes, goes out untracked.
+// breaker's admission path. An admitted call goes to base and is judged
+// when base returns; one that is not is answered with a *RejectedError, or,
+// when the breaker only observes, goes out untracked.
 func roundTripThrough(br *breaker, base http.RoundTripper, req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	var err error
 	switch a := br.call(func(*probe) verdict {
 		var start time.Time
-		if br.slowCall > 0 || br.set.classifier != nil {
+		if timed(br) {
 			start = time.Now()
 		}
 		resp, err = base.RoundTrip(req)
-		return classifyResponse(br, req, resp, err, start)
+		return judge(br, answered(br.key, req, resp, err), start)
 	}); a.verdict {
 	case ran:
 		return resp, err
@@ -148,32 +122,19 @@ func roundTripThrough(br *breaker, base http.RoundTripper, req *http.Request) (*
 	}
 }
 
-// classifyResponse returns what base's answer to req means to the breaker;
-// start is when the call went out, zero when its duration is not needed.
-func classifyResponse(br *breaker, req *http.Request, resp *http.Response, err error, start time.Time) verdict {
-	c := Call{Key: br.key, Request: req, Err: err}
-	if !start.IsZero() {
-		c.Duration = time.Since(start)
-		c.Slow = br.slowCall > 0 && c.Duration > br.slowCall
-	}
-	if err != nil && errors.Is(err, context.Canceled) && req.Context().Err() == context.Canceled {
+// answered describes base's answer to req as a Call.
+func answered(key string, req *http.Request, resp *http.Response, err error) Call {
+	c := Call{Key: key, Request: req, Err: err}
+	if err != nil && errors.Is(err, context.Canceled) && callerGone(req) {
 		c.ClientGone = true
 	}
-	var rateLimited bool
 	if resp != nil {
-		c.Status = resp.StatusCode
-		if c.Status == http.StatusServiceUnavailable || c.Status == http.StatusTooManyRequests {
+		c.StatusCode = resp.StatusCode
+		if c.StatusCode == http.StatusServiceUnavailable || c.StatusCode == http.StatusTooManyRequests {
 			c.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-			rateLimited = c.Status == http.StatusTooManyRequests
 		}
 	}
-	var o Outcome
-	if br.set.classifier != nil {
-		o = validOutcome(br.set.classifier(c))
-	} else {
-		o = DefaultClassifier(c)
-	}
-	return verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: rateLimited}
+	return c
 }
 
 func orDefault(base http.RoundTripper) http.RoundTripper {

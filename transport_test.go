@@ -239,7 +239,7 @@ func TestKeyedTransportWithoutAKeyOrPastTheLimitGoesUntracked(t *testing.T) {
 	if n := b.untracked.Load(); n != 4 { // two without a key, two past the limit
 		t.Fatalf("untracked %d, want 4", n)
 	}
-	if logs := sink.matching("transport returned no key"); len(logs) != 1 {
+	if logs := sink.matching("KeyFunc returned no key"); len(logs) != 1 {
 		t.Fatalf("%d warnings about a missing key, want 1", len(logs))
 	}
 	if up.hits.Load() != 5 {

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/httpbreaker/httpbreaker"
-	"github.com/httpbreaker/httpbreaker/redisstate"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -43,6 +42,6 @@ func BenchmarkClosed(b *testing.B) {
 		srv := startRedis(b)
 		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 		defer c.Close()
-		run(b, httpbreaker.WithSharedState(redisstate.New(c)))
+		run(b, httpbreaker.WithSharedState(newStore(b, c)))
 	})
 }

@@ -126,7 +126,7 @@ func newReplica(t *testing.T, addr, name string, policy httpbreaker.Policy, ups 
 	opts = append([]redisstate.Option{redisstate.WithSyncInterval(50 * time.Millisecond)}, opts...)
 	set, err := httpbreaker.New(
 		httpbreaker.WithPolicy(policy),
-		httpbreaker.WithSharedState(redisstate.New(c, opts...)),
+		httpbreaker.WithSharedState(newStore(t, c, opts...)),
 		httpbreaker.WithReplica(name),
 		httpbreaker.WithLogger(slog.New(slog.NewTextHandler(&r.logs, nil))),
 		httpbreaker.WithStateChangeHook(func(e httpbreaker.Event) {
@@ -233,4 +233,14 @@ func states(rs []*replica, key string) string {
 		s = append(s, r.name+"="+r.set.State(key).String())
 	}
 	return strings.Join(s, " ")
+}
+
+// newStore returns a Store on c, failing the test if an option is bad.
+func newStore(t testing.TB, c redis.UniversalClient, opts ...redisstate.Option) *redisstate.Store {
+	t.Helper()
+	s, err := redisstate.New(c, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -3,9 +3,10 @@
 // httpbreaker.WithSharedState.
 //
 //	rdb := redis.NewClient(&redis.Options{Addr: "redis:6379", ContextTimeoutEnabled: true})
-//	breakers, err := httpbreaker.New(
-//		httpbreaker.WithSharedState(redisstate.New(rdb)),
-//	)
+//	store, err := redisstate.New(rdb)
+//	if err != nil { ... }
+//	breakers, err := httpbreaker.New(httpbreaker.WithSharedState(store))
+//	if err != nil { ... }
 //	defer breakers.Close()
 //
 // No request waits on Redis. Each replica syncs in the background, every
@@ -43,9 +44,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
-	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -55,13 +55,12 @@ const DefaultSyncInterval = 200 * time.Millisecond
 // DefaultPrefix starts the name of every Redis key the store uses.
 const DefaultPrefix = "httpbreaker"
 
-// Store is an httpbreaker.SharedState on Redis. Make one per Breakers with
-// New; a Store is safe for concurrent use.
+// Store is a sharedstate.Store on Redis. Make one per Breakers with New; a
+// Store is safe for concurrent use.
 type Store struct {
 	client   redis.UniversalClient
 	prefix   string
 	interval time.Duration
-	err      error // a bad option, reported by Err and by WithSharedState
 }
 
 // Option configures a Store.
@@ -97,9 +96,9 @@ func WithSyncInterval(d time.Duration) Option {
 }
 
 // New returns a Store on client: a redis.Client, a ClusterClient or a
-// FailoverClient (Sentinel). An invalid option is reported by Err and,
-// when the store is plugged in, by httpbreaker.New.
-func New(client redis.UniversalClient, opts ...Option) *Store {
+// FailoverClient (Sentinel). It returns an error naming every invalid
+// option.
+func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	s := &Store{client: client, prefix: DefaultPrefix, interval: DefaultSyncInterval}
 	var errs []error
 	if client == nil {
@@ -113,13 +112,10 @@ func New(client redis.UniversalClient, opts ...Option) *Store {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		s.err = fmt.Errorf("redisstate: %w", err)
+		return nil, fmt.Errorf("redisstate: %w", err)
 	}
-	return s
+	return s, nil
 }
-
-// Err reports a bad option given to New, if any.
-func (s *Store) Err() error { return s.err }
 
 // Interval returns the sync interval.
 func (s *Store) Interval() time.Duration { return s.interval }
@@ -133,25 +129,22 @@ func printable(s string) bool {
 	return true
 }
 
-// Keys returns the Redis keys of a breaker key, in the order the sync
+// keys returns the Redis keys of a breaker key, in the order the sync
 // script takes them: window, hold, leases, manual change. They share the
 // hash tag {<prefix>:<key>}.
-func (s *Store) Keys(key string) []string {
+func (s *Store) keys(key string) []string {
 	tag := "{" + s.prefix + ":" + key + "}"
 	return []string{tag + ":win", tag + ":hold", tag + ":leases", tag + ":ctl"}
 }
 
 func (s *Store) replicasKey() string { return "{" + s.prefix + "}:replicas" }
 
-// Channel returns the pub/sub channel on which changes are announced.
-func (s *Store) Channel() string { return s.prefix + ":events" }
+// channel returns the pub/sub channel on which changes are announced.
+func (s *Store) channel() string { return s.prefix + ":events" }
 
 // Sync sends a replica's news and reads what the fleet holds, in one
 // pipelined round trip: a heartbeat, and one script call per key.
-func (s *Store) Sync(ctx context.Context, sy *httpbreaker.Sync) error {
-	if s.err != nil {
-		return s.err
-	}
+func (s *Store) Sync(ctx context.Context, sy *sharedstate.Sync) error {
 	err := s.sync(ctx, sy, false)
 	if isNoScript(err) {
 		// A Redis that restarted, or a node that never ran the scripts:
@@ -165,7 +158,7 @@ func isNoScript(err error) bool {
 	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
 
-func (s *Store) sync(ctx context.Context, sy *httpbreaker.Sync, whole bool) error {
+func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) error {
 	pipe := s.client.Pipeline()
 	run := (*redis.Script).EvalSha
 	if whole {
@@ -174,7 +167,7 @@ func (s *Store) sync(ctx context.Context, sy *httpbreaker.Sync, whole bool) erro
 	hb := run(heartbeat, ctx, pipe, []string{s.replicasKey()}, sy.Replica, sy.Live.Milliseconds())
 	cmds := make([]*redis.Cmd, len(sy.Keys))
 	for i := range sy.Keys {
-		cmds[i] = run(syncKey, ctx, pipe, s.Keys(sy.Keys[i].Key), s.keyArgs(sy.Replica, &sy.Keys[i])...)
+		cmds[i] = run(syncKey, ctx, pipe, s.keys(sy.Keys[i].Key), s.keyArgs(sy.Replica, &sy.Keys[i])...)
 	}
 	_, _ = pipe.Exec(ctx)
 	n, err := hb.Int64()
@@ -196,7 +189,7 @@ func (s *Store) sync(ctx context.Context, sy *httpbreaker.Sync, whole bool) erro
 			ks.Err = err
 			continue
 		}
-		if ks.Fleet, err = parse(reply); err != nil {
+		if ks.Reply, err = parse(reply); err != nil {
 			ks.Err = err
 		}
 	}
@@ -204,7 +197,7 @@ func (s *Store) sync(ctx context.Context, sy *httpbreaker.Sync, whole bool) erro
 }
 
 // keyArgs returns the sync script's ARGV for ks.
-func (s *Store) keyArgs(replica string, ks *httpbreaker.KeySync) []any {
+func (s *Store) keyArgs(replica string, ks *sharedstate.KeySync) []any {
 	ms := func(d time.Duration) int64 { return max(d.Milliseconds(), 0) }
 	args := []any{
 		replica, max(ms(ks.Window), 1), max(ks.Buckets, 1), ks.Successes, ks.Failures, // 1-5
@@ -212,10 +205,10 @@ func (s *Store) keyArgs(replica string, ks *httpbreaker.KeySync) []any {
 		0, max(ks.Slots, 1), // 13-14: lease, slots
 		"0", 0, "", "", 0, 0, // 15-20: probe
 		"", 0, "", // 21-23: manual change
-		s.Channel(), ks.Key, // 24-25
+		s.channel(), ks.Key, // 24-25
 	}
 	if t := ks.Trip; t != nil {
-		copy(args[5:12], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), string(t.Reason), t.Failures, t.Successes, t.FailingReplicas})
+		copy(args[5:12], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})
 	}
 	if ks.Lease > 0 {
 		args[12] = max(ms(ks.Lease), 1)
@@ -223,17 +216,17 @@ func (s *Store) keyArgs(replica string, ks *httpbreaker.KeySync) []any {
 	if p := ks.Probe; p != nil {
 		copy(args[14:20], []any{"1", p.Generation, p.Lease, outcomeCode(p.Outcome), max(ms(p.Reopen), 1), ms(p.Nominal)})
 	}
-	if c := ks.Control; c != nil {
-		copy(args[20:23], []any{string(c.Reason), ms(c.For), c.By})
+	if c := ks.Command; c != nil {
+		copy(args[20:23], []any{string(c.Kind), ms(c.For), c.By})
 	}
 	return args
 }
 
-func outcomeCode(o httpbreaker.Outcome) string {
+func outcomeCode(o sharedstate.Outcome) string {
 	switch o {
-	case httpbreaker.Success:
+	case sharedstate.Succeeded:
 		return "s"
-	case httpbreaker.Excluded:
+	case sharedstate.Excluded:
 		return "x"
 	}
 	return "f"
@@ -241,8 +234,8 @@ func outcomeCode(o httpbreaker.Outcome) string {
 
 // parse reads the sync script's reply. It checks the reply's shape; the
 // set checks the values.
-func parse(reply []any) (httpbreaker.Fleet, error) {
-	var fl httpbreaker.Fleet
+func parse(reply []any) (sharedstate.Reply, error) {
+	var fl sharedstate.Reply
 	if len(reply) != 20 {
 		return fl, fmt.Errorf("redisstate: a sync reply of %d values, want 20", len(reply))
 	}
@@ -270,15 +263,15 @@ func parse(reply []any) (httpbreaker.Fleet, error) {
 	}
 	fl.Successes, fl.Failures, fl.FailingReplicas = count(0), count(1), int(count(2))
 	if num(3) == 1 {
-		fl.Hold = &httpbreaker.Hold{
+		fl.Hold = &sharedstate.Hold{
 			Generation: num(4), Closed: str(5) == "closed",
 			Open: time.Duration(num(6)) * time.Millisecond, Nominal: time.Duration(num(7)) * time.Millisecond,
-			Probed: int(num(8)), Reason: httpbreaker.Reason(str(9)), Replica: str(10),
+			Probed: int(num(8)), Reason: str(9), Replica: str(10),
 			Failures: count(11), Successes: count(12), FailingReplicas: int(count(13)),
 		}
 	}
 	fl.Lease = str(14)
-	fl.Control = httpbreaker.Control{Version: num(15), Reason: httpbreaker.Reason(str(16)),
+	fl.Command = sharedstate.Command{Version: num(15), Kind: sharedstate.Kind(str(16)),
 		For: time.Duration(num(17)) * time.Millisecond, By: str(18), Replica: str(19)}
 	return fl, bad
 }
@@ -286,10 +279,7 @@ func parse(reply []any) (httpbreaker.Fleet, error) {
 // Watch subscribes to the store's channel and calls changed with each key
 // announced there, until ctx ends or the subscription fails.
 func (s *Store) Watch(ctx context.Context, changed func(key string)) error {
-	if s.err != nil {
-		return s.err
-	}
-	sub := s.client.Subscribe(ctx, s.Channel())
+	sub := s.client.Subscribe(ctx, s.channel())
 	// A blocked receive does not see ctx end; closing the subscription ends
 	// it.
 	stop := context.AfterFunc(ctx, func() { _ = sub.Close() })
@@ -306,9 +296,7 @@ func (s *Store) Watch(ctx context.Context, changed func(key string)) error {
 		if err != nil {
 			return err
 		}
-		if key := msg.Payload; key != "" && len(key) <= 512 && utf8.ValidString(key) {
-			changed(key)
-		}
+		changed(msg.Payload) // the set checks the key, as it checks all the store says
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/httpbreaker/httpbreaker"
 	"github.com/httpbreaker/httpbreaker/redisstate"
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -27,14 +28,13 @@ func TestNewReportsBadOptions(t *testing.T) {
 		{[]redisstate.Option{nil}, "nil Option"},
 	} {
 		c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-		s := redisstate.New(c, tc.opts...)
-		_, err := httpbreaker.New(httpbreaker.WithSharedState(s))
+		_, err := redisstate.New(c, tc.opts...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "redisstate") {
 			t.Errorf("New with %d options: %v, want an error naming %q", len(tc.opts), err, tc.want)
 		}
 		c.Close()
 	}
-	if _, err := httpbreaker.New(httpbreaker.WithSharedState(redisstate.New(nil))); err == nil ||
+	if _, err := redisstate.New(nil); err == nil ||
 		!strings.Contains(err.Error(), "nil redis client") {
 		t.Errorf("a nil client: %v", err)
 	}
@@ -69,10 +69,10 @@ func TestKeysShareOneClusterSlot(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{})
 	defer c.Close()
-	s := redisstate.New(c, redisstate.WithPrefix("fleet-a"))
+	s := newStore(t, c, redisstate.WithPrefix("fleet-a"))
 	slots := map[int]bool{}
 	for _, key := range []string{"search", "GET /api/{plugin}/", "}{", "a}b", "{", "catalog:v2", "ключ"} {
-		keys := s.Keys(key)
+		keys := redisstate.KeysOf(s, key)
 		if len(keys) != 4 {
 			t.Fatalf("%d keys", len(keys))
 		}
@@ -91,50 +91,50 @@ func TestKeysShareOneClusterSlot(t *testing.T) {
 
 func TestLeaseOfADeadReplicaExpires(t *testing.T) {
 	srv := startRedis(t)
-	s := redisstate.New(srv.client(t))
+	s := newStore(t, srv.client(t))
 	ctx := context.Background()
-	sync := func(replica string, ks httpbreaker.KeySync) httpbreaker.Fleet {
+	sync := func(replica string, ks sharedstate.KeySync) sharedstate.Reply {
 		t.Helper()
 		ks.Key, ks.Window, ks.Buckets, ks.Slots = "k", 10*time.Second, 10, 1
-		sy := &httpbreaker.Sync{Replica: replica, Live: time.Second, Keys: []httpbreaker.KeySync{ks}}
+		sy := &sharedstate.Sync{Replica: replica, Live: time.Second, Keys: []sharedstate.KeySync{ks}}
 		if err := s.Sync(ctx, sy); err != nil {
 			t.Fatal(err)
 		}
 		if err := sy.Keys[0].Err; err != nil {
 			t.Fatal(err)
 		}
-		return sy.Keys[0].Fleet
+		return sy.Keys[0].Reply
 	}
-	fl := sync("a", httpbreaker.KeySync{Trip: &httpbreaker.Hold{Open: 50 * time.Millisecond, Nominal: 50 * time.Millisecond,
-		Reason: httpbreaker.ReasonFailureRate}})
+	fl := sync("a", sharedstate.KeySync{Trip: &sharedstate.Hold{Open: 50 * time.Millisecond, Nominal: 50 * time.Millisecond,
+		Reason: "failure_rate"}})
 	if fl.Hold == nil || fl.Hold.Closed || fl.Hold.Open <= 0 || fl.Hold.Replica != "a" {
 		t.Fatalf("after a trip: %+v", fl.Hold)
 	}
-	if fl := sync("ghost", httpbreaker.KeySync{Lease: time.Second}); fl.Lease != "" {
+	if fl := sync("ghost", sharedstate.KeySync{Lease: time.Second}); fl.Lease != "" {
 		t.Fatalf("a lease during the cooldown: %q", fl.Lease)
 	}
 	time.Sleep(100 * time.Millisecond)
-	ghost := sync("ghost", httpbreaker.KeySync{Lease: 300 * time.Millisecond})
+	ghost := sync("ghost", sharedstate.KeySync{Lease: 300 * time.Millisecond})
 	if ghost.Lease == "" || ghost.Hold.Open > 0 {
 		t.Fatalf("no lease once half-open: %+v", ghost)
 	}
 	// ghost dies holding the only slot: nobody else probes until it ends.
-	if fl := sync("b", httpbreaker.KeySync{Lease: time.Second}); fl.Lease != "" {
+	if fl := sync("b", sharedstate.KeySync{Lease: time.Second}); fl.Lease != "" {
 		t.Fatalf("a second lease for one slot: %q", fl.Lease)
 	}
 	time.Sleep(400 * time.Millisecond)
-	b := sync("b", httpbreaker.KeySync{Lease: time.Second})
+	b := sync("b", sharedstate.KeySync{Lease: time.Second})
 	if b.Lease == "" {
 		t.Fatal("the dead replica's lease did not expire")
 	}
 	// ghost's late result counts for nothing; b's success closes the key.
-	late := sync("ghost", httpbreaker.KeySync{Probe: &httpbreaker.ProbeResult{Generation: ghost.Hold.Generation,
-		Lease: ghost.Lease, Outcome: httpbreaker.Failure, Reopen: time.Minute, Nominal: time.Minute}})
+	late := sync("ghost", sharedstate.KeySync{Probe: &sharedstate.ProbeResult{Generation: ghost.Hold.Generation,
+		Lease: ghost.Lease, Outcome: sharedstate.Failed, Reopen: time.Minute, Nominal: time.Minute}})
 	if late.Hold == nil || late.Hold.Generation != ghost.Hold.Generation {
 		t.Fatalf("an expired lease's failure reopened the key: %+v", late.Hold)
 	}
-	fl = sync("b", httpbreaker.KeySync{Probe: &httpbreaker.ProbeResult{Generation: b.Hold.Generation, Lease: b.Lease,
-		Outcome: httpbreaker.Success}})
+	fl = sync("b", sharedstate.KeySync{Probe: &sharedstate.ProbeResult{Generation: b.Hold.Generation, Lease: b.Lease,
+		Outcome: sharedstate.Succeeded}})
 	if fl.Hold == nil || !fl.Hold.Closed {
 		t.Fatalf("the probe's success did not close the key: %+v", fl.Hold)
 	}
@@ -144,8 +144,8 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	srv := startRedis(t)
 	raw := srv.client(t)
 	ctx := context.Background()
-	s := redisstate.New(raw)
-	keys := s.Keys("pay")
+	s := newStore(t, raw)
+	keys := redisstate.KeysOf(s, "pay")
 	// A window of the wrong type, a hold that does not parse, a manual
 	// change of no known kind.
 	raw.Set(ctx, keys[0], "garbage", 0)
@@ -153,14 +153,14 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	raw.HSet(ctx, keys[3], "v", 3, "kind", "explode", "by", "nobody", "replica", "x")
 	// And a second key whose fields break the script's arithmetic: a count
 	// that is not a number, a version that is not an integer.
-	other := s.Keys("search")
+	other := redisstate.KeysOf(s, "search")
 	raw.HSet(ctx, other[0], "1:r9:f", "many", "x", "y")
 	raw.HSet(ctx, other[3], "v", "1.5", "kind", "force_open")
 	p := fleetPolicy()
 	p.MaxOpenFor = 5 * time.Second
 	up := newUpstream(200)
 	r := newReplica(t, srv.Addr(), "r1", p, map[string]*upstream{"pay": up, "search": up})
-	waitFor(t, "connected", func() bool { return r.set.Fleet().Connected })
+	waitFor(t, "connected", func() bool { return r.set.Status().Fleet.Connected })
 	if err := r.set.ForceOpen("search", time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestHostileDataIsIgnored(t *testing.T) {
 			t.Fatalf("answered %d with bad data in Redis", code)
 		}
 	}
-	waitFor(t, "the bad manual change logged", func() bool { return strings.Contains(r.logs.String(), `control kind: \"explode\"`) })
+	waitFor(t, "the bad manual change logged", func() bool { return strings.Contains(r.logs.String(), `command kind: \"explode\"`) })
 	if typ := raw.Type(ctx, keys[0]).Val(); typ == "string" {
 		t.Error("the window of the wrong type is still there")
 	}
@@ -192,15 +192,15 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	now, _ := raw.Time(ctx).Result()
 	raw.HSet(ctx, keys[1], "phase", "open", "gen", 7, "until", now.Add(240*time.Hour).UnixMilli(), "nominal", 1000,
 		"reason", "failure_rate", "replica", "mallory", "probed", 0)
-	raw.Publish(ctx, s.Channel(), "pay")
+	raw.Publish(ctx, redisstate.ChannelOf(s), "pay")
 	waitFor(t, "the hold applied", func() bool { return r.set.State("pay") == httpbreaker.StateOpen })
-	if st := r.set.Snapshot()[0]; st.RetryAfter > p.MaxOpenFor {
+	if st := r.set.Status().Keys[0]; st.RetryAfter > p.MaxOpenFor {
 		t.Errorf("a hold from Redis keeps the key open for %v, more than MaxOpenFor %v", st.RetryAfter, p.MaxOpenFor)
 	}
 
 	// A hold with a reason of no known kind is ignored.
 	raw.HSet(ctx, keys[1], "gen", 8, "reason", "<script>")
-	raw.Publish(ctx, s.Channel(), "pay")
+	raw.Publish(ctx, redisstate.ChannelOf(s), "pay")
 	waitFor(t, "the bad hold logged", func() bool { return strings.Contains(r.logs.String(), `hold reason: \"<script>\"`) })
 }
 
@@ -221,7 +221,7 @@ func TestPrefixesKeepFleetsApart(t *testing.T) {
 	if !all(b, "search", httpbreaker.StateClosed) {
 		t.Fatalf("fleet b saw fleet a's trip: %s", states(b, "search"))
 	}
-	if f := b[0].set.Fleet(); f.Replicas != 2 {
+	if f := b[0].set.Status().Fleet; f.Replicas != 2 {
 		t.Errorf("fleet b counts %d live replicas, want its own 2", f.Replicas)
 	}
 	// Every key the fleets made expires by itself.
@@ -339,9 +339,9 @@ func TestReplicaThatReconnectsLearnsTheHoldsAtOnce(t *testing.T) {
 	rs := fleet(t, srv.Addr(), 2, p, ups)
 	px := newProxy(t, srv.Addr(), 0)
 	cutOff := newReplica(t, px.addr, "cut-off", p, ups)
-	waitFor(t, "connected", func() bool { return cutOff.set.Fleet().Connected })
+	waitFor(t, "connected", func() bool { return cutOff.set.Status().Fleet.Connected })
 	px.partition(true)
-	waitFor(t, "the replica sees itself cut off", func() bool { return !cutOff.set.Fleet().Connected })
+	waitFor(t, "the replica sees itself cut off", func() bool { return !cutOff.set.Status().Fleet.Connected })
 	// The fleet trips while it is cut off: it hears no announcement.
 	for _, r := range rs {
 		for range 12 {
@@ -379,7 +379,7 @@ func TestSlowRedisSlowsNoRequest(t *testing.T) {
 			r.call("search")
 		}
 	}
-	t.Logf("fleet: %+v; logs: %s", rs[0].set.Fleet(), rs[0].logs.String())
+	t.Logf("fleet: %+v; logs: %s", rs[0].set.Status().Fleet, rs[0].logs.String())
 	waitFor(t, "a fleet trip through the slow Redis: "+states(rs, "search"), func() bool {
 		return all(rs, "search", httpbreaker.StateOpen)
 	})

@@ -103,7 +103,11 @@ func (m *measure) newReplica(name, prefix string, p httpbreaker.Policy, keys []s
 			}
 		})}
 	if prefix != "" {
-		opts = append(opts, httpbreaker.WithSharedState(redisstate.New(r.client, redisstate.WithPrefix(prefix))))
+		store, err := redisstate.New(r.client, redisstate.WithPrefix(prefix))
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, httpbreaker.WithSharedState(store))
 	}
 	set, err := httpbreaker.New(opts...)
 	if err != nil {

@@ -391,11 +391,11 @@ func (d *demo) fleetHold() string {
 		return err.Error()
 	}
 	defer resp.Body.Close()
-	var snap []httpbreaker.Status
-	if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
+	var status httpbreaker.Status
+	if err := json.NewDecoder(resp.Body).Decode(&status); err != nil {
 		return err.Error()
 	}
-	for _, s := range snap {
+	for _, s := range status.Keys {
 		if s.Key == "search" && s.LastTrip != nil && s.LastTrip.Fleet {
 			return fmt.Sprintf("%s's status page says the fleet tripped search on %s (%d of %d calls failed, seen by %s)",
 				c.name, s.LastTrip.Reason, s.LastTrip.Failures, s.LastTrip.Failures+s.LastTrip.Successes, s.LastTrip.Replica)

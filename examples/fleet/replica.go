@@ -69,7 +69,11 @@ func runReplica(ctx context.Context, cfg replicaConfig, ready func(addr string))
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.redis, DialTimeout: time.Second, ReadTimeout: time.Second,
 			WriteTimeout: time.Second, MaxRetries: -1, ContextTimeoutEnabled: true})
 		defer rdb.Close()
-		opts = append(opts, httpbreaker.WithSharedState(redisstate.New(rdb, redisstate.WithPrefix("plugin-host"))))
+		store, err := redisstate.New(rdb, redisstate.WithPrefix("plugin-host"))
+		if err != nil {
+			return err
+		}
+		opts = append(opts, httpbreaker.WithSharedState(store))
 	}
 	breakers, err := httpbreaker.New(opts...)
 	if err != nil {
@@ -99,7 +103,7 @@ func runReplica(ctx context.Context, cfg replicaConfig, ready func(addr string))
 	mux.Handle("/status", breakers.StatusHandler())
 	mux.HandleFunc("/fleet", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(replicaReport{Replica: cfg.name, Fleet: breakers.Fleet(),
+		_ = json.NewEncoder(w).Encode(replicaReport{Replica: cfg.name, Fleet: breakers.Status().Fleet,
 			Search: breakers.State("search").String(), Probes: probes.Load()})
 	})
 

@@ -117,17 +117,12 @@ func (d *demo) statusPage() error {
 		return err
 	}
 	defer resp.Body.Close()
-	var statuses []struct {
-		Key    string `json:"key"`
-		State  string `json:"state"`
-		Since  time.Time
-		Totals struct{ Success, Failure, Rejected uint64 }
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&statuses); err != nil {
+	var status httpbreaker.Status
+	if err := json.NewDecoder(resp.Body).Decode(&status); err != nil {
 		return fmt.Errorf("status page: %w", err)
 	}
 	d.printf("\nGET /breakers, the status page (a browser gets it as HTML):\n")
-	for _, s := range statuses {
+	for _, s := range status.Keys {
 		d.printf("  %-11s %-7s since %5.1fs  %4d succeeded, %3d failed, %3d rejected\n", s.Key, s.State,
 			s.Since.Sub(d.start).Seconds(), s.Totals.Success, s.Totals.Failure, s.Totals.Rejected)
 	}
@@ -181,7 +176,7 @@ func (d *demo) printf(format string, args ...any) {
 func (d *demo) header() {
 	d.printf("httpbreaker demo: a plugin host serving catalog, scaffolder and search on %s,\n", d.base)
 	d.printf("each plugin a chi router behind its own circuit breaker. Traffic: one request every %v per plugin.\n", requestEvery)
-	for _, s := range d.breakers.Snapshot() {
+	for _, s := range d.breakers.Status().Keys {
 		p := s.Policy
 		probes := "probes"
 		if p.HalfOpenRequests == 1 {
@@ -440,7 +435,7 @@ func (d *demo) summary() error {
 			(time.Duration(st.failNanos.Load() / st.failed.Load())).Round(time.Millisecond))
 	}
 	problems = append(problems, d.gitSummary(transitions)...)
-	for _, s := range d.breakers.Snapshot() {
+	for _, s := range d.breakers.Status().Keys {
 		if s.State != httpbreaker.StateClosed {
 			problems = append(problems, fmt.Sprintf("%s ended %s, not closed", s.Key, s.State))
 		}

@@ -5,23 +5,66 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/sony/gobreaker/v2"
 )
 
-// Snapshot returns the status of every key, sorted by key.
-func (b *Breakers) Snapshot() []Status {
-	b.sweep()
-	var out []Status
-	for _, br := range b.all() {
-		out = append(out, br.status())
-	}
-	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Key, b.Key) })
-	return out
+// Status is what a set of breakers is doing at one moment: its link to its
+// fleet, and every key's breaker. The status page (StatusHandler) serves
+// it as JSON, which decodes back into a Status.
+type Status struct {
+	// Time is when the status was taken.
+	Time time.Time `json:"time"`
+	// Fleet is the set's link to its fleet; its Shared is false without
+	// shared state.
+	Fleet FleetStatus `json:"fleet"`
+	// Keys holds every key's breaker, sorted by key.
+	Keys []KeyStatus `json:"keys"`
 }
 
-// Status describes one key's breaker at one moment.
-type Status struct {
+// Status returns what the set is doing now.
+func (b *Breakers) Status() Status {
+	b.sweep()
+	s := Status{Time: time.Now(), Fleet: b.fleetStatus(), Keys: []KeyStatus{}}
+	for _, br := range b.all() {
+		s.Keys = append(s.Keys, keyStatus(br))
+	}
+	slices.SortFunc(s.Keys, func(a, b KeyStatus) int { return strings.Compare(a.Key, b.Key) })
+	return s
+}
+
+// Key returns key's status, and false if the key has no breaker.
+func (s Status) Key(key string) (KeyStatus, bool) {
+	i, found := slices.BinarySearchFunc(s.Keys, key, func(k KeyStatus, key string) int { return strings.Compare(k.Key, key) })
+	if !found {
+		return KeyStatus{}, false
+	}
+	return s.Keys[i], true
+}
+
+// FleetStatus describes a set's link to its fleet, for a status page.
+type FleetStatus struct {
+	// Shared says whether the set shares state with a fleet (WithSharedState).
+	Shared bool `json:"shared"`
+	// Replica names this replica.
+	Replica string `json:"replica,omitempty"`
+	// Connected says whether the last sync reached the shared state.
+	Connected bool `json:"connected"`
+	// Replicas is how many replicas were live at the last sync, this one
+	// included.
+	Replicas int `json:"replicas,omitempty"`
+}
+
+// fleetStatus returns the set's link to its fleet: zero without shared
+// state.
+func (b *Breakers) fleetStatus() FleetStatus {
+	f := b.fleet
+	if f == nil {
+		return FleetStatus{}
+	}
+	return FleetStatus{Shared: true, Replica: f.replica, Connected: f.connected.Load(), Replicas: int(f.replicas.Load())}
+}
+
+// KeyStatus describes one key's breaker at one moment.
+type KeyStatus struct {
 	Key   string `json:"key"`
 	State State  `json:"state"`
 	Mode  Mode   `json:"mode"`
@@ -62,11 +105,11 @@ type Status struct {
 	Policy Policy `json:"policy"`
 }
 
-// MarshalJSON writes the status as its fields say, with RetryAfter as
+// MarshalJSON writes the key's status as its fields say, with RetryAfter as
 // retry_after_seconds (whole seconds, rounded up) and retry_after_ms, and
 // the window's failure rate to three digits.
-func (s Status) MarshalJSON() ([]byte, error) {
-	type fields Status // the fields, without this method
+func (s KeyStatus) MarshalJSON() ([]byte, error) {
+	type fields KeyStatus // the fields, without this method
 	type window struct {
 		Counts
 		FailureRate float64 `json:"failure_rate"`
@@ -101,7 +144,7 @@ type Trip struct {
 	Replica string `json:"replica,omitempty"`
 }
 
-// FleetHold is the fleet's hold on a key, as Status shows it.
+// FleetHold is the fleet's hold on a key, as KeyStatus shows it.
 type FleetHold struct {
 	Reason  Reason `json:"reason"`
 	Replica string `json:"replica"`
@@ -134,9 +177,10 @@ type Totals struct {
 	WouldReject uint64 `json:"would_reject"`
 }
 
-func (br *breaker) status() Status {
+// keyStatus describes br now.
+func keyStatus(br *breaker) KeyStatus {
 	st := br.state()
-	s := Status{
+	s := KeyStatus{
 		Key:      br.key,
 		State:    st,
 		Mode:     br.mode,
@@ -172,7 +216,7 @@ func (br *breaker) status() Status {
 	case ph.state == StateOpen && st == StateOpen:
 		s.RetryAfter = time.Duration(max(ph.until-br.set.clock(), 0))
 	}
-	if h, fst, held := br.fleetState(br.set.clock()); held && (st == fst) {
+	if h, fst, held := br.fleet.state(br, br.set.clock()); held && (st == fst) {
 		s.FleetHold = &FleetHold{Reason: h.reason, Replica: h.replica}
 		s.Window = Counts{}
 		if fst == StateOpen {
@@ -189,23 +233,4 @@ func (br *breaker) status() Status {
 	s.Rejecting = st == StateForcedOpen || br.mode == ModeEnforce &&
 		(st == StateOpen || st == StateRecovering || st == StateHalfOpen && probesFull)
 	return s
-}
-
-// inFlight returns how many admitted requests have not finished: gobreaker
-// counts a request when it is admitted and its outcome when it finishes.
-func inFlight(c gobreaker.Counts) uint32 {
-	if done := c.TotalSuccesses + c.TotalFailures + c.TotalExclusions; c.Requests > done {
-		return c.Requests - done
-	}
-	return 0
-}
-
-func (br *breaker) totals() Totals {
-	return Totals{
-		Success:     br.results[resultSuccess].Load(),
-		Failure:     br.results[resultFailure].Load(),
-		Excluded:    br.results[resultExcluded].Load(),
-		Rejected:    br.results[resultRejected].Load(),
-		WouldReject: br.results[resultWouldReject].Load(),
-	}
 }

@@ -1,0 +1,171 @@
+package httpbreaker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+)
+
+// A KeyFunc picks the breaker key of a request. It must return a value from
+// a small set (a route pattern, a plugin id, an upstream name), never raw
+// input such as the path: every key gets a breaker and metric series, up to
+// WithMaxKeys. A KeyFunc returns "" to leave a request untracked. A key that
+// is not valid UTF-8 or is longer than 512 bytes (input from the request,
+// such as a path value of "/api/%ff/x") gets no breaker either: the request
+// passes untracked, and the first such key is logged.
+type KeyFunc func(*http.Request) string
+
+// RoutePattern is a KeyFunc that keys each request by its method and the
+// route pattern that matched it, the same on every router:
+// "GET /api/items/{id}". It reads r.Pattern, which http.ServeMux (Go 1.23+)
+// and chi (v5.3+) set: a ServeMux pattern that names a method is the key as
+// it is; a pattern without one (chi's "/api/items/{id}", or a ServeMux
+// pattern such as "/static/") gets the request's method in front, so that
+// GET and POST of a route have breakers of their own on every router. For
+// one breaker per route whatever the method, key by r.Pattern yourself.
+//
+// Routers set the pattern when they pick the route, so the middleware must
+// run inside the route: wrap the handler given to ServeMux.Handle, or use
+// chi's With or Route. Wrapped around a whole router, it sees no pattern,
+// and every request passes untracked (logged once).
+func RoutePattern(r *http.Request) string {
+	p := r.Pattern
+	if p == "" || hasMethod(p) {
+		return p
+	}
+	return withMethod(r.Method, p)
+}
+
+// hasMethod reports whether a ServeMux-style pattern starts with a method:
+// "GET /x" does, "/x" and "example.com/x" do not.
+func hasMethod(pattern string) bool {
+	for i := 0; i < len(pattern); i++ {
+		switch pattern[i] {
+		case ' ', '\t':
+			return true
+		case '/':
+			return false
+		}
+	}
+	return false
+}
+
+// routeKeys holds, for each pattern RoutePattern has seen without a method,
+// its keys for the standard methods, so that keying a request allocates
+// nothing. Patterns are the router's own, a set as small as its routes.
+var routeKeys sync.Map // pattern -> *[len(standardMethods)]string
+
+var standardMethods = [...]string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace,
+}
+
+// withMethod returns method + " " + pattern.
+func withMethod(method, pattern string) string {
+	i := slices.Index(standardMethods[:], method)
+	if i < 0 {
+		return method + " " + pattern
+	}
+	v, ok := routeKeys.Load(pattern)
+	if !ok {
+		var keys [len(standardMethods)]string
+		for j, m := range standardMethods {
+			keys[j] = m + " " + pattern
+		}
+		v, _ = routeKeys.LoadOrStore(pattern, &keys)
+	}
+	return v.(*[len(standardMethods)]string)[i]
+}
+
+// Host is a KeyFunc for KeyedTransport: the request URL's host as written,
+// with its port if it has one ("api.example.com", "127.0.0.1:8443").
+func Host(r *http.Request) string { return r.URL.Host }
+
+// maxKeyBytes bounds a key's length: a key names a route group or an
+// upstream, and a longer one is input, not a name.
+const maxKeyBytes = 512
+
+// checkKey says what is wrong with key as a breaker key, if anything. A key
+// must be valid UTF-8, as metric label values and JSON must be, so that no
+// key can break a scrape or a status page.
+func checkKey(key string) error {
+	switch {
+	case key == "":
+		return errors.New("the key must not be empty")
+	case len(key) > maxKeyBytes:
+		return fmt.Errorf("the key is %d bytes long, longer than %d", len(key), maxKeyBytes)
+	case !utf8.ValidString(key):
+		return errors.New("the key is not valid UTF-8")
+	}
+	return nil
+}
+
+// quoteKey quotes a key for a message: ASCII only, at most 64 bytes of it.
+func quoteKey(key string) string {
+	if len(key) > 64 {
+		return strconv.QuoteToASCII(key[:64]) + "..."
+	}
+	return strconv.QuoteToASCII(key)
+}
+
+// keyRef is the breaker of a key that the code names (Middleware,
+// Transport): the key's breaker now, looked up again when the idle sweep
+// has dropped the one it had.
+type keyRef struct {
+	set  *Breakers
+	key  string
+	side uint32
+	br   atomic.Pointer[breaker] // never nil
+}
+
+// ref returns a keyRef for key, used on side; what names the wiring
+// function for a panic: a key that is not valid is a wiring mistake, found
+// when the server is assembled, never at request time. Such keys are bounded
+// by the code, not by traffic: they always get a breaker, past WithMaxKeys
+// too, created now, so that they show in metrics and the status before the
+// first call.
+func (b *Breakers) ref(what, key string, side uint32) *keyRef {
+	if err := checkKey(key); err != nil {
+		panic("httpbreaker: " + what + "(" + quoteKey(key) + "): " + err.Error())
+	}
+	r := &keyRef{set: b, key: key, side: side}
+	br := b.breakerFor(key, false)
+	br.side(side)
+	r.br.Store(br)
+	return r
+}
+
+// get returns the key's breaker.
+func (r *keyRef) get() *breaker {
+	br := r.br.Load()
+	if br.dropped.Load() { // idle for its IdleTTL: the key's breaker now is another
+		br = r.set.breakerFor(r.key, false)
+		br.side(r.side)
+		r.br.Store(br)
+	}
+	return br
+}
+
+// keyed returns the breaker of key, which a KeyFunc chose for a call on
+// side, or nil when the call goes untracked (counted): the key is empty
+// (logged once), not valid, or one past WithMaxKeys. where describes the
+// call for the log record.
+func (b *Breakers) keyed(key string, side uint32, where func() []any) *breaker {
+	if key == "" {
+		b.emptyKeyOnce.Do(func() {
+			b.notifications.log(slog.LevelWarn, "circuit breaker KeyFunc returned no key: such calls pass without a breaker "+
+				"(a middleware outside the router that sets the route pattern sees none)", where()...)
+		})
+	} else if br := b.breakerFor(key, true); br != nil {
+		br.side(side)
+		return br
+	}
+	b.untracked.Add(1)
+	return nil
+}
