@@ -2,9 +2,7 @@ package httpbreaker
 
 import (
 	"errors"
-	"fmt"
 	"math"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +35,9 @@ import (
 // code of the user's; requests read them with one atomic load each, and the
 // closed path reads the clock only inside gobreaker.
 type breaker struct {
-	set      *Breakers
+	clock    *clock
+	notes    *notifier
+	classify Classifier // nil: DefaultClassifier
 	key      string
 	policy   Policy // resolved
 	mode     Mode
@@ -52,7 +52,7 @@ type breaker struct {
 	override atomic.Pointer[override]
 	// fleet is what the fleet adds to the key, with shared state; nil
 	// without.
-	fleet *keyFleet
+	fleet holder
 	// upstreamUntil is when the latest Retry-After of an upstream's failure
 	// ends (ns since set.epoch); 0 when there is none.
 	upstreamUntil atomic.Int64
@@ -75,8 +75,11 @@ type breaker struct {
 // the policy sets one.
 const defaultKeyedIdleTTL = time.Hour
 
-func newBreaker(set *Breakers, key string, p Policy, keyed bool, now int64) *breaker {
-	br := &breaker{set: set, key: key, policy: p, mode: p.Mode, activeAt: now}
+// newBreaker returns key's breaker with the resolved policy p, made at now
+// on clock c; keyed says a KeyFunc chose the key. It reports state changes
+// to notes, and judges calls with classify.
+func newBreaker(key string, p Policy, keyed bool, c *clock, now int64, notes *notifier, classify Classifier) *breaker {
+	br := &breaker{clock: c, notes: notes, classify: classify, key: key, policy: p, mode: p.Mode, activeAt: now}
 	if p.SlowCall != Off {
 		br.slowCall = p.SlowCall
 	}
@@ -91,9 +94,6 @@ func newBreaker(set *Breakers, key string, p Policy, keyed bool, now int64) *bre
 	}
 	if br.policy.IdleTTL != Off {
 		br.idleTTL = br.policy.IdleTTL
-	}
-	if set.fleet != nil {
-		br.fleet = newKeyFleet(set.fleet, p)
 	}
 	br.since.Store(now)
 	br.inst.Store(br.newInstance())
@@ -116,7 +116,7 @@ func newBreaker(set *Breakers, key string, p Policy, keyed bool, now int64) *bre
 // the one way into its window that does not allocate: its two-step Allow
 // allocates a callback per call.
 func (br *breaker) call(run func(*probe) verdict) admission {
-	if br.override.Load() != nil || br.phase.Load() != nil || br.fleet.holds() || br.mode != ModeEnforce {
+	if br.override.Load() != nil || br.phase.Load() != nil || br.fleet != nil && br.fleet.holds() || br.mode != ModeEnforce {
 		return br.callSlow(run)
 	}
 	return br.execute(br.inst.Load(), run, false) // closed and enforcing: the common case
@@ -139,7 +139,7 @@ func (br *breaker) callSlow(run func(*probe) verdict) admission {
 	if br.mode == ModeDisabled {
 		return admission{verdict: passed}
 	}
-	if br.fleet.holds() {
+	if br.fleet != nil && br.fleet.holds() {
 		if a, held := br.fleet.admit(br, run, observe); held {
 			return a
 		}
@@ -149,7 +149,7 @@ func (br *breaker) callSlow(run func(*probe) verdict) admission {
 		if ph == nil {
 			return br.execute(br.inst.Load(), run, observe)
 		}
-		now := br.set.clock()
+		now := br.clock.now()
 		switch ph.state {
 		case StateOpen:
 			if now <= ph.until {
@@ -205,23 +205,6 @@ const (
 	passed
 )
 
-// rejection describes the rejection a rejected admission stands for.
-func (a admission) rejection(key string) Rejection {
-	return Rejection{Key: key, State: a.state, RetryAfter: a.retry}
-}
-
-// verdict is how an admitted call ended, as its side saw it.
-type verdict struct {
-	outcome Outcome
-	// retryAfter is the delay an upstream asked for with a failure (its
-	// Retry-After), 0 if none; rateLimited says it came with an answer that
-	// this caller is over its rate limit (a 429), rather than that the
-	// upstream is unavailable (a 503). The policy's UpstreamRetryAfter says
-	// which of them may keep the breaker open.
-	retryAfter  time.Duration
-	rateLimited bool
-}
-
 // judgedPanic is what a call that panicked panics on with when its side
 // judged it not a failure (http.ErrAbortHandler once the client has gone):
 // the verdict for the breaker, and the value the call panicked with, which
@@ -256,25 +239,6 @@ func guard(run func(*probe) verdict, p *probe, done func(verdict)) {
 	v := run(p)
 	finished = true
 	done(v)
-}
-
-// Rejection describes a call that a breaker did not admit.
-type Rejection struct {
-	// Key is the key of the breaker that rejected the call.
-	Key string
-	// State is StateOpen; StateHalfOpen when all probes are taken;
-	// StateRecovering when the recovery ramp turned the call away;
-	// StateForcedOpen after ForceOpen.
-	State State
-	// RetryAfter is how long until the breaker admits calls again: 0 when
-	// it is half-open or recovering (retry at once, or in a second).
-	RetryAfter time.Duration
-}
-
-// RetryAfterSeconds returns the Retry-After value for rj: whole seconds
-// until probes are admitted, rounded up, and at least 1.
-func (rj Rejection) RetryAfterSeconds() int {
-	return max(1, int(math.Ceil(rj.RetryAfter.Seconds())))
 }
 
 // execute runs a call through the closed state's gobreaker instance, which
@@ -329,7 +293,7 @@ func (br *breaker) execute(inst *instance, run func(*probe) verdict, observe boo
 	// the phase and the call. Its phase is open now.
 	retry := time.Duration(0)
 	if ph := br.phase.Load(); ph != nil && ph.state == StateOpen {
-		retry = time.Duration(max(ph.until-br.set.clock(), 0))
+		retry = time.Duration(max(ph.until-br.clock.now(), 0))
 	}
 	return br.refuse(StateOpen, retry, observe)
 }
@@ -351,7 +315,7 @@ var errGoexit = errors.New("httpbreaker: runtime.Goexit in an admitted call")
 // fleet's loop.
 func (br *breaker) tally(v verdict) {
 	n := br.results[resultOf[v.outcome]].Add(1)
-	if v.outcome == Failure {
+	if v.outcome == Failure && br.fleet != nil {
 		br.fleet.failed(n)
 	}
 	if v.retryAfter > 0 {
@@ -369,6 +333,27 @@ func (br *breaker) refuse(st State, retry time.Duration, observe bool) admission
 	br.results[resultRejected].Add(1)
 	return admission{verdict: rejected, state: st, retry: retry}
 }
+
+// holder is what may hold a breaker's key open or half-open from outside,
+// whatever the breaker's own phase: the fleet, with shared state
+// (keyFleet, fleet_hold.go). A breaker without shared state has none.
+type holder interface {
+	// holds reports whether a hold is on the key (it may have lapsed).
+	holds() bool
+	// state returns the state the hold puts br in at now, if it does.
+	state(br *breaker, now int64) (State, bool)
+	// admit decides a call while the hold is on, unless it has lapsed
+	// (false).
+	admit(br *breaker, run func(*probe) verdict, observe bool) (admission, bool)
+	// failed hears of each failure, with the key's failure total.
+	failed(failures uint64)
+	// reset drops the hold, for Reset.
+	reset()
+}
+
+// timed reports whether br's calls need their duration: for SlowCall, or
+// for a classifier, which may read it.
+func (br *breaker) timed() bool { return br.slowCall > 0 || br.classify != nil }
 
 // The sides that put calls through a breaker, for KeyStatus.Side.
 const (
@@ -424,11 +409,26 @@ func (br *breaker) newInstance() *instance {
 	return inst
 }
 
+// trips returns why a window with these counts trips a breaker of policy
+// p: ReasonFailureRate or ReasonConsecutiveFailures, or "" if it does not:
+// the one rule that decides a trip, of a key's own window and of the
+// fleet's (which passes no consecutive failures: those stay local).
+func trips(p Policy, failures, successes uint64, consecutive uint32) Reason {
+	if p.ConsecutiveFailures != Off && consecutive >= uint32(p.ConsecutiveFailures) {
+		return ReasonConsecutiveFailures
+	}
+	if n := failures + successes; p.FailureRate != Off && n >= uint64(p.MinRequests) && n > 0 &&
+		float64(failures)/float64(n) >= p.FailureRate {
+		return ReasonFailureRate
+	}
+	return ""
+}
+
 // readyToTrip is gobreaker's ReadyToTrip: called with the window's counts
 // after each failure while closed. The rate counts only finished calls:
 // gobreaker's Requests includes those still in flight.
 func (br *breaker) readyToTrip(inst *instance, c gobreaker.Counts) bool {
-	reason := br.policy.trips(uint64(c.TotalFailures), uint64(c.TotalSuccesses), c.ConsecutiveFailures)
+	reason := trips(br.policy, uint64(c.TotalFailures), uint64(c.TotalSuccesses), c.ConsecutiveFailures)
 	if reason == "" {
 		return false
 	}
@@ -464,7 +464,7 @@ func (br *breaker) forced() (State, time.Duration, bool) {
 	if o.until == 0 {
 		return o.state, 0, true
 	}
-	now := br.set.clock()
+	now := br.clock.now()
 	if now <= o.until {
 		return o.state, time.Duration(o.until - now), true
 	}
@@ -478,7 +478,7 @@ func (br *breaker) forced() (State, time.Duration, bool) {
 func (br *breaker) forceLocal(o *override, e Event) {
 	e.From, e.To = br.state(), o.state
 	br.override.Store(o)
-	br.record(br.set.clock(), e)
+	br.record(br.clock.now(), e)
 }
 
 // releaseLocal ends br's forced state, if any; e says why.
@@ -486,7 +486,7 @@ func (br *breaker) releaseLocal(e Event) {
 	from := br.state()
 	if br.override.Swap(nil) != nil {
 		e.From, e.To = from, br.state()
-		br.record(br.set.clock(), e)
+		br.record(br.clock.now(), e)
 	}
 }
 
@@ -499,11 +499,13 @@ func (br *breaker) resetLocal(e Event) {
 	br.inst.Store(br.newInstance())
 	br.override.Store(nil)
 	br.phase.Store(nil)
-	br.fleet.reset()
+	if br.fleet != nil {
+		br.fleet.reset()
+	}
 	br.upstreamUntil.Store(0)
 	br.lastTrip.Store(nil)
 	e.From, e.To = from, StateClosed
-	br.record(br.set.clock(), e)
+	br.record(br.clock.now(), e)
 }
 
 // state returns the breaker's state: a forced state first, then the
@@ -513,8 +515,8 @@ func (br *breaker) state() State {
 	if st, _, ok := br.forced(); ok {
 		return st
 	}
-	if br.fleet.holds() {
-		if _, st, held := br.fleet.state(br, br.set.clock()); held {
+	if br.fleet != nil && br.fleet.holds() {
+		if st, held := br.fleet.state(br, br.clock.now()); held {
 			return st
 		}
 	}
@@ -523,7 +525,7 @@ func (br *breaker) state() State {
 		if ph == nil {
 			return StateClosed
 		}
-		now := br.set.clock()
+		now := br.clock.now()
 		switch {
 		case ph.state == StateOpen && now > ph.until:
 			br.halfOpen(ph, now)
@@ -549,8 +551,30 @@ func (br *breaker) record(now int64, e Event) {
 	if o := br.override.Load(); o != nil && e.From != o.state && e.To != o.state {
 		e.Forced = o.state // a change underneath
 	}
-	e.Time, e.Key, e.Mode = br.set.timeAt(now), br.key, br.mode
-	br.set.notifications.publish(e)
+	e.Time, e.Key, e.Mode = br.clock.at(now), br.key, br.mode
+	br.notes.publish(e)
+}
+
+// clock reads a set's monotonic clock: nanoseconds since the set was made,
+// which fit in an atomic.
+type clock struct {
+	epoch time.Time
+}
+
+// now returns the time now, in ns since the epoch.
+func (c *clock) now() int64 { return int64(time.Since(c.epoch)) }
+
+// at returns the wall time of t, in ns since the epoch.
+func (c *clock) at(t int64) time.Time { return c.epoch.Add(time.Duration(t)) }
+
+// addSat returns the time t (ns since the epoch) plus d, or the latest time
+// there is if that overflows: a long duration added to a time saturates,
+// never wraps into the past.
+func addSat(t int64, d time.Duration) int64 {
+	if d > 0 && t > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	return t + int64(d)
 }
 
 // totals returns br's requests by result.
@@ -577,7 +601,7 @@ func (br *breaker) idle(now int64) bool {
 		br.sweepTotal, br.activeAt = total, now
 		return false
 	}
-	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil || br.fleet.holds() {
+	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil || br.fleet != nil && br.fleet.holds() {
 		return false
 	}
 	return inFlight(br.inst.Load().cb.Counts()) == 0
@@ -590,55 +614,6 @@ func inFlight(c gobreaker.Counts) uint32 {
 		return c.Requests - done
 	}
 	return 0
-}
-
-// State is the state of one key's breaker.
-type State uint8
-
-// The states of a breaker.
-const (
-	// StateClosed admits every request and counts outcomes.
-	StateClosed State = iota
-	// StateHalfOpen admits up to HalfOpenRequests probes at a time.
-	StateHalfOpen
-	// StateOpen rejects every request until its cooldown ends.
-	StateOpen
-	// StateRecovering is closed after a recovery, while the policy's
-	// RecoveryRamp admits a share of requests that rises from 0 to all.
-	StateRecovering
-	// StateForcedOpen rejects every request, by ForceOpen.
-	StateForcedOpen
-	// StateForcedClosed rejects no request, by ForceClose; the breaker
-	// underneath goes on counting and changing state, as in observe mode.
-	StateForcedClosed
-	numStates
-)
-
-var stateNames = [numStates]string{"closed", "half_open", "open", "recovering", "forced_open", "forced_closed"}
-
-// String returns the state's name as metrics, logs and reject responses
-// use it: "closed", "half_open", "open", "recovering", "forced_open",
-// "forced_closed".
-func (s State) String() string {
-	if int(s) < len(stateNames) {
-		return stateNames[s]
-	}
-	return "state(" + fmt.Sprint(uint8(s)) + ")"
-}
-
-// MarshalText writes the state's name.
-func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// UnmarshalText reads a state's name, as MarshalText writes it: a program
-// can decode the status page's JSON into KeyStatus values.
-func (s *State) UnmarshalText(b []byte) error {
-	for st, name := range stateNames {
-		if string(b) == name {
-			*s = State(st)
-			return nil
-		}
-	}
-	return fmt.Errorf("httpbreaker: want a state (%s), got %q", strings.Join(stateNames[:], ", "), b)
 }
 
 // result is what happened to one call, as the requests_total metric names

@@ -455,7 +455,7 @@ func TestRecoveryRampRejectsWithItsOwnState(t *testing.T) {
 
 // sinceRampStart returns how long key's recovery ramp has run.
 func (b *Breakers) sinceRampStart(key string) time.Duration {
-	return time.Duration(b.clock() - b.lookup(key).phase.Load().rampStart)
+	return time.Duration(b.now() - b.lookup(key).phase.Load().rampStart)
 }
 
 func TestObserveModeNeverRejects(t *testing.T) {

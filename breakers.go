@@ -4,14 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/httpbreaker/httpbreaker/sharedstate"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Breakers is a set of circuit breakers, one per key. A key names a route
@@ -22,21 +17,11 @@ import (
 // wrap each route group with Middleware(key). A Breakers is safe for
 // concurrent use.
 type Breakers struct {
-	cfg           Config
-	logger        *slog.Logger
-	classifier    Classifier // nil: DefaultClassifier
-	rejectHandler http.Handler
-	hooks         []func(Event)
-	maxKeys       int
-	namespace     string
-	registerer    prometheus.Registerer
-	shared        sharedstate.Store // nil: the set learns alone
-	replica       string            // this replica's name in the fleet
-	fleet         *fleet            // the link to the fleet, with shared state
+	settings        // what the options set
+	clock           // the monotonic clock of every time kept in an atomic
+	fleet    *fleet // the link to the fleet, with shared state
 
-	// epoch is the origin of the monotonic nanosecond times kept in atomics.
-	epoch time.Time
-	keys  sync.Map // string -> *breaker; read without a lock on the request path
+	keys sync.Map // string -> *breaker; read without a lock on the request path
 
 	mu         sync.Mutex // guards the fields below, and creating and dropping keys
 	count      int        // len(keys)
@@ -54,19 +39,14 @@ type Breakers struct {
 // here: an invalid option or policy is an error naming what is wrong, never
 // a panic later.
 func New(opts ...Option) (*Breakers, error) {
-	b := &Breakers{
-		logger:    slog.Default(),
-		maxKeys:   DefaultMaxKeys,
-		namespace: "httpbreaker",
-		epoch:     time.Now(),
-	}
+	b := &Breakers{settings: defaultSettings(), clock: clock{epoch: time.Now()}}
 	var errs []error
 	for _, opt := range opts {
 		if opt == nil {
 			errs = append(errs, errors.New("nil Option"))
 			continue
 		}
-		if err := opt(b); err != nil {
+		if err := opt(&b.settings); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -81,7 +61,7 @@ func New(opts ...Option) (*Breakers, error) {
 		if b.replica == "" {
 			b.replica = defaultReplica()
 		}
-		b.fleet = newFleet(b, b.shared, b.replica)
+		b.fleet = newFleet(b.all, b.notifications, b.shared, b.replica, b.namespace)
 	}
 	if b.registerer != nil {
 		if err := b.registerer.Register(newCollector(b)); err != nil {
@@ -90,7 +70,7 @@ func New(opts ...Option) (*Breakers, error) {
 		}
 	}
 	if b.fleet != nil {
-		go b.fleet.run()
+		go b.fleet.loop()
 	}
 	return b, nil
 }
@@ -103,20 +83,10 @@ func New(opts ...Option) (*Breakers, error) {
 func (b *Breakers) Close() error {
 	if f := b.fleet; f != nil {
 		f.cancel()
-		<-f.done
+		<-f.stopped
 		f.connected.Store(false) // alone from now on: no fleet probes
 	}
 	return nil
-}
-
-// State returns key's current state. A key that has no breaker (yet) is
-// closed: nothing stands in the way of its requests. Reading the state moves
-// a breaker whose cooldown has ended from open to half-open.
-func (b *Breakers) State(key string) State {
-	if br := b.lookup(key); br != nil {
-		return br.state()
-	}
-	return StateClosed
 }
 
 // breakerFor returns key's breaker, creating it on first use. keyed says
@@ -140,7 +110,7 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 		})
 		return nil
 	}
-	now := b.clock()
+	now := b.now()
 	b.sweepLocked(now)
 	if keyed && b.count >= b.maxKeys {
 		b.overflowOnce.Do(func() {
@@ -149,7 +119,11 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 		})
 		return nil
 	}
-	br := newBreaker(b, key, b.cfg.policyFor(key), keyed, now)
+	p := b.cfg.policyFor(key)
+	br := newBreaker(key, p, keyed, &b.clock, now, b.notifications, b.classifier)
+	if b.fleet != nil {
+		br.fleet = newKeyFleet(b.fleet, p)
+	}
 	b.keys.Store(key, br)
 	b.count++
 	if b.fleet != nil {
@@ -179,27 +153,11 @@ func (b *Breakers) all() []*breaker {
 	return out
 }
 
-// clock returns monotonic nanoseconds since the set was made.
-func (b *Breakers) clock() int64 { return int64(time.Since(b.epoch)) }
-
-// timeAt returns the wall time of t, in ns since the set's epoch.
-func (b *Breakers) timeAt(t int64) time.Time { return b.epoch.Add(time.Duration(t)) }
-
-// addSat returns the time t (ns since the set's epoch) plus d, or the
-// latest time there is if that overflows: a long duration added to a time
-// saturates, never wraps into the past.
-func addSat(t int64, d time.Duration) int64 {
-	if d > 0 && t > math.MaxInt64-int64(d) {
-		return math.MaxInt64
-	}
-	return t + int64(d)
-}
-
 // sweep drops idle keys if a sweep is due.
 func (b *Breakers) sweep() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.sweepLocked(b.clock())
+	b.sweepLocked(b.now())
 }
 
 // sweepLocked drops the breakers of keys that have served no request for
@@ -224,7 +182,7 @@ func (b *Breakers) sweepLocked(now int64) {
 			br.dropped.Store(true)
 			b.count--
 			dropped++
-			b.notifications.publish(Event{Time: b.timeAt(now), Key: br.key, From: StateClosed, To: StateClosed,
+			b.notifications.publish(Event{Time: b.at(now), Key: br.key, From: StateClosed, To: StateClosed,
 				Mode: br.mode, Reason: ReasonIdle})
 		}
 		return true
@@ -232,4 +190,60 @@ func (b *Breakers) sweepLocked(now int64) {
 	if dropped > 0 {
 		b.notifications.log(slog.LevelInfo, "circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)
 	}
+}
+
+// keyRef is the breaker of a key that the code names (Middleware,
+// Transport): the key's breaker now, looked up again when the idle sweep
+// has dropped the one it had.
+type keyRef struct {
+	set  *Breakers
+	key  string
+	side uint32
+	br   atomic.Pointer[breaker] // never nil
+}
+
+// ref returns a keyRef for key, used on side; what names the wiring
+// function for a panic: a key that is not valid is a wiring mistake, found
+// when the server is assembled, never at request time. Such keys are bounded
+// by the code, not by traffic: they always get a breaker, past WithMaxKeys
+// too, created now, so that they show in metrics and the status before the
+// first call.
+func (b *Breakers) ref(what, key string, side uint32) *keyRef {
+	if err := checkKey(key); err != nil {
+		panic("httpbreaker: " + what + "(" + quoteKey(key) + "): " + err.Error())
+	}
+	r := &keyRef{set: b, key: key, side: side}
+	br := b.breakerFor(key, false)
+	br.side(side)
+	r.br.Store(br)
+	return r
+}
+
+// get returns the key's breaker.
+func (r *keyRef) get() *breaker {
+	br := r.br.Load()
+	if br.dropped.Load() { // idle for its IdleTTL: the key's breaker now is another
+		br = r.set.breakerFor(r.key, false)
+		br.side(r.side)
+		r.br.Store(br)
+	}
+	return br
+}
+
+// keyed returns the breaker of key, which a KeyFunc chose for a call on
+// side, or nil when the call goes untracked (counted): the key is empty
+// (logged once), not valid, or one past WithMaxKeys. where describes the
+// call for the log record.
+func (b *Breakers) keyed(key string, side uint32, where func() []any) *breaker {
+	if key == "" {
+		b.emptyKeyOnce.Do(func() {
+			b.notifications.log(slog.LevelWarn, "circuit breaker KeyFunc returned no key: such calls pass without a breaker "+
+				"(a middleware outside the router that sets the route pattern sees none)", where()...)
+		})
+	} else if br := b.breakerFor(key, true); br != nil {
+		br.side(side)
+		return br
+	}
+	b.untracked.Add(1)
+	return nil
 }

@@ -55,7 +55,7 @@ func (b *Breakers) Reset(key string) error {
 func (b *Breakers) forceOpen(key string, d time.Duration, by string) error {
 	var until int64
 	if d > 0 {
-		until = addSat(b.clock(), d)
+		until = addSat(b.now(), d)
 	}
 	return b.force(key, &override{state: StateForcedOpen, until: until, by: by},
 		Event{Reason: ReasonForceOpen, By: by, OpenFor: max(d, 0)})

@@ -59,6 +59,24 @@ type Event struct {
 	FailingReplicas int
 }
 
+// Trip is what opened a breaker from closed: when, why, and the window's
+// counts at that moment.
+type Trip struct {
+	At                  time.Time `json:"at"`
+	Reason              Reason    `json:"reason"`
+	Failures            uint32    `json:"failures"`
+	Successes           uint32    `json:"successes"`
+	ConsecutiveFailures uint32    `json:"consecutive_failures"`
+	// Fleet says that the fleet's window tripped the key (with shared
+	// state), and Replica names the replica that saw it; the counts are
+	// then the fleet's.
+	Fleet   bool   `json:"fleet,omitempty"`
+	Replica string `json:"replica,omitempty"`
+}
+
+// FailureRate returns Failures / (Failures + Successes) at the trip.
+func (t Trip) FailureRate() float64 { return failureRate(t.Failures, t.Successes) }
+
 // Reason says why a key's state changed. Its string is the log record's
 // reason attribute.
 type Reason string
@@ -253,7 +271,7 @@ func (n *notifier) deliver(r report) {
 	}
 	if r.event != nil {
 		for _, hook := range n.hooks {
-			n.call(hook, r.event)
+			n.callHook(hook, r.event)
 		}
 	}
 }
@@ -263,7 +281,7 @@ func (n *notifier) emit(level slog.Level, msg string, attrs ...slog.Attr) {
 	n.logger.LogAttrs(context.Background(), level, msg, attrs...)
 }
 
-func (n *notifier) call(hook func(Event), e *Event) {
+func (n *notifier) callHook(hook func(Event), e *Event) {
 	defer func() {
 		if p := recover(); p != nil {
 			n.emit(slog.LevelError, "circuit breaker state-change hook panicked",

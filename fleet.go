@@ -23,14 +23,15 @@ import (
 // what the loop stored in each breaker's keyFleet (its hold, its lease) and
 // at most wakes the loop.
 type fleet struct {
-	set     *Breakers
+	all     func() []*breaker // the set's breakers
+	notes   *notifier
 	store   sharedstate.Store
 	replica string
 	every   time.Duration // the store's Interval
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{} // closed when run and its watcher have returned
+	ctx     context.Context
+	cancel  context.CancelFunc
+	stopped chan struct{} // closed when the loop and its watcher have returned
 	// wake asks for a sync soon, for requests: a failure, a half-open key's
 	// wish for a lease, a probe's result; the loop bounds how often it
 	// heeds it. urgent asks for a sync now, for what another replica or an
@@ -52,12 +53,14 @@ type fleet struct {
 	warned map[string]bool // the kinds of bad data logged so far
 }
 
-func newFleet(b *Breakers, s sharedstate.Store, replica string) *fleet {
+// newFleet returns the link to the fleet through s of the set whose
+// breakers all returns, as replica.
+func newFleet(all func() []*breaker, notes *notifier, s sharedstate.Store, replica, namespace string) *fleet {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &fleet{set: b, store: s, replica: replica, every: s.Interval(), ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
+	return &fleet{all: all, notes: notes, store: s, replica: replica, every: s.Interval(), ctx: ctx, cancel: cancel,
+		stopped: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
 		pending: map[string]*sharedstate.Command{}, dirty: map[string]bool{}, warned: map[string]bool{},
-		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: b.namespace, Name: "shared_sync_seconds",
+		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "shared_sync_seconds",
 			Help:    "Round-trip time of this replica's syncs with the shared state.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}})}
 }
@@ -107,14 +110,14 @@ const maxBackoff = 5 * time.Second
 // the store's keys alive and catch changes a lost signal did not announce.
 const fullEvery = 25
 
-// run is the fleet's goroutine: it syncs every interval, and at once when
+// loop is the fleet's goroutine: it syncs every interval, and at once when
 // woken, until the set is closed.
-func (f *fleet) run() {
+func (f *fleet) loop() {
 	watched := make(chan struct{})
 	go f.watch(watched)
 	defer func() {
 		<-watched
-		close(f.done)
+		close(f.stopped)
 	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -141,7 +144,7 @@ func (f *fleet) run() {
 			}
 		}
 		last = time.Now()
-		if f.sync() {
+		if f.syncKeys() {
 			failures = 0
 			timer.Reset(f.every)
 			continue
@@ -193,7 +196,7 @@ func (f *fleet) warn(kind, msg string, args ...any) {
 	f.warned[kind] = true
 	f.mu.Unlock()
 	if !seen {
-		f.set.notifications.log(slog.LevelWarn, msg, args...)
+		f.notes.log(slog.LevelWarn, msg, args...)
 	}
 }
 
@@ -204,8 +207,8 @@ type keyWork struct {
 	command    *sharedstate.Command
 }
 
-// sync runs one round with the store, and reports whether it reached it.
-func (f *fleet) sync() bool {
+// syncKeys runs one round with the store, and reports whether it reached it.
+func (f *fleet) syncKeys() bool {
 	f.mu.Lock()
 	full := f.full || f.syncs.Load()%fullEvery == 0
 	f.full = false
@@ -215,8 +218,8 @@ func (f *fleet) sync() bool {
 
 	s := &sharedstate.Sync{Replica: f.replica, Live: f.live()}
 	var work []keyWork
-	for _, br := range f.set.all() {
-		kf := br.fleet
+	for _, br := range f.all() {
+		kf := br.fleet.(*keyFleet)
 		w := keyWork{br: br, succ: br.results[resultSuccess].Load(), fail: br.results[resultFailure].Load()}
 		ks := sharedstate.KeySync{Key: br.key, Window: br.policy.Window, Buckets: br.policy.Buckets,
 			Successes: w.succ - kf.sentS.Load(), Failures: w.fail - kf.sentF.Load(), Slots: br.policy.HalfOpenRequests}
@@ -247,7 +250,7 @@ func (f *fleet) sync() bool {
 		// fleet's window as new. Manual changes are sent again.
 		f.mu.Lock()
 		for _, w := range work {
-			w.br.fleet.sent(w.succ, w.fail)
+			w.br.fleet.(*keyFleet).sent(w.succ, w.fail)
 			if c := w.command; c != nil && f.pending[w.br.key] == nil {
 				f.pending[w.br.key] = c
 			}
@@ -260,7 +263,7 @@ func (f *fleet) sync() bool {
 	trips := &sharedstate.Sync{Replica: f.replica, Live: s.Live}
 	var tripped []*breaker
 	for i, w := range work {
-		kf := w.br.fleet
+		kf := w.br.fleet.(*keyFleet)
 		kf.sent(w.succ, w.fail)
 		ks := &s.Keys[i]
 		if ks.Err != nil {
@@ -278,7 +281,7 @@ func (f *fleet) sync() bool {
 	if len(trips.Keys) > 0 && f.exchange(trips) {
 		for i, br := range tripped {
 			if ks := &trips.Keys[i]; ks.Err == nil {
-				br.fleet.apply(br, ks)
+				br.fleet.(*keyFleet).apply(br, ks)
 			}
 		}
 	}
@@ -301,7 +304,7 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 		f.syncErrors.Add(1)
 		const msg = "circuit breaker fleet: shared state unreachable; each breaker goes on alone"
 		if f.connected.Swap(false) { // each time the link drops
-			f.set.notifications.log(slog.LevelWarn, msg, "replica", f.replica, "problem", err.Error())
+			f.notes.log(slog.LevelWarn, msg, "replica", f.replica, "problem", err.Error())
 		} else { // never connected yet: once
 			f.warn("unreachable", msg, "replica", f.replica, "problem", err.Error())
 		}
@@ -310,7 +313,7 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 	f.rtt.Observe(time.Since(start).Seconds())
 	f.replicas.Store(int64(max(s.Replicas, 1)))
 	if !f.connected.Swap(true) {
-		f.set.notifications.log(slog.LevelInfo, "circuit breaker fleet: shared state connected",
+		f.notes.log(slog.LevelInfo, "circuit breaker fleet: shared state connected",
 			"replica", f.replica, "replicas", max(s.Replicas, 1))
 		f.mu.Lock()
 		f.full = true // learn everything the fleet did meanwhile

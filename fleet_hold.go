@@ -13,10 +13,10 @@ import (
 // the fleet's hold on the key and the probe lease it granted, which the
 // request path reads; a request's wish for a lease, a fleet probe's result
 // and the outcomes not yet sent, which the fleet's loop (fleet.go) reads.
-// A breaker without shared state has none: every method here takes a nil
-// keyFleet as "no fleet".
+// It is the breaker's holder (breaker.go); a breaker without shared state
+// has none.
 type keyFleet struct {
-	loop  *fleet
+	link  *fleet
 	hold  atomic.Pointer[fleetHold]
 	lease atomic.Pointer[fleetLease]
 	want  atomic.Bool // a request waits for a lease
@@ -30,10 +30,10 @@ type keyFleet struct {
 	version int64
 }
 
-func newKeyFleet(loop *fleet, p Policy) *keyFleet {
+func newKeyFleet(link *fleet, p Policy) *keyFleet {
 	// A fleet trip needs MinRequests outcomes from Quorum replicas: a
 	// replica that has a share of them unsent tells the fleet at once.
-	return &keyFleet{loop: loop, nudgeAt: uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1))))}
+	return &keyFleet{link: link, nudgeAt: uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1))))}
 }
 
 // fleetHold is the fleet's hold on a key, as this replica keeps it: open
@@ -57,14 +57,12 @@ type fleetLease struct {
 }
 
 // holds reports whether the fleet holds the key (it may have lapsed).
-func (kf *keyFleet) holds() bool { return kf != nil && kf.hold.Load() != nil }
+func (kf *keyFleet) holds() bool { return kf.hold.Load() != nil }
 
 // reset forgets the fleet's hold and lease, for Reset.
 func (kf *keyFleet) reset() {
-	if kf != nil {
-		kf.hold.Store(nil)
-		kf.lease.Store(nil)
-	}
+	kf.hold.Store(nil)
+	kf.lease.Store(nil)
 }
 
 // failed is called by a failure with the key's failure total: it wakes the
@@ -72,8 +70,8 @@ func (kf *keyFleet) reset() {
 // of MinRequests, so that the fleet hears of a dead upstream at once, and a
 // trickle of failures costs no extra syncs.
 func (kf *keyFleet) failed(failures uint64) {
-	if kf != nil && failures-kf.sentF.Load() >= kf.nudgeAt {
-		kf.loop.poke()
+	if failures-kf.sentF.Load() >= kf.nudgeAt {
+		kf.link.poke()
 	}
 }
 
@@ -88,19 +86,22 @@ func (kf *keyFleet) sent(succ, fail uint64) {
 // its slot when it ends.
 func (kf *keyFleet) leaseFor(br *breaker) time.Duration {
 	if br.probeTimeout > 0 {
-		return br.probeTimeout + 2*kf.loop.every
+		return br.probeTimeout + 2*kf.link.every
 	}
 	return time.Minute
 }
 
-// state returns the state the fleet's hold puts br in at now, if one does:
-// open through its cooldown, then half-open while this replica is connected
-// to the fleet (a replica cut off from the fleet cannot share its probes,
-// and goes by its own breaker).
-func (kf *keyFleet) state(br *breaker, now int64) (*fleetHold, State, bool) {
-	if kf == nil {
-		return nil, 0, false
-	}
+// state returns the state the fleet's hold puts br in at now, if one does.
+func (kf *keyFleet) state(br *breaker, now int64) (State, bool) {
+	_, st, held := kf.held(br, now)
+	return st, held
+}
+
+// held returns the fleet's hold on br at now, and the state it puts br in,
+// if it does: open through its cooldown, then half-open while this replica
+// is connected to the fleet (a replica cut off from the fleet cannot share
+// its probes, and goes by its own breaker).
+func (kf *keyFleet) held(br *breaker, now int64) (*fleetHold, State, bool) {
 	h := kf.hold.Load()
 	if h == nil || now > h.lapse {
 		return nil, 0, false
@@ -108,7 +109,7 @@ func (kf *keyFleet) state(br *breaker, now int64) (*fleetHold, State, bool) {
 	if now <= h.until {
 		return h, StateOpen, true
 	}
-	if !kf.loop.connected.Load() {
+	if !kf.link.connected.Load() {
 		return nil, 0, false
 	}
 	if h.halfOpen.CompareAndSwap(false, true) {
@@ -121,8 +122,8 @@ func (kf *keyFleet) state(br *breaker, now int64) (*fleetHold, State, bool) {
 // while half-open, run as a probe if this replica holds an unused lease,
 // else refused while the loop asks the fleet for one.
 func (kf *keyFleet) admit(br *breaker, run func(*probe) verdict, observe bool) (admission, bool) {
-	now := br.set.clock()
-	h, st, ok := kf.state(br, now)
+	now := br.clock.now()
+	h, st, ok := kf.held(br, now)
 	if !ok {
 		return admission{}, false
 	}
@@ -134,7 +135,7 @@ func (kf *keyFleet) admit(br *breaker, run func(*probe) verdict, observe bool) (
 		return admission{verdict: ran}, true
 	}
 	kf.want.Store(true)
-	kf.loop.poke()
+	kf.link.poke()
 	return br.refuse(StateHalfOpen, 0, observe), true
 }
 
@@ -146,14 +147,14 @@ func (kf *keyFleet) probeDone(br *breaker, h *fleetHold, l *fleetLease, v verdic
 	nominal := br.backoff(h.nominal)
 	kf.probed.Store(&sharedstate.ProbeResult{Generation: h.gen, Lease: l.token, Outcome: probeOutcome[v.outcome],
 		Reopen: br.jitter(nominal), Nominal: nominal})
-	kf.loop.poke()
+	kf.link.poke()
 }
 
 // probeOutcome is the fleet's name for each outcome of a probe.
 var probeOutcome = [...]sharedstate.Outcome{Success: sharedstate.Succeeded, Failure: sharedstate.Failed, Excluded: sharedstate.Excluded}
 
 // trip returns the hold to make when the fleet's window in rp meets the
-// key's policy (Policy.trips), with failures from at least Quorum replicas
+// key's policy (trips), with failures from at least Quorum replicas
 // (fewer if fewer are live). It returns nil if the fleet holds the key
 // already, or it stays closed.
 func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
@@ -161,11 +162,11 @@ func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *share
 	if br.mode == ModeDisabled || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
 		return nil
 	}
-	if p.trips(rp.Failures, rp.Successes, 0) == "" || rp.FailingReplicas < min(p.Quorum, max(replicas, 1)) {
+	if trips(p, rp.Failures, rp.Successes, 0) == "" || rp.FailingReplicas < min(p.Quorum, max(replicas, 1)) {
 		return nil
 	}
-	_, openFor, _ := br.cooldown(br.set.clock(), p.OpenFor)
-	return &sharedstate.Hold{Open: openFor, Nominal: p.OpenFor, Reason: string(ReasonFailureRate), Replica: kf.loop.replica,
+	_, openFor, _ := br.cooldown(br.clock.now(), p.OpenFor)
+	return &sharedstate.Hold{Open: openFor, Nominal: p.OpenFor, Reason: string(ReasonFailureRate), Replica: kf.link.replica,
 		Failures: rp.Failures, Successes: rp.Successes, FailingReplicas: rp.FailingReplicas}
 }
 
@@ -237,11 +238,11 @@ func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync) {
 	rp := &ks.Reply
 	if err := checkReply(rp); err != nil {
 		kind := err.(*badData).field
-		kf.loop.warn("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind)",
+		kf.link.warn("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind)",
 			"key", quoteKey(br.key), "problem", err.Error())
 		return
 	}
-	now := br.set.clock()
+	now := br.clock.now()
 	kf.applyCommand(br, rp.Command, ks.Command != nil, now)
 	kf.applyHold(br, rp.Hold, now)
 	if rp.Lease != "" && rp.Hold != nil {
@@ -257,7 +258,7 @@ func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync) {
 func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, mine bool, now int64) {
 	last := kf.version
 	kf.version = c.Version
-	replica := kf.loop.replica
+	replica := kf.link.replica
 	if c.Version == 0 || mine && c.Replica == replica {
 		return
 	}
@@ -350,7 +351,7 @@ func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
 			FailureRate: failureRate(sat32(h.Failures), sat32(h.Successes))}
 		br.record(now, e)
 		if reason == ReasonFailureRate && (cur == nil || cur.reason != reason) {
-			br.lastTrip.Store(&Trip{At: br.set.timeAt(now), Reason: reason, Failures: e.Failures,
+			br.lastTrip.Store(&Trip{At: br.clock.at(now), Reason: reason, Failures: e.Failures,
 				Successes: e.Successes, Fleet: true, Replica: h.Replica})
 		}
 	}

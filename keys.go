@@ -3,12 +3,10 @@ package httpbreaker
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -112,60 +110,4 @@ func quoteKey(key string) string {
 		return strconv.QuoteToASCII(key[:64]) + "..."
 	}
 	return strconv.QuoteToASCII(key)
-}
-
-// keyRef is the breaker of a key that the code names (Middleware,
-// Transport): the key's breaker now, looked up again when the idle sweep
-// has dropped the one it had.
-type keyRef struct {
-	set  *Breakers
-	key  string
-	side uint32
-	br   atomic.Pointer[breaker] // never nil
-}
-
-// ref returns a keyRef for key, used on side; what names the wiring
-// function for a panic: a key that is not valid is a wiring mistake, found
-// when the server is assembled, never at request time. Such keys are bounded
-// by the code, not by traffic: they always get a breaker, past WithMaxKeys
-// too, created now, so that they show in metrics and the status before the
-// first call.
-func (b *Breakers) ref(what, key string, side uint32) *keyRef {
-	if err := checkKey(key); err != nil {
-		panic("httpbreaker: " + what + "(" + quoteKey(key) + "): " + err.Error())
-	}
-	r := &keyRef{set: b, key: key, side: side}
-	br := b.breakerFor(key, false)
-	br.side(side)
-	r.br.Store(br)
-	return r
-}
-
-// get returns the key's breaker.
-func (r *keyRef) get() *breaker {
-	br := r.br.Load()
-	if br.dropped.Load() { // idle for its IdleTTL: the key's breaker now is another
-		br = r.set.breakerFor(r.key, false)
-		br.side(r.side)
-		r.br.Store(br)
-	}
-	return br
-}
-
-// keyed returns the breaker of key, which a KeyFunc chose for a call on
-// side, or nil when the call goes untracked (counted): the key is empty
-// (logged once), not valid, or one past WithMaxKeys. where describes the
-// call for the log record.
-func (b *Breakers) keyed(key string, side uint32, where func() []any) *breaker {
-	if key == "" {
-		b.emptyKeyOnce.Do(func() {
-			b.notifications.log(slog.LevelWarn, "circuit breaker KeyFunc returned no key: such calls pass without a breaker "+
-				"(a middleware outside the router that sets the route pattern sees none)", where()...)
-		})
-	} else if br := b.breakerFor(key, true); br != nil {
-		br.side(side)
-		return br
-	}
-	b.untracked.Add(1)
-	return nil
 }

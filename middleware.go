@@ -37,7 +37,7 @@ type keyHandler struct {
 }
 
 func (h *keyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	serveThrough(h.ref.get(), h.bodies, w, r, h.next)
+	serveThrough(h.ref.set, h.ref.get(), h.bodies, w, r, h.next)
 }
 
 // KeyedMiddleware returns middleware that picks the breaker for each request
@@ -70,7 +70,7 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.next.ServeHTTP(w, r)
 		return
 	}
-	serveThrough(br, h.bodies, w, r, h.next)
+	serveThrough(h.set, br, h.bodies, w, r, h.next)
 }
 
 // serveThrough puts one request through br: the server side over the
@@ -78,12 +78,12 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // status-capturing writer and is judged when its handler returns; one that
 // is not gets the reject response, or, when the breaker only observes, runs
 // untracked.
-func serveThrough(br *breaker, bodies problemSource, w http.ResponseWriter, r *http.Request, next http.Handler) {
+func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.ResponseWriter, r *http.Request, next http.Handler) {
 	switch a := br.call(func(p *probe) verdict { return handle(br, w, r, next, p) }); a.verdict {
 	case passed:
 		next.ServeHTTP(w, r)
 	case rejected:
-		reject(br.set, bodies, w, r, a.rejection(br.key))
+		reject(set, bodies, w, r, a.rejection(br.key))
 	}
 }
 
@@ -98,7 +98,7 @@ func handle(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handl
 	sw := newStatusWriter(w, r.Context())
 	sw.probe = p
 	var start time.Time
-	if timed(br) {
+	if br.timed() {
 		start = time.Now()
 	}
 	returned := false
@@ -134,7 +134,7 @@ func judgeServed(br *breaker, sw *statusWriter, r *http.Request, value any, star
 	if c.StatusCode == 0 && !c.Hijacked {
 		c.ClientGone = callerGone(r)
 	}
-	v := judge(br, c, start)
+	v := c.judge(br.classify, br.slowCall, start)
 	if v.outcome == Failure && rejectedInside(r) { // by a breaker nested inside, behind a writer without Unwrap
 		v.outcome = Excluded
 	}

@@ -16,7 +16,26 @@ import (
 // An Option configures New. Options apply in order. The policy options set
 // only the fields they name (the non-zero ones), so a later option refines
 // an earlier one instead of replacing it.
-type Option func(*Breakers) error
+type Option func(*settings) error
+
+// settings is what the options of New set.
+type settings struct {
+	cfg           Config
+	logger        *slog.Logger
+	classifier    Classifier // nil: DefaultClassifier
+	rejectHandler http.Handler
+	hooks         []func(Event)
+	maxKeys       int
+	namespace     string
+	registerer    prometheus.Registerer
+	shared        sharedstate.Store // nil: the set learns alone
+	replica       string            // this replica's name in the fleet; "": made up by New
+}
+
+// defaultSettings returns the settings before any option.
+func defaultSettings() settings {
+	return settings{logger: slog.Default(), maxKeys: DefaultMaxKeys, namespace: "httpbreaker"}
+}
 
 // DefaultMaxKeys is how many keys a Breakers tracks unless WithMaxKeys says
 // otherwise.
@@ -24,7 +43,7 @@ const DefaultMaxKeys = 1000
 
 // WithPolicy sets the default policy, which every key inherits.
 func WithPolicy(p Policy) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		b.cfg.Defaults = p.inherit(b.cfg.Defaults)
 		return nil
 	}
@@ -32,7 +51,7 @@ func WithPolicy(p Policy) Option {
 
 // WithKeyPolicy sets key's policy. Its unset fields inherit the defaults.
 func WithKeyPolicy(key string, p Policy) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if err := checkKey(key); err != nil {
 			return fmt.Errorf("WithKeyPolicy(%s): %w", quoteKey(key), err)
 		}
@@ -47,7 +66,7 @@ func WithKeyPolicy(key string, p Policy) Option {
 // WithConfig sets the defaults and per-key policies of c, as LoadConfig
 // returns them.
 func WithConfig(c Config) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if err := WithPolicy(c.Defaults)(b); err != nil {
 			return err
 		}
@@ -65,7 +84,7 @@ func WithConfig(c Config) Option {
 // A second Breakers on the same registerer needs its own WithNamespace, or
 // New returns an error.
 func WithRegisterer(r prometheus.Registerer) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if r == nil {
 			return errors.New("WithRegisterer: nil Registerer")
 		}
@@ -78,7 +97,7 @@ var metricNamespace = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // WithNamespace sets the prefix of the metric names (default "httpbreaker").
 func WithNamespace(ns string) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if !metricNamespace.MatchString(ns) {
 			return fmt.Errorf("WithNamespace: %q is not a metric name prefix (want letters, digits and _, not starting with a digit)", ns)
 		}
@@ -90,7 +109,7 @@ func WithNamespace(ns string) Option {
 // WithLogger sets the logger for state changes (default slog.Default()).
 // To log nothing, pass slog.New(slog.DiscardHandler).
 func WithLogger(l *slog.Logger) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if l == nil {
 			return errors.New("WithLogger: nil Logger")
 		}
@@ -104,7 +123,7 @@ func WithLogger(l *slog.Logger) Option {
 // treat keys differently; it can call DefaultClassifier for what it does not
 // decide itself.
 func WithClassifier(c Classifier) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if c == nil {
 			return errors.New("WithClassifier: nil Classifier")
 		}
@@ -118,7 +137,7 @@ func WithClassifier(c Classifier) Option {
 // result. The handler reads which key rejected the request, its state and
 // when to retry with RejectionFrom(r). The request still counts as rejected.
 func WithRejectHandler(h http.Handler) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if h == nil {
 			return errors.New("WithRejectHandler: nil Handler")
 		}
@@ -132,7 +151,7 @@ func WithRejectHandler(h http.Handler) Option {
 // requests for any other key pass straight through without a breaker, are
 // counted as untracked, and the first of them is logged.
 func WithMaxKeys(n int) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if n < 1 {
 			return fmt.Errorf("WithMaxKeys: must be at least 1, got %d", n)
 		}
@@ -148,7 +167,7 @@ func WithMaxKeys(n int) Option {
 // set's own: a hook that blocks or panics does not hold up requests (a
 // panic is recovered and logged). Each call adds a hook.
 func WithStateChangeHook(f func(Event)) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if f == nil {
 			return errors.New("WithStateChangeHook: nil func")
 		}
@@ -164,7 +183,7 @@ func WithStateChangeHook(f func(Event)) Option {
 // Nothing of it is on a request's path: a goroutine of the set's own syncs
 // in the background, and Close stops it. Without it a set learns alone.
 func WithSharedState(s sharedstate.Store) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if s == nil {
 			return errors.New("WithSharedState: nil Store")
 		}
@@ -181,7 +200,7 @@ func WithSharedState(s sharedstate.Store) Option {
 // its host name, process id and a random suffix. It matters only with
 // WithSharedState; each replica's name must be unique in the fleet.
 func WithReplica(name string) Option {
-	return func(b *Breakers) error {
+	return func(b *settings) error {
 		if name == "" || len(name) > 128 || !utf8.ValidString(name) {
 			return fmt.Errorf("WithReplica: %s is not a replica name: want 1 to 128 bytes of UTF-8", quoteKey(name))
 		}

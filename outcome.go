@@ -114,20 +114,17 @@ func DefaultClassifier(c Call) Outcome {
 	return Success
 }
 
-// timed reports whether br's calls need their duration: for SlowCall, or
-// for a classifier, which may read it.
-func timed(br *breaker) bool { return br.slowCall > 0 || br.set.classifier != nil }
-
-// judge returns what a finished call means to br, on either side: the
-// classifier's outcome, with the delay an upstream asked for. start is when
-// the call began, zero when timed says its duration is not needed.
-func judge(br *breaker, c Call, start time.Time) verdict {
+// judge returns what the finished call c means, on either side: the
+// outcome that classify (nil: DefaultClassifier) gives it, with the delay
+// an upstream asked for. start is when the call began, zero when its
+// duration is not needed; a call longer than slowCall (0: off) is slow.
+func (c Call) judge(classify Classifier, slowCall time.Duration, start time.Time) verdict {
 	if !start.IsZero() {
 		c.Duration = time.Since(start)
-		c.Slow = br.slowCall > 0 && c.Duration > br.slowCall
+		c.Slow = slowCall > 0 && c.Duration > slowCall
 	}
 	var o Outcome
-	if classify := br.set.classifier; classify != nil {
+	if classify != nil {
 		o = validOutcome(classify(c))
 	} else {
 		o = DefaultClassifier(c)
@@ -138,6 +135,18 @@ func judge(br *breaker, c Call, start time.Time) verdict {
 // callerGone reports whether whoever made r has given up on it: the client
 // hung up, or the caller canceled its context.
 func callerGone(r *http.Request) bool { return r.Context().Err() == context.Canceled }
+
+// verdict is how an admitted call ended, as its side saw it.
+type verdict struct {
+	outcome Outcome
+	// retryAfter is the delay an upstream asked for with a failure (its
+	// Retry-After), 0 if none; rateLimited says it came with an answer that
+	// this caller is over its rate limit (a 429), rather than that the
+	// upstream is unavailable (a 503). The policy's UpstreamRetryAfter says
+	// which of them may keep the breaker open.
+	retryAfter  time.Duration
+	rateLimited bool
+}
 
 // failureStatus reports whether an answer with this status is a failure of
 // whoever gave it: 500 and above, and 429.

@@ -449,21 +449,6 @@ func (p Policy) resolve() Policy {
 	return p
 }
 
-// trips returns why a window with these counts trips a breaker of policy
-// p, ReasonFailureRate or ReasonConsecutiveFailures, or "" if it does not:
-// the one rule that decides a trip, of a key's own window and of the
-// fleet's (which passes no consecutive failures: those stay local).
-func (p Policy) trips(failures, successes uint64, consecutive uint32) Reason {
-	if p.ConsecutiveFailures != Off && consecutive >= uint32(p.ConsecutiveFailures) {
-		return ReasonConsecutiveFailures
-	}
-	if n := failures + successes; p.FailureRate != Off && n >= uint64(p.MinRequests) && n > 0 &&
-		float64(failures)/float64(n) >= p.FailureRate {
-		return ReasonFailureRate
-	}
-	return ""
-}
-
 // problem is one thing wrong with a resolved policy: the field it is
 // reported under, another field it is about (or ""), and what is wrong.
 type problem struct {

@@ -192,7 +192,7 @@ func (ph *phase) rampAdmits(now int64) bool {
 func (br *breaker) trip(why tripInfo) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
-	now := br.set.clock()
+	now := br.clock.now()
 	from := StateClosed
 	if ph := br.phase.Load(); ph != nil && ph.state == StateRecovering {
 		from = StateRecovering
@@ -204,7 +204,7 @@ func (br *breaker) trip(why tripInfo) {
 	var until int64
 	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.policy.OpenFor)
 	br.phase.Store(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
-	br.lastTrip.Store(&Trip{At: br.set.timeAt(now), Reason: e.Reason, Failures: e.Failures,
+	br.lastTrip.Store(&Trip{At: br.clock.at(now), Reason: e.Reason, Failures: e.Failures,
 		Successes: e.Successes, ConsecutiveFailures: e.ConsecutiveFailures})
 	br.record(now, e)
 }
@@ -260,7 +260,7 @@ func (br *breaker) reopen(ph *phase, e Event) {
 	if br.phase.Load() != ph {
 		return
 	}
-	now := br.set.clock()
+	now := br.clock.now()
 	nominal := br.backoff(ph.nominal)
 	var until int64
 	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.jitter(nominal))
@@ -276,7 +276,7 @@ func (br *breaker) recover(ph *phase) {
 	if br.phase.Load() != ph {
 		return
 	}
-	now := br.set.clock()
+	now := br.clock.now()
 	to, ramp := br.closeLocked(now)
 	br.record(now, Event{From: StateHalfOpen, To: to, Reason: ReasonProbesSucceeded, RecoveryRamp: ramp})
 }
@@ -342,7 +342,7 @@ func (br *breaker) noteUpstreamRetry(v verdict) {
 	if v.outcome != Failure || !br.policy.UpstreamRetryAfter.honours(v.rateLimited) {
 		return
 	}
-	until := addSat(br.set.clock(), v.retryAfter)
+	until := addSat(br.clock.now(), v.retryAfter)
 	for {
 		old := br.upstreamUntil.Load()
 		if old >= until || br.upstreamUntil.CompareAndSwap(old, until) {

@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // reject answers a request that the breaker rejected: with the 503 problem
@@ -29,6 +31,30 @@ func reject(set *Breakers, bodies problemSource, w http.ResponseWriter, r *http.
 		return
 	}
 	bodies.bodiesFor(rj.Key).write(w, rj)
+}
+
+// Rejection describes a call that a breaker did not admit.
+type Rejection struct {
+	// Key is the key of the breaker that rejected the call.
+	Key string
+	// State is StateOpen; StateHalfOpen when all probes are taken;
+	// StateRecovering when the recovery ramp turned the call away;
+	// StateForcedOpen after ForceOpen.
+	State State
+	// RetryAfter is how long until the breaker admits calls again: 0 when
+	// it is half-open or recovering (retry at once, or in a second).
+	RetryAfter time.Duration
+}
+
+// RetryAfterSeconds returns the Retry-After value for rj: whole seconds
+// until probes are admitted, rounded up, and at least 1.
+func (rj Rejection) RetryAfterSeconds() int {
+	return max(1, int(math.Ceil(rj.RetryAfter.Seconds())))
+}
+
+// rejection describes the rejection a rejected admission stands for.
+func (a admission) rejection(key string) Rejection {
+	return Rejection{Key: key, State: a.state, RetryAfter: a.retry}
 }
 
 type rejectionKey struct{}

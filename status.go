@@ -129,29 +129,11 @@ func ceilSeconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
-// Trip is what opened a breaker from closed: when, why, and the window's
-// counts at that moment.
-type Trip struct {
-	At                  time.Time `json:"at"`
-	Reason              Reason    `json:"reason"`
-	Failures            uint32    `json:"failures"`
-	Successes           uint32    `json:"successes"`
-	ConsecutiveFailures uint32    `json:"consecutive_failures"`
-	// Fleet says that the fleet's window tripped the key (with shared
-	// state), and Replica names the replica that saw it; the counts are
-	// then the fleet's.
-	Fleet   bool   `json:"fleet,omitempty"`
-	Replica string `json:"replica,omitempty"`
-}
-
 // FleetHold is the fleet's hold on a key, as KeyStatus shows it.
 type FleetHold struct {
 	Reason  Reason `json:"reason"`
 	Replica string `json:"replica"`
 }
-
-// FailureRate returns Failures / (Failures + Successes) at the trip.
-func (t Trip) FailureRate() float64 { return failureRate(t.Failures, t.Successes) }
 
 // Counts are the outcomes in a breaker's current window.
 type Counts struct {
@@ -177,6 +159,16 @@ type Totals struct {
 	WouldReject uint64 `json:"would_reject"`
 }
 
+// State returns key's current state. A key that has no breaker (yet) is
+// closed: nothing stands in the way of its requests. Reading the state moves
+// a breaker whose cooldown has ended from open to half-open.
+func (b *Breakers) State(key string) State {
+	if br := b.lookup(key); br != nil {
+		return br.state()
+	}
+	return StateClosed
+}
+
 // keyStatus describes br now.
 func keyStatus(br *breaker) KeyStatus {
 	st := br.state()
@@ -184,7 +176,7 @@ func keyStatus(br *breaker) KeyStatus {
 		Key:      br.key,
 		State:    st,
 		Mode:     br.mode,
-		Since:    br.set.epoch.Add(time.Duration(br.since.Load())),
+		Since:    br.clock.epoch.Add(time.Duration(br.since.Load())),
 		Side:     sideNames[br.sides.Load()&(sideServer|sideClient)],
 		Totals:   br.totals(),
 		Policy:   br.policy,
@@ -214,15 +206,17 @@ func keyStatus(br *breaker) KeyStatus {
 			InFlight:             uint32(max(r.taken.Load()-r.succeeded.Load(), 0)),
 		}
 	case ph.state == StateOpen && st == StateOpen:
-		s.RetryAfter = time.Duration(max(ph.until-br.set.clock(), 0))
+		s.RetryAfter = time.Duration(max(ph.until-br.clock.now(), 0))
 	}
-	if h, fst, held := br.fleet.state(br, br.set.clock()); held && (st == fst) {
-		s.FleetHold = &FleetHold{Reason: h.reason, Replica: h.replica}
-		s.Window = Counts{}
-		if fst == StateOpen {
-			s.RetryAfter = time.Duration(max(h.until-br.set.clock(), 0))
+	if kf, ok := br.fleet.(*keyFleet); ok {
+		if h, fst, held := kf.held(br, br.clock.now()); held && st == fst {
+			s.FleetHold = &FleetHold{Reason: h.reason, Replica: h.replica}
+			s.Window = Counts{}
+			if fst == StateOpen {
+				s.RetryAfter = time.Duration(max(h.until-br.clock.now(), 0))
+			}
+			probesFull = fst == StateHalfOpen
 		}
-		probesFull = fst == StateHalfOpen
 	}
 	if st == StateForcedOpen {
 		_, s.RetryAfter, _ = br.forced()

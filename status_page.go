@@ -127,7 +127,7 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 			rejecting++
 		}
 		row := statusRow{KeyStatus: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
-			Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: why(s, now)}
+			Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: cause(s, now)}
 		switch {
 		case s.RetryAfter > 0:
 			row.RetryIn = "in " + roughly(s.RetryAfter)
@@ -191,8 +191,8 @@ func fleetSummary(f FleetStatus) string {
 	return fmt.Sprintf(" Shared with the fleet as replica %s: %d live.", f.Replica, f.Replicas)
 }
 
-// why says what put a key in its state: who forced it, or what tripped it.
-func why(s KeyStatus, now time.Time) string {
+// cause says what put a key in its state: who forced it, or what tripped it.
+func cause(s KeyStatus, now time.Time) string {
 	if s.ForcedBy != "" {
 		return "forced by " + s.ForcedBy
 	}

@@ -589,8 +589,8 @@ func TestStatusPageSpeaksEnglish(t *testing.T) {
 		{KeyStatus{State: StateForcedOpen, ForcedBy: "status page from 10.0.0.7:5123", LastTrip: trip}, "forced by status page from 10.0.0.7:5123"},
 		{KeyStatus{State: StateClosed}, ""},
 	} {
-		if got := why(tc.s, now); got != tc.want {
-			t.Errorf("why(%v) = %q, want %q", tc.s.State, got, tc.want)
+		if got := cause(tc.s, now); got != tc.want {
+			t.Errorf("cause(%v) = %q, want %q", tc.s.State, got, tc.want)
 		}
 	}
 }

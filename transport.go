@@ -104,11 +104,11 @@ func roundTripThrough(br *breaker, base http.RoundTripper, req *http.Request) (*
 	var err error
 	switch a := br.call(func(*probe) verdict {
 		var start time.Time
-		if timed(br) {
+		if br.timed() {
 			start = time.Now()
 		}
 		resp, err = base.RoundTrip(req)
-		return judge(br, answered(br.key, req, resp, err), start)
+		return callOf(br.key, req, resp, err).judge(br.classify, br.slowCall, start)
 	}); a.verdict {
 	case ran:
 		return resp, err
@@ -122,8 +122,8 @@ func roundTripThrough(br *breaker, base http.RoundTripper, req *http.Request) (*
 	}
 }
 
-// answered describes base's answer to req as a Call.
-func answered(key string, req *http.Request, resp *http.Response, err error) Call {
+// callOf describes base's answer to req as a Call.
+func callOf(key string, req *http.Request, resp *http.Response, err error) Call {
 	c := Call{Key: key, Request: req, Err: err}
 	if err != nil && errors.Is(err, context.Canceled) && callerGone(req) {
 		c.ClientGone = true

@@ -1,0 +1,55 @@
+package httpbreaker
+
+import (
+	"fmt"
+	"strings"
+)
+
+// State is the state of one key's breaker.
+type State uint8
+
+// The states of a breaker.
+const (
+	// StateClosed admits every request and counts outcomes.
+	StateClosed State = iota
+	// StateHalfOpen admits up to HalfOpenRequests probes at a time.
+	StateHalfOpen
+	// StateOpen rejects every request until its cooldown ends.
+	StateOpen
+	// StateRecovering is closed after a recovery, while the policy's
+	// RecoveryRamp admits a share of requests that rises from 0 to all.
+	StateRecovering
+	// StateForcedOpen rejects every request, by ForceOpen.
+	StateForcedOpen
+	// StateForcedClosed rejects no request, by ForceClose; the breaker
+	// underneath goes on counting and changing state, as in observe mode.
+	StateForcedClosed
+	numStates
+)
+
+var stateNames = [numStates]string{"closed", "half_open", "open", "recovering", "forced_open", "forced_closed"}
+
+// String returns the state's name as metrics, logs and reject responses
+// use it: "closed", "half_open", "open", "recovering", "forced_open",
+// "forced_closed".
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "state(" + fmt.Sprint(uint8(s)) + ")"
+}
+
+// MarshalText writes the state's name.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state's name, as MarshalText writes it: a program
+// can decode the status page's JSON into KeyStatus values.
+func (s *State) UnmarshalText(b []byte) error {
+	for st, name := range stateNames {
+		if string(b) == name {
+			*s = State(st)
+			return nil
+		}
+	}
+	return fmt.Errorf("httpbreaker: want a state (%s), got %q", strings.Join(stateNames[:], ", "), b)
+}
