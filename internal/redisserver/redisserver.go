@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -19,11 +20,21 @@ import (
 var ErrNotInstalled = errors.New("redis-server is not installed " +
 	"(Debian, Ubuntu: apt-get install redis-server; macOS: brew install redis; Fedora: dnf install redis)")
 
+// errAddrInUse is wrapped by Restart's error when redis-server could not
+// listen because another process holds its port: a server on a port picked
+// at random can then try another one.
+var errAddrInUse = errors.New("its port is taken by another process")
+
 // Server is a running redis-server.
 type Server struct {
 	path string
 	port int
-	cmd  *exec.Cmd
+	// args are options after the common ones.
+	args []string
+
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd.Wait has returned
+	log    *tail
 }
 
 // Start starts redis-server on a free loopback port and waits until it
@@ -33,14 +44,39 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, ErrNotInstalled
 	}
+	return startOnFreePort(func(port int) *Server { return &Server{path: path, port: port} })
+}
+
+// startOnFreePort starts the server newServer returns for a free loopback
+// port. A free port can be taken by another process before redis-server
+// listens on it, so when that happens it tries another.
+func startOnFreePort(newServer func(port int) *Server) (*Server, error) {
+	var err error
+	for range 5 {
+		var port int
+		port, err = freePort()
+		if err != nil {
+			return nil, err
+		}
+		s := newServer(port)
+		if err = s.Restart(); err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, errAddrInUse) {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// freePort returns a loopback port nothing listens on.
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("redisserver: no free loopback port: %w", err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := &Server{path: path, port: port}
-	return s, s.Restart()
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Addr returns the server's address.
@@ -52,21 +88,44 @@ func (s *Server) Restart() error {
 	if s.cmd != nil {
 		return errors.New("redisserver: running already")
 	}
-	cmd := exec.Command(s.path, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
+	log := &tail{}
+	cmd := exec.Command(s.path, s.commandLine()...)
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting redis-server: %w", err)
 	}
-	s.cmd = cmd
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	s.cmd, s.exited, s.log = cmd, exited, log
 	deadline := time.Now().Add(10 * time.Second)
 	for !s.answers() {
+		select {
+		case <-exited:
+			s.cmd = nil
+			if strings.Contains(log.String(), "in use") {
+				return fmt.Errorf("redis-server could not listen on %s, %w; its log: %s", s.Addr(), errAddrInUse, log)
+			}
+			return fmt.Errorf("redis-server on %s exited as it started; its log: %s", s.Addr(), log)
+		default:
+		}
 		if time.Now().After(deadline) {
 			s.Kill()
-			return errors.New("redis-server did not answer PING within 10s")
+			return fmt.Errorf("redis-server on %s did not answer PING within 10s "+
+				"(is the machine overloaded?); its log: %s", s.Addr(), log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
+}
+
+// commandLine returns redis-server's arguments: a loopback port, no
+// persistence, no daemon, only warnings logged.
+func (s *Server) commandLine() []string {
+	return append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}, s.args...)
 }
 
 // answers reports whether the server answers PING.
@@ -83,6 +142,9 @@ func (s *Server) answers() bool {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return err == nil && strings.HasPrefix(line, "+PONG")
 }
+
+// running reports whether the server was started and not killed since.
+func (s *Server) running() bool { return s.cmd != nil }
 
 // Pause stops the server's process (SIGSTOP): it holds its connections and
 // answers nothing, as a server stuck in a long command or a VM paused does.
@@ -105,6 +167,36 @@ func (s *Server) Kill() {
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a paused server dies too
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	<-s.exited
 	s.cmd = nil
+}
+
+// tail keeps the last lines a process wrote, to put in an error when it
+// does not start.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailSize = 2048
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > tailSize {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailSize:]...)
+	}
+	return len(p), nil
+}
+
+// String returns what was kept, on one line, or "(empty)".
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := strings.Join(strings.Fields(strings.ReplaceAll(string(t.buf), "\n", " | ")), " ")
+	if s == "" {
+		return "(empty)"
+	}
+	return s
 }
