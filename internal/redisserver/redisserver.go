@@ -1,6 +1,17 @@
 // Package redisserver starts and stops redis-server for the fleet's tests,
 // demo and benchmarks: on a free loopback port, with no persistence, so
 // that every run starts empty and leaves nothing behind.
+//
+// Start runs one server. StartCluster runs a Redis Cluster, so that the
+// fleet can be tested against the topology it meets in production and
+// against its failovers. Both need only the redis-server binary: the
+// cluster is assembled with CLUSTER commands over a plain connection
+// (Conn), not with redis-cli, so redis-tools need not be installed.
+// RequireInstalled is the one rule for a test when redis-server is
+// missing.
+//
+// Nothing here is safe for concurrent use: one test goroutine drives a
+// server or a cluster.
 package redisserver
 
 import (
@@ -16,7 +27,8 @@ import (
 	"time"
 )
 
-// ErrNotInstalled is returned by Start when there is no redis-server.
+// ErrNotInstalled is returned by Start and StartCluster when there is no
+// redis-server.
 var ErrNotInstalled = errors.New("redis-server is not installed " +
 	"(Debian, Ubuntu: apt-get install redis-server; macOS: brew install redis; Fedora: dnf install redis)")
 
@@ -29,7 +41,8 @@ var errAddrInUse = errors.New("its port is taken by another process")
 type Server struct {
 	path string
 	port int
-	// args are options after the common ones.
+	// args are options after the common ones: cluster mode, the
+	// directory for the files a cluster node writes.
 	args []string
 
 	cmd    *exec.Cmd
@@ -44,17 +57,18 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, ErrNotInstalled
 	}
-	return startOnFreePort(func(port int) *Server { return &Server{path: path, port: port} })
+	return startOnFreePort(false, func(port int) *Server { return &Server{path: path, port: port} })
 }
 
 // startOnFreePort starts the server newServer returns for a free loopback
 // port. A free port can be taken by another process before redis-server
-// listens on it, so when that happens it tries another.
-func startOnFreePort(newServer func(port int) *Server) (*Server, error) {
+// listens on it, so when that happens it tries another. withBus also
+// keeps port+10000 free, for a cluster node's bus.
+func startOnFreePort(withBus bool, newServer func(port int) *Server) (*Server, error) {
 	var err error
 	for range 5 {
 		var port int
-		port, err = freePort()
+		port, err = freePort(withBus)
 		if err != nil {
 			return nil, err
 		}
@@ -69,21 +83,41 @@ func startOnFreePort(newServer func(port int) *Server) (*Server, error) {
 	return nil, err
 }
 
-// freePort returns a loopback port nothing listens on.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("redisserver: no free loopback port: %w", err)
+// freePort returns a loopback port nothing listens on; withBus, one whose
+// port+10000 is free too (a cluster node listens there for its peers).
+func freePort(withBus bool) (int, error) {
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("redisserver: no free loopback port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if !withBus {
+			l.Close()
+			return port, nil
+		}
+		if port+10000 > 65535 {
+			l.Close()
+			continue
+		}
+		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
+		l.Close()
+		if err != nil {
+			continue
+		}
+		bus.Close()
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("redisserver: found no free loopback port p with p+10000 free too, " +
+		"for a cluster node and its bus, in 100 tries")
 }
 
 // Addr returns the server's address.
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
 // Restart starts the server again, empty, on the same port, after Kill;
-// Start calls it the first time.
+// Start calls it the first time. A cluster node keeps the config file it
+// wrote, and with it its identity and its peers.
 func (s *Server) Restart() error {
 	if s.cmd != nil {
 		return errors.New("redisserver: running already")

@@ -12,8 +12,8 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestMain fails the tests if any goroutine outlives them: Kill must wait
-// for the process it killed.
+// TestMain fails the tests if any goroutine outlives them: Kill and Close
+// must wait for every process they started.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // patience bounds a test's wait for what must happen.
@@ -119,7 +119,7 @@ func TestRestartOnATakenPortSaysSo(t *testing.T) {
 func TestStartReportsWhyTheServerExited(t *testing.T) {
 	RequireInstalled(t)
 	path, _ := exec.LookPath("redis-server")
-	_, err := startOnFreePort(func(port int) *Server {
+	_, err := startOnFreePort(false, func(port int) *Server {
 		return &Server{path: path, port: port, args: []string{"--no-such-option", "x"}}
 	})
 	if err == nil || !strings.Contains(err.Error(), "no-such-option") {

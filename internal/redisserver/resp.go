@@ -126,3 +126,37 @@ func readReply(r *bufio.Reader) (any, error) {
 	}
 	return nil, fmt.Errorf("redisserver: unknown reply type %q (is this a RESP2 Redis server?)", line)
 }
+
+// do sends one command to addr on a connection of its own.
+func do(addr string, args ...string) (any, error) {
+	c, err := Dial(addr, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Do(args...)
+}
+
+// doString is do for a command whose reply is a string.
+func doString(addr string, args ...string) (string, error) {
+	v, err := do(addr, args...)
+	if err != nil {
+		return "", err
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("redisserver: %s %s replied %v, not a string", addr, args[0], v)
+	}
+	return s, nil
+}
+
+// fields parses the "key:value" lines of INFO and CLUSTER INFO.
+func fields(s string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(s, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
