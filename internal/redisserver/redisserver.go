@@ -2,16 +2,17 @@
 // demo and benchmarks: on a free loopback port, with no persistence, so
 // that every run starts empty and leaves nothing behind.
 //
-// Start runs one server. StartCluster runs a Redis Cluster, so that the
-// fleet can be tested against the topology it meets in production and
-// against its failovers. Both need only the redis-server binary: the
-// cluster is assembled with CLUSTER commands over a plain connection
-// (Conn), not with redis-cli, so redis-tools need not be installed.
-// RequireInstalled is the one rule for a test when redis-server is
-// missing.
+// Start runs one server. StartCluster runs a Redis Cluster and
+// StartSentinel a master, its replica and three sentinels, so that the
+// fleet can be tested against the topologies it meets in production and
+// against their failovers. All of them need only the redis-server binary:
+// sentinels run as redis-server --sentinel and the cluster is assembled
+// with CLUSTER commands over a plain connection (Conn), not with redis-cli,
+// so redis-sentinel and redis-tools need not be installed. RequireInstalled
+// is the one rule for a test when redis-server is missing.
 //
 // Nothing here is safe for concurrent use: one test goroutine drives a
-// server or a cluster.
+// server, a cluster or a sentinel set.
 package redisserver
 
 import (
@@ -27,8 +28,8 @@ import (
 	"time"
 )
 
-// ErrNotInstalled is returned by Start and StartCluster when there is no
-// redis-server.
+// ErrNotInstalled is returned by Start, StartCluster and StartSentinel
+// when there is no redis-server.
 var ErrNotInstalled = errors.New("redis-server is not installed " +
 	"(Debian, Ubuntu: apt-get install redis-server; macOS: brew install redis; Fedora: dnf install redis)")
 
@@ -41,9 +42,15 @@ var errAddrInUse = errors.New("its port is taken by another process")
 type Server struct {
 	path string
 	port int
-	// args are options after the common ones: cluster mode, the
-	// directory for the files a cluster node writes.
+	// conf is a config file given before the options ("" for none): a
+	// sentinel reads its monitors from one and rewrites it.
+	conf string
+	// args are options after the common ones: cluster mode, replicaof, the
+	// directory for the files a replica or a cluster node writes.
 	args []string
+	// sentinel runs the server as a sentinel, which takes no persistence
+	// options.
+	sentinel bool
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once cmd.Wait has returned
@@ -116,8 +123,8 @@ func freePort(withBus bool) (int, error) {
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
 // Restart starts the server again, empty, on the same port, after Kill;
-// Start calls it the first time. A cluster node keeps the config file it
-// wrote, and with it its identity and its peers.
+// Start calls it the first time. A cluster node or a sentinel keeps the
+// config file it wrote, and with it its identity and its peers.
 func (s *Server) Restart() error {
 	if s.cmd != nil {
 		return errors.New("redisserver: running already")
@@ -156,10 +163,22 @@ func (s *Server) Restart() error {
 }
 
 // commandLine returns redis-server's arguments: a loopback port, no
-// persistence, no daemon, only warnings logged.
+// daemon, only warnings logged and, but for a sentinel, no persistence.
 func (s *Server) commandLine() []string {
-	return append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}, s.args...)
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
+	args = append(args, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--daemonize", "no", "--loglevel", "warning")
+	if !s.sentinel {
+		args = append(args, "--save", "", "--appendonly", "no")
+	}
+	args = append(args, s.args...)
+	if s.sentinel {
+		args = append(args, "--sentinel")
+	}
+	return args
 }
 
 // answers reports whether the server answers PING.

@@ -16,7 +16,8 @@ import (
 // must wait for every process they started.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// patience bounds a test's wait for what must happen.
+// patience bounds a test's wait for what must happen; the harness's own
+// waits are longer where the servers' clocks demand it.
 const patience = 10 * time.Second
 
 // dialT connects to addr; the connection is closed when the test ends.

@@ -160,3 +160,16 @@ func fields(s string) map[string]string {
 	}
 	return m
 }
+
+// pairs turns a flat array of names and values (SENTINEL MASTER's reply)
+// into a map.
+func pairs(v any) map[string]string {
+	a, _ := v.([]any)
+	m := map[string]string{}
+	for i := 0; i+1 < len(a); i += 2 {
+		k, _ := a[i].(string)
+		v, _ := a[i+1].(string)
+		m[k] = v
+	}
+	return m
+}
