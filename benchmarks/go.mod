@@ -7,8 +7,8 @@ require (
 	github.com/eapache/go-resiliency v1.7.0
 	github.com/failsafe-go/failsafe-go v0.9.8
 	github.com/felixge/httpsnoop v1.1.0
-	github.com/httpbreaker/httpbreaker v0.0.0
-	github.com/httpbreaker/httpbreaker/redisstate v0.0.0
+	github.com/httpbreaker/httpbreaker v0.1.0
+	github.com/httpbreaker/httpbreaker/redisstate v0.1.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/rubyist/circuitbreaker v2.2.1+incompatible

@@ -7,8 +7,8 @@ require (
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/gorilla/mux v1.8.1
 	github.com/gorilla/websocket v1.5.3
-	github.com/httpbreaker/httpbreaker v0.0.0
-	github.com/httpbreaker/httpbreaker/redisstate v0.0.0
+	github.com/httpbreaker/httpbreaker v0.1.0
+	github.com/httpbreaker/httpbreaker/redisstate v0.1.0
 	github.com/labstack/echo/v4 v4.16.5
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
