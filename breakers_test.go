@@ -1,13 +1,10 @@
 package httpbreaker
 
 import (
-	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,8 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -214,57 +209,6 @@ func TestOpenBreakersAreNotDroppedWhenIdle(t *testing.T) {
 			t.Fatalf("an open breaker left idle: %v, want it kept open", st)
 		}
 	})
-}
-
-func TestInvalidKeysPassUntrackedAndNeverBreakAScrape(t *testing.T) {
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(collectors.NewGoCollector())
-	b, sink := newSet(t, WithRegisterer(reg))
-	mux := http.NewServeMux()
-	mux.Handle("/api/{plugin}/", b.KeyedMiddleware(func(r *http.Request) string { return r.PathValue("plugin") })(newStatusHandler(200)))
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-
-	long := strings.Repeat("a", maxKeyBytes+1)
-	for _, path := range []string{"/api/catalog/x", "/api/%ff/x", "/api/%fe%ff/y", "/api/" + long + "/z"} {
-		if code, _, _ := get(t, srv.URL+path); code != 200 {
-			t.Fatalf("GET %s: %d, want the handler's 200", path, code)
-		}
-	}
-	if n := b.untracked.Load(); n != 3 {
-		t.Fatalf("%d requests untracked, want the 3 with invalid keys", n)
-	}
-	code, _, body := get(t, srv.URL+"/metrics")
-	if code != 200 || !strings.Contains(body, `httpbreaker_requests_total{key="catalog",result="success"} 1`) ||
-		!strings.Contains(body, "go_goroutines") {
-		t.Fatalf("scrape: %d\n%s", code, body)
-	}
-	if logs := sink.matching("key is not valid"); len(logs) != 1 || logs[0].attrs["key"] != `"\xff"` {
-		t.Fatalf("invalid key logs %+v, want one, with the key quoted in ASCII", logs)
-	}
-}
-
-func TestInvalidKeysAreRefusedWhereTheyAreWired(t *testing.T) {
-	b, _ := newSet(t)
-	func() {
-		defer func() {
-			if p := recover(); p == nil || !strings.Contains(fmt.Sprint(p), "not valid UTF-8") {
-				t.Errorf("Middleware(\"\\xff\") panicked with %v, want a message naming the problem", p)
-			}
-		}()
-		b.Middleware("\xff")
-	}()
-	if _, err := New(WithKeyPolicy("\xff", Policy{})); err == nil || !strings.Contains(err.Error(), "not valid UTF-8") {
-		t.Errorf("WithKeyPolicy: %v", err)
-	}
-	if err := b.ForceOpen("\xff", 0); err == nil || !strings.Contains(err.Error(), "not valid UTF-8") {
-		t.Errorf("ForceOpen: %v", err)
-	}
-	if _, err := LoadConfig(strings.NewReader("keys:\n  " + strings.Repeat("k", maxKeyBytes+1) + ":\n    open_for: 1s\n")); err == nil ||
-		!strings.Contains(err.Error(), "line 2: keys: ") || !strings.Contains(err.Error(), "longer than 512") {
-		t.Errorf("LoadConfig with a long key: %v", err)
-	}
 }
 
 func TestScrapeLeavesOutASeriesItCannotWriteAndGoesOn(t *testing.T) {

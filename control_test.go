@@ -3,8 +3,10 @@ package httpbreaker
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -256,4 +258,22 @@ func TestControlActsOnKeysThatExist(t *testing.T) {
 	if rec := record(keyed, "/billing"); rec.Code != 200 {
 		t.Fatalf("billing after Release answered %d", rec.Code)
 	}
+}
+
+func TestForceOpenForTheLongestDurationStaysOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t)
+		h := b.Middleware("p")(newStatusHandler(200))
+		time.Sleep(time.Minute) // the set's clock has moved, as it has in a running service
+		if err := b.ForceOpen("p", math.MaxInt64); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(365 * 24 * time.Hour)
+		rec := record(h, "/")
+		secs, _ := strconv.ParseInt(rec.Header().Get("Retry-After"), 10, 64)
+		if b.State("p") != StateForcedOpen || rec.Code != 503 || secs < 200*365*24*3600 {
+			t.Fatalf("a year into ForceOpen(MaxInt64): %v, %d, Retry-After %ds; want forced open for centuries yet",
+				b.State("p"), rec.Code, secs)
+		}
+	})
 }
