@@ -140,8 +140,12 @@ func (br *breaker) callSlow(run func(*probe) verdict) admission {
 		return admission{verdict: passed}
 	}
 	if br.fleet != nil && br.fleet.holds() {
-		if a, held := br.fleet.admit(br, run, observe); held {
-			return a
+		if a, lease, held := br.fleet.admit(br, observe); held {
+			if lease == nil {
+				return a
+			}
+			guard(run, &probe{}, func(v verdict) { br.fleet.probed(br, lease, v) })
+			return admission{verdict: ran}
 		}
 	}
 	for {
@@ -343,8 +347,11 @@ type holder interface {
 	// state returns the state the hold puts br in at now, if it does.
 	state(br *breaker, now int64) (State, bool)
 	// admit decides a call while the hold is on, unless it has lapsed
-	// (false).
-	admit(br *breaker, run func(*probe) verdict, observe bool) (admission, bool)
+	// (held false): a refusal, or a probe of the holder's, for which it
+	// returns the lease that admits it. The breaker runs the probe and hands
+	// its verdict to probed.
+	admit(br *breaker, observe bool) (a admission, lease any, held bool)
+	probed(br *breaker, lease any, v verdict)
 	// failed hears of each failure, with the key's failure total.
 	failed(failures uint64)
 	// reset drops the hold, for Reset.

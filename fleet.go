@@ -226,7 +226,7 @@ func (f *fleet) syncKeys() bool {
 		if c := pending[br.key]; c != nil {
 			ks.Command, w.command = c, c
 		}
-		ks.Probe = kf.probed.Swap(nil)
+		ks.Probe = kf.probeOut.Swap(nil)
 		held := kf.hold.Load()
 		if held != nil && kf.want.Swap(false) {
 			if l := kf.lease.Load(); l == nil || l.gen != held.gen || l.used.Load() {

@@ -20,8 +20,8 @@ type keyFleet struct {
 	hold  atomic.Pointer[fleetHold]
 	lease atomic.Pointer[fleetLease]
 	want  atomic.Bool // a request waits for a lease
-	// probed is the result of a fleet probe, for the loop to report.
-	probed atomic.Pointer[sharedstate.ProbeResult]
+	// probeOut is the result of a fleet probe, for the loop to report.
+	probeOut atomic.Pointer[sharedstate.ProbeResult]
 	// The outcome totals sent to the fleet so far, written by the loop; a
 	// failure wakes the loop once nudgeAt more are not sent.
 	sentS, sentF atomic.Uint64
@@ -54,6 +54,7 @@ type fleetLease struct {
 	gen   int64
 	token string
 	used  atomic.Bool
+	hold  *fleetHold // the hold its probe ran under; written by the call that used it
 }
 
 // holds reports whether the fleet holds the key (it may have lapsed).
@@ -119,33 +120,34 @@ func (kf *keyFleet) held(br *breaker, now int64) (*fleetHold, State, bool) {
 }
 
 // admit is callSlow while the fleet holds the key: refused while open;
-// while half-open, run as a probe if this replica holds an unused lease,
-// else refused while the loop asks the fleet for one.
-func (kf *keyFleet) admit(br *breaker, run func(*probe) verdict, observe bool) (admission, bool) {
+// while half-open, a probe if this replica holds an unused lease, else
+// refused while the loop asks the fleet for one.
+func (kf *keyFleet) admit(br *breaker, observe bool) (admission, any, bool) {
 	now := br.clock.now()
 	h, st, ok := kf.held(br, now)
 	if !ok {
-		return admission{}, false
+		return admission{}, nil, false
 	}
 	if st == StateOpen {
-		return br.refuse(StateOpen, time.Duration(h.until-now), observe), true
+		return br.refuse(StateOpen, time.Duration(h.until-now), observe), nil, true
 	}
 	if l := kf.lease.Load(); l != nil && l.gen == h.gen && l.used.CompareAndSwap(false, true) {
-		guard(run, &probe{}, func(v verdict) { kf.probeDone(br, h, l, v) })
-		return admission{verdict: ran}, true
+		l.hold = h
+		return admission{}, l, true
 	}
 	kf.want.Store(true)
 	kf.link.poke()
-	return br.refuse(StateHalfOpen, 0, observe), true
+	return br.refuse(StateHalfOpen, 0, observe), nil, true
 }
 
-// probeDone hands the outcome of a probe that the fleet's lease l admitted
-// to the loop to report. A failure reopens the hold for the next nominal
+// probed hands the outcome of a probe that the fleet's lease admitted to
+// the loop to report. A failure reopens the hold for the next nominal
 // cooldown, with jitter, as a local probe's does.
-func (kf *keyFleet) probeDone(br *breaker, h *fleetHold, l *fleetLease, v verdict) {
+func (kf *keyFleet) probed(br *breaker, lease any, v verdict) {
+	l := lease.(*fleetLease)
 	br.tally(v)
-	nominal := br.backoff(h.nominal)
-	kf.probed.Store(&sharedstate.ProbeResult{Generation: h.gen, Lease: l.token, Outcome: probeOutcome[v.outcome],
+	nominal := br.backoff(l.hold.nominal)
+	kf.probeOut.Store(&sharedstate.ProbeResult{Generation: l.gen, Lease: l.token, Outcome: probeOutcome[v.outcome],
 		Reopen: br.jitter(nominal), Nominal: nominal})
 	kf.link.poke()
 }
