@@ -48,7 +48,7 @@ func benchRequest() (*benchWriter, *http.Request) {
 	return &benchWriter{header: http.Header{}}, httptest.NewRequest(http.MethodGet, "/api/catalog/entities", nil)
 }
 
-func benchSet(b *testing.B, opts ...Option) *Breakers {
+func benchSet(b testing.TB, opts ...Option) *Breakers {
 	b.Helper()
 	set, err := New(append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	if err != nil {

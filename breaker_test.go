@@ -271,3 +271,30 @@ func TestGoexitInAClosedCallIsAFailureOfTheWindow(t *testing.T) {
 		t.Fatalf("state %v after two Goexits with consecutive_failures 2, want open", st)
 	}
 }
+
+// TestClosedPathAllocatesNothing holds what BenchmarkClosed and
+// BenchmarkTransport measure: a call through a closed breaker, on either
+// side and keyed either way, allocates nothing.
+func TestClosedPathAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's sync.Pool drops writers at random: allocation counts are its own")
+	}
+	w, in := benchRequest()
+	in.Pattern = "GET /api/catalog/entities"
+	out := httptest.NewRequest(http.MethodGet, "http://api.example.com/v1/models", nil)
+	base := cannedTransport{resp: &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody}}
+	serve := func(h http.Handler) func() { return func() { h.ServeHTTP(w, in) } }
+	send := func(rt http.RoundTripper) func() { return func() { _, _ = rt.RoundTrip(out) } }
+	b := benchSet(t)
+	for name, call := range map[string]func(){
+		"Middleware":      serve(b.Middleware("catalog")(okHandler)),
+		"KeyedMiddleware": serve(b.KeyedMiddleware(RoutePattern)(okHandler)),
+		"Transport":       send(b.Transport("models", base)),
+		"KeyedTransport":  send(b.KeyedTransport(Host, base)),
+	} {
+		call() // the key's breaker is made
+		if n := testing.AllocsPerRun(200, call); n != 0 {
+			t.Errorf("%s: %v allocations per call through a closed breaker, want 0", name, n)
+		}
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package httpbreaker
+
+const raceEnabled = false
