@@ -2,8 +2,6 @@ package httpbreaker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -58,20 +56,6 @@ func (a admission) rejection(key string) Rejection {
 }
 
 type rejectionKey struct{}
-
-// rejectedMark is the request header that reject sets: a name of this
-// process's own, which no client can send.
-var rejectedMark = func() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return "Httpbreaker-Rejected-" + hex.EncodeToString(b[:])
-}()
-
-// rejectedInside reports whether a breaker nested inside rejected r.
-func rejectedInside(r *http.Request) bool {
-	_, ok := r.Header[rejectedMark]
-	return ok
-}
 
 // RejectionFrom returns the rejection that a WithRejectHandler handler is
 // answering, and false for any other request.

@@ -5,6 +5,8 @@ package httpbreaker
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"io"
 	"math"
@@ -152,6 +154,20 @@ func (sw *statusWriter) WriteString(s string) (int, error) {
 func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.w }
 
 func (sw *statusWriter) self() *statusWriter { return sw }
+
+// rejectedMark is the request header that reject sets: a name of this
+// process's own, which no client can send.
+var rejectedMark = func() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "Httpbreaker-Rejected-" + hex.EncodeToString(b[:])
+}()
+
+// rejectedInside reports whether a breaker nested inside rejected r.
+func rejectedInside(r *http.Request) bool {
+	_, ok := r.Header[rejectedMark]
+	return ok
+}
 
 // markRejected tells each statusWriter that w wraps, directly or through
 // other writers with Unwrap, that a breaker rejected the request.
