@@ -56,7 +56,7 @@ type breaker struct {
 	// upstreamUntil is when the latest Retry-After of an upstream's failure
 	// ends (ns since set.epoch); 0 when there is none.
 	upstreamUntil atomic.Int64
-	lastTrip      atomic.Pointer[Trip] // what last opened it from closed, for KeyStatus
+	lastTrip      atomic.Pointer[Trip] // what last opened it from closed, for Status
 	since         atomic.Int64         // last state change, ns since set.epoch
 	dropped       atomic.Bool          // dropped as idle: a new breaker serves the key
 	sides         atomic.Uint32        // sideServer | sideClient: who has put calls through it
@@ -362,7 +362,7 @@ type holder interface {
 // for a classifier, which may read it.
 func (br *breaker) timed() bool { return br.slowCall > 0 || br.classify != nil }
 
-// The sides that put calls through a breaker, for KeyStatus.Side.
+// The sides that put calls through a breaker, for Status.Side.
 const (
 	sideServer uint32 = 1 << iota
 	sideClient

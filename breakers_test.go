@@ -45,7 +45,7 @@ func TestStateOfUnknownKeyIsClosed(t *testing.T) {
 	if st := b.State("nobody"); st != StateClosed {
 		t.Fatalf("state %v, want closed", st)
 	}
-	if n := len(b.Status().Keys); n != 0 {
+	if n := len(b.Snapshot()); n != 0 {
 		t.Fatalf("State created a breaker: %d in the snapshot", n)
 	}
 }
@@ -65,7 +65,7 @@ func TestMaxKeysBoundsBreakersAndPassesTheRestThrough(t *testing.T) {
 		}
 	}
 	var keys []string
-	for _, s := range b.Status().Keys {
+	for _, s := range b.Snapshot() {
 		keys = append(keys, s.Key)
 	}
 	if !slices.Equal(keys, []string{"a", "b"}) {
@@ -94,14 +94,14 @@ func TestConcurrentKeysUnderLoad(t *testing.T) {
 			for i := range 500 {
 				record(h, "/k"+string(rune('a'+(g+i)%5)))
 				if i%50 == 0 {
-					b.Status()
+					b.Snapshot()
 				}
 			}
 		})
 	}
 	wg.Wait()
 	var total uint64
-	for _, s := range b.Status().Keys {
+	for _, s := range b.Snapshot() {
 		c := s.Totals
 		total += c.Success + c.Failure + c.Excluded + c.Rejected
 	}
@@ -132,7 +132,7 @@ func TestIdleKeysAreDroppedSoManyKeysRunAtFlatMemory(t *testing.T) {
 			}
 			// Keys live at most IdleTTL plus a sweep interval after their last
 			// request: no more than four rounds' worth at any time.
-			if n := len(b.Status().Keys); n > 4*perRound {
+			if n := len(b.Snapshot()); n > 4*perRound {
 				t.Fatalf("round %d: %d keys alive, want at most %d", round, n, 4*perRound)
 			}
 			if series > 4*perRound*int(numStates) {
@@ -168,9 +168,9 @@ func TestStaticKeysAreKeptByDefault(t *testing.T) {
 			t.Fatalf("a KeyedMiddleware key's IdleTTL is %v, want an hour", p.IdleTTL)
 		}
 		time.Sleep(3 * time.Hour)
-		b.Status()
+		b.Snapshot()
 		time.Sleep(3 * time.Hour)
-		snap := b.Status().Keys
+		snap := b.Snapshot()
 		if len(snap) != 1 || snap[0].Key != "catalog" {
 			t.Fatalf("after six idle hours: %v, want catalog only", snap)
 		}
@@ -184,9 +184,9 @@ func TestDroppedStaticKeyGetsANewBreaker(t *testing.T) {
 		record(h, "/")
 		for range 4 {
 			time.Sleep(time.Minute)
-			b.Status()
+			b.Snapshot()
 		}
-		if n := len(b.Status().Keys); n != 0 {
+		if n := len(b.Snapshot()); n != 0 {
 			t.Fatalf("%d keys after the IdleTTL, want the idle key dropped", n)
 		}
 		record(h, "/")
@@ -203,7 +203,7 @@ func TestOpenBreakersAreNotDroppedWhenIdle(t *testing.T) {
 		record(h, "/")
 		for range 10 {
 			time.Sleep(time.Minute)
-			b.Status()
+			b.Snapshot()
 		}
 		if st := b.State("broken"); st != StateOpen {
 			t.Fatalf("an open breaker left idle: %v, want it kept open", st)
@@ -235,7 +235,7 @@ func TestMiddlewareKeyKeepsItsBreakerPastMaxKeys(t *testing.T) {
 		keyed := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Path })(newStatusHandler(200))
 		record(static, "/")
 		time.Sleep(2 * time.Minute)
-		b.Status() // a sweep: the static key has been idle past its IdleTTL
+		b.Snapshot() // a sweep: the static key has been idle past its IdleTTL
 		time.Sleep(2 * time.Minute)
 		record(keyed, "/a") // keyed traffic fills the set
 		record(keyed, "/b")

@@ -40,7 +40,7 @@ func TestLoadConfigReadsTheSampleFile(t *testing.T) {
 	b, _ := newSet(t, WithConfig(c))
 	b.Middleware("scaffolder")
 	b.Middleware("other")
-	for _, s := range b.Status().Keys {
+	for _, s := range b.Snapshot() {
 		want := DefaultPolicy()
 		want.IdleTTL = Off // a Middleware key
 		if s.Key == "scaffolder" {

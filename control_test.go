@@ -197,7 +197,7 @@ func TestControlOfAKeyThatDoesNotExistIsErrNoBreakerAndMakesNoKey(t *testing.T) 
 			t.Errorf("%s of an empty key: %v, want an error that says the key is not valid", name, err)
 		}
 	}
-	if n := len(b.Status().Keys); n != 1 {
+	if n := len(b.Snapshot()); n != 1 {
 		t.Fatalf("%d keys after controlling a typo, want only billing", n)
 	}
 	if n, err := testutil.GatherAndCount(reg); err != nil || strings.Contains(fmt.Sprint(gatherKeys(t, reg)), "bilingg") {

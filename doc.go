@@ -46,7 +46,7 @@
 // reads one from YAML or JSON. With WithRegisterer each Breakers exports
 // Prometheus metrics read at scrape time; every state change is one
 // log/slog record, and WithStateChangeHook calls a function of yours with
-// the same facts. Status returns what every key is doing, and StatusHandler
+// the same facts. Snapshot returns what every key is doing, and StatusHandler
 // serves it as JSON or as an HTML page, with buttons for ForceOpen,
 // ForceClose, Release and Reset if AllowControl lets it.
 //

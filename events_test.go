@@ -138,7 +138,7 @@ func TestHookEventCarriesWhyWithTheLogRecordsFacts(t *testing.T) {
 		_ = b.Reset("git")
 		for range 12 { // quarter-IdleTTL sweeps, at each snapshot
 			time.Sleep(15 * time.Second)
-			b.Status()
+			b.Snapshot()
 		}
 		synctest.Wait()
 

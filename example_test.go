@@ -93,7 +93,7 @@ func ExampleBreakers_KeyedMiddleware() {
 		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		fmt.Println(path, rec.Code)
 	}
-	for _, s := range breakers.Status().Keys {
+	for _, s := range breakers.Snapshot() {
 		fmt.Printf("%q %s\n", s.Key, s.State)
 	}
 	// Output:
@@ -128,7 +128,7 @@ keys:
 	}
 	breakers.Middleware("scaffolder")
 	breakers.Middleware("search")
-	for _, s := range breakers.Status().Keys {
+	for _, s := range breakers.Snapshot() {
 		policy, _ := json.Marshal(s.Policy)
 		fmt.Printf("%s %s\n", s.Key, policy)
 	}

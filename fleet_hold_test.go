@@ -19,7 +19,7 @@ func TestFleetHoldFromTheStore(t *testing.T) {
 	defer b.Close()
 	up := newStatusHandler(200)
 	h := b.Middleware("search")(up)
-	waitFor(t, "connected", func() bool { return b.Status().Fleet.Connected })
+	waitFor(t, "connected", func() bool { return b.FleetStatus().Connected })
 
 	store.set("search", sharedstate.Reply{Hold: &sharedstate.Hold{Generation: 1, Open: time.Hour, Nominal: time.Hour,
 		Reason: "failure_rate", Replica: "r2", Failures: 30, Successes: 10, FailingReplicas: 2}})
@@ -29,7 +29,7 @@ func TestFleetHoldFromTheStore(t *testing.T) {
 		t.Fatalf("answered %d with the fleet's hold (handler called %d times)", rec.Code, up.calls.Load())
 	}
 	// An hour from the store is MaxOpenFor here.
-	if s := b.Status().Keys[0]; s.RetryAfter > 2*time.Minute || s.FleetHold == nil || s.FleetHold.Replica != "r2" {
+	if s := b.Snapshot()[0]; s.RetryAfter > 2*time.Minute || s.FleetHold == nil || s.FleetHold.Replica != "r2" {
 		t.Errorf("status %+v: want a fleet hold by r2 of at most MaxOpenFor", s)
 	}
 	waitFor(t, "the state change record", func() bool { return len(sink.matching("state changed")) > 0 })
@@ -54,7 +54,7 @@ httpbreaker_shared_replicas 3
 	// The store goes down: syncs fail and are counted; the hold stays, as
 	// its cooldown has not ended.
 	store.setDown(true)
-	waitFor(t, "disconnected", func() bool { return !b.Status().Fleet.Connected })
+	waitFor(t, "disconnected", func() bool { return !b.FleetStatus().Connected })
 	if n := gathered(t, reg, "httpbreaker_shared_sync_errors_total", ""); n < 1 {
 		t.Errorf("sync errors %v", n)
 	}

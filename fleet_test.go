@@ -74,13 +74,13 @@ func (s *fakeStore) setDown(down bool) {
 func TestCloseIsIdempotentWithOrWithoutSharedState(t *testing.T) {
 	plain, _ := newSet(t)
 	shared, _ := newSet(t, WithSharedState(newFakeStore()))
-	waitFor(t, "connected", func() bool { return shared.Status().Fleet.Connected })
+	waitFor(t, "connected", func() bool { return shared.FleetStatus().Connected })
 	for _, b := range []*Breakers{plain, shared, plain, shared} {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if shared.Status().Fleet.Connected {
+	if shared.FleetStatus().Connected {
 		t.Error("a closed set still counts as connected to its fleet")
 	}
 	// TestMain's goleak check fails the package if the loop outlived Close.
@@ -135,13 +135,13 @@ func TestStatusPageSaysStateIsShared(t *testing.T) {
 	store := newFakeStore()
 	b, _ := newSet(t, WithSharedState(store), WithReplica("pod-7"))
 	defer b.Close()
-	waitFor(t, "connected", func() bool { return b.Status().Fleet.Connected })
-	if got := fleetSummary(b.Status().Fleet); got != " Shared with the fleet as replica pod-7: 3 live." {
+	waitFor(t, "connected", func() bool { return b.FleetStatus().Connected })
+	if got := fleetSummary(b.FleetStatus()); got != " Shared with the fleet as replica pod-7: 3 live." {
 		t.Errorf("connected: %q", got)
 	}
 	store.setDown(true)
-	waitFor(t, "disconnected", func() bool { return !b.Status().Fleet.Connected })
-	if got := fleetSummary(b.Status().Fleet); !strings.Contains(got, "cannot reach the shared state") {
+	waitFor(t, "disconnected", func() bool { return !b.FleetStatus().Connected })
+	if got := fleetSummary(b.FleetStatus()); !strings.Contains(got, "cannot reach the shared state") {
 		t.Errorf("disconnected: %q", got)
 	}
 	if got := fleetSummary(FleetStatus{}); got != "" {

@@ -112,15 +112,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func status(t *testing.T, b *Breakers, key string) KeyStatus {
+func status(t *testing.T, b *Breakers, key string) Status {
 	t.Helper()
-	for _, s := range b.Status().Keys {
+	for _, s := range b.Snapshot() {
 		if s.Key == key {
 			return s
 		}
 	}
 	t.Fatalf("no status for key %q", key)
-	return KeyStatus{}
+	return Status{}
 }
 
 // logSink is a slog.Handler that keeps the records. Reading them first

@@ -32,7 +32,7 @@ func TestKeyedMiddlewareKeysByRoutePattern(t *testing.T) {
 		t.Fatalf("items: state %v, want open after failures on five different ids", st)
 	}
 	var keys []string
-	for _, s := range b.Status().Keys {
+	for _, s := range b.Snapshot() {
 		keys = append(keys, s.Key)
 	}
 	if strings.Join(keys, ",") != "GET /items/{id},GET /users/{id}" {

@@ -60,7 +60,7 @@ func TestPanicIsAFailureAndIsRaisedAgainWithItsStack(t *testing.T) {
 func TestMiddlewareCreatesTheBreakerUpFront(t *testing.T) {
 	b, _ := newSet(t, WithKeyPolicy("catalog", Policy{Mode: ModeObserve, OpenFor: time.Minute}))
 	b.Middleware("catalog")
-	snap := b.Status().Keys
+	snap := b.Snapshot()
 	if len(snap) != 1 || snap[0].Key != "catalog" || snap[0].State != StateClosed {
 		t.Fatalf("snapshot %+v, want catalog closed", snap)
 	}

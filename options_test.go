@@ -72,7 +72,7 @@ func TestLaterOptionsRefineEarlierOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Middleware("a")
-	p := b.Status().Keys[0].Policy
+	p := b.Snapshot()[0].Policy
 	if p.OpenFor != time.Minute || p.SlowCall != 2*time.Second || p.Mode != ModeObserve || p.HalfOpenRequests != 1 {
 		t.Fatalf("policy %+v", p)
 	}

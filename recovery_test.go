@@ -406,7 +406,7 @@ func TestStateReadsHalfOpenWithoutARequest(t *testing.T) {
 		b, sink := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 5 * time.Second}))
 		record(b.Middleware("p")(newStatusHandler(500)), "/")
 		time.Sleep(5*time.Second + 1)
-		snap := b.Status().Keys
+		snap := b.Snapshot()
 		if snap[0].State != StateHalfOpen {
 			t.Fatalf("snapshot after the cooldown, with no request since: %v, want half_open", snap[0].State)
 		}

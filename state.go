@@ -43,7 +43,7 @@ func (s State) String() string {
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText reads a state's name, as MarshalText writes it: a program
-// can decode the status page's JSON into KeyStatus values.
+// can decode the status page's JSON into Status values.
 func (s *State) UnmarshalText(b []byte) error {
 	for st, name := range stateNames {
 		if string(b) == name {

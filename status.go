@@ -7,37 +7,28 @@ import (
 	"time"
 )
 
-// Status is what a set of breakers is doing at one moment: its link to its
-// fleet, and every key's breaker. The status page (StatusHandler) serves
-// it as JSON, which decodes back into a Status.
-type Status struct {
-	// Time is when the status was taken.
+// Snapshot returns the status of every key, sorted by key.
+func (b *Breakers) Snapshot() []Status {
+	b.sweep()
+	out := []Status{}
+	for _, br := range b.all() {
+		out = append(out, keyStatus(br))
+	}
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// StatusPage is what the status page (StatusHandler) shows at one moment,
+// as its JSON carries it: the set's link to its fleet, and every key's
+// status. The JSON decodes back into a StatusPage.
+type StatusPage struct {
+	// Time is when the page was made.
 	Time time.Time `json:"time"`
 	// Fleet is the set's link to its fleet; its Shared is false without
 	// shared state.
 	Fleet FleetStatus `json:"fleet"`
-	// Keys holds every key's breaker, sorted by key.
-	Keys []KeyStatus `json:"keys"`
-}
-
-// Status returns what the set is doing now.
-func (b *Breakers) Status() Status {
-	b.sweep()
-	s := Status{Time: time.Now(), Fleet: b.fleetStatus(), Keys: []KeyStatus{}}
-	for _, br := range b.all() {
-		s.Keys = append(s.Keys, keyStatus(br))
-	}
-	slices.SortFunc(s.Keys, func(a, b KeyStatus) int { return strings.Compare(a.Key, b.Key) })
-	return s
-}
-
-// Key returns key's status, and false if the key has no breaker.
-func (s Status) Key(key string) (KeyStatus, bool) {
-	i, found := slices.BinarySearchFunc(s.Keys, key, func(k KeyStatus, key string) int { return strings.Compare(k.Key, key) })
-	if !found {
-		return KeyStatus{}, false
-	}
-	return s.Keys[i], true
+	// Keys holds every key's status, sorted by key, as Snapshot returns it.
+	Keys []Status `json:"keys"`
 }
 
 // FleetStatus describes a set's link to its fleet, for a status page.
@@ -53,9 +44,9 @@ type FleetStatus struct {
 	Replicas int `json:"replicas,omitempty"`
 }
 
-// fleetStatus returns the set's link to its fleet: zero without shared
+// FleetStatus returns the set's link to its fleet: zero without shared
 // state.
-func (b *Breakers) fleetStatus() FleetStatus {
+func (b *Breakers) FleetStatus() FleetStatus {
 	f := b.fleet
 	if f == nil {
 		return FleetStatus{}
@@ -63,8 +54,8 @@ func (b *Breakers) fleetStatus() FleetStatus {
 	return FleetStatus{Shared: true, Replica: f.replica, Connected: f.connected.Load(), Replicas: int(f.replicas.Load())}
 }
 
-// KeyStatus describes one key's breaker at one moment.
-type KeyStatus struct {
+// Status describes one key's breaker at one moment.
+type Status struct {
 	Key   string `json:"key"`
 	State State  `json:"state"`
 	Mode  Mode   `json:"mode"`
@@ -108,8 +99,8 @@ type KeyStatus struct {
 // MarshalJSON writes the key's status as its fields say, with RetryAfter as
 // retry_after_seconds (whole seconds, rounded up) and retry_after_ms, and
 // the window's failure rate to three digits.
-func (s KeyStatus) MarshalJSON() ([]byte, error) {
-	type fields KeyStatus // the fields, without this method
+func (s Status) MarshalJSON() ([]byte, error) {
+	type fields Status // the fields, without this method
 	type window struct {
 		Counts
 		FailureRate float64 `json:"failure_rate"`
@@ -129,7 +120,7 @@ func ceilSeconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
-// FleetHold is the fleet's hold on a key, as KeyStatus shows it.
+// FleetHold is the fleet's hold on a key, as Status shows it.
 type FleetHold struct {
 	Reason  Reason `json:"reason"`
 	Replica string `json:"replica"`
@@ -170,9 +161,9 @@ func (b *Breakers) State(key string) State {
 }
 
 // keyStatus describes br now.
-func keyStatus(br *breaker) KeyStatus {
+func keyStatus(br *breaker) Status {
 	st := br.state()
-	s := KeyStatus{
+	s := Status{
 		Key:      br.key,
 		State:    st,
 		Mode:     br.mode,

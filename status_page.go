@@ -109,7 +109,7 @@ func wantsHTML(r *http.Request) bool {
 }
 
 func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
-	st := h.set.Status()
+	st := StatusPage{Time: time.Now(), Fleet: h.set.FleetStatus(), Keys: h.set.Snapshot()}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if !wantsHTML(r) {
@@ -126,7 +126,7 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 		if s.Rejecting {
 			rejecting++
 		}
-		row := statusRow{KeyStatus: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
+		row := statusRow{Status: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
 			Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: cause(s, now)}
 		switch {
 		case s.RetryAfter > 0:
@@ -154,7 +154,7 @@ type statusView struct {
 }
 
 type statusRow struct {
-	KeyStatus
+	Status
 	Since, SinceTime, RetryIn, FailureRate, Why string
 }
 
@@ -192,7 +192,7 @@ func fleetSummary(f FleetStatus) string {
 }
 
 // cause says what put a key in its state: who forced it, or what tripped it.
-func cause(s KeyStatus, now time.Time) string {
+func cause(s Status, now time.Time) string {
 	if s.ForcedBy != "" {
 		return "forced by " + s.ForcedBy
 	}
@@ -308,8 +308,11 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusSeeOther)
 		return
 	}
-	if s, ok := h.set.Status().Key(key); ok {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(s)
+	for _, s := range h.set.Snapshot() {
+		if s.Key == key {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(s)
+			return
+		}
 	}
 }

@@ -393,7 +393,7 @@ func TestStatusHandlerControl(t *testing.T) {
 			t.Errorf("%v: %d %q, want %d %q", tc.form, code, body, tc.code, tc.msg)
 		}
 	}
-	if n := len(b.Status().Keys); n != 2 {
+	if n := len(b.Snapshot()); n != 2 {
 		t.Errorf("%d keys after posting for keys that do not exist, want the 2 there were", n)
 	}
 	_, _, page := fetch(t, "GET", srv.URL, "text/html", nil)
@@ -580,14 +580,14 @@ func TestStatusPageSpeaksEnglish(t *testing.T) {
 	now := time.Now()
 	trip := &Trip{At: now.Add(-2 * time.Minute), Reason: ReasonFailureRate, Failures: 6, Successes: 4}
 	for _, tc := range []struct {
-		s    KeyStatus
+		s    Status
 		want string
 	}{
-		{KeyStatus{State: StateOpen, LastTrip: trip}, "tripped 2m0s ago: 6 of 10 failed (60%)"},
-		{KeyStatus{State: StateClosed, LastTrip: trip}, "last tripped 2m0s ago: 6 of 10 failed (60%)"},
-		{KeyStatus{State: StateOpen, LastTrip: &Trip{At: now, Reason: ReasonConsecutiveFailures, ConsecutiveFailures: 5}}, "tripped 0s ago: 5 failures in a row"},
-		{KeyStatus{State: StateForcedOpen, ForcedBy: "status page from 10.0.0.7:5123", LastTrip: trip}, "forced by status page from 10.0.0.7:5123"},
-		{KeyStatus{State: StateClosed}, ""},
+		{Status{State: StateOpen, LastTrip: trip}, "tripped 2m0s ago: 6 of 10 failed (60%)"},
+		{Status{State: StateClosed, LastTrip: trip}, "last tripped 2m0s ago: 6 of 10 failed (60%)"},
+		{Status{State: StateOpen, LastTrip: &Trip{At: now, Reason: ReasonConsecutiveFailures, ConsecutiveFailures: 5}}, "tripped 0s ago: 5 failures in a row"},
+		{Status{State: StateForcedOpen, ForcedBy: "status page from 10.0.0.7:5123", LastTrip: trip}, "forced by status page from 10.0.0.7:5123"},
+		{Status{State: StateClosed}, ""},
 	} {
 		if got := cause(tc.s, now); got != tc.want {
 			t.Errorf("cause(%v) = %q, want %q", tc.s.State, got, tc.want)

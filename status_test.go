@@ -19,7 +19,7 @@ func TestStatusJSON(t *testing.T) {
 		record(h, "/")
 		handler.set(500)
 		record(h, "/")
-		out, err := json.Marshal(b.Status().Keys[0])
+		out, err := json.Marshal(b.Snapshot()[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +48,7 @@ func TestStatusJSON(t *testing.T) {
 			record(h, "/")
 		}
 		time.Sleep(10*time.Second + 300*time.Millisecond)
-		out, _ = json.Marshal(b.Status().Keys[0])
+		out, _ = json.Marshal(b.Snapshot()[0])
 		if err := json.Unmarshal(out, &got); err != nil || got["state"] != "open" || got["rejecting"] != true {
 			t.Fatalf("open status JSON %s", out)
 		}
@@ -138,11 +138,11 @@ func TestStatusReportsSinceAndRetryAfter(t *testing.T) {
 func TestStatusJSONDecodesBack(t *testing.T) {
 	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1}))
 	record(b.Middleware("search")(newStatusHandler(500)), "/")
-	out, err := json.Marshal(b.Status().Keys)
+	out, err := json.Marshal(b.Snapshot())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back []KeyStatus
+	var back []Status
 	if err := json.Unmarshal(out, &back); err != nil {
 		t.Fatalf("the status JSON does not decode into Status: %v", err)
 	}

@@ -54,11 +54,11 @@ func TestFleetWindowTripsEveryReplica(t *testing.T) {
 			evs[0].FailingReplicas < 2 || evs[0].Failures < 20 {
 			t.Errorf("%s: trip events %+v, want one from the fleet naming its replica and counts", r.name, evs)
 		}
-		s := r.set.Status().Keys[0]
+		s := r.set.Snapshot()[0]
 		if s.FleetHold == nil || s.FleetHold.Reason != httpbreaker.ReasonFailureRate || !s.Rejecting || s.RetryAfter <= 0 {
 			t.Errorf("%s: status %+v, want a fleet hold that rejects", r.name, s)
 		}
-		if f := r.set.Status().Fleet; !f.Shared || !f.Connected || f.Replicas != 3 || f.Replica != r.name {
+		if f := r.set.FleetStatus(); !f.Shared || !f.Connected || f.Replicas != 3 || f.Replica != r.name {
 			t.Errorf("%s: Fleet() = %+v", r.name, f)
 		}
 	}
@@ -75,7 +75,7 @@ func TestFleetForceOpenHoldsAtMostMaxOpenForWithoutRedis(t *testing.T) {
 	p := fleetPolicy()
 	p.OpenFor, p.MaxOpenFor = 300*time.Millisecond, 600*time.Millisecond
 	rs := fleet(t, srv.Addr(), 2, p, map[string]*upstream{"pay": newUpstream(200)})
-	waitFor(t, "connected", func() bool { return rs[1].set.Status().Fleet.Connected })
+	waitFor(t, "connected", func() bool { return rs[1].set.FleetStatus().Connected })
 	if err := rs[0].set.ForceOpen("pay", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestFleetQuorumKeepsOneReplicaFromTrippingTheFleet(t *testing.T) {
 		rs[2].call("bad")
 	}
 	// Time for many syncs, with the last outcomes in the window too.
-	waitFor(t, "the window synced", func() bool { return rs[0].set.Status().Fleet.Connected })
+	waitFor(t, "the window synced", func() bool { return rs[0].set.FleetStatus().Connected })
 	time.Sleep(500 * time.Millisecond)
 	if !all(rs, "bad", httpbreaker.StateClosed) {
 		t.Fatalf("a fleet trip from one replica's failures: %s", states(rs, "bad"))
@@ -137,7 +137,7 @@ func TestConsecutiveFailuresTripOnlyTheirReplica(t *testing.T) {
 	p.FailureRate, p.ConsecutiveFailures = httpbreaker.Off, 3
 	p.OpenFor, p.MaxOpenFor = time.Minute, time.Hour
 	rs := fleet(t, srv.Addr(), 3, p, map[string]*upstream{"search": newUpstream(500)})
-	waitFor(t, "connected", func() bool { return all(rs, "search", httpbreaker.StateClosed) && rs[2].set.Status().Fleet.Connected })
+	waitFor(t, "connected", func() bool { return all(rs, "search", httpbreaker.StateClosed) && rs[2].set.FleetStatus().Connected })
 	// Two replicas see 3 failures in a row each: 6 in the fleet, from a
 	// quorum, and still a local condition of each.
 	for _, r := range rs[:2] {
@@ -219,7 +219,7 @@ func TestFleetManualControl(t *testing.T) {
 	up := newUpstream(200)
 	ups := map[string]*upstream{"billing": up}
 	rs := fleet(t, srv.Addr(), 3, fleetPolicy(), ups)
-	waitFor(t, "connected", func() bool { return rs[2].set.Status().Fleet.Connected })
+	waitFor(t, "connected", func() bool { return rs[2].set.FleetStatus().Connected })
 
 	if err := rs[0].set.ForceOpen("billing", 0); err != nil {
 		t.Fatal(err)
@@ -273,7 +273,7 @@ func TestFleetWithoutRedisEveryRequestStaysLocal(t *testing.T) {
 	p.ConsecutiveFailures = 5
 	ok, bad := newUpstream(200), newUpstream(500)
 	rs := fleet(t, srv.Addr(), 2, p, map[string]*upstream{"ok": ok, "bad": bad})
-	waitFor(t, "connected", func() bool { return rs[0].set.Status().Fleet.Connected && rs[1].set.Status().Fleet.Connected })
+	waitFor(t, "connected", func() bool { return rs[0].set.FleetStatus().Connected && rs[1].set.FleetStatus().Connected })
 
 	for _, fault := range []struct {
 		name     string
@@ -285,7 +285,7 @@ func TestFleetWithoutRedisEveryRequestStaysLocal(t *testing.T) {
 		fault.do()
 		waitFor(t, "the replicas see the store "+fault.name, func() bool {
 			rs[0].call("ok")
-			return !rs[0].set.Status().Fleet.Connected && !rs[1].set.Status().Fleet.Connected
+			return !rs[0].set.FleetStatus().Connected && !rs[1].set.FleetStatus().Connected
 		})
 		// No request waits on Redis and none fails: each finishes (a
 		// request stuck on Redis would hang here) and succeeds.
@@ -308,7 +308,7 @@ func TestFleetWithoutRedisEveryRequestStaysLocal(t *testing.T) {
 		}
 		fault.undo()
 		waitFor(t, "the replicas rejoin after Redis "+fault.name, func() bool {
-			return rs[0].set.Status().Fleet.Connected && rs[1].set.Status().Fleet.Connected
+			return rs[0].set.FleetStatus().Connected && rs[1].set.FleetStatus().Connected
 		})
 		for _, r := range rs {
 			_ = r.set.Reset("bad")

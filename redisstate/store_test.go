@@ -160,7 +160,7 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	p.MaxOpenFor = 5 * time.Second
 	up := newUpstream(200)
 	r := newReplica(t, srv.Addr(), "r1", p, map[string]*upstream{"pay": up, "search": up})
-	waitFor(t, "connected", func() bool { return r.set.Status().Fleet.Connected })
+	waitFor(t, "connected", func() bool { return r.set.FleetStatus().Connected })
 	if err := r.set.ForceOpen("search", time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestHostileDataIsIgnored(t *testing.T) {
 		"reason", "failure_rate", "replica", "mallory", "probed", 0)
 	raw.Publish(ctx, redisstate.ChannelOf(s), "pay")
 	waitFor(t, "the hold applied", func() bool { return r.set.State("pay") == httpbreaker.StateOpen })
-	if st := r.set.Status().Keys[0]; st.RetryAfter > p.MaxOpenFor {
+	if st := r.set.Snapshot()[0]; st.RetryAfter > p.MaxOpenFor {
 		t.Errorf("a hold from Redis keeps the key open for %v, more than MaxOpenFor %v", st.RetryAfter, p.MaxOpenFor)
 	}
 
@@ -221,7 +221,7 @@ func TestPrefixesKeepFleetsApart(t *testing.T) {
 	if !all(b, "search", httpbreaker.StateClosed) {
 		t.Fatalf("fleet b saw fleet a's trip: %s", states(b, "search"))
 	}
-	if f := b[0].set.Status().Fleet; f.Replicas != 2 {
+	if f := b[0].set.FleetStatus(); f.Replicas != 2 {
 		t.Errorf("fleet b counts %d live replicas, want its own 2", f.Replicas)
 	}
 	// Every key the fleets made expires by itself.
@@ -339,9 +339,9 @@ func TestReplicaThatReconnectsLearnsTheHoldsAtOnce(t *testing.T) {
 	rs := fleet(t, srv.Addr(), 2, p, ups)
 	px := newProxy(t, srv.Addr(), 0)
 	cutOff := newReplica(t, px.addr, "cut-off", p, ups)
-	waitFor(t, "connected", func() bool { return cutOff.set.Status().Fleet.Connected })
+	waitFor(t, "connected", func() bool { return cutOff.set.FleetStatus().Connected })
 	px.partition(true)
-	waitFor(t, "the replica sees itself cut off", func() bool { return !cutOff.set.Status().Fleet.Connected })
+	waitFor(t, "the replica sees itself cut off", func() bool { return !cutOff.set.FleetStatus().Connected })
 	// The fleet trips while it is cut off: it hears no announcement.
 	for _, r := range rs {
 		for range 12 {
@@ -379,7 +379,7 @@ func TestSlowRedisSlowsNoRequest(t *testing.T) {
 			r.call("search")
 		}
 	}
-	t.Logf("fleet: %+v; logs: %s", rs[0].set.Status().Fleet, rs[0].logs.String())
+	t.Logf("fleet: %+v; logs: %s", rs[0].set.FleetStatus(), rs[0].logs.String())
 	waitFor(t, "a fleet trip through the slow Redis: "+states(rs, "search"), func() bool {
 		return all(rs, "search", httpbreaker.StateOpen)
 	})

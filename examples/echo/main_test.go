@@ -238,7 +238,7 @@ func TestPerRouteBreakersKeyByMethodAndRouteTemplateNotPath(t *testing.T) {
 	}
 
 	var keys []string
-	for _, s := range breakers.Status().Keys {
+	for _, s := range breakers.Snapshot() {
 		keys = append(keys, s.Key+"="+s.State.String())
 	}
 	want := []string{"DELETE /api/items/*=closed", "GET /api/items/*=closed", "GET /api/items/:id=open", "POST /api/items/:id=closed", "catalog=closed", "scaffolder=closed"}

@@ -391,7 +391,7 @@ func (d *demo) fleetHold() string {
 		return err.Error()
 	}
 	defer resp.Body.Close()
-	var status httpbreaker.Status
+	var status httpbreaker.StatusPage
 	if err := json.NewDecoder(resp.Body).Decode(&status); err != nil {
 		return err.Error()
 	}

@@ -103,7 +103,7 @@ func runReplica(ctx context.Context, cfg replicaConfig, ready func(addr string))
 	mux.Handle("/status", breakers.StatusHandler())
 	mux.HandleFunc("/fleet", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(replicaReport{Replica: cfg.name, Fleet: breakers.Status().Fleet,
+		_ = json.NewEncoder(w).Encode(replicaReport{Replica: cfg.name, Fleet: breakers.FleetStatus(),
 			Search: breakers.State("search").String(), Probes: probes.Load()})
 	})
 

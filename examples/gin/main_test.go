@@ -231,7 +231,7 @@ func TestPerRouteBreakersKeyByMethodAndRouteTemplateNotPath(t *testing.T) {
 	send(t, "PURGE", url+"/api/items/1")
 
 	var keys []string
-	for _, s := range breakers.Status().Keys {
+	for _, s := range breakers.Snapshot() {
 		keys = append(keys, s.Key+"="+s.State.String())
 	}
 	want := []string{"GET /api/items/:id=open", "POST /api/items/:id=closed", "catalog=closed", "scaffolder=closed"}

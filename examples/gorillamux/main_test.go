@@ -116,7 +116,7 @@ func TestRouteKeySplitsMethodsAsRoutePatternDoes(t *testing.T) {
 		}
 	}
 	var keys []string
-	for _, s := range breakers.Status().Keys {
+	for _, s := range breakers.Snapshot() {
 		keys = append(keys, s.Key+"="+s.State.String())
 	}
 	if got := strings.Join(keys, ","); got != "GET /items/{id}=open,POST /items/{id}=closed" {

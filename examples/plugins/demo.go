@@ -117,7 +117,7 @@ func (d *demo) statusPage() error {
 		return err
 	}
 	defer resp.Body.Close()
-	var status httpbreaker.Status
+	var status httpbreaker.StatusPage
 	if err := json.NewDecoder(resp.Body).Decode(&status); err != nil {
 		return fmt.Errorf("status page: %w", err)
 	}
@@ -176,7 +176,7 @@ func (d *demo) printf(format string, args ...any) {
 func (d *demo) header() {
 	d.printf("httpbreaker demo: a plugin host serving catalog, scaffolder and search on %s,\n", d.base)
 	d.printf("each plugin a chi router behind its own circuit breaker. Traffic: one request every %v per plugin.\n", requestEvery)
-	for _, s := range d.breakers.Status().Keys {
+	for _, s := range d.breakers.Snapshot() {
 		p := s.Policy
 		probes := "probes"
 		if p.HalfOpenRequests == 1 {
@@ -435,7 +435,7 @@ func (d *demo) summary() error {
 			(time.Duration(st.failNanos.Load() / st.failed.Load())).Round(time.Millisecond))
 	}
 	problems = append(problems, d.gitSummary(transitions)...)
-	for _, s := range d.breakers.Status().Keys {
+	for _, s := range d.breakers.Snapshot() {
 		if s.State != httpbreaker.StateClosed {
 			problems = append(problems, fmt.Sprintf("%s ended %s, not closed", s.Key, s.State))
 		}

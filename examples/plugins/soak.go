@@ -222,7 +222,7 @@ func soakMeasure(client *http.Client, base string, breakers *httpbreaker.Breaker
 	if err := lines.Err(); err != nil {
 		return soakSample{}, err
 	}
-	s.keys = len(breakers.Status().Keys)
+	s.keys = len(breakers.Snapshot())
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)

@@ -69,7 +69,7 @@ func TestRoutePatternSplitsMethodsOnEveryRouter(t *testing.T) {
 				}
 			}
 			var keys []string
-			for _, s := range b.Status().Keys {
+			for _, s := range b.Snapshot() {
 				keys = append(keys, s.Key+"="+s.State.String())
 			}
 			if got := strings.Join(keys, ","); got != "GET /items/{id}=open,POST /items/{id}=closed" {

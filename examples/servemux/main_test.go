@@ -49,7 +49,7 @@ func TestEachRoutePatternHasItsOwnBreaker(t *testing.T) {
 		t.Fatalf("the items handler ran %d times, want 3", calls)
 	}
 	var keys []string
-	for _, s := range breakers.Status().Keys {
+	for _, s := range breakers.Snapshot() {
 		keys = append(keys, s.Key+"="+s.State.String())
 	}
 	if want := []string{"GET /api/items/{id}=open", "GET /api/users/{id}=closed"}; !slices.Equal(keys, want) {
