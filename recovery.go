@@ -47,9 +47,10 @@ type round struct {
 	// that find every slot taken read it, and expire the probes only once it
 	// has passed.
 	deadline atomic.Int64
-	mu       sync.Mutex
-	running  []*probe // started, not settled, oldest first
-	timeout  time.Duration
+	// timeout is the policy's ProbeTimeout (0: none), fixed for the round.
+	timeout time.Duration
+	mu      sync.Mutex
+	running []*probe // started, not settled, oldest first
 }
 
 // probe is one running probe.
@@ -88,17 +89,16 @@ func (r *round) take() bool {
 }
 
 // start registers a probe that began at now.
-func (r *round) start(now int64, timeout time.Duration) *probe {
+func (r *round) start(now int64) *probe {
 	p := &probe{start: now}
-	if timeout <= 0 {
+	if r.timeout <= 0 {
 		return p
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.timeout = timeout
 	r.running = append(r.running, p)
 	if len(r.running) == 1 {
-		r.deadline.Store(addSat(now, timeout))
+		r.deadline.Store(addSat(now, r.timeout))
 	}
 	return p
 }
@@ -127,7 +127,7 @@ func (r *round) finish(p *probe) {
 // recorded once: when it ends, or when its deadline passes first
 // (expireProbes), in which case its own outcome is not counted again.
 func (br *breaker) probe(ph *phase, now int64, run func(*probe) verdict) {
-	p := ph.round.start(now, br.probeTimeout)
+	p := ph.round.start(now)
 	guard(run, p, func(v verdict) { br.settle(ph, p, v) })
 }
 
@@ -229,7 +229,7 @@ func (br *breaker) halfOpen(ph *phase, now int64) {
 	if br.phase.Load() != ph {
 		return
 	}
-	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal, round: &round{slots: int32(br.policy.HalfOpenRequests)}})
+	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal, round: &round{slots: int32(br.policy.HalfOpenRequests), timeout: br.probeTimeout}})
 	br.record(now, Event{From: StateOpen, To: StateHalfOpen, Reason: ReasonCooldown})
 }
 
