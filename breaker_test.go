@@ -8,13 +8,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/sony/gobreaker/v2"
 )
-
-func gobreakerCounts(failures, successes uint32) gobreaker.Counts {
-	return gobreaker.Counts{Requests: failures + successes, TotalFailures: failures, TotalSuccesses: successes}
-}
 
 func TestTripsOnFailureRate(t *testing.T) {
 	b, _ := newSet(t, WithPolicy(Policy{FailureRate: 0.5, MinRequests: 10, ConsecutiveFailures: Off}))
@@ -103,8 +97,7 @@ func TestReadyToTripRate(t *testing.T) {
 		{0.5, 4, 5, false}, // 9 outcomes, below MinRequests
 	} {
 		p := Policy{FailureRate: tc.rate, MinRequests: 10, ConsecutiveFailures: Off}.resolve()
-		br := &breaker{policy: p}
-		got := br.readyToTrip(&instance{}, gobreakerCounts(tc.failures, tc.successes))
+		got := tripRule(p, windowCounts{counts: counts{failure: uint64(tc.failures), success: uint64(tc.successes)}}) == ReasonFailureRate
 		if got != tc.want {
 			t.Errorf("rate %v with %d failures, %d successes: trip = %v, want %v", tc.rate, tc.failures, tc.successes, got, tc.want)
 		}

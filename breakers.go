@@ -19,6 +19,7 @@ import (
 type Breakers struct {
 	settings        // what the options set
 	clock           // the monotonic clock of every time kept in an atomic
+	alarm    alarm  // moves breakers on when their time comes
 	fleet    *fleet // the link to the fleet, with shared state
 
 	keys sync.Map // string -> *breaker; read without a lock on the request path
@@ -40,6 +41,7 @@ type Breakers struct {
 // a panic later.
 func New(opts ...Option) (*Breakers, error) {
 	b := &Breakers{settings: defaultSettings(), clock: clock{epoch: time.Now()}}
+	b.alarm.clock = &b.clock
 	var errs []error
 	for _, opt := range opts {
 		if opt == nil {
@@ -81,6 +83,7 @@ func New(opts ...Option) (*Breakers, error) {
 // working alone. Close is safe to call more than once, and on a set without
 // shared state, where it does nothing; it always returns nil.
 func (b *Breakers) Close() error {
+	b.alarm.stop()
 	if f := b.fleet; f != nil {
 		f.cancel()
 		<-f.stopped
@@ -120,7 +123,7 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 		return nil
 	}
 	p := b.cfg.policyFor(key)
-	br := newBreaker(key, p, keyed, &b.clock, now, b.notifications, b.classifier)
+	br := newBreaker(key, p, keyed, &b.clock, &b.alarm, now, b.notifications, b.classifier)
 	if b.fleet != nil {
 		br.fleet = newKeyFleet(b.fleet, p)
 	}

@@ -215,7 +215,7 @@ func TestScrapeLeavesOutASeriesItCannotWriteAndGoesOn(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	b, sink := newSet(t, WithRegisterer(reg))
 	b.Middleware("good")
-	bad := newBreaker("\xff", b.cfg.policyFor("\xff"), true, &b.clock, b.now(), b.notifications, nil) // as if a check were missed
+	bad := newBreaker("\xff", b.cfg.policyFor("\xff"), true, &b.clock, &b.alarm, b.now(), b.notifications, nil) // as if a check were missed
 	b.keys.Store(bad.key, bad)
 	if _, err := reg.Gather(); err != nil {
 		t.Fatalf("gather: %v", err)

@@ -43,8 +43,9 @@ func TestLoadConfigReadsTheSampleFile(t *testing.T) {
 	for _, s := range b.Snapshot() {
 		want := DefaultPolicy()
 		want.IdleTTL = Off // a Middleware key
+		want.HalfOpenSuccesses = want.HalfOpenRequests
 		if s.Key == "scaffolder" {
-			want.ConsecutiveFailures, want.HalfOpenRequests, want.OpenFor = Off, 1, 10*time.Second
+			want.ConsecutiveFailures, want.HalfOpenRequests, want.HalfOpenSuccesses, want.OpenFor = Off, 1, 1, 10*time.Second
 		}
 		if s.Policy != want {
 			t.Errorf("%s: resolved policy %+v, want %+v", s.Key, s.Policy, want)

@@ -27,9 +27,13 @@ type Event struct {
 	// the Go source file and line that called the method.
 	By string
 
-	// The closed window's counts when a trip opened the breaker
-	// (ReasonFailureRate, ReasonConsecutiveFailures).
+	// The window's counts when a trip opened the breaker
+	// (ReasonFailureRate, ReasonSlowCallRate, ReasonConsecutiveFailures),
+	// and the probes' counts when they closed it or opened it again
+	// (ReasonProbesSucceeded, ReasonProbeFailed, ReasonProbeTimeout).
 	Failures, Successes, ConsecutiveFailures uint32
+	// Slow is the window's slow calls at a trip, with SlowCallRate.
+	Slow uint32
 	// FailureRate is Failures / (Failures + Successes), unrounded.
 	FailureRate float64
 
@@ -66,6 +70,7 @@ type Trip struct {
 	Reason              Reason    `json:"reason"`
 	Failures            uint32    `json:"failures"`
 	Successes           uint32    `json:"successes"`
+	Slow                uint32    `json:"slow,omitempty"`
 	ConsecutiveFailures uint32    `json:"consecutive_failures"`
 	// Fleet says that the fleet's window tripped the key (with shared
 	// state), and Replica names the replica that saw it; the counts are
@@ -83,18 +88,20 @@ type Reason string
 
 // The reasons for a state change.
 const (
-	ReasonFailureRate         Reason = "failure_rate"         // closed or recovering to open: the window's failure rate
+	ReasonFailureRate         Reason = "failure_rate"         // closed or recovering to open: the window's failure rate (or the fleet's)
+	ReasonSlowCallRate        Reason = "slow_call_rate"       // closed or recovering to open: the window's share of slow calls
 	ReasonConsecutiveFailures Reason = "consecutive_failures" // closed or recovering to open: failures in a row
-	ReasonCooldown            Reason = "cooldown_elapsed"     // open to half-open
-	ReasonProbeFailed         Reason = "probe_failed"         // half-open to open: a probe failed
+	ReasonCooldown            Reason = "cooldown_elapsed"     // open to half-open: the cooldown ended
+	ReasonProbe               Reason = "probe"                // open to half-open: Probe ended the cooldown early
+	ReasonProbeFailed         Reason = "probe_failed"         // half-open to open: too many probes failed
 	ReasonProbeTimeout        Reason = "probe_timeout"        // half-open to open: a probe ran past ProbeTimeout
-	ReasonProbesSucceeded     Reason = "probes_succeeded"     // half-open to closed or recovering
+	ReasonProbesSucceeded     Reason = "probes_succeeded"     // half-open to closed or recovering: HalfOpenSuccesses probes succeeded
 	ReasonRampDone            Reason = "ramp_done"            // recovering to closed
 	ReasonForceOpen           Reason = "force_open"           // ForceOpen
 	ReasonForceClose          Reason = "force_close"          // ForceClose
 	ReasonRelease             Reason = "release"              // Release
 	ReasonReset               Reason = "reset"                // Reset
-	ReasonExpiry              Reason = "expiry"               // a ForceOpen's time ran out
+	ReasonExpiry              Reason = "expiry"               // a timed ForceOpen ran out, or a fleet hold ended without the fleet's probes (it lapsed, or the store lost it)
 	ReasonIdle                Reason = "idle"                 // a closed key's breaker dropped after its IdleTTL
 )
 
@@ -113,13 +120,21 @@ func (e *Event) attrs() []slog.Attr {
 	if e.By != "" {
 		attrs = append(attrs, slog.String("by", e.By))
 	}
-	if e.Reason == ReasonFailureRate || e.Reason == ReasonConsecutiveFailures {
+	switch e.Reason {
+	case ReasonFailureRate, ReasonSlowCallRate, ReasonConsecutiveFailures:
 		attrs = append(attrs,
 			slog.Uint64("failures", uint64(e.Failures)),
 			slog.Uint64("successes", uint64(e.Successes)),
 			slog.Uint64("consecutive_failures", uint64(e.ConsecutiveFailures)),
 			slog.Float64("failure_rate", roundRate(e.FailureRate)),
 		)
+		if e.Reason == ReasonSlowCallRate || e.Slow > 0 {
+			attrs = append(attrs, slog.Uint64("slow", uint64(e.Slow)))
+		}
+	case ReasonProbesSucceeded, ReasonProbeFailed, ReasonProbeTimeout:
+		if e.Successes+e.Failures > 0 {
+			attrs = append(attrs, slog.Uint64("probes_succeeded", uint64(e.Successes)), slog.Uint64("probes_failed", uint64(e.Failures)))
+		}
 	}
 	for _, d := range [...]struct {
 		name string

@@ -133,8 +133,8 @@ keys:
 		fmt.Printf("%s %s\n", s.Key, policy)
 	}
 	// Output:
-	// scaffolder {"failure_rate":0.5,"min_requests":10,"consecutive_failures":"off","window":"10s","buckets":10,"open_for":"30s","max_open_for":"5m0s","half_open_requests":1,"quorum":2,"probe_timeout":"30s","slow_call":"off","recovery_ramp":"off","idle_ttl":"off","upstream_retry_after":"on_503","mode":"enforce"}
-	// search {"failure_rate":0.5,"min_requests":10,"consecutive_failures":5,"window":"10s","buckets":10,"open_for":"30s","max_open_for":"5m0s","half_open_requests":3,"quorum":2,"probe_timeout":"30s","slow_call":"2s","recovery_ramp":"off","idle_ttl":"off","upstream_retry_after":"on_503","mode":"observe"}
+	// scaffolder {"failure_rate":0.5,"min_requests":10,"consecutive_failures":"off","window":"10s","buckets":10,"last_calls":"off","open_for":"30s","max_open_for":"5m0s","half_open_requests":1,"half_open_successes":1,"quorum":2,"probe_timeout":"30s","slow_call":"off","slow_call_rate":"off","recovery_ramp":"off","idle_ttl":"off","upstream_retry_after":"on_503","mode":"enforce"}
+	// search {"failure_rate":0.5,"min_requests":10,"consecutive_failures":5,"window":"10s","buckets":10,"last_calls":"off","open_for":"30s","max_open_for":"5m0s","half_open_requests":3,"half_open_successes":3,"quorum":2,"probe_timeout":"30s","slow_call":"2s","slow_call_rate":"off","recovery_ramp":"off","idle_ttl":"off","upstream_retry_after":"on_503","mode":"observe"}
 }
 
 // A config file's mistakes come back together, each with its line and path.
@@ -150,7 +150,7 @@ keys:
 	// Output:
 	// httpbreaker: config: line 4: keys.catalog.failure_rate: must be in (0, 1], or off; got 1.5
 	// line 5: keys.catalog.open_for: want a duration such as "30s" or "1m30s"; got 30
-	// line 6: keys.catalog.retries: unknown field (want one of failure_rate, min_requests, consecutive_failures, window, buckets, open_for, max_open_for, half_open_requests, quorum, probe_timeout, slow_call, recovery_ramp, idle_ttl, upstream_retry_after, mode)
+	// line 6: keys.catalog.retries: unknown field (want one of failure_rate, min_requests, consecutive_failures, window, buckets, last_calls, open_for, max_open_for, half_open_requests, half_open_successes, quorum, probe_timeout, slow_call, slow_call_rate, recovery_ramp, idle_ttl, upstream_retry_after, mode)
 }
 
 // A fallback answers rejected requests instead of the 503 problem response,

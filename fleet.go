@@ -220,7 +220,7 @@ func (f *fleet) syncKeys() bool {
 	var work []keyWork
 	for _, br := range f.all() {
 		kf := br.fleet.(*keyFleet)
-		w := keyWork{br: br, succ: br.results[resultSuccess].Load(), fail: br.results[resultFailure].Load()}
+		w := keyWork{br: br, succ: br.tallies.sum(tallySuccess), fail: br.tallies.sum(tallyFailure)}
 		ks := sharedstate.KeySync{Key: br.key, Window: br.policy.Window, Buckets: br.policy.Buckets,
 			Successes: w.succ - kf.sentS.Load(), Failures: w.fail - kf.sentF.Load(), Slots: br.policy.HalfOpenRequests}
 		if c := pending[br.key]; c != nil {

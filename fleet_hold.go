@@ -145,7 +145,6 @@ func (kf *keyFleet) admit(br *breaker, observe bool) (admission, any, bool) {
 // cooldown, with jitter, as a local probe's does.
 func (kf *keyFleet) probed(br *breaker, lease any, v verdict) {
 	l := lease.(*fleetLease)
-	br.tally(v)
 	nominal := br.backoff(l.hold.nominal)
 	kf.probeOut.Store(&sharedstate.ProbeResult{Generation: l.gen, Lease: l.token, Outcome: probeOutcome[v.outcome],
 		Reopen: br.jitter(nominal), Nominal: nominal})
@@ -156,7 +155,7 @@ func (kf *keyFleet) probed(br *breaker, lease any, v verdict) {
 var probeOutcome = [...]sharedstate.Outcome{Success: sharedstate.Succeeded, Failure: sharedstate.Failed, Excluded: sharedstate.Excluded}
 
 // trip returns the hold to make when the fleet's window in rp meets the
-// key's policy (trips), with failures from at least Quorum replicas
+// key's policy's failure rate (tripRule), with failures from at least Quorum replicas
 // (fewer if fewer are live). It returns nil if the fleet holds the key
 // already, or it stays closed.
 func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
@@ -164,7 +163,8 @@ func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *share
 	if br.mode == ModeDisabled || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
 		return nil
 	}
-	if trips(p, rp.Failures, rp.Successes, 0) == "" || rp.FailingReplicas < min(p.Quorum, max(replicas, 1)) {
+	if reason := tripRule(p, windowCounts{counts: counts{success: rp.Successes, failure: rp.Failures}}); reason != ReasonFailureRate ||
+		rp.FailingReplicas < min(p.Quorum, max(replicas, 1)) {
 		return nil
 	}
 	_, openFor, _ := br.cooldown(br.clock.now(), p.OpenFor)

@@ -16,7 +16,7 @@ import (
 // The three families, with the namespace in front:
 //
 //	state{key,state}               gauge: 1 for the current state, 0 for the others
-//	requests_total{key,result}     counter: success, failure, excluded, rejected, would_reject
+//	requests_total{key,result}     counter: success, failure, excluded, slow, rejected, would_reject
 //	transitions_total{key,from,to} counter: closed->open, open->half_open, half_open->closed,
 //	                               half_open->open from the start; others once they happen
 //
@@ -47,7 +47,7 @@ func newCollector(b *Breakers) *collector {
 			[]string{"key", "state"}, nil),
 		requests: prometheus.NewDesc(name("requests_total"),
 			"Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), "+
-				"rejected, would_reject (observe mode let it through), untracked (no breaker, empty key).",
+				"slow (with slow_call_rate), rejected, would_reject (observe mode let it through), untracked (no breaker, empty key).",
 			[]string{"key", "result"}, nil),
 		transitions: prometheus.NewDesc(name("transitions_total"),
 			"Circuit breaker state changes by key.",
@@ -84,8 +84,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			c.send(ch, c.state, prometheus.GaugeValue, value, br.key, name)
 		}
-		for res, name := range resultNames {
-			c.send(ch, c.requests, prometheus.CounterValue, float64(br.results[res].Load()), br.key, name)
+		for _, r := range results {
+			if r.tally == tallySlow && br.policy.SlowCallRate <= 0 {
+				continue // only keys that judge slowness apart count it
+			}
+			c.send(ch, c.requests, prometheus.CounterValue, float64(br.tallies.sum(r.tally)), br.key, r.name)
 		}
 		for from := range numStates {
 			for to := range numStates {
@@ -124,6 +127,16 @@ func (c *collector) send(ch chan<- prometheus.Metric, desc *prometheus.Desc, vt 
 		return
 	}
 	ch <- m
+}
+
+// results are the values of requests_total's result label, and the
+// tallies they count.
+var results = [...]struct {
+	name  string
+	tally int
+}{
+	{"success", tallySuccess}, {"failure", tallyFailure}, {"excluded", tallyExcluded}, {"slow", tallySlow},
+	{"rejected", tallyRejected}, {"would_reject", tallyWouldReject},
 }
 
 // automatic marks the transitions that every breaker makes by itself (the

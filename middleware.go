@@ -75,57 +75,57 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveThrough puts one request through br: the server side over the
 // breaker's admission path. An admitted request runs with a
-// status-capturing writer and is judged when its handler returns; one that
-// is not gets the reject response, or, when the breaker only observes, runs
+// status-capturing writer and is judged when its handler ends; one that is
+// not gets the reject response, or, when the breaker only observes, runs
 // untracked.
 func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.ResponseWriter, r *http.Request, next http.Handler) {
-	switch a := br.call(func(p *probe) verdict { return handle(br, w, r, next, p) }); a.verdict {
-	case passed:
+	switch t, a := br.admit(); a.decision {
+	case admitCall:
+		handle(br, t, w, r, next)
+	case passCall:
 		next.ServeHTTP(w, r)
-	case rejected:
+	default:
 		reject(set, bodies, w, r, a.rejection(br.key))
 	}
 }
 
-// handle runs the handler of an admitted request and returns what its
-// answer means. If the handler panics, the panic goes on from handle's
-// deferred function, still inside the handler's panic, so that whoever
-// recovers it further up sees the stack where it happened: as it was when
-// it is a failure, which the breaker records by default, and otherwise as a
-// judgedPanic, which carries the verdict to the breaker (see guard). A
-// runtime.Goexit goes on and is a failure.
-func handle(br *breaker, w http.ResponseWriter, r *http.Request, next http.Handler, p *probe) verdict {
+// handle runs the handler of a request that br admitted with t, and records
+// what its answer means, in one place however the handler ends: when it
+// returns; when it panics, after which the panic goes on from inside the
+// handler's own unwinding, so that whoever recovers it further up sees the
+// stack where it happened; and when it ends its goroutine with
+// runtime.Goexit, a failure.
+func handle(br *breaker, t ticket, w http.ResponseWriter, r *http.Request, next http.Handler) {
 	sw := newStatusWriter(w, r.Context())
-	sw.probe = p
-	var start time.Time
-	if br.timed() {
-		start = time.Now()
+	sw.probe = t.probe
+	var start int64
+	if br.judging.timed() {
+		start = br.clock.now()
 	}
 	returned := false
 	defer func() {
-		if returned {
-			return
-		}
-		if value := recover(); value != nil {
-			v := judgeServed(br, sw, r, value, start)
-			if v.outcome == Failure {
-				panic(value)
-			}
-			panic(&judgedPanic{verdict: v, value: value})
+		value := recover() // nil when the handler returned, or for a Goexit
+		now := br.clock.now()
+		switch {
+		case returned:
+			br.done(t, judgeServed(br, sw, r, nil, now-start), now)
+			sw.release()
+		case value != nil:
+			br.done(t, judgeServed(br, sw, r, value, now-start), now)
+			panic(value)
+		default:
+			br.done(t, verdict{outcome: Failure}, now)
 		}
 	}()
 	next.ServeHTTP(sw.wrapped(), r)
 	returned = true
-	v := judgeServed(br, sw, r, nil, start)
-	sw.release()
-	return v
 }
 
 // judgeServed returns what a request whose handler wrote through sw (and
-// panicked with value, if not nil) means to br. A request that a breaker
-// nested inside rejected is excluded: its answer is a rejection, not a
-// failure of the handlers here.
-func judgeServed(br *breaker, sw *statusWriter, r *http.Request, value any, start time.Time) verdict {
+// panicked with value, if not nil) and ran for took means to br. A request
+// that a breaker nested inside rejected is excluded: its answer is a
+// rejection, not a failure of the handlers here.
+func judgeServed(br *breaker, sw *statusWriter, r *http.Request, value any, took int64) verdict {
 	if sw.rejected {
 		return verdict{outcome: Excluded}
 	}
@@ -134,7 +134,7 @@ func judgeServed(br *breaker, sw *statusWriter, r *http.Request, value any, star
 	if c.StatusCode == 0 && !c.Hijacked {
 		c.ClientGone = callerGone(r)
 	}
-	v := c.judge(br.classify, br.slowCall, start)
+	v := br.judging.judge(c, time.Duration(took))
 	if v.outcome == Failure && rejectedInside(r) { // by a breaker nested inside, behind a writer without Unwrap
 		v.outcome = Excluded
 	}

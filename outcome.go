@@ -70,8 +70,14 @@ type Call struct {
 	// Duration is how long the handler ran. It is measured only when the
 	// policy sets SlowCall or WithClassifier is used; otherwise it is 0.
 	Duration time.Duration
-	// Slow reports whether Duration exceeded the policy's SlowCall.
+	// Slow reports whether Duration exceeded the policy's SlowCall. With
+	// the policy's SlowCallRate set, a slow call is counted as slow whatever
+	// the classifier returns, and DefaultClassifier does not make it a
+	// failure for being slow.
 	Slow bool
+
+	// slowApart says the policy sets SlowCallRate.
+	slowApart bool
 }
 
 // A Classifier decides what a finished request means to its breaker.
@@ -83,7 +89,8 @@ type Classifier func(Call) Outcome
 //   - a panic is a Failure, except http.ErrAbortHandler once the client has
 //     gone, which is how httputil.ReverseProxy ends a response that the
 //     client stopped reading: Excluded;
-//   - a slow call (over SlowCall) is a Failure;
+//   - a slow call (over SlowCall) is a Failure, unless the policy sets
+//     SlowCallRate, which judges slowness apart;
 //   - a hijacked connection that never wrote a status is Excluded;
 //   - a client that went away before a failure status was written (or
 //     before the handler returned without writing one) makes it Excluded;
@@ -100,7 +107,7 @@ func DefaultClassifier(c Call) Outcome {
 			return Excluded
 		}
 		return Failure
-	case c.Slow:
+	case c.Slow && !c.slowApart:
 		return Failure
 	case c.Hijacked && c.StatusCode == 0:
 		return Excluded
@@ -114,22 +121,36 @@ func DefaultClassifier(c Call) Outcome {
 	return Success
 }
 
+// judging is how a breaker judges its calls: with its classifier (nil:
+// DefaultClassifier) and its policy's SlowCall and SlowCallRate.
+type judging struct {
+	classify  Classifier
+	slowCall  time.Duration // 0: off
+	slowApart bool          // SlowCallRate is set: slowness is judged apart from the outcome
+}
+
+// timed reports whether calls need their duration: for SlowCall, or for a
+// classifier, which may read it.
+func (j judging) timed() bool { return j.slowCall > 0 || j.classify != nil }
+
 // judge returns what the finished call c means, on either side: the
-// outcome that classify (nil: DefaultClassifier) gives it, with the delay
-// an upstream asked for. start is when the call began, zero when its
-// duration is not needed; a call longer than slowCall (0: off) is slow.
-func (c Call) judge(classify Classifier, slowCall time.Duration, start time.Time) verdict {
-	if !start.IsZero() {
-		c.Duration = time.Since(start)
-		c.Slow = slowCall > 0 && c.Duration > slowCall
+// outcome the classifier gives it, with the delay an upstream asked for,
+// and whether it was slow, when slowness is judged apart. took is how long
+// the call ran, measured only when timed says so.
+func (j judging) judge(c Call, took time.Duration) verdict {
+	if j.timed() {
+		c.Duration = took
+		c.Slow = j.slowCall > 0 && took > j.slowCall
+		c.slowApart = j.slowApart
 	}
 	var o Outcome
-	if classify != nil {
-		o = validOutcome(classify(c))
+	if j.classify != nil {
+		o = validOutcome(j.classify(c))
 	} else {
 		o = DefaultClassifier(c)
 	}
-	return verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: c.StatusCode == http.StatusTooManyRequests}
+	return verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: c.StatusCode == http.StatusTooManyRequests,
+		slow: c.Slow && c.slowApart && o != Excluded}
 }
 
 // callerGone reports whether whoever made r has given up on it: the client
@@ -146,6 +167,9 @@ type verdict struct {
 	// which of them may keep the breaker open.
 	retryAfter  time.Duration
 	rateLimited bool
+	// slow says the call was slow, with SlowCallRate: slowness is judged
+	// apart from the outcome.
+	slow bool
 }
 
 // failureStatus reports whether an answer with this status is a failure of

@@ -39,10 +39,12 @@ type Policy struct {
 	// in flight are not part of the rate.
 	FailureRate float64
 	// MinRequests is how many outcomes (successes plus failures) the window
-	// must hold before FailureRate can trip the breaker. Default 10.
+	// must hold before FailureRate or SlowCallRate can trip the breaker.
+	// Default 10; at most LastCalls when that is set.
 	MinRequests int
 	// ConsecutiveFailures trips the breaker after this many failures in a
-	// row, whatever the rate. At least 1, or Off. Default 5.
+	// row, whatever the rate. At least 1, or Off. Default 5. Failures that
+	// have left the time window no longer count towards it.
 	ConsecutiveFailures int
 	// Window is the span of the rolling window that FailureRate and
 	// MinRequests look at. Default 10s.
@@ -51,6 +53,13 @@ type Policy struct {
 	// window one bucket (Window / Buckets) at a time. Between 1 and 1000,
 	// and each bucket at least 1ms. Default 10.
 	Buckets int
+	// LastCalls, when set, makes FailureRate, SlowCallRate and MinRequests
+	// look at the last this many recorded outcomes instead of the time
+	// window (a count-based window, as resilience4j's COUNT_BASED and
+	// failsafe-go's WithFailureThresholdRatio(k, n)). Default off: the time
+	// window. A policy that sets both LastCalls and Window is an error. Each
+	// call takes a lock of the key's own, where the time window takes none.
+	LastCalls int
 	// OpenFor is how long the breaker stays open after it trips from closed,
 	// before it admits the first probe. Default 30s.
 	OpenFor time.Duration
@@ -58,10 +67,13 @@ type Policy struct {
 	// probe fails. At least OpenFor, or Off to keep every cooldown at
 	// OpenFor. Default 5m, or OpenFor when that is longer.
 	MaxOpenFor time.Duration
-	// HalfOpenRequests is how many probes the half-open breaker admits at
-	// once, however many requests arrive; all of them must succeed for the
-	// breaker to close. Default 3.
+	// HalfOpenRequests is how many probes the half-open breaker admits,
+	// however many requests arrive at once. Default 3.
 	HalfOpenRequests int
+	// HalfOpenSuccesses is how many of the HalfOpenRequests probes must
+	// succeed for the breaker to close; it opens again as soon as that can no
+	// longer happen. Default: HalfOpenRequests (every probe must succeed).
+	HalfOpenSuccesses int
 	// Quorum matters only with shared state (WithSharedState): a key opens
 	// fleet-wide only when failures in the fleet's window came from at least
 	// this many replicas (capped by how many replicas are live), so that one
@@ -79,9 +91,17 @@ type Policy struct {
 	// breaker half-open until Reset.
 	ProbeTimeout time.Duration
 	// SlowCall, when set, makes an admitted request that takes longer than
-	// this a failure, whatever its status. Default off. Leave it off for
-	// route groups that stream (SSE, websockets, long polls).
+	// this a failure, whatever its status, unless SlowCallRate is set. Default
+	// off. Leave it off for route groups that stream (SSE, websockets, long
+	// polls).
 	SlowCall time.Duration
+	// SlowCallRate, when set, judges slowness apart from failure, as
+	// resilience4j does: a call slower than SlowCall counts as slow (whatever
+	// the classifier made of it) and not as a failure for being slow, and the
+	// breaker trips when slow calls reach this share of the outcomes in the
+	// window, once MinRequests are in. In (0, 1], or Off; needs SlowCall.
+	// Default off.
+	SlowCallRate float64
 	// RecoveryRamp, when set, eases a recovered breaker back in: after the
 	// probes succeed it admits a share of requests that rises linearly from
 	// none to all over this time, answers the rest with the reject response,
@@ -102,8 +122,8 @@ type Policy struct {
 }
 
 // Off turns off a Policy field that can be turned off: FailureRate,
-// ConsecutiveFailures, MaxOpenFor, ProbeTimeout, SlowCall, RecoveryRamp and
-// IdleTTL. Write
+// ConsecutiveFailures, LastCalls, MaxOpenFor, ProbeTimeout, SlowCall,
+// SlowCallRate, RecoveryRamp and IdleTTL. Write
 // it as Off in Go (Policy{SlowCall: httpbreaker.Off}) and as off in a config
 // file.
 //
@@ -113,7 +133,8 @@ type Policy struct {
 const Off = -1
 
 // DefaultPolicy returns the built-in defaults, every field set but IdleTTL,
-// whose default depends on how the key was made (see Policy.IdleTTL).
+// whose default depends on how the key was made (see Policy.IdleTTL), and
+// HalfOpenSuccesses, whose default is HalfOpenRequests.
 func DefaultPolicy() Policy {
 	return Policy{
 		FailureRate:         0.5,
@@ -121,12 +142,14 @@ func DefaultPolicy() Policy {
 		ConsecutiveFailures: 5,
 		Window:              10 * time.Second,
 		Buckets:             10,
+		LastCalls:           Off,
 		OpenFor:             30 * time.Second,
 		MaxOpenFor:          5 * time.Minute,
 		HalfOpenRequests:    3,
 		Quorum:              2,
 		ProbeTimeout:        30 * time.Second,
 		SlowCall:            Off,
+		SlowCallRate:        Off,
 		RecoveryRamp:        Off,
 		UpstreamRetryAfter:  RetryAfterOn503,
 		Mode:                ModeEnforce,
@@ -308,6 +331,13 @@ var policyFields = [...]policyField{
 			}
 			return "", ""
 		}},
+	{name: "last_calls", kind: kindCount, off: true, at: func(p *Policy) any { return &p.LastCalls },
+		rule: func(p Policy) (string, string) {
+			if p.LastCalls > 0 && p.MinRequests > p.LastCalls {
+				return fmt.Sprintf("%d calls can never hold min_requests (%d) outcomes", p.LastCalls, p.MinRequests), "min_requests"
+			}
+			return "", ""
+		}},
 	{name: "open_for", kind: kindDuration, at: func(p *Policy) any { return &p.OpenFor }},
 	{name: "max_open_for", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.MaxOpenFor },
 		rule: func(p Policy) (string, string) {
@@ -317,9 +347,24 @@ var policyFields = [...]policyField{
 			return "", ""
 		}},
 	{name: "half_open_requests", kind: kindCount, at: func(p *Policy) any { return &p.HalfOpenRequests }},
+	{name: "half_open_successes", kind: kindCount, at: func(p *Policy) any { return &p.HalfOpenSuccesses },
+		rule: func(p Policy) (string, string) {
+			if p.HalfOpenSuccesses > p.HalfOpenRequests {
+				return fmt.Sprintf("%d successes cannot come from half_open_requests (%d) probes", p.HalfOpenSuccesses, p.HalfOpenRequests),
+					"half_open_requests"
+			}
+			return "", ""
+		}},
 	{name: "quorum", kind: kindCount, at: func(p *Policy) any { return &p.Quorum }},
 	{name: "probe_timeout", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.ProbeTimeout }},
 	{name: "slow_call", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.SlowCall }},
+	{name: "slow_call_rate", kind: kindRate, off: true, at: func(p *Policy) any { return &p.SlowCallRate },
+		rule: func(p Policy) (string, string) {
+			if p.SlowCallRate > 0 && p.SlowCall == Off {
+				return "needs slow_call, which says what a slow call is", "slow_call"
+			}
+			return "", ""
+		}},
 	{name: "recovery_ramp", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.RecoveryRamp }},
 	{name: "idle_ttl", kind: kindDuration, off: true, floor: time.Second, at: func(p *Policy) any { return &p.IdleTTL }},
 	{name: "upstream_retry_after", kind: kindChoice, at: func(p *Policy) any { return &p.UpstreamRetryAfter }},
@@ -439,12 +484,16 @@ func (p Policy) inherit(base Policy) Policy {
 
 // resolve fills the fields that are still unset with the built-in defaults.
 // An unset MaxOpenFor is never shorter than OpenFor, so that a long OpenFor
-// alone is a valid policy.
+// alone is a valid policy, and an unset HalfOpenSuccesses is
+// HalfOpenRequests.
 func (p Policy) resolve() Policy {
 	maxUnset := p.MaxOpenFor == 0
 	p = p.inherit(DefaultPolicy())
 	if maxUnset && p.OpenFor > p.MaxOpenFor {
 		p.MaxOpenFor = p.OpenFor
+	}
+	if p.HalfOpenSuccesses == 0 {
+		p.HalfOpenSuccesses = p.HalfOpenRequests
 	}
 	return p
 }
@@ -504,7 +553,14 @@ func (c Config) validate(at lines) []*FieldError {
 // reported under defaults, not again for every key that inherits it.
 func policyErrors(prefix string, own, base Policy, at lines) []*FieldError {
 	var errs []*FieldError
-	for _, pr := range own.inherit(base).resolve().problems() {
+	merged := own.inherit(base)
+	problems := merged.resolve().problems()
+	if merged.LastCalls > 0 && merged.Window != 0 { // both set by the policies, not by the built-in defaults
+		problems = append(problems, problem{field: "last_calls", other: "window",
+			msg: "last_calls and window are both set: a breaker judges the last calls or a time window, not both " +
+				"(set last_calls: off to use the time window)"})
+	}
+	for _, pr := range problems {
 		field := pr.field
 		if !fieldByName(field).isSet(&own) {
 			if pr.other == "" || !fieldByName(pr.other).isSet(&own) {

@@ -100,8 +100,9 @@ func TestEveryPolicyFieldIsInTheTable(t *testing.T) {
 func TestEveryFieldInheritsAndRoundTrips(t *testing.T) {
 	values := map[string][]string{ // config values to try, by field
 		"failure_rate": {"0.25"}, "min_requests": {"7"}, "consecutive_failures": {"9", "off"},
-		"window": {"20s"}, "buckets": {"4"}, "open_for": {"1m0s"}, "max_open_for": {"10m0s", "off"},
-		"half_open_requests": {"2"}, "quorum": {"3"}, "probe_timeout": {"5s", "off"}, "slow_call": {"2s", "off"}, "recovery_ramp": {"30s", "off"},
+		"window": {"20s"}, "buckets": {"4"}, "last_calls": {"20", "off"}, "open_for": {"1m0s"}, "max_open_for": {"10m0s", "off"},
+		"half_open_requests": {"2"}, "half_open_successes": {"2"}, "quorum": {"3"}, "probe_timeout": {"5s", "off"},
+		"slow_call": {"2s", "off"}, "slow_call_rate": {"off"}, "recovery_ramp": {"30s", "off"},
 		"idle_ttl": {"5m0s", "off"}, "upstream_retry_after": {"on_429_and_503", "off"}, "mode": {"observe"},
 	}
 	for i := range policyFields {

@@ -10,15 +10,16 @@ import (
 
 // phase is where a tripped breaker is on its way back to closed:
 //
-//	closed -> open --cooldown--> half-open --every probe succeeds--> closed
-//	          ^                      |                     (or recovering, then closed)
-//	          +--- a probe fails ----+  (the nominal cooldown doubles, up to MaxOpenFor)
+//	closed -> open --cooldown--> half-open --HalfOpenSuccesses succeed--> closed
+//	          ^                      |                        (or recovering, then closed)
+//	          +--- too many fail ----+  (the nominal cooldown doubles, up to MaxOpenFor)
 //
-// The trip comes from gobreaker's window; everything after it is the
+// The trip comes from the window's engine; everything after it is the
 // breaker's own. Each change of phase is made under the breaker's mu and
 // stores a new phase, whose fields are fixed but for the counters of its
-// round and ramp. A call reads the phase with one atomic load and moves it
-// on when its time is up, so that no timer or goroutine runs for it.
+// round and ramp. A call reads the phase with one atomic load. A phase with
+// a time limit sets the set's alarm for it, which moves it on then; a call
+// or a reader that comes first moves it on itself, dated at the same time.
 type phase struct {
 	state State // StateOpen, StateHalfOpen or StateRecovering
 	// until is when an open phase's cooldown ends, and when a recovering
@@ -34,12 +35,15 @@ type phase struct {
 }
 
 // round counts the probes of one half-open phase. A probe takes a slot when
-// it is admitted; an excluded probe gives it back, a successful one keeps it
-// (all slots succeeded closes the breaker), and a failed one ends the round.
+// it is admitted; an excluded probe gives it back, and a successful or
+// failed one keeps it. need successes close the breaker; a failure that
+// leaves fewer slots than successes still needed opens it again.
 type round struct {
 	slots     int32
+	need      int32
 	taken     atomic.Int32
 	succeeded atomic.Int32
+	failed    atomic.Int32
 	excluded  atomic.Uint32
 
 	// deadline is when the oldest running probe times out (ns since the
@@ -110,6 +114,11 @@ func (r *round) finish(p *probe) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.finishLocked(p)
+}
+
+// finishLocked is finish with r.mu held.
+func (r *round) finishLocked(p *probe) {
 	for i, q := range r.running {
 		if q == p {
 			r.running = append(r.running[:i], r.running[i+1:]...)
@@ -123,22 +132,26 @@ func (r *round) finish(p *probe) {
 	r.deadline.Store(next)
 }
 
-// probe runs a call that took a slot of ph's round at now. Its outcome is
-// recorded once: when it ends, or when its deadline passes first
-// (expireProbes), in which case its own outcome is not counted again.
-func (br *breaker) probe(ph *phase, now int64, run func(*probe) verdict) {
+// startProbe starts a probe that took a slot of ph's round at now, and sets
+// the alarm for its deadline. Its outcome is recorded once: when it ends
+// (settle), or when its deadline passes first (expireProbes), in which case
+// its own outcome is not counted again.
+func (br *breaker) startProbe(ph *phase, now int64) *probe {
 	p := ph.round.start(now)
-	guard(run, p, func(v verdict) { br.settle(ph, p, v) })
+	if br.probeTimeout > 0 {
+		br.alarm.set(br, addSat(now, br.probeTimeout)+1)
+	}
+	return p
 }
 
-// settle records a probe's outcome, unless its deadline has already
-// recorded one.
-func (br *breaker) settle(ph *phase, p *probe, v verdict) {
+// settle records how a probe ended, unless its deadline has already
+// recorded it.
+func (br *breaker) settle(ph *phase, p *probe, v verdict, i uint32, now int64) {
 	if !p.settled.CompareAndSwap(false, true) {
 		return // timed out earlier: counted then
 	}
 	ph.round.finish(p)
-	br.tally(v)
+	br.tally(v, i, now)
 	br.probeDone(ph, v, ReasonProbeFailed, 0)
 }
 
@@ -155,22 +168,26 @@ func (br *breaker) expireProbes(ph *phase, now int64) bool {
 	if d := r.deadline.Load(); d == 0 || now <= d {
 		return false
 	}
+	// The round's lock is held until the expired probes are judged, so that
+	// a reader that comes meanwhile waits for the state they lead to.
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	var expired []*probe
 	for _, p := range r.running {
 		if now > addSat(p.start, r.timeout) && p.settled.CompareAndSwap(false, true) {
 			expired = append(expired, p)
 		}
 	}
-	r.mu.Unlock()
 	for _, p := range expired {
-		r.finish(p)
 		v := verdict{outcome: Failure}
 		if a := p.answer.Load(); a != 0 {
 			v.outcome = Outcome(a - 1)
 		}
-		br.tally(v)
+		br.tally(v, stripe(), now)
 		br.probeDone(ph, v, ReasonProbeTimeout, time.Duration(now-p.start))
+		// Last, so that a reader who finds the deadline moved finds the
+		// state the probe led to.
+		r.finishLocked(p)
 	}
 	return len(expired) > 0
 }
@@ -197,16 +214,23 @@ func (br *breaker) trip(why tripInfo) {
 	if ph := br.phase.Load(); ph != nil && ph.state == StateRecovering {
 		from = StateRecovering
 	}
+	c := why.counts
 	e := Event{From: from, To: StateOpen, Reason: why.reason,
-		Failures: why.counts.TotalFailures, Successes: why.counts.TotalSuccesses,
-		ConsecutiveFailures: why.counts.ConsecutiveFailures,
-		FailureRate:         failureRate(why.counts.TotalFailures, why.counts.TotalSuccesses)}
+		Failures: sat32(c.failure), Successes: sat32(c.success), Slow: sat32(c.slow),
+		ConsecutiveFailures: c.consecutive, FailureRate: failureRate(sat32(c.failure), sat32(c.success))}
 	var until int64
 	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.policy.OpenFor)
-	br.phase.Store(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
+	br.openLocked(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
 	br.lastTrip.Store(&Trip{At: br.clock.at(now), Reason: e.Reason, Failures: e.Failures,
-		Successes: e.Successes, ConsecutiveFailures: e.ConsecutiveFailures})
+		Successes: e.Successes, Slow: e.Slow, ConsecutiveFailures: e.ConsecutiveFailures})
 	br.record(now, e)
+}
+
+// openLocked puts br in the open phase ph, and sets the alarm for the end
+// of its cooldown. br.mu must be held.
+func (br *breaker) openLocked(ph *phase) {
+	br.phase.Store(ph)
+	br.alarm.set(br, ph.until+1)
 }
 
 // cooldown returns when an open phase that starts at now with the given
@@ -222,33 +246,61 @@ func (br *breaker) cooldown(now int64, d time.Duration) (until int64, openFor, u
 	return until, time.Duration(until - now), upstream
 }
 
-// halfOpen ends ph's cooldown: a new round of probes begins.
-func (br *breaker) halfOpen(ph *phase, now int64) {
+// halfOpen ends ph's cooldown at t: a new round of probes begins. e says
+// why: at the end of the cooldown, or when an operator asked for probes
+// (Probe).
+func (br *breaker) halfOpen(ph *phase, t int64) {
+	br.halfOpenWhy(ph, t, Event{Reason: ReasonCooldown})
+}
+
+func (br *breaker) halfOpenWhy(ph *phase, t int64, e Event) bool {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	if br.phase.Load() != ph {
-		return
+		return false
 	}
-	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal, round: &round{slots: int32(br.policy.HalfOpenRequests), timeout: br.probeTimeout}})
-	br.record(now, Event{From: StateOpen, To: StateHalfOpen, Reason: ReasonCooldown})
+	p := br.policy
+	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal,
+		round: &round{slots: int32(p.HalfOpenRequests), need: int32(p.HalfOpenSuccesses), timeout: br.probeTimeout}})
+	e.From, e.To = StateOpen, StateHalfOpen
+	br.record(t, e)
+	return true
 }
 
-// probeDone records how a probe of ph's round ended: a failure opens the
-// breaker again, and the last of the round's successes closes it. A probe
-// whose round has ended changes nothing. why says why a failure reopens
-// (ReasonProbeFailed or ReasonProbeTimeout), and ranFor how long the probe
-// had run, for a timeout.
+// probeNow ends an open breaker's cooldown now, for Probe: the next calls
+// are its probes. It reports whether the breaker was open.
+func (br *breaker) probeNow(e Event) bool {
+	for {
+		ph := br.phase.Load()
+		if ph == nil || ph.state != StateOpen {
+			return false
+		}
+		if br.halfOpenWhy(ph, br.clock.now(), e) {
+			return true
+		}
+	}
+}
+
+// probeDone records how a probe of ph's round ended: HalfOpenSuccesses
+// successes close the breaker, and a failure that leaves too few probes for
+// them opens it again. A probe whose round has ended changes nothing. why
+// says why a failure reopens (ReasonProbeFailed or ReasonProbeTimeout), and
+// ranFor how long the probe had run, for a timeout.
 func (br *breaker) probeDone(ph *phase, v verdict, why Reason, ranFor time.Duration) {
+	r := ph.round
 	switch v.outcome {
 	case Excluded:
-		ph.round.excluded.Add(1)
-		ph.round.taken.Add(-1)
+		r.excluded.Add(1)
+		r.taken.Add(-1)
 	case Success:
-		if ph.round.succeeded.Add(1) >= ph.round.slots {
+		if r.succeeded.Add(1) == r.need {
 			br.recover(ph)
 		}
 	default:
-		br.reopen(ph, Event{Reason: why, ProbeRanFor: ranFor})
+		if r.failed.Add(1) == r.slots-r.need+1 {
+			br.reopen(ph, Event{Reason: why, ProbeRanFor: ranFor,
+				Successes: uint32(max(r.succeeded.Load(), 0)), Failures: uint32(r.failed.Load())})
+		}
 	}
 }
 
@@ -264,12 +316,13 @@ func (br *breaker) reopen(ph *phase, e Event) {
 	nominal := br.backoff(ph.nominal)
 	var until int64
 	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.jitter(nominal))
-	br.phase.Store(&phase{state: StateOpen, until: until, nominal: nominal})
+	br.openLocked(&phase{state: StateOpen, until: until, nominal: nominal})
 	e.From, e.To = StateHalfOpen, StateOpen
 	br.record(now, e)
 }
 
-// recover closes the breaker after every probe of ph succeeded.
+// recover closes the breaker after enough probes of ph succeeded. The
+// event carries the round's counts.
 func (br *breaker) recover(ph *phase) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
@@ -278,7 +331,9 @@ func (br *breaker) recover(ph *phase) {
 	}
 	now := br.clock.now()
 	to, ramp := br.closeLocked(now)
-	br.record(now, Event{From: StateHalfOpen, To: to, Reason: ReasonProbesSucceeded, RecoveryRamp: ramp})
+	r := ph.round
+	br.record(now, Event{From: StateHalfOpen, To: to, Reason: ReasonProbesSucceeded, RecoveryRamp: ramp,
+		Successes: uint32(r.succeeded.Load()), Failures: uint32(r.failed.Load())})
 }
 
 // closeLocked closes the breaker once probes succeeded, its own or the
@@ -287,24 +342,26 @@ func (br *breaker) recover(ph *phase) {
 // closed or recovering, and the ramp. br.mu must be held.
 func (br *breaker) closeLocked(now int64) (State, time.Duration) {
 	br.upstreamUntil.Store(0)
-	br.inst.Store(br.newInstance())
+	br.win.Store(newWindow(br, now))
 	if ramp := br.policy.RecoveryRamp; ramp > 0 {
-		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)})
+		ph := &phase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)}
+		br.phase.Store(ph)
+		br.alarm.set(br, ph.until)
 		return StateRecovering, ramp
 	}
 	br.phase.Store(nil)
 	return StateClosed, 0
 }
 
-// endRamp ends ph's recovery ramp: the breaker is closed.
-func (br *breaker) endRamp(ph *phase, now int64) {
+// endRamp ends ph's recovery ramp, at its end: the breaker is closed.
+func (br *breaker) endRamp(ph *phase) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	if br.phase.Load() != ph {
 		return
 	}
 	br.phase.Store(nil)
-	br.record(now, Event{From: StateRecovering, To: StateClosed, Reason: ReasonRampDone})
+	br.record(ph.until, Event{From: StateRecovering, To: StateClosed, Reason: ReasonRampDone})
 }
 
 // backoff returns the nominal cooldown after a failed probe: twice the
@@ -336,13 +393,30 @@ func (br *breaker) maxCooldown() time.Duration {
 	return br.policy.MaxOpenFor
 }
 
-// noteUpstreamRetry records that a failure asked, with Retry-After, not to
-// be retried for a while.
-func (br *breaker) noteUpstreamRetry(v verdict) {
+// tally counts a finished call's verdict at now through stripe i, notes
+// the delay an upstream asked for with a failure, and tells the fleet of a
+// failure.
+func (br *breaker) tally(v verdict, i uint32, now int64) {
+	kind := tallyOf[v.outcome]
+	if v.slow {
+		kind = tallySlow
+	}
+	br.tallies.add(i, kind)
+	if v.outcome == Failure && br.fleet != nil {
+		br.fleet.failed(br.tallies.sum(tallyFailure))
+	}
+	if v.retryAfter > 0 {
+		br.noteUpstreamRetry(v, now)
+	}
+}
+
+// noteUpstreamRetry records that a failure at now asked, with Retry-After,
+// not to be retried for a while.
+func (br *breaker) noteUpstreamRetry(v verdict, now int64) {
 	if v.outcome != Failure || !br.policy.UpstreamRetryAfter.honours(v.rateLimited) {
 		return
 	}
-	until := addSat(br.clock.now(), v.retryAfter)
+	until := addSat(now, v.retryAfter)
 	for {
 		old := br.upstreamUntil.Load()
 		if old >= until || br.upstreamUntil.CompareAndSwap(old, until) {

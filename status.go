@@ -128,9 +128,12 @@ type FleetHold struct {
 
 // Counts are the outcomes in a breaker's current window.
 type Counts struct {
-	Successes            uint32 `json:"successes"`
-	Failures             uint32 `json:"failures"`
-	Excluded             uint32 `json:"excluded"`
+	Successes uint32 `json:"successes"`
+	Failures  uint32 `json:"failures"`
+	Excluded  uint32 `json:"excluded"`
+	// Slow counts the successes and failures that were slow, with
+	// SlowCallRate: they count in Successes or Failures too.
+	Slow                 uint32 `json:"slow"`
 	ConsecutiveSuccesses uint32 `json:"consecutive_successes"`
 	ConsecutiveFailures  uint32 `json:"consecutive_failures"`
 	// InFlight is how many admitted requests have not finished yet.
@@ -140,12 +143,23 @@ type Counts struct {
 // FailureRate returns Failures / (Failures + Successes), or 0 when both are 0.
 func (c Counts) FailureRate() float64 { return failureRate(c.Failures, c.Successes) }
 
+// SlowCallRate returns Slow / (Failures + Successes), or 0 when both are 0.
+func (c Counts) SlowCallRate() float64 {
+	if n := c.Successes + c.Failures; n > 0 {
+		return float64(c.Slow) / float64(n)
+	}
+	return 0
+}
+
 // Totals counts requests by result. Every request that reached a tracked
-// breaker is counted once, under the one result that describes it.
+// breaker is counted once, under the one result that describes it: with
+// SlowCallRate, a slow call is counted as Slow, whether it succeeded or
+// failed.
 type Totals struct {
 	Success     uint64 `json:"success"`
 	Failure     uint64 `json:"failure"`
 	Excluded    uint64 `json:"excluded"`
+	Slow        uint64 `json:"slow"`
 	Rejected    uint64 `json:"rejected"`
 	WouldReject uint64 `json:"would_reject"`
 }
@@ -177,24 +191,28 @@ func keyStatus(br *breaker) Status {
 	ph := br.phase.Load()
 	switch {
 	case ph == nil || ph.state == StateRecovering:
-		c := br.inst.Load().cb.Counts()
+		c := br.win.Load().counts(br.clock.now())
 		s.Window = Counts{
-			Successes:            c.TotalSuccesses,
-			Failures:             c.TotalFailures,
-			Excluded:             c.TotalExclusions,
-			ConsecutiveSuccesses: c.ConsecutiveSuccesses,
-			ConsecutiveFailures:  c.ConsecutiveFailures,
-			InFlight:             inFlight(c),
+			Successes:            sat32(c.success),
+			Failures:             sat32(c.failure),
+			Excluded:             sat32(c.excluded),
+			Slow:                 sat32(c.slow),
+			ConsecutiveSuccesses: c.consecutiveSuccesses,
+			ConsecutiveFailures:  c.consecutive,
+			InFlight:             sat32(br.inFlight()),
 		}
 	case ph.state == StateHalfOpen:
 		r := ph.round
 		probesFull = r.taken.Load() >= r.slots
-		ok := uint32(r.succeeded.Load())
+		ok, failed := r.succeeded.Load(), r.failed.Load()
 		s.Window = Counts{
-			Successes:            ok,
-			Excluded:             r.excluded.Load(),
-			ConsecutiveSuccesses: ok,
-			InFlight:             uint32(max(r.taken.Load()-r.succeeded.Load(), 0)),
+			Successes: uint32(ok),
+			Failures:  uint32(failed),
+			Excluded:  r.excluded.Load(),
+			InFlight:  uint32(max(r.taken.Load()-ok-failed, 0)),
+		}
+		if failed == 0 {
+			s.Window.ConsecutiveSuccesses = uint32(ok)
 		}
 	case ph.state == StateOpen && st == StateOpen:
 		s.RetryAfter = time.Duration(max(ph.until-br.clock.now(), 0))

@@ -36,8 +36,8 @@ func TestStatusJSON(t *testing.T) {
 			t.Fatalf("status JSON has %q, want %q: %s", keys, want, out)
 		}
 		window := got["window"].(map[string]any)
-		if len(window) != 7 {
-			t.Fatalf("window JSON %v, want the six counts and failure_rate", window)
+		if len(window) != 8 {
+			t.Fatalf("window JSON %v, want the seven counts and failure_rate", window)
 		}
 		if got["key"] != "catalog" || got["state"] != "closed" || got["mode"] != "enforce" ||
 			got["retry_after_seconds"] != 0.0 || window["failure_rate"] != 0.5 || window["failures"] != 1.0 ||

@@ -97,29 +97,35 @@ func (t *keyedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // roundTripThrough sends one request through br: the client side over the
 // breaker's admission path. An admitted call goes to base and is judged
-// when base returns; one that is not is answered with a *RejectedError, or,
-// when the breaker only observes, goes out untracked.
-func roundTripThrough(br *breaker, base http.RoundTripper, req *http.Request) (*http.Response, error) {
-	var resp *http.Response
-	var err error
-	switch a := br.call(func(*probe) verdict {
-		var start time.Time
-		if br.timed() {
-			start = time.Now()
-		}
-		resp, err = base.RoundTrip(req)
-		return callOf(br.key, req, resp, err).judge(br.classify, br.slowCall, start)
-	}); a.verdict {
-	case ran:
-		return resp, err
-	case passed:
+// when base returns (or panics, a failure); one that is not is answered
+// with a *RejectedError, or, when the breaker only observes, goes out
+// untracked.
+func roundTripThrough(br *breaker, base http.RoundTripper, req *http.Request) (resp *http.Response, err error) {
+	t, a := br.admit()
+	switch a.decision {
+	case passCall:
 		return base.RoundTrip(req)
-	default:
+	case rejectCall:
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
 		return nil, &RejectedError{a.rejection(br.key)}
 	}
+	var start int64
+	if br.judging.timed() {
+		start = br.clock.now()
+	}
+	returned := false
+	defer func() {
+		if !returned { // base panicked, or ended the goroutine: a failure, which goes on
+			br.done(t, verdict{outcome: Failure}, br.clock.now())
+		}
+	}()
+	resp, err = base.RoundTrip(req)
+	returned = true
+	now := br.clock.now()
+	br.done(t, br.judging.judge(callOf(br.key, req, resp, err), time.Duration(now-start)), now)
+	return resp, err
 }
 
 // callOf describes base's answer to req as a Call.

@@ -1,0 +1,108 @@
+package httpbreaker
+
+import (
+	"container/heap"
+	"sync"
+	"time"
+)
+
+// alarm moves a set's breakers on when their time comes: one timer for the
+// whole set, set for the earliest deadline that any breaker has (the end of
+// a cooldown, of a recovery ramp, of a timed ForceOpen, of a probe's
+// ProbeTimeout), so that a transition happens when it is due, and is
+// logged, hooked and counted then, on a key that gets no request as on a
+// busy one. Nothing of it is on a request's path: a breaker sets a deadline
+// when its state changes. While no deadline is pending no timer runs, and
+// a timer that waits holds no goroutine.
+type alarm struct {
+	clock *clock
+
+	mu      sync.Mutex
+	pending deadlines
+	timer   *time.Timer // nil until the first deadline
+	at      int64       // when the timer fires; 0 when it is stopped
+	stopped bool        // by Close: no deadline is set any more
+}
+
+// deadline is a breaker that has something to do at a time.
+type deadline struct {
+	at int64 // ns since the clock's epoch
+	br *breaker
+}
+
+// deadlines is a min-heap of deadlines by time.
+type deadlines []deadline
+
+func (d deadlines) Len() int           { return len(d) }
+func (d deadlines) Less(i, j int) bool { return d[i].at < d[j].at }
+func (d deadlines) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
+func (d *deadlines) Push(x any)        { *d = append(*d, x.(deadline)) }
+func (d *deadlines) Pop() any {
+	old := *d
+	x := old[len(old)-1]
+	old[len(old)-1] = deadline{}
+	*d = old[:len(old)-1]
+	return x
+}
+
+// set asks for br to be moved on at at (ns since the epoch). A deadline
+// that turns out to have nothing to do (the state changed meanwhile) costs
+// a look at the breaker's state.
+func (a *alarm) set(br *breaker, at int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	heap.Push(&a.pending, deadline{at: at, br: br})
+	a.armLocked()
+}
+
+// armLocked sets the timer for the earliest pending deadline.
+func (a *alarm) armLocked() {
+	if len(a.pending) == 0 {
+		return
+	}
+	next := a.pending[0].at
+	if a.at != 0 && a.at <= next {
+		return // set already for as soon or sooner
+	}
+	wait := time.Duration(next - a.clock.now())
+	if a.timer == nil {
+		a.timer = time.AfterFunc(wait, a.fire)
+	} else {
+		a.timer.Reset(wait)
+	}
+	a.at = next
+}
+
+// fire moves on every breaker whose deadline has come, then sets the timer
+// for the next one.
+func (a *alarm) fire() {
+	now := a.clock.now()
+	a.mu.Lock()
+	var due []*breaker
+	for len(a.pending) > 0 && a.pending[0].at <= now {
+		due = append(due, heap.Pop(&a.pending).(deadline).br)
+	}
+	a.at = 0
+	if !a.stopped {
+		a.armLocked()
+	}
+	a.mu.Unlock()
+	for _, br := range due {
+		br.state() // moves a phase, a forced state or a probe on if its time is up
+	}
+}
+
+// stop stops the timer for good and forgets every deadline: the set is
+// closed.
+func (a *alarm) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopped = true
+	a.pending = nil
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+}
