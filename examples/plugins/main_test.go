@@ -349,7 +349,7 @@ func TestSoak(t *testing.T) {
 	t.Log(out.String())
 }
 
-// requireTool returns the path of a command the README's session uses. CI
+// requireTool returns the path of a command the by-hand session uses. CI
 // installs it: there a missing one fails the test; elsewhere it is skipped.
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
@@ -363,21 +363,21 @@ func requireTool(t *testing.T, name string) string {
 	return path
 }
 
-// readmeSession returns the lines of the README's by-hand session and the
-// output it says the loop prints.
+// readmeSession returns the lines of the by-hand session in this example's
+// README.md and the output it says the loop prints.
 func readmeSession(t *testing.T) (lines []string, loopOutput string) {
 	t.Helper()
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := string(readme)
 	if !strings.Contains(text, "```sh\ngo run ./examples/plugins\n```") {
-		t.Fatal("the README no longer starts the host with go run ./examples/plugins in a block of its own")
+		t.Fatal("examples/plugins/README.md no longer starts the host with go run ./examples/plugins in a block of its own")
 	}
 	_, after, ok := strings.Cut(text, "<!-- by-hand session")
 	if !ok {
-		t.Fatal("the README has no by-hand session marker")
+		t.Fatal("examples/plugins/README.md has no by-hand session marker")
 	}
 	_, after, _ = strings.Cut(after, "```sh\n")
 	block, after, _ := strings.Cut(after, "```")
@@ -386,8 +386,9 @@ func readmeSession(t *testing.T) (lines []string, loopOutput string) {
 	return strings.Split(strings.TrimSpace(block), "\n"), loopOutput
 }
 
-// TestTheREADMESessionDoesWhatItSays runs the README's by-hand session as
-// written, with curl against a host on a free port in place of 8080.
+// TestTheREADMESessionDoesWhatItSays runs the by-hand session of this
+// example's README.md as written, with curl against a host on a free port in
+// place of 8080.
 func TestTheREADMESessionDoesWhatItSays(t *testing.T) {
 	bash, _ := requireTool(t, "bash"), requireTool(t, "curl")
 	lines, loopOutput := readmeSession(t)
@@ -410,7 +411,7 @@ func TestTheREADMESessionDoesWhatItSays(t *testing.T) {
 		t.Errorf("setting and clearing the fault printed %q and %q, want nothing", out[0], out[4])
 	}
 	if out[1] != loopOutput {
-		t.Errorf("the loop printed\n%s\nthe README says\n%s", out[1], loopOutput)
+		t.Errorf("the loop printed\n%s\nexamples/plugins/README.md says\n%s", out[1], loopOutput)
 	}
 	scaffolder := breakerJSON(t, out[2], "scaffolder")
 	trip, _ := scaffolder["last_trip"].(map[string]any)
@@ -447,9 +448,9 @@ func breakerJSON(t *testing.T, body, key string) map[string]any {
 	return nil
 }
 
-// TestADelayTripsOnlyWhereThePolicyHasSlowCall checks the README's list of
-// faults: a delay trips search, whose policy has slow_call, and only slows
-// scaffolder down.
+// TestADelayTripsOnlyWhereThePolicyHasSlowCall checks the table of faults in
+// this example's README.md: a delay trips search, whose policy has
+// slow_call, and only slows scaffolder down.
 func TestADelayTripsOnlyWhereThePolicyHasSlowCall(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
