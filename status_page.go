@@ -18,7 +18,7 @@ import (
 // mode, the outcomes in its window, its failure rate, the time until it
 // admits requests again and when its state last changed. Clients that list
 // text/html in Accept (browsers) get a small self-contained HTML page that
-// reloads itself; others get the JSON of Snapshot. GET and HEAD never change
+// reloads itself; others get a StatusPage as JSON. GET and HEAD never change
 // anything; see AllowControl for POST.
 func (b *Breakers) StatusHandler(opts ...StatusOption) http.Handler {
 	h := &statusPage{set: b, refresh: 5 * time.Second}
