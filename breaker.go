@@ -182,7 +182,9 @@ func (br *breaker) admitSlow() (ticket, admission) {
 			br.halfOpen(ph, ph.until)
 		case StateHalfOpen:
 			if !ph.round.take() {
-				if br.expireProbes(ph, now) || br.phase.Load() != ph {
+				// A probe judged meanwhile (here or by the alarm) may have
+				// moved the phase on or freed a slot.
+				if br.expireProbes(ph, now) || br.phase.Load() != ph || ph.round.taken.Load() < ph.round.slots {
 					continue
 				}
 				return ticket{}, br.refuse(StateHalfOpen, 0, observe)
@@ -255,6 +257,8 @@ type holder interface {
 	probed(br *breaker, lease any, v verdict)
 	// failed hears of each failure, with the key's failure total.
 	failed(failures uint64)
+	// probeNow ends the hold's cooldown now, for Probe, if it is open.
+	probeNow(br *breaker, e Event) bool
 	// reset drops the hold, for Reset.
 	reset()
 }
@@ -315,7 +319,7 @@ func (br *breaker) forceLocal(o *override, e Event) {
 	e.From, e.To = br.state(), o.state
 	br.override.Store(o)
 	if o.until != 0 {
-		br.alarm.set(br, o.until)
+		br.alarm.set(br, o.until+1)
 	}
 	br.record(br.clock.now(), e)
 }
@@ -327,6 +331,19 @@ func (br *breaker) releaseLocal(e Event) {
 		e.From, e.To = from, br.state()
 		br.record(br.clock.now(), e)
 	}
+}
+
+// probeLocal ends br's cooldown now, the fleet's hold's or its own phase's,
+// if it is open: the next calls are probes. e says why. It reports whether
+// br was open.
+func (br *breaker) probeLocal(e Event) bool {
+	if st := br.state(); st != StateOpen {
+		return false
+	}
+	if br.fleet != nil && br.fleet.probeNow(br, e) {
+		return true
+	}
+	return br.probeNow(e)
 }
 
 // resetLocal puts br back as it was new, the fleet's hold on it gone; e

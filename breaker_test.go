@@ -1,141 +1,12 @@
 package httpbreaker
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"testing"
-	"testing/synctest"
 	"time"
 )
-
-func TestTripsOnFailureRate(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{FailureRate: 0.5, MinRequests: 10, ConsecutiveFailures: Off}))
-	h := newStatusHandler(200)
-	srv := serve(t, b, map[string]http.Handler{"p": h})
-
-	// Alternate success and failure: the rate is 0.5 from the second request
-	// on, but the breaker must wait for MinRequests outcomes.
-	for i := range 9 {
-		h.set([]int{200, 500}[i%2])
-		get(t, srv.URL+"/p/")
-		if st := b.State("p"); st != StateClosed {
-			t.Fatalf("after %d outcomes (%d failures): state %v, want closed", i+1, (i+1)/2, st)
-		}
-	}
-	h.set(500)
-	get(t, srv.URL+"/p/") // 10 outcomes, 5 failures
-	if st := b.State("p"); st != StateOpen {
-		t.Fatalf("after 10 outcomes, 5 failures: state %v, want open", st)
-	}
-}
-
-func TestFailureRateBelowThresholdDoesNotTrip(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{FailureRate: 0.5, MinRequests: 10, ConsecutiveFailures: Off}))
-	h := newStatusHandler(200)
-	srv := serve(t, b, map[string]http.Handler{"p": h})
-	// 4 failures in 10, then success, failure pairs keep the rate under 0.5.
-	for i := range 40 {
-		h.set([]int{200, 200, 500}[i%3])
-		get(t, srv.URL+"/p/")
-	}
-	if st := b.State("p"); st != StateClosed {
-		t.Fatalf("a third of requests failing with failure_rate 0.5: state %v, want closed", st)
-	}
-}
-
-func TestFailureRateIgnoresRequestsInFlightAndExcluded(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b, _ := newSet(t, WithPolicy(Policy{FailureRate: 0.3, MinRequests: 10, ConsecutiveFailures: Off}))
-		release := make(chan struct{})
-		h := b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			switch r.URL.Path {
-			case "/slow":
-				<-release
-			case "/gone":
-				w.WriteHeader(http.StatusBadGateway) // after the client left: excluded
-			default:
-				w.WriteHeader(http.StatusInternalServerError)
-			}
-		}))
-		for range 5 {
-			go record(h, "/slow")
-		}
-		synctest.Wait() // five requests in flight
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		for range 5 {
-			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/gone", nil).WithContext(ctx))
-		}
-		for range 5 {
-			record(h, "/fail")
-		}
-		// 15 requests admitted, 5 of them failed: a third, over failure_rate.
-		// But only those 5 are outcomes that count, fewer than MinRequests.
-		if st := b.State("p"); st != StateClosed {
-			t.Fatalf("5 failures, 5 excluded, 5 in flight: state %v, want closed", st)
-		}
-		close(release)
-	})
-}
-
-func TestReadyToTripRate(t *testing.T) {
-	// The rate compares like the decimal the user wrote: 3 of 10 is 0.3,
-	// although 0.3 * 10 > 3 in floating point.
-	for _, tc := range []struct {
-		rate                float64
-		failures, successes uint32
-		want                bool
-	}{
-		{0.3, 3, 7, true},
-		{0.3, 2, 8, false},
-		{0.7, 7, 3, true},
-		{0.1, 1, 9, true},
-		{1, 9, 1, false},
-		{1, 10, 0, true},
-		{0.5, 4, 5, false}, // 9 outcomes, below MinRequests
-	} {
-		p := Policy{FailureRate: tc.rate, MinRequests: 10, ConsecutiveFailures: Off}.resolve()
-		got := tripRule(p, windowCounts{counts: counts{failure: uint64(tc.failures), success: uint64(tc.successes)}}) == ReasonFailureRate
-		if got != tc.want {
-			t.Errorf("rate %v with %d failures, %d successes: trip = %v, want %v", tc.rate, tc.failures, tc.successes, got, tc.want)
-		}
-	}
-}
-
-func TestTripsOnConsecutiveFailures(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 3, FailureRate: Off}))
-	h := newStatusHandler(500)
-	srv := serve(t, b, map[string]http.Handler{"p": h})
-
-	hit(t, srv.URL+"/p/", 2)
-	h.set(200)
-	get(t, srv.URL+"/p/") // a success resets the run
-	h.set(500)
-	hit(t, srv.URL+"/p/", 2)
-	if st := b.State("p"); st != StateClosed {
-		t.Fatalf("after 2 failures in a row: state %v, want closed", st)
-	}
-	get(t, srv.URL+"/p/")
-	if st := b.State("p"); st != StateOpen {
-		t.Fatalf("after 3 failures in a row: state %v, want open", st)
-	}
-}
-
-func TestConsecutiveFailuresCanBeTurnedOff(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: Off, FailureRate: 0.5, MinRequests: 20}))
-	h := newStatusHandler(500)
-	srv := serve(t, b, map[string]http.Handler{"p": h})
-	hit(t, srv.URL+"/p/", 19)
-	if st := b.State("p"); st != StateClosed {
-		t.Fatalf("19 failures in a row, consecutive_failures off, min_requests 20: state %v, want closed", st)
-	}
-	get(t, srv.URL+"/p/")
-	if st := b.State("p"); st != StateOpen {
-		t.Fatalf("20 failures, min_requests 20: state %v, want open", st)
-	}
-}
 
 func TestRejectionsAreNotFailures(t *testing.T) {
 	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 2, OpenFor: time.Minute}))
@@ -193,56 +64,6 @@ func TestDisabledModePassesThroughAndRecordsNothing(t *testing.T) {
 	if logs := sink.all(); len(logs) != 0 {
 		t.Fatalf("disabled breaker logged %+v", logs)
 	}
-}
-
-func TestWindowForgetsOldOutcomes(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b, _ := newSet(t, WithPolicy(Policy{
-			FailureRate: 0.5, MinRequests: 4, ConsecutiveFailures: Off,
-			Window: 10 * time.Second, Buckets: 10,
-		}))
-		handler := newStatusHandler(500)
-		h := b.Middleware("p")(handler)
-		for range 3 {
-			record(h, "/")
-		}
-		// The three failures leave the window one bucket at a time.
-		time.Sleep(10 * time.Second)
-		record(h, "/")
-		s := status(t, b, "p")
-		if s.State != StateClosed || s.Window.Failures != 1 {
-			t.Fatalf("after the window passed: %v with %+v, want closed with 1 failure", s.State, s.Window)
-		}
-		// Within the window, they add up: 4 failures of 4 trips it.
-		for range 3 {
-			time.Sleep(time.Second)
-			record(h, "/")
-		}
-		if st := b.State("p"); st != StateOpen {
-			t.Fatalf("4 failures within the window: state %v, want open", st)
-		}
-	})
-}
-
-func TestWindowRollsByBucket(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b, _ := newSet(t, WithPolicy(Policy{
-			FailureRate: 0.5, MinRequests: 10, ConsecutiveFailures: Off,
-			Window: 10 * time.Second, Buckets: 5,
-		}))
-		h := b.Middleware("p")(newStatusHandler(200))
-		for i := range 6 {
-			if i > 0 {
-				time.Sleep(2 * time.Second) // one bucket
-			}
-			record(h, "/")
-		}
-		// Six successes two seconds apart: the window of five buckets holds
-		// the last five.
-		if got := status(t, b, "p").Window.Successes; got != 5 {
-			t.Fatalf("window holds %d successes, want 5", got)
-		}
-	})
 }
 
 func TestGoexitInAClosedCallIsAFailureOfTheWindow(t *testing.T) {

@@ -12,12 +12,16 @@ import (
 	"github.com/httpbreaker/httpbreaker/sharedstate"
 )
 
-// ErrNoBreaker is returned by ForceOpen, ForceClose, Release and Reset for
-// a key that does not exist: one that no Middleware wired, no KeyFunc has
+// ErrNoBreaker is returned by ForceOpen, ForceClose, Release, Reset and
+// Probe for a key that does not exist: one that no Middleware wired, no KeyFunc has
 // chosen (or whose breaker was dropped when idle), and that no per-key
 // policy names (WithKeyPolicy, a config file). A typo gets this error, not
 // a breaker and metric series of its own.
 var ErrNoBreaker = errors.New("httpbreaker: no breaker for this key")
+
+// ErrNotOpen is returned by Probe for a key whose breaker is not open: there
+// is no cooldown to end, and nothing is changed.
+var ErrNotOpen = errors.New("httpbreaker: the breaker is not open")
 
 // ForceOpen makes key's breaker reject every request, whatever its mode, for
 // d, or until Release when d is 0 or less: a kill switch for a part that
@@ -49,6 +53,17 @@ func (b *Breakers) Reset(key string) error {
 	return b.reset(key, caller())
 }
 
+// Probe ends key's cooldown now: its breaker, open, turns half-open, and
+// the next calls are its probes. It is for an operator who has just fixed
+// what the key calls, and need not wait out a long backoff. It returns
+// ErrNoBreaker for a key that does not exist, and ErrNotOpen, changing
+// nothing, for one that is not open (closed, half-open, recovering, or
+// forced: Release a forced key first). With shared state it ends the
+// fleet's cooldown of the key too, on every replica.
+func (b *Breakers) Probe(key string) error {
+	return b.probe(key, caller())
+}
+
 // The control functions below take by, who asked: the status page names
 // the remote address, the methods above their caller's file and line.
 
@@ -72,6 +87,18 @@ func (b *Breakers) force(key string, o *override, e Event) error {
 	}
 	br.forceLocal(o, e)
 	b.share(key, sharedstate.Command{Kind: commandKind[e.Reason], For: e.OpenFor, By: e.By})
+	return nil
+}
+
+func (b *Breakers) probe(key, by string) error {
+	br, err := b.controlled(key)
+	if err != nil {
+		return err
+	}
+	if !br.probeLocal(Event{Reason: ReasonProbe, By: by}) {
+		return fmt.Errorf("%w: %s is %s", ErrNotOpen, quoteKey(key), br.state())
+	}
+	b.share(key, sharedstate.Command{Kind: sharedstate.Probe, By: by})
 	return nil
 }
 
@@ -106,7 +133,7 @@ func (b *Breakers) share(key string, c sharedstate.Command) {
 // commandKind is the fleet's name for each manual change.
 var commandKind = map[Reason]sharedstate.Kind{
 	ReasonForceOpen: sharedstate.ForceOpen, ReasonForceClose: sharedstate.ForceClose,
-	ReasonRelease: sharedstate.Release, ReasonReset: sharedstate.Reset,
+	ReasonRelease: sharedstate.Release, ReasonReset: sharedstate.Reset, ReasonProbe: sharedstate.Probe,
 }
 
 // controlled returns the breaker that manual control acts on: key's own,

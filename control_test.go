@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -276,4 +277,76 @@ func TestForceOpenForTheLongestDurationStaysOpen(t *testing.T) {
 				b.State("p"), rec.Code, secs)
 		}
 	})
+}
+
+func TestProbeEndsTheCooldownNow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, sink := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}))
+		up := newStatusHandler(500)
+		h := b.Middleware("p")(up)
+		record(h, "/")
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("%v, want open", st)
+		}
+		if err := b.Probe("p"); err != nil {
+			t.Fatal(err)
+		}
+		if st := b.State("p"); st != StateHalfOpen {
+			t.Fatalf("after Probe: %v, want half-open", st)
+		}
+		up.set(200)
+		for range 3 {
+			if rec := record(h, "/"); rec.Code != 200 {
+				t.Fatalf("a probe got %d", rec.Code)
+			}
+		}
+		if st := b.State("p"); st != StateClosed {
+			t.Fatalf("after 3 probes: %v, want closed", st)
+		}
+		rec := sink.matching("state changed")
+		if e := rec[1]; e.attrs["reason"] != "probe" || e.attrs["to"] != "half_open" || !strings.Contains(e.attrs["by"], "control_test.go:") {
+			t.Fatalf("Probe's record %v, want open -> half_open, reason probe, by this file", e.attrs)
+		}
+	})
+}
+
+func TestProbeOnAKeyThatIsNotOpenChangesNothing(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}))
+	b.Middleware("p")
+	if err := b.Probe("p"); !errors.Is(err, ErrNotOpen) || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("Probe of a closed key: %v, want ErrNotOpen saying it is closed", err)
+	}
+	_ = b.ForceOpen("p", 0)
+	if err := b.Probe("p"); !errors.Is(err, ErrNotOpen) || b.State("p") != StateForcedOpen {
+		t.Errorf("Probe of a forced key: %v in %v, want ErrNotOpen and still forced open", err, b.State("p"))
+	}
+	if err := b.Probe("nope"); !errors.Is(err, ErrNoBreaker) {
+		t.Errorf("Probe of an unknown key: %v, want ErrNoBreaker", err)
+	}
+}
+
+func TestTheStatusPageProbesAnOpenKey(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}))
+	record(b.Middleware("p")(newStatusHandler(500)), "/")
+	b.Middleware("q")
+	page := b.StatusHandler(AllowControl(func(*http.Request) bool { return true }))
+	html := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set("Accept", "text/html")
+	page.ServeHTTP(html, req)
+	if n := strings.Count(html.Body.String(), `value="probe"`); n != 1 {
+		t.Fatalf("%d Probe now buttons, want one, for the open key", n)
+	}
+	for key, want := range map[string]int{"q": http.StatusConflict, "p": http.StatusOK} {
+		rec := httptest.NewRecorder()
+		post := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("key="+key+"&action=probe"))
+		post.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		page.ServeHTTP(rec, post)
+		if rec.Code != want {
+			t.Errorf("probe %s: %d %s, want %d", key, rec.Code, rec.Body, want)
+		}
+	}
+	if st := b.State("p"); st != StateHalfOpen {
+		t.Errorf("after the page's probe: %v, want half-open", st)
+	}
 }

@@ -222,7 +222,8 @@ func (f *fleet) syncKeys() bool {
 		kf := br.fleet.(*keyFleet)
 		w := keyWork{br: br, succ: br.tallies.sum(tallySuccess), fail: br.tallies.sum(tallyFailure)}
 		ks := sharedstate.KeySync{Key: br.key, Window: br.policy.Window, Buckets: br.policy.Buckets,
-			Successes: w.succ - kf.sentS.Load(), Failures: w.fail - kf.sentF.Load(), Slots: br.policy.HalfOpenRequests}
+			Successes: w.succ - kf.sentS.Load(), Failures: w.fail - kf.sentF.Load(),
+			Slots: br.policy.HalfOpenRequests, Need: br.policy.HalfOpenSuccesses}
 		if c := pending[br.key]; c != nil {
 			ks.Command, w.command = c, c
 		}
@@ -274,7 +275,7 @@ func (f *fleet) syncKeys() bool {
 		kf.apply(w.br, ks)
 		if h := kf.trip(w.br, ks.Reply, s.Replicas); h != nil {
 			trips.Keys = append(trips.Keys, sharedstate.KeySync{Key: ks.Key, Window: ks.Window, Buckets: ks.Buckets,
-				Slots: ks.Slots, Trip: h})
+				Slots: ks.Slots, Need: ks.Need, Trip: h})
 			tripped = append(tripped, w.br)
 		}
 	}

@@ -60,6 +60,28 @@ type fleetLease struct {
 // holds reports whether the fleet holds the key (it may have lapsed).
 func (kf *keyFleet) holds() bool { return kf.hold.Load() != nil }
 
+// probeNow ends the cooldown of the fleet's hold now, if it holds the key
+// open: this replica asks for a lease at its next call, as every replica
+// does once the store's hold says the same. e says why.
+func (kf *keyFleet) probeNow(br *breaker, e Event) bool {
+	now := br.clock.now()
+	h, st, held := kf.held(br, now)
+	if !held || st != StateOpen {
+		return false
+	}
+	br.mu.Lock()
+	nh := &fleetHold{gen: h.gen, until: now, lapse: addSat(now, br.maxCooldown()+kf.leaseFor(br)), nominal: h.nominal,
+		reason: h.reason, replica: h.replica}
+	nh.halfOpen.Store(true)
+	swapped := kf.hold.CompareAndSwap(h, nh)
+	br.mu.Unlock()
+	if swapped {
+		e.From, e.To, e.Fleet, e.Replica = StateOpen, StateHalfOpen, true, h.replica
+		br.record(now, e)
+	}
+	return swapped
+}
+
 // reset forgets the fleet's hold and lease, for Reset.
 func (kf *keyFleet) reset() {
 	kf.hold.Store(nil)
@@ -231,7 +253,7 @@ func checkReply(rp *sharedstate.Reply) error {
 // commandReason is the Reason of each kind of manual change.
 var commandReason = map[sharedstate.Kind]Reason{
 	sharedstate.ForceOpen: ReasonForceOpen, sharedstate.ForceClose: ReasonForceClose,
-	sharedstate.Release: ReasonRelease, sharedstate.Reset: ReasonReset,
+	sharedstate.Release: ReasonRelease, sharedstate.Reset: ReasonReset, sharedstate.Probe: ReasonProbe,
 }
 
 // apply brings br in line with what the fleet holds for its key: the
@@ -298,6 +320,8 @@ func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, mine bool, 
 		br.releaseLocal(e)
 	case sharedstate.Reset:
 		br.resetLocal(e)
+	case sharedstate.Probe:
+		br.probeLocal(e)
 	}
 }
 

@@ -314,9 +314,9 @@ var policyFields = [...]policyField{
 	{name: "min_requests", kind: kindCount, at: func(p *Policy) any { return &p.MinRequests }},
 	{name: "consecutive_failures", kind: kindCount, off: true, at: func(p *Policy) any { return &p.ConsecutiveFailures },
 		rule: func(p Policy) (string, string) {
-			if p.FailureRate == Off && p.ConsecutiveFailures == Off {
-				return "failure_rate and consecutive_failures are both off, so the breaker could never open " +
-					"(use mode: disabled to turn it off)", "failure_rate"
+			if p.FailureRate == Off && p.ConsecutiveFailures == Off && p.SlowCallRate == Off {
+				return "failure_rate and consecutive_failures are both off (and slow_call_rate too), so the breaker " +
+					"could never open (use mode: disabled to turn it off)", "failure_rate"
 			}
 			return "", ""
 		}},

@@ -33,8 +33,8 @@ type StatusOption func(*statusPage)
 
 // AllowControl lets StatusHandler change breakers: a POST with the form
 // fields key and action (force_open, with an optional for such as "5m";
-// force_close; release; reset) calls ForceOpen, ForceClose, Release or
-// Reset, if authorize(r) returns true, and answers 403 Forbidden if it
+// force_close; release; reset; probe) calls ForceOpen, ForceClose, Release,
+// Reset or Probe, if authorize(r) returns true, and answers 403 Forbidden if it
 // returns false. authorize is where your authentication goes: a session,
 // a token, a client certificate, a network check. Without AllowControl the
 // handler is read-only.
@@ -291,13 +291,18 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 		err = h.set.release(key, by)
 	case "reset":
 		err = h.set.reset(key, by)
+	case "probe":
+		err = h.set.probe(key, by)
 	default:
-		http.Error(w, fmt.Sprintf("action: want force_open, force_close, release or reset, got %q", action), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("action: want force_open, force_close, release, reset or probe, got %q", action), http.StatusBadRequest)
 		return
 	}
 	switch {
 	case errors.Is(err, ErrNoBreaker):
 		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	case errors.Is(err, ErrNotOpen):
+		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	case err != nil: // a key that is not valid
 		http.Error(w, err.Error(), http.StatusBadRequest)

@@ -198,8 +198,8 @@ func TestStatusPageFitsADesktopWindowAndAPhone(t *testing.T) {
 			if sw, _ := strconv.Atoi(got["scroll-width"]); sw > size.width {
 				t.Errorf("the page is %d pixels wide in a %d-pixel window: it scrolls sideways (%s)", sw, size.width, got["widest"])
 			}
-			if got["controls"] != "25" { // 5 keys, each a duration box and 4 buttons
-				t.Errorf("%s controls on the page, want 25", got["controls"])
+			if got["controls"] != "26" { // 5 keys, each a duration box and 4 buttons, and Probe now on the open one
+				t.Errorf("%s controls on the page, want 26", got["controls"])
 			}
 			if got["outside"] != "" {
 				t.Errorf("controls outside the %d-pixel viewport: %s", size.width, got["outside"])
@@ -380,7 +380,7 @@ func TestStatusHandlerControl(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{url.Values{"key": {"catalog"}, "action": {"explode"}}, 400, "action: want force_open, force_close, release or reset"},
+		{url.Values{"key": {"catalog"}, "action": {"explode"}}, 400, "action: want force_open, force_close, release, reset or probe"},
 		{url.Values{"action": {"reset"}}, 400, "key: missing"},
 		{url.Values{"key": {"catalog"}, "action": {"force_open"}, "for": {"soon"}}, 400, `for: want a duration such as "5m", got "soon"`},
 		{url.Values{"key": {"nobody"}, "action": {"reset"}}, 404, "no breaker for this key"},

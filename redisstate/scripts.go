@@ -33,7 +33,7 @@ return redis.call('ZCARD', KEYS[1])
 // fleet holds for the key.
 //
 //	KEYS: win (hash: "<bucket>:<replica>:s|f" -> count)
-//	      hold (hash: phase open|closed, until, nominal, gen, reason, replica, probed, f, s, failing)
+//	      hold (hash: phase open|closed, until, nominal, gen, reason, replica, probed, failed, f, s, failing)
 //	      leases (hash: token -> expiry, ms)
 //	      ctl (hash: v, kind, by, replica, until)
 //	ARGV: see argument names in Store.keyArgs.
@@ -136,6 +136,9 @@ if ARGV[21] ~= '' then
   if kind == 'reset' then
     redis.call('DEL', WIN, HOLD, LEASES)
     S, F, nfailing, hold = 0, 0, 0, nil
+  elseif kind == 'probe' and hold ~= nil and hold.phase == 'open' and hold['until'] > now then
+    redis.call('HSET', HOLD, 'until', now) -- the cooldown ends now: leases are granted
+    hold['until'] = now
   end
   changed = true
 end
@@ -150,9 +153,10 @@ end
 if ARGV[15] == '1' and hold ~= nil and hold.phase == 'open' and hold.gen == tonumber(ARGV[16]) and
     redis.call('HDEL', LEASES, ARGV[17]) == 1 then
   local outcome = ARGV[18]
+  local slots, need = tonumber(ARGV[14]), tonumber(ARGV[26])
   if outcome == 's' then
     local probed = redis.call('HINCRBY', HOLD, 'probed', 1)
-    if probed >= tonumber(ARGV[14]) then
+    if probed >= need then
       redis.call('HSET', HOLD, 'phase', 'closed')
       redis.call('DEL', LEASES, WIN)
       redis.call('PEXPIRE', HOLD, 60000)
@@ -160,7 +164,12 @@ if ARGV[15] == '1' and hold ~= nil and hold.phase == 'open' and hold.gen == tonu
     end
     changed = true
   elseif outcome == 'f' then
-    open(tonumber(ARGV[19]), tonumber(ARGV[20]), 'probe_failed', 0, 0, 0)
+    -- A failure reopens the key once too few probes are left to succeed.
+    if redis.call('HINCRBY', HOLD, 'failed', 1) > slots - need then
+      open(tonumber(ARGV[19]), tonumber(ARGV[20]), 'probe_failed', 0, 0, 0)
+    else
+      changed = true
+    end
   end
   hold = readHold()
 end
@@ -175,7 +184,7 @@ if leaseFor > 0 and hold ~= nil and hold.phase == 'open' and now >= hold['until'
     local e = tonumber(exp)
     if e == nil or e < now then redis.call('HDEL', LEASES, tok) else held = held + 1 end
   end
-  if held + hold.probed < tonumber(ARGV[14]) then
+  if held + hold.probed + (tonumber(hold.failed) or 0) < tonumber(ARGV[14]) then
     lease = replica .. '/' .. string.format('%d', stamp)
     redis.call('HSET', LEASES, lease, now + leaseFor)
     redis.call('PEXPIRE', LEASES, leaseFor + keep)

@@ -206,6 +206,7 @@ func (s *Store) keyArgs(replica string, ks *sharedstate.KeySync) []any {
 		"0", 0, "", "", 0, 0, // 15-20: probe
 		"", 0, "", // 21-23: manual change
 		s.channel(), ks.Key, // 24-25
+		max(min(ks.Need, ks.Slots), 1), // 26: successes that close the key
 	}
 	if t := ks.Trip; t != nil {
 		copy(args[5:12], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})

@@ -82,10 +82,13 @@ type KeySync struct {
 	// when it ends.
 	Lease time.Duration
 	Slots int
+	// Need is how many of the Slots probes must succeed to close the key;
+	// more than Slots - Need failures open it again.
+	Need int
 	// Probe, when set, reports how the probe of a lease ended: a success
-	// counts towards closing the key everywhere once Slots succeeded; a
-	// failure opens it again (Probe.Reopen); an excluded probe frees its
-	// slot.
+	// counts towards closing the key everywhere once Need succeeded; a
+	// failure opens it again (Probe.Reopen) once more than Slots - Need
+	// failed; an excluded probe frees its slot.
 	Probe *ProbeResult
 	// Command, when set, is a manual change to apply fleet-wide.
 	Command *Command
@@ -180,4 +183,7 @@ const (
 	ForceClose Kind = "force_close"
 	Release    Kind = "release"
 	Reset      Kind = "reset"
+	// Probe ends the cooldown of the fleet's hold on the key: its probe
+	// leases are granted from now.
+	Probe Kind = "probe"
 )

@@ -1,0 +1,167 @@
+package httpbreaker
+
+import (
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// hookEvents returns a hook that keeps the events it is given, and a
+// function that returns them.
+func hookEvents() (Option, func() []Event) {
+	var mu sync.Mutex
+	var events []Event
+	return WithStateChangeHook(func(e Event) {
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+		}), func() []Event {
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]Event(nil), events...)
+		}
+}
+
+// TestTheCooldownEndsOnTimeWithNoTraffic holds that open -> half-open is
+// applied, logged, hooked and counted when the cooldown ends, dated then,
+// with no request and no reader: a quiet key's alert clears on its own.
+func TestTheCooldownEndsOnTimeWithNoTraffic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		hook, events := hookEvents()
+		b, sink := newSet(t, hook, WithRegisterer(reg), WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 5 * time.Second}))
+		defer b.Close()
+		record(b.Middleware("p")(newStatusHandler(500)), "/")
+		tripped := time.Now()
+		time.Sleep(time.Hour) // nothing reads the key meanwhile
+		synctest.Wait()
+		sink.flush()
+		got := events()
+		if len(got) != 2 || got[1].From != StateOpen || got[1].To != StateHalfOpen {
+			t.Fatalf("events %+v, want the trip and open -> half_open", got)
+		}
+		if at := got[1].Time.Sub(tripped); at < 5*time.Second || at > 5*time.Second+time.Millisecond {
+			t.Errorf("the cooldown's end dated %v after the trip, want 5s", at)
+		}
+		if n := testutil.ToFloat64(transitions(t, reg, "open", "half_open")); n != 1 {
+			t.Errorf("transitions_total{open->half_open} = %v, want 1", n)
+		}
+	})
+}
+
+// transitions returns the collector of transitions_total{key=p,from,to}.
+func transitions(t *testing.T, reg *prometheus.Registry, from, to string) prometheus.Collector {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "httpbreaker_transitions_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["key"] == "p" && l["from"] == from && l["to"] == to {
+				c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
+				c.Add(m.GetCounter().GetValue())
+				return c
+			}
+		}
+	}
+	t.Fatalf("no transitions_total{from=%s,to=%s}", from, to)
+	return nil
+}
+
+// TestRampsForceOpenAndProbesEndOnTime: the end of a recovery ramp, of a
+// timed ForceOpen and a probe's ProbeTimeout all happen at their time,
+// with no request.
+func TestRampsForceOpenAndProbesEndOnTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hook, events := hookEvents()
+		b, sink := newSet(t, hook, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 1,
+			RecoveryRamp: 10 * time.Second, ProbeTimeout: 3 * time.Second}))
+		defer b.Close()
+		up := newStatusHandler(500)
+		h := b.Middleware("p")(up)
+		record(h, "/")
+		time.Sleep(2 * time.Second)
+		up.set(200)
+		record(h, "/") // the probe succeeds: recovering for 10s
+		start := time.Now()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		sink.flush()
+		got := events()
+		last := got[len(got)-1]
+		if last.From != StateRecovering || last.To != StateClosed || last.Time.Sub(start) != 10*time.Second {
+			t.Fatalf("last event %+v, want recovering -> closed 10s after the ramp began", last)
+		}
+
+		_ = b.ForceOpen("p", 4*time.Second)
+		forced := time.Now()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		sink.flush()
+		got = events()
+		last = got[len(got)-1]
+		if last.Reason != ReasonExpiry || last.To != StateClosed || last.Time.Sub(forced) != 4*time.Second {
+			t.Fatalf("last event %+v, want the ForceOpen's expiry 4s after it", last)
+		}
+
+		hung := &blocking{code: 200, release: make(chan struct{})}
+		defer hung.free()
+		slow := b.Middleware("p")(hung)
+		up.set(500)
+		record(h, "/")
+		time.Sleep(2 * time.Second)
+		go record(slow, "/") // the probe hangs
+		synctest.Wait()
+		probed := time.Now()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		sink.flush()
+		var timeout *Event
+		for _, e := range events() {
+			if e.Reason == ReasonProbeTimeout {
+				timeout = &e
+			}
+		}
+		if timeout == nil || timeout.To != StateOpen || timeout.Time.Sub(probed) <= 3*time.Second ||
+			timeout.Time.Sub(probed) > 3*time.Second+time.Millisecond {
+			t.Fatalf("probe timeout %+v, want the hung probe judged 3s after it began", timeout)
+		}
+		hung.free()
+		synctest.Wait()
+	})
+}
+
+// TestCloseStopsTheAlarm: a closed set sets no timer, and its breakers
+// still move on when read.
+func TestCloseStopsTheAlarm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hook, events := hookEvents()
+		b, sink := newSet(t, hook, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second}))
+		h := b.Middleware("p")(newStatusHandler(500))
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		record(h, "/")
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		sink.flush()
+		if n := len(events()); n != 1 {
+			t.Fatalf("%d events after Close with no reader, want the trip alone", n)
+		}
+		if st := b.State("p"); st != StateHalfOpen {
+			t.Fatalf("read after the cooldown: %v, want half-open", st)
+		}
+	})
+}
