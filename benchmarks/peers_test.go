@@ -27,8 +27,9 @@ import (
 // it: trip at a failure rate of 50% over a 10s window once 10 outcomes are
 // in it, stay open 30s. It gets the same handler, the same key for each
 // request (its route pattern), and, except httpbreaker, the same status
-// capture: a wrapper allocated per request, as seed 003's
-// statusCapturingWriter is. Rejections are answered with http.Error and 503.
+// capture: a wrapper allocated per request, as a hand-written middleware's
+// status-capturing writer usually is. Rejections are answered with
+// http.Error and 503.
 const (
 	failureRate = 0.5
 	minRequests = 10
@@ -47,7 +48,7 @@ type contender struct {
 
 var contenders = []contender{
 	{"httpbreaker", true, httpbreakerMiddleware},
-	{"gobreaker-seed", true, gobreakerSeedMiddleware},
+	{"gobreaker-twostep", true, gobreakerTwoStepMiddleware},
 	{"failsafe-go", true, failsafeMiddleware},
 	{"handy", true, handyMiddleware},
 	{"hystrix-go", true, hystrixMiddleware},
@@ -69,7 +70,7 @@ func httpbreakerMiddleware(next http.Handler) http.Handler {
 }
 
 // captureWriter is the status capture every contender but httpbreaker
-// uses: a wrapper per request, as the seeds write it.
+// uses: a wrapper per request, as hand-written middlewares have it.
 type captureWriter struct {
 	http.ResponseWriter
 	status int
@@ -116,10 +117,10 @@ func (p *perKey[T]) get(key string) T {
 
 var errFailed = errors.New("failed")
 
-// gobreakerSeedMiddleware is a plain gobreaker middleware written the way
-// seeds 000 and 003 do it: a sync.Map by key, TwoStepCircuitBreaker's
-// Allow and done, a fresh capture wrapper per request.
-func gobreakerSeedMiddleware(next http.Handler) http.Handler {
+// gobreakerTwoStepMiddleware is a plain gobreaker middleware written the
+// usual way: a sync.Map by key, TwoStepCircuitBreaker's Allow and done, a
+// fresh capture wrapper per request.
+func gobreakerTwoStepMiddleware(next http.Handler) http.Handler {
 	keys := &perKey[*gobreaker.TwoStepCircuitBreaker[any]]{make: func(key string) *gobreaker.TwoStepCircuitBreaker[any] {
 		return gobreaker.NewTwoStepCircuitBreaker[any](gobreaker.Settings{
 			Name: key, Interval: window, BucketPeriod: time.Second, Timeout: openFor, MaxRequests: 3,

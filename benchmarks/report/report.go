@@ -31,7 +31,7 @@ type peer struct {
 
 var peerList = []peer{
 	{"httpbreaker", true, "this library: gobreaker underneath, a pooled status writer, classification, metrics counters, panic handling"},
-	{"gobreaker-seed", true, "the same engine as a seed-style middleware: TwoStepCircuitBreaker's Allow and done (its done callback is allocated per request) and a capture wrapper per request"},
+	{"gobreaker-twostep", true, "the same engine as a hand-written middleware: TwoStepCircuitBreaker's Allow and done (its done callback is allocated per request) and a capture wrapper per request"},
 	{"failsafe-go", true, "admits in the closed state under a mutex without reading the clock and records with one clock read, where gobreaker reads it on both sides"},
 	{"handy", true, "streadway/handy: every Allow, Success and Failure is a channel round trip to the breaker's goroutine"},
 	{"hystrix-go", true, "afex/hystrix-go: runs every call on a goroutine of its own, with channels, a ticket pool and asynchronous metrics"},
@@ -190,7 +190,7 @@ func (r report) peersSection(p printer) {
 	s := r.peers
 	p("## Against other libraries\n\n")
 	p("Each library gets the same policy as far as it can express it (trip at 50%% failures over 10 s once 10 outcomes are in, open 30 s), " +
-		"the same handler, the same key per request, and, except httpbreaker, the same status capture: a wrapper allocated per request, as seed 003 writes it. " +
+		"the same handler, the same key per request, and, except httpbreaker, the same status capture: a wrapper allocated per request, as hand-written middlewares have it. " +
 		"Rejections are answered with `http.Error`. Rolling-window failure rate: the policy compared; go-resiliency has none and is shown for reference.\n\n")
 	for _, w := range workloads {
 		p("### %s\n\n| library | rolling failure rate | ns/op | B/op | allocs/op | relative to httpbreaker |\n|---|:-:|---:|---:|---:|---:|\n", w.title)
