@@ -62,9 +62,8 @@ func TestAConsumerBuildsFromAModuleProxy(t *testing.T) {
 		"GOWORK=off",
 		"GOFLAGS=-mod=mod",
 	)
-	// The module cache is read-only: clean it before TempDir removes it.
-	t.Cleanup(func() { _ = exec.Command("go", "clean", "-modcache").Run() })
-	// The module cache is read-only: clean it before TempDir removes it.
+	// The consumer's module cache is read-only: clean it, and it alone,
+	// before TempDir removes it.
 	t.Cleanup(func() {
 		clean := exec.Command("go", "clean", "-modcache")
 		clean.Env = env
