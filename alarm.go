@@ -2,9 +2,32 @@ package httpbreaker
 
 import (
 	"container/heap"
+	"math"
 	"sync"
 	"time"
 )
+
+// clock reads a set's monotonic clock: nanoseconds since the set was made,
+// which fit in an atomic.
+type clock struct {
+	epoch time.Time
+}
+
+// now returns the time now, in ns since the epoch.
+func (c *clock) now() int64 { return int64(time.Since(c.epoch)) }
+
+// at returns the wall time of t, in ns since the epoch.
+func (c *clock) at(t int64) time.Time { return c.epoch.Add(time.Duration(t)) }
+
+// addSat returns the time t (ns since the epoch) plus d, or the latest time
+// there is if that overflows: a long duration added to a time saturates,
+// never wraps into the past.
+func addSat(t int64, d time.Duration) int64 {
+	if d > 0 && t > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	return t + int64(d)
+}
 
 // alarm moves a set's breakers on when their time comes: one timer for the
 // whole set, set for the earliest deadline that any breaker has (the end of
@@ -24,10 +47,10 @@ type alarm struct {
 	stopped bool        // by Close: no deadline is set any more
 }
 
-// deadline is a breaker that has something to do at a time.
+// deadline is something to do at a time: moving a breaker on.
 type deadline struct {
-	at int64 // ns since the clock's epoch
-	br *breaker
+	at   int64 // ns since the clock's epoch
+	wake func()
 }
 
 // deadlines is a min-heap of deadlines by time.
@@ -45,16 +68,17 @@ func (d *deadlines) Pop() any {
 	return x
 }
 
-// set asks for br to be moved on at at (ns since the epoch). A deadline
-// that turns out to have nothing to do (the state changed meanwhile) costs
-// a look at the breaker's state.
-func (a *alarm) set(br *breaker, at int64) {
+// set asks for wake to be called at at (ns since the epoch): a breaker's
+// look at its state, which moves it on if its time is up. A deadline that
+// turns out to have nothing to do (the state changed meanwhile) costs that
+// look.
+func (a *alarm) set(at int64, wake func()) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.stopped {
 		return
 	}
-	heap.Push(&a.pending, deadline{at: at, br: br})
+	heap.Push(&a.pending, deadline{at: at, wake: wake})
 	a.armLocked()
 }
 
@@ -81,17 +105,17 @@ func (a *alarm) armLocked() {
 func (a *alarm) fire() {
 	now := a.clock.now()
 	a.mu.Lock()
-	var due []*breaker
+	var due []func()
 	for len(a.pending) > 0 && a.pending[0].at <= now {
-		due = append(due, heap.Pop(&a.pending).(deadline).br)
+		due = append(due, heap.Pop(&a.pending).(deadline).wake)
 	}
 	a.at = 0
 	if !a.stopped {
 		a.armLocked()
 	}
 	a.mu.Unlock()
-	for _, br := range due {
-		br.state() // moves a phase, a forced state or a probe on if its time is up
+	for _, wake := range due {
+		wake()
 	}
 }
 

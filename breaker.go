@@ -1,7 +1,6 @@
 package httpbreaker
 
 import (
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,7 +93,7 @@ func newBreaker(key string, p Policy, keyed bool, c *clock, a *alarm, now int64,
 		br.idleTTL = br.policy.IdleTTL
 	}
 	br.since.Store(now)
-	br.win.Store(newWindow(br, now))
+	br.win.Store(newWindow(br.key, br.policy, br.clock, now, br.opened))
 	return br
 }
 
@@ -277,6 +276,13 @@ func (br *breaker) side(s uint32) {
 	}
 }
 
+// wakeAt sets the set's alarm to look at br's state at t, when something
+// of it ends.
+func (br *breaker) wakeAt(t int64) { br.alarm.set(t, br.wake) }
+
+// wake looks at br's state, which moves it on if its time is up.
+func (br *breaker) wake() { br.state() }
+
 // opened is called by w's engine when w trips the breaker.
 func (br *breaker) opened(w *window, why tripInfo) {
 	if br.win.Load() != w {
@@ -319,7 +325,7 @@ func (br *breaker) forceLocal(o *override, e Event) {
 	e.From, e.To = br.state(), o.state
 	br.override.Store(o)
 	if o.until != 0 {
-		br.alarm.set(br, o.until+1)
+		br.wakeAt(o.until + 1)
 	}
 	br.record(br.clock.now(), e)
 }
@@ -353,7 +359,7 @@ func (br *breaker) resetLocal(e Event) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	now := br.clock.now()
-	br.win.Store(newWindow(br, now))
+	br.win.Store(newWindow(br.key, br.policy, br.clock, now, br.opened))
 	br.override.Store(nil)
 	br.phase.Store(nil)
 	if br.fleet != nil {
@@ -413,41 +419,6 @@ func (br *breaker) record(t int64, e Event) {
 	br.notes.publish(e)
 }
 
-// clock reads a set's monotonic clock: nanoseconds since the set was made,
-// which fit in an atomic.
-type clock struct {
-	epoch time.Time
-}
-
-// now returns the time now, in ns since the epoch.
-func (c *clock) now() int64 { return int64(time.Since(c.epoch)) }
-
-// at returns the wall time of t, in ns since the epoch.
-func (c *clock) at(t int64) time.Time { return c.epoch.Add(time.Duration(t)) }
-
-// addSat returns the time t (ns since the epoch) plus d, or the latest time
-// there is if that overflows: a long duration added to a time saturates,
-// never wraps into the past.
-func addSat(t int64, d time.Duration) int64 {
-	if d > 0 && t > math.MaxInt64-int64(d) {
-		return math.MaxInt64
-	}
-	return t + int64(d)
-}
-
-// totals returns br's requests by result.
-func (br *breaker) totals() Totals {
-	t := br.tallies
-	return Totals{
-		Success:     t.sum(tallySuccess),
-		Failure:     t.sum(tallyFailure),
-		Excluded:    t.sum(tallyExcluded),
-		Slow:        t.sum(tallySlow),
-		Rejected:    t.sum(tallyRejected),
-		WouldReject: t.sum(tallyWouldReject),
-	}
-}
-
 // inFlight returns how many admitted calls have not finished.
 func (br *breaker) inFlight() uint64 {
 	t := br.tallies
@@ -465,8 +436,10 @@ func (br *breaker) idle(now int64) bool {
 	if br.idleTTL == 0 {
 		return false
 	}
-	t := br.totals()
-	total := t.Success + t.Failure + t.Excluded + t.Slow + t.Rejected + t.WouldReject
+	var total uint64
+	for kind := tallySuccess; kind < numTallies; kind++ {
+		total += br.tallies.sum(kind)
+	}
 	if total != br.sweepTotal {
 		br.sweepTotal, br.activeAt = total, now
 		return false

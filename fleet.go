@@ -29,7 +29,7 @@ type fleet struct {
 	replica string
 	every   time.Duration // the store's Interval
 
-	ctx     context.Context
+	life    context.Context // ends when the set is closed
 	cancel  context.CancelFunc
 	stopped chan struct{} // closed when the loop and its watcher have returned
 	// wake asks for a sync soon, for requests: a failure, a half-open key's
@@ -56,8 +56,8 @@ type fleet struct {
 // newFleet returns the link to the fleet through s of the set whose
 // breakers all returns, as replica.
 func newFleet(all func() []*breaker, notes *notifier, s sharedstate.Store, replica, namespace string) *fleet {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &fleet{all: all, notes: notes, store: s, replica: replica, every: s.Interval(), ctx: ctx, cancel: cancel,
+	life, cancel := context.WithCancel(context.Background())
+	return &fleet{all: all, notes: notes, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
 		stopped: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
 		pending: map[string]*sharedstate.Command{}, dirty: map[string]bool{}, warned: map[string]bool{},
 		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "shared_sync_seconds",
@@ -125,7 +125,7 @@ func (f *fleet) loop() {
 	var last time.Time
 	for {
 		select {
-		case <-f.ctx.Done():
+		case <-f.life.Done():
 			return
 		case <-timer.C:
 		case <-f.urgent:
@@ -166,8 +166,8 @@ func (f *fleet) watch(done chan struct{}) {
 	}
 	for wait := f.every; ; wait = min(2*wait, maxBackoff) {
 		start := time.Now()
-		err := f.store.Watch(f.ctx, changed)
-		if f.ctx.Err() != nil {
+		err := f.store.Watch(f.life, changed)
+		if f.life.Err() != nil {
 			return
 		}
 		if time.Since(start) > maxBackoff {
@@ -177,7 +177,7 @@ func (f *fleet) watch(done chan struct{}) {
 			f.warn("watch", "circuit breaker fleet: watching the shared state failed; retrying", "problem", err.Error())
 		}
 		select {
-		case <-f.ctx.Done():
+		case <-f.life.Done():
 			return
 		case <-time.After(wait):
 		}
@@ -202,7 +202,7 @@ func (f *fleet) warn(kind, msg string, args ...any) {
 
 // keyWork is one key's part of a sync, as the loop prepared it.
 type keyWork struct {
-	br         *breaker
+	target     *breaker
 	succ, fail uint64 // the totals sent
 	command    *sharedstate.Command
 }
@@ -220,7 +220,7 @@ func (f *fleet) syncKeys() bool {
 	var work []keyWork
 	for _, br := range f.all() {
 		kf := br.fleet.(*keyFleet)
-		w := keyWork{br: br, succ: br.tallies.sum(tallySuccess), fail: br.tallies.sum(tallyFailure)}
+		w := keyWork{target: br, succ: br.tallies.sum(tallySuccess), fail: br.tallies.sum(tallyFailure)}
 		ks := sharedstate.KeySync{Key: br.key, Window: br.policy.Window, Buckets: br.policy.Buckets,
 			Successes: w.succ - kf.sentS.Load(), Failures: w.fail - kf.sentF.Load(),
 			Slots: br.policy.HalfOpenRequests, Need: br.policy.HalfOpenSuccesses}
@@ -251,9 +251,9 @@ func (f *fleet) syncKeys() bool {
 		// fleet's window as new. Manual changes are sent again.
 		f.mu.Lock()
 		for _, w := range work {
-			w.br.fleet.(*keyFleet).sent(w.succ, w.fail)
-			if c := w.command; c != nil && f.pending[w.br.key] == nil {
-				f.pending[w.br.key] = c
+			w.target.fleet.(*keyFleet).sent(w.succ, w.fail)
+			if c := w.command; c != nil && f.pending[w.target.key] == nil {
+				f.pending[w.target.key] = c
 			}
 		}
 		f.mu.Unlock()
@@ -264,7 +264,7 @@ func (f *fleet) syncKeys() bool {
 	trips := &sharedstate.Sync{Replica: f.replica, Live: s.Live}
 	var tripped []*breaker
 	for i, w := range work {
-		kf := w.br.fleet.(*keyFleet)
+		kf := w.target.fleet.(*keyFleet)
 		kf.sent(w.succ, w.fail)
 		ks := &s.Keys[i]
 		if ks.Err != nil {
@@ -272,11 +272,11 @@ func (f *fleet) syncKeys() bool {
 				"key", quoteKey(ks.Key), "problem", ks.Err.Error())
 			continue
 		}
-		kf.apply(w.br, ks)
-		if h := kf.trip(w.br, ks.Reply, s.Replicas); h != nil {
+		kf.apply(w.target, ks)
+		if h := kf.trip(w.target, ks.Reply, s.Replicas); h != nil {
 			trips.Keys = append(trips.Keys, sharedstate.KeySync{Key: ks.Key, Window: ks.Window, Buckets: ks.Buckets,
 				Slots: ks.Slots, Need: ks.Need, Trip: h})
-			tripped = append(tripped, w.br)
+			tripped = append(tripped, w.target)
 		}
 	}
 	if len(trips.Keys) > 0 && f.exchange(trips) {
@@ -293,13 +293,13 @@ func (f *fleet) syncKeys() bool {
 func (f *fleet) exchange(s *sharedstate.Sync) bool {
 	// A sync may take as long as a replica stays live (a Redis far away, a
 	// new connection); only then does this one count as cut off.
-	ctx, cancel := context.WithTimeout(f.ctx, f.live())
+	ctx, cancel := context.WithTimeout(f.life, f.live())
 	defer cancel()
 	start := time.Now()
 	err := f.store.Sync(ctx, s)
 	f.syncs.Add(1)
 	if err != nil {
-		if f.ctx.Err() != nil {
+		if f.life.Err() != nil {
 			return false
 		}
 		f.syncErrors.Add(1)

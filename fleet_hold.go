@@ -44,7 +44,7 @@ type fleetHold struct {
 	until    int64 // ns since the set's epoch
 	lapse    int64 // past this, the hold is ignored: nothing from the store holds longer
 	nominal  time.Duration
-	reason   Reason
+	why      Reason
 	replica  string
 	halfOpen atomic.Bool // the change to half-open has been recorded
 }
@@ -71,7 +71,7 @@ func (kf *keyFleet) probeNow(br *breaker, e Event) bool {
 	}
 	br.mu.Lock()
 	nh := &fleetHold{gen: h.gen, until: now, lapse: addSat(now, br.maxCooldown()+kf.leaseFor(br)), nominal: h.nominal,
-		reason: h.reason, replica: h.replica}
+		why: h.why, replica: h.replica}
 	nh.halfOpen.Store(true)
 	swapped := kf.hold.CompareAndSwap(h, nh)
 	br.mu.Unlock()
@@ -353,13 +353,13 @@ func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
 		}
 	case h.Closed:
 		if cur != nil {
-			kf.recover(br, cur, now)
+			kf.closeHold(br, cur, now)
 		}
 	case cur == nil || cur.gen != h.Generation:
 		open := min(max(h.Open, 0), br.maxCooldown())
 		nominal := min(max(h.Nominal, br.policy.OpenFor), br.maxCooldown())
 		reason := Reason(h.Reason)
-		nh := &fleetHold{gen: h.Generation, until: addSat(now, open), nominal: nominal, reason: reason, replica: h.Replica}
+		nh := &fleetHold{gen: h.Generation, until: addSat(now, open), nominal: nominal, why: reason, replica: h.Replica}
 		// Half-open lasts as long as the fleet's probes take, but no hold
 		// from the store outlives a cooldown past its own.
 		nh.lapse = addSat(nh.until, br.maxCooldown()+kf.leaseFor(br))
@@ -376,7 +376,7 @@ func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
 			Failures: sat32(h.Failures), Successes: sat32(h.Successes), FailingReplicas: h.FailingReplicas,
 			FailureRate: failureRate(sat32(h.Failures), sat32(h.Successes))}
 		br.record(now, e)
-		if reason == ReasonFailureRate && (cur == nil || cur.reason != reason) {
+		if reason == ReasonFailureRate && (cur == nil || cur.why != reason) {
 			br.lastTrip.Store(&Trip{At: br.clock.at(now), Reason: reason, Failures: e.Failures,
 				Successes: e.Successes, Fleet: true, Replica: h.Replica})
 		}
@@ -395,10 +395,10 @@ func (kf *keyFleet) endHold(br *breaker, cur *fleetHold, now int64) {
 	}
 }
 
-// recover ends the fleet's hold cur after the fleet's probes all
+// closeHold ends the fleet's hold cur after the fleet's probes all
 // succeeded: br closes as after its own probes (closeLocked), whatever its
 // own breaker had reached meanwhile.
-func (kf *keyFleet) recover(br *breaker, cur *fleetHold, now int64) {
+func (kf *keyFleet) closeHold(br *breaker, cur *fleetHold, now int64) {
 	from := br.state()
 	br.mu.Lock()
 	if !kf.hold.CompareAndSwap(cur, nil) {
@@ -412,6 +412,3 @@ func (kf *keyFleet) recover(br *breaker, cur *fleetHold, now int64) {
 	}
 	br.record(now, Event{From: from, To: to, Reason: ReasonProbesSucceeded, Fleet: true, Replica: cur.replica, RecoveryRamp: ramp})
 }
-
-// sat32 returns n as a uint32, at most the largest one.
-func sat32(n uint64) uint32 { return uint32(min(n, 1<<32-1)) }

@@ -534,16 +534,16 @@ type lines map[string]int
 // override on top of the defaults.
 func (c Config) validate(at lines) []*FieldError {
 	errs := policyErrors("defaults", c.Defaults, Policy{}, at)
-	for _, key := range slices.Sorted(maps.Keys(c.Keys)) {
-		if err := checkKey(key); err != nil {
-			line := at["keys."+key]
+	for _, name := range slices.Sorted(maps.Keys(c.Keys)) {
+		if err := checkKey(name); err != nil {
+			line := at["keys."+name]
 			if line == 0 {
 				line = at["keys"]
 			}
-			errs = append(errs, &FieldError{Path: "keys", Line: line, Msg: quoteKey(key) + ": " + err.Error()})
+			errs = append(errs, &FieldError{Path: "keys", Line: line, Msg: quoteKey(name) + ": " + err.Error()})
 			continue
 		}
-		errs = append(errs, policyErrors("keys."+key, c.Keys[key], c.Defaults, at)...)
+		errs = append(errs, policyErrors("keys."+name, c.Keys[name], c.Defaults, at)...)
 	}
 	return errs
 }
@@ -584,9 +584,9 @@ func fieldByName(name string) *policyField {
 	panic("httpbreaker: no policy field " + name)
 }
 
-// policyFor returns the resolved policy for key.
-func (c Config) policyFor(key string) Policy {
-	return c.Keys[key].inherit(c.Defaults).resolve()
+// policyFor returns the resolved policy of the key name.
+func (c Config) policyFor(name string) Policy {
+	return c.Keys[name].inherit(c.Defaults).resolve()
 }
 
 // FieldError is one invalid field of a policy or config file. Errors from

@@ -139,7 +139,7 @@ func (r *round) finishLocked(p *probe) {
 func (br *breaker) startProbe(ph *phase, now int64) *probe {
 	p := ph.round.start(now)
 	if br.probeTimeout > 0 {
-		br.alarm.set(br, addSat(now, br.probeTimeout)+1)
+		br.wakeAt(addSat(now, br.probeTimeout) + 1)
 	}
 	return p
 }
@@ -230,7 +230,7 @@ func (br *breaker) trip(why tripInfo) {
 // of its cooldown. br.mu must be held.
 func (br *breaker) openLocked(ph *phase) {
 	br.phase.Store(ph)
-	br.alarm.set(br, ph.until+1)
+	br.wakeAt(ph.until + 1)
 }
 
 // cooldown returns when an open phase that starts at now with the given
@@ -294,7 +294,7 @@ func (br *breaker) probeDone(ph *phase, v verdict, why Reason, ranFor time.Durat
 		r.taken.Add(-1)
 	case Success:
 		if r.succeeded.Add(1) == r.need {
-			br.recover(ph)
+			br.probesSucceeded(ph)
 		}
 	default:
 		if r.failed.Add(1) == r.slots-r.need+1 {
@@ -321,9 +321,9 @@ func (br *breaker) reopen(ph *phase, e Event) {
 	br.record(now, e)
 }
 
-// recover closes the breaker after enough probes of ph succeeded. The
+// probesSucceeded closes the breaker after enough probes of ph succeeded. The
 // event carries the round's counts.
-func (br *breaker) recover(ph *phase) {
+func (br *breaker) probesSucceeded(ph *phase) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	if br.phase.Load() != ph {
@@ -342,11 +342,11 @@ func (br *breaker) recover(ph *phase) {
 // closed or recovering, and the ramp. br.mu must be held.
 func (br *breaker) closeLocked(now int64) (State, time.Duration) {
 	br.upstreamUntil.Store(0)
-	br.win.Store(newWindow(br, now))
+	br.win.Store(newWindow(br.key, br.policy, br.clock, now, br.opened))
 	if ramp := br.policy.RecoveryRamp; ramp > 0 {
 		ph := &phase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)}
 		br.phase.Store(ph)
-		br.alarm.set(br, ph.until)
+		br.wakeAt(ph.until)
 		return StateRecovering, ramp
 	}
 	br.phase.Store(nil)

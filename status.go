@@ -183,7 +183,7 @@ func keyStatus(br *breaker) Status {
 		Mode:     br.mode,
 		Since:    br.clock.epoch.Add(time.Duration(br.since.Load())),
 		Side:     sideNames[br.sides.Load()&(sideServer|sideClient)],
-		Totals:   br.totals(),
+		Totals:   totalsOf(br),
 		Policy:   br.policy,
 		LastTrip: br.lastTrip.Load(),
 	}
@@ -219,7 +219,7 @@ func keyStatus(br *breaker) Status {
 	}
 	if kf, ok := br.fleet.(*keyFleet); ok {
 		if h, fst, held := kf.held(br, br.clock.now()); held && st == fst {
-			s.FleetHold = &FleetHold{Reason: h.reason, Replica: h.replica}
+			s.FleetHold = &FleetHold{Reason: h.why, Replica: h.replica}
 			s.Window = Counts{}
 			if fst == StateOpen {
 				s.RetryAfter = time.Duration(max(h.until-br.clock.now(), 0))
@@ -236,4 +236,17 @@ func keyStatus(br *breaker) Status {
 	s.Rejecting = st == StateForcedOpen || br.mode == ModeEnforce &&
 		(st == StateOpen || st == StateRecovering || st == StateHalfOpen && probesFull)
 	return s
+}
+
+// totalsOf returns br's requests by result.
+func totalsOf(br *breaker) Totals {
+	t := br.tallies
+	return Totals{
+		Success:     t.sum(tallySuccess),
+		Failure:     t.sum(tallyFailure),
+		Excluded:    t.sum(tallyExcluded),
+		Slow:        t.sum(tallySlow),
+		Rejected:    t.sum(tallyRejected),
+		WouldReject: t.sum(tallyWouldReject),
+	}
 }

@@ -79,11 +79,17 @@ func (c counts) plus(d counts) counts {
 	return counts{c.success + d.success, c.failure + d.failure, c.excluded + d.excluded, c.slow + d.slow}
 }
 
-// windowCell is one stripe of a window's counters: one cache line.
-type windowCell struct {
-	success, failure, excluded, slow atomic.Uint64
-	_                                [4]uint64
-}
+// The counters of a window's stripe.
+const (
+	cellSuccess = iota
+	cellFailure
+	cellExcluded
+	cellSlow
+)
+
+// windowCell is one stripe of a window's counters, indexed by the cell
+// constants: one cache line.
+type windowCell [8]atomic.Uint64
 
 // window holds the outcomes a closed breaker's trip rule looks at: those
 // of the time window (Window, in Buckets), or of the last LastCalls calls.
@@ -110,9 +116,9 @@ type windowCell struct {
 // OnStateChange opens the breaker. A success that cannot trip the breaker
 // never reaches it, nor its lock.
 type window struct {
-	p     Policy
-	width int64 // ns per bucket; 0 for a window of the last calls
-	cells []windowCell
+	policy Policy
+	width  int64 // ns per bucket; 0 for a window of the last calls
+	cells  []windowCell
 
 	cur  atomic.Int64 // the bucket calls add to now, counted from the epoch
 	mu   sync.Mutex   // guards rolling and what follows
@@ -137,6 +143,12 @@ type window struct {
 	tripped tripInfo // what made the engine trip; under the engine's lock
 }
 
+// cellOf is the counter each Outcome adds to.
+var cellOf = [...]int{Success: cellSuccess, Failure: cellFailure, Excluded: cellExcluded}
+
+// sat32 returns n as a uint32, at most the largest one.
+func sat32(n uint64) uint32 { return uint32(min(n, 1<<32-1)) }
+
 // tripInfo records what made a breaker trip.
 type tripInfo struct {
 	reason Reason
@@ -158,11 +170,11 @@ var errCheck = errors.New("httpbreaker: an outcome that could trip the breaker")
 // cooldown and the probes are the breaker's.
 const neverHalfOpen = 100 * 365 * 24 * 3600 * 1e9
 
-// newWindow makes br's window for its policy, at now; its engine calls
-// opened with what tripped it.
-func newWindow(br *breaker, now int64) *window {
-	p := br.policy
-	w := &window{p: p, cells: make([]windowCell, stripes)}
+// newWindow makes a window for the resolved policy p of the breaker named
+// name, at now on clock c; its engine calls onTrip with the window and
+// what tripped it.
+func newWindow(name string, p Policy, c *clock, now int64, onTrip func(*window, tripInfo)) *window {
+	w := &window{policy: p, cells: make([]windowCell, stripes)}
 	if p.LastCalls > 0 {
 		w.calls = make([]uint8, 0, p.LastCalls)
 	} else {
@@ -175,12 +187,12 @@ func newWindow(br *breaker, now int64) *window {
 		w.cur.Store(now / w.width)
 	}
 	w.engine = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        br.key,
+		Name:        name,
 		Timeout:     neverHalfOpen,
-		ReadyToTrip: func(gobreaker.Counts) bool { return w.trips(br.clock.now()) },
+		ReadyToTrip: func(gobreaker.Counts) bool { return w.trips(c.now()) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			if from == gobreaker.StateClosed && to == gobreaker.StateOpen {
-				br.opened(w, w.tripped)
+				onTrip(w, w.tripped)
 			}
 		},
 		IsSuccessful: func(error) bool { return false }, // every outcome handed to it is judged
@@ -199,16 +211,9 @@ func (w *window) record(o Outcome, slow bool, now int64, i uint32) {
 			w.roll(b)
 		}
 		c := &w.cells[i&(stripes-1)]
-		switch o {
-		case Success:
-			c.success.Add(1)
-		case Failure:
-			c.failure.Add(1)
-		default:
-			c.excluded.Add(1)
-		}
+		c[cellOf[o]].Add(1)
 		if slow && o != Excluded {
-			c.slow.Add(1)
+			c[cellSlow].Add(1)
 		}
 	}
 	check := slow && o != Excluded
@@ -292,10 +297,10 @@ func (w *window) stripes() counts {
 	var c counts
 	for i := range w.cells {
 		cell := &w.cells[i]
-		c.success += cell.success.Load()
-		c.failure += cell.failure.Load()
-		c.excluded += cell.excluded.Load()
-		c.slow += cell.slow.Load()
+		c.success += cell[cellSuccess].Load()
+		c.failure += cell[cellFailure].Load()
+		c.excluded += cell[cellExcluded].Load()
+		c.slow += cell[cellSlow].Load()
 	}
 	return c
 }
@@ -310,7 +315,7 @@ func (w *window) successes() uint64 {
 	}
 	var n uint64
 	for i := range w.cells {
-		n += w.cells[i].success.Load()
+		n += w.cells[i][cellSuccess].Load()
 	}
 	return n
 }
@@ -344,8 +349,8 @@ func (w *window) counts(now int64) windowCounts {
 	if streak > 0 && w.streakFrom.Load() < oldest {
 		wc.consecutive = uint32(min(uint64(streak), wc.failure))
 	}
-	since := all.success - w.successesAt.Load()
-	wc.consecutiveSuccesses = uint32(min(since, wc.success, 1<<32-1))
+	afterFailure := all.success - w.successesAt.Load()
+	wc.consecutiveSuccesses = uint32(min(afterFailure, wc.success, 1<<32-1))
 	return wc
 }
 
@@ -354,10 +359,10 @@ func (w *window) counts(now int64) windowCounts {
 // success needs a check.
 func (w *window) trips(now int64) bool {
 	wc := w.counts(now)
-	reason := tripRule(w.p, wc)
+	reason := tripRule(w.policy, wc)
 	if reason == "" {
 		n := wc.success + wc.failure
-		w.armed.Store(n < uint64(w.p.MinRequests) && (wc.failure > 0 || wc.slow > 0))
+		w.armed.Store(n < uint64(w.policy.MinRequests) && (wc.failure > 0 || wc.slow > 0))
 		return false
 	}
 	w.tripped = tripInfo{reason: reason, counts: wc}
