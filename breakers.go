@@ -63,7 +63,7 @@ func New(opts ...Option) (*Breakers, error) {
 		if b.replica == "" {
 			b.replica = defaultReplica()
 		}
-		b.fleet = newFleet(b.all, b.notifications, b.shared, b.replica, b.namespace)
+		b.fleet = newFleet(b.all, &b.clock, b.notifications, b.shared, b.replica, b.namespace)
 	}
 	if b.registerer != nil {
 		if err := b.registerer.Register(newCollector(b)); err != nil {
@@ -87,7 +87,9 @@ func (b *Breakers) Close() error {
 	if f := b.fleet; f != nil {
 		f.cancel()
 		<-f.stopped
-		f.connected.Store(false) // alone from now on: no fleet probes
+		if f.connected.Swap(false) { // alone from now on: no fleet probes
+			f.lostAt.Store(f.clock.now())
+		}
 	}
 	return nil
 }

@@ -24,9 +24,12 @@ var ErrNoBreaker = errors.New("httpbreaker: no breaker for this key")
 var ErrNotOpen = errors.New("httpbreaker: the breaker is not open")
 
 // ForceOpen makes key's breaker reject every request, whatever its mode, for
-// d, or until Release when d is 0 or less: a kill switch for a part that
-// misbehaves in ways its status codes do not show. Rejections answer
-// Retry-After with the time left (or OpenFor, when forced until Release).
+// d (at most a week), or until Release when d is 0 or less: a kill switch for
+// a part that misbehaves in ways its status codes do not show. Rejections
+// answer Retry-After with the time left (or OpenFor, when forced until
+// Release). With shared state every replica holds it until the same moment,
+// however long it is: MaxOpenFor bounds the fleet's automatic holds, not an
+// operator's.
 func (b *Breakers) ForceOpen(key string, d time.Duration) error {
 	return b.forceOpen(key, d, caller())
 }
@@ -68,6 +71,9 @@ func (b *Breakers) Probe(key string) error {
 // the remote address, the methods above their caller's file and line.
 
 func (b *Breakers) forceOpen(key string, d time.Duration, by string) error {
+	if d > maxForceOpen {
+		return fmt.Errorf("httpbreaker: ForceOpen(%s, %v): longer than %v; force it until Release (0) instead", quoteKey(key), d, maxForceOpen)
+	}
 	var until int64
 	if d > 0 {
 		until = addSat(b.now(), d)
@@ -86,7 +92,7 @@ func (b *Breakers) force(key string, o *override, e Event) error {
 		return err
 	}
 	br.forceLocal(o, e)
-	b.share(key, sharedstate.Command{Kind: commandKind[e.Reason], For: e.OpenFor, By: e.By})
+	share(br, sharedstate.Command{Kind: commandKind[e.Reason], For: e.OpenFor, By: e.By})
 	return nil
 }
 
@@ -98,7 +104,7 @@ func (b *Breakers) probe(key, by string) error {
 	if !br.probeLocal(Event{Reason: ReasonProbe, By: by}) {
 		return fmt.Errorf("%w: %s is %s", ErrNotOpen, quoteKey(key), br.state())
 	}
-	b.share(key, sharedstate.Command{Kind: sharedstate.Probe, By: by})
+	share(br, sharedstate.Command{Kind: sharedstate.Probe, By: by})
 	return nil
 }
 
@@ -108,7 +114,7 @@ func (b *Breakers) release(key, by string) error {
 		return err
 	}
 	br.releaseLocal(Event{Reason: ReasonRelease, By: by})
-	b.share(key, sharedstate.Command{Kind: sharedstate.Release, By: by})
+	share(br, sharedstate.Command{Kind: sharedstate.Release, By: by})
 	return nil
 }
 
@@ -118,15 +124,15 @@ func (b *Breakers) reset(key, by string) error {
 		return err
 	}
 	br.resetLocal(Event{Reason: ReasonReset, By: by})
-	b.share(key, sharedstate.Command{Kind: sharedstate.Reset, By: by})
+	share(br, sharedstate.Command{Kind: sharedstate.Reset, By: by})
 	return nil
 }
 
-// share sends a manual change to the fleet, if the set has one: every
-// replica applies it within a sync or so.
-func (b *Breakers) share(key string, c sharedstate.Command) {
-	if b.fleet != nil {
-		b.fleet.send(key, c)
+// share sends a manual change of br, made now, to the fleet, if the set has
+// one: every replica applies it within a sync or so.
+func share(br *breaker, c sharedstate.Command) {
+	if kf, ok := br.fleet.(*keyFleet); ok {
+		kf.made(br, c, br.clock.now())
 	}
 }
 

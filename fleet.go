@@ -32,22 +32,29 @@ type fleet struct {
 	life    context.Context // ends when the set is closed
 	cancel  context.CancelFunc
 	stopped chan struct{} // closed when the loop and its watcher have returned
-	// wake asks for a sync soon, for requests: a failure, a half-open key's
-	// wish for a lease, a probe's result; the loop bounds how often it
-	// heeds it. urgent asks for a sync now, for what another replica or an
-	// operator changed. Both have capacity 1.
+	// wake asks for a sync soon: for requests (a failure, a half-open key's
+	// wish for a lease, a probe's result), for what another replica
+	// announced, for a new key; the loop bounds how often it heeds it.
+	// urgent asks for a sync now, for an operator's change. Both have
+	// capacity 1.
 	wake, urgent chan struct{}
 
+	clock      *clock
+	seq        atomic.Uint64 // numbers the syncs
 	connected  atomic.Bool
+	lostAt     atomic.Int64 // when the link last dropped, ns since the epoch
 	replicas   atomic.Int64
 	syncs      atomic.Uint64
 	syncErrors atomic.Uint64
 	rtt        prometheus.Histogram
 
-	mu      sync.Mutex                      // guards the fields below
-	pending map[string]*sharedstate.Command // manual changes to send, the latest per key
-	dirty   map[string]bool                 // keys another replica changed
-	full    bool                            // sync every key next time
+	mu      sync.Mutex          // guards the fields below
+	pending map[string]*command // manual changes to send, the latest per key
+	dirty   map[string]bool     // keys another replica changed
+	full    bool                // sync every key next time
+	// The most replicas heard of lately, and when.
+	mostReplicas int
+	mostAt       time.Time
 
 	// Loop-only.
 	warned map[string]bool // the kinds of bad data logged so far
@@ -55,11 +62,11 @@ type fleet struct {
 
 // newFleet returns the link to the fleet through s of the set whose
 // breakers all returns, as replica.
-func newFleet(all func() []*breaker, notes *notifier, s sharedstate.Store, replica, namespace string) *fleet {
+func newFleet(all func() []*breaker, c *clock, notes *notifier, s sharedstate.Store, replica, namespace string) *fleet {
 	life, cancel := context.WithCancel(context.Background())
-	return &fleet{all: all, notes: notes, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
+	return &fleet{all: all, clock: c, notes: notes, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
 		stopped: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
-		pending: map[string]*sharedstate.Command{}, dirty: map[string]bool{}, warned: map[string]bool{},
+		pending: map[string]*command{}, dirty: map[string]bool{}, warned: map[string]bool{},
 		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "shared_sync_seconds",
 			Help:    "Round-trip time of this replica's syncs with the shared state.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}})}
@@ -84,20 +91,28 @@ func signal(c chan struct{}) {
 	}
 }
 
-// touch asks for key to be synced now: another replica changed it, or it
-// has a new breaker, which learns the fleet's hold and manual state at
-// once.
+// touch asks for key to be synced soon: another replica changed it, or it
+// has a new breaker, which learns the fleet's hold and manual state. The
+// loop bounds how often it heeds this, as it does requests' wishes: a flood
+// of announcements costs no more syncs than a flood of failures.
 func (f *fleet) touch(key string) {
 	f.mu.Lock()
 	f.dirty[key] = true
 	f.mu.Unlock()
-	signal(f.urgent)
+	f.poke()
+}
+
+// command is a manual change this replica made, and when (ns since the
+// set's epoch), so that the store dates it by when it was made.
+type command struct {
+	sharedstate.Command
+	made int64
 }
 
 // send queues a manual change of key for the fleet, to sync now.
-func (f *fleet) send(key string, c sharedstate.Command) {
+func (f *fleet) send(key string, c *command) {
 	f.mu.Lock()
-	f.pending[key] = &c
+	f.pending[key] = c
 	f.mu.Unlock()
 	signal(f.urgent)
 }
@@ -129,8 +144,11 @@ func (f *fleet) loop() {
 			return
 		case <-timer.C:
 		case <-f.urgent:
-			// An announcement (the store is up) or an operator's change:
-			// both rare, both worth a sync now, even during a backoff.
+			// An operator's change: worth a sync now, unless the store is
+			// unreachable, where the backoff decides.
+			if failures > 0 {
+				continue
+			}
 		case <-f.wake:
 			// Bound the rate of syncs that requests ask for: at most ten
 			// per interval, whatever the request rate, and none while the
@@ -204,7 +222,7 @@ func (f *fleet) warn(kind, msg string, args ...any) {
 type keyWork struct {
 	target     *breaker
 	succ, fail uint64 // the totals sent
-	command    *sharedstate.Command
+	command    *command
 }
 
 // syncKeys runs one round with the store, and reports whether it reached it.
@@ -213,7 +231,7 @@ func (f *fleet) syncKeys() bool {
 	full := f.full || f.syncs.Load()%fullEvery == 0
 	f.full = false
 	dirty, pending := f.dirty, f.pending
-	f.dirty, f.pending = map[string]bool{}, map[string]*sharedstate.Command{}
+	f.dirty, f.pending = map[string]bool{}, map[string]*command{}
 	f.mu.Unlock()
 
 	s := &sharedstate.Sync{Replica: f.replica, Live: f.live()}
@@ -221,11 +239,13 @@ func (f *fleet) syncKeys() bool {
 	for _, br := range f.all() {
 		kf := br.fleet.(*keyFleet)
 		w := keyWork{target: br, succ: br.tallies.sum(tallySuccess), fail: br.tallies.sum(tallyFailure)}
-		ks := sharedstate.KeySync{Key: br.key, Window: br.policy.Window, Buckets: br.policy.Buckets,
-			Successes: w.succ - kf.sentS.Load(), Failures: w.fail - kf.sentF.Load(),
-			Slots: br.policy.HalfOpenRequests, Need: br.policy.HalfOpenSuccesses}
+		ks := kf.keySync(br)
+		ks.Successes, ks.Failures = w.succ, w.fail
+		news := w.succ != kf.sentS.Load() || w.fail != kf.sentF.Load()
 		if c := pending[br.key]; c != nil {
-			ks.Command, w.command = c, c
+			cmd := c.Command
+			cmd.Age = time.Duration(br.clock.now() - c.made)
+			ks.Command, w.command = &cmd, c
 		}
 		ks.Probe = kf.probeOut.Swap(nil)
 		held := kf.hold.Load()
@@ -236,22 +256,21 @@ func (f *fleet) syncKeys() bool {
 		}
 		// A key without news is left out: what the fleet changes for it is
 		// announced (dirty), and a full sync catches what a lost
-		// announcement missed.
-		// A ForceOpen read from the fleet is renewed at each sync.
-		if o := br.override.Load(); !full && ks.Successes+ks.Failures == 0 && !dirty[br.key] && ks.Command == nil &&
-			ks.Probe == nil && ks.Lease == 0 && (o == nil || !o.fleet) {
+		// announcement missed. A forced key is read at each sync, so that
+		// every replica follows the fleet's command.
+		if !full && !news && !dirty[br.key] && ks.Command == nil && ks.Probe == nil && ks.Lease == 0 &&
+			br.override.Load() == nil {
 			continue
 		}
 		s.Keys = append(s.Keys, ks)
 		work = append(work, w)
 	}
 	if !f.exchange(s) {
-		// Outcomes are sent at most once: counts a failed sync carried are
-		// dropped, since adding them later would put old outcomes in the
-		// fleet's window as new. Manual changes are sent again.
+		// The totals are sent again next time, and the store adds what it
+		// has not added yet; manual changes are sent again, dated when they
+		// were made.
 		f.mu.Lock()
 		for _, w := range work {
-			w.target.fleet.(*keyFleet).sent(w.succ, w.fail)
 			if c := w.command; c != nil && f.pending[w.target.key] == nil {
 				f.pending[w.target.key] = c
 			}
@@ -272,17 +291,18 @@ func (f *fleet) syncKeys() bool {
 				"key", quoteKey(ks.Key), "problem", ks.Err.Error())
 			continue
 		}
-		kf.apply(w.target, ks)
-		if h := kf.trip(w.target, ks.Reply, s.Replicas); h != nil {
-			trips.Keys = append(trips.Keys, sharedstate.KeySync{Key: ks.Key, Window: ks.Window, Buckets: ks.Buckets,
-				Slots: ks.Slots, Need: ks.Need, Trip: h})
+		kf.apply(w.target, ks, w.command)
+		if h := kf.trip(w.target, ks.Reply, f.liveReplicas()); h != nil {
+			t := kf.keySync(w.target)
+			t.Successes, t.Failures, t.Trip = w.succ, w.fail, h
+			trips.Keys = append(trips.Keys, t)
 			tripped = append(tripped, w.target)
 		}
 	}
 	if len(trips.Keys) > 0 && f.exchange(trips) {
 		for i, br := range tripped {
 			if ks := &trips.Keys[i]; ks.Err == nil {
-				br.fleet.(*keyFleet).apply(br, ks)
+				br.fleet.(*keyFleet).apply(br, ks, nil)
 			}
 		}
 	}
@@ -296,6 +316,7 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 	ctx, cancel := context.WithTimeout(f.life, f.live())
 	defer cancel()
 	start := time.Now()
+	s.Seq = f.seq.Add(1)
 	err := f.store.Sync(ctx, s)
 	f.syncs.Add(1)
 	if err != nil {
@@ -305,6 +326,7 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 		f.syncErrors.Add(1)
 		const msg = "circuit breaker fleet: shared state unreachable; each breaker goes on alone"
 		if f.connected.Swap(false) { // each time the link drops
+			f.lostAt.Store(f.clock.now())
 			f.notes.log(slog.LevelWarn, msg, "replica", f.replica, "problem", err.Error())
 		} else { // never connected yet: once
 			f.warn("unreachable", msg, "replica", f.replica, "problem", err.Error())
@@ -313,6 +335,10 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 	}
 	f.rtt.Observe(time.Since(start).Seconds())
 	f.replicas.Store(int64(max(s.Replicas, 1)))
+	f.heard(max(s.Replicas, 1))
+	for _, w := range s.Warnings {
+		f.warn("store: "+w, "circuit breaker fleet: the shared state warns (logged once)", "problem", w)
+	}
 	if !f.connected.Swap(true) {
 		f.notes.log(slog.LevelInfo, "circuit breaker fleet: shared state connected",
 			"replica", f.replica, "replicas", max(s.Replicas, 1))
@@ -326,3 +352,24 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 // live is how long a replica counts as live after its last sync: long
 // enough to ride out a few slow syncs.
 func (f *fleet) live() time.Duration { return max(5*f.every, 2*time.Second) }
+
+// heard notes how many replicas the store says are live. The quorum goes by
+// the most it heard of within the time a replica stays live, so that a
+// live set the store lost (evicted, or a Redis restarted empty) and is
+// rebuilding does not lower it: one replica alone never meets a quorum
+// because the others' heartbeats vanished.
+func (f *fleet) heard(n int) {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n >= f.mostReplicas || now.Sub(f.mostAt) > f.live() {
+		f.mostReplicas, f.mostAt = n, now
+	}
+}
+
+// liveReplicas is how many replicas a quorum is capped by.
+func (f *fleet) liveReplicas() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return max(f.mostReplicas, 1)
+}

@@ -1,6 +1,8 @@
 package httpbreaker
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -22,18 +24,41 @@ type keyFleet struct {
 	want  atomic.Bool // a request waits for a lease
 	// probeOut is the result of a fleet probe, for the loop to report.
 	probeOut atomic.Pointer[sharedstate.ProbeResult]
-	// The outcome totals sent to the fleet so far, written by the loop; a
+	// The outcome totals the store has acknowledged, written by the loop; a
 	// failure wakes the loop once nudgeAt more are not sent.
 	sentS, sentF atomic.Uint64
 	nudgeAt      uint64
-	// Loop-only: the version of the fleet's manual change last applied.
-	version int64
+	// incarnation tells this breaker's totals from those of the key's
+	// breakers before it (an idle drop makes a new one).
+	incarnation uint64
+
+	// endedGen is the latest hold generation that ended here: a hold up to
+	// it is never taken again.
+	endedGen atomic.Int64
+	// own is the last command this replica made, while it stands; under
+	// the link's mu.
+	own *command
+
+	// Loop-only.
+	lastAt       int64 // the Version of the fleet's command last applied
+	missingSince int64 // since when the store has had no command while one was applied; 0: it has one
 }
 
 func newKeyFleet(link *fleet, p Policy) *keyFleet {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
 	// A fleet trip needs MinRequests outcomes from Quorum replicas: a
 	// replica that has a share of them unsent tells the fleet at once.
-	return &keyFleet{link: link, nudgeAt: uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1))))}
+	return &keyFleet{link: link, nudgeAt: uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1)))),
+		incarnation: binary.LittleEndian.Uint64(b[:])}
+}
+
+// keySync returns what every sync of br's key carries: the key, its
+// policy's window and probes, and the bounds of what the store keeps.
+func (kf *keyFleet) keySync(br *breaker) sharedstate.KeySync {
+	p := br.policy
+	return sharedstate.KeySync{Key: br.key, Window: p.Window, Buckets: p.Buckets, Incarnation: kf.incarnation,
+		Slots: p.HalfOpenRequests, Need: p.HalfOpenSuccesses, MaxHold: br.maxCooldown() + kf.leaseFor(br)}
 }
 
 // fleetHold is the fleet's hold on a key, as this replica keeps it: open
@@ -42,7 +67,7 @@ func newKeyFleet(link *fleet, p Policy) *keyFleet {
 type fleetHold struct {
 	gen      int64
 	until    int64 // ns since the set's epoch
-	lapse    int64 // past this, the hold is ignored: nothing from the store holds longer
+	lapse    int64 // past this, the hold ends: nothing from the store holds longer
 	nominal  time.Duration
 	why      Reason
 	replica  string
@@ -76,6 +101,7 @@ func (kf *keyFleet) probeNow(br *breaker, e Event) bool {
 	swapped := kf.hold.CompareAndSwap(h, nh)
 	br.mu.Unlock()
 	if swapped {
+		br.wakeAt(nh.lapse + 1)
 		e.From, e.To, e.Fleet, e.Replica = StateOpen, StateHalfOpen, true, h.replica
 		br.record(now, e)
 	}
@@ -84,7 +110,9 @@ func (kf *keyFleet) probeNow(br *breaker, e Event) bool {
 
 // reset forgets the fleet's hold and lease, for Reset.
 func (kf *keyFleet) reset() {
-	kf.hold.Store(nil)
+	if h := kf.hold.Swap(nil); h != nil {
+		kf.ended(h.gen)
+	}
 	kf.lease.Store(nil)
 }
 
@@ -98,7 +126,7 @@ func (kf *keyFleet) failed(failures uint64) {
 	}
 }
 
-// sent notes the outcome totals sent to the fleet so far.
+// sent notes the outcome totals the store has acknowledged.
 func (kf *keyFleet) sent(succ, fail uint64) {
 	kf.sentS.Store(succ)
 	kf.sentF.Store(fail)
@@ -122,26 +150,32 @@ func (kf *keyFleet) state(br *breaker, now int64) (State, bool) {
 
 // held returns the fleet's hold on br at now, and the state it puts br in,
 // if it does: open through its cooldown, then half-open while this replica
-// is connected to the fleet (a replica cut off from the fleet cannot share
-// its probes, and goes by its own breaker).
+// is connected to the fleet. A hold ends here, dated when it ended, when
+// its lapse passes, and when its cooldown ends while this replica is cut
+// off from the fleet, which could not share its probes: then br goes by its
+// own breaker.
 func (kf *keyFleet) held(br *breaker, now int64) (*fleetHold, State, bool) {
 	h := kf.hold.Load()
-	if h == nil || now > h.lapse {
+	if h == nil {
 		return nil, 0, false
 	}
-	if now <= h.until {
+	switch {
+	case now <= h.until:
 		return h, StateOpen, true
-	}
-	if !kf.link.connected.Load() {
+	case now > h.lapse:
+		kf.endHold(br, h, h.lapse, ReasonExpiry)
+		return nil, 0, false
+	case !kf.link.connected.Load():
+		kf.endHold(br, h, max(h.until, kf.link.lostAt.Load()), ReasonExpiry)
 		return nil, 0, false
 	}
 	if h.halfOpen.CompareAndSwap(false, true) {
-		br.record(now, Event{From: StateOpen, To: StateHalfOpen, Reason: ReasonCooldown, Fleet: true, Replica: h.replica})
+		br.record(h.until, Event{From: StateOpen, To: StateHalfOpen, Reason: ReasonCooldown, Fleet: true, Replica: h.replica})
 	}
 	return h, StateHalfOpen, true
 }
 
-// admit is callSlow while the fleet holds the key: refused while open;
+// admit is admitSlow while the fleet holds the key: refused while open;
 // while half-open, a probe if this replica holds an unused lease, else
 // refused while the loop asks the fleet for one.
 func (kf *keyFleet) admit(br *breaker, observe bool) (admission, any, bool) {
@@ -177,9 +211,9 @@ func (kf *keyFleet) probed(br *breaker, lease any, v verdict) {
 var probeOutcome = [...]sharedstate.Outcome{Success: sharedstate.Succeeded, Failure: sharedstate.Failed, Excluded: sharedstate.Excluded}
 
 // trip returns the hold to make when the fleet's window in rp meets the
-// key's policy's failure rate (tripRule), with failures from at least Quorum replicas
-// (fewer if fewer are live). It returns nil if the fleet holds the key
-// already, or it stays closed.
+// key's policy's failure rate (tripRule), with failures from at least
+// Quorum replicas (fewer if fewer are live). It returns nil if the fleet
+// holds the key already, or it stays closed.
 func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
 	p := br.policy
 	if br.mode == ModeDisabled || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
@@ -196,6 +230,11 @@ func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *share
 
 // maxText bounds a string read from the store.
 const maxText = 256
+
+// maxForceOpen is the longest a ForceOpen may last: an operator who wants
+// longer forces it until Release. It bounds what the fleet's store may say
+// too.
+const maxForceOpen = 7 * 24 * time.Hour
 
 // badData is something wrong in what a store said of a key: field names
 // the kind of problem, which is logged once.
@@ -218,7 +257,7 @@ func checkReply(rp *sharedstate.Reply) error {
 		}
 		return nil
 	}
-	if rp.FailingReplicas < 0 {
+	if rp.FailingReplicas < 0 || rp.FailingReplicas > 1<<20 {
 		return bad("failing replicas", "%d", rp.FailingReplicas)
 	}
 	if h := rp.Hold; h != nil {
@@ -244,6 +283,9 @@ func checkReply(rp *sharedstate.Reply) error {
 	if _, known := commandReason[c.Kind]; c.Version > 0 && !known {
 		return bad("command kind", "%q", c.Kind)
 	}
+	if c.For > maxForceOpen {
+		return bad("command length", "%v, longer than %v", c.For, maxForceOpen)
+	}
 	if err := text("command author", c.By); err != nil {
 		return err
 	}
@@ -256,9 +298,21 @@ var commandReason = map[sharedstate.Kind]Reason{
 	sharedstate.Release: ReasonRelease, sharedstate.Reset: ReasonReset, sharedstate.Probe: ReasonProbe,
 }
 
+// made shares a manual change that this replica made (and applied) at
+// now with the fleet, and keeps it, so that it is sent again should the
+// store lose it while it stands.
+func (kf *keyFleet) made(br *breaker, c sharedstate.Command, now int64) {
+	cmd := &command{Command: c, made: now}
+	kf.link.mu.Lock()
+	kf.own = cmd
+	kf.link.mu.Unlock()
+	kf.link.send(br.key, cmd)
+}
+
 // apply brings br in line with what the fleet holds for its key: the
-// latest manual change, then the hold. Only the loop calls it.
-func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync) {
+// latest manual command, then the hold. sent is the command this sync
+// carried, if any. Only the loop calls it.
+func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync, sent *command) {
 	rp := &ks.Reply
 	if err := checkReply(rp); err != nil {
 		kind := err.(*badData).field
@@ -266,54 +320,61 @@ func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync) {
 			"key", quoteKey(br.key), "problem", err.Error())
 		return
 	}
+	kf.sent(ks.Successes, ks.Failures)
 	now := br.clock.now()
-	kf.applyCommand(br, rp.Command, ks.Command != nil, now)
+	kf.applyCommand(br, rp.Command, sent, now)
 	kf.applyHold(br, rp.Hold, now)
 	if rp.Lease != "" && rp.Hold != nil {
 		kf.lease.Store(&fleetLease{gen: rp.Hold.Generation, token: rp.Lease})
 	}
 }
 
-// applyCommand applies the fleet's latest manual change c to br, once:
-// each replica applies each change when it first reads it. A change this
-// replica sent (mine) was applied when it was made. A ForceOpen read from
-// the fleet holds for at most MaxOpenFor past the last read, so that a store
-// gone astray cannot keep a key open.
-func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, mine bool, now int64) {
-	last := kf.version
-	kf.version = c.Version
-	replica := kf.link.replica
-	if c.Version == 0 || mine && c.Replica == replica {
+// applyCommand applies the fleet's latest manual command c to br, once,
+// when it is newer than what br knows: commands are ordered by when they
+// were made, on the store's clock. A command this replica sent was applied
+// when it was made. A replica that reads a key for the first time applies
+// a ForceOpen or ForceClose that stands, and nothing older. Every replica
+// holds a fleet ForceOpen until the same moment, when it was made plus its
+// length, whatever its MaxOpenFor.
+//
+// When the store has no command (it lost its data: a restart, an
+// eviction), a forced state that came from the fleet is kept for as long
+// as a replica stays live, long enough for the replica that made it to send
+// it again (as it does with its own), and then dropped: losing the store's
+// data never leaves a replica forced.
+func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, sent *command, now int64) {
+	self := kf.link.replica
+	if c.Version == 0 {
+		kf.commandMissing(br, now)
 		return
 	}
-	if c.Version == last {
-		// Known: a fleet ForceOpen is renewed while the fleet keeps it, and
-		// applied again if it lapsed here while this replica was cut off.
-		if c.Kind != sharedstate.ForceOpen || c.For < 0 {
-			return
-		}
-		switch o := br.override.Load(); {
-		case o == nil && c.Replica != replica:
-			last = 0 // apply it below, as new
-		case o != nil && o.fleet:
-			br.override.Store(&override{state: o.state, until: fleetUntil(br, now, c.For), by: o.by, fleet: true})
-			return
-		default:
-			return
-		}
+	kf.missingSince = 0
+	if c.Version <= kf.lastAt {
+		kf.renew(br, c, now) // known: a ForceOpen's end may be read anew
+		return
 	}
-	if last == 0 && c.Kind != sharedstate.ForceOpen && c.Kind != sharedstate.ForceClose {
-		return // a release or reset that happened before this replica knew the key
+	first := kf.lastAt == 0
+	kf.lastAt = c.Version
+	if sent != nil && c.Replica == self && c.Kind == sent.Kind && c.By == sent.By {
+		return // the command this sync carried: applied when it was made
 	}
+	if first && c.Kind != sharedstate.ForceOpen && c.Kind != sharedstate.ForceClose {
+		return // a release, reset or probe from before this replica knew the key
+	}
+	kf.forget(c)
 	by := c.By + " (replica " + c.Replica + ")"
 	e := Event{Reason: commandReason[c.Kind], By: by, Fleet: true, Replica: c.Replica}
 	switch c.Kind {
 	case sharedstate.ForceOpen:
+		var until int64
 		if c.For < 0 {
 			return // its time ran out
 		}
+		if c.For > 0 {
+			until = addSat(now, c.For)
+		}
 		e.OpenFor = c.For
-		br.forceLocal(&override{state: StateForcedOpen, until: fleetUntil(br, now, c.For), by: by, fleet: true}, e)
+		br.forceLocal(&override{state: StateForcedOpen, until: until, by: by, fleet: true}, e)
 	case sharedstate.ForceClose:
 		br.forceLocal(&override{state: StateForcedClosed, by: by, fleet: true}, e)
 	case sharedstate.Release:
@@ -325,36 +386,73 @@ func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, mine bool, 
 	}
 }
 
-// fleetUntil is when a ForceOpen read from the fleet with d left (0: until
-// Release) ends here: at most MaxOpenFor from now.
-func fleetUntil(br *breaker, now int64, d time.Duration) int64 {
-	bound := br.maxCooldown()
-	if d <= 0 || d > bound {
-		d = bound
+// forget drops this replica's own command once the fleet has a newer one.
+func (kf *keyFleet) forget(c sharedstate.Command) {
+	kf.link.mu.Lock()
+	defer kf.link.mu.Unlock()
+	if kf.own != nil && c.Replica != kf.link.replica {
+		kf.own = nil
 	}
-	return addSat(now, d)
 }
 
-// applyHold applies the fleet's hold h on br's key (nil: none).
-func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
-	cur := kf.hold.Load()
-	if cur != nil && now > cur.lapse {
-		// Past its lapse the hold is ignored already; dropping it lets the
-		// fleet trip the key again, or the store's hold be taken anew.
-		kf.endHold(br, cur, now)
-		cur = nil
+// renew reads a known ForceOpen's end again: the store's clock says how
+// long it has left, which every replica reads alike. A change of more than
+// a sync's worth moves the override's end.
+func (kf *keyFleet) renew(br *breaker, c sharedstate.Command, now int64) {
+	o := br.override.Load()
+	if c.Kind != sharedstate.ForceOpen || c.For <= 0 || o == nil || o.state != StateForcedOpen || o.until == 0 {
+		return
 	}
+	until := addSat(now, c.For)
+	if d := until - o.until; d > int64(kf.link.every) || -d > int64(kf.link.every) {
+		if br.override.CompareAndSwap(o, &override{state: o.state, until: until, by: o.by, fleet: o.fleet}) {
+			br.wakeAt(until + 1)
+		}
+	}
+}
+
+// commandMissing handles a store that has no command for br's key: this
+// replica sends its own command again, if it stands; a forced state that
+// came from the fleet is dropped once the store has had nothing for as
+// long as a replica stays live.
+func (kf *keyFleet) commandMissing(br *breaker, now int64) {
+	o := br.override.Load()
+	kf.link.mu.Lock()
+	own := kf.own
+	kf.link.mu.Unlock()
+	switch {
+	case o == nil:
+		kf.missingSince = 0
+	case !o.fleet:
+		if own != nil {
+			kf.link.send(br.key, own) // the store lost it: it is dated when it was made
+		}
+	case kf.missingSince == 0:
+		kf.missingSince = now
+	case now-kf.missingSince > int64(kf.link.live()):
+		kf.missingSince, kf.lastAt = 0, 0
+		br.releaseLocal(Event{Reason: ReasonExpiry, By: "the fleet, whose record of " + o.state.String() + " is gone", Fleet: true})
+	}
+}
+
+// applyHold applies the fleet's hold h on br's key (nil: none). A hold that
+// has ended here is never taken again, whatever the store still says of it.
+func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
+	cur, _, _ := kf.held(br, now) // ends a hold whose time is up
 	switch {
 	case h == nil:
 		// The hold is gone (a reset, or a store that lost its data): it
-		// ends here once its cooldown has.
+		// ends here once its cooldown has, no sooner.
 		if cur != nil && now > cur.until {
-			kf.endHold(br, cur, now)
+			kf.endHold(br, cur, now, ReasonExpiry)
 		}
 	case h.Closed:
-		if cur != nil {
+		if cur != nil && cur.gen <= h.Generation {
 			kf.closeHold(br, cur, now)
 		}
+	case h.Generation <= kf.endedGen.Load():
+		// Ended here (it lapsed, or its cooldown ended while this replica
+		// was cut off): not taken again.
 	case cur == nil || cur.gen != h.Generation:
 		open := min(max(h.Open, 0), br.maxCooldown())
 		nominal := min(max(h.Nominal, br.policy.OpenFor), br.maxCooldown())
@@ -365,8 +463,13 @@ func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
 		nh.lapse = addSat(nh.until, br.maxCooldown()+kf.leaseFor(br))
 		from := br.state()
 		br.mu.Lock()
+		if cur != nil {
+			kf.ended(cur.gen)
+		}
 		kf.hold.Store(nh)
 		br.mu.Unlock()
+		br.wakeAt(nh.until + 1)
+		br.wakeAt(nh.lapse + 1)
 		to := StateOpen
 		if open == 0 {
 			to = StateHalfOpen
@@ -383,15 +486,35 @@ func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
 	}
 }
 
-// endHold drops the fleet's hold cur, which expired: br goes back to its
-// own state.
-func (kf *keyFleet) endHold(br *breaker, cur *fleetHold, now int64) {
-	from := br.state()
+// ended notes that the hold of generation gen ended here.
+func (kf *keyFleet) ended(gen int64) {
+	for {
+		old := kf.endedGen.Load()
+		if gen <= old || kf.endedGen.CompareAndSwap(old, gen) {
+			return
+		}
+	}
+}
+
+// endHold drops the fleet's hold cur, which ended at t (ns since the
+// epoch) for why: br goes back to its own state, and the hold is never
+// taken again.
+func (kf *keyFleet) endHold(br *breaker, cur *fleetHold, t int64, why Reason) {
+	from := StateOpen
+	if cur.halfOpen.Load() {
+		from = StateHalfOpen
+	}
 	br.mu.Lock()
 	swapped := kf.hold.CompareAndSwap(cur, nil)
+	if swapped {
+		kf.ended(cur.gen)
+	}
 	br.mu.Unlock()
 	if swapped {
-		br.record(now, Event{From: from, To: br.state(), Reason: ReasonExpiry, Fleet: true, Replica: cur.replica})
+		if o := br.override.Load(); o != nil {
+			from = o.state
+		}
+		br.record(t, Event{From: from, To: br.state(), Reason: why, Fleet: true, Replica: cur.replica})
 	}
 }
 
@@ -405,6 +528,7 @@ func (kf *keyFleet) closeHold(br *breaker, cur *fleetHold, now int64) {
 		br.mu.Unlock()
 		return
 	}
+	kf.ended(cur.gen)
 	to, ramp := br.closeLocked(now)
 	br.mu.Unlock()
 	if o := br.override.Load(); o != nil {

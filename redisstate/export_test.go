@@ -4,4 +4,5 @@ package redisstate
 var (
 	KeysOf    = (*Store).keys
 	ChannelOf = (*Store).channel
+	ShardOf   = shard
 )

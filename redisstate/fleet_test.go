@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -70,36 +71,49 @@ func TestFleetWindowTripsEveryReplica(t *testing.T) {
 	}
 }
 
-func TestFleetForceOpenHoldsAtMostMaxOpenForWithoutRedis(t *testing.T) {
+// TestAFleetForceOpenEndsAtOneMomentEverywhere holds that every replica
+// holds an operator's ForceOpen for the same time, longer than MaxOpenFor
+// if asked, tells clients the same Retry-After, and keeps it while Redis is
+// unreachable.
+func TestAFleetForceOpenEndsAtOneMomentEverywhere(t *testing.T) {
 	srv := startRedis(t)
 	p := fleetPolicy()
 	p.OpenFor, p.MaxOpenFor = 300*time.Millisecond, 600*time.Millisecond
-	rs := fleet(t, srv.Addr(), 2, p, map[string]*upstream{"pay": newUpstream(200)})
-	waitFor(t, "connected", func() bool { return rs[1].set.FleetStatus().Connected })
-	if err := rs[0].set.ForceOpen("pay", 0); err != nil {
+	rs := fleet(t, srv.Addr(), 3, p, map[string]*upstream{"pay": newUpstream(200)})
+	waitFor(t, "connected", func() bool { return rs[2].set.FleetStatus().Connected })
+	forced := time.Now()
+	if err := rs[0].set.ForceOpen("pay", 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "forced open everywhere", func() bool { return all(rs, "pay", httpbreaker.StateForcedOpen) })
-	// Renewed at every sync while the fleet keeps it: still forced after
-	// twice MaxOpenFor.
-	time.Sleep(2 * p.MaxOpenFor)
-	if st := rs[1].set.State("pay"); st != httpbreaker.StateForcedOpen {
-		t.Fatalf("the fleet's ForceOpen lapsed while Redis kept it: %v", st)
+	time.Sleep(time.Second) // past MaxOpenFor: every replica still holds it, and counts down alike
+	var left []time.Duration
+	for _, r := range rs {
+		left = append(left, r.set.Snapshot()[0].RetryAfter)
 	}
-	// Cut off from Redis, r2 holds what it read for MaxOpenFor at most; r1,
-	// where the operator forced it, keeps it until Release.
-	srv.Pause()
-	cutOff := time.Now()
-	waitFor(t, "r2's hold from Redis lapses", func() bool { return rs[1].set.State("pay") == httpbreaker.StateClosed })
-	if d := time.Since(cutOff); d < p.MaxOpenFor-100*time.Millisecond {
-		t.Errorf("the hold lapsed %v after the last sync could renew it, before MaxOpenFor", d)
+	if slices.Max(left)-slices.Min(left) > 300*time.Millisecond || slices.Min(left) < time.Second {
+		t.Fatalf("a second in, the replicas say %v left; want about 2s, alike", left)
 	}
-	if st := rs[0].set.State("pay"); st != httpbreaker.StateForcedOpen {
-		t.Errorf("the operator's own replica is %v, want forced_open until Release", st)
+	srv.Pause() // cut off: r3 keeps the operator's intent
+	time.Sleep(500 * time.Millisecond)
+	if st := rs[2].set.State("pay"); st != httpbreaker.StateForcedOpen {
+		t.Fatalf("cut off from Redis, r3 is %v, want forced_open until the ForceOpen ends", st)
 	}
-	// Back: r2 reads the ForceOpen again.
 	srv.Resume()
-	waitFor(t, "r2 forced again", func() bool { return rs[1].set.State("pay") == httpbreaker.StateForcedOpen })
+	waitFor(t, "released everywhere", func() bool { return all(rs, "pay", httpbreaker.StateClosed) })
+	if d := time.Since(forced); d < 3*time.Second-100*time.Millisecond {
+		t.Errorf("released %v after a 3s ForceOpen", d)
+	}
+	for _, r := range rs {
+		ended := false
+		for _, e := range r.hooked() {
+			ended = ended || e.Reason == httpbreaker.ReasonExpiry && e.From == httpbreaker.StateForcedOpen &&
+				e.Time.Sub(forced) > 2900*time.Millisecond && e.Time.Sub(forced) < 3300*time.Millisecond
+		}
+		if !ended {
+			t.Errorf("%s: no expiry 3s after the ForceOpen in %+v", r.name, r.hooked())
+		}
+	}
 }
 
 func TestFleetQuorumKeepsOneReplicaFromTrippingTheFleet(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/httpbreaker/httpbreaker"
 	"github.com/httpbreaker/httpbreaker/internal/redisserver"
 	"github.com/httpbreaker/httpbreaker/redisstate"
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
@@ -159,6 +160,13 @@ func (r *replica) call(key string) int {
 	return rec.Code
 }
 
+// hooked returns every event the replica's hook got so far.
+func (r *replica) hooked() []httpbreaker.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]httpbreaker.Event(nil), r.events...)
+}
+
 // eventsWith returns the replica's events for key with reason why.
 func (r *replica) eventsWith(key string, why httpbreaker.Reason) []httpbreaker.Event {
 	r.mu.Lock()
@@ -243,4 +251,41 @@ func newStore(t testing.TB, c redis.UniversalClient, opts ...redisstate.Option) 
 		t.Fatal(err)
 	}
 	return s
+}
+
+// The Redis keys of a breaker key, as KeysOf returns them.
+const (
+	win = iota
+	rep
+	hold
+	leases
+	cmd
+)
+
+// syncer returns a function that syncs one key "k" of replica with s, as a
+// set would: each sync with the next sequence number, the totals given, the
+// window 10s in 10 buckets, one probe slot, holds of at most 10s.
+func syncer(t *testing.T, s *redisstate.Store) func(replica string, ks sharedstate.KeySync) sharedstate.Reply {
+	var mu sync.Mutex
+	seq := map[string]uint64{}
+	return func(replica string, ks sharedstate.KeySync) sharedstate.Reply {
+		t.Helper()
+		mu.Lock()
+		seq[replica]++
+		n := seq[replica]
+		mu.Unlock()
+		if ks.Key == "" {
+			ks.Key = "k"
+		}
+		ks.Window, ks.Buckets, ks.MaxHold = 10*time.Second, 10, 10*time.Second
+		ks.Slots, ks.Need = max(ks.Slots, 1), max(ks.Need, 1)
+		sy := &sharedstate.Sync{Replica: replica, Seq: n, Live: time.Second, Keys: []sharedstate.KeySync{ks}}
+		if err := s.Sync(context.Background(), sy); err != nil {
+			t.Fatal(err)
+		}
+		if err := sy.Keys[0].Err; err != nil {
+			t.Fatal(err)
+		}
+		return sy.Keys[0].Reply
+	}
 }

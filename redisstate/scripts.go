@@ -4,14 +4,18 @@ import "github.com/redis/go-redis/v9"
 
 // The store's Lua scripts. Each runs atomically on one Redis node, reads
 // time from Redis's own clock (TIME) and never from a replica's, and takes
-// every key it touches from KEYS, so that it works in Redis Cluster: a
-// breaker key's four Redis keys share one hash tag, hence one slot.
+// every key it touches from KEYS, so that it works in Redis Cluster: the
+// Redis keys of the breaker keys that one call carries share one hash tag,
+// hence one slot.
 //
-// Anything they read may have been written by someone else: a key of the
-// wrong type is deleted, a field that does not parse is dropped, a hold
-// that does not parse is deleted.
+// Anything they read may have been written by someone else, or lost to an
+// eviction: a key of the wrong type is deleted, a number that is not a
+// finite integer within its bounds makes its record be deleted, and a field
+// that does not parse is dropped.
 
-// heartbeat notes that a replica is live and counts the live ones.
+// heartbeat notes that a replica is live, and returns the live replicas'
+// names and the server's run id (which changes when a failover or a
+// restart puts another server behind the address).
 //
 //	KEYS: replicas (a sorted set: replica -> Redis time of its last sync, ms)
 //	ARGV: replica, live (ms)
@@ -24,199 +28,266 @@ local live = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - live))
 redis.call('PEXPIRE', KEYS[1], 2 * live)
-return redis.call('ZCARD', KEYS[1])
+local names = redis.call('ZRANGE', KEYS[1], 0, 999)
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+return {run, names}
 `)
 
-// syncKey is one breaker key's part of a sync: it adds the replica's
-// outcomes to the fleet's window, makes the hold a trip asks for, settles a
-// probe, grants a probe lease, applies a manual change, and returns what the
-// fleet holds for the key.
+// syncKeys is a sync's part for the breaker keys of one shard: for each,
+// it adds what the replica's totals gained to the fleet's window, makes the
+// hold a trip asks for, settles a probe, grants a probe lease, applies a
+// manual command, and returns what the fleet holds for the key. A
+// replica's trips, probe results and commands are applied once per sync
+// sequence number, however often a client sends the same sync.
 //
-//	KEYS: win (hash: "<bucket>:<replica>:s|f" -> count)
-//	      hold (hash: phase open|closed, until, nominal, gen, reason, replica, probed, failed, f, s, failing)
-//	      leases (hash: token -> expiry, ms)
-//	      ctl (hash: v, kind, by, replica, until)
-//	ARGV: see argument names in Store.keyArgs.
+//	KEYS, per breaker key: win  (hash: "<bucket>:s" and "<bucket>:f" -> the fleet's counts;
+//	                             "<bucket>:r:<replica>" -> that replica's failures)
+//	                       rep  (hash: replica -> "<incarnation> <seq> <successes> <failures>")
+//	                       hold (hash: phase open|closed, until (ms), nominal (ms), gen (us), reason,
+//	                             replica, probed, failed, f, s, failing)
+//	                       leases (hash: token -> expiry, ms)
+//	                       cmd  (hash: at (us), kind, for (ms; 0: until released), by, replica)
+//	ARGV: replica, seq, channel, the number of live replicas n, their n names,
+//	      then 27 values per breaker key (see Store.keyArgs).
 //
-// It returns a flat array that Store.parse reads, in this order: the
-// window's successes, failures and failing replicas; the hold (present,
-// gen, phase, ms left, nominal, probed, reason, replica, failures,
-// successes, failing); the granted lease token; the manual change (version,
-// kind, ms left: 0 until release, -1 run out; by, replica).
-var syncKey = redis.NewScript(`
+// It returns, per breaker key, 20 values that Store.parse reads: the
+// window's successes, failures and failing live replicas; the hold
+// (present, gen, phase, ms left, nominal, probed, reason, replica,
+// failures, successes, failing); the lease token granted; the latest
+// command (at, kind, ms left: 0 until released, -1 run out; by, replica).
+var syncKeys = redis.NewScript(`
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local stamp = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local WIN, HOLD, LEASES, CTL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-for i = 1, 4 do
-  local ty = redis.call('TYPE', KEYS[i])['ok']
-  if ty ~= 'none' and ty ~= 'hash' then redis.call('DEL', KEYS[i]) end
-end
-local replica = ARGV[1]
-local window, buckets = tonumber(ARGV[2]), tonumber(ARGV[3])
-local channel, key = ARGV[24], ARGV[25]
-local changed = false
+local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(nowUs / 1000)
+local replica, seq, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local nlive = tonumber(ARGV[4])
+local live = {}
+for i = 1, nlive do live[ARGV[4 + i]] = true end
+local base = 4 + nlive
+local per = 27
 local keep = 600000 -- how long state outlives its last use, ms
+local maxFor = 7 * 24 * 3600000 -- the longest ForceOpen a command may hold, ms
+
+-- int returns v as an integer in [lo, hi], or nil: NaN, infinities and
+-- huge values are not numbers here.
+local function int(v, lo, hi)
+  local n = tonumber(v)
+  if n == nil or n ~= n or n < lo or n > hi or n ~= math.floor(n) then return nil end
+  return n
+end
 
 local function hash(k)
-  local raw = redis.call('HGETALL', k)
+  local raw = redis.pcall('HGETALL', k)
+  if raw.err then redis.call('DEL', k); return {} end
   local h = {}
   for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
   return h
 end
 
-local function readHold()
-  local h = hash(HOLD)
-  if next(h) == nil then return nil end
-  local gen, untl, nominal = tonumber(h.gen), tonumber(h['until']), tonumber(h.nominal)
-  local probed = tonumber(h.probed or '0')
-  if gen == nil or gen <= 0 or untl == nil or nominal == nil or probed == nil or probed ~= math.floor(probed) or
-      (h.phase ~= 'open' and h.phase ~= 'closed') then
-    redis.call('DEL', HOLD, LEASES)
-    return nil
+local out = {}
+local announce = {}
+local n = #KEYS / 5
+for i = 1, n do
+  local WIN, REP, HOLD, LEASES, CMD = KEYS[5*i-4], KEYS[5*i-3], KEYS[5*i-2], KEYS[5*i-1], KEYS[5*i]
+  local a = base + per * (i - 1)
+  local key = ARGV[a + 1]
+  local window, buckets = int(ARGV[a + 2], 1, 86400000) or 10000, int(ARGV[a + 3], 1, 1000) or 10
+  local maxHold = int(ARGV[a + 27], 1, 86400000) or 300000
+  local changed = false
+
+  -- What this replica sent before: its totals, and the last sync applied.
+  local prev = redis.pcall('HGET', REP, replica)
+  if type(prev) == 'table' and prev.err then redis.call('DEL', REP); prev = false end
+  local pinc, pseq, ps, pf = '', -1, 0, 0
+  if prev then
+    local a1, a2, a3, a4 = string.match(prev, '^(%S+) (%d+) (%d+) (%d+)$')
+    if a1 then pinc, pseq, ps, pf = a1, tonumber(a2), tonumber(a3), tonumber(a4) end
   end
-  h.gen, h['until'], h.nominal = gen, untl, nominal
-  h.probed = probed
-  return h
-end
+  local fresh = seq > pseq -- a sync not applied yet: its requests count
+  local inc = ARGV[a + 4]
+  local ts, tf = int(ARGV[a + 5], 0, 2^52) or ps, int(ARGV[a + 6], 0, 2^52) or pf
+  local ds, df = ts, tf
+  if inc == pinc then ds, df = math.max(ts - ps, 0), math.max(tf - pf, 0) end
+  redis.call('HSET', REP, replica, inc .. ' ' .. math.max(seq, pseq) .. ' ' .. ts .. ' ' .. tf)
+  redis.call('PEXPIRE', REP, keep)
 
-local function open(ms, nominal, reason, f, s, failing)
-  redis.call('DEL', HOLD, LEASES)
-  redis.call('HSET', HOLD, 'phase', 'open', 'until', now + ms, 'nominal', nominal, 'gen', stamp,
-    'reason', reason, 'replica', replica, 'probed', 0, 'f', f, 's', s, 'failing', failing)
-  redis.call('PEXPIRE', HOLD, ms + keep)
-  changed = true
-end
-
--- The window: drop fields that have left it (or do not parse), then add
--- this replica's outcomes.
-local width = math.max(1, math.floor(window / buckets))
-local cur = math.floor(now / width)
-local bucket = string.format('%d', cur)
-local ds, df = tonumber(ARGV[4]), tonumber(ARGV[5])
-local S, F, nfailing, failing, stale = 0, 0, 0, {}, {}
-local raw = redis.call('HGETALL', WIN)
-for i = 1, #raw, 2 do
-  local b, r, kind = string.match(raw[i], '^(%d+):(.+):([sf])$')
-  local n = tonumber(raw[i + 1])
-  b = tonumber(b)
-  if b == nil or n == nil or n < 0 or n ~= math.floor(n) or b <= cur - buckets or b > cur then
-    stale[#stale + 1] = raw[i]
-  elseif kind == 's' then
-    S = S + n
-  else
-    F = F + n
-    if n > 0 and not failing[r] then failing[r] = true; nfailing = nfailing + 1 end
+  -- The window: add what the totals gained, then sum the buckets still in
+  -- it, and the live replicas that failed in them.
+  local width = math.max(1, math.floor(window / buckets))
+  local cur = math.floor(now / width)
+  if ds > 0 then redis.call('HINCRBY', WIN, cur .. ':s', ds) end
+  if df > 0 then
+    redis.call('HINCRBY', WIN, cur .. ':f', df)
+    redis.call('HINCRBY', WIN, cur .. ':r:' .. replica, df)
   end
-end
-for i = 1, #stale, 1000 do
-  redis.call('HDEL', WIN, unpack(stale, i, math.min(i + 999, #stale)))
-end
-if ds > 0 then redis.call('HINCRBY', WIN, bucket .. ':' .. replica .. ':s', ds); S = S + ds end
-if df > 0 then
-  redis.call('HINCRBY', WIN, bucket .. ':' .. replica .. ':f', df)
-  F = F + df
-  if not failing[replica] then failing[replica] = true; nfailing = nfailing + 1 end
-end
-if ds + df > 0 then redis.call('PEXPIRE', WIN, 2 * window) end
-
-local hold = readHold()
-
--- A manual change that does not parse is dropped.
-local cv0 = redis.call('HGET', CTL, 'v')
-if cv0 and (tonumber(cv0) == nil or tonumber(cv0) ~= math.floor(tonumber(cv0))) then redis.call('DEL', CTL) end
-
--- A manual change.
-if ARGV[21] ~= '' then
-  local kind, dur = ARGV[21], tonumber(ARGV[22])
-  local v = redis.call('HINCRBY', CTL, 'v', 1)
-  local untl = 0
-  if kind == 'force_open' and dur > 0 then untl = now + dur end
-  redis.call('HSET', CTL, 'kind', kind, 'by', ARGV[23], 'replica', replica, 'until', untl)
-  if kind == 'reset' then
-    redis.call('DEL', WIN, HOLD, LEASES)
-    S, F, nfailing, hold = 0, 0, 0, nil
-  elseif kind == 'probe' and hold ~= nil and hold.phase == 'open' and hold['until'] > now then
-    redis.call('HSET', HOLD, 'until', now) -- the cooldown ends now: leases are granted
-    hold['until'] = now
-  end
-  changed = true
-end
-
--- A trip, unless the fleet holds the key already.
-if ARGV[6] == '1' and (hold == nil or hold.phase == 'closed') then
-  open(tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], ARGV[10], ARGV[11], ARGV[12])
-  hold = readHold()
-end
-
--- A probe's result, if its lease still stands.
-if ARGV[15] == '1' and hold ~= nil and hold.phase == 'open' and hold.gen == tonumber(ARGV[16]) and
-    redis.call('HDEL', LEASES, ARGV[17]) == 1 then
-  local outcome = ARGV[18]
-  local slots, need = tonumber(ARGV[14]), tonumber(ARGV[26])
-  if outcome == 's' then
-    local probed = redis.call('HINCRBY', HOLD, 'probed', 1)
-    if probed >= need then
-      redis.call('HSET', HOLD, 'phase', 'closed')
-      redis.call('DEL', LEASES, WIN)
-      redis.call('PEXPIRE', HOLD, 60000)
-      S, F, nfailing = 0, 0, 0
-    end
-    changed = true
-  elseif outcome == 'f' then
-    -- A failure reopens the key once too few probes are left to succeed.
-    if redis.call('HINCRBY', HOLD, 'failed', 1) > slots - need then
-      open(tonumber(ARGV[19]), tonumber(ARGV[20]), 'probe_failed', 0, 0, 0)
+  if ds + df > 0 then redis.call('PEXPIRE', WIN, 2 * window) end
+  local S, F, nfailing, failing, stale = 0, 0, 0, {}, {}
+  local raw = redis.pcall('HGETALL', WIN)
+  if raw.err then redis.call('DEL', WIN); raw = {} end
+  for j = 1, #raw, 2 do
+    local b, rest = string.match(raw[j], '^(%d+):(.+)$')
+    local c = int(raw[j + 1], 0, 2^52)
+    b = int(b, 0, 2^52)
+    if b == nil or c == nil or b <= cur - buckets or b > cur then
+      stale[#stale + 1] = raw[j]
+    elseif rest == 's' then
+      S = S + c
+    elseif rest == 'f' then
+      F = F + c
     else
+      local r = string.match(rest, '^r:(.+)$')
+      if r and c > 0 and live[r] and not failing[r] then failing[r] = true; nfailing = nfailing + 1 end
+    end
+  end
+  for j = 1, #stale, 1000 do redis.call('HDEL', WIN, unpack(stale, j, math.min(j + 999, #stale))) end
+
+  -- The hold, if it is one: bounded numbers, a cooldown no longer than
+  -- maxHold from now, not past its lapse.
+  local function readHold()
+    local h = hash(HOLD)
+    if next(h) == nil then return nil end
+    local ok = (h.phase == 'open' or h.phase == 'closed')
+    h.gen = int(h.gen, 1, nowUs)
+    h['until'] = int(h['until'], 0, now + maxHold)
+    h.nominal = int(h.nominal, 0, maxHold)
+    h.probed = int(h.probed or '0', 0, 1000)
+    h.failed = int(h.failed or '0', 0, 1000)
+    if not ok or h.gen == nil or h['until'] == nil or h.nominal == nil or h.probed == nil or h.failed == nil or
+        (h.phase == 'open' and now > h['until'] + 2 * maxHold) then
+      redis.call('DEL', HOLD, LEASES)
+      return nil
+    end
+    return h
+  end
+  local function open(ms, nominal, reason, f, s, nf)
+    redis.call('DEL', HOLD, LEASES)
+    redis.call('HSET', HOLD, 'phase', 'open', 'until', now + ms, 'nominal', nominal, 'gen', nowUs,
+      'reason', reason, 'replica', replica, 'probed', 0, 'failed', 0, 'f', f, 's', s, 'failing', nf)
+    redis.call('PEXPIRE', HOLD, ms + keep)
+    changed = true
+  end
+  local hold = readHold()
+
+  -- The latest command, if it is one.
+  local cmd = hash(CMD)
+  if next(cmd) ~= nil then
+    cmd.at, cmd['for'] = int(cmd.at, 0, nowUs), int(cmd['for'], 0, maxFor)
+    local k = cmd.kind
+    if cmd.at == nil or cmd['for'] == nil or not (k == 'force_open' or k == 'force_close' or k == 'release' or
+        k == 'reset' or k == 'probe') then
+      redis.call('DEL', CMD)
+      cmd = {}
+    end
+  end
+  -- A new command, dated by how long ago it was made: one that a later
+  -- command (by the fleet's order) or its own time has overtaken is
+  -- dropped.
+  local kind = ARGV[a + 23]
+  if fresh and kind ~= '' then
+    local dur, age = int(ARGV[a + 24], 0, maxFor) or 0, int(ARGV[a + 26], 0, 2^40) or 0
+    local at = nowUs - age * 1000
+    local expired = kind == 'force_open' and dur > 0 and math.floor(at / 1000) + dur <= now
+    if not expired and (cmd.at == nil or at > cmd.at) then
+      redis.call('DEL', CMD)
+      redis.call('HSET', CMD, 'at', at, 'kind', kind, 'for', dur, 'by', ARGV[a + 25], 'replica', replica)
+      cmd = {at = at, kind = kind, ['for'] = dur, by = ARGV[a + 25], replica = replica}
+      if kind == 'reset' then
+        redis.call('DEL', WIN, HOLD, LEASES)
+        S, F, nfailing, hold = 0, 0, 0, nil
+      elseif kind == 'probe' and hold ~= nil and hold.phase == 'open' and hold['until'] > now then
+        redis.call('HSET', HOLD, 'until', now) -- the cooldown ends now: leases are granted
+        hold['until'] = now
+      end
       changed = true
     end
   end
-  hold = readHold()
-end
-
--- A probe lease: one of the hold's slots, once its cooldown is over.
-local lease = ''
-local leaseFor = tonumber(ARGV[13])
-if leaseFor > 0 and hold ~= nil and hold.phase == 'open' and now >= hold['until'] then
-  local held = 0
-  local leases = hash(LEASES)
-  for tok, exp in pairs(leases) do
-    local e = tonumber(exp)
-    if e == nil or e < now then redis.call('HDEL', LEASES, tok) else held = held + 1 end
+  if cmd.at ~= nil then
+    local left = 0
+    if cmd['for'] > 0 then left = math.floor(cmd.at / 1000) + cmd['for'] - now end
+    redis.call('PEXPIRE', CMD, keep + math.max(left, 0))
   end
-  if held + hold.probed + (tonumber(hold.failed) or 0) < tonumber(ARGV[14]) then
-    lease = replica .. '/' .. string.format('%d', stamp)
-    redis.call('HSET', LEASES, lease, now + leaseFor)
-    redis.call('PEXPIRE', LEASES, leaseFor + keep)
-    redis.call('PEXPIRE', HOLD, leaseFor + keep)
+
+  -- A trip, unless the fleet holds the key already.
+  if fresh and ARGV[a + 7] == '1' and (hold == nil or hold.phase == 'closed') then
+    open(int(ARGV[a + 8], 1, maxHold) or maxHold, int(ARGV[a + 9], 0, maxHold) or 0, ARGV[a + 10],
+      int(ARGV[a + 11], 0, 2^52) or 0, int(ARGV[a + 12], 0, 2^52) or 0, int(ARGV[a + 13], 0, 2^20) or 0)
+    hold = readHold()
+  end
+
+  -- A probe's result, if its lease still stands.
+  local slots, need = int(ARGV[a + 15], 1, 1000) or 1, int(ARGV[a + 16], 1, 1000) or 1
+  need = math.min(need, slots)
+  if ARGV[a + 17] == '1' and hold ~= nil and hold.phase == 'open' and hold.gen == tonumber(ARGV[a + 18]) and
+      redis.call('HDEL', LEASES, ARGV[a + 19]) == 1 then
+    local outcome = ARGV[a + 20]
+    if outcome == 's' then
+      if redis.call('HINCRBY', HOLD, 'probed', 1) >= need then
+        redis.call('HSET', HOLD, 'phase', 'closed')
+        redis.call('DEL', LEASES, WIN)
+        redis.call('PEXPIRE', HOLD, 60000)
+        S, F, nfailing = 0, 0, 0
+      end
+      changed = true
+    elseif outcome == 'f' then
+      -- A failure reopens the key once too few probes are left to succeed.
+      if redis.call('HINCRBY', HOLD, 'failed', 1) > slots - need then
+        open(int(ARGV[a + 21], 1, maxHold) or maxHold, int(ARGV[a + 22], 0, maxHold) or 0, 'probe_failed', 0, 0, 0)
+      else
+        changed = true
+      end
+    end
+    hold = readHold()
+  end
+
+  -- A probe lease: one of the hold's slots, once its cooldown is over. A
+  -- replica that sends the same sync again gets the lease it was granted.
+  local lease = ''
+  local leaseFor = int(ARGV[a + 14], 0, maxHold) or 0
+  local token = replica .. '/' .. seq
+  if leaseFor > 0 and hold ~= nil and hold.phase == 'open' and now >= hold['until'] then
+    if not fresh and redis.call('HEXISTS', LEASES, token) == 1 then
+      lease = token
+    else
+      local held = 0
+      for tok, exp in pairs(hash(LEASES)) do
+        local e = int(exp, 0, now + 2 * maxHold)
+        if e == nil or e < now then redis.call('HDEL', LEASES, tok) else held = held + 1 end
+      end
+      if fresh and held + hold.probed + hold.failed < slots then
+        lease = token
+        redis.call('HSET', LEASES, lease, now + leaseFor)
+        redis.call('PEXPIRE', LEASES, leaseFor + keep)
+        redis.call('PEXPIRE', HOLD, leaseFor + keep)
+      end
+    end
+  end
+
+  if changed then announce[#announce + 1] = key end
+
+  local function num(v) return tonumber(v) and int(v, 0, 2^52) or 0 end
+  out[#out + 1] = S
+  out[#out + 1] = F
+  out[#out + 1] = nfailing
+  if hold == nil then
+    for _, v in ipairs({0, 0, '', 0, 0, 0, '', '', 0, 0, 0}) do out[#out + 1] = v end
+  else
+    for _, v in ipairs({1, hold.gen, hold.phase, hold['until'] - now, hold.nominal, hold.probed,
+        hold.reason or '', hold.replica or '', num(hold.f), num(hold.s), num(hold.failing)}) do
+      out[#out + 1] = v
+    end
+  end
+  out[#out + 1] = lease
+  if cmd.at == nil then
+    for _, v in ipairs({0, '', 0, '', ''}) do out[#out + 1] = v end
+  else
+    local left = 0
+    if cmd['for'] > 0 then
+      left = math.floor(cmd.at / 1000) + cmd['for'] - now
+      if left <= 0 then left = -1 end
+    end
+    for _, v in ipairs({cmd.at, cmd.kind, left, cmd.by or '', cmd.replica or ''}) do out[#out + 1] = v end
   end
 end
-
--- The latest manual change, kept while replicas read it.
-local ctl = hash(CTL)
-local cv = tonumber(ctl.v) or 0
-local cleft, cuntil = 0, tonumber(ctl['until']) or 0
-if cv > 0 then
-  if cuntil > 0 then
-    cleft = cuntil - now
-    if cleft <= 0 then cleft = -1 end
-  end
-  redis.call('PEXPIRE', CTL, keep + math.max(cleft, 0))
-end
-
-if changed then redis.call('PUBLISH', channel, key) end
-
-local out = {S, F, nfailing}
-if hold == nil then
-  for _, v in ipairs({0, 0, '', 0, 0, 0, '', '', 0, 0, 0}) do out[#out + 1] = v end
-else
-  for _, v in ipairs({1, hold.gen, hold.phase, hold['until'] - now, hold.nominal, hold.probed,
-      hold.reason or '', hold.replica or '', tonumber(hold.f) or 0, tonumber(hold.s) or 0,
-      tonumber(hold.failing) or 0}) do
-    out[#out + 1] = v
-  end
-end
-out[#out + 1] = lease
-for _, v in ipairs({cv, ctl.kind or '', cleft, ctl.by or '', ctl.replica or ''}) do out[#out + 1] = v end
+for _, key in ipairs(announce) do redis.call('PUBLISH', channel, key) end
 return out
 `)

@@ -5,44 +5,59 @@
 //	rdb := redis.NewClient(&redis.Options{Addr: "redis:6379", ContextTimeoutEnabled: true})
 //	store, err := redisstate.New(rdb)
 //	if err != nil { ... }
+//	if err := store.Check(ctx); err != nil { ... } // optional: fail fast at startup
 //	breakers, err := httpbreaker.New(httpbreaker.WithSharedState(store))
 //	if err != nil { ... }
 //	defer breakers.Close()
 //
 // No request waits on Redis. Each replica syncs in the background, every
-// SyncInterval (and at once when something changed), in one pipelined round
-// trip that carries every key with news, whatever the request rate; while
-// Redis is unreachable the replica's breakers work alone.
+// SyncInterval (and soon after something changed), in one pipelined round
+// trip: a heartbeat, and one script call per shard of the keys with news
+// (at most Shards, whatever the number of keys); while Redis is unreachable
+// the replica's breakers work alone.
 //
 // A sync gives up after five intervals or two seconds, whichever is longer,
 // and the replica counts as cut off from the fleet until one succeeds. For
 // go-redis to honour that deadline on a Redis that stopped answering, make
 // the client with ContextTimeoutEnabled; its ReadTimeout bounds it
-// otherwise (three seconds by default), and so bounds Breakers.Close.
+// otherwise (three seconds by default), and so bounds Breakers.Close. A
+// client's retries (go-redis retries a command 3 times by default) are
+// safe: a sync sent twice is applied once.
 //
-// Everything lives under the prefix (WithPrefix), per breaker key in four
-// Redis keys that share one hash tag, so that a Redis Cluster keeps them on
-// one node and the store's Lua scripts can update them atomically:
+// Everything lives under the prefix (WithPrefix). A breaker key's state is
+// five Redis keys that share the hash tag of the key's shard, so that a
+// Redis Cluster keeps a shard on one node and one script call can update
+// all of its keys atomically:
 //
-//	{<prefix>:<key>}:win     the fleet's rolling window: outcome counts per bucket and replica
-//	{<prefix>:<key>}:hold    the fleet-wide hold on the key, if any
-//	{<prefix>:<key>}:leases  the probe leases of the hold
-//	{<prefix>:<key>}:ctl     the latest manual change (ForceOpen, ForceClose, Release, Reset)
-//	{<prefix>}:replicas      the replicas that synced lately
-//	<prefix>:events          the pub/sub channel that announces changes
+//	{<prefix>:<shard>}:<key>:win     the fleet's rolling window: outcome counts per bucket, failures per replica
+//	{<prefix>:<shard>}:<key>:rep     what each replica sent last: its totals and its last sync's number
+//	{<prefix>:<shard>}:<key>:hold    the fleet-wide hold on the key, if any
+//	{<prefix>:<shard>}:<key>:leases  the probe leases of the hold
+//	{<prefix>:<shard>}:<key>:cmd     the latest manual command (ForceOpen, ForceClose, Release, Reset, Probe)
+//	{<prefix>}:replicas              the replicas that synced lately
+//	<prefix>:events                  the pub/sub channel that announces changes
 //
 // Every key has a TTL, renewed while the fleet uses it: a fleet that goes
 // away leaves nothing behind after ten minutes. Times are Redis's (its TIME
 // command, read inside the scripts), never a replica's, so replicas whose
-// clocks disagree share holds and windows exactly.
+// clocks disagree share holds, windows and the order of commands exactly.
+//
+// The fleet's state must not be evicted while it is in use: run Redis with
+// a maxmemory-policy of noeviction or volatile-* (every key here has a
+// TTL). With an allkeys-* policy an evicted record is treated as lost: the
+// breakers fail safe (a hold ends no sooner than this replica's own view of
+// it, the quorum does not drop, a lost command forces nothing), and the
+// store says so once, in the set's log.
 package redisstate
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/httpbreaker/httpbreaker/sharedstate"
@@ -55,12 +70,25 @@ const DefaultSyncInterval = 200 * time.Millisecond
 // DefaultPrefix starts the name of every Redis key the store uses.
 const DefaultPrefix = "httpbreaker"
 
+// Shards is how many hash tags a fleet's breaker keys are spread over. A
+// sync makes one script call per shard that has keys with news, so that
+// its work grows with the shards, not with the keys; a Redis Cluster
+// spreads the shards over its masters.
+const Shards = 64
+
 // Store is a sharedstate.Store on Redis. Make one per Breakers with New; a
 // Store is safe for concurrent use.
 type Store struct {
 	client   redis.UniversalClient
 	prefix   string
 	interval time.Duration
+
+	mu      sync.Mutex
+	live    []string           // the live replicas at the last sync
+	runID   string             // the server's run id at the last sync
+	watch   context.CancelFunc // ends the current subscription, for a new server
+	checked bool               // the eviction policy has been read
+	warning string             // what the eviction policy check found, once
 }
 
 // Option configures a Store.
@@ -83,7 +111,7 @@ func WithPrefix(prefix string) Option {
 // WithSyncInterval sets how often each replica syncs with Redis when
 // nothing changed: the delay before a replica hears of another's trip
 // when pub/sub is slow, and the rate of Redis calls (one pipelined round
-// trip per interval per replica). At least 10ms; the default is
+// trip per interval per replica). 10ms to 1m; the default is
 // DefaultSyncInterval.
 func WithSyncInterval(d time.Duration) Option {
 	return func(s *Store) error {
@@ -97,7 +125,7 @@ func WithSyncInterval(d time.Duration) Option {
 
 // New returns a Store on client: a redis.Client, a ClusterClient or a
 // FailoverClient (Sentinel). It returns an error naming every invalid
-// option.
+// option. It does not reach Redis: Check does.
 func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	s := &Store{client: client, prefix: DefaultPrefix, interval: DefaultSyncInterval}
 	var errs []error
@@ -129,12 +157,19 @@ func printable(s string) bool {
 	return true
 }
 
+// shard returns the shard of a breaker key.
+func shard(key string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % Shards)
+}
+
 // keys returns the Redis keys of a breaker key, in the order the sync
-// script takes them: window, hold, leases, manual change. They share the
-// hash tag {<prefix>:<key>}.
+// script takes them: window, replicas' totals, hold, leases, command. They
+// share the hash tag of the key's shard.
 func (s *Store) keys(key string) []string {
-	tag := "{" + s.prefix + ":" + key + "}"
-	return []string{tag + ":win", tag + ":hold", tag + ":leases", tag + ":ctl"}
+	tag := "{" + s.prefix + ":" + strconv.Itoa(shard(key)) + "}:" + key
+	return []string{tag + ":win", tag + ":rep", tag + ":hold", tag + ":leases", tag + ":cmd"}
 }
 
 func (s *Store) replicasKey() string { return "{" + s.prefix + "}:replicas" }
@@ -143,7 +178,8 @@ func (s *Store) replicasKey() string { return "{" + s.prefix + "}:replicas" }
 func (s *Store) channel() string { return s.prefix + ":events" }
 
 // Sync sends a replica's news and reads what the fleet holds, in one
-// pipelined round trip: a heartbeat, and one script call per key.
+// pipelined round trip: a heartbeat, and one script call per shard of the
+// keys it carries.
 func (s *Store) Sync(ctx context.Context, sy *sharedstate.Sync) error {
 	err := s.sync(ctx, sy, false)
 	if isNoScript(err) {
@@ -151,74 +187,155 @@ func (s *Store) Sync(ctx context.Context, sy *sharedstate.Sync) error {
 		// send them whole, which caches them for the next syncs.
 		err = s.sync(ctx, sy, true)
 	}
-	return err
+	if err != nil {
+		return explain(err)
+	}
+	s.checkEviction(ctx, sy)
+	return nil
 }
 
 func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+	return err != nil && strings.Contains(err.Error(), "NOSCRIPT")
 }
 
 func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) error {
-	pipe := s.client.Pipeline()
 	run := (*redis.Script).EvalSha
 	if whole {
 		run = (*redis.Script).Eval
 	}
+	// One round trip: the heartbeat, and one script call per shard. The
+	// live replicas, whose failures alone count towards a quorum, are those
+	// the last heartbeat heard, and this one.
+	pipe := s.client.Pipeline()
 	hb := run(heartbeat, ctx, pipe, []string{s.replicasKey()}, sy.Replica, sy.Live.Milliseconds())
-	cmds := make([]*redis.Cmd, len(sy.Keys))
+	live := s.liveReplicas(sy.Replica)
+	byShard := map[int][]int{}
 	for i := range sy.Keys {
-		cmds[i] = run(syncKey, ctx, pipe, s.keys(sy.Keys[i].Key), s.keyArgs(sy.Replica, &sy.Keys[i])...)
+		sh := shard(sy.Keys[i].Key)
+		byShard[sh] = append(byShard[sh], i)
+	}
+	type call struct {
+		cmd  *redis.Cmd
+		keys []int
+	}
+	calls := make([]call, 0, len(byShard))
+	head := append([]any{sy.Replica, sy.Seq, s.channel(), len(live)}, anys(live)...)
+	for _, idx := range byShard {
+		var keys []string
+		args := append([]any(nil), head...)
+		for _, i := range idx {
+			keys = append(keys, s.keys(sy.Keys[i].Key)...)
+			args = append(args, keyArgs(&sy.Keys[i])...)
+		}
+		calls = append(calls, call{cmd: run(syncKeys, ctx, pipe, keys, args...), keys: idx})
 	}
 	_, _ = pipe.Exec(ctx)
-	n, err := hb.Int64()
+	reply, err := hb.Slice()
 	if err != nil {
 		return err
 	}
-	sy.Replicas = int(n)
-	for i, cmd := range cmds {
-		ks := &sy.Keys[i]
-		reply, err := cmd.Slice()
+	if sy.Replicas, err = s.heard(reply); err != nil {
+		return err
+	}
+	for _, c := range calls {
+		reply, err := c.cmd.Slice()
 		if err != nil {
-			if isNoScript(err) {
-				return err
-			}
 			var rerr redis.Error
-			if !errors.As(err, &rerr) { // the connection, not the key
+			if isNoScript(err) || !errors.As(err, &rerr) { // the connection or the scripts, not the keys
 				return err
 			}
-			ks.Err = err
+			for _, i := range c.keys {
+				sy.Keys[i].Err = explain(err)
+			}
 			continue
 		}
-		if ks.Reply, err = parse(reply); err != nil {
-			ks.Err = err
+		if len(reply) != replyLen*len(c.keys) {
+			err := fmt.Errorf("redisstate: a sync reply of %d values for %d keys, want %d each", len(reply), len(c.keys), replyLen)
+			for _, i := range c.keys {
+				sy.Keys[i].Err = err
+			}
+			continue
+		}
+		for j, i := range c.keys {
+			sy.Keys[i].Reply, sy.Keys[i].Err = parse(reply[j*replyLen : (j+1)*replyLen])
 		}
 	}
 	return nil
 }
 
-// keyArgs returns the sync script's ARGV for ks.
-func (s *Store) keyArgs(replica string, ks *sharedstate.KeySync) []any {
+// liveReplicas returns the replicas the last heartbeat heard, and self.
+func (s *Store) liveReplicas(self string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := append([]string(nil), s.live...)
+	for _, r := range live {
+		if r == self {
+			return live
+		}
+	}
+	return append(live, self)
+}
+
+// heard reads the heartbeat's reply: the server's run id, and the live
+// replicas, and returns how many are live. A new run id (a failover, a
+// restart) ends the current subscription, which Watch then makes again, on
+// the server the address now leads to.
+func (s *Store) heard(reply []any) (int, error) {
+	if len(reply) != 2 {
+		return 0, fmt.Errorf("redisstate: a heartbeat reply of %d values, want 2", len(reply))
+	}
+	run, _ := reply[0].(string)
+	names, _ := reply[1].([]any)
+	live := make([]string, 0, len(names))
+	for _, n := range names {
+		if name, ok := n.(string); ok {
+			live = append(live, name)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.runID != "" && run != s.runID {
+		if s.watch != nil {
+			s.watch()
+		}
+		s.checked = false // another server: its policy may differ
+	}
+	s.runID = run
+	s.live = live
+	return len(live), nil
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// keyArgs returns the sync script's 27 values for ks.
+func keyArgs(ks *sharedstate.KeySync) []any {
 	ms := func(d time.Duration) int64 { return max(d.Milliseconds(), 0) }
 	args := []any{
-		replica, max(ms(ks.Window), 1), max(ks.Buckets, 1), ks.Successes, ks.Failures, // 1-5
-		"0", 0, 0, "", 0, 0, 0, // 6-12: trip
-		0, max(ks.Slots, 1), // 13-14: lease, slots
-		"0", 0, "", "", 0, 0, // 15-20: probe
-		"", 0, "", // 21-23: manual change
-		s.channel(), ks.Key, // 24-25
-		max(min(ks.Need, ks.Slots), 1), // 26: successes that close the key
+		ks.Key, max(ms(ks.Window), 1), max(ks.Buckets, 1), // 1-3
+		strconv.FormatUint(ks.Incarnation, 36), ks.Successes, ks.Failures, // 4-6
+		"0", 0, 0, "", 0, 0, 0, // 7-13: trip
+		0, max(ks.Slots, 1), max(ks.Need, 1), // 14-16: lease, slots, need
+		"0", 0, "", "", 0, 0, // 17-22: probe
+		"", 0, "", 0, // 23-26: command
+		max(ms(ks.MaxHold), 1), // 27
 	}
 	if t := ks.Trip; t != nil {
-		copy(args[5:12], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})
+		copy(args[6:13], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})
 	}
 	if ks.Lease > 0 {
-		args[12] = max(ms(ks.Lease), 1)
+		args[13] = max(ms(ks.Lease), 1)
 	}
 	if p := ks.Probe; p != nil {
-		copy(args[14:20], []any{"1", p.Generation, p.Lease, outcomeCode(p.Outcome), max(ms(p.Reopen), 1), ms(p.Nominal)})
+		copy(args[16:22], []any{"1", p.Generation, p.Lease, outcomeCode(p.Outcome), max(ms(p.Reopen), 1), ms(p.Nominal)})
 	}
 	if c := ks.Command; c != nil {
-		copy(args[20:23], []any{string(c.Kind), ms(c.For), c.By})
+		copy(args[22:26], []any{string(c.Kind), ms(c.For), c.By, ms(c.Age)})
 	}
 	return args
 }
@@ -233,13 +350,13 @@ func outcomeCode(o sharedstate.Outcome) string {
 	return "f"
 }
 
-// parse reads the sync script's reply. It checks the reply's shape; the
-// set checks the values.
+// replyLen is how many values the sync script returns per key.
+const replyLen = 20
+
+// parse reads one key's part of the sync script's reply. It checks the
+// reply's shape; the set checks the values.
 func parse(reply []any) (sharedstate.Reply, error) {
-	var fl sharedstate.Reply
-	if len(reply) != 20 {
-		return fl, fmt.Errorf("redisstate: a sync reply of %d values, want 20", len(reply))
-	}
+	var rp sharedstate.Reply
 	var bad error
 	num := func(i int) int64 {
 		n, ok := reply[i].(int64)
@@ -262,24 +379,76 @@ func parse(reply []any) (sharedstate.Reply, error) {
 		}
 		return uint64(max(n, 0))
 	}
-	fl.Successes, fl.Failures, fl.FailingReplicas = count(0), count(1), int(count(2))
+	rp.Successes, rp.Failures, rp.FailingReplicas = count(0), count(1), int(count(2))
 	if num(3) == 1 {
-		fl.Hold = &sharedstate.Hold{
+		rp.Hold = &sharedstate.Hold{
 			Generation: num(4), Closed: str(5) == "closed",
 			Open: time.Duration(num(6)) * time.Millisecond, Nominal: time.Duration(num(7)) * time.Millisecond,
 			Probed: int(num(8)), Reason: str(9), Replica: str(10),
 			Failures: count(11), Successes: count(12), FailingReplicas: int(count(13)),
 		}
 	}
-	fl.Lease = str(14)
-	fl.Command = sharedstate.Command{Version: num(15), Kind: sharedstate.Kind(str(16)),
+	rp.Lease = str(14)
+	rp.Command = sharedstate.Command{Version: num(15), Kind: sharedstate.Kind(str(16)),
 		For: time.Duration(num(17)) * time.Millisecond, By: str(18), Replica: str(19)}
-	return fl, bad
+	return rp, bad
+}
+
+// checkEviction reads the server's maxmemory-policy once per server, and
+// adds a warning to sy when it may evict the fleet's state.
+func (s *Store) checkEviction(ctx context.Context, sy *sharedstate.Sync) {
+	s.mu.Lock()
+	done := s.checked
+	s.checked = true
+	s.mu.Unlock()
+	if !done {
+		policy, err := s.evictionPolicy(ctx)
+		warning := ""
+		if err == nil && strings.HasPrefix(policy, "allkeys-") {
+			warning = fmt.Sprintf("redisstate: redis evicts any key under memory pressure (maxmemory-policy %s): "+
+				"the fleet's state may be lost; use noeviction or a volatile-* policy", policy)
+		}
+		s.mu.Lock()
+		s.warning = warning
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	if s.warning != "" {
+		sy.Warnings = append(sy.Warnings, s.warning)
+	}
+	s.mu.Unlock()
+}
+
+// evictionPolicy returns the server's maxmemory-policy, from CONFIG GET, or
+// from INFO memory for a user who may not read the configuration.
+func (s *Store) evictionPolicy(ctx context.Context) (string, error) {
+	if m, err := s.client.ConfigGet(ctx, "maxmemory-policy").Result(); err == nil {
+		if p, ok := m["maxmemory-policy"]; ok {
+			return p, nil
+		}
+	}
+	info, err := s.client.Info(ctx, "memory").Result()
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "maxmemory_policy:"); ok {
+			return v, nil
+		}
+	}
+	return "", errors.New("redisstate: the server does not say its maxmemory-policy")
 }
 
 // Watch subscribes to the store's channel and calls changed with each key
-// announced there, until ctx ends or the subscription fails.
+// announced there, until ctx ends, the subscription fails, or a sync finds
+// another server behind the address (a failover): then it returns, and is
+// called again on the new one.
 func (s *Store) Watch(ctx context.Context, changed func(key string)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	s.watch = cancel
+	s.mu.Unlock()
 	sub := s.client.Subscribe(ctx, s.channel())
 	// A blocked receive does not see ctx end; closing the subscription ends
 	// it.
@@ -290,12 +459,12 @@ func (s *Store) Watch(ctx context.Context, changed func(key string)) error {
 		}
 	}()
 	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
-		return err
+		return explain(err)
 	}
 	for {
 		msg, err := sub.ReceiveMessage(ctx)
 		if err != nil {
-			return err
+			return explain(err)
 		}
 		changed(msg.Payload) // the set checks the key, as it checks all the store says
 	}

@@ -3,6 +3,7 @@ package redisstate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -73,7 +74,7 @@ func TestKeysShareOneClusterSlot(t *testing.T) {
 	slots := map[int]bool{}
 	for _, key := range []string{"search", "GET /api/{plugin}/", "}{", "a}b", "{", "catalog:v2", "ключ"} {
 		keys := redisstate.KeysOf(s, key)
-		if len(keys) != 4 {
+		if len(keys) != 5 {
 			t.Fatalf("%d keys", len(keys))
 		}
 		for _, k := range keys[1:] {
@@ -84,27 +85,29 @@ func TestKeysShareOneClusterSlot(t *testing.T) {
 		}
 		slots[slot(keys[0])] = true
 	}
-	if len(slots) < 5 {
-		t.Errorf("7 breaker keys in %d slots: the hash tag does not hold the breaker key", len(slots))
+	if len(slots) < 4 {
+		t.Errorf("7 breaker keys in %d slots: the keys are not spread over the shards", len(slots))
+	}
+	// The keys of one shard share a slot, so that one script call carries
+	// them all.
+	byShard := map[int]int{}
+	for i := range 2000 {
+		key := fmt.Sprintf("key-%d", i)
+		sh, k := redisstate.ShardOf(key), redisstate.KeysOf(s, key)[0]
+		if want, ok := byShard[sh]; ok && slot(k) != want {
+			t.Fatalf("shard %d is in slots %d and %d", sh, want, slot(k))
+		}
+		byShard[sh] = slot(k)
+	}
+	if len(byShard) != redisstate.Shards {
+		t.Errorf("2000 keys in %d shards, want all %d", len(byShard), redisstate.Shards)
 	}
 }
 
 func TestLeaseOfADeadReplicaExpires(t *testing.T) {
 	srv := startRedis(t)
 	s := newStore(t, srv.client(t))
-	ctx := context.Background()
-	sync := func(replica string, ks sharedstate.KeySync) sharedstate.Reply {
-		t.Helper()
-		ks.Key, ks.Window, ks.Buckets, ks.Slots = "k", 10*time.Second, 10, 1
-		sy := &sharedstate.Sync{Replica: replica, Live: time.Second, Keys: []sharedstate.KeySync{ks}}
-		if err := s.Sync(ctx, sy); err != nil {
-			t.Fatal(err)
-		}
-		if err := sy.Keys[0].Err; err != nil {
-			t.Fatal(err)
-		}
-		return sy.Keys[0].Reply
-	}
+	sync := syncer(t, s)
 	fl := sync("a", sharedstate.KeySync{Trip: &sharedstate.Hold{Open: 50 * time.Millisecond, Nominal: 50 * time.Millisecond,
 		Reason: "failure_rate"}})
 	if fl.Hold == nil || fl.Hold.Closed || fl.Hold.Open <= 0 || fl.Hold.Replica != "a" {
@@ -146,16 +149,17 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t, raw)
 	keys := redisstate.KeysOf(s, "pay")
-	// A window of the wrong type, a hold that does not parse, a manual
-	// change of no known kind.
-	raw.Set(ctx, keys[0], "garbage", 0)
-	raw.HSet(ctx, keys[1], "phase", "open", "gen", "abc", "until", "soon")
-	raw.HSet(ctx, keys[3], "v", 3, "kind", "explode", "by", "nobody", "replica", "x")
+	// A window of the wrong type, a hold that does not parse, a command of
+	// no known kind, totals of the wrong type.
+	raw.Set(ctx, keys[win], "garbage", 0)
+	raw.HSet(ctx, keys[hold], "phase", "open", "gen", "abc", "until", "soon")
+	raw.HSet(ctx, keys[cmd], "at", 3, "kind", "explode", "for", 0, "by", "nobody", "replica", "x")
+	raw.LPush(ctx, keys[rep], "x")
 	// And a second key whose fields break the script's arithmetic: a count
-	// that is not a number, a version that is not an integer.
+	// that is not a number, a date that is not an integer.
 	other := redisstate.KeysOf(s, "search")
-	raw.HSet(ctx, other[0], "1:r9:f", "many", "x", "y")
-	raw.HSet(ctx, other[3], "v", "1.5", "kind", "force_open")
+	raw.HSet(ctx, other[win], "1:f", "many", "x", "y")
+	raw.HSet(ctx, other[cmd], "at", "1.5", "kind", "force_open", "for", 0)
 	p := fleetPolicy()
 	p.MaxOpenFor = 5 * time.Second
 	up := newUpstream(200)
@@ -165,10 +169,10 @@ func TestHostileDataIsIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the fleet's ForceOpen written over the bad fields", func() bool {
-		return raw.HGet(ctx, other[3], "kind").Val() == "force_open" && raw.HGet(ctx, other[3], "v").Val() == "1"
+		return raw.HGet(ctx, other[cmd], "kind").Val() == "force_open" && raw.HGet(ctx, other[cmd], "replica").Val() == "r1"
 	})
-	if typ := raw.HGet(ctx, other[0], "1:r9:f").Val(); typ != "" {
-		t.Errorf("a window field that is not a count is still there: %q", typ)
+	if v := raw.HGet(ctx, other[win], "1:f").Val(); v != "" {
+		t.Errorf("a window field that is not a count is still there: %q", v)
 	}
 	if strings.Contains(r.logs.String(), "could not be synced") {
 		t.Errorf("bad fields made a sync fail:\n%s", r.logs.String())
@@ -178,30 +182,28 @@ func TestHostileDataIsIgnored(t *testing.T) {
 			t.Fatalf("answered %d with bad data in Redis", code)
 		}
 	}
-	waitFor(t, "the bad manual change logged", func() bool { return strings.Contains(r.logs.String(), `command kind: \"explode\"`) })
-	if typ := raw.Type(ctx, keys[0]).Val(); typ == "string" {
-		t.Error("the window of the wrong type is still there")
-	}
-	time.Sleep(300 * time.Millisecond) // several syncs: the bad data is logged once
-	if n := strings.Count(r.logs.String(), "explode"); n != 1 {
-		t.Errorf("the bad manual change was logged %d times, want once", n)
+	waitFor(t, "the bad records dropped", func() bool {
+		return raw.Type(ctx, keys[win]).Val() != "string" && raw.Exists(ctx, keys[hold], keys[cmd]).Val() == 0 &&
+			raw.Type(ctx, keys[rep]).Val() != "list"
+	})
+	if st := r.set.State("pay"); st != httpbreaker.StateClosed {
+		t.Errorf("bad data put the key in %v", st)
 	}
 
-	// A hold that would last ten days holds for MaxOpenFor at most.
-	raw.Del(ctx, keys[3])
+	// A hold with a reason of no known kind reaches the set, which ignores
+	// it and says so once.
 	now, _ := raw.Time(ctx).Result()
-	raw.HSet(ctx, keys[1], "phase", "open", "gen", 7, "until", now.Add(240*time.Hour).UnixMilli(), "nominal", 1000,
-		"reason", "failure_rate", "replica", "mallory", "probed", 0)
-	raw.Publish(ctx, redisstate.ChannelOf(s), "pay")
-	waitFor(t, "the hold applied", func() bool { return r.set.State("pay") == httpbreaker.StateOpen })
-	if st := r.set.Snapshot()[0]; st.RetryAfter > p.MaxOpenFor {
-		t.Errorf("a hold from Redis keeps the key open for %v, more than MaxOpenFor %v", st.RetryAfter, p.MaxOpenFor)
-	}
-
-	// A hold with a reason of no known kind is ignored.
-	raw.HSet(ctx, keys[1], "gen", 8, "reason", "<script>")
+	raw.HSet(ctx, keys[hold], "phase", "open", "gen", now.UnixMicro(), "until", now.Add(time.Second).UnixMilli(),
+		"nominal", 1000, "reason", "<script>", "replica", "mallory", "probed", 0, "failed", 0)
 	raw.Publish(ctx, redisstate.ChannelOf(s), "pay")
 	waitFor(t, "the bad hold logged", func() bool { return strings.Contains(r.logs.String(), `hold reason: \"<script>\"`) })
+	time.Sleep(300 * time.Millisecond) // several syncs: the bad data is logged once
+	if n := strings.Count(r.logs.String(), "<script>"); n != 1 {
+		t.Errorf("the bad hold was logged %d times, want once", n)
+	}
+	if st := r.set.State("pay"); st != httpbreaker.StateClosed {
+		t.Errorf("a hold of no known reason put the key in %v", st)
+	}
 }
 
 func TestPrefixesKeepFleetsApart(t *testing.T) {

@@ -52,6 +52,12 @@ type Sync struct {
 	// Replica names this replica in the fleet: unique, and the same for the
 	// life of its set of breakers.
 	Replica string
+	// Seq numbers this replica's syncs: each has a larger one. A store
+	// applies a sync's requests (a trip, a probe's result, a command, a
+	// lease) at most once, however often a client sends it again, and
+	// answers a sync it has applied with what it answered then (the same
+	// lease).
+	Seq uint64
 	// Live is how long after its last Sync a replica counts as live.
 	Live time.Duration
 	// Keys holds a request and a reply per key.
@@ -59,6 +65,9 @@ type Sync struct {
 
 	// Replicas is set by Sync: how many replicas are live, this one included.
 	Replicas int
+	// Warnings is set by Sync: problems that do not stop it, such as a
+	// server that may evict the fleet's state, for the set to log once.
+	Warnings []string
 }
 
 // KeySync is one key's part of a Sync: what this replica sends (the fields
@@ -69,9 +78,17 @@ type KeySync struct {
 	// window keeps too.
 	Window  time.Duration
 	Buckets int
-	// Successes and Failures are the outcomes this replica counted for the
-	// key since its last Sync, to add to the fleet's window.
+	// Incarnation tells this replica's breakers of the key apart: a breaker
+	// made anew (after an idle drop, or by a restart) counts from zero.
+	Incarnation uint64
+	// Successes and Failures are this replica's totals for the key since
+	// its Incarnation began. The store adds to the fleet's window what they
+	// gained since the totals it has: a sync that is sent twice, or lost,
+	// counts each outcome once.
 	Successes, Failures uint64
+	// MaxHold bounds what the store keeps for the key: a hold's cooldown
+	// and a lease's length. Data beyond it is taken for corrupt and dropped.
+	MaxHold time.Duration
 	// Trip, when set, opens the key fleet-wide with this hold, unless the
 	// fleet holds it already: of two replicas that trip it at once, one
 	// wins, and both read the hold that won.
@@ -102,7 +119,9 @@ type KeySync struct {
 // Reply is what the fleet holds for one key.
 type Reply struct {
 	// The fleet's window: the outcomes every replica added within the
-	// key's Window, and how many replicas added failures to it.
+	// key's Window, and how many replicas added failures to it, counting
+	// only replicas that are live now (a replica that restarts under a new
+	// name does not count twice).
 	Successes, Failures uint64
 	FailingReplicas     int
 	// Hold is the fleet-wide hold on the key, if any.
@@ -162,13 +181,20 @@ const (
 
 // Command is a manual change to a key fleet-wide, as Kind names it.
 type Command struct {
-	// Version orders changes: the store gives each change the next one.
+	// Version is when the change was made, on the store's clock, in
+	// microseconds: a later one is newer. The store sets it, from Age; zero
+	// means there is no command. A store keeps the newest command, and drops
+	// one older than it, or one whose time ran out before it arrived.
 	Version int64
 	Kind    Kind
-	// For is how long a ForceOpen holds: when sent, from then; when read,
-	// the time it has left, negative once it has run out. Zero: until
-	// Release.
+	// For is how long a ForceOpen holds: when sent, from when it was made;
+	// when read, the time it has left, negative once it has run out. Zero:
+	// until Release.
 	For time.Duration
+	// Age, when sent, is how long ago this replica made the change: a
+	// change that a partition held back is dated when it was made, not
+	// when it arrived.
+	Age time.Duration
 	// By says who made the change, and Replica on which replica.
 	By      string
 	Replica string
