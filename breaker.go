@@ -314,28 +314,38 @@ func (br *breaker) forced() (State, time.Duration, bool) {
 	if now <= o.until {
 		return o.state, time.Duration(o.until - now), true
 	}
-	if br.override.CompareAndSwap(o, nil) {
-		br.record(o.until, Event{From: o.state, To: br.state(), Reason: ReasonExpiry})
+	// The record comes before the change, as every change's does.
+	to := br.underneath()
+	br.mu.Lock()
+	if br.override.Load() == o {
+		br.record(o.until, Event{From: o.state, To: to, Reason: ReasonExpiry})
+		br.override.Store(nil)
 	}
+	br.mu.Unlock()
 	return 0, 0, false
 }
 
 // forceLocal forces br's state with o; e says why.
 func (br *breaker) forceLocal(o *override, e Event) {
 	e.From, e.To = br.state(), o.state
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	br.record(br.clock.now(), e)
 	br.override.Store(o)
 	if o.until != 0 {
 		br.wakeAt(o.until + 1)
 	}
-	br.record(br.clock.now(), e)
 }
 
 // releaseLocal ends br's forced state, if any; e says why.
 func (br *breaker) releaseLocal(e Event) {
-	from := br.state()
-	if br.override.Swap(nil) != nil {
-		e.From, e.To = from, br.state()
+	from, to := br.state(), br.underneath()
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.override.Load() != nil {
+		e.From, e.To = from, to
 		br.record(br.clock.now(), e)
+		br.override.Store(nil)
 	}
 }
 
@@ -359,6 +369,8 @@ func (br *breaker) resetLocal(e Event) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	now := br.clock.now()
+	e.From, e.To = from, StateClosed
+	br.record(now, e)
 	br.win.Store(newWindow(br.key, br.policy, br.clock, now, br.opened))
 	br.override.Store(nil)
 	br.phase.Store(nil)
@@ -367,8 +379,6 @@ func (br *breaker) resetLocal(e Event) {
 	}
 	br.upstreamUntil.Store(0)
 	br.lastTrip.Store(nil)
-	e.From, e.To = from, StateClosed
-	br.record(now, e)
 }
 
 // state returns the breaker's state: a forced state first, then the
@@ -378,6 +388,12 @@ func (br *breaker) state() State {
 	if st, _, ok := br.forced(); ok {
 		return st
 	}
+	return br.underneath()
+}
+
+// underneath is state without a forced state: the fleet's hold, then the
+// phase.
+func (br *breaker) underneath() State {
 	if br.fleet != nil && br.fleet.holds() {
 		if st, held := br.fleet.state(br, br.clock.now()); held {
 			return st

@@ -241,6 +241,8 @@ func (f *fleet) syncKeys() bool {
 		w := keyWork{target: br, succ: br.tallies.sum(tallySuccess), fail: br.tallies.sum(tallyFailure)}
 		ks := kf.keySync(br)
 		ks.Successes, ks.Failures = w.succ, w.fail
+		recent := br.win.Load().counts(br.clock.now())
+		ks.RecentSuccesses, ks.RecentFailures = recent.success, recent.failure
 		news := w.succ != kf.sentS.Load() || w.fail != kf.sentF.Load()
 		if c := pending[br.key]; c != nil {
 			cmd := c.Command
@@ -294,7 +296,7 @@ func (f *fleet) syncKeys() bool {
 		kf.apply(w.target, ks, w.command)
 		if h := kf.trip(w.target, ks.Reply, f.liveReplicas()); h != nil {
 			t := kf.keySync(w.target)
-			t.Successes, t.Failures, t.Trip = w.succ, w.fail, h
+			t.Successes, t.Failures, t.Trip = w.succ, w.fail, h // counted by the sync before: adds nothing
 			trips.Keys = append(trips.Keys, t)
 			tripped = append(tripped, w.target)
 		}

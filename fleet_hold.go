@@ -28,6 +28,7 @@ type keyFleet struct {
 	// failure wakes the loop once nudgeAt more are not sent.
 	sentS, sentF atomic.Uint64
 	nudgeAt      uint64
+	synced       atomic.Bool // the store has acknowledged a sync of the key
 	// incarnation tells this breaker's totals from those of the key's
 	// breakers before it (an idle drop makes a new one).
 	incarnation uint64
@@ -58,7 +59,7 @@ func newKeyFleet(link *fleet, p Policy) *keyFleet {
 func (kf *keyFleet) keySync(br *breaker) sharedstate.KeySync {
 	p := br.policy
 	return sharedstate.KeySync{Key: br.key, Window: p.Window, Buckets: p.Buckets, Incarnation: kf.incarnation,
-		Slots: p.HalfOpenRequests, Need: p.HalfOpenSuccesses, MaxHold: br.maxCooldown() + kf.leaseFor(br)}
+		First: !kf.synced.Load(), Slots: p.HalfOpenRequests, Need: p.HalfOpenSuccesses, MaxHold: br.maxCooldown() + kf.leaseFor(br)}
 }
 
 // fleetHold is the fleet's hold on a key, as this replica keeps it: open
@@ -321,6 +322,7 @@ func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync, sent *command) {
 		return
 	}
 	kf.sent(ks.Successes, ks.Failures)
+	kf.synced.Store(true)
 	now := br.clock.now()
 	kf.applyCommand(br, rp.Command, sent, now)
 	kf.applyHold(br, rp.Hold, now)
@@ -529,10 +531,11 @@ func (kf *keyFleet) closeHold(br *breaker, cur *fleetHold, now int64) {
 		return
 	}
 	kf.ended(cur.gen)
-	to, ramp := br.closeLocked(now)
-	br.mu.Unlock()
+	to, ramp := br.closedState()
 	if o := br.override.Load(); o != nil {
 		to = o.state
 	}
 	br.record(now, Event{From: from, To: to, Reason: ReasonProbesSucceeded, Fleet: true, Replica: cur.replica, RecoveryRamp: ramp})
+	br.closeLocked(now)
+	br.mu.Unlock()
 }

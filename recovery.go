@@ -220,14 +220,16 @@ func (br *breaker) trip(why tripInfo) {
 		ConsecutiveFailures: c.consecutive, FailureRate: failureRate(sat32(c.failure), sat32(c.success))}
 	var until int64
 	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.policy.OpenFor)
-	br.openLocked(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
 	br.lastTrip.Store(&Trip{At: br.clock.at(now), Reason: e.Reason, Failures: e.Failures,
 		Successes: e.Successes, Slow: e.Slow, ConsecutiveFailures: e.ConsecutiveFailures})
 	br.record(now, e)
+	br.openLocked(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
 }
 
 // openLocked puts br in the open phase ph, and sets the alarm for the end
-// of its cooldown. br.mu must be held.
+// of its cooldown. br.mu must be held. Like every change of phase, it comes
+// after the change's record: whoever sees the new phase finds its record
+// handed to the notifier.
 func (br *breaker) openLocked(ph *phase) {
 	br.phase.Store(ph)
 	br.wakeAt(ph.until + 1)
@@ -260,10 +262,10 @@ func (br *breaker) halfOpenWhy(ph *phase, t int64, e Event) bool {
 		return false
 	}
 	p := br.policy
-	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal,
-		round: &round{slots: int32(p.HalfOpenRequests), need: int32(p.HalfOpenSuccesses), timeout: br.probeTimeout}})
 	e.From, e.To = StateOpen, StateHalfOpen
 	br.record(t, e)
+	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal,
+		round: &round{slots: int32(p.HalfOpenRequests), need: int32(p.HalfOpenSuccesses), timeout: br.probeTimeout}})
 	return true
 }
 
@@ -316,9 +318,9 @@ func (br *breaker) reopen(ph *phase, e Event) {
 	nominal := br.backoff(ph.nominal)
 	var until int64
 	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.jitter(nominal))
-	br.openLocked(&phase{state: StateOpen, until: until, nominal: nominal})
 	e.From, e.To = StateHalfOpen, StateOpen
 	br.record(now, e)
+	br.openLocked(&phase{state: StateOpen, until: until, nominal: nominal})
 }
 
 // probesSucceeded closes the breaker after enough probes of ph succeeded. The
@@ -330,27 +332,35 @@ func (br *breaker) probesSucceeded(ph *phase) {
 		return
 	}
 	now := br.clock.now()
-	to, ramp := br.closeLocked(now)
+	to, ramp := br.closedState()
 	r := ph.round
 	br.record(now, Event{From: StateHalfOpen, To: to, Reason: ReasonProbesSucceeded, RecoveryRamp: ramp,
 		Successes: uint32(r.succeeded.Load()), Failures: uint32(r.failed.Load())})
+	br.closeLocked(now)
+}
+
+// closedState returns the state a breaker closes to once probes
+// succeeded, closed or recovering, and its ramp.
+func (br *breaker) closedState() (State, time.Duration) {
+	if ramp := br.policy.RecoveryRamp; ramp > 0 {
+		return StateRecovering, ramp
+	}
+	return StateClosed, 0
 }
 
 // closeLocked closes the breaker once probes succeeded, its own or the
 // fleet's: with a new window and the first cooldown, through the recovery
-// ramp if the policy has one. It returns the state the breaker is in now,
-// closed or recovering, and the ramp. br.mu must be held.
-func (br *breaker) closeLocked(now int64) (State, time.Duration) {
+// ramp if the policy has one (closedState). br.mu must be held.
+func (br *breaker) closeLocked(now int64) {
 	br.upstreamUntil.Store(0)
 	br.win.Store(newWindow(br.key, br.policy, br.clock, now, br.opened))
-	if ramp := br.policy.RecoveryRamp; ramp > 0 {
+	if st, ramp := br.closedState(); st == StateRecovering {
 		ph := &phase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)}
 		br.phase.Store(ph)
 		br.wakeAt(ph.until)
-		return StateRecovering, ramp
+		return
 	}
 	br.phase.Store(nil)
-	return StateClosed, 0
 }
 
 // endRamp ends ph's recovery ramp, at its end: the breaker is closed.
@@ -360,8 +370,8 @@ func (br *breaker) endRamp(ph *phase) {
 	if br.phase.Load() != ph {
 		return
 	}
-	br.phase.Store(nil)
 	br.record(ph.until, Event{From: StateRecovering, To: StateClosed, Reason: ReasonRampDone})
+	br.phase.Store(nil)
 }
 
 // backoff returns the nominal cooldown after a failed probe: twice the

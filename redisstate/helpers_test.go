@@ -82,6 +82,7 @@ func (r *redisServer) client(t *testing.T) *redis.Client {
 // with one route group per key behind Middleware, answering as its
 // upstream does.
 type replica struct {
+	stop     func() // closes the set and its client
 	name     string
 	logs     lockedBuffer
 	set      *httpbreaker.Breakers
@@ -123,6 +124,14 @@ func newReplica(t *testing.T, addr, name string, policy httpbreaker.Policy, ups 
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ContextTimeoutEnabled: true,
 		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: -1})
+	return replicaOn(t, c, name, policy, ups, opts...)
+}
+
+// replicaOn is newReplica on a client of the test's making, which it
+// closes when the test ends.
+func replicaOn(t *testing.T, c redis.UniversalClient, name string, policy httpbreaker.Policy, ups map[string]*upstream,
+	opts ...redisstate.Option) *replica {
+	t.Helper()
 	r := &replica{name: name, handlers: map[string]http.Handler{}}
 	opts = append([]redisstate.Option{redisstate.WithSyncInterval(50 * time.Millisecond)}, opts...)
 	set, err := httpbreaker.New(
@@ -143,12 +152,16 @@ func newReplica(t *testing.T, addr, name string, policy httpbreaker.Policy, ups 
 	for key, u := range ups {
 		r.handlers[key] = set.Middleware(key)(u)
 	}
-	t.Cleanup(func() {
-		if err := set.Close(); err != nil {
-			t.Error(err)
-		}
-		c.Close()
-	})
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			if err := set.Close(); err != nil {
+				t.Error(err)
+			}
+			c.Close()
+		})
+	}
+	t.Cleanup(r.stop)
 	return r
 }
 
@@ -278,6 +291,7 @@ func syncer(t *testing.T, s *redisstate.Store) func(replica string, ks sharedsta
 			ks.Key = "k"
 		}
 		ks.Window, ks.Buckets, ks.MaxHold = 10*time.Second, 10, 10*time.Second
+		ks.RecentSuccesses, ks.RecentFailures = ks.Successes, ks.Failures
 		ks.Slots, ks.Need = max(ks.Slots, 1), max(ks.Need, 1)
 		sy := &sharedstate.Sync{Replica: replica, Seq: n, Live: time.Second, Keys: []sharedstate.KeySync{ks}}
 		if err := s.Sync(context.Background(), sy); err != nil {

@@ -48,7 +48,7 @@ return {run, names}
 //	                       leases (hash: token -> expiry, ms)
 //	                       cmd  (hash: at (us), kind, for (ms; 0: until released), by, replica)
 //	ARGV: replica, seq, channel, the number of live replicas n, their n names,
-//	      then 27 values per breaker key (see Store.keyArgs).
+//	      then 30 values per breaker key (see keyArgs).
 //
 // It returns, per breaker key, 20 values that Store.parse reads: the
 // window's successes, failures and failing live replicas; the hold
@@ -64,7 +64,7 @@ local nlive = tonumber(ARGV[4])
 local live = {}
 for i = 1, nlive do live[ARGV[4 + i]] = true end
 local base = 4 + nlive
-local per = 27
+local per = 30
 local keep = 600000 -- how long state outlives its last use, ms
 local maxFor = 7 * 24 * 3600000 -- the longest ForceOpen a command may hold, ms
 
@@ -106,8 +106,18 @@ for i = 1, n do
   local fresh = seq > pseq -- a sync not applied yet: its requests count
   local inc = ARGV[a + 4]
   local ts, tf = int(ARGV[a + 5], 0, 2^52) or ps, int(ARGV[a + 6], 0, 2^52) or pf
-  local ds, df = ts, tf
-  if inc == pinc then ds, df = math.max(ts - ps, 0), math.max(tf - pf, 0) end
+  -- What the totals gained since the store last heard of them, at most
+  -- what the replica's own window holds. A replica the store has no record
+  -- of adds its totals on its first sync, and nothing after (the store lost
+  -- its data: they were counted already).
+  local ds, df = 0, 0
+  if inc == pinc then
+    ds, df = math.max(ts - ps, 0), math.max(tf - pf, 0)
+  elseif prev or ARGV[a + 28] == '1' then
+    ds, df = ts, tf -- a new breaker, or a replica's first sync: it counts from zero
+  end
+  ds = math.min(ds, int(ARGV[a + 29], 0, 2^52) or 0)
+  df = math.min(df, int(ARGV[a + 30], 0, 2^52) or 0)
   redis.call('HSET', REP, replica, inc .. ' ' .. math.max(seq, pseq) .. ' ' .. ts .. ' ' .. tf)
   redis.call('PEXPIRE', REP, keep)
 

@@ -313,7 +313,7 @@ func anys(ss []string) []any {
 	return out
 }
 
-// keyArgs returns the sync script's 27 values for ks.
+// keyArgs returns the sync script's 30 values for ks.
 func keyArgs(ks *sharedstate.KeySync) []any {
 	ms := func(d time.Duration) int64 { return max(d.Milliseconds(), 0) }
 	args := []any{
@@ -323,7 +323,8 @@ func keyArgs(ks *sharedstate.KeySync) []any {
 		0, max(ks.Slots, 1), max(ks.Need, 1), // 14-16: lease, slots, need
 		"0", 0, "", "", 0, 0, // 17-22: probe
 		"", 0, "", 0, // 23-26: command
-		max(ms(ks.MaxHold), 1), // 27
+		max(ms(ks.MaxHold), 1),                                // 27
+		flag(ks.First), ks.RecentSuccesses, ks.RecentFailures, // 28-30
 	}
 	if t := ks.Trip; t != nil {
 		copy(args[6:13], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})
@@ -338,6 +339,13 @@ func keyArgs(ks *sharedstate.KeySync) []any {
 		copy(args[22:26], []any{string(c.Kind), ms(c.For), c.By, ms(c.Age)})
 	}
 	return args
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 func outcomeCode(o sharedstate.Outcome) string {

@@ -84,8 +84,16 @@ type KeySync struct {
 	// Successes and Failures are this replica's totals for the key since
 	// its Incarnation began. The store adds to the fleet's window what they
 	// gained since the totals it has: a sync that is sent twice, or lost,
-	// counts each outcome once.
+	// counts each outcome once. When it has none, it adds them all if First
+	// says this replica has not synced the key before (its totals are all
+	// news), and nothing otherwise (the store lost its data: they were
+	// counted once already).
 	Successes, Failures uint64
+	First               bool
+	// Recent are the successes and failures in this replica's own window:
+	// the store adds no more than these at once, so that outcomes that left
+	// the window while the store was out of reach are not added as new.
+	RecentSuccesses, RecentFailures uint64
 	// MaxHold bounds what the store keeps for the key: a hold's cooldown
 	// and a lease's length. Data beyond it is taken for corrupt and dropped.
 	MaxHold time.Duration
