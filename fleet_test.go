@@ -95,6 +95,7 @@ func TestSharedStateOptionsAreChecked(t *testing.T) {
 		{WithReplica(""), "WithReplica"},
 		{WithReplica(strings.Repeat("r", 129)), "1 to 128 bytes"},
 		{WithReplica("bad\xff"), "UTF-8"},
+		{WithReplica("pod\n7"), "control characters"},
 	} {
 		if _, err := New(tc.opt); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New: %v, want an error naming %q", err, tc.want)

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/httpbreaker/httpbreaker/sharedstate"
@@ -201,8 +203,9 @@ func WithSharedState(s sharedstate.Store) Option {
 // WithSharedState; each replica's name must be unique in the fleet.
 func WithReplica(name string) Option {
 	return func(b *settings) error {
-		if name == "" || len(name) > 128 || !utf8.ValidString(name) {
-			return fmt.Errorf("WithReplica: %s is not a replica name: want 1 to 128 bytes of UTF-8", quoteKey(name))
+		if name == "" || len(name) > 128 || !utf8.ValidString(name) || strings.ContainsFunc(name, unicode.IsControl) {
+			return fmt.Errorf("WithReplica: %s is not a replica name: want 1 to 128 bytes of UTF-8, "+
+				"no control characters", quoteKey(name))
 		}
 		b.replica = name
 		return nil

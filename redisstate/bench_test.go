@@ -1,12 +1,17 @@
 package redisstate_test
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -44,4 +49,48 @@ func BenchmarkClosed(b *testing.B) {
 		defer c.Close()
 		run(b, httpbreaker.WithSharedState(newStore(b, c)))
 	})
+}
+
+// BenchmarkSync measures one replica's sync of 1000 active keys (every key
+// gained successes since its last sync), the work Redis does for a fleet
+// that grows: b.N syncs, and Redis's own time in the scripts per key.
+func BenchmarkSync(b *testing.B) {
+	srv := startRedis(b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	s := newStore(b, c)
+	ctx := context.Background()
+	const keys = 1000
+	sy := &sharedstate.Sync{Replica: "r1", Live: 2 * time.Second, Keys: make([]sharedstate.KeySync, keys)}
+	for i := range sy.Keys {
+		sy.Keys[i] = sharedstate.KeySync{Key: "key" + strconv.Itoa(i), Window: 10 * time.Second, Buckets: 10,
+			Incarnation: 1, Slots: 1, Need: 1, MaxHold: time.Minute, First: true}
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		sy.Seq++
+		for i := range sy.Keys {
+			k := &sy.Keys[i]
+			k.Successes += 3
+			k.RecentSuccesses, k.First = 30, false
+		}
+		if err := s.Sync(ctx, sy); err != nil {
+			b.Fatal(err)
+		}
+	}
+	info, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var usec float64
+	for line := range strings.SplitSeq(info, "\n") {
+		if strings.HasPrefix(line, "cmdstat_eval") {
+			_, rest, _ := strings.Cut(line, "usec=")
+			v, _ := strconv.ParseFloat(rest[:strings.IndexByte(rest, ',')], 64)
+			usec += v
+		}
+	}
+	b.ReportMetric(usec*1000/float64(b.N*keys), "redis-ns/key")
 }

@@ -3,6 +3,7 @@ package redisstate
 // What the tests of package redisstate_test need of the store's insides.
 var (
 	KeysOf    = (*Store).keys
+	SentKeyOf = (*Store).sentKey
 	ChannelOf = (*Store).channel
 	ShardOf   = shard
 )

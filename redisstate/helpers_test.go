@@ -269,7 +269,6 @@ func newStore(t testing.TB, c redis.UniversalClient, opts ...redisstate.Option) 
 // The Redis keys of a breaker key, as KeysOf returns them.
 const (
 	win = iota
-	rep
 	hold
 	leases
 	cmd

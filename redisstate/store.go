@@ -25,12 +25,13 @@
 // safe: a sync sent twice is applied once.
 //
 // Everything lives under the prefix (WithPrefix). A breaker key's state is
-// five Redis keys that share the hash tag of the key's shard, so that a
+// four Redis keys that share the hash tag of the key's shard, so that a
 // Redis Cluster keeps a shard on one node and one script call can update
-// all of its keys atomically:
+// all of its keys atomically; what a replica sent last is one hash per
+// shard, read and written once per sync:
 //
+//	{<prefix>:<shard>}:rep:<replica> what the replica sent last of each key of the shard (its totals), and its last sync's number
 //	{<prefix>:<shard>}:<key>:win     the fleet's rolling window: outcome counts per bucket, failures per replica
-//	{<prefix>:<shard>}:<key>:rep     what each replica sent last: its totals and its last sync's number
 //	{<prefix>:<shard>}:<key>:hold    the fleet-wide hold on the key, if any
 //	{<prefix>:<shard>}:<key>:leases  the probe leases of the hold
 //	{<prefix>:<shard>}:<key>:cmd     the latest manual command (ForceOpen, ForceClose, Release, Reset, Probe)
@@ -55,6 +56,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,9 +82,12 @@ const Shards = 64
 // Store is a sharedstate.Store on Redis. Make one per Breakers with New; a
 // Store is safe for concurrent use.
 type Store struct {
-	client   redis.UniversalClient
-	prefix   string
-	interval time.Duration
+	client redis.UniversalClient
+	// clustered: the client spreads keys over servers by slot (a
+	// ClusterClient, a Ring), so that a script call carries one shard.
+	clustered bool
+	prefix    string
+	interval  time.Duration
 
 	mu      sync.Mutex
 	live    []string           // the live replicas at the last sync
@@ -127,7 +133,8 @@ func WithSyncInterval(d time.Duration) Option {
 // FailoverClient (Sentinel). It returns an error naming every invalid
 // option. It does not reach Redis: Check does.
 func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
-	s := &Store{client: client, prefix: DefaultPrefix, interval: DefaultSyncInterval}
+	_, single := client.(*redis.Client)
+	s := &Store{client: client, clustered: !single, prefix: DefaultPrefix, interval: DefaultSyncInterval}
 	var errs []error
 	if client == nil {
 		errs = append(errs, errors.New("nil redis client"))
@@ -165,11 +172,17 @@ func shard(key string) int {
 }
 
 // keys returns the Redis keys of a breaker key, in the order the sync
-// script takes them: window, replicas' totals, hold, leases, command. They
-// share the hash tag of the key's shard.
+// script takes them: window, hold, leases, command. They share the hash tag
+// of the key's shard.
 func (s *Store) keys(key string) []string {
 	tag := "{" + s.prefix + ":" + strconv.Itoa(shard(key)) + "}:" + key
-	return []string{tag + ":win", tag + ":rep", tag + ":hold", tag + ":leases", tag + ":cmd"}
+	return []string{tag + ":win", tag + ":hold", tag + ":leases", tag + ":cmd"}
+}
+
+// sentKey returns the Redis key of what a replica sent last of the keys of
+// a shard.
+func (s *Store) sentKey(shard int, replica string) string {
+	return "{" + s.prefix + ":" + strconv.Itoa(shard) + "}:rep:" + replica
 }
 
 func (s *Store) replicasKey() string { return "{" + s.prefix + "}:replicas" }
@@ -203,31 +216,29 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 	if whole {
 		run = (*redis.Script).Eval
 	}
-	// One round trip: the heartbeat, and one script call per shard. The
+	// One round trip: the heartbeat, and the script calls of plan. The
 	// live replicas, whose failures alone count towards a quorum, are those
 	// the last heartbeat heard, and this one.
 	pipe := s.client.Pipeline()
 	hb := run(heartbeat, ctx, pipe, []string{s.replicasKey()}, sy.Replica, sy.Live.Milliseconds())
 	live := s.liveReplicas(sy.Replica)
-	byShard := map[int][]int{}
-	for i := range sy.Keys {
-		sh := shard(sy.Keys[i].Key)
-		byShard[sh] = append(byShard[sh], i)
-	}
-	type call struct {
-		cmd  *redis.Cmd
-		keys []int
-	}
-	calls := make([]call, 0, len(byShard))
-	head := append([]any{sy.Replica, sy.Seq, s.channel(), len(live)}, anys(live)...)
-	for _, idx := range byShard {
+	calls := s.plan(sy)
+	head := []any{sy.Replica, sy.Seq, s.channel(), strings.Join(live, "\n") + "\n"}
+	for i := range calls {
+		c := &calls[i]
 		var keys []string
-		args := append([]any(nil), head...)
-		for _, i := range idx {
-			keys = append(keys, s.keys(sy.Keys[i].Key)...)
-			args = append(args, keyArgs(&sy.Keys[i])...)
+		args := append(append([]any(nil), head...), len(c.groups))
+		for _, g := range c.groups {
+			args = append(args, len(g.keys))
 		}
-		calls = append(calls, call{cmd: run(syncKeys, ctx, pipe, keys, args...), keys: idx})
+		for _, g := range c.groups {
+			keys = append(keys, s.sentKey(g.shard, sy.Replica))
+			for _, k := range g.keys {
+				keys = append(keys, s.keys(sy.Keys[k].Key)...)
+				args = append(args, keyArgs(&sy.Keys[k])...)
+			}
+		}
+		c.cmd = run(syncKeys, ctx, pipe, keys, args...)
 	}
 	_, _ = pipe.Exec(ctx)
 	reply, err := hb.Slice()
@@ -261,6 +272,47 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 		}
 	}
 	return nil
+}
+
+// A call is one script call of a sync: the groups of keys it carries, one
+// group per shard, a shard's keys all in one call.
+type call struct {
+	groups []group
+	keys   []int // the indices in Sync.Keys of the keys carried, in order
+	cmd    *redis.Cmd
+}
+
+type group struct {
+	shard int
+	keys  []int
+}
+
+// maxCallKeys is how many keys one script call carries at most (a shard
+// with more goes in a call of its own): a script blocks the server while
+// it runs, a few milliseconds at most.
+const maxCallKeys = 256
+
+// plan groups the keys of a sync into script calls. A Redis Cluster needs
+// one call per shard, whose keys share a slot; one server takes many
+// shards in one call, which costs it far less than a call each.
+func (s *Store) plan(sy *sharedstate.Sync) []call {
+	byShard := map[int][]int{}
+	for i := range sy.Keys {
+		sh := shard(sy.Keys[i].Key)
+		byShard[sh] = append(byShard[sh], i)
+	}
+	shards := slices.Sorted(maps.Keys(byShard))
+	var calls []call
+	for _, sh := range shards {
+		g := group{shard: sh, keys: byShard[sh]}
+		if n := len(calls); s.clustered || n == 0 || len(calls[n-1].keys)+len(g.keys) > maxCallKeys {
+			calls = append(calls, call{})
+		}
+		c := &calls[len(calls)-1]
+		c.groups = append(c.groups, g)
+		c.keys = append(c.keys, g.keys...)
+	}
+	return calls
 }
 
 // liveReplicas returns the replicas the last heartbeat heard, and self.
@@ -303,14 +355,6 @@ func (s *Store) heard(reply []any) (int, error) {
 	s.runID = run
 	s.live = live
 	return len(live), nil
-}
-
-func anys(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
 }
 
 // keyArgs returns the sync script's 30 values for ks.

@@ -73,7 +73,7 @@ func TestKeysShareOneClusterSlot(t *testing.T) {
 	s := newStore(t, c, redisstate.WithPrefix("fleet-a"))
 	slots := map[int]bool{}
 	for _, key := range []string{"search", "GET /api/{plugin}/", "}{", "a}b", "{", "catalog:v2", "ключ"} {
-		keys := redisstate.KeysOf(s, key)
+		keys := append(redisstate.KeysOf(s, key), redisstate.SentKeyOf(s, redisstate.ShardOf(key), "pod-7"))
 		if len(keys) != 5 {
 			t.Fatalf("%d keys", len(keys))
 		}
@@ -154,7 +154,8 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	raw.Set(ctx, keys[win], "garbage", 0)
 	raw.HSet(ctx, keys[hold], "phase", "open", "gen", "abc", "until", "soon")
 	raw.HSet(ctx, keys[cmd], "at", 3, "kind", "explode", "for", 0, "by", "nobody", "replica", "x")
-	raw.LPush(ctx, keys[rep], "x")
+	sent := redisstate.SentKeyOf(s, redisstate.ShardOf("pay"), "r1")
+	raw.LPush(ctx, sent, "x")
 	// And a second key whose fields break the script's arithmetic: a count
 	// that is not a number, a date that is not an integer.
 	other := redisstate.KeysOf(s, "search")
@@ -184,7 +185,7 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	}
 	waitFor(t, "the bad records dropped", func() bool {
 		return raw.Type(ctx, keys[win]).Val() != "string" && raw.Exists(ctx, keys[hold], keys[cmd]).Val() == 0 &&
-			raw.Type(ctx, keys[rep]).Val() != "list"
+			raw.Type(ctx, sent).Val() != "list"
 	})
 	if st := r.set.State("pay"); st != httpbreaker.StateClosed {
 		t.Errorf("bad data put the key in %v", st)

@@ -4,6 +4,7 @@
 //
 //	go run ./benchmarks/fleet          # the full run, about two minutes
 //	go run ./benchmarks/fleet -quick   # every measurement once, briefly (CI)
+//	go run ./benchmarks/fleet -only scale -replicas 30 -keys 1000
 //
 // Every replica runs in this process, each with its own Breakers, Store and
 // Redis client, so that one clock times them all.
@@ -15,9 +16,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,9 +38,31 @@ import (
 
 func main() {
 	quick := flag.Bool("quick", false, "every measurement once, briefly: to check that it runs")
+	only := flag.String("only", "", "run one measurement: "+strings.Join(slices.Sorted(maps.Keys(steps)), ", "))
+	replicas := flag.Int("replicas", 100, "scale: how many replicas")
+	keys := flag.Int("keys", 1000, "scale: how many active keys each replica serves")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fleet:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "fleet:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if _, ok := steps[*only]; *only != "" && !ok {
+		fmt.Fprintf(os.Stderr, "fleet: -only %q: no such measurement\n", *only)
+		os.Exit(2)
+	}
 	redis.SetLogger(quiet{})
-	if err := run(os.Stdout, *quick); err != nil {
+	m := &measure{out: os.Stdout, quick: *quick, only: *only, replicas: *replicas, keys: *keys}
+	if err := m.run(); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		os.Exit(1)
 	}
@@ -47,17 +72,29 @@ type quiet struct{}
 
 func (quiet) Printf(context.Context, string, ...any) {}
 
-func run(out io.Writer, quick bool) error {
+// steps are the measurements, in the order they print.
+var steps = map[string]func(*measure) error{
+	"request-path": (*measure).requestPath, "redis-load": (*measure).redisLoad, "propagation": (*measure).propagation,
+	"absorbed": (*measure).absorbed, "gobreaker": (*measure).gobreaker, "scale": (*measure).scale,
+}
+
+var order = []string{"request-path", "redis-load", "propagation", "absorbed", "gobreaker", "scale"}
+
+func (m *measure) run() error {
 	srv, err := redisserver.Start()
 	if err != nil {
 		return err
 	}
 	defer srv.Kill()
-	m := &measure{out: out, quick: quick, srv: srv}
+	m.srv = srv
+	out := m.out
 	fmt.Fprintf(out, "Measured by `go run ./benchmarks/fleet` on a real redis-server on loopback, every replica in one process "+
 		"(its own Breakers, Store and client), sync interval %v.\n\n", redisstate.DefaultSyncInterval)
-	for _, step := range []func() error{m.requestPath, m.redisLoad, m.propagation, m.absorbed, m.gobreaker} {
-		if err := step(); err != nil {
+	for _, name := range order {
+		if m.only != "" && name != m.only {
+			continue
+		}
+		if err := steps[name](m); err != nil {
 			return err
 		}
 	}
@@ -65,10 +102,13 @@ func run(out io.Writer, quick bool) error {
 }
 
 type measure struct {
-	out    io.Writer
-	quick  bool
-	srv    *redisserver.Server
-	prefix int
+	out   io.Writer
+	quick bool
+	only  string // one step, or all
+	// scale's fleet
+	replicas, keys int
+	srv            *redisserver.Server
+	prefix         int
 }
 
 func (m *measure) printf(format string, args ...any) { fmt.Fprintf(m.out, format, args...) }
