@@ -536,3 +536,48 @@ func TestTheFleetThroughASentinelFailover(t *testing.T) {
 		t.Errorf("after the failover, a ForceOpen took %v to reach every replica", d)
 	}
 }
+
+// TestTheACLThatCheckNamesIsEnough runs a fleet as a Redis user granted
+// exactly what the NOPERM advice names: Check passes, and a fleet trip
+// reaches the other replica.
+func TestTheACLThatCheckNamesIsEnough(t *testing.T) {
+	srv := startRedis(t)
+	raw := srv.client(t)
+	ctx := context.Background()
+	grant := strings.NewReplacer("<prefix>", "acl").Replace(redisstate.NeededACL)
+	args := []any{"ACL", "SETUSER", "fleet", "reset", "on", ">pw"}
+	for _, rule := range strings.Fields(grant) {
+		args = append(args, rule)
+	}
+	if err := raw.Do(ctx, args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	client := func() *redis.Client {
+		return redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "fleet", Password: "pw", MaxRetries: -1,
+			ContextTimeoutEnabled: true})
+	}
+	c := client()
+	defer c.Close()
+	if err := newStore(t, c, redisstate.WithPrefix("acl")).Check(ctx); err != nil {
+		t.Fatalf("Check as a user with %s: %v", grant, err)
+	}
+	sick := newUpstream(500)
+	rs := []*replica{
+		replicaOn(t, client(), "r1", fleetPolicy(), map[string]*upstream{"pay": sick}, redisstate.WithPrefix("acl")),
+		replicaOn(t, client(), "r2", fleetPolicy(), map[string]*upstream{"pay": sick}, redisstate.WithPrefix("acl")),
+	}
+	waitFor(t, "both live", func() bool { return rs[0].set.FleetStatus().Replicas == 2 && rs[1].set.FleetStatus().Replicas == 2 })
+	for range 8 { // 16 failures from two replicas, short of 20 on either: only the fleet trips
+		rs[0].call("pay")
+		rs[1].call("pay")
+	}
+	for range 4 {
+		rs[0].call("pay")
+	}
+	waitFor(t, "a fleet trip everywhere", func() bool { return all(rs, "pay", httpbreaker.StateOpen) })
+	for _, r := range rs {
+		if strings.Contains(r.logs.String(), "NOPERM") {
+			t.Errorf("%s logged a NOPERM:\n%s", r.name, r.logs.String())
+		}
+	}
+}

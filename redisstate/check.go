@@ -55,6 +55,12 @@ func (s *Store) Check(ctx context.Context) error {
 // probeScript is what Check runs to see that scripts may run.
 var probeScript = redis.NewScript("return 1")
 
+// neededACL is what a Redis ACL user needs to run the store: the commands
+// it sends, those its scripts call (which Redis checks against the same
+// user), its keys and its channel.
+const neededACL = "+eval +evalsha +publish +subscribe +ping +info +time +type +exists +del +pexpire " +
+	"+hget +hmget +hgetall +hset +hdel +hexists +hincrby +zadd +zrange +zremrangebyscore ~{<prefix>* &<prefix>:events"
+
 // explain returns err with what its Redis error code means in plain words,
 // and what to do about it: the codes a misconfigured client meets first.
 func explain(err error) error {
@@ -65,8 +71,7 @@ func explain(err error) error {
 	for _, c := range []struct{ code, means string }{
 		{"WRONGPASS", "the server refused the client's username or password: check Username and Password in the client's options"},
 		{"NOAUTH", "the server wants a password: set Password (and Username, with ACL users) in the client's options"},
-		{"NOPERM", "the client's user may not run a command the store needs: grant it +eval +evalsha +publish +subscribe " +
-			"+ping +info and ~<prefix>* &<prefix>:events (ACL SETUSER)"},
+		{"NOPERM", "the client's user may not run a command the store needs: grant it " + neededACL + " (ACL SETUSER)"},
 		{"READONLY", "the address leads to a replica, not the master: point the client at the master, or use a FailoverClient"},
 		{"MOVED", "the server is part of a Redis Cluster: make the client with redis.NewClusterClient"},
 		{"CROSSSLOT", "the server is part of a Redis Cluster: make the client with redis.NewClusterClient"},

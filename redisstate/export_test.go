@@ -6,4 +6,5 @@ var (
 	SentKeyOf = (*Store).sentKey
 	ChannelOf = (*Store).channel
 	ShardOf   = shard
+	NeededACL = neededACL
 )
