@@ -12,9 +12,9 @@
 //
 // No request waits on Redis. Each replica syncs in the background, every
 // SyncInterval (and soon after something changed), in one pipelined round
-// trip: a heartbeat, and one script call per shard of the keys with news
-// (at most Shards, whatever the number of keys); while Redis is unreachable
-// the replica's breakers work alone.
+// trip: a heartbeat, and the keys with news in a few script calls (on one
+// server, one per 256 keys; on a Cluster, one per shard, at most Shards);
+// while Redis is unreachable the replica's breakers work alone.
 //
 // A sync gives up after five intervals or two seconds, whichever is longer,
 // and the replica counts as cut off from the fleet until one succeeds. For
