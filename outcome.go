@@ -53,7 +53,8 @@ type Call struct {
 	// ClientGone reports whether the client had gone away (the request's
 	// context was canceled) when the handler wrote StatusCode, or, if it wrote
 	// none, when it returned. On the client side it reports that the call
-	// failed because the caller's own context was canceled.
+	// ended in an error once the caller had canceled the request's context,
+	// whatever the error (net/http may return the context's cause).
 	ClientGone bool
 	// Hijacked reports whether the handler took the connection over.
 	Hijacked bool
@@ -94,8 +95,9 @@ type Classifier func(Call) Outcome
 //   - a hijacked connection that never wrote a status is Excluded;
 //   - a client that went away before a failure status was written (or
 //     before the handler returned without writing one) makes it Excluded;
-//     on the client side, so does the caller's own context canceled: the
-//     caller gave up, the upstream did nothing wrong;
+//     on the client side, so does a call that ended in an error once the
+//     caller had canceled its context, whatever the error: the caller gave
+//     up, the upstream did nothing wrong;
 //   - any other transport error (connection refused, reset, a TLS failure,
 //     a deadline exceeded: a slow upstream) is a Failure;
 //   - status 500 and above, and 429, is a Failure;

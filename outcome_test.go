@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -129,6 +131,45 @@ func TestClientHangUpIsExcluded(t *testing.T) {
 				t.Fatalf("totals %+v, state %v: want one exclusion and closed", s.Totals, s.State)
 			}
 		})
+	}
+}
+
+// TestClientHangUpOverHTTP2IsExcluded: an HTTP/2 client that resets its
+// stream cancels the request's context as a closed HTTP/1.1 connection does;
+// a failure written after is nobody's fault, whatever cause ended it.
+func TestClientHangUpOverHTTP2IsExcluded(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1}))
+	var handled sync.WaitGroup
+	srv := httptest.NewUnstartedServer(b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer handled.Done()
+		if r.ProtoMajor != 2 {
+			t.Errorf("the request came over %s, want HTTP/2", r.Proto)
+		}
+		<-r.Context().Done() // the client reset the stream
+		w.WriteHeader(http.StatusBadGateway)
+	})))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	for range 3 {
+		handled.Add(1)
+		ctx, cancel := context.WithCancelCause(context.Background())
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+			cancel(errors.New("the user went elsewhere"))
+		}})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+		if resp, err := srv.Client().Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatal("a request canceled in flight got an answer")
+		}
+		handled.Wait()
+	}
+	waitFor(t, "the outcomes", func() bool {
+		s := status(t, b, "p").Totals
+		return s.Excluded+s.Failure+s.Success == 3
+	})
+	if s := status(t, b, "p"); s.State != StateClosed || s.Totals.Excluded != 3 || s.Totals.Failure != 0 {
+		t.Fatalf("after 3 HTTP/2 clients hung up: %v %+v, want closed with 3 excluded", s.State, s.Totals)
 	}
 }
 

@@ -1,10 +1,10 @@
 package httpbreaker
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"time"
 )
 
@@ -26,24 +26,38 @@ import (
 // 429 answer fail; the caller's own context canceled is excluded; every
 // other answer, 4xx included, is a success of the upstream.
 //
+// The caller's own cancellation is told by the request's context, not by
+// the error: a call whose context the caller canceled (context.WithCancel,
+// WithCancelCause, an errgroup cancelling the siblings of a failed call) is
+// excluded, whatever error base returns for it; net/http over HTTP/1.1
+// returns the context's cause, which may be any error. A deadline that
+// passed (the caller's, or http.Client's Timeout) is a failure: a slow
+// upstream. A base that returns neither a response nor an error is broken:
+// the call fails, and the caller gets an error that names the key.
+//
 // Server and client keys share one Breakers: its policies, WithMaxKeys,
 // metrics, status page and control. A key named here is bounded by the code
 // and always gets a breaker, as Middleware's keys do; Transport panics if
-// key is not a valid key (a wiring mistake).
+// key is not a valid key, or base is a nil pointer (or other nil value)
+// inside a non-nil interface, such as a nil *http.Transport: a wiring
+// mistake, found when the client is made rather than at its first request.
 func (b *Breakers) Transport(key string, base http.RoundTripper) http.RoundTripper {
-	return &keyTransport{ref: b.ref("Transport", key, sideClient), base: orDefault(base)}
+	base = baseOf("Transport("+quoteKey(key)+")", base)
+	return &keyTransport{ref: b.ref("Transport", key, sideClient), base: base}
 }
 
 // KeyedTransport returns an http.RoundTripper that picks the breaker for
 // each request with key, such as Host, then sends it through base
 // (http.DefaultTransport if nil). A KeyFunc that returns "" leaves the
 // request untracked, as on the server side; keys are created on first use,
-// up to WithMaxKeys, past which requests go untracked (logged once).
+// up to WithMaxKeys, past which requests go untracked (logged once). Calls
+// are judged as Transport's are, and KeyedTransport panics on a nil KeyFunc
+// or a nil value inside base, as Transport does.
 func (b *Breakers) KeyedTransport(key KeyFunc, base http.RoundTripper) http.RoundTripper {
 	if key == nil {
 		panic("httpbreaker: KeyedTransport: nil KeyFunc")
 	}
-	return &keyedTransport{set: b, key: key, base: orDefault(base)}
+	return &keyedTransport{set: b, key: key, base: baseOf("KeyedTransport", base)}
 }
 
 // ErrOpen matches every rejection of a Transport or KeyedTransport:
@@ -86,11 +100,12 @@ type keyedTransport struct {
 }
 
 func (t *keyedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	br := t.set.keyed(t.key(req), sideClient, func() []any {
+	key := t.key(req)
+	br := t.set.keyed(key, sideClient, func() []any {
 		return []any{"side", "client", "method", req.Method, "host", req.URL.Host}
 	})
 	if br == nil {
-		return t.base.RoundTrip(req)
+		return sendThrough(key, t.base, req)
 	}
 	return roundTripThrough(br, t.base, req)
 }
@@ -104,7 +119,7 @@ func roundTripThrough(br *breaker, base http.RoundTripper, req *http.Request) (r
 	t, a := br.admit()
 	switch a.decision {
 	case passCall:
-		return base.RoundTrip(req)
+		return sendThrough(br.key, base, req)
 	case rejectCall:
 		if req.Body != nil {
 			_ = req.Body.Close()
@@ -121,17 +136,20 @@ func roundTripThrough(br *breaker, base http.RoundTripper, req *http.Request) (r
 			br.done(t, verdict{outcome: Failure}, br.clock.now())
 		}
 	}()
-	resp, err = base.RoundTrip(req)
+	resp, err = sendThrough(br.key, base, req)
 	returned = true
 	now := br.clock.now()
 	br.done(t, br.judging.judge(callOf(br.key, req, resp, err), time.Duration(now-start)), now)
 	return resp, err
 }
 
-// callOf describes base's answer to req as a Call.
+// callOf describes base's answer to req as a Call. The caller's own
+// cancellation is read from the request's context, whatever the error: over
+// HTTP/1.1 net/http returns context.Cause, which is context.Canceled only
+// when the caller gave no cause.
 func callOf(key string, req *http.Request, resp *http.Response, err error) Call {
 	c := Call{Key: key, Request: req, Err: err}
-	if err != nil && errors.Is(err, context.Canceled) && callerGone(req) {
+	if err != nil && callerGone(req) {
 		c.ClientGone = true
 	}
 	if resp != nil {
@@ -143,9 +161,42 @@ func callOf(key string, req *http.Request, resp *http.Response, err error) Call 
 	return c
 }
 
-func orDefault(base http.RoundTripper) http.RoundTripper {
+// sendThrough sends req through base, with key's error when base returns neither a
+// response nor an error.
+func sendThrough(key string, base http.RoundTripper, req *http.Request) (*http.Response, error) {
+	resp, err := base.RoundTrip(req)
+	if resp == nil && err == nil {
+		err = noResponse(key, base)
+	}
+	return resp, err
+}
+
+// noResponse is the error of a call whose base returned neither a response
+// nor an error, which net/http would report without naming the key.
+func noResponse(key string, base http.RoundTripper) error {
+	return fmt.Errorf("httpbreaker: key %s: the base RoundTripper (%T) returned no response and no error", quoteKey(key), base)
+}
+
+// baseOf returns base, or http.DefaultTransport if base is nil. It panics,
+// naming what wires it, if base holds a nil value of a type that is not
+// nil itself (var t *http.Transport), which would panic at the first request
+// instead, deep inside net/http.
+func baseOf(what string, base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		return http.DefaultTransport
 	}
+	if holdsNil(base) {
+		panic(fmt.Sprintf("httpbreaker: %s: base is a nil %T; pass nil for http.DefaultTransport", what, base))
+	}
 	return base
+}
+
+// holdsNil reports whether v, a non-nil interface, holds a nil pointer, map,
+// func, channel, slice or interface.
+func holdsNil(v any) bool {
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Func, reflect.Chan, reflect.Slice, reflect.Interface, reflect.UnsafePointer:
+		return rv.IsNil()
+	}
+	return false
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
@@ -462,5 +463,179 @@ func TestTransportPanicsOnAWiringMistake(t *testing.T) {
 			}()
 			wire()
 		}()
+	}
+}
+
+// hangingUpstream returns a test server, over HTTP/1.1 or HTTP/2, whose
+// handler signals entered and then waits for its request to be canceled,
+// and a client transport for it.
+func hangingUpstream(t *testing.T, h2 bool, entered chan<- struct{}) (string, http.RoundTripper) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h2 != (r.ProtoMajor == 2) {
+			w.WriteHeader(http.StatusHTTPVersionNotSupported)
+			return
+		}
+		entered <- struct{}{}
+		<-r.Context().Done()
+	}))
+	if h2 {
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	base := srv.Client().Transport.(*http.Transport).Clone()
+	base.MaxIdleConnsPerHost = 100
+	return srv.URL, base
+}
+
+// group is errgroup.WithContext written out: the first error of a member
+// cancels the group's context with that error as its cause.
+type group struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+func newGroup(parent context.Context) *group {
+	g := &group{}
+	g.ctx, g.cancel = context.WithCancelCause(parent)
+	return g
+}
+
+func (g *group) Go(f func() error) {
+	g.wg.Go(func() {
+		if err := f(); err != nil {
+			g.once.Do(func() { g.cancel(err) })
+		}
+	})
+}
+
+func (g *group) Wait() { g.wg.Wait(); g.cancel(nil) }
+
+func TestAFanOutThatCancelsItsSiblingsLeavesTheUpstreamClosed(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
+			entered := make(chan struct{}, 10)
+			url, base := hangingUpstream(t, h2, entered)
+			b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1}))
+			c := &http.Client{Transport: b.Transport("inventory", base)}
+			g := newGroup(context.Background())
+			errs := make(chan error, 10)
+			for range 10 {
+				g.Go(func() error {
+					req, _ := http.NewRequestWithContext(g.ctx, http.MethodGet, url, nil)
+					resp, err := c.Do(req)
+					if err == nil {
+						resp.Body.Close()
+					}
+					errs <- err
+					return err
+				})
+			}
+			g.Go(func() error { // a sibling fails once the ten calls are in flight
+				for range 10 {
+					<-entered
+				}
+				return errors.New("pricing: no price for sku 42")
+			})
+			g.Wait()
+			close(errs)
+			for err := range errs {
+				if err == nil || errors.Is(err, ErrOpen) {
+					t.Fatalf("a sibling's call ended with %v, want the group's cancellation", err)
+				}
+			}
+			if s := status(t, b, "inventory"); s.State != StateClosed || s.Totals.Failure != 0 || s.Totals.Excluded != 10 {
+				t.Fatalf("after the group canceled 10 calls: %v %+v, want closed with 10 excluded", s.State, s.Totals)
+			}
+		})
+	}
+}
+
+func TestCallersThatCancelWithACauseAreExcluded(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
+			url, base := hangingUpstream(t, h2, make(chan struct{}, 50))
+			b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1}))
+			c := &http.Client{Transport: b.Transport("inventory", base)}
+			var wg sync.WaitGroup
+			for range 50 {
+				wg.Go(func() {
+					ctx, cancel := context.WithCancelCause(context.Background())
+					// Canceled once the request is on its way: the call is in
+					// flight, waiting for an answer that never comes.
+					ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+						cancel(errors.New("the user closed the tab"))
+					}})
+					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+					if resp, err := c.Do(req); err == nil {
+						resp.Body.Close()
+						t.Error("a canceled call got an answer")
+					}
+				})
+			}
+			wg.Wait()
+			if s := status(t, b, "inventory"); s.State != StateClosed || s.Totals.Failure != 0 || s.Totals.Excluded != 50 {
+				t.Fatalf("after 50 callers canceled with a cause: %v %+v, want closed with 50 excluded", s.State, s.Totals)
+			}
+		})
+	}
+}
+
+// roundTripFunc is a RoundTripper made of a func.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestABaseThatAnswersNothingFailsWithAnErrorNamingTheKey(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 4, OpenFor: time.Minute}))
+	nothing := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, nil })
+	for name, rt := range map[string]http.RoundTripper{
+		"Transport":      b.Transport("payments", nothing),
+		"KeyedTransport": b.KeyedTransport(func(*http.Request) string { return "payments" }, nothing),
+	} {
+		for range 2 {
+			req, _ := http.NewRequest(http.MethodGet, "http://payments.invalid/charge", nil)
+			resp, err := rt.RoundTrip(req)
+			if resp != nil || err == nil || !strings.Contains(err.Error(), `key "payments"`) ||
+				!strings.Contains(err.Error(), "returned no response and no error") {
+				t.Fatalf("%s: %v %v, want an error naming the key", name, resp, err)
+			}
+		}
+	}
+	if s := status(t, b, "payments"); s.State != StateOpen || s.Totals.Failure != 4 || s.Totals.Success != 0 {
+		t.Fatalf("after 4 calls answered with nothing: %v %+v, want open after 4 failures", s.State, s.Totals)
+	}
+}
+
+func TestTransportPanicsAtWiringOnANilValueInsideBase(t *testing.T) {
+	b, _ := newSet(t)
+	var nilTransport *http.Transport
+	var nilFunc roundTripFunc
+	for name, wire := range map[string]func(){
+		"Transport, a nil *http.Transport":      func() { b.Transport("payments", nilTransport) },
+		"Transport, a nil func":                 func() { b.Transport("payments", nilFunc) },
+		"KeyedTransport, a nil *http.Transport": func() { b.KeyedTransport(Host, nilTransport) },
+	} {
+		func() {
+			defer func() {
+				msg, _ := recover().(string)
+				want := `Transport("payments")`
+				if strings.HasPrefix(name, "KeyedTransport") {
+					want = "KeyedTransport"
+				}
+				if !strings.Contains(msg, want) || !strings.Contains(msg, "base is a nil") {
+					t.Errorf("%s: panic %q, want one naming %s and the nil base", name, msg, want)
+				}
+			}()
+			wire()
+		}()
+	}
+	if _, err := b.Transport("payments", nil).RoundTrip(httptest.NewRequest(http.MethodGet, "http://127.0.0.1:1/", nil)); err == nil {
+		t.Fatal("a nil base is http.DefaultTransport, which cannot reach port 1")
 	}
 }
