@@ -55,6 +55,7 @@ type breaker struct {
 	since         atomic.Int64         // last state change, ns since the epoch
 	dropped       atomic.Bool          // dropped as idle: a new breaker serves the key
 	sides         atomic.Uint32        // sideServer | sideClient: who has put calls through it
+	blame         blameState           // what it knows of blame, as a route group and as an upstream (blame.go)
 
 	mu sync.Mutex // serialises changes of phase and of the fleet's hold
 
@@ -432,13 +433,14 @@ func (br *breaker) record(t int64, e Event) {
 		e.Forced = o.state // a change underneath
 	}
 	e.Time, e.Key, e.Mode = br.clock.at(t), br.key, br.mode
+	e.Dependents = br.blame.dependentKeys()
 	br.notes.publish(e)
 }
 
 // inFlight returns how many admitted calls have not finished.
 func (br *breaker) inFlight() uint64 {
 	t := br.tallies
-	finished := t.sum(tallySuccess) + t.sum(tallyFailure) + t.sum(tallyExcluded) + t.sum(tallySlow)
+	finished := t.sum(tallySuccess) + t.sum(tallyFailure) + t.sum(tallyExcluded) + t.sum(tallySlow) + t.sum(tallyUpstream)
 	if admitted := t.sum(tallyAdmitted); admitted > finished {
 		return admitted - finished
 	}
@@ -467,4 +469,4 @@ func (br *breaker) idle(now int64) bool {
 }
 
 // tallyOf is the tally each Outcome is counted in.
-var tallyOf = [...]int{Success: tallySuccess, Failure: tallyFailure, Excluded: tallyExcluded}
+var tallyOf = [...]int{Success: tallySuccess, Failure: tallyFailure, Excluded: tallyExcluded, UpstreamFailure: tallyUpstream}

@@ -30,6 +30,8 @@ type Breakers struct {
 	lastSweep  int64
 
 	untracked     atomic.Uint64 // requests that passed with no breaker
+	clients       atomic.Bool   // a client side exists: Transport, KeyedTransport or Do (blame.go)
+	scoped        atomic.Bool   // a request has carried a scope, for client calls to look for (blame.go)
 	overflowOnce  sync.Once
 	emptyKeyOnce  sync.Once
 	badKeyOnce    sync.Once

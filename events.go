@@ -61,6 +61,12 @@ type Event struct {
 	Fleet           bool
 	Replica         string
 	FailingReplicas int
+
+	// Dependents are the route groups (server keys) whose requests have
+	// called through the key as an upstream, sorted: who its change
+	// affects. At most 16 are kept; nil for a key that no route group's
+	// request has been seen calling.
+	Dependents []string
 }
 
 // Trip is what opened a breaker from closed: when, why, and the window's
@@ -109,7 +115,7 @@ const (
 // durations to the millisecond, the failure rate to three digits. The Event
 // keeps the exact values.
 func (e *Event) attrs() []slog.Attr {
-	attrs := make([]slog.Attr, 0, 12)
+	attrs := make([]slog.Attr, 0, 13)
 	attrs = append(attrs,
 		slog.String("key", e.Key),
 		slog.String("from", e.From.String()),
@@ -151,6 +157,9 @@ func (e *Event) attrs() []slog.Attr {
 	}
 	if e.Forced != StateClosed {
 		attrs = append(attrs, slog.String("forced", e.Forced.String()))
+	}
+	if len(e.Dependents) > 0 {
+		attrs = append(attrs, slog.Any("dependents", e.Dependents))
 	}
 	if e.Fleet {
 		attrs = append(attrs, slog.Bool("fleet", true), slog.String("replica", e.Replica))

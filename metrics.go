@@ -16,7 +16,8 @@ import (
 // The three families, with the namespace in front:
 //
 //	state{key,state}               gauge: 1 for the current state, 0 for the others
-//	requests_total{key,result}     counter: success, failure, excluded, slow, rejected, would_reject
+//	requests_total{key,result}     counter: success, failure, excluded, slow, rejected, would_reject,
+//	                               upstream_failure
 //	transitions_total{key,from,to} counter: closed->open, open->half_open, half_open->closed,
 //	                               half_open->open from the start; others once they happen
 //
@@ -47,7 +48,8 @@ func newCollector(b *Breakers) *collector {
 			[]string{"key", "state"}, nil),
 		requests: prometheus.NewDesc(name("requests_total"),
 			"Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), "+
-				"slow (with slow_call_rate), rejected, would_reject (observe mode let it through), untracked (no breaker, empty key).",
+				"slow (with slow_call_rate), rejected, would_reject (observe mode let it through), "+
+				"upstream_failure (a failure blamed on an upstream the request called, not counted by the breaker), untracked (no breaker, empty key).",
 			[]string{"key", "result"}, nil),
 		transitions: prometheus.NewDesc(name("transitions_total"),
 			"Circuit breaker state changes by key.",
@@ -88,7 +90,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			if r.tally == tallySlow && br.policy.SlowCallRate <= 0 {
 				continue // only keys that judge slowness apart count it
 			}
-			c.send(ch, c.requests, prometheus.CounterValue, float64(br.tallies.sum(r.tally)), br.key, r.name)
+			n := br.tallies.sum(r.tally)
+			if r.tally == tallyUpstream && n == 0 && !br.blame.callsOut.Load() {
+				continue // only route groups that call upstreams count it
+			}
+			c.send(ch, c.requests, prometheus.CounterValue, float64(n), br.key, r.name)
 		}
 		for from := range numStates {
 			for to := range numStates {
@@ -136,7 +142,7 @@ var results = [...]struct {
 	tally int
 }{
 	{"success", tallySuccess}, {"failure", tallyFailure}, {"excluded", tallyExcluded}, {"slow", tallySlow},
-	{"rejected", tallyRejected}, {"would_reject", tallyWouldReject},
+	{"rejected", tallyRejected}, {"would_reject", tallyWouldReject}, {"upstream_failure", tallyUpstream},
 }
 
 // automatic marks the transitions that every breaker makes by itself (the

@@ -64,7 +64,7 @@ httpbreaker_state{key="search",state="recovering"} 0
 		}
 		record(s, "/") // the probe succeeds: closed
 		expected = `
-# HELP httpbreaker_requests_total Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), slow (with slow_call_rate), rejected, would_reject (observe mode let it through), untracked (no breaker, empty key).
+# HELP httpbreaker_requests_total Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), slow (with slow_call_rate), rejected, would_reject (observe mode let it through), upstream_failure (a failure blamed on an upstream the request called, not counted by the breaker), untracked (no breaker, empty key).
 # TYPE httpbreaker_requests_total counter
 httpbreaker_requests_total{key="",result="untracked"} 0
 httpbreaker_requests_total{key="catalog",result="excluded"} 0
@@ -111,7 +111,7 @@ func TestUntrackedRequestsAreCounted(t *testing.T) {
 		record(h, "/")
 	}
 	expected := `
-# HELP httpbreaker_requests_total Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), slow (with slow_call_rate), rejected, would_reject (observe mode let it through), untracked (no breaker, empty key).
+# HELP httpbreaker_requests_total Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), slow (with slow_call_rate), rejected, would_reject (observe mode let it through), upstream_failure (a failure blamed on an upstream the request called, not counted by the breaker), untracked (no breaker, empty key).
 # TYPE httpbreaker_requests_total counter
 httpbreaker_requests_total{key="",result="untracked"} 4
 `

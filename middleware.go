@@ -81,7 +81,7 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.ResponseWriter, r *http.Request, next http.Handler) {
 	switch t, a := br.admit(); a.decision {
 	case admitCall:
-		handle(br, t, w, r, next)
+		handle(set, br, t, w, r, next)
 	case passCall:
 		next.ServeHTTP(w, r)
 	default:
@@ -89,15 +89,22 @@ func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.Respo
 	}
 }
 
-// handle runs the handler of a request that br admitted with t, and records
-// what its answer means, in one place however the handler ends: when it
-// returns; when it panics, after which the panic goes on from inside the
-// handler's own unwinding, so that whoever recovers it further up sees the
-// stack where it happened; and when it ends its goroutine with
-// runtime.Goexit, a failure.
-func handle(br *breaker, t ticket, w http.ResponseWriter, r *http.Request, next http.Handler) {
+// handle runs the handler of a request that br, of set, admitted with t,
+// and records what its answer means, in one place however the handler
+// ends: when it returns; when it panics, after which the panic goes on from
+// inside the handler's own unwinding, so that whoever recovers it further up
+// sees the stack where it happened; and when it ends its goroutine with
+// runtime.Goexit, a failure. The handler gets the request with a scope for
+// blame when the route group makes client calls (blame.go).
+func handle(set *Breakers, br *breaker, t ticket, w http.ResponseWriter, r *http.Request, next http.Handler) {
 	sw := newStatusWriter(w, r.Context())
 	sw.probe = t.probe
+	var sc *callScope
+	in := r
+	if br.blame.carries() {
+		sc = set.scope(br, r)
+		in = &sc.req
+	}
 	var start int64
 	if br.judging.timed() {
 		start = br.clock.now()
@@ -108,29 +115,34 @@ func handle(br *breaker, t ticket, w http.ResponseWriter, r *http.Request, next 
 		now := br.clock.now()
 		switch {
 		case returned:
-			br.done(t, judgeServed(br, sw, r, nil, now-start), now)
+			v, up := judgeServed(br, sw, r, nil, now-start, sc)
+			br.done(t, v, now)
+			br.blame.served(set, sc != nil, v, up, now)
 			sw.release()
 		case value != nil:
-			br.done(t, judgeServed(br, sw, r, value, now-start), now)
+			v, up := judgeServed(br, sw, r, value, now-start, sc)
+			br.done(t, v, now)
+			br.blame.served(set, sc != nil, v, up, now)
 			panic(value)
 		default:
 			br.done(t, verdict{outcome: Failure}, now)
 		}
 	}()
-	next.ServeHTTP(sw.wrapped(), r)
+	next.ServeHTTP(sw.wrapped(), in)
 	returned = true
 }
 
 // judgeServed returns what a request whose handler wrote through sw (and
-// panicked with value, if not nil) and ran for took means to br. A request
-// that a breaker nested inside rejected is excluded: its answer is a
-// rejection, not a failure of the handlers here.
-func judgeServed(br *breaker, sw *statusWriter, r *http.Request, value any, took int64) verdict {
+// panicked with value, if not nil) and ran for took means to br, and the
+// upstream it was blamed on, if any, as the request's scope sc (nil if it
+// carried none) tells. A request that a breaker nested inside rejected is
+// excluded: its answer is a rejection, not a failure of the handlers here.
+func judgeServed(br *breaker, sw *statusWriter, r *http.Request, value any, took int64, sc *callScope) (verdict, string) {
 	if sw.rejected {
-		return verdict{outcome: Excluded}
+		return verdict{outcome: Excluded}, ""
 	}
 	c := Call{Key: br.key, Request: r, StatusCode: sw.status, ClientGone: sw.gone, Hijacked: sw.hijacked,
-		Panic: value, RetryAfter: sw.retryAfter}
+		Panic: value, RetryAfter: sw.retryAfter, Upstream: sc.upstreamKey()}
 	if c.StatusCode == 0 && !c.Hijacked {
 		c.ClientGone = callerGone(r)
 	}
@@ -138,5 +150,5 @@ func judgeServed(br *breaker, sw *statusWriter, r *http.Request, value any, took
 	if v.outcome == Failure && rejectedInside(r) { // by a breaker nested inside, behind a writer without Unwrap
 		v.outcome = Excluded
 	}
-	return v
+	return v, c.Upstream
 }

@@ -18,11 +18,17 @@ const (
 	Failure
 	// Excluded counts nowhere: the request tells nothing about the handler.
 	Excluded
+	// UpstreamFailure is a failure that an upstream caused (Call.Upstream
+	// names it): counted apart, as requests_total's result
+	// "upstream_failure" and Status.Totals.UpstreamFailure, and, like
+	// Excluded, neither towards opening nor towards closing. The upstream's
+	// own breaker has counted the failure already.
+	UpstreamFailure
 )
 
-var outcomeNames = [...]string{Success: "success", Failure: "failure", Excluded: "excluded"}
+var outcomeNames = [...]string{Success: "success", Failure: "failure", Excluded: "excluded", UpstreamFailure: "upstream_failure"}
 
-// String returns "success", "failure" or "excluded".
+// String returns "success", "failure", "excluded" or "upstream_failure".
 func (o Outcome) String() string {
 	if int(o) < len(outcomeNames) {
 		return outcomeNames[o]
@@ -33,12 +39,12 @@ func (o Outcome) String() string {
 // Call is what a Classifier knows about an admitted call once it has
 // ended: on the server side, a request whose handler has returned or
 // panicked; on the client side (Transport), a request whose RoundTrip has
-// returned.
+// returned; for Do, a func that has returned.
 type Call struct {
 	// Key is the breaker's key.
 	Key string
 	// Request is the request. Its context tells whether the client (on the
-	// client side, the caller) is still there.
+	// client side, the caller) is still there. It is nil for Do.
 	Request *http.Request
 	// StatusCode is the final HTTP status: on the server side the status the handler
 	// wrote (the first non-1xx code, 200 if it wrote a body, flushed or
@@ -47,9 +53,16 @@ type Call struct {
 	// side the response's status, 0 when RoundTrip returned an error.
 	StatusCode int
 	// Err is the error the client side's RoundTrip returned (connection
-	// refused, a deadline exceeded, the caller's context canceled); always
-	// nil on the server side.
+	// refused, a deadline exceeded, the caller's context canceled), or the
+	// error Do's func returned; always nil on the server side.
 	Err error
+	// Upstream is, on the server side, the key of an upstream whose call
+	// failed or was rejected while the handler ran: a call through a
+	// Transport, KeyedTransport or Do of the same Breakers, made with the
+	// request's context or one derived from it. "" when there was none, or
+	// when the handler's calls did not carry the request's context. The
+	// first such call is named; DefaultClassifier blames a failure on it.
+	Upstream string
 	// ClientGone reports whether the client had gone away (the request's
 	// context was canceled) when the handler wrote StatusCode, or, if it wrote
 	// none, when it returned. On the client side it reports that the call
@@ -101,11 +114,34 @@ type Classifier func(Call) Outcome
 //   - any other transport error (connection refused, reset, a TLS failure,
 //     a deadline exceeded: a slow upstream) is a Failure;
 //   - status 500 and above, and 429, is a Failure;
-//   - anything else, 4xx included, is a Success.
+//   - anything else, 4xx included, is a Success;
+//   - and a Failure for any reason but a panic, while an upstream call
+//     had failed or been rejected (Call.Upstream), is an UpstreamFailure:
+//     the handler answered the upstream's failure. A panic is the handler's
+//     own.
+//
+// To count a route group's failures as its own whatever its upstreams did,
+// as before blame, map UpstreamFailure back to Failure:
+//
+//	httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
+//		if o := httpbreaker.DefaultClassifier(c); o != httpbreaker.UpstreamFailure {
+//			return o
+//		}
+//		return httpbreaker.Failure
+//	})
 func DefaultClassifier(c Call) Outcome {
+	o := ownOutcome(c)
+	if o == Failure && c.Upstream != "" && c.Panic == nil {
+		return UpstreamFailure
+	}
+	return o
+}
+
+// ownOutcome is DefaultClassifier without blame.
+func ownOutcome(c Call) Outcome {
 	switch {
 	case c.Panic != nil:
-		if c.Panic == http.ErrAbortHandler && c.Request.Context().Err() == context.Canceled {
+		if c.Panic == http.ErrAbortHandler && c.Request != nil && c.Request.Context().Err() == context.Canceled {
 			return Excluded
 		}
 		return Failure
@@ -151,8 +187,12 @@ func (j judging) judge(c Call, took time.Duration) verdict {
 	} else {
 		o = DefaultClassifier(c)
 	}
-	return verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: c.StatusCode == http.StatusTooManyRequests,
-		slow: c.Slow && c.slowApart && o != Excluded}
+	v := verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: c.StatusCode == http.StatusTooManyRequests,
+		slow: c.Slow && c.slowApart && o != Excluded && o != UpstreamFailure}
+	if o == UpstreamFailure {
+		v.outcome, v.blamed = Excluded, true
+	}
+	return v
 }
 
 // callerGone reports whether whoever made r has given up on it: the client
@@ -172,6 +212,10 @@ type verdict struct {
 	// slow says the call was slow, with SlowCallRate: slowness is judged
 	// apart from the outcome.
 	slow bool
+	// blamed says the classifier blamed the failure on an upstream
+	// (UpstreamFailure): outcome is Excluded, which is what it is to the
+	// breaker's window and probes, and it is counted as upstream_failure.
+	blamed bool
 }
 
 // failureStatus reports whether an answer with this status is a failure of
@@ -191,7 +235,7 @@ func failureRate(failures, successes uint32) float64 {
 
 // validOutcome returns o, or Failure if o is none of the outcomes.
 func validOutcome(o Outcome) Outcome {
-	if o > Excluded {
+	if o > UpstreamFailure {
 		return Failure
 	}
 	return o

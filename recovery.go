@@ -408,7 +408,10 @@ func (br *breaker) maxCooldown() time.Duration {
 // failure.
 func (br *breaker) tally(v verdict, i uint32, now int64) {
 	kind := tallyOf[v.outcome]
-	if v.slow {
+	switch {
+	case v.blamed:
+		kind = tallyUpstream
+	case v.slow:
 		kind = tallySlow
 	}
 	br.tallies.add(i, kind)

@@ -92,6 +92,16 @@ type Status struct {
 	// Totals counts requests by result since the breaker was created, as the
 	// requests_total metric does.
 	Totals Totals `json:"totals"`
+	// BlamedOn counts, for a route group (a server key), how many of its
+	// failures were blamed on each upstream key (Totals.UpstreamFailure
+	// counts them all): failures it answered while a call of its request to
+	// that upstream had failed or been rejected. It holds at most 16
+	// upstream keys; nil when none was blamed.
+	BlamedOn map[string]uint64 `json:"blamed_on,omitempty"`
+	// Dependents are, for an upstream (a client key), the route groups whose
+	// requests have called through it with their context, sorted: who its
+	// state affects. At most 16; nil when none has.
+	Dependents []string `json:"dependents,omitempty"`
 	// Policy is the key's resolved policy, every field set.
 	Policy Policy `json:"policy"`
 }
@@ -162,6 +172,9 @@ type Totals struct {
 	Slow        uint64 `json:"slow"`
 	Rejected    uint64 `json:"rejected"`
 	WouldReject uint64 `json:"would_reject"`
+	// UpstreamFailure counts failures blamed on an upstream
+	// (UpstreamFailure), which count in no window.
+	UpstreamFailure uint64 `json:"upstream_failure"`
 }
 
 // State returns key's current state. A key that has no breaker (yet) is
@@ -186,6 +199,10 @@ func keyStatus(br *breaker) Status {
 		Totals:   totalsOf(br),
 		Policy:   br.policy,
 		LastTrip: br.lastTrip.Load(),
+		BlamedOn: br.blame.blamed(),
+	}
+	if deps := br.blame.dependentKeys(); deps != nil {
+		s.Dependents = slices.Clone(deps)
 	}
 	probesFull := false // half-open with every probe slot taken
 	ph := br.phase.Load()
@@ -248,5 +265,7 @@ func totalsOf(br *breaker) Totals {
 		Slow:        t.sum(tallySlow),
 		Rejected:    t.sum(tallyRejected),
 		WouldReject: t.sum(tallyWouldReject),
+
+		UpstreamFailure: t.sum(tallyUpstream),
 	}
 }

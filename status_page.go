@@ -1,6 +1,7 @@
 package httpbreaker
 
 import (
+	"cmp"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
@@ -8,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -127,7 +130,8 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 			rejecting++
 		}
 		row := statusRow{Status: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
-			Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: cause(s, now)}
+			Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: cause(s, now),
+			BlamedOn: blamedOn(s.BlamedOn), CalledBy: strings.Join(s.Dependents, ", ")}
 		switch {
 		case s.RetryAfter > 0:
 			row.RetryIn = "in " + roughly(s.RetryAfter)
@@ -156,6 +160,27 @@ type statusView struct {
 type statusRow struct {
 	Status
 	Since, SinceTime, RetryIn, FailureRate, Why string
+	// BlamedOn lists the upstreams the key's failures were blamed on, with
+	// how many, most first; CalledBy the route groups that call the key as
+	// an upstream.
+	BlamedOn, CalledBy string
+}
+
+// blamedOn says in English how many failures were blamed on each upstream,
+// most first: "payments 12, inventory 3".
+func blamedOn(counts map[string]uint64) string {
+	keys := slices.Collect(maps.Keys(counts))
+	slices.SortFunc(keys, func(a, b string) int {
+		if c := cmp.Compare(counts[b], counts[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, counts[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // summary says in English how many keys there are and how many of them

@@ -43,7 +43,9 @@ import (
 // mistake, found when the client is made rather than at its first request.
 func (b *Breakers) Transport(key string, base http.RoundTripper) http.RoundTripper {
 	base = baseOf("Transport("+quoteKey(key)+")", base)
-	return &keyTransport{ref: b.ref("Transport", key, sideClient), base: base}
+	t := &keyTransport{ref: b.ref("Transport", key, sideClient), base: base}
+	b.clients.Store(true)
+	return t
 }
 
 // KeyedTransport returns an http.RoundTripper that picks the breaker for
@@ -57,7 +59,9 @@ func (b *Breakers) KeyedTransport(key KeyFunc, base http.RoundTripper) http.Roun
 	if key == nil {
 		panic("httpbreaker: KeyedTransport: nil KeyFunc")
 	}
-	return &keyedTransport{set: b, key: key, base: baseOf("KeyedTransport", base)}
+	t := &keyedTransport{set: b, key: key, base: baseOf("KeyedTransport", base)}
+	b.clients.Store(true)
+	return t
 }
 
 // ErrOpen matches every rejection of a Transport or KeyedTransport:
@@ -90,7 +94,7 @@ type keyTransport struct {
 }
 
 func (t *keyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return roundTripThrough(t.ref.get(), t.base, req)
+	return roundTripThrough(t.ref.set, t.ref.get(), t.base, req)
 }
 
 type keyedTransport struct {
@@ -107,40 +111,65 @@ func (t *keyedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if br == nil {
 		return sendThrough(key, t.base, req)
 	}
-	return roundTripThrough(br, t.base, req)
+	return roundTripThrough(t.set, br, t.base, req)
 }
 
-// roundTripThrough sends one request through br: the client side over the
-// breaker's admission path. An admitted call goes to base and is judged
-// when base returns (or panics, a failure); one that is not is answered
-// with a *RejectedError, or, when the breaker only observes, goes out
-// untracked.
-func roundTripThrough(br *breaker, base http.RoundTripper, req *http.Request) (resp *http.Response, err error) {
+// roundTripThrough sends one request through br, of set: the client side
+// over the breaker's admission path. An admitted call goes to base and is
+// judged when base returns (or panics, a failure); one that is not is
+// answered with a *RejectedError, or, when the breaker only observes, goes
+// out untracked. A failure or a rejection of a call made within a route
+// group's request, with its context, is blamed on br (blame.go), an
+// untracked call's too.
+func roundTripThrough(set *Breakers, br *breaker, base http.RoundTripper, req *http.Request) (resp *http.Response, err error) {
+	sc := set.scopeOf(req.Context())
+	sc.calling(set, br)
 	t, a := br.admit()
 	switch a.decision {
 	case passCall:
-		return sendThrough(br.key, base, req)
+		resp, err = sendThrough(br.key, base, req)
+		if sc != nil && br.judging.judge(callOf(br.key, req, resp, err), 0).outcome == Failure {
+			sc.failed(set, br) // untracked, but the upstream's failure all the same
+		}
+		return resp, err
 	case rejectCall:
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
+		sc.failed(set, br)
 		return nil, &RejectedError{a.rejection(br.key)}
 	}
+	br.run(set, sc, t, func() Call {
+		resp, err = sendThrough(br.key, base, req)
+		return callOf(br.key, req, resp, err)
+	})
+	return resp, err
+}
+
+// run runs a client call that br, of set, admitted with t, within the
+// scope sc (nil if none), and records how it ended, as call describes it
+// once it returns: a failure if it panics or ends the goroutine, which goes
+// on. A failure is blamed on br.
+func (br *breaker) run(set *Breakers, sc *callScope, t ticket, call func() Call) {
 	var start int64
 	if br.judging.timed() {
 		start = br.clock.now()
 	}
 	returned := false
 	defer func() {
-		if !returned { // base panicked, or ended the goroutine: a failure, which goes on
+		if !returned {
 			br.done(t, verdict{outcome: Failure}, br.clock.now())
+			sc.failed(set, br)
 		}
 	}()
-	resp, err = sendThrough(br.key, base, req)
+	c := call()
 	returned = true
 	now := br.clock.now()
-	br.done(t, br.judging.judge(callOf(br.key, req, resp, err), time.Duration(now-start)), now)
-	return resp, err
+	v := br.judging.judge(c, time.Duration(now-start))
+	br.done(t, v, now)
+	if v.outcome == Failure {
+		sc.failed(set, br)
+	}
 }
 
 // callOf describes base's answer to req as a Call. The caller's own

@@ -419,7 +419,7 @@ func TestClientKeyHasTheSameMetrics(t *testing.T) {
 	send(c, "GET", up.URL, nil)
 	send(c, "GET", up.URL, nil)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP httpbreaker_requests_total Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), slow (with slow_call_rate), rejected, would_reject (observe mode let it through), untracked (no breaker, empty key).
+# HELP httpbreaker_requests_total Requests through circuit breakers by key and result: success, failure, excluded (not counted by the breaker), slow (with slow_call_rate), rejected, would_reject (observe mode let it through), upstream_failure (a failure blamed on an upstream the request called, not counted by the breaker), untracked (no breaker, empty key).
 # TYPE httpbreaker_requests_total counter
 httpbreaker_requests_total{key="",result="untracked"} 0
 httpbreaker_requests_total{key="git",result="excluded"} 0

@@ -38,7 +38,7 @@ const (
 	tallySlow // with SlowCallRate: counted as slow, instead of success or failure
 	tallyRejected
 	tallyWouldReject
-	tallyUnused
+	tallyUpstream // failures blamed on an upstream: counted apart, in no window (blame.go)
 	numTallies
 )
 

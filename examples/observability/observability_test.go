@@ -44,7 +44,7 @@ var (
 		"state":  states,
 		"from":   states,
 		"to":     states,
-		"result": {"success", "failure", "excluded", "rejected", "would_reject", "untracked"},
+		"result": {"success", "failure", "excluded", "slow", "rejected", "would_reject", "upstream_failure", "untracked"},
 	}
 	metricName = regexp.MustCompile(`\bhttpbreaker_[a-z_]+`)
 	matcher    = regexp.MustCompile(`\b(state|from|to|result)\s*(=~|=)\s*"([^"]*)"`)
