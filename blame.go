@@ -27,11 +27,12 @@ import (
 // admitted request runs with a callScope, a context that the client side
 // finds with Value and that the request's copy given to the handler
 // carries. Making it costs one allocation (the scope holds the request's
-// copy), so a request carries one only when its route group is known to
-// make client calls through the set; one that is not known to, and whose
-// set has a client side, lends a scope to a request now and then to find
-// out: its first, the one after each failure of its own, and one a second.
-// A request that carries no scope allocates nothing more than before.
+// copy), so a route group's requests carry one while it is known to make
+// client calls through the set, and while that is not known yet: from its
+// first request until one of them ends without a call. From then on none
+// carries one, until a failure of the route group's own or a second later,
+// when requests carry one again until one ends without a call. A request
+// that carries no scope allocates nothing more than before.
 
 // scopeKey is the context key of a callScope.
 type scopeKey struct{}
@@ -103,9 +104,7 @@ func (s *callScope) calling(set *Breakers, up *breaker) {
 		if s.set != set || s.route == up {
 			continue
 		}
-		if !s.route.blame.callsOut.Load() {
-			s.route.blame.callsOut.Store(true)
-		}
+		s.route.blame.calling()
 		up.blame.depend(s.route.key)
 	}
 }
@@ -142,23 +141,33 @@ const (
 	maxDependents = 16
 )
 
-// sampleEvery is how often a route group that is not known to make client
-// calls lends a scope to one request, to find out.
+// sampleEvery is how often a route group that has been seen to make no
+// client call lends its requests a scope again, to find out whether it
+// makes any now.
 const sampleEvery = time.Second
+
+// What a route group is known to do, for blameState.calls.
+const (
+	// callsUnknown: every request carries a scope, until one of them ends
+	// without a client call.
+	callsUnknown int32 = iota
+	// callsNone: a request carried a scope and made no client call; none
+	// carries one, until a failure of the route group's own, or
+	// sampleEvery later.
+	callsNone
+	// callsOut: a request made a client call with its scope; every request
+	// carries one from then on.
+	callsOut
+)
 
 // blameState is what a breaker keeps of blame: as a route group's, whether
 // its requests make client calls and how many of its failures were blamed
 // on which upstream; as an upstream's, the route groups that call it.
 type blameState struct {
-	// callsOut says that a request of the route group has made a client
-	// call through its set with the scope it carried: every request carries
-	// one from then on.
-	callsOut atomic.Bool
-	// sampled says that the request due to carry a scope, to find out
-	// whether the route group makes client calls, has been admitted; false
-	// makes the next request carry one. lastSample is when the last
-	// sample was asked for (ns since the set's epoch).
-	sampled    atomic.Bool
+	// calls is what the route group is known to do: callsUnknown,
+	// callsNone or callsOut. lastSample is when callsNone last went back
+	// to callsUnknown for sampleEvery (ns since the set's epoch).
+	calls      atomic.Int32
 	lastSample atomic.Int64
 
 	// dependents are the keys of the route groups that call through the
@@ -172,34 +181,46 @@ type blameState struct {
 
 // carries reports whether an admitted request of the route group is to
 // carry a scope.
-func (bs *blameState) carries() bool {
-	if bs.callsOut.Load() {
-		return true
+func (bs *blameState) carries() bool { return bs.calls.Load() != callsNone }
+
+// callsOut reports whether the route group's requests are known to make
+// client calls.
+func (bs *blameState) callsOut() bool { return bs.calls.Load() == callsOut }
+
+// calling notes that a request of the route group made a client call with
+// its scope.
+func (bs *blameState) calling() {
+	if bs.calls.Load() != callsOut {
+		bs.calls.Store(callsOut)
 	}
-	return !bs.sampled.Load() && bs.sampled.CompareAndSwap(false, true)
 }
 
 // served notes how a request of the route group, of set, judged v at now,
-// ended: with a scope, the upstream its failure was blamed on (up, "" if
-// none); without, whether the next request should carry a scope to find
-// out if the route group makes client calls, when the set has a client
-// side: after a failure, or sampleEvery after the last time.
+// ended. One that carried a scope counts the upstream its failure was
+// blamed on (up, "" if none), and, if the route group's calls are unknown
+// and it made none (a request that did would have made them known), says
+// that the route group makes none. One that carried none makes the next
+// requests carry one, if the set has a client side, after a failure, or
+// sampleEvery after the last time.
 func (bs *blameState) served(set *Breakers, carried bool, v verdict, up string, now int64) {
 	if carried {
 		if v.blamed && up != "" {
 			bs.blame(up)
 		}
+		if bs.calls.Load() == callsUnknown {
+			bs.calls.CompareAndSwap(callsUnknown, callsNone)
+		}
 		return
 	}
-	if !bs.sampled.Load() || bs.callsOut.Load() || !set.clients.Load() {
+	if !set.clients.Load() {
 		return
 	}
 	if v.outcome == Failure {
-		bs.sampled.Store(false)
+		bs.calls.CompareAndSwap(callsNone, callsUnknown)
 		return
 	}
 	if last := bs.lastSample.Load(); now-last >= int64(sampleEvery) && bs.lastSample.CompareAndSwap(last, now) {
-		bs.sampled.Store(false)
+		bs.calls.CompareAndSwap(callsNone, callsUnknown)
 	}
 }
 

@@ -389,7 +389,7 @@ func TestARouteGroupLearnsThatItCallsOut(t *testing.T) {
 				w.WriteHeader(http.StatusBadGateway)
 			}
 		}))
-		learned := func() bool { return b.lookup("billing").blame.callsOut.Load() }
+		learned := func() bool { return b.lookup("billing").blame.callsOut() }
 		record(h, "/health") // the first request carries a scope, and makes no call
 		for range 5 {
 			record(h, "/charge")
@@ -531,7 +531,7 @@ func TestACarriedRequestAllocatesItsScopeOnly(t *testing.T) {
 	alone := testing.AllocsPerRun(200, func() { handler.ServeHTTP(w, in) })
 	h := b.Middleware("billing")(handler)
 	h.ServeHTTP(w, in) // billing learns that it calls out
-	if !b.lookup("billing").blame.callsOut.Load() {
+	if !b.lookup("billing").blame.callsOut() {
 		t.Fatal("billing did not learn that it calls out")
 	}
 	if through := testing.AllocsPerRun(200, func() { h.ServeHTTP(w, in) }); through != alone+1 {
@@ -542,5 +542,36 @@ func TestACarriedRequestAllocatesItsScopeOnly(t *testing.T) {
 	_ = b.Do(ctx, "db", fn)
 	if n := testing.AllocsPerRun(200, func() { _ = b.Do(ctx, "db", fn) }); n != 0 {
 		t.Fatalf("Do through a closed breaker: %v allocations, want 0", n)
+	}
+}
+
+// TestConcurrentFirstRequestsAreAllBlamed: until a route group is known to
+// make client calls or not, every request carries a scope, so that a burst
+// of requests that all arrive before the first one has called out (a
+// service that starts during an upstream's outage) is blamed on the
+// upstream too.
+func TestConcurrentFirstRequestsAreAllBlamed(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 3, OpenFor: time.Minute}),
+		WithKeyPolicy("payments", Policy{ConsecutiveFailures: Off, MinRequests: 1000}))
+	failing := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, errors.New("refused") })
+	c := &http.Client{Transport: b.Transport("payments", failing)}
+	const n = 50
+	var admitted sync.WaitGroup
+	admitted.Add(n)
+	h := b.Middleware("billing")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		admitted.Done()
+		admitted.Wait() // no call before all n are admitted
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://payments.internal/", nil)
+		if _, err := c.Do(req); err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+		}
+	}))
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() { record(h, "/") })
+	}
+	wg.Wait()
+	if s := status(t, b, "billing"); s.State != StateClosed || s.Totals.Failure != 0 || s.Totals.UpstreamFailure != n {
+		t.Fatalf("billing: %v %+v, want closed with all %d failures blamed on payments", s.State, s.Totals, n)
 	}
 }

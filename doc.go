@@ -16,7 +16,16 @@
 // matched route pattern with RoutePattern. The same breakers guard outgoing
 // calls: Transport and KeyedTransport are http.RoundTrippers whose rejected
 // calls touch no network and return a *RejectedError (errors.Is(err,
-// ErrOpen)).
+// ErrOpen)), and Do runs any other call, a database query or a gRPC call,
+// behind a key's breaker.
+//
+// A route group that fails because its upstream does is not tripped for
+// it: when a handler's call through a client-side breaker of the same set,
+// made with the request's context, fails or is rejected, and the handler
+// then answers a failure, the failure is blamed on the upstream (an
+// UpstreamFailure, counted apart, in no window), so that the route group
+// trips only on failures of its own and serves its fallback as soon as the
+// upstream's breaker opens.
 //
 // # One request
 //
@@ -31,7 +40,7 @@
 // answer) and the handler never runs; in observe mode it runs anyway and is
 // counted as a would-be rejection. An admitted request runs with a wrapped
 // ResponseWriter that records its final status; the Classifier turns what
-// happened into Success, Failure or Excluded, which goes to the breaker, to
+// happened into Success, Failure, Excluded or UpstreamFailure, which goes to the breaker, to
 // the metrics, and, when the state changes, to the log and the hooks.
 //
 // By default (DefaultClassifier) a failure is a final status of 500 or

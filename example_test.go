@@ -1,6 +1,7 @@
 package httpbreaker_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -306,4 +307,90 @@ func ExampleBreakers_Transport() {
 	// 502
 	// rejected by git, retry in 30s: answering from the cache
 	// rejected by git, retry in 30s: answering from the cache
+}
+
+// Do puts a call that is not HTTP, here a database query, behind a key's
+// breaker. The classifier says which errors are the database's failures:
+// sql.ErrNoRows is an answer, not one. Once the database has failed enough,
+// Do returns ErrOpen at once without running the query, and the caller can
+// degrade.
+func ExampleBreakers_Do() {
+	errNoRows := errors.New("sql: no rows in result set") // sql.ErrNoRows in a real program
+	breakers, err := httpbreaker.New(
+		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)),
+		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 3, OpenFor: 30 * time.Second}),
+		httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
+			if errors.Is(c.Err, errNoRows) {
+				return httpbreaker.Success
+			}
+			return httpbreaker.DefaultClassifier(c)
+		}))
+	if err != nil {
+		panic(err)
+	}
+	query := func(answer error) error { // db.QueryRowContext(ctx, ...).Scan(...) in a real program
+		return breakers.Do(context.Background(), "orders-db", func(ctx context.Context) error { return answer })
+	}
+	fmt.Println(query(errNoRows))
+	for range 3 {
+		fmt.Println(query(errors.New("connection refused")))
+	}
+	err = query(nil)
+	fmt.Println(errors.Is(err, httpbreaker.ErrOpen), err)
+	// Output:
+	// sql: no rows in result set
+	// connection refused
+	// connection refused
+	// connection refused
+	// true httpbreaker: circuit breaker "orders-db" is open; retry in 30s
+}
+
+// A route group whose handler calls an upstream with the request's context
+// is not tripped by the upstream's failures: they are blamed on the
+// upstream's key. billing answers 502 while payments fails, then from its
+// cache once payments' breaker is open, and its own breaker stays closed.
+func Example_blame() {
+	payments := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError) // payments is down
+	}))
+	defer payments.Close()
+	breakers, err := httpbreaker.New(
+		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)),
+		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 3, OpenFor: 30 * time.Second}))
+	if err != nil {
+		panic(err)
+	}
+	client := &http.Client{Transport: breakers.Transport("payments", nil)}
+	billing := breakers.Middleware("billing")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The request's context: how the breakers know the call is billing's.
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, payments.URL+"/charge", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		switch {
+		case errors.Is(err, httpbreaker.ErrOpen):
+			io.WriteString(w, "from the cache")
+		case err != nil || resp.StatusCode >= 500:
+			http.Error(w, "payments failed", http.StatusBadGateway)
+		default:
+			io.WriteString(w, "charged")
+		}
+	}))
+	for range 5 {
+		rec := httptest.NewRecorder()
+		billing.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/billing/charge", nil))
+		fmt.Println(rec.Code, strings.TrimSpace(rec.Body.String()))
+	}
+	for _, s := range breakers.Snapshot() {
+		fmt.Printf("%s: %s, %d failures, blamed on %v\n", s.Key, s.State, s.Totals.Failure, s.BlamedOn)
+	}
+	// Output:
+	// 502 payments failed
+	// 502 payments failed
+	// 502 payments failed
+	// 200 from the cache
+	// 200 from the cache
+	// billing: closed, 0 failures, blamed on map[payments:3]
+	// payments: open, 3 failures, blamed on map[]
 }

@@ -91,7 +91,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				continue // only keys that judge slowness apart count it
 			}
 			n := br.tallies.sum(r.tally)
-			if r.tally == tallyUpstream && n == 0 && !br.blame.callsOut.Load() {
+			if r.tally == tallyUpstream && n == 0 && !br.blame.callsOut() {
 				continue // only route groups that call upstreams count it
 			}
 			c.send(ch, c.requests, prometheus.CounterValue, float64(n), br.key, r.name)

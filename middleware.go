@@ -15,7 +15,24 @@ import (
 //	})
 //
 // The breaker is created here, so it shows in metrics and the status before
-// the first request. Keys wired by Middleware are bounded by the code, not
+// the first request.
+//
+// A failure that the handler answers because an upstream call failed, or
+// was rejected, is blamed on the upstream, not counted against key (see
+// DefaultClassifier), when the call went through a Transport,
+// KeyedTransport or Do of the same Breakers with the request's context or
+// one derived from it:
+//
+//	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, paymentsURL, body)
+//
+// A call made with another context (context.Background(), or a request
+// made with http.NewRequest and sent as it is) cannot be traced to the
+// request, and its failure counts against key as any other. To find the
+// request, the handler gets a copy of it whose context carries a value of
+// the breaker's: one allocation per request, made only for route groups
+// that are known to make such calls, or not known yet to make none.
+//
+// Keys wired by Middleware are bounded by the code, not
 // by traffic: they always get a breaker, past WithMaxKeys too. Middleware
 // panics if key is empty, longer than 512 bytes or not valid UTF-8: that is a
 // wiring mistake, found when the server is assembled, never at request time.
