@@ -45,6 +45,9 @@ var demoPlugins = []struct{ id, method, path string }{
 	{"search", http.MethodGet, "/api/search/query?term=pay"},
 }
 
+// demoOptions are more options for the demo's breakers, for tests.
+var demoOptions []httpbreaker.Option
+
 // quickCooldowns shorten config.yaml's cooldowns to seconds for the demo
 // and the soak, so that a whole outage and recovery fits in a few seconds.
 // Options given after WithConfig refine it.
@@ -63,7 +66,7 @@ func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bo
 		d.stats[p.id] = &pluginStats{}
 	}
 	h, err := newHost(cfg, slog.New(slog.DiscardHandler),
-		slices.Concat(quickCooldowns, []httpbreaker.Option{httpbreaker.WithStateChangeHook(d.onChange)})...)
+		slices.Concat(quickCooldowns, []httpbreaker.Option{httpbreaker.WithStateChangeHook(d.onChange)}, demoOptions)...)
 	if err != nil {
 		return err
 	}
@@ -123,8 +126,15 @@ func (d *demo) statusPage() error {
 	}
 	d.printf("\nGET /breakers, the status page (a browser gets it as HTML):\n")
 	for _, s := range status.Keys {
-		d.printf("  %-11s %-7s since %5.1fs  %4d succeeded, %3d failed, %3d rejected\n", s.Key, s.State,
+		d.printf("  %-11s %-7s since %5.1fs  %4d succeeded, %3d failed, %3d rejected", s.Key, s.State,
 			s.Since.Sub(d.start).Seconds(), s.Totals.Success, s.Totals.Failure, s.Totals.Rejected)
+		for up, n := range s.BlamedOn {
+			d.printf(", %d blamed on %s", n, up)
+		}
+		if len(s.Dependents) > 0 {
+			d.printf(", called by %s", strings.Join(s.Dependents, ", "))
+		}
+		d.printf("\n")
 	}
 	return nil
 }
@@ -185,8 +195,9 @@ func (d *demo) header() {
 		d.printf("  %-10s trips at %v failures in a row or a %.0f%% failure rate; open for %v, then %d %s\n",
 			s.Key, p.ConsecutiveFailures, p.FailureRate*100, p.OpenFor, p.HalfOpenRequests, probes)
 	}
-	d.printf("catalog reads its entities from a Git host through breakers.Transport(%q), and answers from\n"+
-		"its cache when that fails; the last column is those calls.\n", gitUpstream)
+	d.printf("catalog reads its entities from a Git host through breakers.Transport(%q): it passes the Git host's\n"+
+		"failures on (502), and answers from its cache once the %s breaker opens; the last column is those calls.\n",
+		gitUpstream, gitUpstream)
 	d.printf("\n%7s  %-22s %-22s %-22s %-22s\n", "", "catalog", "scaffolder", "search", "git (catalog's calls)")
 	d.printf("%7s  %-22s %-22s %-22s %-22s\n", "time", "state  ok/failed/rej", "state  ok/failed/rej", "state  ok/failed/rej", "state  ok/failed/rej")
 }
@@ -397,6 +408,7 @@ func (d *demo) summary() error {
 	d.printf("\nsummary after %.1fs\n", d.elapsed().Seconds())
 	d.printf("  %-11s %6s %7s %9s  %s\n", "plugin", "ok", "failed", "rejected", "state changes")
 	var problems []string
+	blamed := d.blamedOnGit()
 	for _, p := range demoPlugins {
 		st := d.stats[p.id]
 		path := []string{}
@@ -414,8 +426,13 @@ func (d *demo) summary() error {
 		}
 		d.printf("  %-11s %6d %7d %9d  %s\n", p.id, st.ok.Load(), st.failed.Load(), st.rejected.Load(), changes)
 		if p.id != failingPlugin {
-			if st.failed.Load() != 0 || st.rejected.Load() != 0 || len(path) != 0 || st.ok.Load() == 0 {
-				problems = append(problems, fmt.Sprintf("%s was affected by %s's outage", p.id, failingPlugin))
+			own := st.failed.Load() // the catalog's failures that were the Git host's are not its own
+			if p.id == "catalog" {
+				own -= int64(blamed)
+			}
+			if own != 0 || st.rejected.Load() != 0 || len(path) != 0 || st.ok.Load() == 0 {
+				problems = append(problems, fmt.Sprintf("%s was affected by another's outage: %d failures of its own, %d rejected, state changes: %s",
+					p.id, own, st.rejected.Load(), changes))
 			}
 			continue
 		}
@@ -434,7 +451,7 @@ func (d *demo) summary() error {
 			(time.Duration(st.rejectNanos.Load() / st.rejected.Load())).Round(10*time.Microsecond),
 			(time.Duration(st.failNanos.Load() / st.failed.Load())).Round(time.Millisecond))
 	}
-	problems = append(problems, d.gitSummary(transitions)...)
+	problems = append(problems, d.gitSummary(transitions, blamed)...)
 	for _, s := range d.breakers.Snapshot() {
 		if s.State != httpbreaker.StateClosed {
 			problems = append(problems, fmt.Sprintf("%s ended %s, not closed", s.Key, s.State))
@@ -445,16 +462,29 @@ func (d *demo) summary() error {
 	}
 	d.printf("\n%s %s failed, its breaker opened and answered a fast 503 with Retry-After; a failed probe\n"+
 		"  doubled the cooldown; once the fault cleared the probes passed and it closed. catalog and\n"+
-		"  search answered 200 throughout.\n", d.paint("32", "✓"), failingPlugin)
-	d.printf("%s the Git host failed; the %s breaker around catalog's calls opened, and catalog answered from\n"+
-		"  its cache at once instead of waiting on the dead upstream; then a probe passed and it closed.\n",
-		d.paint("32", "✓"), gitUpstream)
+		"  search answered 200 throughout its outage.\n", d.paint("32", "✓"), failingPlugin)
+	d.printf("%s the Git host failed; catalog passed its failures on, each blamed on %s, so its own breaker stayed\n"+
+		"  closed; the %s breaker around catalog's calls opened, and catalog answered from its cache at once\n"+
+		"  instead of waiting on the dead upstream; then a probe passed and it closed.\n",
+		d.paint("32", "✓"), gitUpstream, gitUpstream)
 	return nil
 }
 
+// blamedOnGit returns how many of the catalog's failures its breaker blamed
+// on the Git host.
+func (d *demo) blamedOnGit() uint64 {
+	for _, s := range d.breakers.Snapshot() {
+		if s.Key == "catalog" {
+			return s.BlamedOn[gitUpstream]
+		}
+	}
+	return 0
+}
+
 // gitSummary prints how the catalog's calls to the Git host went, and
-// returns what of the client side's story did not happen.
-func (d *demo) gitSummary(transitions []transition) []string {
+// returns what of the client side's story did not happen; blamed is how
+// many of the catalog's failures its breaker blamed on the Git host.
+func (d *demo) gitSummary(transitions []transition, blamed uint64) []string {
 	c := d.stats["catalog"]
 	var path []string
 	for _, t := range transitions {
@@ -478,10 +508,14 @@ func (d *demo) gitSummary(transitions []transition) []string {
 		return 0
 	}
 	if c.git[1].Load() > 0 && c.git[2].Load() > 0 {
-		d.printf("  catalog answered from its cache in %v on average when the breaker rejected the call,\n"+
-			"  in %v when it waited on the failing Git host\n", avg(2).Round(10*time.Microsecond), avg(1).Round(time.Millisecond))
+		d.printf("  catalog passed %d of the Git host's failures on (502), after %v on average, each blamed on %s;\n"+
+			"  catalog answered from its cache in %v on average when the breaker rejected the call\n",
+			c.git[1].Load(), avg(1).Round(time.Millisecond), gitUpstream, avg(2).Round(10*time.Microsecond))
 	}
 	var problems []string
+	if n := uint64(c.git[1].Load()); n != blamed || n == 0 {
+		problems = append(problems, fmt.Sprintf("catalog answered %d of the Git host's failures, and %d were blamed on %s", n, blamed, gitUpstream))
+	}
 	if !strings.Contains(changes, "closed → open") || !strings.HasSuffix(changes, "closed") {
 		problems = append(problems, fmt.Sprintf("the %s breaker went %s, want it to open and close again", gitUpstream, changes))
 	}

@@ -2,7 +2,8 @@
 // plugins, each a chi router mounted at /api/{plugin}, each behind its own
 // circuit breaker, configured from config.yaml. The catalog plugin reads a
 // Git host through breakers.Transport("git", nil): the same breakers around
-// an outgoing call.
+// an outgoing call. The 502s the catalog answers while the Git host fails
+// are blamed on "git", so the catalog's own breaker stays closed.
 //
 //	go run ./examples/plugins -demo         # the scripted story, in under a minute
 //	go run ./examples/plugins -demo -stay   # then keep serving: open the status page

@@ -56,7 +56,9 @@ func TestDemoTellsTheStory(t *testing.T) {
 		`fault: the Git host, which catalog reads through breakers.Transport("git")`,
 		"git: closed → open on consecutive_failures",
 		"git: half_open → closed: every probe succeeded",
+		"each blamed on git",
 		"catalog answered from its cache in",
+		"catalog     closed  since",
 		"✓ the Git host failed",
 		"GET /breakers, the status page",
 	} {
@@ -97,6 +99,26 @@ func TestDemoFailsWhenTheClientSideStoryDoesNotHappen(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "no call of catalog's to the Git host was rejected") {
 		t.Errorf("error %q does not say that the catalog's calls were never rejected", err)
+	}
+}
+
+// TestDemoFailsWithoutBlame: counted as the catalog's own, the Git host's
+// failures trip the catalog's breaker along with git's, and the cache hides
+// behind the catalog's 503s; the demo says so.
+func TestDemoFailsWithoutBlame(t *testing.T) {
+	stepTimeout = 8 * time.Second
+	demoOptions = []httpbreaker.Option{httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
+		if o := httpbreaker.DefaultClassifier(c); o != httpbreaker.UpstreamFailure {
+			return o
+		}
+		return httpbreaker.Failure
+	})}
+	t.Cleanup(func() { stepTimeout, demoOptions = 20*time.Second, nil })
+	var out syncBuffer
+	err := runDemo(context.Background(), httpbreaker.Config{}, &out, false)
+	if err == nil || !strings.Contains(err.Error(), "catalog was affected by another's outage") ||
+		!strings.Contains(err.Error(), "and 0 were blamed on git") {
+		t.Fatalf("with blame turned off the demo returned %v, want the catalog's trip and the missing blame named\n%s", err, out.String())
 	}
 }
 

@@ -15,9 +15,9 @@ import (
 // The three plugins are what a plugin host runs without having written them:
 // each is a router of its own, and none of them knows about the host's
 // breakers or faults. They answer JSON, as backend plugins do. The catalog
-// calls an upstream, the Git host, with the http.Client the host gives it,
-// and knows one thing of httpbreaker: that ErrOpen means "answer from the
-// cache, at once".
+// calls an upstream, the Git host, with the http.Client the host gives it
+// and the request's context, and knows one thing of httpbreaker: that
+// ErrOpen means "answer from the cache, at once".
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -36,11 +36,16 @@ var entities = []entity{
 
 // catalogPlugin lists the software catalog's entities, which it reads from
 // the Git host (as a Backstage catalog reads catalog-info files), through
-// git, a client whose transport is the "git" key's breaker. When the Git
-// host fails, or its breaker rejects the call without touching the network,
-// the plugin answers from the last list it read: the X-Catalog-Git header
-// says which ("ok", "failed" after waiting on the Git host, "rejected" at
-// once by the breaker).
+// git, a client whose transport is the "git" key's breaker. When a call to
+// the Git host fails, the plugin passes the failure on (502), as plugins
+// do; once the breaker rejects the calls, the Git host being down, it
+// answers from the last list it read, at once, without touching the
+// network. The X-Catalog-Git header says which ("ok", "failed" after waiting
+// on the Git host, "rejected" at once by the breaker).
+//
+// Its calls carry the request's context, so the 502s it answers while the
+// Git host fails are blamed on the "git" key: the catalog's own breaker
+// stays closed, and its cache answers as soon as the git breaker opens.
 func catalogPlugin(git *http.Client, gitURL string) http.Handler {
 	var last atomic.Pointer[[]entity]
 	last.Store(&entities)
@@ -61,15 +66,27 @@ func catalogPlugin(git *http.Client, gitURL string) http.Handler {
 		last.Store(&fresh)
 		return fresh, "ok"
 	}
+	// read answers the Git host's failure, and reports whether it did.
+	read := func(w http.ResponseWriter, r *http.Request) ([]entity, bool) {
+		list, git := list(r)
+		w.Header().Set("X-Catalog-Git", git)
+		if git == "failed" {
+			writeJSON(w, http.StatusBadGateway, map[string]string{"error": "the Git host failed"})
+			return nil, false
+		}
+		return list, true
+	}
 	r := chi.NewRouter()
 	r.Get("/entities", func(w http.ResponseWriter, r *http.Request) {
-		list, git := list(r)
-		w.Header().Set("X-Catalog-Git", git)
-		writeJSON(w, http.StatusOK, list)
+		if list, ok := read(w, r); ok {
+			writeJSON(w, http.StatusOK, list)
+		}
 	})
 	r.Get("/entities/{name}", func(w http.ResponseWriter, r *http.Request) {
-		list, git := list(r)
-		w.Header().Set("X-Catalog-Git", git)
+		list, ok := read(w, r)
+		if !ok {
+			return
+		}
 		for _, e := range list {
 			if e.Name == chi.URLParam(r, "name") {
 				writeJSON(w, http.StatusOK, e)
