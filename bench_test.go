@@ -2,6 +2,7 @@ package httpbreaker
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -341,4 +342,45 @@ func BenchmarkRoutePattern(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkBlame measures a route group's request whose handler makes one
+// client call with the request's context: the handler alone, and through
+// Middleware, where the request carries the scope that blame needs (its one
+// allocation).
+func BenchmarkBlame(b *testing.B) {
+	set := benchSet(b)
+	rt := set.Transport("payments", cannedTransport{resp: &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody}})
+	out := httptest.NewRequest(http.MethodGet, "http://payments.internal/charge", nil)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = rt.RoundTrip(out.WithContext(r.Context()))
+	})
+	for name, h := range map[string]http.Handler{"handler-and-call": handler, "middleware": set.Middleware("billing")(handler)} {
+		b.Run(name, func(b *testing.B) {
+			w, r := benchRequest()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeHTTP(w, r)
+			}
+		})
+	}
+}
+
+// BenchmarkDo compares a func called alone and through Do, closed.
+func BenchmarkDo(b *testing.B) {
+	ctx := context.Background()
+	fn := func(context.Context) error { return nil }
+	b.Run("bare", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = fn(ctx)
+		}
+	})
+	b.Run("closed", func(b *testing.B) {
+		set := benchSet(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = set.Do(ctx, "db", fn)
+		}
+	})
 }
