@@ -64,13 +64,13 @@ func (b *Breakers) KeyedTransport(key KeyFunc, base http.RoundTripper) http.Roun
 	return t
 }
 
-// ErrOpen matches every rejection of a Transport or KeyedTransport:
+// ErrOpen matches every rejection of a Transport, KeyedTransport or Do:
 // errors.Is(err, httpbreaker.ErrOpen). The error itself is a *RejectedError,
 // which says which key rejected the call and when to retry.
 var ErrOpen = errors.New("httpbreaker: circuit breaker open")
 
-// RejectedError is the error a rejected RoundTrip returns: the call never
-// left the process. errors.As finds it through the *url.Error of
+// RejectedError is the error a rejected RoundTrip (or Do) returns: the call
+// never left the process. errors.As finds it through the *url.Error of
 // http.Client. A retrying client should not spin on it: RetryAfter says
 // how long the breaker keeps rejecting (0 when it is half-open with every
 // probe taken, or recovering: soon), and a retry before then is rejected
