@@ -221,11 +221,16 @@ func (br *breaker) done(t ticket, v verdict, now int64) {
 		br.settle(t.phase, t.probe, v, t.stripe, now) // counts it, unless its deadline did
 		return
 	}
-	br.tally(v, t.stripe, now)
-	switch {
-	case t.win != nil:
+	// An upstream's Retry-After before the window, which may trip the
+	// breaker; the window before the totals: what the totals count, the
+	// window holds already, so that a sync that reads the totals and then
+	// the window never finds the window short of them.
+	br.heed(v, now)
+	if t.win != nil {
 		t.win.record(v.outcome, v.slow, now, t.stripe)
-	case t.lease != nil:
+	}
+	br.count(v, t.stripe)
+	if t.lease != nil {
 		br.fleet.probed(br, t.lease, v)
 	}
 }

@@ -241,8 +241,15 @@ func (f *fleet) syncKeys() bool {
 		w := keyWork{target: br, succ: br.tallies.sum(tallySuccess), fail: br.tallies.sum(tallyFailure)}
 		ks := kf.keySync(br)
 		ks.Successes, ks.Failures = w.succ, w.fail
-		recent := br.win.Load().counts(br.clock.now())
-		ks.RecentSuccesses, ks.RecentFailures = recent.success, recent.failure
+		// What the replica's own window holds bounds what a sync may add
+		// (read after the totals, which the window is never short of). A
+		// window of the last calls bounds nothing in time: no bound.
+		if win := br.win.Load(); win.calls == nil {
+			recent := win.counts(br.clock.now())
+			ks.RecentSuccesses, ks.RecentFailures = recent.success, recent.failure
+		} else {
+			ks.RecentSuccesses, ks.RecentFailures = w.succ, w.fail
+		}
 		news := w.succ != kf.sentS.Load() || w.fail != kf.sentF.Load()
 		if c := pending[br.key]; c != nil {
 			cmd := c.Command

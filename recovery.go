@@ -407,6 +407,21 @@ func (br *breaker) maxCooldown() time.Duration {
 // the delay an upstream asked for with a failure, and tells the fleet of a
 // failure.
 func (br *breaker) tally(v verdict, i uint32, now int64) {
+	br.heed(v, now)
+	br.count(v, i)
+}
+
+// heed notes an upstream's Retry-After that a failure carried: before the
+// outcome may trip the breaker, whose cooldown honours it.
+func (br *breaker) heed(v verdict, now int64) {
+	if v.retryAfter > 0 {
+		br.noteUpstreamRetry(v, now)
+	}
+}
+
+// count adds an outcome to the breaker's totals (and tells the fleet of a
+// failure).
+func (br *breaker) count(v verdict, i uint32) {
 	kind := tallyOf[v.outcome]
 	switch {
 	case v.blamed:
@@ -417,9 +432,6 @@ func (br *breaker) tally(v verdict, i uint32, now int64) {
 	br.tallies.add(i, kind)
 	if v.outcome == Failure && br.fleet != nil {
 		br.fleet.failed(br.tallies.sum(tallyFailure))
-	}
-	if v.retryAfter > 0 {
-		br.noteUpstreamRetry(v, now)
 	}
 }
 

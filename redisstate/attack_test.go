@@ -574,7 +574,21 @@ func TestTheACLThatCheckNamesIsEnough(t *testing.T) {
 	for range 4 {
 		rs[0].call("pay")
 	}
-	waitFor(t, "a fleet trip everywhere", func() bool { return all(rs, "pay", httpbreaker.StateOpen) })
+	deadline := time.Now().Add(10 * time.Second)
+	for !all(rs, "pay", httpbreaker.StateOpen) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !all(rs, "pay", httpbreaker.StateOpen) {
+		s := newStore(t, raw, redisstate.WithPrefix("acl"))
+		k := redisstate.KeysOf(s, "pay")
+		t.Logf("no fleet trip: window %v, r1 sent %v, r2 sent %v, states %s", raw.HGetAll(ctx, k[win]).Val(),
+			raw.HGetAll(ctx, redisstate.SentKeyOf(s, redisstate.ShardOf("pay"), "r1")).Val(),
+			raw.HGetAll(ctx, redisstate.SentKeyOf(s, redisstate.ShardOf("pay"), "r2")).Val(), states(rs, "pay"))
+		for _, r := range rs {
+			t.Logf("%s: %+v\n%s", r.name, r.set.Snapshot(), r.logs.String())
+		}
+		t.FailNow()
+	}
 	for _, r := range rs {
 		if strings.Contains(r.logs.String(), "NOPERM") {
 			t.Errorf("%s logged a NOPERM:\n%s", r.name, r.logs.String())
