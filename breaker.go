@@ -225,7 +225,9 @@ func (br *breaker) done(t ticket, v verdict, now int64) {
 	// breaker; the window before the totals: what the totals count, the
 	// window holds already, so that a sync that reads the totals and then
 	// the window never finds the window short of them.
-	br.heed(v, now)
+	if v.retryAfter > 0 {
+		br.noteUpstreamRetry(v, now)
+	}
 	if t.win != nil {
 		t.win.record(v.outcome, v.slow, now, t.stripe)
 	}

@@ -134,7 +134,9 @@ func handle(set *Breakers, br *breaker, t ticket, w http.ResponseWriter, r *http
 		case returned:
 			v, up := judgeServed(br, sw, r, nil, now-start, sc)
 			br.done(t, v, now)
-			br.blame.served(set, sc != nil, v, up, now)
+			if sc != nil || set.clients.Load() {
+				br.blame.served(set, sc != nil, v, up, now)
+			}
 			sw.release()
 		case value != nil:
 			v, up := judgeServed(br, sw, r, value, now-start, sc)
@@ -157,6 +159,9 @@ func handle(set *Breakers, br *breaker, t ticket, w http.ResponseWriter, r *http
 func judgeServed(br *breaker, sw *statusWriter, r *http.Request, value any, took int64, sc *callScope) (verdict, string) {
 	if sw.rejected {
 		return verdict{outcome: Excluded}, ""
+	}
+	if value == nil && sw.status != 0 && !failureStatus(sw.status) && br.judging.classify == nil && br.judging.slowCall == 0 {
+		return verdict{outcome: Success}, "" // what DefaultClassifier says of it, without building its Call
 	}
 	c := Call{Key: br.key, Request: r, StatusCode: sw.status, ClientGone: sw.gone, Hijacked: sw.hijacked,
 		Panic: value, RetryAfter: sw.retryAfter, Upstream: sc.upstreamKey()}

@@ -407,16 +407,10 @@ func (br *breaker) maxCooldown() time.Duration {
 // the delay an upstream asked for with a failure, and tells the fleet of a
 // failure.
 func (br *breaker) tally(v verdict, i uint32, now int64) {
-	br.heed(v, now)
-	br.count(v, i)
-}
-
-// heed notes an upstream's Retry-After that a failure carried: before the
-// outcome may trip the breaker, whose cooldown honours it.
-func (br *breaker) heed(v verdict, now int64) {
 	if v.retryAfter > 0 {
 		br.noteUpstreamRetry(v, now)
 	}
+	br.count(v, i)
 }
 
 // count adds an outcome to the breaker's totals (and tells the fleet of a
