@@ -275,9 +275,12 @@ func TestForceOpenForTheLongestDurationStaysOpen(t *testing.T) {
 		time.Sleep(24 * time.Hour)
 		rec := record(h, "/")
 		secs, _ := strconv.ParseInt(rec.Header().Get("Retry-After"), 10, 64)
-		if b.State("p") != StateForcedOpen || rec.Code != 503 || secs != 6*24*3600 {
-			t.Fatalf("a day into a week's ForceOpen: %v, %d, Retry-After %ds; want forced open six days more",
+		if b.State("p") != StateForcedOpen || rec.Code != 503 || secs != int64(MaxRetryAfter/time.Second) {
+			t.Fatalf("a day into a week's ForceOpen: %v, %d, Retry-After %ds; want forced open, and come back in an hour (MaxRetryAfter)",
 				b.State("p"), rec.Code, secs)
+		}
+		if left := status(t, b, "p").RetryAfter; left != 6*24*time.Hour {
+			t.Fatalf("a day into a week's ForceOpen, the status says %v left, want six days", left)
 		}
 	})
 }

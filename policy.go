@@ -27,7 +27,14 @@ import (
 //
 // Durations are at least a millisecond (IdleTTL at least a second): a
 // shorter one is a unit mistake, such as OpenFor: 30, which Go reads as 30ns,
-// and is refused with a message that suggests what was meant.
+// and is refused with a message that suggests what was meant. They have a
+// ceiling too, as do Quorum, LastCalls and HalfOpenRequests: at most an hour
+// for Window, OpenFor, ProbeTimeout, SlowCall and RecoveryRamp, a day for
+// MaxOpenFor, a week for IdleTTL, 100 for Quorum, 10000 for LastCalls and
+// 1000 for HalfOpenRequests. A value past its ceiling is a mistake (a
+// duration multiplied by time.Second twice, a number meant for another
+// field) that would leave a breaker doing what no one wants, such as
+// telling clients to come back in a century, and is refused the same way.
 //
 // Every field is described once, in policyFields: its config name, whether it
 // can be Off, and what makes it invalid. Inheritance, validation and the
@@ -47,7 +54,8 @@ type Policy struct {
 	// have left the time window no longer count towards it.
 	ConsecutiveFailures int
 	// Window is the span of the rolling window that FailureRate and
-	// MinRequests look at. Default 10s.
+	// MinRequests look at. Default 10s; at most 1h (use LastCalls for a key
+	// with little traffic).
 	Window time.Duration
 	// Buckets is how many parts the window rolls in: outcomes leave the
 	// window one bucket (Window / Buckets) at a time. Between 1 and 1000,
@@ -59,16 +67,19 @@ type Policy struct {
 	// failsafe-go's WithFailureThresholdRatio(k, n)). Default off: the time
 	// window. A policy that sets both LastCalls and Window is an error. Each
 	// call takes a lock of the key's own, where the time window takes none.
+	// At most 10000: the window keeps a byte per call.
 	LastCalls int
 	// OpenFor is how long the breaker stays open after it trips from closed,
-	// before it admits the first probe. Default 30s.
+	// before it admits the first probe. Default 30s; at most 1h (failed
+	// probes lengthen it towards MaxOpenFor; ForceOpen keeps a key shut for
+	// longer).
 	OpenFor time.Duration
 	// MaxOpenFor caps the cooldown, which doubles (with jitter) each time a
 	// probe fails. At least OpenFor, or Off to keep every cooldown at
-	// OpenFor. Default 5m, or OpenFor when that is longer.
+	// OpenFor. Default 5m, or OpenFor when that is longer; at most 24h.
 	MaxOpenFor time.Duration
 	// HalfOpenRequests is how many probes the half-open breaker admits,
-	// however many requests arrive at once. Default 3.
+	// however many requests arrive at once. Default 3; at most 1000.
 	HalfOpenRequests int
 	// HalfOpenSuccesses is how many of the HalfOpenRequests probes must
 	// succeed for the breaker to close; it opens again as soon as that can no
@@ -78,7 +89,7 @@ type Policy struct {
 	// fleet-wide only when failures in the fleet's window came from at least
 	// this many replicas (capped by how many replicas are live), so that one
 	// replica with a broken network cannot open the key everywhere; it still
-	// trips alone. Default 2.
+	// trips alone. Default 2; at most 100.
 	Quorum int
 	// ProbeTimeout is how long a half-open probe may run. A probe still
 	// running past it is judged by what it has answered so far: a stream
@@ -88,12 +99,12 @@ type Policy struct {
 	// opens the breaker again with the usual backoff. Its own outcome, when
 	// it comes, is not counted again. Default 30s; Off waits for every probe
 	// however long it runs, so that a probe that never returns keeps the
-	// breaker half-open until Reset.
+	// breaker half-open until Reset. At most 1h.
 	ProbeTimeout time.Duration
 	// SlowCall, when set, makes an admitted request that takes longer than
 	// this a failure, whatever its status, unless SlowCallRate is set. Default
-	// off. Leave it off for route groups that stream (SSE, websockets, long
-	// polls).
+	// off; at most 1h. Leave it off for route groups that stream (SSE,
+	// websockets, long polls).
 	SlowCall time.Duration
 	// SlowCallRate, when set, judges slowness apart from failure, as
 	// resilience4j does: a call slower than SlowCall counts as slow (whatever
@@ -105,13 +116,13 @@ type Policy struct {
 	// RecoveryRamp, when set, eases a recovered breaker back in: after the
 	// probes succeed it admits a share of requests that rises linearly from
 	// none to all over this time, answers the rest with the reject response,
-	// and trips again as usual if they fail. Default off.
+	// and trips again as usual if they fail. Default off; at most 1h.
 	RecoveryRamp time.Duration
 	// IdleTTL drops a key's breaker, and its metric series, once the key
 	// has served no request for this long, so that a service with many
 	// short-lived keys keeps flat memory. Only a closed breaker is dropped;
 	// the key's next request gets a new one. Default: one hour for keys a
-	// KeyedMiddleware chose, off for Middleware's keys.
+	// KeyedMiddleware chose, off for Middleware's keys; at most a week (168h).
 	IdleTTL time.Duration
 	// UpstreamRetryAfter says which failures' Retry-After keeps the breaker
 	// open longer than its cooldown, up to MaxOpenFor: RetryAfterOn503 (the
@@ -298,6 +309,17 @@ type policyField struct {
 	// shorter is a unit mistake (Policy{OpenFor: 30} is 30ns), not a choice.
 	// Zero means minDuration.
 	floor time.Duration
+	// ceiling is the longest duration the field takes, for kindDuration:
+	// longer is a mistake too (a unit multiplied in twice, a number meant for
+	// another field), which would leave a breaker doing something no one
+	// wants, such as telling clients to come back in a century.
+	ceiling time.Duration
+	// most is the largest count the field takes, for kindCount; 0 means
+	// only that it fits a uint32.
+	most int
+	// instead says, after a value past the ceiling or most, what the
+	// writer may have wanted.
+	instead string
 	// at returns the field in p: a *float64, *int, *time.Duration or a
 	// choice, as kind says.
 	at func(p *Policy) any
@@ -320,7 +342,8 @@ var policyFields = [...]policyField{
 			}
 			return "", ""
 		}},
-	{name: "window", kind: kindDuration, at: func(p *Policy) any { return &p.Window }},
+	{name: "window", kind: kindDuration, ceiling: time.Hour, at: func(p *Policy) any { return &p.Window },
+		instead: "; for a key with little traffic, judge its last calls instead (last_calls)"},
 	{name: "buckets", kind: kindCount, at: func(p *Policy) any { return &p.Buckets },
 		rule: func(p Policy) (string, string) {
 			switch {
@@ -331,22 +354,24 @@ var policyFields = [...]policyField{
 			}
 			return "", ""
 		}},
-	{name: "last_calls", kind: kindCount, off: true, at: func(p *Policy) any { return &p.LastCalls },
+	{name: "last_calls", kind: kindCount, off: true, most: maxLastCalls, at: func(p *Policy) any { return &p.LastCalls },
 		rule: func(p Policy) (string, string) {
 			if p.LastCalls > 0 && p.MinRequests > p.LastCalls {
 				return fmt.Sprintf("%d calls can never hold min_requests (%d) outcomes", p.LastCalls, p.MinRequests), "min_requests"
 			}
 			return "", ""
 		}},
-	{name: "open_for", kind: kindDuration, at: func(p *Policy) any { return &p.OpenFor }},
-	{name: "max_open_for", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.MaxOpenFor },
+	{name: "open_for", kind: kindDuration, ceiling: time.Hour, at: func(p *Policy) any { return &p.OpenFor },
+		instead: "; failed probes lengthen the cooldown up to max_open_for, and ForceOpen keeps a key shut for longer"},
+	{name: "max_open_for", kind: kindDuration, off: true, ceiling: 24 * time.Hour, at: func(p *Policy) any { return &p.MaxOpenFor },
 		rule: func(p Policy) (string, string) {
 			if m := p.MaxOpenFor; m > 0 && m < p.OpenFor {
 				return fmt.Sprintf("%v must not be shorter than open_for (%v), or off", m, p.OpenFor), "open_for"
 			}
 			return "", ""
 		}},
-	{name: "half_open_requests", kind: kindCount, at: func(p *Policy) any { return &p.HalfOpenRequests }},
+	{name: "half_open_requests", kind: kindCount, most: maxHalfOpenRequests, at: func(p *Policy) any { return &p.HalfOpenRequests },
+		instead: ": probes are a few requests, not a stampede"},
 	{name: "half_open_successes", kind: kindCount, at: func(p *Policy) any { return &p.HalfOpenSuccesses },
 		rule: func(p Policy) (string, string) {
 			if p.HalfOpenSuccesses > p.HalfOpenRequests {
@@ -355,9 +380,11 @@ var policyFields = [...]policyField{
 			}
 			return "", ""
 		}},
-	{name: "quorum", kind: kindCount, at: func(p *Policy) any { return &p.Quorum }},
-	{name: "probe_timeout", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.ProbeTimeout }},
-	{name: "slow_call", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.SlowCall }},
+	{name: "quorum", kind: kindCount, most: maxQuorum, at: func(p *Policy) any { return &p.Quorum },
+		instead: ": a fleet is made for tens of replicas, and a quorum above the live replicas means all of them"},
+	{name: "probe_timeout", kind: kindDuration, off: true, ceiling: time.Hour, at: func(p *Policy) any { return &p.ProbeTimeout },
+		instead: "; off waits for every probe however long it runs"},
+	{name: "slow_call", kind: kindDuration, off: true, ceiling: time.Hour, at: func(p *Policy) any { return &p.SlowCall }},
 	{name: "slow_call_rate", kind: kindRate, off: true, at: func(p *Policy) any { return &p.SlowCallRate },
 		rule: func(p Policy) (string, string) {
 			if p.SlowCallRate > 0 && p.SlowCall == Off {
@@ -365,8 +392,9 @@ var policyFields = [...]policyField{
 			}
 			return "", ""
 		}},
-	{name: "recovery_ramp", kind: kindDuration, off: true, at: func(p *Policy) any { return &p.RecoveryRamp }},
-	{name: "idle_ttl", kind: kindDuration, off: true, floor: time.Second, at: func(p *Policy) any { return &p.IdleTTL }},
+	{name: "recovery_ramp", kind: kindDuration, off: true, ceiling: time.Hour, at: func(p *Policy) any { return &p.RecoveryRamp }},
+	{name: "idle_ttl", kind: kindDuration, off: true, floor: time.Second, ceiling: 7 * 24 * time.Hour, at: func(p *Policy) any { return &p.IdleTTL },
+		instead: "; off keeps the breaker for good"},
 	{name: "upstream_retry_after", kind: kindChoice, at: func(p *Policy) any { return &p.UpstreamRetryAfter }},
 	{name: "mode", kind: kindChoice, at: func(p *Policy) any { return &p.Mode }},
 }
@@ -374,6 +402,41 @@ var policyFields = [...]policyField{
 // minDuration is the shortest duration a Policy field takes unless its
 // floor says otherwise.
 const minDuration = time.Millisecond
+
+// The largest counts some Policy fields take. A larger one is a mistake
+// that would cost at request time: LastCalls keeps a byte per call for every
+// key, HalfOpenRequests probes are no longer a careful test of an upstream,
+// and a fleet of more than a hundred replicas is past what one store is
+// built for (docs/fleet.md, Limits).
+const (
+	maxLastCalls        = 10000
+	maxHalfOpenRequests = 1000
+	maxQuorum           = 100
+)
+
+// meantLonger guesses what a duration too long to be meant was meant to
+// be: a time.Duration multiplied by time.Second or time.Millisecond a
+// second time (cfg.OpenFor * time.Second, where OpenFor is already 5s) is
+// a round duration that many times too long; see meant for the other way.
+// Both guesses may fit (30ms * time.Second is 30s * time.Millisecond).
+func meantLonger(d time.Duration, floor, ceiling time.Duration) string {
+	var guesses []string
+	for _, u := range [...]struct {
+		unit, round time.Duration
+		name        string
+	}{{time.Second, time.Millisecond, "time.Second"}, {time.Millisecond, time.Second, "time.Millisecond"}} {
+		if d%u.unit != 0 {
+			continue
+		}
+		if was := d / u.unit; was%u.round == 0 && was >= floor && was <= ceiling {
+			guesses = append(guesses, fmt.Sprintf("%s (a time.Duration multiplied by %s again)", shortDuration(was), u.name))
+		}
+	}
+	if len(guesses) == 0 {
+		return ""
+	}
+	return "; did you mean " + strings.Join(guesses, " or ") + "?"
+}
 
 // meant guesses what a duration too short to be meant was meant to be: a
 // bare number in Go is nanoseconds, so Policy{OpenFor: 30} is 30ns, and
@@ -387,6 +450,19 @@ func meant(d time.Duration) string {
 		return fmt.Sprintf("; did you mean %d * time.Millisecond (%dms in a config file)?", n, n)
 	}
 	return ""
+}
+
+// shortDuration writes d as a config file would: "1h", "24h", "10m",
+// without the zero minutes and seconds of time.Duration's String.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // isSet reports whether the field is not zero in p, which is to say not
@@ -455,12 +531,23 @@ func (f *policyField) check(p Policy) (msg, other string) {
 			if *v < 1 || *v > math.MaxUint32 {
 				return fmt.Sprintf("must be at least 1%s; got %d", orOff, *v), ""
 			}
+			if f.most > 0 && *v > f.most {
+				return fmt.Sprintf("%d is too many (at most %d)%s", *v, f.most, f.instead), ""
+			}
 		case *time.Duration:
 			if *v <= 0 {
 				return fmt.Sprintf("must be positive%s; got %v", orOff, *v), ""
 			}
-			if floor := cmp.Or(f.floor, minDuration); *v < floor {
+			floor := cmp.Or(f.floor, minDuration)
+			if *v < floor {
 				return fmt.Sprintf("%v is too short (at least %v)%s", *v, floor, meant(*v)), ""
+			}
+			if f.ceiling > 0 && *v > f.ceiling {
+				hint := meantLonger(*v, floor, f.ceiling)
+				if hint == "" {
+					hint = f.instead
+				}
+				return fmt.Sprintf("%s is too long (at most %s)%s", shortDuration(*v), shortDuration(f.ceiling), hint), ""
 			}
 		case choice:
 			if v.get() == 0 || int(v.get()) >= len(v.choices()) {

@@ -143,3 +143,62 @@ func TestEveryFieldInheritsAndRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// TestAbsurdPoliciesAreErrorsNamingTheField holds the ceilings: a value no
+// one means is refused by New and by LoadConfig alike, under the field's
+// path, with what was likely meant; the ceiling itself is accepted.
+func TestAbsurdPoliciesAreErrorsNamingTheField(t *testing.T) {
+	const century = 100 * 365 * 24 * time.Hour
+	for _, tc := range []struct {
+		p    Policy
+		file string // the same in a config file, when a file can say it
+		want string
+	}{
+		{Policy{OpenFor: century}, "open_for: 876000h", "defaults.open_for: 876000h is too long (at most 1h); failed probes lengthen the cooldown"},
+		{Policy{Quorum: 1000}, "quorum: 1000", "defaults.quorum: 1000 is too many (at most 100): a fleet is made for tens of replicas"},
+		{Policy{Window: 1000 * 24 * time.Hour}, "window: 24000h", "defaults.window: 24000h is too long (at most 1h); for a key with little traffic, judge its last calls instead (last_calls)"},
+		{Policy{MaxOpenFor: 25 * time.Hour}, "max_open_for: 25h", "defaults.max_open_for: 25h is too long (at most 24h)"},
+		{Policy{ProbeTimeout: 2 * time.Hour}, "probe_timeout: 2h", "defaults.probe_timeout: 2h is too long (at most 1h); off waits for every probe"},
+		{Policy{SlowCall: 2 * time.Hour}, "slow_call: 2h", "defaults.slow_call: 2h is too long (at most 1h)"},
+		{Policy{RecoveryRamp: 2 * time.Hour}, "recovery_ramp: 2h", "defaults.recovery_ramp: 2h is too long (at most 1h)"},
+		{Policy{IdleTTL: 8 * 24 * time.Hour}, "idle_ttl: 192h", "defaults.idle_ttl: 192h is too long (at most 168h); off keeps the breaker for good"},
+		{Policy{LastCalls: 20000, Window: 0}, "last_calls: 20000", "defaults.last_calls: 20000 is too many (at most 10000)"},
+		{Policy{HalfOpenRequests: 5000}, "half_open_requests: 5000", "defaults.half_open_requests: 5000 is too many (at most 1000): probes are a few requests"},
+		// A duration multiplied by its unit twice, as cfg.OpenFor * time.Second does.
+		{Policy{OpenFor: 5 * time.Second * time.Second}, "", "defaults.open_for: 1388888h53m20s is too long (at most 1h); did you mean 5s (a time.Duration multiplied by time.Second again)?"},
+		{Policy{Window: 30 * time.Second * time.Millisecond}, "", "defaults.window: 8333h20m is too long (at most 1h); did you mean 30ms (a time.Duration multiplied by time.Second again) or 30s (a time.Duration multiplied by time.Millisecond again)?"},
+	} {
+		_, err := New(WithPolicy(tc.p))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v): %v\nwant %q", tc.p, err, tc.want)
+		}
+		if tc.file == "" {
+			continue
+		}
+		_, err = LoadConfig(strings.NewReader("defaults:\n  " + tc.file + "\n"))
+		if want := "line 2: " + tc.want; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadConfig(%q): %v\nwant %q", tc.file, err, want)
+		}
+	}
+	atTheCeiling := Policy{OpenFor: time.Hour, MaxOpenFor: 24 * time.Hour, Window: time.Hour, Quorum: 100, ProbeTimeout: time.Hour,
+		SlowCall: time.Hour, RecoveryRamp: time.Hour, IdleTTL: 7 * 24 * time.Hour, HalfOpenRequests: 1000}
+	if _, err := New(WithPolicy(atTheCeiling)); err != nil {
+		t.Errorf("a policy at every ceiling: %v", err)
+	}
+	if _, err := New(WithPolicy(Policy{LastCalls: 10000, MinRequests: 100})); err != nil {
+		t.Errorf("last_calls at its ceiling: %v", err)
+	}
+}
+
+// TestRetryAfterToldToClientsIsAtMostAnHour holds the cap on what a
+// rejected client is told, whatever the breaker has left.
+func TestRetryAfterToldToClientsIsAtMostAnHour(t *testing.T) {
+	for _, tc := range []struct {
+		left time.Duration
+		want int
+	}{{0, 1}, {1500 * time.Millisecond, 2}, {time.Hour, 3600}, {time.Hour + time.Second, 3600}, {24 * time.Hour, 3600}, {1<<63 - 1, 3600}} {
+		if got := (Rejection{RetryAfter: tc.left}).RetryAfterSeconds(); got != tc.want {
+			t.Errorf("RetryAfterSeconds with %v left = %d, want %d", tc.left, got, tc.want)
+		}
+	}
+}

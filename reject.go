@@ -45,10 +45,19 @@ type Rejection struct {
 }
 
 // RetryAfterSeconds returns the Retry-After value for rj: whole seconds
-// until probes are admitted, rounded up, and at least 1.
+// until probes are admitted, rounded up, at least 1 and at most
+// MaxRetryAfter's 3600.
 func (rj Rejection) RetryAfterSeconds() int {
-	return max(1, int(math.Ceil(rj.RetryAfter.Seconds())))
+	return min(max(1, int(math.Ceil(rj.RetryAfter.Seconds()))), int(MaxRetryAfter/time.Second))
 }
+
+// MaxRetryAfter is the longest Retry-After a reject response tells a client,
+// however long the breaker stays open (a cooldown backed off towards
+// MaxOpenFor, an upstream's own Retry-After, ForceOpen for a week): a client
+// told to come back in a day would not see an early Probe or Release, and
+// a client that comes back after an hour to a key still open is told again.
+// Rejection.RetryAfter and Status.RetryAfter keep the whole time.
+const MaxRetryAfter = time.Hour
 
 // rejection describes the rejection a rejected admission stands for.
 func (a admission) rejection(key string) Rejection {
