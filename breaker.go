@@ -61,6 +61,7 @@ type breaker struct {
 
 	tallies tallies
 	changes [numStates][numStates]atomic.Uint64
+	history history // the last transitions, for Status
 
 	// Guarded by the set's mu: what the idle sweep saw last.
 	sweepTotal uint64
@@ -94,6 +95,7 @@ func newBreaker(key string, p Policy, keyed bool, c *clock, a *alarm, now int64,
 		br.idleTTL = br.policy.IdleTTL
 	}
 	br.since.Store(now)
+	br.history.created = now
 	br.win.Store(newWindow(br.key, br.policy, br.clock, now, br.opened))
 	return br
 }
@@ -427,8 +429,8 @@ func (br *breaker) underneath() State {
 }
 
 // record notes a state change of br at t (ns since the epoch): it counts
-// the transition and hands the event, completed with the key, mode and
-// time, to the set's notifier. It runs inside the window engine's
+// the transition, keeps it in the key's history and hands the event,
+// completed with the key, mode and time, to the set's notifier. It runs inside the window engine's
 // OnStateChange too, so it never calls into the engine.
 func (br *breaker) record(t int64, e Event) {
 	if e.From == e.To {
@@ -441,6 +443,7 @@ func (br *breaker) record(t int64, e Event) {
 	}
 	e.Time, e.Key, e.Mode = br.clock.at(t), br.key, br.mode
 	e.Dependents = br.blame.dependentKeys()
+	br.history.add(transitionOf(&e))
 	br.notes.publish(e)
 }
 

@@ -104,6 +104,14 @@ type Status struct {
 	Dependents []string `json:"dependents,omitempty"`
 	// Policy is the key's resolved policy, every field set.
 	Policy Policy `json:"policy"`
+	// History holds the key's last transitions, oldest first: up to 32,
+	// the older ones forgotten. HistorySince is when it starts: when the
+	// breaker was made, or, once older transitions were forgotten, the
+	// time of the oldest one kept. Between HistorySince and the first
+	// transition the key was in that transition's From state (its Forced
+	// state, if it has one; State, if there is no transition).
+	History      []Transition `json:"history"`
+	HistorySince time.Time    `json:"history_since"`
 }
 
 // MarshalJSON writes the key's status as its fields say, with RetryAfter as
@@ -203,6 +211,12 @@ func keyStatus(br *breaker) Status {
 	}
 	if deps := br.blame.dependentKeys(); deps != nil {
 		s.Dependents = slices.Clone(deps)
+	}
+	var forgot bool
+	s.History, forgot = br.history.list()
+	s.HistorySince = br.clock.at(br.history.created)
+	if forgot {
+		s.HistorySince = s.History[0].Time
 	}
 	probesFull := false // half-open with every probe slot taken
 	ph := br.phase.Load()

@@ -32,7 +32,7 @@ func TestStatusJSON(t *testing.T) {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
-		if want := []string{"key", "mode", "policy", "rejecting", "retry_after_ms", "retry_after_seconds", "side", "since", "state", "totals", "window"}; !slices.Equal(keys, want) {
+		if want := []string{"history", "history_since", "key", "mode", "policy", "rejecting", "retry_after_ms", "retry_after_seconds", "side", "since", "state", "totals", "window"}; !slices.Equal(keys, want) {
 			t.Fatalf("status JSON has %q, want %q: %s", keys, want, out)
 		}
 		window := got["window"].(map[string]any)
