@@ -24,9 +24,12 @@ type Breakers struct {
 
 	keys sync.Map // string -> *breaker; read without a lock on the request path
 
-	mu         sync.Mutex // guards the fields below, and creating and dropping keys
-	count      int        // len(keys)
-	sweepEvery int64      // ns between idle sweeps: a quarter of the shortest IdleTTL; 0 when none
+	mu    sync.Mutex // guards the fields below, and creating and dropping keys
+	count int        // len(keys)
+	// idled holds the keys that a per-key policy names whose breaker the
+	// idle sweep dropped: they were used, and are not shown as unused.
+	idled      map[string]bool
+	sweepEvery int64 // ns between idle sweeps: a quarter of the shortest IdleTTL; 0 when none
 	lastSweep  int64
 
 	untracked     atomic.Uint64 // requests that passed with no breaker
@@ -76,6 +79,7 @@ func New(opts ...Option) (*Breakers, error) {
 	if b.fleet != nil {
 		go b.fleet.loop()
 	}
+	b.watchUnusedKeys()
 	return b, nil
 }
 
@@ -189,6 +193,12 @@ func (b *Breakers) sweepLocked(now int64) {
 			br.dropped.Store(true)
 			b.count--
 			dropped++
+			if _, named := b.cfg.Keys[br.key]; named {
+				if b.idled == nil {
+					b.idled = map[string]bool{}
+				}
+				b.idled[br.key] = true
+			}
 			b.notifications.publish(Event{Time: b.at(now), Key: br.key, From: StateClosed, To: StateClosed,
 				Mode: br.mode, Reason: ReasonIdle})
 		}

@@ -41,6 +41,9 @@ func TestLoadConfigReadsTheSampleFile(t *testing.T) {
 	b.Middleware("scaffolder")
 	b.Middleware("other")
 	for _, s := range b.Snapshot() {
+		if s.Side == "" {
+			continue // catalog and search: named by the file, wired by nothing here
+		}
 		want := DefaultPolicy()
 		want.IdleTTL = Off // a Middleware key
 		want.HalfOpenSuccesses = want.HalfOpenRequests

@@ -7,15 +7,45 @@ import (
 	"time"
 )
 
-// Snapshot returns the status of every key, sorted by key.
+// Snapshot returns the status of every key, sorted by key: every key with
+// a breaker, and every key that a per-key policy names, which shows as
+// closed, with no Side and no requests, until something uses it.
 func (b *Breakers) Snapshot() []Status {
 	b.sweep()
 	out := []Status{}
 	for _, br := range b.all() {
 		out = append(out, keyStatus(br))
 	}
+	if len(b.cfg.Keys) > 0 {
+		have := make(map[string]bool, len(out))
+		for _, s := range out {
+			have[s.Key] = true
+		}
+		b.mu.Lock()
+		for key := range b.idled {
+			have[key] = true
+		}
+		b.mu.Unlock()
+		for key := range b.cfg.Keys {
+			if !have[key] {
+				out = append(out, b.unusedStatus(key))
+			}
+		}
+	}
 	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Key, b.Key) })
 	return out
+}
+
+// unusedStatus describes key, which a per-key policy names and which has no
+// breaker: closed since the set was made, and used by nothing.
+func (b *Breakers) unusedStatus(key string) Status {
+	p := b.cfg.policyFor(key)
+	if p.IdleTTL == 0 { // as a breaker that Middleware or control makes would have it
+		p.IdleTTL = Off
+	}
+	made := b.at(0)
+	return Status{Key: key, State: StateClosed, Mode: p.Mode, Since: made, Policy: p,
+		History: []Transition{}, HistorySince: made}
 }
 
 // StatusPage is what the status page (StatusHandler) shows at one moment,
