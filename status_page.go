@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // StatusHandler returns a handler that shows every key's breaker: its state,
@@ -52,7 +53,10 @@ func AllowControl(authorize func(r *http.Request) bool) StatusOption {
 }
 
 // StatusRefresh sets how often the HTML page reloads itself (default 5s),
-// in whole seconds and at least one; 0 or less turns the reloading off.
+// in whole seconds: a fraction of a second is dropped, and a positive
+// duration below one second is taken as one second (so 100ms reloads
+// every second, not ten times a second); 0 or less turns the reloading
+// off.
 func StatusRefresh(every time.Duration) StatusOption {
 	return func(h *statusPage) {
 		switch {
@@ -123,7 +127,8 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	page := statusView{Refresh: int(h.refresh.Seconds()), Now: now.UTC().Format(time.RFC3339), Control: h.authorize != nil}
+	page := statusView{Refresh: refreshText(h.refresh), RefreshSeconds: int(h.refresh.Seconds()),
+		Now: now.UTC().Format(time.RFC3339), Control: h.authorize != nil}
 	rejecting := 0
 	for _, s := range st.Keys {
 		if s.Rejecting {
@@ -131,7 +136,12 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 		}
 		row := statusRow{Status: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
 			Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: cause(s, now),
-			BlamedOn: blamedOn(s.BlamedOn), CalledBy: strings.Join(s.Dependents, ", ")}
+			BlamedOn: blamedOn(s.BlamedOn), CalledBy: strings.Join(s.Dependents, ", "),
+			Changes: changesOf(s, now), LongKey: utf8.RuneCountInString(s.Key) > shortKey}
+		if s.Side != "" || len(s.History) > 0 {
+			tl := timelineOf(s, now)
+			row.Timeline = &tl
+		}
 		switch {
 		case s.RetryAfter > 0:
 			row.RetryIn = "in " + roughly(s.RetryAfter)
@@ -150,11 +160,12 @@ func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
 }
 
 type statusView struct {
-	Refresh  int
-	Now      string
-	Control  bool
-	Summary  string // how many keys, and how many reject requests
-	Breakers []statusRow
+	Refresh        string // "every second", "every 5 seconds"; "" when the page does not reload
+	RefreshSeconds int
+	Now            string
+	Control        bool
+	Summary        string // how many keys, and how many reject requests
+	Breakers       []statusRow
 }
 
 type statusRow struct {
@@ -164,6 +175,11 @@ type statusRow struct {
 	// how many, most first; CalledBy the route groups that call the key as
 	// an upstream.
 	BlamedOn, CalledBy string
+	Timeline           *timeline // nil for a key nothing has used
+	Changes            []change  // newest first
+	// LongKey says the key may wrap: a short key never does, so that a
+	// table short of width cannot break "billing" in two.
+	LongKey bool
 }
 
 // blamedOn says in English how many failures were blamed on each upstream,
@@ -181,6 +197,21 @@ func blamedOn(counts map[string]uint64) string {
 		parts[i] = fmt.Sprintf("%s %d", k, counts[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// shortKey is the longest key, in runes, that the page keeps on one line.
+const shortKey = 32
+
+// refreshText says how often the page reloads, for its header.
+func refreshText(every time.Duration) string {
+	switch secs := int(every.Seconds()); secs {
+	case 0:
+		return ""
+	case 1:
+		return "every second"
+	default:
+		return fmt.Sprintf("every %d seconds", secs)
+	}
 }
 
 // summary says in English how many keys there are and how many of them

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"image/png"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -59,28 +60,77 @@ func headless(t *testing.T, browser, url string, args ...string) []byte {
 	return out
 }
 
+// anHour renders the status page after an hour of a service's life, on the
+// fake clock of a synctest bubble, and returns the page and its headers: a
+// key that tripped, failed a probe and recovered, twice; one open now; one
+// forced open; one in observe mode; one that a policy names and nothing
+// uses; short and long keys. The page is static HTML, so a browser shown it
+// later sees what it would have seen then.
+func anHour(t *testing.T, opts ...StatusOption) (http.Header, string) {
+	var header http.Header
+	var body string
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 2 * time.Minute, MaxOpenFor: 10 * time.Minute, HalfOpenRequests: 1}),
+			WithKeyPolicy("search", Policy{Mode: ModeObserve}), WithKeyPolicy("paymnets", Policy{}))
+		for _, key := range []string{"catalog", "billing", "kubernetes-ingestion", "GET /api/items/{id}", "search", "techdocs"} {
+			record(b.Middleware(key)(newStatusHandler(200)), "/")
+		}
+		payments := newStatusHandler(200)
+		pay := b.Middleware("payments")(payments)
+		scaffolder := b.Middleware("scaffolder")(newStatusHandler(500))
+		for _, flap := range []time.Duration{15 * time.Minute, 15 * time.Minute} {
+			time.Sleep(flap)
+			payments.set(500)
+			record(pay, "/") // trips
+			time.Sleep(3 * time.Minute)
+			record(pay, "/") // the probe fails
+			time.Sleep(5 * time.Minute)
+			payments.set(200)
+			record(pay, "/") // the probe succeeds
+		}
+		time.Sleep(9 * time.Minute)
+		_ = b.ForceOpen("techdocs", 10*time.Minute)
+		time.Sleep(6 * time.Minute)
+		record(scaffolder, "/")
+		time.Sleep(time.Minute)
+		var code int
+		code, header, body = serveOnce(b.StatusHandler(opts...), "text/html")
+		if code != http.StatusOK {
+			t.Fatalf("the page answered %d", code)
+		}
+	})
+	return header, body
+}
+
+// served serves a page rendered earlier, with its headers.
+func served(t *testing.T, header http.Header, body string) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		maps.Copy(w.Header(), header)
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func TestStatusPageRendersInABrowser(t *testing.T) {
 	browser := chromium(t)
-	_, srv := statusServer(t)
+	header, body := anHour(t)
+	srv := served(t, header, body)
 
 	dom := string(headless(t, browser, srv.URL, "--dump-dom"))
 	for _, want := range []string{
 		`<tr id="key-scaffolder">`, `<span class="state open">open</span>`,
 		`<tr id="key-catalog">`, `<span class="state closed">closed</span>`,
-		"2 keys. 1 is rejecting requests.",
+		"9 keys. 2 are rejecting requests.", "tripped 1m0s ago: 1 failure in a row",
+		`<svg class="timeline"`, "last hour: opened 4 times", "configured, no traffic yet",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered page lacks %q", want)
 		}
 	}
-	// The page was rendered on the real clock, as long after the trip as
-	// Chromium took to start: any number of seconds is right.
-	if !regexp.MustCompile(`tripped \d+s ago: 1 failure in a row`).MatchString(dom) {
-		t.Errorf("the rendered page lacks the trip's age and cause")
-	}
 
 	shot := filepath.Join(artifacts(t), "status_page.png")
-	headless(t, browser, srv.URL, "--window-size=1200,300", "--screenshot="+shot)
+	headless(t, browser, srv.URL, "--window-size=1280,1000", "--screenshot="+shot)
 	t.Logf("screenshot: %s", shot)
 	f, err := os.Open(shot)
 	if err != nil {
@@ -91,8 +141,10 @@ func TestStatusPageRendersInABrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	// The state badges are drawn in their colours: count the pixels of each.
-	colours := map[string][3]uint32{"open red": {0xd9, 0x30, 0x25}, "closed green": {0x1e, 0x8e, 0x3e}}
+	// The state badges and the timelines' bands are drawn in their colours,
+	// under the page's content security policy: count the pixels of each.
+	// Orange is only in the timelines: no key is half-open now.
+	colours := map[string][3]uint32{"open red": {0xd9, 0x30, 0x25}, "closed green": {0x1e, 0x8e, 0x3e}, "half-open orange": {0xe3, 0x74, 0x00}}
 	counts := map[string]int{}
 	bounds := img.Bounds()
 	for y := bounds.Min.Y; y < bounds.Max.Y; y++ {
@@ -105,9 +157,9 @@ func TestStatusPageRendersInABrowser(t *testing.T) {
 			}
 		}
 	}
-	for name := range colours {
-		if counts[name] < 200 {
-			t.Errorf("the screenshot has %d %s pixels: the state is not colour-coded", counts[name], name)
+	for name, least := range map[string]int{"open red": 200, "closed green": 200, "half-open orange": 4 * 16} {
+		if counts[name] < least {
+			t.Errorf("the screenshot has %d %s pixels, want at least %d: the state or the timeline is not colour-coded", counts[name], name, least)
 		}
 	}
 }
@@ -127,7 +179,7 @@ func artifacts(t *testing.T) string {
 // viewport, and how many text boxes have no label.
 const measure = `<script>
 const vw = document.documentElement.clientWidth;
-const controls = [...document.querySelectorAll("button, input:not([type=hidden])")];
+const controls = [...document.querySelectorAll("button, input:not([type=hidden]), summary")];
 const outside = controls.filter(el => { const r = el.getBoundingClientRect(); return r.left < 0 || r.right > vw || r.width === 0; });
 const unlabelled = [...document.querySelectorAll("input:not([type=hidden])")].filter(el => !el.closest("label"));
 const out = parent.document.body.dataset;
@@ -136,6 +188,11 @@ out.scrollWidth = document.documentElement.scrollWidth;
 out.controls = controls.length;
 out.outside = outside.map(el => el.textContent || el.name).join("|");
 out.unlabelled = unlabelled.length;
+out.brokenKeys = [...document.querySelectorAll(".key .name")].filter(el => { const r = document.createRange(); r.selectNodeContents(el); return r.getClientRects().length > 1; }).map(el => el.textContent).join("|");
+const inView = el => { const r = el.getBoundingClientRect(); return r.width > 0 && r.left >= 0 && r.right <= vw; };
+out.timelines = [...document.querySelectorAll("svg.timeline")].filter(inView).length;
+const pay = document.querySelector("#key-payments svg.timeline");
+out.paymentsBands = pay ? ["open", "half_open"].map(c => c + ":" + [...pay.querySelectorAll("rect." + c)].filter(el => el.getBoundingClientRect().width >= 1.5).length).join(",") : "none";
 out.widest = [...document.querySelectorAll("*")].filter(el => el.scrollWidth > vw).map(el => el.tagName + "." + el.className + ":" + el.scrollWidth + "/" + Math.round(el.getBoundingClientRect().right)).join(",");
 </script>`
 
@@ -165,16 +222,8 @@ func measured(page http.Handler) http.Handler {
 
 func TestStatusPageFitsADesktopWindowAndAPhone(t *testing.T) {
 	browser := chromium(t)
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}),
-		WithKeyPolicy("search", Policy{Mode: ModeObserve}))
-	for _, key := range []string{"catalog", "scaffolder", "kubernetes-ingestion", "search", "techdocs"} {
-		h := b.Middleware(key)(newStatusHandler(200))
-		record(h, "/")
-	}
-	record(b.Middleware("scaffolder")(newStatusHandler(500)), "/")
-	_ = b.ForceOpen("techdocs", 10*time.Minute)
-	page := b.StatusHandler(AllowControl(func(*http.Request) bool { return true }), StatusRefresh(0))
-	srv := httptest.NewServer(measured(page))
+	header, body := anHour(t, AllowControl(func(*http.Request) bool { return true }), StatusRefresh(0))
+	srv := httptest.NewServer(measured(served(t, header, body).Config.Handler))
 	t.Cleanup(srv.Close)
 
 	dataset := regexp.MustCompile(`data-([a-z-]+)="([^"]*)"`)
@@ -198,14 +247,24 @@ func TestStatusPageFitsADesktopWindowAndAPhone(t *testing.T) {
 			if sw, _ := strconv.Atoi(got["scroll-width"]); sw > size.width {
 				t.Errorf("the page is %d pixels wide in a %d-pixel window: it scrolls sideways (%s)", sw, size.width, got["widest"])
 			}
-			if got["controls"] != "26" { // 5 keys, each a duration box and 4 buttons, and Probe now on the open one
-				t.Errorf("%s controls on the page, want 26", got["controls"])
+			// 9 keys, each a duration box and 4 buttons, Probe now on the open
+			// one, and a list of changes to open on the 3 that changed state.
+			if got["controls"] != "49" {
+				t.Errorf("%s controls on the page, want 49", got["controls"])
 			}
 			if got["outside"] != "" {
 				t.Errorf("controls outside the %d-pixel viewport: %s", size.width, got["outside"])
 			}
 			if got["unlabelled"] != "0" {
 				t.Errorf("%s text boxes without a label", got["unlabelled"])
+			}
+			if got["broken-keys"] != "" {
+				t.Errorf("keys broken across lines: %s", got["broken-keys"])
+			}
+			// Every key with a breaker has its timeline in view, and the
+			// flapping key's shows its four trips and its probes.
+			if got["timelines"] != "8" || got["payments-bands"] != "open:4,half_open:4" {
+				t.Errorf("%s timelines in view, payments' bands %q; want 8, and open:4,half_open:4", got["timelines"], got["payments-bands"])
 			}
 			shot := filepath.Join(artifacts(t), "status_page_"+size.name+".png")
 			headless(t, browser, frame, window, "--screenshot="+shot)
