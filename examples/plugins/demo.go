@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/httpbreaker/httpbreaker"
 )
@@ -126,8 +128,12 @@ func (d *demo) statusPage() error {
 	}
 	d.printf("\nGET /breakers, the status page (a browser gets it as HTML):\n")
 	for _, s := range status.Keys {
-		d.printf("  %-11s %-7s since %5.1fs  %4d succeeded, %3d failed, %3d rejected", s.Key, s.State,
-			s.Since.Sub(d.start).Seconds(), s.Totals.Success, s.Totals.Failure, s.Totals.Rejected)
+		since := "the start" // it never changed state
+		if n := len(s.History); n > 0 {
+			since = fmt.Sprintf("%.1fs, after %d state changes", s.Since.Sub(d.start).Seconds(), n)
+		}
+		d.printf("  %-11s %-7s since %-32s %4d succeeded, %3d failed, %3d rejected", s.Key, s.State,
+			since, s.Totals.Success, s.Totals.Failure, s.Totals.Rejected)
 		for up, n := range s.BlamedOn {
 			d.printf(", %d blamed on %s", n, up)
 		}
@@ -152,6 +158,8 @@ type demo struct {
 
 	mu          sync.Mutex // guards out and the fields below
 	transitions []transition
+	shown       map[string]string // each key's state at the end of the view's last second
+	viewed      map[string]int    // how many transitions the view had seen at its last line, by key
 	changed     chan struct{}
 	closedAt    time.Time // when the failing plugin closed again
 }
@@ -198,9 +206,18 @@ func (d *demo) header() {
 	d.printf("catalog reads its entities from a Git host through breakers.Transport(%q): it passes the Git host's\n"+
 		"failures on (502), and answers from its cache once the %s breaker opens; the last column is those calls.\n",
 		gitUpstream, gitUpstream)
-	d.printf("\n%7s  %-22s %-22s %-22s %-22s\n", "", "catalog", "scaffolder", "search", "git (catalog's calls)")
-	d.printf("%7s  %-22s %-22s %-22s %-22s\n", "time", "state  ok/failed/rej", "state  ok/failed/rej", "state  ok/failed/rej", "state  ok/failed/rej")
+	d.printf("\n%7s  %-*s %-*s %-*s %s\n", "", column, "catalog", column, "scaffolder", column, "search", "git (catalog's calls)")
+	head := fmt.Sprintf("%-*s %s", stateWidth, "state", "ok/failed/rej")
+	d.printf("%7s  %-*s %-*s %-*s %s\n", "time", column, head, column, head, column, head, head)
+	d.printf("%7s  (a state of a → b: the breaker went from a to b in that second, which counts what both saw)\n", "")
 }
+
+// The live view's columns: a breaker's states in a second, and what its
+// traffic got.
+const (
+	stateWidth = 16
+	column     = stateWidth + 1 + 12
+)
 
 // script tells the story: healthy, then scaffolder fails and its breaker
 // opens, a probe fails and it backs off, the fault clears, and it closes.
@@ -389,15 +406,44 @@ func (d *demo) view(ctx context.Context, done chan<- struct{}) {
 		for _, p := range demoPlugins {
 			st := d.stats[p.id]
 			counts := fmt.Sprintf("%d/%d/%d", st.perSecond[0].Swap(0), st.perSecond[1].Swap(0), st.perSecond[2].Swap(0))
-			state := d.breakers.State(p.id).String()
-			line += " " + d.paintState(fmt.Sprintf("%-9s", state), state) + fmt.Sprintf(" %-12s", counts)
+			line += " " + d.states(p.id) + fmt.Sprintf(" %-12s", counts)
 		}
 		c := d.stats["catalog"]
 		counts := fmt.Sprintf("%d/%d/%d", c.gitPerSecond[0].Swap(0), c.gitPerSecond[1].Swap(0), c.gitPerSecond[2].Swap(0))
-		state := d.breakers.State(gitUpstream).String()
-		line += " " + d.paintState(fmt.Sprintf("%-9s", state), state) + fmt.Sprintf(" %-12s", counts)
+		line += " " + d.states(gitUpstream) + fmt.Sprintf(" %-12s", counts)
 		d.printf("%s\n", strings.TrimRight(line, " "))
 	})
+}
+
+// states returns, painted and padded for the live view, the states key's
+// breaker was in during the second since the view's last line: "closed",
+// or "half_open → closed" when it closed in that second, so that the
+// rejections of a second in which it was half-open and then closed are not
+// shown in a row that says closed alone.
+func (d *demo) states(key string) string {
+	now := d.breakers.State(key).String()
+	d.mu.Lock()
+	if d.shown == nil {
+		d.shown, d.viewed = map[string]string{}, map[string]int{}
+	}
+	seen := []string{cmp.Or(d.shown[key], "closed")}
+	for _, t := range d.transitions[d.viewed[key]:] {
+		if t.key == key && t.to != seen[len(seen)-1] {
+			seen = append(seen, t.to)
+		}
+	}
+	d.viewed[key] = len(d.transitions)
+	d.shown[key] = now
+	d.mu.Unlock()
+	if now != seen[len(seen)-1] { // a change not yet delivered to the hook
+		seen = append(seen, now)
+	}
+	painted := make([]string, len(seen))
+	for i, st := range seen {
+		painted[i] = d.paintState(st, st)
+	}
+	text := strings.Join(seen, "→")
+	return strings.Join(painted, "→") + strings.Repeat(" ", max(stateWidth-utf8.RuneCountInString(text), 0))
 }
 
 // summary prints the totals and checks that the story happened.

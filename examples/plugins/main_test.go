@@ -69,6 +69,33 @@ func TestDemoTellsTheStory(t *testing.T) {
 	if strings.Contains(text, "\x1b[") {
 		t.Error("the demo wrote escape codes to output that is not a terminal")
 	}
+	// Each second's rejections are shown beside the states the breaker was
+	// in during that second, never beside closed alone.
+	views := 0
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 9 || !strings.HasSuffix(f[0], "s") || strings.Count(f[2], "/") != 2 {
+			continue
+		}
+		views++
+		for col := 1; col < 9; col += 2 {
+			counts := strings.Split(f[col+1], "/")
+			if counts[2] != "0" && !strings.Contains(f[col], "open") {
+				t.Errorf("rejections shown beside %q: %s", f[col], line)
+			}
+		}
+	}
+	if views < 10 {
+		t.Errorf("%d lines of the live view, want one a second", views)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`\n  catalog +closed +since the start +\d+ succeeded`),
+		regexp.MustCompile(`\n  scaffolder +closed +since \d+\.\ds, after 5 state changes +\d+ succeeded`),
+	} {
+		if !want.MatchString(text) {
+			t.Errorf("the status page's lines do not match %s", want)
+		}
+	}
 	if t.Failed() {
 		t.Log(text)
 	}
