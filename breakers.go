@@ -44,6 +44,15 @@ type Breakers struct {
 // New returns a set of breakers configured by opts. Every policy is checked
 // here: an invalid option or policy is an error naming what is wrong, never
 // a panic later.
+//
+// Close the set when you are done with it (defer breakers.Close()): it
+// stops the set's background work. With shared state (WithSharedState) that
+// matters: until Close, a goroutine of the set syncs with the fleet, so a set
+// that is dropped without Close (a config reload that makes a new one, a
+// test) leaks that goroutine and goes on sending heartbeats, and the fleet
+// counts it as a live replica for good. A quorum is capped by the live
+// replicas, so such a ghost, which sees no failures, can keep a key from
+// ever opening fleet-wide.
 func New(opts ...Option) (*Breakers, error) {
 	b := &Breakers{settings: defaultSettings(), clock: clock{epoch: time.Now()}}
 	b.alarm.clock = &b.clock
@@ -83,11 +92,14 @@ func New(opts ...Option) (*Breakers, error) {
 	return b, nil
 }
 
-// Close stops the set's background work: with shared state, its sync with
-// the fleet. It cancels a sync in flight and waits for it to return, which a
-// store bounds (redisstate: by the client's timeouts). The breakers go on
-// working alone. Close is safe to call more than once, and on a set without
-// shared state, where it does nothing; it always returns nil.
+// Close stops the set's background work: the timer that moves breakers on
+// when a cooldown or a forced state ends, and, with shared state, its sync
+// with the fleet, whose heartbeats stop: the other replicas stop counting
+// this one as live once its last heartbeat expires (after five sync
+// intervals, at least two seconds). It cancels a sync in flight and waits for
+// it to return, which a store bounds (redisstate: by the client's timeouts).
+// The breakers go on working alone, moving on when the next call or read
+// comes. Close is safe to call more than once; it always returns nil.
 func (b *Breakers) Close() error {
 	b.alarm.stop()
 	if f := b.fleet; f != nil {

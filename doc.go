@@ -10,6 +10,10 @@
 //		httpbreaker.WithConfig(cfg), // from LoadConfig
 //		httpbreaker.WithRegisterer(prometheus.DefaultRegisterer),
 //	)
+//	if err != nil {
+//		return err // an invalid option or policy, named
+//	}
+//	defer breakers.Close() // stops its background work
 //	mux.Handle("/api/catalog/", breakers.Middleware("catalog")(catalogHandler))
 //
 // KeyedMiddleware picks the key per request instead, for example by the
@@ -62,5 +66,7 @@
 // Replicas of one service can share what their breakers learn with
 // WithSharedState: a store of package sharedstate, such as the redisstate
 // module's on Redis. No request waits on the store; a goroutine of the set
-// syncs in the background until Close.
+// syncs in the background until Close: close every set you make (a set with
+// shared state dropped without Close keeps syncing, and the fleet counts it
+// as a live replica).
 package httpbreaker

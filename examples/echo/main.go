@@ -131,14 +131,23 @@ func rejected(w http.ResponseWriter, r *http.Request) {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
 	flag.Parse()
-	breakers, err := newBreakers()
-	if err != nil {
+	if err := listen(*addr); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// listen serves the example on addr until it fails, and then closes the
+// breakers (log.Fatal would skip a deferred Close in main).
+func listen(addr string) error {
+	breakers, err := newBreakers()
+	if err != nil {
+		return err
+	}
+	defer breakers.Close()
 	scaffolder := func(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadGateway, "template repository unreachable")
 	}
 	getItem := func(c echo.Context) error { return c.JSON(http.StatusOK, echo.Map{"id": c.Param("id")}) }
-	log.Printf("listening on http://%s: GET /api/catalog/entities answers, POST /api/scaffolder/tasks fails until its breaker opens", *addr)
-	log.Fatal(newEcho(breakers, scaffolder, getItem).Start(*addr))
+	log.Printf("listening on http://%s: GET /api/catalog/entities answers, POST /api/scaffolder/tasks fails until its breaker opens", addr)
+	return newEcho(breakers, scaffolder, getItem).Start(addr)
 }

@@ -29,6 +29,7 @@ func testBreakers(t *testing.T) *httpbreaker.Breakers {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = breakers.Close() })
 	return breakers
 }
 
@@ -289,6 +290,7 @@ func TestLibrarysOwnRejectResponseWorksThroughWrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = breakers.Close() })
 	var calls atomic.Int64
 	e := echo.New()
 	e.Group("/api/scaffolder", wrap(breakers.Middleware("scaffolder"))).POST("/tasks", func(echo.Context) error {

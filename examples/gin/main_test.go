@@ -35,6 +35,7 @@ func testBreakers(t *testing.T) *httpbreaker.Breakers {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = breakers.Close() })
 	return breakers
 }
 
@@ -278,6 +279,7 @@ func TestHandlersBehindARejectionNeverRunWhateverAnswersIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = breakers.Close() })
 	var calls atomic.Int64
 	r := gin.New()
 	r.Group("/api/scaffolder", wrap(breakers.Middleware("scaffolder"))).POST("/tasks", func(c *gin.Context) {

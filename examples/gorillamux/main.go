@@ -73,13 +73,22 @@ func echo(w http.ResponseWriter, r *http.Request) {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
 	flag.Parse()
-	breakers, err := httpbreaker.New()
-	if err != nil {
+	if err := listen(*addr); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// listen serves the example on addr until it fails, and then closes the
+// breakers (log.Fatal would skip a deferred Close in main).
+func listen(addr string) error {
+	breakers, err := httpbreaker.New()
+	if err != nil {
+		return err
+	}
+	defer breakers.Close()
 	orders := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"orders database unreachable"}`, http.StatusBadGateway)
 	})
-	log.Printf("listening on http://%s: /api/users/1 answers, /api/orders/1 fails until its breaker opens", *addr)
-	log.Fatal(http.ListenAndServe(*addr, newRouter(breakers, orders)))
+	log.Printf("listening on http://%s: /api/users/1 answers, /api/orders/1 fails until its breaker opens", addr)
+	return http.ListenAndServe(addr, newRouter(breakers, orders))
 }

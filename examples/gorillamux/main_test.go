@@ -22,6 +22,7 @@ func newServer(t *testing.T, orders http.Handler) (*httptest.Server, *httpbreake
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = breakers.Close() })
 	srv := httptest.NewServer(newRouter(breakers, orders))
 	t.Cleanup(srv.Close)
 	return srv, breakers
@@ -98,6 +99,7 @@ func TestRouteKeySplitsMethodsAsRoutePatternDoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = breakers.Close() })
 	r := mux.NewRouter()
 	r.Use(breakers.KeyedMiddleware(routeKey))
 	r.HandleFunc("/items/{id}", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) }).Methods(http.MethodGet)

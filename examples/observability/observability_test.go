@@ -26,6 +26,7 @@ func exported(t *testing.T) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = b.Close() })
 	b.Middleware("k")(http.NotFoundHandler())
 	families, err := reg.Gather()
 	if err != nil {

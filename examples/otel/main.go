@@ -109,6 +109,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer breakers.Close()
 	mux := http.NewServeMux()
 	mux.Handle("/api/inventory/", breakers.Middleware("inventory")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"inventory database down"}`, http.StatusServiceUnavailable)

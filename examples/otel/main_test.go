@@ -34,6 +34,7 @@ func TestBreakerMetricsAndStateChangesReachOpenTelemetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = breakers.Close() })
 	h := breakers.Middleware("inventory")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadGateway)
 	}))

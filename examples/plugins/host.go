@@ -42,7 +42,7 @@ const gitUpstream = "git"
 // newHost wires the plugins with their breakers, configured by cfg, and
 // adds the host's own endpoints: /metrics, /breakers (the library's status
 // page), /healthz and the fault control at /faults. It starts the Git host
-// on a loopback port of its own; close stops it.
+// on a loopback port of its own; close stops it and closes the breakers.
 func newHost(cfg httpbreaker.Config, logger *slog.Logger, opts ...httpbreaker.Option) (*host, error) {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -58,6 +58,7 @@ func newHost(cfg httpbreaker.Config, logger *slog.Logger, opts ...httpbreaker.Op
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		_ = breakers.Close()
 		return nil, err
 	}
 	h.upstream = &http.Server{Handler: h.faults.inject(gitUpstream, gitHost()), ReadHeaderTimeout: 5 * time.Second}
@@ -89,8 +90,11 @@ func newHost(cfg httpbreaker.Config, logger *slog.Logger, opts ...httpbreaker.Op
 	return h, nil
 }
 
-// close stops the Git host.
-func (h *host) close() { _ = h.upstream.Close() }
+// close stops the Git host and closes the breakers.
+func (h *host) close() {
+	_ = h.upstream.Close()
+	_ = h.breakers.Close()
+}
 
 // fromLoopback allows breaker control from this machine only. The demo
 // host listens on loopback anyway; a real one would check an operator's

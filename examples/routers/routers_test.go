@@ -24,6 +24,7 @@ func newBreakers(t *testing.T) *httpbreaker.Breakers {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = b.Close() })
 	return b
 }
 

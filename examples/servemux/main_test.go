@@ -19,6 +19,7 @@ func TestEachRoutePatternHasItsOwnBreaker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = breakers.Close() })
 	var calls int
 	srv := httptest.NewServer(newMux(breakers, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls++
