@@ -269,6 +269,7 @@ func TestLoadConfigRefusesALargeDocumentAtOnce(t *testing.T) {
 }
 
 func TestLoadConfigRefusesADocumentThatAliasesBlowUp(t *testing.T) {
+	t.Parallel() // a megabyte of YAML to parse: seconds under the race detector
 	var doc strings.Builder
 	doc.WriteString("defaults: &p {failure_rate: 0.5, min_requests: 10, consecutive_failures: 5, window: 10s, buckets: 10, " +
 		"open_for: 30s, max_open_for: 5m, half_open_requests: 3, probe_timeout: 30s, slow_call: off, recovery_ramp: off, mode: enforce}\nkeys:\n")

@@ -143,14 +143,14 @@ func TestHistoryUnderConcurrentChangesAndReaders(t *testing.T) {
 	for _, k := range keys {
 		h := b.Middleware(k)(handlers[k])
 		writers.Go(func() { // trips and probes
-			for i := range 300 {
+			for i := range 100 {
 				handlers[k].set([]int{500, 200}[i%2])
 				record(h, "/")
-				time.Sleep(100 * time.Microsecond)
+				time.Sleep(time.Millisecond) // the cooldown: the next call is a probe
 			}
 		})
 		writers.Go(func() { // manual changes
-			for range 100 {
+			for range 50 {
 				_ = b.ForceOpen(k, 0)
 				_ = b.Release(k)
 				_ = b.Reset(k)

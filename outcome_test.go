@@ -187,20 +187,22 @@ func TestFailureWrittenBeforeClientLeftStillCounts(t *testing.T) {
 }
 
 func TestSlowCallIsAFailure(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{SlowCall: 50 * time.Millisecond, ConsecutiveFailures: 2}))
-	srv := serve(t, b, map[string]http.Handler{"p": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(200 * time.Millisecond)
-	})})
-	if code, _, _ := get(t, srv.URL+"/p/"); code != 200 {
-		t.Fatalf("status %d, want 200: a slow call still answers", code)
-	}
-	if s := status(t, b, "p"); s.Totals.Failure != 1 {
-		t.Fatalf("totals %+v, want the slow call counted as a failure", s.Totals)
-	}
-	get(t, srv.URL+"/p/")
-	if st := b.State("p"); st != StateOpen {
-		t.Fatalf("after 2 slow calls: state %v, want open", st)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{SlowCall: 50 * time.Millisecond, ConsecutiveFailures: 2}))
+		h := b.Middleware("p")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(200 * time.Millisecond)
+		}))
+		if rec := record(h, "/"); rec.Code != 200 {
+			t.Fatalf("status %d, want 200: a slow call still answers", rec.Code)
+		}
+		if s := status(t, b, "p"); s.Totals.Failure != 1 {
+			t.Fatalf("totals %+v, want the slow call counted as a failure", s.Totals)
+		}
+		record(h, "/")
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("after 2 slow calls: state %v, want open", st)
+		}
+	})
 }
 
 func TestSlowCallThresholdIsExact(t *testing.T) {

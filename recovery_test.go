@@ -97,27 +97,32 @@ func TestRecoversToClosed(t *testing.T) {
 }
 
 func TestFailedProbeReopensWithLongerCooldown(t *testing.T) {
-	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, MaxOpenFor: time.Minute}))
-	srv := serve(t, b, map[string]http.Handler{"p": newStatusHandler(500)})
-	get(t, srv.URL+"/p/")
-	if _, header, _ := get(t, srv.URL+"/p/"); header.Get("Retry-After") != "1" {
-		t.Fatalf("first cooldown: Retry-After %q, want 1", header.Get("Retry-After"))
-	}
-	waitFor(t, "half-open", func() bool { return b.State("p") == StateHalfOpen })
-	if code, _, _ := get(t, srv.URL+"/p/"); code != 500 {
-		t.Fatalf("probe: status %d, want the handler's 500", code)
-	}
-	if st := b.State("p"); st != StateOpen {
-		t.Fatalf("after a failed probe: state %v, want open", st)
-	}
-	// Twice the first cooldown, less at most a fifth of jitter: 1.6s to 2s.
-	s := status(t, b, "p")
-	if s.RetryAfter <= 1200*time.Millisecond || s.RetryAfter > 2*time.Second {
-		t.Fatalf("second cooldown has %v left, want about 1.6s to 2s", s.RetryAfter)
-	}
-	if _, header, _ := get(t, srv.URL+"/p/"); header.Get("Retry-After") != "2" {
-		t.Fatalf("second cooldown: Retry-After %q, want 2", header.Get("Retry-After"))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Second, MaxOpenFor: time.Minute}))
+		h := b.Middleware("p")(newStatusHandler(500))
+		record(h, "/")
+		if rec := record(h, "/"); rec.Header().Get("Retry-After") != "1" {
+			t.Fatalf("first cooldown: Retry-After %q, want 1", rec.Header().Get("Retry-After"))
+		}
+		time.Sleep(time.Second + time.Millisecond)
+		if st := b.State("p"); st != StateHalfOpen {
+			t.Fatalf("after the cooldown: %v, want half-open", st)
+		}
+		if rec := record(h, "/"); rec.Code != 500 {
+			t.Fatalf("probe: status %d, want the handler's 500", rec.Code)
+		}
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("after a failed probe: state %v, want open", st)
+		}
+		// Twice the first cooldown, less at most a fifth of jitter: 1.6s to 2s.
+		s := status(t, b, "p")
+		if s.RetryAfter < 1600*time.Millisecond || s.RetryAfter > 2*time.Second {
+			t.Fatalf("second cooldown has %v left, want 1.6s to 2s", s.RetryAfter)
+		}
+		if rec := record(h, "/"); rec.Header().Get("Retry-After") != "2" {
+			t.Fatalf("second cooldown: Retry-After %q, want 2", rec.Header().Get("Retry-After"))
+		}
+	})
 }
 
 func TestUpstreamRetryAfterKeepsTheBreakerOpenLonger(t *testing.T) {

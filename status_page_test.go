@@ -113,11 +113,15 @@ func served(t *testing.T, header http.Header, body string) *httptest.Server {
 }
 
 func TestStatusPageRendersInABrowser(t *testing.T) {
+	t.Parallel() // Chromium's start-up is most of it
 	browser := chromium(t)
 	header, body := anHour(t)
 	srv := served(t, header, body)
 
-	dom := string(headless(t, browser, srv.URL, "--dump-dom"))
+	// One start of Chromium dumps the DOM and takes the screenshot.
+	shot := filepath.Join(artifacts(t), "status_page.png")
+	dom := string(headless(t, browser, srv.URL, "--dump-dom", "--window-size=1280,1000", "--screenshot="+shot))
+	t.Logf("screenshot: %s", shot)
 	for _, want := range []string{
 		`<tr id="key-scaffolder">`, `<span class="state open">open</span>`,
 		`<tr id="key-catalog">`, `<span class="state closed">closed</span>`,
@@ -129,9 +133,6 @@ func TestStatusPageRendersInABrowser(t *testing.T) {
 		}
 	}
 
-	shot := filepath.Join(artifacts(t), "status_page.png")
-	headless(t, browser, srv.URL, "--window-size=1280,1000", "--screenshot="+shot)
-	t.Logf("screenshot: %s", shot)
 	f, err := os.Open(shot)
 	if err != nil {
 		t.Fatal(err)
@@ -221,6 +222,7 @@ func measured(page http.Handler) http.Handler {
 }
 
 func TestStatusPageFitsADesktopWindowAndAPhone(t *testing.T) {
+	t.Parallel() // Chromium's start-up is most of it
 	browser := chromium(t)
 	header, body := anHour(t, AllowControl(func(*http.Request) bool { return true }), StatusRefresh(0))
 	srv := httptest.NewServer(measured(served(t, header, body).Config.Handler))
@@ -232,9 +234,12 @@ func TestStatusPageFitsADesktopWindowAndAPhone(t *testing.T) {
 		width, height int
 	}{{"desktop", 1280, 800}, {"phone", 390, 844}} {
 		t.Run(size.name, func(t *testing.T) {
+			t.Parallel()
 			frame := fmt.Sprintf("%s/frame/%d/%d", srv.URL, size.width, size.height)
 			window := fmt.Sprintf("--window-size=%d,%d", max(size.width, 500), size.height)
-			dom := string(headless(t, browser, frame, "--dump-dom", window))
+			shot := filepath.Join(artifacts(t), "status_page_"+size.name+".png")
+			dom := string(headless(t, browser, frame, "--dump-dom", window, "--screenshot="+shot))
+			t.Logf("screenshot: %s", shot)
 			body := dom[strings.Index(dom, "<body"):]
 			body = body[:strings.Index(body, ">")]
 			got := map[string]string{}
@@ -266,9 +271,6 @@ func TestStatusPageFitsADesktopWindowAndAPhone(t *testing.T) {
 			if got["timelines"] != "8" || got["payments-bands"] != "open:4,half_open:4" {
 				t.Errorf("%s timelines in view, payments' bands %q; want 8, and open:4,half_open:4", got["timelines"], got["payments-bands"])
 			}
-			shot := filepath.Join(artifacts(t), "status_page_"+size.name+".png")
-			headless(t, browser, frame, window, "--screenshot="+shot)
-			t.Logf("screenshot: %s", shot)
 		})
 	}
 }
@@ -591,6 +593,7 @@ func TestStatusRefreshNeverLoops(t *testing.T) {
 // browser runs it: a page on another site auto-submits a form to the status
 // page, whose control trusts the client's network position.
 func TestCrossSiteFormCannotForceAKeyOpenFromABrowser(t *testing.T) {
+	t.Parallel() // Chromium's start-up is most of it
 	browser := chromium(t)
 	b, _ := newSet(t)
 	b.Middleware("catalog")
