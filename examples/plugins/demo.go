@@ -37,8 +37,9 @@ const (
 	gitOutageFor     = 2 * time.Second // how long the Git host stays down once its breaker is open
 )
 
-// stepTimeout bounds each wait of the script (a variable for tests).
-var stepTimeout = 20 * time.Second
+// stepTimeout bounds each wait of the script; tests that make the story
+// fail on purpose wait less (runStory).
+const stepTimeout = 20 * time.Second
 
 // demoPlugins are the plugins the traffic visits, with the request each one gets.
 var demoPlugins = []struct{ id, method, path string }{
@@ -63,7 +64,13 @@ var quickCooldowns = []httpbreaker.Option{
 // the story, prints a live view and a summary to out, and returns an error
 // if the story did not happen as told.
 func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bool) error {
-	d := &demo{out: out, color: isTerminal(out), start: time.Now(), stats: map[string]*pluginStats{}, changed: make(chan struct{})}
+	return runStory(ctx, cfg, out, stay, stepTimeout)
+}
+
+// runStory is runDemo with each wait of the script bounded by stepTimeout.
+func runStory(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bool, stepTimeout time.Duration) error {
+	d := &demo{out: out, color: isTerminal(out), start: time.Now(), stats: map[string]*pluginStats{}, changed: make(chan struct{}),
+		stepTimeout: stepTimeout}
 	for _, p := range demoPlugins {
 		d.stats[p.id] = &pluginStats{}
 	}
@@ -155,6 +162,8 @@ type demo struct {
 	client   *http.Client
 	breakers *httpbreaker.Breakers
 	stats    map[string]*pluginStats
+	// stepTimeout bounds each wait of the script.
+	stepTimeout time.Duration
 
 	mu          sync.Mutex // guards out and the fields below
 	transitions []transition
@@ -297,7 +306,7 @@ func (d *demo) step(format string, args ...any) {
 
 // waitFor waits until key's breaker has gone from -> to.
 func (d *demo) waitFor(ctx context.Context, key, from, to string) error {
-	timeout := time.After(stepTimeout)
+	timeout := time.After(d.stepTimeout)
 	for {
 		d.mu.Lock()
 		seen := slices.ContainsFunc(d.transitions, func(t transition) bool {
@@ -311,7 +320,7 @@ func (d *demo) waitFor(ctx context.Context, key, from, to string) error {
 		select {
 		case <-changed:
 		case <-timeout:
-			return fmt.Errorf("story: %s did not go from %s to %s within %v", key, from, to, stepTimeout)
+			return fmt.Errorf("story: %s did not go from %s to %s within %v", key, from, to, d.stepTimeout)
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -40,6 +40,7 @@ func (b *syncBuffer) String() string {
 }
 
 func TestDemoTellsTheStory(t *testing.T) {
+	t.Parallel()
 	var out syncBuffer
 	if err := run(context.Background(), []string{"-demo"}, &out, io.Discard); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
@@ -102,11 +103,10 @@ func TestDemoTellsTheStory(t *testing.T) {
 }
 
 func TestDemoFailsWhenTheStoryDoesNotHappen(t *testing.T) {
-	stepTimeout = 2 * time.Second
-	t.Cleanup(func() { stepTimeout = 20 * time.Second })
+	t.Parallel() // the story runs on the clock: each demo test waits, and they wait together
 	cfg := httpbreaker.Config{Keys: map[string]httpbreaker.Policy{"scaffolder": {Mode: httpbreaker.ModeDisabled}}}
 	var out syncBuffer
-	err := runDemo(context.Background(), cfg, &out, false)
+	err := runStory(context.Background(), cfg, &out, false, 2*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "scaffolder did not go from closed to open") {
 		t.Fatalf("with scaffolder's breaker disabled the demo returned %v, want the missing transition named\n%s", err, out.String())
 	}
@@ -116,11 +116,11 @@ func TestDemoFailsWhenTheStoryDoesNotHappen(t *testing.T) {
 }
 
 func TestDemoFailsWhenTheClientSideStoryDoesNotHappen(t *testing.T) {
-	stepTimeout = 8 * time.Second // long enough for scaffolder's steps, which come first
-	t.Cleanup(func() { stepTimeout = 20 * time.Second })
+	t.Parallel()
 	cfg := httpbreaker.Config{Keys: map[string]httpbreaker.Policy{gitUpstream: {Mode: httpbreaker.ModeDisabled}}}
 	var out syncBuffer
-	err := runDemo(context.Background(), cfg, &out, false)
+	// Long enough for scaffolder's steps, which come first.
+	err := runStory(context.Background(), cfg, &out, false, 8*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "git did not go from closed to open") {
 		t.Fatalf("with the git breaker disabled the demo returned %v, want the missing transition named\n%s", err, out.String())
 	}
@@ -501,6 +501,7 @@ func breakerJSON(t *testing.T, body, key string) map[string]any {
 // this example's README.md: a delay trips search, whose policy has
 // slow_call, and only slows scaffolder down.
 func TestADelayTripsOnlyWhereThePolicyHasSlowCall(t *testing.T) {
+	t.Parallel() // beside the demo tests; parallel tests start once the others, and the SIGTERM of one of them, are done
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	base, _ := startHost(t, ctx)
