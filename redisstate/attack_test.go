@@ -61,6 +61,7 @@ func TestAReleaseAfterRedisRestartsEmptyReachesEveryReplica(t *testing.T) {
 }
 
 func TestAForcedStateTheStoreLostIsSentAgainOrDropped(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)
 	rs := fleet(t, srv.Addr(), 3, fleetPolicy(), map[string]*upstream{"pay": newUpstream(200)})
 	waitFor(t, "connected", func() bool { return rs[2].set.FleetStatus().Connected })
@@ -85,6 +86,7 @@ func TestAForcedStateTheStoreLostIsSentAgainOrDropped(t *testing.T) {
 }
 
 func TestAChangeAPartitionHeldBackIsNotReplayed(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)
 	proxy := proxied(t, srv)
 	p := fleetPolicy()
@@ -125,6 +127,7 @@ func TestAChangeAPartitionHeldBackIsNotReplayed(t *testing.T) {
 }
 
 func TestHostileHoldsAndLeasesAreBoundedAndNotTakenAgain(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)
 	raw := srv.client(t)
 	ctx := context.Background()
@@ -256,6 +259,7 @@ func TestLostRepliesWithTheClientsRetriesCountOnce(t *testing.T) {
 }
 
 func TestARestartedReplicaDoesNotMeetTheQuorumAlone(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)
 	p := fleetPolicy()
 	sick, healthy := newUpstream(500), newUpstream(200)
@@ -279,6 +283,7 @@ func TestARestartedReplicaDoesNotMeetTheQuorumAlone(t *testing.T) {
 }
 
 func TestLostLiveSetAndHoldFailSafe(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)
 	raw := srv.client(t)
 	ctx := context.Background()
@@ -367,6 +372,7 @@ func TestCheckSaysWhatIsWrong(t *testing.T) {
 }
 
 func TestAFloodOfAnnouncementsCostsBoundedSyncs(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)
 	raw := srv.client(t)
 	ctx := context.Background()
@@ -455,6 +461,7 @@ func TestAHoldEndsOnTimeWhileRedisIsDown(t *testing.T) {
 // Cluster, through go-redis's ClusterClient: a fleet-wide trip and a
 // ForceOpen reach every replica, whatever the shards' masters.
 func TestTheFleetOnARedisCluster(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	redisserver.RequireInstalled(t)
 	cluster, err := redisserver.StartCluster(3, 0)
 	if err != nil {

@@ -175,6 +175,7 @@ func TestConsecutiveFailuresTripOnlyTheirReplica(t *testing.T) {
 }
 
 func TestFleetProbesTogether(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)
 	up := newUpstream(500)
 	rs := fleet(t, srv.Addr(), 3, fleetPolicy(), map[string]*upstream{"search": up})
@@ -288,6 +289,7 @@ func TestFleetManualControl(t *testing.T) {
 }
 
 func TestFleetWithoutRedisEveryRequestStaysLocal(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)
 	p := fleetPolicy()
 	p.ConsecutiveFailures = 5
