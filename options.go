@@ -54,9 +54,9 @@ func WithPolicy(p Policy) Option {
 // WithKeyPolicy sets key's policy. Its unset fields inherit the defaults.
 // The key shows on the status page from the start, as configured with no
 // traffic until something uses it; a minute after New, a key that no
-// Middleware or Transport wires and no request has chosen is logged once,
-// as a warning naming the closest key in use: such a policy guards nothing,
-// and is most often a typo.
+// Middleware or Transport wires and no request or Do call has chosen is
+// logged once, as a warning naming the closest key in use: such a policy
+// guards nothing, and is most often a typo.
 func WithKeyPolicy(key string, p Policy) Option {
 	return func(b *settings) error {
 		if err := checkKey(key); err != nil {

@@ -25,7 +25,7 @@ func (b *Breakers) watchUnusedKeys() {
 
 // logUnusedKeys logs, once, each key that a per-key policy names (WithKeyPolicy,
 // a config file) and that nothing has used: no Middleware or Transport wires
-// it and no KeyFunc has chosen it. Such a key is most often a typo, whose
+// it and no KeyFunc or Do call has chosen it. Such a key is most often a typo, whose
 // policy guards nothing; the record names the closest key in use, if one
 // is close.
 func (b *Breakers) logUnusedKeys() {
@@ -50,7 +50,7 @@ func (b *Breakers) logUnusedKeys() {
 			args = append(args, "did_you_mean", near)
 		}
 		b.notifications.log(slog.LevelWarn, "circuit breaker policy names a key that nothing uses: no Middleware or "+
-			"Transport wires it and no request has chosen it, so its policy guards nothing (a typo?)", args...)
+			"Transport wires it and no request or Do call has chosen it, so its policy guards nothing (a typo?)", args...)
 	}
 }
 

@@ -1,6 +1,7 @@
 package httpbreaker
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -41,7 +42,7 @@ func TestAKeyPolicyNobodyUsesShowsOnTheStatusPage(t *testing.T) {
 // TestAKeyPolicyNobodyUsesIsLoggedOnceAfterAMinute holds the warning: a
 // minute after New, each key that a policy names and nothing uses is logged
 // once, with the key in use it most likely misspells; keys in use, from
-// Middleware, Transport or a KeyFunc, are not.
+// Middleware, Transport, a KeyFunc or Do, are not.
 func TestAKeyPolicyNobodyUsesIsLoggedOnceAfterAMinute(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg, err := LoadConfig(strings.NewReader("keys:\n  GET /api/itmes/{id}:\n    open_for: 1m\n  github:\n    open_for: 1m\n"))
@@ -49,7 +50,7 @@ func TestAKeyPolicyNobodyUsesIsLoggedOnceAfterAMinute(t *testing.T) {
 			t.Fatal(err)
 		}
 		b, sink := newSet(t, WithConfig(cfg), WithKeyPolicy("paymnets", Policy{}), WithKeyPolicy("payments", Policy{}),
-			WithKeyPolicy("zzz", Policy{}), WithKeyPolicy("keyed", Policy{}))
+			WithKeyPolicy("zzz", Policy{}), WithKeyPolicy("keyed", Policy{}), WithKeyPolicy("orders-db", Policy{}))
 		b.Middleware("payments")
 		b.Transport("github", nil)
 		keyed := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Path[1:] })(newStatusHandler(200))
@@ -57,6 +58,7 @@ func TestAKeyPolicyNobodyUsesIsLoggedOnceAfterAMinute(t *testing.T) {
 		mux.Handle("GET /api/items/{id}", b.KeyedMiddleware(RoutePattern)(newStatusHandler(200)))
 		time.Sleep(59 * time.Second)
 		record(keyed, "/keyed")
+		_ = b.Do(context.Background(), "orders-db", func(context.Context) error { return nil })
 		mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/api/items/1", nil))
 		if got := sink.matching("nothing uses"); len(got) != 0 {
 			t.Fatalf("logged before the minute was up: %+v", got)

@@ -132,5 +132,6 @@ func main() {
 	srv := &http.Server{Addr: *addr, Handler: newServer(breakers, s, db), ReadHeaderTimeout: 5 * time.Second}
 	err = srv.ListenAndServe()
 	db.Close()
+	breakers.Close()
 	log.Fatal(err)
 }

@@ -16,6 +16,7 @@ func TestTheOrdersAPIAnswersFromItsCacheWhileTheDatabaseIsDownAndItsOwnBreakerSt
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = breakers.Close() })
 	s := newStore(order{1, "espresso machine", 24900}, order{2, "coffee grinder", 8900})
 	db := s.open()
 	defer db.Close()
