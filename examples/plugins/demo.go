@@ -48,9 +48,6 @@ var demoPlugins = []struct{ id, method, path string }{
 	{"search", http.MethodGet, "/api/search/query?term=pay"},
 }
 
-// demoOptions are more options for the demo's breakers, for tests.
-var demoOptions []httpbreaker.Option
-
 // quickCooldowns shorten config.yaml's cooldowns to seconds for the demo
 // and the soak, so that a whole outage and recovery fits in a few seconds.
 // Options given after WithConfig refine it.
@@ -67,15 +64,17 @@ func runDemo(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bo
 	return runStory(ctx, cfg, out, stay, stepTimeout)
 }
 
-// runStory is runDemo with each wait of the script bounded by stepTimeout.
-func runStory(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bool, stepTimeout time.Duration) error {
+// runStory is runDemo with each wait of the script bounded by stepTimeout,
+// and opts, for tests, added to the breakers' options.
+func runStory(ctx context.Context, cfg httpbreaker.Config, out io.Writer, stay bool, stepTimeout time.Duration,
+	opts ...httpbreaker.Option) error {
 	d := &demo{out: out, color: isTerminal(out), start: time.Now(), stats: map[string]*pluginStats{}, changed: make(chan struct{}),
 		stepTimeout: stepTimeout}
 	for _, p := range demoPlugins {
 		d.stats[p.id] = &pluginStats{}
 	}
 	h, err := newHost(cfg, slog.New(slog.DiscardHandler),
-		slices.Concat(quickCooldowns, []httpbreaker.Option{httpbreaker.WithStateChangeHook(d.onChange)}, demoOptions)...)
+		slices.Concat(quickCooldowns, []httpbreaker.Option{httpbreaker.WithStateChangeHook(d.onChange)}, opts)...)
 	if err != nil {
 		return err
 	}

@@ -133,16 +133,15 @@ func TestDemoFailsWhenTheClientSideStoryDoesNotHappen(t *testing.T) {
 // failures trip the catalog's breaker along with git's, and the cache hides
 // behind the catalog's 503s; the demo says so.
 func TestDemoFailsWithoutBlame(t *testing.T) {
-	stepTimeout = 8 * time.Second
-	demoOptions = []httpbreaker.Option{httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
+	t.Parallel()
+	noBlame := httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
 		if o := httpbreaker.DefaultClassifier(c); o != httpbreaker.UpstreamFailure {
 			return o
 		}
 		return httpbreaker.Failure
-	})}
-	t.Cleanup(func() { stepTimeout, demoOptions = 20*time.Second, nil })
+	})
 	var out syncBuffer
-	err := runDemo(context.Background(), httpbreaker.Config{}, &out, false)
+	err := runStory(context.Background(), httpbreaker.Config{}, &out, false, 8*time.Second, noBlame)
 	if err == nil || !strings.Contains(err.Error(), "catalog was affected by another's outage") ||
 		!strings.Contains(err.Error(), "and 0 were blamed on git") {
 		t.Fatalf("with blame turned off the demo returned %v, want the catalog's trip and the missing blame named\n%s", err, out.String())
