@@ -41,10 +41,10 @@ func (t Transition) shown() State {
 	return t.To
 }
 
-// historyLen is how many transitions a key's history keeps: enough for an
-// hour of a key that flaps every four minutes (open, half-open, closed:
-// three transitions a flap), at 3.25 KiB a key (a Transition is 104 bytes;
-// its strings are the event's, not copies).
+// historyLen is how many transitions a key's history keeps: ten trips and
+// recoveries (open, half-open, closed: three transitions each), an hour of
+// a key that flaps every six minutes, at 3.25 KiB a key (a Transition is
+// 104 bytes; its strings are the event's, not copies).
 const historyLen = 32
 
 // history is a ring of a breaker's last historyLen transitions, and when
@@ -52,7 +52,9 @@ const historyLen = 32
 // (breaker.record), never on the request path; the ring is allocated at a
 // key's first transition, so that a key that never changes state costs a
 // pointer. It has a lock of its own, taken by the transition that adds to
-// it and by the status that reads it, and never while holding another.
+// it (under the breaker's mu) and by the status that reads it; nothing else
+// is locked while it is held, so a reader never waits on a transition's
+// work, only on its copy into the ring.
 type history struct {
 	created int64 // ns since the set's epoch
 
