@@ -103,11 +103,10 @@ func newBreaker(key string, p Policy, keyed bool, c *clock, a *alarm, now int64,
 // ticket is an admitted call: what done needs to record it. It is a value,
 // so that admitting a call allocates nothing.
 type ticket struct {
-	win    *window // a closed or recovering call: the window it counts in
-	phase  *phase  // a probe of the breaker's own: its round
-	probe  *probe  // a probe, of the breaker or the fleet
-	lease  any     // a probe of the fleet's: the lease that admitted it
-	stripe uint32
+	win   *window // a closed or recovering call: the window it counts in
+	phase *phase  // a probe of the breaker's own: its round
+	probe *probe  // a probe, of the breaker or the fleet
+	lease any     // a probe of the fleet's: the lease that admitted it
 }
 
 // admission says what admit decided.
@@ -140,9 +139,8 @@ func (br *breaker) admit() (ticket, admission) {
 		return br.admitSlow()
 	}
 	// Closed and enforcing: the common case.
-	i := stripe()
-	br.tallies.add(i, tallyAdmitted)
-	return ticket{win: br.win.Load(), stripe: i}, admission{}
+	br.tallies.add(stripe(), tallyAdmitted)
+	return ticket{win: br.win.Load()}, admission{}
 }
 
 // admitSlow is admit when the breaker is not simply closed.
@@ -211,16 +209,16 @@ func (br *breaker) admitSlow() (ticket, admission) {
 
 // admitted counts t's call as admitted.
 func (br *breaker) admitted(t ticket) (ticket, admission) {
-	t.stripe = stripe()
-	br.tallies.add(t.stripe, tallyAdmitted)
+	br.tallies.add(stripe(), tallyAdmitted)
 	return t, admission{}
 }
 
 // done records how the call that t admitted ended, at now (ns since the
 // epoch): in the window it counts in, or as the probe it was.
 func (br *breaker) done(t ticket, v verdict, now int64) {
+	i := stripe() // the P the call ends on, which may not be the one it began on
 	if t.phase != nil {
-		br.settle(t.phase, t.probe, v, t.stripe, now) // counts it, unless its deadline did
+		br.settle(t.phase, t.probe, v, i, now) // counts it, unless its deadline did
 		return
 	}
 	// An upstream's Retry-After before the window, which may trip the
@@ -231,9 +229,9 @@ func (br *breaker) done(t ticket, v verdict, now int64) {
 		br.noteUpstreamRetry(v, now)
 	}
 	if t.win != nil {
-		t.win.record(v.outcome, v.slow, now, t.stripe)
+		t.win.record(v.outcome, v.slow, now, i)
 	}
-	br.count(v, t.stripe)
+	br.count(v, i)
 	if t.lease != nil {
 		br.fleet.probed(br, t.lease, v)
 	}

@@ -71,6 +71,11 @@ type statusWriter struct {
 	// writer tells it what the handler has answered, which the breaker goes
 	// by should the handler outlive the ProbeTimeout (a stream).
 	probe *probe
+
+	// Each core writes its own writers on every request: padded to a
+	// multiple of the cache line (in a size class whose objects start on
+	// one), so that two cores' writers never share a line.
+	_ [128 - 72]byte
 }
 
 var writerPool = sync.Pool{New: func() any { return new(statusWriter) }}

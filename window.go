@@ -2,10 +2,10 @@ package httpbreaker
 
 import (
 	"errors"
-	"math/rand/v2"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	_ "unsafe" // for go:linkname
 
 	"github.com/sony/gobreaker/v2"
 )
@@ -16,18 +16,44 @@ import (
 // same moment and reads the clock once; it takes no lock, unless the policy
 // counts the last calls. See docs/design/closed-path.md.
 
-// stripes is how many cache lines a breaker spreads each counter over: a
-// few per core, so that two cores seldom add to the same line at once.
+// stripes is how many cache lines a breaker spreads each counter over: one
+// per P (GOMAXPROCS, rounded up to a power of two), at most 64.
 var stripes = func() uint32 {
 	n := uint32(1)
-	for n < uint32(4*runtime.GOMAXPROCS(0)) && n < 64 {
+	for n < uint32(runtime.GOMAXPROCS(0)) && n < 64 {
 		n *= 2
 	}
 	return n
 }()
 
-// stripe picks the stripe a call adds to.
-func stripe() uint32 { return rand.Uint32() & (stripes - 1) }
+// stripe picks the stripe a call adds to: its P's. A core adds to lines
+// that it wrote last, and that stay in its cache; a stripe picked at random
+// was last written by another core about half the time on two cores, a
+// cache miss per counter (docs/design/closed-path.md measures both). The P
+// is read as sync.Pool reads it, pinned for the moment it takes: the
+// goroutine may move on at once, which costs only a miss.
+func stripe() uint32 {
+	p := procPin()
+	procUnpin()
+	return uint32(p) & (stripes - 1)
+}
+
+// procPin and procUnpin are the runtime's, as sync.Pool uses them; the
+// runtime keeps them reachable for packages outside the standard library.
+//
+//go:linkname procPin runtime.procPin
+func procPin() int
+
+//go:linkname procUnpin runtime.procUnpin
+func procUnpin()
+
+// Small structs that every request reads (a wired handler, its key's
+// reference, the set's clock) are padded to one cache line: made once,
+// they land in the 64-byte size class, whose objects each have a line of
+// their own. Otherwise an object that another core writes on every request
+// could share the line (a per-request value of another package, a
+// benchmark's loop counter), and make each read a cache miss.
+// TestHotStructsFillALine holds them to it.
 
 // The tallies a breaker keeps of its calls, for its life.
 const (

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -446,4 +447,18 @@ func TestWindowRollsByBucket(t *testing.T) {
 			t.Fatalf("window holds %d successes, want 5", got)
 		}
 	})
+}
+
+func TestHotStructsFillALine(t *testing.T) {
+	for name, size := range map[string]uintptr{
+		"keyHandler":   unsafe.Sizeof(keyHandler{}),
+		"keyedHandler": unsafe.Sizeof(keyedHandler{}),
+		"keyRef":       unsafe.Sizeof(keyRef{}),
+		"clock":        unsafe.Sizeof(clock{}),
+		"statusWriter": unsafe.Sizeof(statusWriter{}),
+	} {
+		if size%64 != 0 {
+			t.Errorf("%s is %d bytes, not a whole number of cache lines: fix its padding", name, size)
+		}
+	}
 }
