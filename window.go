@@ -16,11 +16,14 @@ import (
 // same moment and reads the clock once; it takes no lock, unless the policy
 // counts the last calls. See docs/design/closed-path.md.
 
-// stripes is how many cache lines a breaker spreads each counter over: one
-// per P (GOMAXPROCS, rounded up to a power of two), at most 64.
+// stripes is how many cache lines a breaker spreads each counter over: two
+// per P (GOMAXPROCS, rounded up to a power of two), at most 128. A P adds
+// to the first of its two: CPUs fetch lines in aligned pairs (the adjacent
+// line prefetcher), so that two cores writing the two lines of one pair
+// contend as if they shared one.
 var stripes = func() uint32 {
 	n := uint32(1)
-	for n < uint32(runtime.GOMAXPROCS(0)) && n < 64 {
+	for n < uint32(2*runtime.GOMAXPROCS(0)) && n < 128 {
 		n *= 2
 	}
 	return n
@@ -35,7 +38,7 @@ var stripes = func() uint32 {
 func stripe() uint32 {
 	p := procPin()
 	procUnpin()
-	return uint32(p) & (stripes - 1)
+	return uint32(2*p) & (stripes - 1) // the first line of the P's pair
 }
 
 // procPin and procUnpin are the runtime's, as sync.Pool uses them; the
