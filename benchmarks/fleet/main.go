@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -38,7 +37,7 @@ import (
 
 func main() {
 	quick := flag.Bool("quick", false, "every measurement once, briefly: to check that it runs")
-	only := flag.String("only", "", "run one measurement: "+strings.Join(slices.Sorted(maps.Keys(steps)), ", "))
+	only := flag.String("only", "", "run one measurement: "+strings.Join(stepNames(), ", "))
 	replicas := flag.Int("replicas", 100, "scale: how many replicas")
 	keys := flag.Int("keys", 1000, "scale: how many active keys each replica serves")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -56,7 +55,7 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if _, ok := steps[*only]; *only != "" && !ok {
+	if *only != "" && !slices.Contains(stepNames(), *only) {
 		fmt.Fprintf(os.Stderr, "fleet: -only %q: no such measurement\n", *only)
 		os.Exit(2)
 	}
@@ -73,12 +72,22 @@ type quiet struct{}
 func (quiet) Printf(context.Context, string, ...any) {}
 
 // steps are the measurements, in the order they print.
-var steps = map[string]func(*measure) error{
-	"request-path": (*measure).requestPath, "redis-load": (*measure).redisLoad, "propagation": (*measure).propagation,
-	"absorbed": (*measure).absorbed, "gobreaker": (*measure).gobreaker, "scale": (*measure).scale,
+var steps = []struct {
+	name string
+	run  func(*measure) error
+}{
+	{"request-path", (*measure).requestPath}, {"redis-load", (*measure).redisLoad},
+	{"propagation", (*measure).propagation}, {"absorbed", (*measure).absorbed},
+	{"gobreaker", (*measure).gobreaker}, {"scale", (*measure).scale},
 }
 
-var order = []string{"request-path", "redis-load", "propagation", "absorbed", "gobreaker", "scale"}
+func stepNames() []string {
+	var names []string
+	for _, st := range steps {
+		names = append(names, st.name)
+	}
+	return names
+}
 
 func (m *measure) run() error {
 	srv, err := redisserver.Start()
@@ -90,11 +99,11 @@ func (m *measure) run() error {
 	out := m.out
 	fmt.Fprintf(out, "Measured by `go run ./benchmarks/fleet` on a real redis-server on loopback, every replica in one process "+
 		"(its own Breakers, Store and client), sync interval %v.\n\n", redisstate.DefaultSyncInterval)
-	for _, name := range order {
-		if m.only != "" && name != m.only {
+	for _, st := range steps {
+		if m.only != "" && st.name != m.only {
 			continue
 		}
-		if err := steps[name](m); err != nil {
+		if err := st.run(m); err != nil {
 			return err
 		}
 	}
