@@ -528,7 +528,7 @@ func (f *policyField) check(p Policy) (msg, other string) {
 				return fmt.Sprintf("must be in (0, 1]%s; got %v", orOff, *v), ""
 			}
 		case *int:
-			if *v < 1 || *v > math.MaxUint32 {
+			if *v < 1 || int64(*v) > math.MaxUint32 {
 				return fmt.Sprintf("must be at least 1%s; got %d", orOff, *v), ""
 			}
 			if f.most > 0 && *v > f.most {
