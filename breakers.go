@@ -1,6 +1,7 @@
 package httpbreaker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,6 +111,18 @@ func (b *Breakers) Close() error {
 		}
 	}
 	return nil
+}
+
+// Flush returns once the log record and every hook call of each state
+// change made before it have been delivered, or with ctx's error once ctx is
+// done. The set reports changes on a goroutine of its own, so that no
+// logger or hook runs on a request's goroutine; Flush is for code that
+// needs them delivered now: a test that asserts what a hook saw, a metric
+// fed by a hook, a program about to exit. Changes made while it waits are
+// not waited for. A set's notices (a key limit reached, keys dropped) are
+// delivered in the same order, and so are flushed too.
+func (b *Breakers) Flush(ctx context.Context) error {
+	return b.notifications.flush(ctx)
 }
 
 // breakerFor returns key's breaker, creating it on first use. keyed says

@@ -201,7 +201,17 @@ type notifier struct {
 	queue   []report
 	running bool
 	dropped uint64
-	idle    *sync.Cond // broadcast when the queue has drained; on mu
+	// queued numbers the reports ever queued (dropped ones too), and done
+	// those delivered or dropped; a Flush waits for done to reach what
+	// queued was when it began.
+	queued, done uint64
+	waiters      []flushWaiter
+}
+
+// flushWaiter is a Flush waiting for the reports up to upTo.
+type flushWaiter struct {
+	upTo uint64
+	c    chan struct{}
 }
 
 // report is one log record (or none) and, for a state change, the event
@@ -216,9 +226,7 @@ type report struct {
 const maxPending = 10000
 
 func newNotifier(logger *slog.Logger, hooks []func(Event)) *notifier {
-	n := &notifier{hooks: hooks, logger: logger}
-	n.idle = sync.NewCond(&n.mu)
-	return n
+	return &notifier{hooks: hooks, logger: logger}
 }
 
 // publish reports a state change: one record, at WARN when the breaker
@@ -251,8 +259,10 @@ func (n *notifier) log(level slog.Level, msg string, args ...any) {
 func (n *notifier) enqueue(r report) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.queued++
 	if len(n.queue) >= maxPending {
 		n.dropped++
+		n.doneLocked(1)
 		return
 	}
 	n.queue = append(n.queue, r)
@@ -270,7 +280,6 @@ func (n *notifier) run() {
 			n.dropped = 0
 			if dropped == 0 {
 				n.running = false
-				n.idle.Broadcast()
 				n.mu.Unlock()
 				return
 			}
@@ -284,7 +293,26 @@ func (n *notifier) run() {
 		n.queue = n.queue[1:]
 		n.mu.Unlock()
 		n.deliver(r)
+		n.mu.Lock()
+		n.doneLocked(1)
+		n.mu.Unlock()
 	}
+}
+
+// doneLocked counts k more reports delivered (or dropped), and frees the
+// Flushes waiting for them; n.mu must be held.
+func (n *notifier) doneLocked(k uint64) {
+	n.done += k
+	kept := n.waiters[:0]
+	for _, w := range n.waiters {
+		if w.upTo <= n.done {
+			close(w.c)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(n.waiters[len(kept):])
+	n.waiters = kept
 }
 
 // deliver writes a report's record and calls the hooks.
@@ -316,11 +344,30 @@ func (n *notifier) callHook(hook func(Event), e *Event) {
 	hook(*e)
 }
 
-// flush waits until every report queued so far has been delivered.
-func (n *notifier) flush() {
+// flush waits until every report queued before it has been delivered (or
+// dropped), or ctx is done. Reports queued meanwhile are not waited for, so
+// that a flush ends however busy the set is.
+func (n *notifier) flush(ctx context.Context) error {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	for n.running {
-		n.idle.Wait()
+	if n.done >= n.queued {
+		n.mu.Unlock()
+		return nil
+	}
+	w := flushWaiter{upTo: n.queued, c: make(chan struct{})}
+	n.waiters = append(n.waiters, w)
+	n.mu.Unlock()
+	select {
+	case <-w.c:
+		return nil
+	case <-ctx.Done():
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		for i, o := range n.waiters {
+			if o.c == w.c {
+				n.waiters = append(n.waiters[:i], n.waiters[i+1:]...)
+				break
+			}
+		}
+		return ctx.Err()
 	}
 }

@@ -2,8 +2,10 @@ package httpbreaker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -330,7 +332,7 @@ func TestBlockedLoggerHoldsUpNoRequest(t *testing.T) {
 			t.Fatalf("state %v, want open", st)
 		}
 		close(gate.open)
-		b.notifications.flush()
+		_ = b.Flush(context.Background())
 		records := gate.all()
 		if len(records) != 8 {
 			t.Fatalf("got %d records once the logger was free, want 7 changes and the key-limit notice", len(records))
@@ -364,10 +366,91 @@ func TestReportsPastTheQueueBoundAreDroppedAndCounted(t *testing.T) {
 			t.Fatalf("%d reports queued behind the blocked logger, want the bound %d", queued, maxPending)
 		}
 		close(gate.open)
-		b.notifications.flush()
+		_ = b.Flush(context.Background())
 		drops := gate.matching("were dropped")
 		if len(drops) != 1 || drops[0].attrs["dropped"] != "1" {
 			t.Fatalf("drop reports %+v, want one that counts the 1 dropped", drops)
 		}
 	})
+}
+
+// TestFlushWaitsForTheHooksOfEarlierChanges is gobreaker's synchronous
+// OnStateChange, as a test written for it needs it: after Flush, the hook
+// has seen every change made before.
+func TestFlushWaitsForTheHooksOfEarlierChanges(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}),
+		WithStateChangeHook(func(e Event) {
+			time.Sleep(5 * time.Millisecond) // a slow hook: delivery lags the change
+			mu.Lock()
+			seen = append(seen, e.From.String()+">"+e.To.String())
+			mu.Unlock()
+		}))
+	defer b.Close()
+	h := b.Middleware("k")(newStatusHandler(500))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	if err := b.ForceClose("k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Release("k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	mu.Lock()
+	got := strings.Join(seen, " ")
+	mu.Unlock()
+	if want := "closed>open open>forced_closed forced_closed>open"; got != want {
+		t.Errorf("after Flush the hook saw %q, want %q", got, want)
+	}
+}
+
+// TestFlushReturnsTheContextsErrorWhileAHookBlocks: a hook that never
+// returns holds up no Flush past its context.
+func TestFlushReturnsTheContextsErrorWhileAHookBlocks(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}),
+		WithStateChangeHook(func(Event) { <-block }))
+	defer b.Close()
+	b.Middleware("k")(newStatusHandler(500)).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := b.Flush(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Flush with a blocked hook returned %v, want the context's deadline", err)
+	}
+}
+
+// TestFlushEndsWhileChangesKeepComing: Flush waits for what came before
+// it, not for a queue that never drains.
+func TestFlushEndsWhileChangesKeepComing(t *testing.T) {
+	b, _ := newSet(t, WithStateChangeHook(func(Event) { time.Sleep(time.Millisecond) }))
+	defer b.Close()
+	b.Middleware("k")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = b.ForceOpen("k", 0)
+			_ = b.Release("k")
+		}
+	}()
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := b.Flush(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("Flush under a stream of changes: %v", err)
+		}
+	}
+	close(stop)
+	<-done
 }

@@ -28,7 +28,7 @@ func newSet(t *testing.T, opts ...Option) (*Breakers, *logSink) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	sink.flush = b.notifications.flush
+	sink.flush = func() { _ = b.Flush(context.Background()) }
 	return b, sink
 }
 

@@ -1,0 +1,291 @@
+package httpbreaker
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/httpbreaker/httpbreaker/sharedstate"
+)
+
+// This file is what a sync's reply does to a key's breaker: the fleet's
+// trip decided from the fleet's window, the reply checked (a store's data
+// may be corrupt or hostile), and the fleet's manual commands and holds
+// applied. Only the fleet's loop (fleet.go) runs it.
+
+// trip returns the hold to make when the fleet's window in rp meets the
+// key's policy's failure rate (tripRule), with failures from at least
+// Quorum replicas (fewer if fewer are live). It returns nil if the fleet
+// holds the key already, or it stays closed.
+func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
+	p := br.policy
+	if br.mode == ModeDisabled || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
+		return nil
+	}
+	if reason := tripRule(p, windowCounts{counts: counts{success: rp.Successes, failure: rp.Failures}}); reason != ReasonFailureRate ||
+		rp.FailingReplicas < min(p.Quorum, max(replicas, 1)) {
+		return nil
+	}
+	_, openFor, _ := br.cooldown(br.clock.now(), p.OpenFor)
+	return &sharedstate.Hold{Open: openFor, Nominal: p.OpenFor, Reason: string(ReasonFailureRate), Replica: kf.link.replica,
+		Failures: rp.Failures, Successes: rp.Successes, FailingReplicas: rp.FailingReplicas}
+}
+
+// maxText bounds a string read from the store.
+const maxText = 256
+
+// maxForceOpen is the longest a ForceOpen may last: an operator who wants
+// longer forces it until Release. It bounds what the fleet's store may say
+// too.
+const maxForceOpen = 7 * 24 * time.Hour
+
+// badData is something wrong in what a store said of a key: field names
+// the kind of problem, which is logged once.
+type badData struct {
+	field, problem string
+}
+
+func (e *badData) Error() string { return e.field + ": " + e.problem }
+
+// checkReply says what is wrong with what the store said of a key, if
+// anything: a store's data may be corrupt or hostile, and none of it may
+// make a breaker misbehave.
+func checkReply(rp *sharedstate.Reply) error {
+	bad := func(field, format string, args ...any) error {
+		return &badData{field: field, problem: fmt.Sprintf(format, args...)}
+	}
+	text := func(field, s string) error {
+		if len(s) > maxText || !utf8.ValidString(s) {
+			return bad(field, "not a short UTF-8 string")
+		}
+		return nil
+	}
+	if rp.FailingReplicas < 0 || rp.FailingReplicas > 1<<20 {
+		return bad("failing replicas", "%d", rp.FailingReplicas)
+	}
+	if h := rp.Hold; h != nil {
+		switch r := Reason(h.Reason); {
+		case h.Generation <= 0:
+			return bad("hold generation", "%d", h.Generation)
+		case h.Nominal < 0 || h.Probed < 0 || h.FailingReplicas < 0:
+			return bad("hold", "negative fields")
+		case r != ReasonFailureRate && r != ReasonProbeFailed && r != ReasonProbeTimeout:
+			return bad("hold reason", "%q", h.Reason)
+		}
+		if err := text("hold replica", h.Replica); err != nil {
+			return err
+		}
+	}
+	if err := text("lease", rp.Lease); err != nil {
+		return err
+	}
+	c := &rp.Command
+	if c.Version < 0 {
+		return bad("command version", "%d", c.Version)
+	}
+	if _, known := commandReason[c.Kind]; c.Version > 0 && !known {
+		return bad("command kind", "%q", c.Kind)
+	}
+	if c.For > maxForceOpen {
+		return bad("command length", "%v, longer than %v", c.For, maxForceOpen)
+	}
+	if err := text("command author", c.By); err != nil {
+		return err
+	}
+	return text("command replica", c.Replica)
+}
+
+// commandReason is the Reason of each kind of manual change.
+var commandReason = map[sharedstate.Kind]Reason{
+	sharedstate.ForceOpen: ReasonForceOpen, sharedstate.ForceClose: ReasonForceClose,
+	sharedstate.Release: ReasonRelease, sharedstate.Reset: ReasonReset, sharedstate.Probe: ReasonProbe,
+}
+
+// made shares a manual change that this replica made (and applied) at
+// now with the fleet, and keeps it, so that it is sent again should the
+// store lose it while it stands.
+func (kf *keyFleet) made(br *breaker, c sharedstate.Command, now int64) {
+	cmd := &command{Command: c, made: now}
+	kf.link.mu.Lock()
+	kf.own = cmd
+	kf.link.mu.Unlock()
+	kf.link.send(br.key, cmd)
+}
+
+// apply brings br in line with what the fleet holds for its key: the
+// latest manual command, then the hold. sent is the command this sync
+// carried, if any. Only the loop calls it.
+func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync, sent *command) {
+	rp := &ks.Reply
+	if err := checkReply(rp); err != nil {
+		kind := err.(*badData).field
+		kf.link.warn("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind)",
+			"key", quoteKey(br.key), "problem", err.Error())
+		return
+	}
+	kf.sent(ks.Successes, ks.Failures)
+	kf.synced.Store(true)
+	now := br.clock.now()
+	kf.applyCommand(br, rp.Command, sent, now)
+	kf.applyHold(br, rp.Hold, now)
+	if rp.Lease != "" && rp.Hold != nil {
+		kf.lease.Store(&fleetLease{gen: rp.Hold.Generation, token: rp.Lease})
+	}
+}
+
+// applyCommand applies the fleet's latest manual command c to br, once,
+// when it is newer than what br knows: commands are ordered by when they
+// were made, on the store's clock. A command this replica sent was applied
+// when it was made. A replica that reads a key for the first time applies
+// a ForceOpen or ForceClose that stands, and nothing older. Every replica
+// holds a fleet ForceOpen until the same moment, when it was made plus its
+// length, whatever its MaxOpenFor.
+//
+// When the store has no command (it lost its data: a restart, an
+// eviction), a forced state that came from the fleet is kept for as long
+// as a replica stays live, long enough for the replica that made it to send
+// it again (as it does with its own), and then dropped: losing the store's
+// data never leaves a replica forced.
+func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, sent *command, now int64) {
+	self := kf.link.replica
+	if c.Version == 0 {
+		kf.commandMissing(br, now)
+		return
+	}
+	kf.missingSince = 0
+	if c.Version <= kf.lastAt {
+		kf.renew(br, c, now) // known: a ForceOpen's end may be read anew
+		return
+	}
+	first := kf.lastAt == 0
+	kf.lastAt = c.Version
+	if sent != nil && c.Replica == self && c.Kind == sent.Kind && c.By == sent.By {
+		return // the command this sync carried: applied when it was made
+	}
+	if first && c.Kind != sharedstate.ForceOpen && c.Kind != sharedstate.ForceClose {
+		return // a release, reset or probe from before this replica knew the key
+	}
+	kf.forget(c)
+	by := c.By + " (replica " + c.Replica + ")"
+	e := Event{Reason: commandReason[c.Kind], By: by, Fleet: true, Replica: c.Replica}
+	switch c.Kind {
+	case sharedstate.ForceOpen:
+		var until int64
+		if c.For < 0 {
+			return // its time ran out
+		}
+		if c.For > 0 {
+			until = addSat(now, c.For)
+		}
+		e.OpenFor = c.For
+		br.forceLocal(&override{state: StateForcedOpen, until: until, by: by, fleet: true}, e)
+	case sharedstate.ForceClose:
+		br.forceLocal(&override{state: StateForcedClosed, by: by, fleet: true}, e)
+	case sharedstate.Release:
+		br.releaseLocal(e)
+	case sharedstate.Reset:
+		br.resetLocal(e)
+	case sharedstate.Probe:
+		br.probeLocal(e)
+	}
+}
+
+// forget drops this replica's own command once the fleet has a newer one.
+func (kf *keyFleet) forget(c sharedstate.Command) {
+	kf.link.mu.Lock()
+	defer kf.link.mu.Unlock()
+	if kf.own != nil && c.Replica != kf.link.replica {
+		kf.own = nil
+	}
+}
+
+// renew reads a known ForceOpen's end again: the store's clock says how
+// long it has left, which every replica reads alike. A change of more than
+// a sync's worth moves the override's end.
+func (kf *keyFleet) renew(br *breaker, c sharedstate.Command, now int64) {
+	o := br.override.Load()
+	if c.Kind != sharedstate.ForceOpen || c.For <= 0 || o == nil || o.state != StateForcedOpen || o.until == 0 {
+		return
+	}
+	until := addSat(now, c.For)
+	if d := until - o.until; d > int64(kf.link.every) || -d > int64(kf.link.every) {
+		if br.override.CompareAndSwap(o, &override{state: o.state, until: until, by: o.by, fleet: o.fleet}) {
+			br.wakeAt(until + 1)
+		}
+	}
+}
+
+// commandMissing handles a store that has no command for br's key: this
+// replica sends its own command again, if it stands; a forced state that
+// came from the fleet is dropped once the store has had nothing for as
+// long as a replica stays live.
+func (kf *keyFleet) commandMissing(br *breaker, now int64) {
+	o := br.override.Load()
+	kf.link.mu.Lock()
+	own := kf.own
+	kf.link.mu.Unlock()
+	switch {
+	case o == nil:
+		kf.missingSince = 0
+	case !o.fleet:
+		if own != nil {
+			kf.link.send(br.key, own) // the store lost it: it is dated when it was made
+		}
+	case kf.missingSince == 0:
+		kf.missingSince = now
+	case now-kf.missingSince > int64(kf.link.live()):
+		kf.missingSince, kf.lastAt = 0, 0
+		br.releaseLocal(Event{Reason: ReasonExpiry, By: "the fleet, whose record of " + o.state.String() + " is gone", Fleet: true})
+	}
+}
+
+// applyHold applies the fleet's hold h on br's key (nil: none). A hold that
+// has ended here is never taken again, whatever the store still says of it.
+func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
+	cur, _, _ := kf.held(br, now) // ends a hold whose time is up
+	switch {
+	case h == nil:
+		// The hold is gone (a reset, or a store that lost its data): it
+		// ends here once its cooldown has, no sooner.
+		if cur != nil && now > cur.until {
+			kf.endHold(br, cur, now, ReasonExpiry)
+		}
+	case h.Closed:
+		if cur != nil && cur.gen <= h.Generation {
+			kf.closeHold(br, cur, now)
+		}
+	case h.Generation <= kf.endedGen.Load():
+		// Ended here (it lapsed, or its cooldown ended while this replica
+		// was cut off): not taken again.
+	case cur == nil || cur.gen != h.Generation:
+		open := min(max(h.Open, 0), br.maxCooldown())
+		nominal := min(max(h.Nominal, br.policy.OpenFor), br.maxCooldown())
+		reason := Reason(h.Reason)
+		nh := &fleetHold{gen: h.Generation, until: addSat(now, open), nominal: nominal, why: reason, replica: h.Replica}
+		// Half-open lasts as long as the fleet's probes take, but no hold
+		// from the store outlives a cooldown past its own.
+		nh.lapse = addSat(nh.until, br.maxCooldown()+kf.leaseFor(br))
+		from := br.state()
+		br.mu.Lock()
+		if cur != nil {
+			kf.ended(cur.gen)
+		}
+		kf.hold.Store(nh)
+		br.mu.Unlock()
+		br.wakeAt(nh.until + 1)
+		br.wakeAt(nh.lapse + 1)
+		to := StateOpen
+		if open == 0 {
+			to = StateHalfOpen
+			nh.halfOpen.Store(true)
+		}
+		e := Event{From: from, To: to, Reason: reason, Fleet: true, Replica: h.Replica, OpenFor: open,
+			Failures: sat32(h.Failures), Successes: sat32(h.Successes), FailingReplicas: h.FailingReplicas,
+			FailureRate: failureRate(sat32(h.Failures), sat32(h.Successes))}
+		br.record(now, e)
+		if reason == ReasonFailureRate && (cur == nil || cur.why != reason) {
+			br.lastTrip.Store(&Trip{At: br.clock.at(now), Reason: reason, Failures: e.Failures,
+				Successes: e.Successes, Fleet: true, Replica: h.Replica})
+		}
+	}
+}
