@@ -11,7 +11,6 @@ import (
 // which fit in an atomic.
 type clock struct {
 	epoch time.Time
-	_     [64 - 24]byte // read on every request: a cache line of its own (see window.go)
 }
 
 // now returns the time now, in ns since the epoch.
@@ -30,60 +29,84 @@ func addSat(t int64, d time.Duration) int64 {
 	return t + int64(d)
 }
 
-// alarm moves a set's breakers on when their time comes: one timer for the
-// whole set, set for the earliest deadline that any breaker has (the end of
-// a cooldown, of a recovery ramp, of a timed ForceOpen, of a probe's
-// ProbeTimeout), so that a transition happens when it is due, and is
-// logged, hooked and counted then, on a key that gets no request as on a
-// busy one. Nothing of it is on a request's path: a breaker sets a deadline
-// when its state changes. While no deadline is pending no timer runs, and
-// a timer that waits holds no goroutine.
+// alarm makes a set's changes on time: the end of a cooldown, of a recovery
+// ramp, of a timed ForceOpen, of the fleet's hold, a probe's deadline. It
+// holds, for each breaker that has one, the time of its next change, and
+// one timer for the whole set, set for the earliest; when it fires, each
+// breaker due makes its changes (catchUp), which are logged, hooked and
+// counted then, on a key that gets no request as on a busy one. A breaker
+// sets its time at the end of every change it makes (breaker.unlock), so
+// the alarm holds only live times, one per breaker at most, and none for a
+// closed breaker: nothing of it is on a request's path, no timer runs while
+// nothing is due, and a timer that waits holds no goroutine.
 type alarm struct {
 	clock *clock
 
 	mu      sync.Mutex
-	pending deadlines
-	timer   *time.Timer // nil until the first deadline
+	pending alarmHeap
+	timer   *time.Timer // nil until the first time is set
 	at      int64       // when the timer fires; 0 when it is stopped
-	stopped bool        // by Close: no deadline is set any more
+	stopped bool        // by Close: no time is set any more
 }
 
-// deadline is something to do at a time: moving a breaker on.
-type deadline struct {
-	at   int64 // ns since the clock's epoch
-	wake func()
+// alarmEntry is a place in a set's alarm: a breaker's, or the set's own
+// look for unused keys. Its fields are under the alarm's mu.
+type alarmEntry struct {
+	at    int64       // when it is due
+	index int         // its index in the heap; -1 when it is not in it
+	wake  func(int64) // what to do then, told the time
 }
 
-// deadlines is a min-heap of deadlines by time.
-type deadlines []deadline
+func newAlarmEntry(wake func(int64)) alarmEntry { return alarmEntry{index: -1, wake: wake} }
 
-func (d deadlines) Len() int           { return len(d) }
-func (d deadlines) Less(i, j int) bool { return d[i].at < d[j].at }
-func (d deadlines) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
-func (d *deadlines) Push(x any)        { *d = append(*d, x.(deadline)) }
-func (d *deadlines) Pop() any {
-	old := *d
-	x := old[len(old)-1]
-	old[len(old)-1] = deadline{}
-	*d = old[:len(old)-1]
-	return x
+// alarmHeap is a min-heap of entries by time.
+type alarmHeap []*alarmEntry
+
+func (h alarmHeap) Len() int           { return len(h) }
+func (h alarmHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h alarmHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *alarmHeap) Push(x any) {
+	e := x.(*alarmEntry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *alarmHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.index = -1
+	return e
 }
 
-// set asks for wake to be called at at (ns since the epoch): a breaker's
-// look at its state, which moves it on if its time is up. A deadline that
-// turns out to have nothing to do (the state changed meanwhile) costs that
-// look.
-func (a *alarm) set(at int64, wake func()) {
+// set sets e due at at (ns since the epoch), in place of the time it had;
+// never takes it out.
+func (a *alarm) set(e *alarmEntry, at int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.stopped {
+	switch {
+	case at == never || a.stopped:
+		if e.index >= 0 {
+			heap.Remove(&a.pending, e.index)
+		}
 		return
+	case e.index >= 0:
+		if e.at == at {
+			return
+		}
+		e.at = at
+		heap.Fix(&a.pending, e.index)
+	default:
+		e.at = at
+		heap.Push(&a.pending, e)
 	}
-	heap.Push(&a.pending, deadline{at: at, wake: wake})
 	a.armLocked()
 }
 
-// armLocked sets the timer for the earliest pending deadline.
+// armLocked sets the timer for the earliest pending time.
 func (a *alarm) armLocked() {
 	if len(a.pending) == 0 {
 		return
@@ -101,14 +124,14 @@ func (a *alarm) armLocked() {
 	a.at = next
 }
 
-// fire moves on every breaker whose deadline has come, then sets the timer
-// for the next one.
+// fire wakes every entry whose time has come, then sets the timer for the
+// next one.
 func (a *alarm) fire() {
 	now := a.clock.now()
 	a.mu.Lock()
-	var due []func()
+	var due []func(int64)
 	for len(a.pending) > 0 && a.pending[0].at <= now {
-		due = append(due, heap.Pop(&a.pending).(deadline).wake)
+		due = append(due, heap.Pop(&a.pending).(*alarmEntry).wake)
 	}
 	a.at = 0
 	if !a.stopped {
@@ -116,16 +139,19 @@ func (a *alarm) fire() {
 	}
 	a.mu.Unlock()
 	for _, wake := range due {
-		wake()
+		wake(now)
 	}
 }
 
-// stop stops the timer for good and forgets every deadline: the set is
+// stop stops the timer for good and forgets every time: the set is
 // closed.
 func (a *alarm) stop() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.stopped = true
+	for _, e := range a.pending {
+		e.index = -1
+	}
 	a.pending = nil
 	if a.timer != nil {
 		a.timer.Stop()

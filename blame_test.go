@@ -94,7 +94,7 @@ func TestARouteGroupStaysClosedWhileItsUpstreamOpensAndServesTheFallback(t *test
 		t.Fatalf("payments: %v, want open", st)
 	}
 	s := status(t, b, "billing")
-	if s.State != StateClosed || s.Totals.Failure != 0 || s.Totals.UpstreamFailure != 5 || s.Totals.Success != 40 {
+	if s.State != StateClosed || s.Totals.Failures != 0 || s.Totals.UpstreamFailures != 5 || s.Totals.Successes != 40 {
 		t.Fatalf("billing: %v %+v, want closed, its 5 failures blamed on payments", s.State, s.Totals)
 	}
 	if s.Window.Failures != 0 || !maps.Equal(s.BlamedOn, map[string]uint64{"payments": 5}) {
@@ -118,7 +118,7 @@ func TestARouteGroupsOwnFailuresStillTripIt(t *testing.T) {
 			if got[500] != 5 || got[503] != 3 {
 				t.Fatalf("%v, want 5 x 500 of billing's own, then its breaker's 503s", got)
 			}
-			if s := status(t, b, "billing"); s.State != StateOpen || s.Totals.Failure != 5 || s.Totals.UpstreamFailure != 0 {
+			if s := status(t, b, "billing"); s.State != StateOpen || s.Totals.Failures != 5 || s.Totals.UpstreamFailures != 0 {
 				t.Fatalf("billing: %v %+v, want open on 5 failures of its own", s.State, s.Totals)
 			}
 		})
@@ -133,7 +133,7 @@ func TestAHandlerThatDropsTheRequestsContextGetsNoBlame(t *testing.T) {
 	h := newBillingHost(t, b, nil)
 	h.payments.code.Store(http.StatusInternalServerError)
 	hit(t, h.URL+"/billing/charge?bg=1", 3)
-	if s := status(t, b, "billing"); s.State != StateOpen || s.Totals.Failure != 3 || s.Totals.UpstreamFailure != 0 {
+	if s := status(t, b, "billing"); s.State != StateOpen || s.Totals.Failures != 3 || s.Totals.UpstreamFailures != 0 {
 		t.Fatalf("billing: %v %+v, want open on 3 failures it could not blame", s.State, s.Totals)
 	}
 }
@@ -185,7 +185,7 @@ func TestBlameFollowsDerivedContextsAndEveryClientSide(t *testing.T) {
 			if st := b.State("payments"); st != StateOpen {
 				t.Fatalf("payments: %v, want open", st)
 			}
-			if s := status(t, b, "billing"); s.State != StateClosed || s.Totals.Failure != 0 || s.BlamedOn["payments"] != 3 {
+			if s := status(t, b, "billing"); s.State != StateClosed || s.Totals.Failures != 0 || s.BlamedOn["payments"] != 3 {
 				t.Fatalf("billing: %v %+v blamed on %v, want closed, its 3 failures blamed on payments", s.State, s.Totals, s.BlamedOn)
 			}
 		})
@@ -239,7 +239,7 @@ func TestNestedRouteGroupsOfOneSetBothBlameTheUpstream(t *testing.T) {
 			t.Fatalf("%s: %v blamed on %v, want closed with 2 failures blamed on payments", key, s.State, s.BlamedOn)
 		}
 	}
-	if s := status(t, other, "edge"); s.State != StateOpen || s.Totals.Failure != 2 {
+	if s := status(t, other, "edge"); s.State != StateOpen || s.Totals.Failures != 2 {
 		t.Fatalf("edge, of another set: %v %+v, want its failures counted as its own", s.State, s.Totals)
 	}
 }
@@ -295,8 +295,8 @@ func TestBlameIsBounded(t *testing.T) {
 			t.Fatalf("%s: blamed on %d upstreams, %d dependents; want at most %d and %d",
 				s.Key, len(s.BlamedOn), len(s.Dependents), maxBlamedOn, maxDependents)
 		}
-		if strings.HasPrefix(s.Key, "route-") && s.Totals.UpstreamFailure != 2*maxBlamedOn {
-			t.Fatalf("%s: %d upstream failures, want all %d counted", s.Key, s.Totals.UpstreamFailure, 2*maxBlamedOn)
+		if strings.HasPrefix(s.Key, "route-") && s.Totals.UpstreamFailures != 2*maxBlamedOn {
+			t.Fatalf("%s: %d upstream failures, want all %d counted", s.Key, s.Totals.UpstreamFailures, 2*maxBlamedOn)
 		}
 	}
 	if s := status(t, b, "up-00"); len(s.Dependents) != maxDependents {
@@ -343,7 +343,7 @@ httpbreaker_requests_total{key="payments",result="would_reject"} 0
 	for _, s := range sp.Keys {
 		switch s.Key {
 		case "billing":
-			if s.Totals.UpstreamFailure != 3 || s.BlamedOn["payments"] != 3 {
+			if s.Totals.UpstreamFailures != 3 || s.BlamedOn["payments"] != 3 {
 				t.Fatalf("billing in the JSON: %+v blamed on %v, want 3 upstream failures on payments", s.Totals, s.BlamedOn)
 			}
 		case "payments":
@@ -412,7 +412,7 @@ func TestARouteGroupLearnsThatItCallsOut(t *testing.T) {
 		record(refunds, "/charge") // no scope: its failure is its own
 		record(refunds, "/charge") // a scope, and the failure is blamed
 		record(refunds, "/charge")
-		if s := status(t, b, "refunds"); s.Totals.Failure != 1 || s.Totals.UpstreamFailure != 2 || s.State != StateClosed {
+		if s := status(t, b, "refunds"); s.Totals.Failures != 1 || s.Totals.UpstreamFailures != 2 || s.State != StateClosed {
 			t.Fatalf("refunds: %v %+v, want 1 failure before it learned, then 2 blamed on payments", s.State, s.Totals)
 		}
 	})
@@ -499,11 +499,11 @@ func TestBlameUnderConcurrency(t *testing.T) {
 	stragglers.Wait()
 	s := status(t, b, "billing")
 	total := uint64(workers*each + 1)
-	if s.State != StateClosed || s.Totals.Failure != 0 || s.Totals.Success+s.Totals.UpstreamFailure != total {
+	if s.State != StateClosed || s.Totals.Failures != 0 || s.Totals.Successes+s.Totals.UpstreamFailures != total {
 		t.Fatalf("billing: %v %+v, want closed with %d requests, none failed by itself", s.State, s.Totals, total)
 	}
-	if n := uint64(answered502.Load()); s.Totals.UpstreamFailure != n || s.BlamedOn["payments"]+s.BlamedOn["ledger"] != n || n == 0 {
-		t.Fatalf("billing answered %d failures; %d counted as upstream failures, blamed on %v", n, s.Totals.UpstreamFailure, s.BlamedOn)
+	if n := uint64(answered502.Load()); s.Totals.UpstreamFailures != n || s.BlamedOn["payments"]+s.BlamedOn["ledger"] != n || n == 0 {
+		t.Fatalf("billing answered %d failures; %d counted as upstream failures, blamed on %v", n, s.Totals.UpstreamFailures, s.BlamedOn)
 	}
 	for _, up := range []string{"payments", "ledger"} {
 		if deps := status(t, b, up).Dependents; !slices.Equal(deps, []string{"billing"}) {
@@ -571,7 +571,7 @@ func TestConcurrentFirstRequestsAreAllBlamed(t *testing.T) {
 		wg.Go(func() { record(h, "/") })
 	}
 	wg.Wait()
-	if s := status(t, b, "billing"); s.State != StateClosed || s.Totals.Failure != 0 || s.Totals.UpstreamFailure != n {
+	if s := status(t, b, "billing"); s.State != StateClosed || s.Totals.Failures != 0 || s.Totals.UpstreamFailures != n {
 		t.Fatalf("billing: %v %+v, want closed with all %d failures blamed on payments", s.State, s.Totals, n)
 	}
 }

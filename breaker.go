@@ -1,67 +1,59 @@
 package httpbreaker
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// breaker is one key's circuit breaker, and admit and done are its
-// admission path: every side that puts calls behind a breaker (the server
-// middleware, the client transport, Do) asks admit to let a call through,
-// runs it, and tells done how it ended. The breaker knows nothing of HTTP.
+// breaker is one key's circuit breaker. The breaker knows nothing of HTTP:
+// every side that puts calls behind it (the server middleware, the client
+// transport, Do) asks admit to let a call through, runs it, and tells done
+// how it ended (admission.go).
 //
-// A breaker is closed, or on its way back after a trip:
+// A key's state is made of three parts, the first that holds deciding:
 //
-//   - closed, it admits every call and counts outcomes in its window
-//     (window.go), whose engine decides the trip.
-//   - a trip starts a phase (recovery.go): open until the cooldown ends
-//     (OpenFor, doubled with jitter after each failed probe, at least an
-//     upstream's Retry-After), then half-open with a round of
-//     HalfOpenRequests probes, then closed with a new window, or, with a
-//     RecoveryRamp, recovering first.
-//   - ForceOpen and ForceClose set an override that decides first.
-//   - with shared state, the fleet may hold the key open or half-open
-//     (fleet_hold.go), whatever the breaker's own phase.
+//   - a forced state, set by ForceOpen or ForceClose (admission.go);
+//   - with shared state, the fleet's hold on the key (fleet_hold.go);
+//   - the breaker's own: closed, counting outcomes in its window
+//     (window.go), whose engine decides the trip (engine.go), or one of the
+//     phases after a trip (phases.go): open, half-open, recovering.
 //
-// Phases change under mu, which is never held while calling code of the
-// user's; calls read them with one atomic load each. A closed call reads
-// the clock once, when it ends, and writes only counters of its own stripe.
-// When a phase's time is up, the set's alarm moves it on, so that the
-// change happens at its time whether or not a call comes.
+// Every change of any part is made under mu, and told there, once: its
+// record is kept in the key's history and handed to the set's notifier with
+// the true states before and after (change and told below). Calls read the
+// parts with one atomic load each and take no lock, unless a part's time is
+// up (a cooldown ended, say), when the first call or reader makes the
+// change, dated when it was due. The set's alarm makes it then if nothing
+// comes first: it holds, for each breaker, the time of its next change.
 type breaker struct {
-	clock   *clock
-	alarm   *alarm
-	notes   *notifier
-	judging judging
-	key     string
-	policy  Policy // resolved
-	mode    Mode
-	idleTTL time.Duration // 0: never dropped
-	// probeTimeout is how long a probe may run before it counts as failed;
-	// 0: for ever.
-	probeTimeout time.Duration
-
-	win      atomic.Pointer[window] // the closed state's window
-	phase    atomic.Pointer[phase]  // nil while closed
+	// Read by every call.
 	override atomic.Pointer[override]
-	// fleet is what the fleet adds to the key, with shared state; nil
-	// without.
-	fleet holder
+	phase    atomic.Pointer[phase] // nil while closed
+	fleet    *keyFleet             // nil without shared state
+	mode     Mode
+	counters counters
+	window   window
+
+	clock        *clock
+	alarm        *alarm
+	notifier     *notifier
+	judging      judging
+	key          string
+	policy       *Policy // resolved, shared by every key that resolves to the same one
+	idleTTL      time.Duration
+	probeTimeout time.Duration // 0: probes run for ever
 	// upstreamUntil is when the latest Retry-After of an upstream's failure
 	// ends (ns since the epoch); 0 when there is none.
 	upstreamUntil atomic.Int64
-	lastTrip      atomic.Pointer[Trip] // what last opened it from closed, for Status
-	since         atomic.Int64         // last state change, ns since the epoch
-	dropped       atomic.Bool          // dropped as idle: a new breaker serves the key
-	sides         atomic.Uint32        // sideServer | sideClient: who has put calls through it
-	blame         blameState           // what it knows of blame, as a route group and as an upstream (blame.go)
+	dropped       atomic.Bool   // dropped as idle: a new breaker serves the key
+	sides         atomic.Uint32 // sideServer | sideClient: who has put calls through it
+	blame         blameState    // what it knows of blame, as a route group and as an upstream (blame.go)
 
-	mu sync.Mutex // serialises changes of phase and of the fleet's hold
-
-	tallies tallies
-	changes [numStates][numStates]atomic.Uint64
-	history history // the last transitions, for Status
+	mu      sync.Mutex // every change of state is made and told under it
+	history history    // guarded by mu
+	wake    alarmEntry // guarded by the alarm's mu
 
 	// Guarded by the set's mu: what the idle sweep saw last.
 	sweepTotal uint64
@@ -72,12 +64,14 @@ type breaker struct {
 // the policy sets one.
 const defaultKeyedIdleTTL = time.Hour
 
-// newBreaker returns key's breaker with the resolved policy p, made at now
-// on clock c, whose deadlines a sets; keyed says a KeyFunc chose the key.
-// It reports state changes to notes, and judges calls with classify.
-func newBreaker(key string, p Policy, keyed bool, c *clock, a *alarm, now int64, notes *notifier, classify Classifier) *breaker {
-	br := &breaker{clock: c, alarm: a, notes: notes, key: key, policy: p, mode: p.Mode,
-		activeAt: now, tallies: newTallies()}
+// never is the time of a change that is not due.
+const never = math.MaxInt64
+
+// newBreaker returns key's breaker with the resolved policy p (keyPolicy's),
+// made at now on clock c, whose changes a makes on time and n tells. It
+// judges calls with classify.
+func newBreaker(key string, p *Policy, c *clock, a *alarm, now int64, n *notifier, classify Classifier) *breaker {
+	br := &breaker{clock: c, alarm: a, notifier: n, key: key, policy: p, mode: p.Mode, activeAt: now}
 	br.judging = judging{classify: classify, slowApart: p.SlowCallRate > 0}
 	if p.SlowCall != Off {
 		br.judging.slowCall = p.SlowCall
@@ -85,189 +79,160 @@ func newBreaker(key string, p Policy, keyed bool, c *clock, a *alarm, now int64,
 	if p.ProbeTimeout != Off {
 		br.probeTimeout = p.ProbeTimeout
 	}
-	switch {
-	case p.IdleTTL == 0 && keyed:
-		br.policy.IdleTTL = defaultKeyedIdleTTL
-	case p.IdleTTL == 0:
-		br.policy.IdleTTL = Off
+	if p.IdleTTL != Off {
+		br.idleTTL = p.IdleTTL
 	}
-	if br.policy.IdleTTL != Off {
-		br.idleTTL = br.policy.IdleTTL
-	}
-	br.since.Store(now)
-	br.history.created = now
-	br.win.Store(newWindow(br.key, br.policy, br.clock, now, br.opened))
+	br.history.created, br.history.since = now, now
+	br.wake = newAlarmEntry(br.catchUp)
+	br.window.init(p, &br.counters, c, now)
 	return br
 }
 
-// ticket is an admitted call: what done needs to record it. It is a value,
-// so that admitting a call allocates nothing.
-type ticket struct {
-	win   *window // a closed or recovering call: the window it counts in
-	phase *phase  // a probe of the breaker's own: its round
-	probe *probe  // a probe, of the breaker or the fleet
-	lease any     // a probe of the fleet's: the lease that admitted it
-}
-
-// admission says what admit decided.
-type admission struct {
-	decision decision
-	state    State         // the state that turned the call away
-	retry    time.Duration // how long until calls are admitted again
-}
-
-// decision is what admit decided to do with a call.
-type decision uint8
-
-const (
-	// admitCall: the breaker admits the call; the caller runs it and calls
-	// done.
-	admitCall decision = iota
-	// rejectCall: the call must not run; the caller answers with the
-	// rejection.
-	rejectCall
-	// passCall: the breaker does not track the call, which goes ahead
-	// untracked: the mode is disabled, or the breaker only observes (observe
-	// mode, ForceClose) and would have rejected it.
-	passCall
-)
-
-// admit asks the breaker to admit one call, and returns the ticket to
-// record it with if it does.
-func (br *breaker) admit() (ticket, admission) {
-	if br.override.Load() != nil || br.phase.Load() != nil || br.fleet != nil && br.fleet.holds() || br.mode != ModeEnforce {
-		return br.admitSlow()
+// keyPolicy is the resolved policy p as a key's breaker keeps it: with
+// its IdleTTL, whose default depends on whether a KeyFunc chose the key.
+func keyPolicy(p Policy, keyed bool) Policy {
+	switch {
+	case p.IdleTTL == 0 && keyed:
+		p.IdleTTL = defaultKeyedIdleTTL
+	case p.IdleTTL == 0:
+		p.IdleTTL = Off
 	}
-	// Closed and enforcing: the common case.
-	br.tallies.add(stripe(), tallyAdmitted)
-	return ticket{win: br.win.Load()}, admission{}
+	return p
 }
 
-// admitSlow is admit when the breaker is not simply closed.
-func (br *breaker) admitSlow() (ticket, admission) {
-	observe := br.mode == ModeObserve
-	if br.override.Load() != nil {
-		if st, left, ok := br.forced(); ok {
-			if st == StateForcedOpen { // a manual kill switch, in every mode
-				if left == 0 {
-					left = br.policy.OpenFor
-				}
-				return ticket{}, br.refuse(st, left, false)
-			}
-			observe = true // forced closed: never reject
+// view is a key's state as its parts make it: shown is what the key does
+// (the forced state, else under), under what it does underneath a forced
+// state (the fleet's hold, else the breaker's own phase).
+type view struct {
+	shown, under State
+}
+
+// viewLocked returns the key's state as its parts are now, without moving
+// any on; br.mu must be held, or the view may mix two moments.
+func (br *breaker) viewLocked() view {
+	under := StateClosed
+	if ph := br.phase.Load(); ph != nil {
+		under = ph.state
+	}
+	if kf := br.fleet; kf != nil {
+		if h := kf.hold.Load(); h != nil {
+			under = h.state()
 		}
 	}
-	if br.mode == ModeDisabled {
-		return ticket{}, admission{decision: passCall}
+	v := view{shown: under, under: under}
+	if o := br.override.Load(); o != nil {
+		v.shown = o.state
 	}
-	if br.fleet != nil && br.fleet.holds() {
-		if a, lease, held := br.fleet.admit(br, observe); held {
-			if lease == nil {
-				return ticket{}, a
-			}
-			return br.admitted(ticket{lease: lease, probe: &probe{start: br.clock.now()}})
-		}
+	return v
+}
+
+// state returns the key's state now, making first the changes whose time
+// has come, as a call would.
+func (br *breaker) state() State {
+	return br.stateAt(br.clock.now())
+}
+
+// stateAt is state at now.
+func (br *breaker) stateAt(now int64) State {
+	if br.dueAt() <= now {
+		br.catchUp(now)
 	}
+	return br.viewLocked().shown
+}
+
+// catchUp makes the changes whose time has come by now.
+func (br *breaker) catchUp(now int64) {
+	br.mu.Lock()
+	br.moveOnLocked(now)
+	br.unlock()
+}
+
+// unlock sets the alarm for br's next change, then unlocks mu: every
+// section that changes br ends with it, so that the alarm always holds the
+// time of the next change, and nothing else of br's.
+func (br *breaker) unlock() {
+	br.alarm.set(&br.wake, br.dueAt())
+	br.mu.Unlock()
+}
+
+// dueAt returns when br's next change is due (never if none): the end of a
+// timed ForceOpen, of the fleet's hold's cooldown or lapse, of the
+// breaker's own cooldown or recovery ramp, or a probe's deadline. It reads
+// atomics only, so that a call may ask it without the lock; under mu it is
+// exact.
+func (br *breaker) dueAt() int64 {
+	at := int64(never)
+	if o := br.override.Load(); o != nil && o.until != 0 {
+		at = o.until
+	}
+	if kf := br.fleet; kf != nil {
+		at = min(at, kf.dueAt())
+	}
+	if ph := br.phase.Load(); ph != nil {
+		at = min(at, ph.dueAt())
+	}
+	return at
+}
+
+// moveOnLocked makes, in the order they were due, every change whose time
+// has come by now, each dated when it was due and told; br.mu must be held.
+func (br *breaker) moveOnLocked(now int64) {
 	for {
+		o := br.override.Load()
+		forcedAt := int64(never)
+		if o != nil && o.until != 0 {
+			forcedAt = o.until
+		}
+		fleetAt := int64(never)
+		if br.fleet != nil {
+			fleetAt = br.fleet.dueAt()
+		}
 		ph := br.phase.Load()
-		if ph == nil {
-			return br.admitted(ticket{win: br.win.Load()})
+		phaseAt := int64(never)
+		if ph != nil {
+			phaseAt = ph.dueAt()
 		}
-		now := br.clock.now()
-		switch ph.state {
-		case StateOpen:
-			if now <= ph.until {
-				return ticket{}, br.refuse(StateOpen, time.Duration(ph.until-now), observe)
-			}
-			br.halfOpen(ph, ph.until)
-		case StateHalfOpen:
-			if !ph.round.take() {
-				// A probe judged meanwhile (here or by the alarm) may have
-				// moved the phase on or freed a slot.
-				if br.expireProbes(ph, now) || br.phase.Load() != ph || ph.round.taken.Load() < ph.round.slots {
-					continue
-				}
-				return ticket{}, br.refuse(StateHalfOpen, 0, observe)
-			}
-			if br.phase.Load() != ph { // the round ended while we took a slot
-				ph.round.taken.Add(-1)
-				continue
-			}
-			return br.admitted(ticket{phase: ph, probe: br.startProbe(ph, now)})
-		case StateRecovering:
-			if now >= ph.until {
-				br.endRamp(ph)
-				continue
-			}
-			if !ph.rampAdmits(now) {
-				return ticket{}, br.refuse(StateRecovering, 0, observe)
-			}
-			return br.admitted(ticket{win: br.win.Load()})
+		switch at := min(forcedAt, fleetAt, phaseAt); {
+		case at > now:
+			return
+		case at == forcedAt:
+			br.expireLocked(o)
+		case at == fleetAt:
+			br.fleet.moveOnLocked(br, at)
+		default:
+			br.moveOnPhaseLocked(ph, at, now)
 		}
 	}
 }
 
-// admitted counts t's call as admitted.
-func (br *breaker) admitted(t ticket) (ticket, admission) {
-	br.tallies.add(stripe(), tallyAdmitted)
-	return t, admission{}
+// change begins a change of br's state at now: it takes mu, makes first the
+// changes that were due, and returns the view before the change, for told.
+// The caller makes the change, calls told, and ends with unlock.
+func (br *breaker) change(now int64) view {
+	br.mu.Lock()
+	br.moveOnLocked(now)
+	return br.viewLocked()
 }
 
-// done records how the call that t admitted ended, at now (ns since the
-// epoch): in the window it counts in, or as the probe it was.
-func (br *breaker) done(t ticket, v verdict, now int64) {
-	i := stripe() // the P the call ends on, which may not be the one it began on
-	if t.phase != nil {
-		br.settle(t.phase, t.probe, v, i, now) // counts it, unless its deadline did
-		return
+// told tells the change that the parts of br made since before, at t, with
+// why it happened in e, if the key's state changed: from before's shown
+// state to the one it shows now, or, while forced, underneath the forced
+// state (Forced says which). A change that changed nothing is not told; it
+// reports whether one was. br.mu must be held.
+func (br *breaker) told(t int64, before view, e Transition) bool {
+	after := br.viewLocked()
+	switch {
+	case before.shown != after.shown:
+		e.From, e.To, e.Forced = before.shown, after.shown, StateClosed
+	case before.under != after.under:
+		e.From, e.To, e.Forced = before.under, after.under, after.shown
+	default:
+		return false
 	}
-	// An upstream's Retry-After before the window, which may trip the
-	// breaker; the window before the totals: what the totals count, the
-	// window holds already, so that a sync that reads the totals and then
-	// the window never finds the window short of them.
-	if v.retryAfter > 0 {
-		br.noteUpstreamRetry(v, now)
-	}
-	if t.win != nil {
-		t.win.record(v.outcome, v.slow, now, i)
-	}
-	br.count(v, i)
-	if t.lease != nil {
-		br.fleet.probed(br, t.lease, v)
-	}
-}
-
-// refuse counts a call the breaker did not admit: as rejected, or as
-// would_reject when it only observes and lets the call pass.
-func (br *breaker) refuse(st State, retry time.Duration, observe bool) admission {
-	if observe {
-		br.tallies.add(stripe(), tallyWouldReject)
-		return admission{decision: passCall, state: st, retry: retry}
-	}
-	br.tallies.add(stripe(), tallyRejected)
-	return admission{decision: rejectCall, state: st, retry: retry}
-}
-
-// holder is what may hold a breaker's key open or half-open from outside,
-// whatever the breaker's own phase: the fleet, with shared state
-// (keyFleet, fleet_hold.go). A breaker without shared state has none.
-type holder interface {
-	// holds reports whether a hold is on the key (it may have lapsed).
-	holds() bool
-	// state returns the state the hold puts br in at now, if it does.
-	state(br *breaker, now int64) (State, bool)
-	// admit decides a call while the hold is on, unless it has lapsed
-	// (held false): a refusal, or a probe of the holder's, for which it
-	// returns the lease that admits it. The breaker runs the probe and hands
-	// its verdict to probed.
-	admit(br *breaker, observe bool) (a admission, lease any, held bool)
-	probed(br *breaker, lease any, v verdict)
-	// failed hears of each failure, with the key's failure total.
-	failed(failures uint64)
-	// probeNow ends the hold's cooldown now, for Probe, if it is open.
-	probeNow(br *breaker, e Event) bool
-	// reset drops the hold, for Reset.
-	reset()
+	e.Time = br.clock.at(t)
+	br.history.add(t, e)
+	br.notifier.publish(Event{Transition: e, Key: br.key, Mode: br.mode, Dependents: br.blame.dependentKeys()})
+	return true
 }
 
 // The sides that put calls through a breaker, for Status.Side.
@@ -284,172 +249,28 @@ func (br *breaker) side(s uint32) {
 	}
 }
 
-// wakeAt sets the set's alarm to look at br's state at t, when something
-// of it ends.
-func (br *breaker) wakeAt(t int64) { br.alarm.set(t, br.wake) }
-
-// wake looks at br's state, which moves it on if its time is up.
-func (br *breaker) wake() { br.state() }
-
-// opened is called by w's engine when w trips the breaker.
-func (br *breaker) opened(w *window, why tripInfo) {
-	if br.win.Load() != w {
-		return // a window replaced by Reset or a recovery
-	}
-	br.trip(why)
-}
-
-// override is a state forced by ForceOpen or ForceClose.
-type override struct {
-	state State
-	until int64  // 0: until Release
-	by    string // who forced it
-	fleet bool   // read from the fleet's shared state
-}
-
-// forced returns the state that ForceOpen or ForceClose set and the time it
-// has left (0: until Release), ending it, at the time it ran out, if its
-// time is up.
-func (br *breaker) forced() (State, time.Duration, bool) {
-	o := br.override.Load()
-	if o == nil {
-		return 0, 0, false
-	}
-	if o.until == 0 {
-		return o.state, 0, true
-	}
-	now := br.clock.now()
-	if now <= o.until {
-		return o.state, time.Duration(o.until - now), true
-	}
-	// The record comes before the change, as every change's does.
-	to := br.underneath()
-	br.mu.Lock()
-	if br.override.Load() == o {
-		br.record(o.until, Event{From: o.state, To: to, Reason: ReasonExpiry})
-		br.override.Store(nil)
-	}
-	br.mu.Unlock()
-	return 0, 0, false
-}
-
-// forceLocal forces br's state with o; e says why.
-func (br *breaker) forceLocal(o *override, e Event) {
-	e.From, e.To = br.state(), o.state
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	br.record(br.clock.now(), e)
-	br.override.Store(o)
-	if o.until != 0 {
-		br.wakeAt(o.until + 1)
-	}
-}
-
-// releaseLocal ends br's forced state, if any; e says why.
-func (br *breaker) releaseLocal(e Event) {
-	from, to := br.state(), br.underneath()
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	if br.override.Load() != nil {
-		e.From, e.To = from, to
-		br.record(br.clock.now(), e)
-		br.override.Store(nil)
-	}
-}
-
-// probeLocal ends br's cooldown now, the fleet's hold's or its own phase's,
-// if it is open: the next calls are probes. e says why. It reports whether
-// br was open.
-func (br *breaker) probeLocal(e Event) bool {
-	if st := br.state(); st != StateOpen {
-		return false
-	}
-	if br.fleet != nil && br.fleet.probeNow(br, e) {
-		return true
-	}
-	return br.probeNow(e)
-}
-
-// resetLocal puts br back as it was new, the fleet's hold on it gone; e
-// says why.
-func (br *breaker) resetLocal(e Event) {
-	from := br.state()
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	now := br.clock.now()
-	e.From, e.To = from, StateClosed
-	br.record(now, e)
-	br.win.Store(newWindow(br.key, br.policy, br.clock, now, br.opened))
-	br.override.Store(nil)
-	br.phase.Store(nil)
-	if br.fleet != nil {
-		br.fleet.reset()
-	}
-	br.upstreamUntil.Store(0)
-	br.lastTrip.Store(nil)
-}
-
-// state returns the breaker's state: a forced state first, then the
-// fleet's hold, then the phase, which it first moves on if its time is up,
-// as a call would, dating the change when its time was up.
-func (br *breaker) state() State {
-	if st, _, ok := br.forced(); ok {
-		return st
-	}
-	return br.underneath()
-}
-
-// underneath is state without a forced state: the fleet's hold, then the
-// phase.
-func (br *breaker) underneath() State {
-	if br.fleet != nil && br.fleet.holds() {
-		if st, held := br.fleet.state(br, br.clock.now()); held {
-			return st
-		}
-	}
-	for {
-		ph := br.phase.Load()
-		if ph == nil {
-			return StateClosed
-		}
-		now := br.clock.now()
-		switch {
-		case ph.state == StateOpen && now > ph.until:
-			br.halfOpen(ph, ph.until)
-		case ph.state == StateRecovering && now >= ph.until:
-			br.endRamp(ph)
-		case ph.state == StateHalfOpen && br.expireProbes(ph, now):
-		case br.phase.Load() != ph: // moved on meanwhile, by a call or the alarm
-		default:
-			return ph.state
-		}
-	}
-}
-
-// record notes a state change of br at t (ns since the epoch): it counts
-// the transition, keeps it in the key's history and hands the event,
-// completed with the key, mode and time, to the set's notifier. It runs inside the window engine's
-// OnStateChange too, so it never calls into the engine.
-func (br *breaker) record(t int64, e Event) {
-	if e.From == e.To {
+// noteUpstreamRetry records that a failure at now asked, with Retry-After,
+// not to be retried for a while.
+func (br *breaker) noteUpstreamRetry(v verdict, now int64) {
+	if v.outcome != Failure || !br.policy.UpstreamRetryAfter.honours(v.rateLimited) {
 		return
 	}
-	br.since.Store(t)
-	br.changes[e.From][e.To].Add(1)
-	if o := br.override.Load(); o != nil && e.From != o.state && e.To != o.state {
-		e.Forced = o.state // a change underneath
+	until := addSat(now, v.retryAfter)
+	for {
+		old := br.upstreamUntil.Load()
+		if old >= until || br.upstreamUntil.CompareAndSwap(old, until) {
+			return
+		}
 	}
-	e.Time, e.Key, e.Mode = br.clock.at(t), br.key, br.mode
-	e.Dependents = br.blame.dependentKeys()
-	br.history.add(transitionOf(&e))
-	br.notes.publish(e)
 }
 
 // inFlight returns how many admitted calls have not finished.
-func (br *breaker) inFlight() uint64 {
-	t := br.tallies
-	finished := t.sum(tallySuccess) + t.sum(tallyFailure) + t.sum(tallyExcluded) + t.sum(tallySlow) + t.sum(tallyUpstream)
-	if admitted := t.sum(tallyAdmitted); admitted > finished {
+func (br *breaker) inFlight(all *[numCounts]uint64) uint64 {
+	var finished uint64
+	for kind := countSuccess; kind <= countUpstream; kind++ {
+		finished += all[kind]
+	}
+	if admitted := all[countAdmitted]; admitted > finished {
 		return admitted - finished
 	}
 	return 0
@@ -462,9 +283,10 @@ func (br *breaker) idle(now int64) bool {
 	if br.idleTTL == 0 {
 		return false
 	}
+	all := br.counters.all()
 	var total uint64
-	for kind := tallySuccess; kind < numTallies; kind++ {
-		total += br.tallies.sum(kind)
+	for kind := countSuccess; kind < numCounts; kind++ {
+		total += all[kind]
 	}
 	if total != br.sweepTotal {
 		br.sweepTotal, br.activeAt = total, now
@@ -473,8 +295,5 @@ func (br *breaker) idle(now int64) bool {
 	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil || br.fleet != nil && br.fleet.holds() {
 		return false
 	}
-	return br.inFlight() == 0
+	return br.inFlight(&all) == 0
 }
-
-// tallyOf is the tally each Outcome is counted in.
-var tallyOf = [...]int{Success: tallySuccess, Failure: tallyFailure, Excluded: tallyExcluded, UpstreamFailure: tallyUpstream}

@@ -16,7 +16,7 @@ func TestRejectionsAreNotFailures(t *testing.T) {
 		t.Fatalf("got %v, want 20 rejections", got)
 	}
 	s := status(t, b, "p")
-	if s.Totals.Failure != 2 || s.Totals.Rejected != 20 {
+	if s.Totals.Failures != 2 || s.Totals.Rejected != 20 {
 		t.Fatalf("totals %+v, want 2 failures and 20 rejections", s.Totals)
 	}
 	if s.Window.Failures != 0 {
@@ -39,7 +39,7 @@ func TestObserveModeNeverRejects(t *testing.T) {
 	if s.State != StateOpen {
 		t.Fatalf("state %v, want open: observe mode trips as enforce would", s.State)
 	}
-	if s.Totals.Failure != 2 || s.Totals.WouldReject != 10 || s.Totals.Rejected != 0 {
+	if s.Totals.Failures != 2 || s.Totals.WouldReject != 10 || s.Totals.Rejected != 0 {
 		t.Fatalf("totals %+v, want 2 failures and 10 would-be rejections", s.Totals)
 	}
 	changes := sink.matching("state changed")
@@ -77,7 +77,7 @@ func TestGoexitInAClosedCallIsAFailureOfTheWindow(t *testing.T) {
 		}()
 		<-done
 		s := status(t, b, "p")
-		if want == 0 && (s.Window.Failures != 1 || s.Window.InFlight != 0 || s.Totals.Failure != 1) {
+		if want == 0 && (s.Window.Failures != 1 || s.Window.InFlight != 0 || s.Totals.Failures != 1) {
 			t.Fatalf("after one Goexit: window %+v totals %+v, want one failure and nothing in flight", s.Window, s.Totals)
 		}
 	}

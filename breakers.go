@@ -27,19 +27,22 @@ type Breakers struct {
 
 	mu    sync.Mutex // guards the fields below, and creating and dropping keys
 	count int        // len(keys)
+	// policies holds one copy of each resolved policy the breakers use.
+	policies map[Policy]*Policy
 	// idled holds the keys that a per-key policy names whose breaker the
 	// idle sweep dropped: they were used, and are not shown as unused.
 	idled      map[string]bool
 	sweepEvery int64 // ns between idle sweeps: a quarter of the shortest IdleTTL; 0 when none
 	lastSweep  int64
 
-	untracked     atomic.Uint64 // requests that passed with no breaker
-	clients       atomic.Bool   // a client side exists: Transport, KeyedTransport or Do (blame.go)
-	scoped        atomic.Bool   // a request has carried a scope, for client calls to look for (blame.go)
-	overflowOnce  sync.Once
-	emptyKeyOnce  sync.Once
-	badKeyOnce    sync.Once
-	notifications *notifier
+	unusedLook   alarmEntry    // the look for keys that a policy names and nothing uses (unused.go)
+	untracked    atomic.Uint64 // requests that passed with no breaker
+	clients      atomic.Bool   // a client side exists: Transport, KeyedTransport or Do (blame.go)
+	scoped       atomic.Bool   // a request has carried a scope, for client calls to look for (blame.go)
+	overflowOnce sync.Once
+	emptyKeyOnce sync.Once
+	badKeyOnce   sync.Once
+	notifier     *notifier
 }
 
 // New returns a set of breakers configured by opts. Every policy is checked
@@ -73,12 +76,12 @@ func New(opts ...Option) (*Breakers, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("httpbreaker: %w", err)
 	}
-	b.notifications = newNotifier(b.logger, b.hooks)
+	b.notifier = newNotifier(b.logger, b.hooks)
 	if b.shared != nil {
 		if b.replica == "" {
 			b.replica = defaultReplica()
 		}
-		b.fleet = newFleet(b.all, &b.clock, b.notifications, b.shared, b.replica, b.namespace)
+		b.fleet = newFleet(b.all, &b.clock, b.notifier, b.shared, b.replica, b.namespace)
 	}
 	if b.registerer != nil {
 		if err := b.registerer.Register(newCollector(b)); err != nil {
@@ -122,7 +125,7 @@ func (b *Breakers) Close() error {
 // not waited for. A set's notices (a key limit reached, keys dropped) are
 // delivered in the same order, and so are flushed too.
 func (b *Breakers) Flush(ctx context.Context) error {
-	return b.notifications.flush(ctx)
+	return b.notifier.flush(ctx)
 }
 
 // breakerFor returns key's breaker, creating it on first use. keyed says
@@ -141,7 +144,7 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 	}
 	if err := checkKey(key); err != nil { // checked once, when a key would get its breaker
 		b.badKeyOnce.Do(func() {
-			b.notifications.log(slog.LevelWarn, "circuit breaker key is not valid: such requests pass through without a breaker",
+			b.notifier.log(slog.LevelWarn, "circuit breaker key is not valid: such requests pass through without a breaker",
 				"key", quoteKey(key), "problem", err.Error())
 		})
 		return nil
@@ -150,15 +153,14 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 	b.sweepLocked(now)
 	if keyed && b.count >= b.maxKeys {
 		b.overflowOnce.Do(func() {
-			b.notifications.log(slog.LevelWarn, "circuit breaker key limit reached: requests for new keys pass through without a breaker",
+			b.notifier.log(slog.LevelWarn, "circuit breaker key limit reached: requests for new keys pass through without a breaker",
 				"max_keys", b.maxKeys, "first_untracked_key", key)
 		})
 		return nil
 	}
-	p := b.cfg.policyFor(key)
-	br := newBreaker(key, p, keyed, &b.clock, &b.alarm, now, b.notifications, b.classifier)
+	br := newBreaker(key, b.intern(keyPolicy(b.cfg.policyFor(key), keyed)), &b.clock, &b.alarm, now, b.notifier, b.classifier)
 	if b.fleet != nil {
-		br.fleet = newKeyFleet(b.fleet, p)
+		br.fleet = newKeyFleet(b.fleet, br.policy)
 	}
 	b.keys.Store(key, br)
 	b.count++
@@ -169,6 +171,20 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 		b.sweepEvery = ttl
 	}
 	return br
+}
+
+// intern returns the set's one copy of the resolved policy p, which the
+// breakers of every key that resolves to it share; b.mu must be held. A set
+// holds as many copies as it has distinct policies.
+func (b *Breakers) intern(p Policy) *Policy {
+	if shared, ok := b.policies[p]; ok {
+		return shared
+	}
+	if b.policies == nil {
+		b.policies = map[Policy]*Policy{}
+	}
+	b.policies[p] = &p
+	return &p
 }
 
 // lookup returns key's breaker if it exists.
@@ -224,13 +240,14 @@ func (b *Breakers) sweepLocked(now int64) {
 				}
 				b.idled[br.key] = true
 			}
-			b.notifications.publish(Event{Time: b.at(now), Key: br.key, From: StateClosed, To: StateClosed,
-				Mode: br.mode, Reason: ReasonIdle})
+			b.alarm.set(&br.wake, never)
+			b.notifier.publish(Event{Transition: Transition{Time: b.at(now), From: StateClosed, To: StateClosed, Reason: ReasonIdle},
+				Key: br.key, Mode: br.mode})
 		}
 		return true
 	})
 	if dropped > 0 {
-		b.notifications.log(slog.LevelInfo, "circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)
+		b.notifier.log(slog.LevelInfo, "circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)
 	}
 }
 
@@ -242,7 +259,7 @@ type keyRef struct {
 	key  string
 	side uint32
 	br   atomic.Pointer[breaker] // never nil
-	_    [64 - 40]byte           // read on every request: a cache line of its own (see window.go)
+	_    [64 - 40]byte           // read on every request: a cache line of its own (see counters.go)
 }
 
 // ref returns a keyRef for key, used on side; what names the wiring
@@ -280,7 +297,7 @@ func (r *keyRef) get() *breaker {
 func (b *Breakers) keyed(key string, side uint32, where func() []any) *breaker {
 	if key == "" {
 		b.emptyKeyOnce.Do(func() {
-			b.notifications.log(slog.LevelWarn, "circuit breaker KeyFunc returned no key: such calls pass without a breaker "+
+			b.notifier.log(slog.LevelWarn, "circuit breaker KeyFunc returned no key: such calls pass without a breaker "+
 				"(a middleware outside the router that sets the route pattern sees none)", where()...)
 		})
 	} else if br := b.breakerFor(key, true); br != nil {

@@ -103,7 +103,7 @@ func TestConcurrentKeysUnderLoad(t *testing.T) {
 	var total uint64
 	for _, s := range b.Snapshot() {
 		c := s.Totals
-		total += c.Success + c.Failure + c.Excluded + c.Rejected
+		total += c.Successes + c.Failures + c.Excluded + c.Rejected
 	}
 	if total != 8*500 {
 		t.Fatalf("counted %d requests, want %d: each request counts once", total, 8*500)
@@ -196,7 +196,7 @@ func TestDroppedStaticKeyGetsANewBreaker(t *testing.T) {
 			t.Fatalf("%d keys after the IdleTTL, want the idle key dropped", n)
 		}
 		record(h, "/")
-		if s := status(t, b, "catalog"); s.Totals.Success != 1 {
+		if s := status(t, b, "catalog"); s.Totals.Successes != 1 {
 			t.Fatalf("the key's new breaker counted %+v", s.Totals)
 		}
 	})
@@ -221,7 +221,7 @@ func TestScrapeLeavesOutASeriesItCannotWriteAndGoesOn(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	b, sink := newSet(t, WithRegisterer(reg))
 	b.Middleware("good")
-	bad := newBreaker("\xff", b.cfg.policyFor("\xff"), true, &b.clock, &b.alarm, b.now(), b.notifications, nil) // as if a check were missed
+	bad := newBreaker("\xff", b.intern(keyPolicy(b.cfg.policyFor("\xff"), true)), &b.clock, &b.alarm, b.now(), b.notifier, nil) // as if a check were missed
 	b.keys.Store(bad.key, bad)
 	if _, err := reg.Gather(); err != nil {
 		t.Fatalf("gather: %v", err)

@@ -74,25 +74,27 @@ func (b *Breakers) forceOpen(key string, d time.Duration, by string) error {
 	if d > maxForceOpen {
 		return fmt.Errorf("httpbreaker: ForceOpen(%s, %v): longer than %v; force it until Release (0) instead", quoteKey(key), d, maxForceOpen)
 	}
-	var until int64
-	if d > 0 {
-		until = addSat(b.now(), d)
-	}
-	return b.force(key, &override{state: StateForcedOpen, until: until, by: by},
-		Event{Reason: ReasonForceOpen, By: by, OpenFor: max(d, 0)})
-}
-
-func (b *Breakers) forceClose(key, by string) error {
-	return b.force(key, &override{state: StateForcedClosed, by: by}, Event{Reason: ReasonForceClose, By: by})
-}
-
-func (b *Breakers) force(key string, o *override, e Event) error {
 	br, err := b.controlled(key)
 	if err != nil {
 		return err
 	}
-	br.forceLocal(o, e)
-	share(br, sharedstate.Command{Kind: commandKind[e.Reason], For: e.OpenFor, By: e.By})
+	var until int64
+	if d > 0 {
+		until = addSat(b.now(), d)
+	}
+	e := Transition{Reason: ReasonForceOpen, By: by, OpenFor: max(d, 0)}
+	br.force(&override{state: StateForcedOpen, until: until, by: by}, e)
+	share(br, sharedstate.Command{Kind: sharedstate.ForceOpen, For: e.OpenFor, By: by})
+	return nil
+}
+
+func (b *Breakers) forceClose(key, by string) error {
+	br, err := b.controlled(key)
+	if err != nil {
+		return err
+	}
+	br.force(&override{state: StateForcedClosed, by: by}, Transition{Reason: ReasonForceClose, By: by})
+	share(br, sharedstate.Command{Kind: sharedstate.ForceClose, By: by})
 	return nil
 }
 
@@ -101,8 +103,8 @@ func (b *Breakers) probe(key, by string) error {
 	if err != nil {
 		return err
 	}
-	if !br.probeLocal(Event{Reason: ReasonProbe, By: by}) {
-		return fmt.Errorf("%w: %s is %s", ErrNotOpen, quoteKey(key), br.state())
+	if st, ok := br.endCooldown(Transition{Reason: ReasonProbe, By: by}); !ok {
+		return fmt.Errorf("%w: %s is %s", ErrNotOpen, quoteKey(key), st)
 	}
 	share(br, sharedstate.Command{Kind: sharedstate.Probe, By: by})
 	return nil
@@ -113,7 +115,7 @@ func (b *Breakers) release(key, by string) error {
 	if err != nil {
 		return err
 	}
-	br.releaseLocal(Event{Reason: ReasonRelease, By: by})
+	br.release(Transition{Reason: ReasonRelease, By: by})
 	share(br, sharedstate.Command{Kind: sharedstate.Release, By: by})
 	return nil
 }
@@ -123,7 +125,7 @@ func (b *Breakers) reset(key, by string) error {
 	if err != nil {
 		return err
 	}
-	br.resetLocal(Event{Reason: ReasonReset, By: by})
+	br.reset(Transition{Reason: ReasonReset, By: by})
 	share(br, sharedstate.Command{Kind: sharedstate.Reset, By: by})
 	return nil
 }
@@ -131,8 +133,83 @@ func (b *Breakers) reset(key, by string) error {
 // share sends a manual change of br, made now, to the fleet, if the set has
 // one: every replica applies it within a sync or so.
 func share(br *breaker, c sharedstate.Command) {
-	if kf, ok := br.fleet.(*keyFleet); ok {
+	if kf := br.fleet; kf != nil {
 		kf.made(br, c, br.clock.now())
+	}
+}
+
+// The manual changes of one breaker, made and told under its mu as every
+// change is: however many goroutines (and the fleet's loop, applying
+// another replica's command) make them at once, each real change is told
+// once, from the state the key was really in. Each reports whether the
+// key's state changed; e says why.
+
+// force forces br's state with o.
+func (br *breaker) force(o *override, e Transition) bool {
+	now := br.clock.now()
+	before := br.change(now)
+	defer br.unlock()
+	br.override.Store(o)
+	return br.told(now, before, e)
+}
+
+// release ends br's forced state, if it has one.
+func (br *breaker) release(e Transition) bool {
+	now := br.clock.now()
+	before := br.change(now)
+	defer br.unlock()
+	if br.override.Load() == nil {
+		return false
+	}
+	br.override.Store(nil)
+	return br.told(now, before, e)
+}
+
+// reset puts br back as it was new: closed, with an empty window and the
+// first cooldown, no forced state, no recovery ramp and no hold of the
+// fleet's.
+func (br *breaker) reset(e Transition) bool {
+	now := br.clock.now()
+	before := br.change(now)
+	defer br.unlock()
+	br.window.start(now)
+	br.override.Store(nil)
+	br.phase.Store(nil)
+	if br.fleet != nil {
+		br.fleet.dropLocked()
+	}
+	br.upstreamUntil.Store(0)
+	br.history.lastTrip = nil
+	return br.told(now, before, e)
+}
+
+// endCooldown ends br's cooldown now, the fleet's hold's or its own
+// phase's, if the key is open: the next calls are probes. It returns the
+// key's state, when it was not open.
+func (br *breaker) endCooldown(e Transition) (State, bool) {
+	now := br.clock.now()
+	before := br.change(now)
+	defer br.unlock()
+	if before.shown != StateOpen {
+		return before.shown, false
+	}
+	if br.fleet != nil && br.fleet.endCooldownLocked(br, now, e) {
+		return StateHalfOpen, true
+	}
+	if ph := br.phase.Load(); ph != nil && ph.state == StateOpen {
+		br.halfOpenLocked(ph, now, e)
+		return StateHalfOpen, true
+	}
+	return before.shown, false
+}
+
+// renew moves the end of the forced state o, if it still holds, to until:
+// the fleet's clock said it ends then.
+func (br *breaker) renew(o *override, until int64) {
+	br.mu.Lock()
+	defer br.unlock()
+	if br.override.Load() == o {
+		br.override.Store(&override{state: o.state, until: until, by: o.by, fleet: o.fleet})
 	}
 }
 

@@ -126,7 +126,7 @@ func TestForceCloseNeverRejectsButKeepsCounting(t *testing.T) {
 		}
 	}
 	s := status(t, b, "scaffolder")
-	if s.State != StateForcedClosed || s.Totals.Failure != 2 || s.Totals.WouldReject != 8 {
+	if s.State != StateForcedClosed || s.Totals.Failures != 2 || s.Totals.WouldReject != 8 {
 		t.Fatalf("status %v %+v, want forced_closed, 2 failures and 8 would-be rejections", s.State, s.Totals)
 	}
 	if err := b.Release("scaffolder"); err != nil {

@@ -30,7 +30,7 @@ func TestDoTripsAndRejectsWithoutRunningTheFunc(t *testing.T) {
 	if n := runs.Load(); n != 3 {
 		t.Fatalf("the func ran %d times, want the 3 before the trip", n)
 	}
-	if s := status(t, b, "orders-db"); s.Side != "client" || s.Totals.Failure != 3 || s.Totals.Rejected != 1 {
+	if s := status(t, b, "orders-db"); s.Side != "client" || s.Totals.Failures != 3 || s.Totals.Rejected != 1 {
 		t.Fatalf("status %+v, want a client key with 3 failures and 1 rejection", s)
 	}
 }
@@ -41,8 +41,8 @@ func TestDoJudgesTheFuncsError(t *testing.T) {
 		run  func(ctx context.Context, cancel context.CancelCauseFunc) error
 		want Totals
 	}{
-		{"nil is a success", func(context.Context, context.CancelCauseFunc) error { return nil }, Totals{Success: 1}},
-		{"an error is a failure", func(context.Context, context.CancelCauseFunc) error { return errDatabaseDown }, Totals{Failure: 1}},
+		{"nil is a success", func(context.Context, context.CancelCauseFunc) error { return nil }, Totals{Successes: 1}},
+		{"an error is a failure", func(context.Context, context.CancelCauseFunc) error { return errDatabaseDown }, Totals{Failures: 1}},
 		{"the caller's cancellation, with a cause, is excluded", func(ctx context.Context, cancel context.CancelCauseFunc) error {
 			cancel(errors.New("the request was abandoned"))
 			return context.Cause(ctx)
@@ -52,7 +52,7 @@ func TestDoJudgesTheFuncsError(t *testing.T) {
 			defer stop()
 			<-ctx.Done()
 			return ctx.Err()
-		}, Totals{Failure: 1}},
+		}, Totals{Failures: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, _ := newSet(t)
@@ -81,7 +81,7 @@ func TestDoWithAClassifierThatKnowsTheErrors(t *testing.T) {
 	for range 5 {
 		_ = b.Do(context.Background(), "db", func(context.Context) error { return errNoRows })
 	}
-	if s := status(t, b, "db"); s.State != StateClosed || s.Totals.Success != 5 || sawRequest.Load() {
+	if s := status(t, b, "db"); s.State != StateClosed || s.Totals.Successes != 5 || sawRequest.Load() {
 		t.Fatalf("%v %+v, want 5 successes of a Call with no Request", s.State, s.Totals)
 	}
 }
@@ -101,7 +101,7 @@ func TestDoRecordsAPanicOrGoexitAsAFailureAndLetsItGoOn(t *testing.T) {
 		_ = b.Do(context.Background(), "db", func(context.Context) error { runtime.Goexit(); return nil })
 	})
 	wg.Wait()
-	if s := status(t, b, "db"); s.State != StateOpen || s.Totals.Failure != 2 {
+	if s := status(t, b, "db"); s.State != StateOpen || s.Totals.Failures != 2 {
 		t.Fatalf("%v %+v, want open on the panic and the Goexit", s.State, s.Totals)
 	}
 }

@@ -369,7 +369,7 @@ func Example_blame() {
 		fmt.Println(rec.Code, strings.TrimSpace(rec.Body.String()))
 	}
 	for _, s := range breakers.Snapshot() {
-		fmt.Printf("%s: %s, %d failures, blamed on %v\n", s.Key, s.State, s.Totals.Failure, s.BlamedOn)
+		fmt.Printf("%s: %s, %d failures, blamed on %v\n", s.Key, s.State, s.Totals.Failures, s.BlamedOn)
 	}
 	// Output:
 	// 502 payments failed

@@ -23,11 +23,11 @@ import (
 // what the loop stored in each breaker's keyFleet (its hold, its lease) and
 // at most wakes the loop.
 type fleet struct {
-	all     func() []*breaker // the set's breakers
-	notes   *notifier
-	store   sharedstate.Store
-	replica string
-	every   time.Duration // the store's Interval
+	all      func() []*breaker // the set's breakers
+	notifier *notifier
+	store    sharedstate.Store
+	replica  string
+	every    time.Duration // the store's Interval
 
 	life    context.Context // ends when the set is closed
 	cancel  context.CancelFunc
@@ -62,9 +62,9 @@ type fleet struct {
 
 // newFleet returns the link to the fleet through s of the set whose
 // breakers all returns, as replica.
-func newFleet(all func() []*breaker, c *clock, notes *notifier, s sharedstate.Store, replica, namespace string) *fleet {
+func newFleet(all func() []*breaker, c *clock, n *notifier, s sharedstate.Store, replica, namespace string) *fleet {
 	life, cancel := context.WithCancel(context.Background())
-	return &fleet{all: all, clock: c, notes: notes, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
+	return &fleet{all: all, clock: c, notifier: n, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
 		stopped: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
 		pending: map[string]*command{}, dirty: map[string]bool{}, warned: map[string]bool{},
 		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "shared_sync_seconds",
@@ -214,7 +214,7 @@ func (f *fleet) warn(kind, msg string, args ...any) {
 	f.warned[kind] = true
 	f.mu.Unlock()
 	if !seen {
-		f.notes.log(slog.LevelWarn, msg, args...)
+		f.notifier.log(slog.LevelWarn, msg, args...)
 	}
 }
 
@@ -237,15 +237,16 @@ func (f *fleet) syncKeys() bool {
 	s := &sharedstate.Sync{Replica: f.replica, Live: f.live()}
 	var work []keyWork
 	for _, br := range f.all() {
-		kf := br.fleet.(*keyFleet)
-		w := keyWork{target: br, succ: br.tallies.sum(tallySuccess), fail: br.tallies.sum(tallyFailure)}
+		kf := br.fleet
+		o := br.counters.outcomes()
+		w := keyWork{target: br, succ: o.success, fail: o.failure}
 		ks := kf.keySync(br)
 		ks.Successes, ks.Failures = w.succ, w.fail
 		// What the replica's own window holds bounds what a sync may add
 		// (read after the totals, which the window is never short of). A
 		// window of the last calls bounds nothing in time: no bound.
-		if win := br.win.Load(); win.calls == nil {
-			recent := win.counts(br.clock.now())
+		if br.window.width != 0 {
+			recent := br.window.counts(br.clock.now())
 			ks.RecentSuccesses, ks.RecentFailures = recent.success, recent.failure
 		} else {
 			ks.RecentSuccesses, ks.RecentFailures = w.succ, w.fail
@@ -292,7 +293,7 @@ func (f *fleet) syncKeys() bool {
 	trips := &sharedstate.Sync{Replica: f.replica, Live: s.Live}
 	var tripped []*breaker
 	for i, w := range work {
-		kf := w.target.fleet.(*keyFleet)
+		kf := w.target.fleet
 		kf.sent(w.succ, w.fail)
 		ks := &s.Keys[i]
 		if ks.Err != nil {
@@ -301,7 +302,7 @@ func (f *fleet) syncKeys() bool {
 			continue
 		}
 		kf.apply(w.target, ks, w.command)
-		if h := kf.trip(w.target, ks.Reply, f.liveReplicas()); h != nil {
+		if h := kf.fleetTrip(w.target, ks.Reply, f.liveReplicas()); h != nil {
 			t := kf.keySync(w.target)
 			t.Successes, t.Failures, t.Trip = w.succ, w.fail, h // counted by the sync before: adds nothing
 			trips.Keys = append(trips.Keys, t)
@@ -311,7 +312,7 @@ func (f *fleet) syncKeys() bool {
 	if len(trips.Keys) > 0 && f.exchange(trips) {
 		for i, br := range tripped {
 			if ks := &trips.Keys[i]; ks.Err == nil {
-				br.fleet.(*keyFleet).apply(br, ks, nil)
+				br.fleet.apply(br, ks, nil)
 			}
 		}
 	}
@@ -336,7 +337,7 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 		const msg = "circuit breaker fleet: shared state unreachable; each breaker goes on alone"
 		if f.connected.Swap(false) { // each time the link drops
 			f.lostAt.Store(f.clock.now())
-			f.notes.log(slog.LevelWarn, msg, "replica", f.replica, "problem", err.Error())
+			f.notifier.log(slog.LevelWarn, msg, "replica", f.replica, "problem", err.Error())
 		} else { // never connected yet: once
 			f.warn("unreachable", msg, "replica", f.replica, "problem", err.Error())
 		}
@@ -349,7 +350,7 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 		f.warn("store: "+w, "circuit breaker fleet: the shared state warns (logged once)", "problem", w)
 	}
 	if !f.connected.Swap(true) {
-		f.notes.log(slog.LevelInfo, "circuit breaker fleet: shared state connected",
+		f.notifier.log(slog.LevelInfo, "circuit breaker fleet: shared state connected",
 			"replica", f.replica, "replicas", max(s.Replicas, 1))
 		f.mu.Lock()
 		f.full = true // learn everything the fleet did meanwhile

@@ -13,11 +13,11 @@ import (
 // may be corrupt or hostile), and the fleet's manual commands and holds
 // applied. Only the fleet's loop (fleet.go) runs it.
 
-// trip returns the hold to make when the fleet's window in rp meets the
+// fleetTrip returns the hold to make when the fleet's window in rp meets the
 // key's policy's failure rate (tripRule), with failures from at least
 // Quorum replicas (fewer if fewer are live). It returns nil if the fleet
 // holds the key already, or it stays closed.
-func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
+func (kf *keyFleet) fleetTrip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
 	p := br.policy
 	if br.mode == ModeDisabled || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
 		return nil
@@ -167,7 +167,7 @@ func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, sent *comma
 	}
 	kf.forget(c)
 	by := c.By + " (replica " + c.Replica + ")"
-	e := Event{Reason: commandReason[c.Kind], By: by, Fleet: true, Replica: c.Replica}
+	e := Transition{Reason: commandReason[c.Kind], By: by, Fleet: true, Replica: c.Replica}
 	switch c.Kind {
 	case sharedstate.ForceOpen:
 		var until int64
@@ -178,15 +178,15 @@ func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, sent *comma
 			until = addSat(now, c.For)
 		}
 		e.OpenFor = c.For
-		br.forceLocal(&override{state: StateForcedOpen, until: until, by: by, fleet: true}, e)
+		br.force(&override{state: StateForcedOpen, until: until, by: by, fleet: true}, e)
 	case sharedstate.ForceClose:
-		br.forceLocal(&override{state: StateForcedClosed, by: by, fleet: true}, e)
+		br.force(&override{state: StateForcedClosed, by: by, fleet: true}, e)
 	case sharedstate.Release:
-		br.releaseLocal(e)
+		br.release(e)
 	case sharedstate.Reset:
-		br.resetLocal(e)
+		br.reset(e)
 	case sharedstate.Probe:
-		br.probeLocal(e)
+		br.endCooldown(e)
 	}
 }
 
@@ -209,9 +209,7 @@ func (kf *keyFleet) renew(br *breaker, c sharedstate.Command, now int64) {
 	}
 	until := addSat(now, c.For)
 	if d := until - o.until; d > int64(kf.link.every) || -d > int64(kf.link.every) {
-		if br.override.CompareAndSwap(o, &override{state: o.state, until: until, by: o.by, fleet: o.fleet}) {
-			br.wakeAt(until + 1)
-		}
+		br.renew(o, until)
 	}
 }
 
@@ -235,24 +233,26 @@ func (kf *keyFleet) commandMissing(br *breaker, now int64) {
 		kf.missingSince = now
 	case now-kf.missingSince > int64(kf.link.live()):
 		kf.missingSince, kf.lastAt = 0, 0
-		br.releaseLocal(Event{Reason: ReasonExpiry, By: "the fleet, whose record of " + o.state.String() + " is gone", Fleet: true})
+		br.release(Transition{Reason: ReasonExpiry, By: "the fleet, whose record of " + o.state.String() + " is gone", Fleet: true})
 	}
 }
 
 // applyHold applies the fleet's hold h on br's key (nil: none). A hold that
 // has ended here is never taken again, whatever the store still says of it.
 func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
-	cur, _, _ := kf.held(br, now) // ends a hold whose time is up
+	br.change(now) // ends a hold whose time is up
+	defer br.unlock()
+	cur := kf.hold.Load()
 	switch {
 	case h == nil:
 		// The hold is gone (a reset, or a store that lost its data): it
 		// ends here once its cooldown has, no sooner.
-		if cur != nil && now > cur.until {
-			kf.endHold(br, cur, now, ReasonExpiry)
+		if cur != nil && now >= cur.until {
+			kf.endLocked(br, cur, now, ReasonExpiry)
 		}
 	case h.Closed:
 		if cur != nil && cur.gen <= h.Generation {
-			kf.closeHold(br, cur, now)
+			kf.closeLocked(br, cur, now)
 		}
 	case h.Generation <= kf.endedGen.Load():
 		// Ended here (it lapsed, or its cooldown ended while this replica
@@ -265,27 +265,13 @@ func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
 		// Half-open lasts as long as the fleet's probes take, but no hold
 		// from the store outlives a cooldown past its own.
 		nh.lapse = addSat(nh.until, br.maxCooldown()+kf.leaseFor(br))
-		from := br.state()
-		br.mu.Lock()
-		if cur != nil {
-			kf.ended(cur.gen)
-		}
-		kf.hold.Store(nh)
-		br.mu.Unlock()
-		br.wakeAt(nh.until + 1)
-		br.wakeAt(nh.lapse + 1)
-		to := StateOpen
-		if open == 0 {
-			to = StateHalfOpen
-			nh.halfOpen.Store(true)
-		}
-		e := Event{From: from, To: to, Reason: reason, Fleet: true, Replica: h.Replica, OpenFor: open,
-			Failures: sat32(h.Failures), Successes: sat32(h.Successes), FailingReplicas: h.FailingReplicas,
-			FailureRate: failureRate(sat32(h.Failures), sat32(h.Successes))}
-		br.record(now, e)
+		nh.halfOpen.Store(open == 0)
+		e := Transition{Reason: reason, Fleet: true, Replica: h.Replica, OpenFor: open,
+			Failures: sat32(h.Failures), Successes: sat32(h.Successes), FailingReplicas: h.FailingReplicas}
+		kf.takeLocked(br, nh, now, e)
 		if reason == ReasonFailureRate && (cur == nil || cur.why != reason) {
-			br.lastTrip.Store(&Trip{At: br.clock.at(now), Reason: reason, Failures: e.Failures,
-				Successes: e.Successes, Fleet: true, Replica: h.Replica})
+			e.Time, e.From, e.To = br.clock.at(now), StateClosed, StateOpen
+			br.history.lastTrip = &e
 		}
 	}
 }

@@ -13,8 +13,9 @@ import (
 // the fleet's hold on the key and the probe lease it granted, which the
 // request path reads; a request's wish for a lease, a fleet probe's result
 // and the outcomes not yet sent, which the fleet's loop (fleet.go) reads.
-// It is the breaker's holder (breaker.go); a breaker without shared state
-// has none.
+// A breaker without shared state has none. The hold is one of the parts of
+// a key's state (breaker.go): it changes under the breaker's mu, and the
+// request path reads it with one atomic load.
 type keyFleet struct {
 	link  *fleet
 	hold  atomic.Pointer[fleetHold]
@@ -43,7 +44,7 @@ type keyFleet struct {
 	missingSince int64 // since when the store has had no command while one was applied; 0: it has one
 }
 
-func newKeyFleet(link *fleet, p Policy) *keyFleet {
+func newKeyFleet(link *fleet, p *Policy) *keyFleet {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	// A fleet trip needs MinRequests outcomes from Quorum replicas: a
@@ -70,7 +71,15 @@ type fleetHold struct {
 	nominal  time.Duration
 	why      Reason
 	replica  string
-	halfOpen atomic.Bool // the change to half-open has been recorded
+	halfOpen atomic.Bool // the change to half-open has been made
+}
+
+// state is the state the hold puts its key in.
+func (h *fleetHold) state() State {
+	if h.halfOpen.Load() {
+		return StateHalfOpen
+	}
+	return StateOpen
 }
 
 // fleetLease is a probe slot the fleet granted this replica.
@@ -81,39 +90,75 @@ type fleetLease struct {
 	hold  *fleetHold // the hold its probe ran under; written by the call that used it
 }
 
-// holds reports whether the fleet holds the key (it may have lapsed).
+// holds reports whether the fleet holds the key (its time may be up).
 func (kf *keyFleet) holds() bool { return kf.hold.Load() != nil }
 
-// probeNow ends the cooldown of the fleet's hold now, if it holds the key
-// open: this replica asks for a lease at its next call, as every replica
-// does once the store's hold says the same. e says why.
-func (kf *keyFleet) probeNow(br *breaker, e Event) bool {
-	now := br.clock.now()
-	h, st, held := kf.held(br, now)
-	if !held || st != StateOpen {
-		return false
+// dueAt returns when the hold changes by itself, never if there is none:
+// at the end of its cooldown, when it turns half-open (or ends, if this
+// replica is cut off from the fleet, which could not share its probes: the
+// breaker then goes by itself); once half-open, when it lapses, or at once
+// when the link to the fleet is lost.
+func (kf *keyFleet) dueAt() int64 {
+	h := kf.hold.Load()
+	switch {
+	case h == nil:
+		return never
+	case !h.halfOpen.Load():
+		return h.until
+	case !kf.link.connected.Load():
+		return max(h.until, kf.link.lostAt.Load())
 	}
-	br.mu.Lock()
-	nh := &fleetHold{gen: h.gen, until: now, lapse: addSat(now, br.maxCooldown()+kf.leaseFor(br)), nominal: h.nominal,
-		why: h.why, replica: h.replica}
-	nh.halfOpen.Store(true)
-	swapped := kf.hold.CompareAndSwap(h, nh)
-	br.mu.Unlock()
-	if swapped {
-		br.wakeAt(nh.lapse + 1)
-		e.From, e.To, e.Fleet, e.Replica = StateOpen, StateHalfOpen, true, h.replica
-		br.record(now, e)
-	}
-	return swapped
+	return h.lapse
 }
 
-// reset forgets the fleet's hold and lease, for Reset.
-func (kf *keyFleet) reset() {
-	if h := kf.hold.Swap(nil); h != nil {
-		kf.ended(h.gen)
+// moveOnLocked makes the hold's change that was due at at: half-open at
+// the end of its cooldown while connected, otherwise its end. br.mu must be
+// held.
+func (kf *keyFleet) moveOnLocked(br *breaker, at int64) {
+	h := kf.hold.Load()
+	if !h.halfOpen.Load() && kf.link.connected.Load() {
+		before := br.viewLocked()
+		h.halfOpen.Store(true)
+		br.told(at, before, Transition{Reason: ReasonCooldown, Fleet: true, Replica: h.replica})
+		return
 	}
-	kf.lease.Store(nil)
+	kf.endLocked(br, h, at, ReasonExpiry)
 }
+
+// admit decides a call at now while the fleet holds the key with h:
+// refused while open; while half-open, a probe if this replica holds an
+// unused lease, else refused while the loop asks the fleet for one. It
+// reports false, deciding nothing, if the hold's time is up: the caller
+// makes its change and asks again.
+func (kf *keyFleet) admit(br *breaker, h *fleetHold, observe bool, now int64) (ticket, admission, bool) {
+	if !h.halfOpen.Load() {
+		if now >= h.until {
+			return ticket{}, admission{}, false
+		}
+		return ticket{}, br.refuse(StateOpen, time.Duration(h.until-now), observe), true
+	}
+	if l := kf.lease.Load(); l != nil && l.gen == h.gen && l.used.CompareAndSwap(false, true) {
+		l.hold = h
+		t, a := br.admitted(ticket{lease: l, probe: &probe{start: now}})
+		return t, a, true
+	}
+	kf.want.Store(true)
+	kf.link.poke()
+	return ticket{}, br.refuse(StateHalfOpen, 0, observe), true
+}
+
+// probed hands the outcome of a probe that the fleet's lease l admitted to
+// the loop to report. A failure reopens the hold for the next nominal
+// cooldown, with jitter, as a local probe's does.
+func (kf *keyFleet) probed(br *breaker, l *fleetLease, v verdict) {
+	nominal := br.backoff(l.hold.nominal)
+	kf.probeOut.Store(&sharedstate.ProbeResult{Generation: l.gen, Lease: l.token, Outcome: sharedOutcome[v.outcome],
+		Reopen: br.jitter(nominal), Nominal: nominal})
+	kf.link.poke()
+}
+
+// sharedOutcome is the fleet's name for each outcome of a probe.
+var sharedOutcome = [...]sharedstate.Outcome{Success: sharedstate.Succeeded, Failure: sharedstate.Failed, Excluded: sharedstate.Excluded}
 
 // failed is called by a failure with the key's failure total: it wakes the
 // loop once the failures not yet sent could matter to a fleet trip, a share
@@ -141,73 +186,44 @@ func (kf *keyFleet) leaseFor(br *breaker) time.Duration {
 	return time.Minute
 }
 
-// state returns the state the fleet's hold puts br in at now, if one does.
-func (kf *keyFleet) state(br *breaker, now int64) (State, bool) {
-	_, st, held := kf.held(br, now)
-	return st, held
+// takeLocked puts the fleet's new hold nh on the key at now, in place of
+// the one it had; e says why. br.mu must be held.
+func (kf *keyFleet) takeLocked(br *breaker, nh *fleetHold, now int64, e Transition) {
+	before := br.viewLocked()
+	if cur := kf.hold.Load(); cur != nil {
+		kf.ended(cur.gen)
+	}
+	kf.hold.Store(nh)
+	br.told(now, before, e)
 }
 
-// held returns the fleet's hold on br at now, and the state it puts br in,
-// if it does: open through its cooldown, then half-open while this replica
-// is connected to the fleet. A hold ends here, dated when it ended, when
-// its lapse passes, and when its cooldown ends while this replica is cut
-// off from the fleet, which could not share its probes: then br goes by its
-// own breaker.
-func (kf *keyFleet) held(br *breaker, now int64) (*fleetHold, State, bool) {
+// endCooldownLocked ends the cooldown of the fleet's hold at now, for
+// Probe, if it holds the key open: this replica asks for a lease at its
+// next call, as every replica does once the store's hold says the same. e
+// says why. br.mu must be held.
+func (kf *keyFleet) endCooldownLocked(br *breaker, now int64, e Transition) bool {
 	h := kf.hold.Load()
-	if h == nil {
-		return nil, 0, false
+	if h == nil || h.halfOpen.Load() {
+		return false
 	}
-	switch {
-	case now <= h.until:
-		return h, StateOpen, true
-	case now > h.lapse:
-		kf.endHold(br, h, h.lapse, ReasonExpiry)
-		return nil, 0, false
-	case !kf.link.connected.Load():
-		kf.endHold(br, h, max(h.until, kf.link.lostAt.Load()), ReasonExpiry)
-		return nil, 0, false
-	}
-	if h.halfOpen.CompareAndSwap(false, true) {
-		br.record(h.until, Event{From: StateOpen, To: StateHalfOpen, Reason: ReasonCooldown, Fleet: true, Replica: h.replica})
-	}
-	return h, StateHalfOpen, true
+	nh := &fleetHold{gen: h.gen, until: now, lapse: addSat(now, br.maxCooldown()+kf.leaseFor(br)), nominal: h.nominal,
+		why: h.why, replica: h.replica}
+	nh.halfOpen.Store(true)
+	before := br.viewLocked()
+	kf.hold.Store(nh)
+	e.Fleet, e.Replica = true, h.replica
+	br.told(now, before, e)
+	return true
 }
 
-// admit is admitSlow while the fleet holds the key: refused while open;
-// while half-open, a probe if this replica holds an unused lease, else
-// refused while the loop asks the fleet for one.
-func (kf *keyFleet) admit(br *breaker, observe bool) (admission, any, bool) {
-	now := br.clock.now()
-	h, st, ok := kf.held(br, now)
-	if !ok {
-		return admission{}, nil, false
+// dropLocked forgets the fleet's hold and lease, for Reset. br.mu must be
+// held.
+func (kf *keyFleet) dropLocked() {
+	if h := kf.hold.Swap(nil); h != nil {
+		kf.ended(h.gen)
 	}
-	if st == StateOpen {
-		return br.refuse(StateOpen, time.Duration(h.until-now), observe), nil, true
-	}
-	if l := kf.lease.Load(); l != nil && l.gen == h.gen && l.used.CompareAndSwap(false, true) {
-		l.hold = h
-		return admission{}, l, true
-	}
-	kf.want.Store(true)
-	kf.link.poke()
-	return br.refuse(StateHalfOpen, 0, observe), nil, true
+	kf.lease.Store(nil)
 }
-
-// probed hands the outcome of a probe that the fleet's lease admitted to
-// the loop to report. A failure reopens the hold for the next nominal
-// cooldown, with jitter, as a local probe's does.
-func (kf *keyFleet) probed(br *breaker, lease any, v verdict) {
-	l := lease.(*fleetLease)
-	nominal := br.backoff(l.hold.nominal)
-	kf.probeOut.Store(&sharedstate.ProbeResult{Generation: l.gen, Lease: l.token, Outcome: probeOutcome[v.outcome],
-		Reopen: br.jitter(nominal), Nominal: nominal})
-	kf.link.poke()
-}
-
-// probeOutcome is the fleet's name for each outcome of a probe.
-var probeOutcome = [...]sharedstate.Outcome{Success: sharedstate.Succeeded, Failure: sharedstate.Failed, Excluded: sharedstate.Excluded}
 
 // ended notes that the hold of generation gen ended here.
 func (kf *keyFleet) ended(gen int64) {
@@ -219,44 +235,29 @@ func (kf *keyFleet) ended(gen int64) {
 	}
 }
 
-// endHold drops the fleet's hold cur, which ended at t (ns since the
-// epoch) for why: br goes back to its own state, and the hold is never
-// taken again.
-func (kf *keyFleet) endHold(br *breaker, cur *fleetHold, t int64, why Reason) {
-	from := StateOpen
-	if cur.halfOpen.Load() {
-		from = StateHalfOpen
-	}
-	br.mu.Lock()
-	swapped := kf.hold.CompareAndSwap(cur, nil)
-	if swapped {
-		kf.ended(cur.gen)
-	}
-	br.mu.Unlock()
-	if swapped {
-		if o := br.override.Load(); o != nil {
-			from = o.state
-		}
-		br.record(t, Event{From: from, To: br.state(), Reason: why, Fleet: true, Replica: cur.replica})
-	}
-}
-
-// closeHold ends the fleet's hold cur after the fleet's probes all
-// succeeded: br closes as after its own probes (closeLocked), whatever its
-// own breaker had reached meanwhile.
-func (kf *keyFleet) closeHold(br *breaker, cur *fleetHold, now int64) {
-	from := br.state()
-	br.mu.Lock()
-	if !kf.hold.CompareAndSwap(cur, nil) {
-		br.mu.Unlock()
+// endLocked drops the fleet's hold h, which ended at t (ns since the epoch)
+// for why: the key goes back to its breaker's own state, and the hold is
+// never taken again. br.mu must be held.
+func (kf *keyFleet) endLocked(br *breaker, h *fleetHold, t int64, why Reason) {
+	if kf.hold.Load() != h {
 		return
 	}
-	kf.ended(cur.gen)
-	to, ramp := br.closedState()
-	if o := br.override.Load(); o != nil {
-		to = o.state
+	before := br.viewLocked()
+	kf.hold.Store(nil)
+	kf.ended(h.gen)
+	br.told(t, before, Transition{Reason: why, Fleet: true, Replica: h.replica})
+}
+
+// closeLocked ends the fleet's hold h at now after the fleet's probes all
+// succeeded: the key closes as after its own probes (closeLocked), whatever
+// its own breaker had reached meanwhile. br.mu must be held.
+func (kf *keyFleet) closeLocked(br *breaker, h *fleetHold, now int64) {
+	if kf.hold.Load() != h {
+		return
 	}
-	br.record(now, Event{From: from, To: to, Reason: ReasonProbesSucceeded, Fleet: true, Replica: cur.replica, RecoveryRamp: ramp})
-	br.closeLocked(now)
-	br.mu.Unlock()
+	before := br.viewLocked()
+	kf.hold.Store(nil)
+	kf.ended(h.gen)
+	ramp := br.closeLocked(now)
+	br.told(now, before, Transition{Reason: ReasonProbesSucceeded, Fleet: true, Replica: h.replica, RecoveryRamp: ramp})
 }

@@ -38,7 +38,8 @@ func TestHistoryKeepsEachTransition(t *testing.T) {
 
 		s := status(t, b, "p")
 		want := []Transition{
-			{Time: tripped, From: StateClosed, To: StateOpen, Reason: ReasonConsecutiveFailures, Failures: 2, ConsecutiveFailures: 2},
+			{Time: tripped, From: StateClosed, To: StateOpen, Reason: ReasonConsecutiveFailures, Failures: 2, ConsecutiveFailures: 2,
+				OpenFor: 30 * time.Second},
 			{Time: tripped.Add(30 * time.Second), From: StateOpen, To: StateHalfOpen, Reason: ReasonCooldown},
 			{Time: closed, From: StateHalfOpen, To: StateClosed, Reason: ReasonProbesSucceeded, Successes: 1},
 			{Time: closed, From: StateClosed, To: StateForcedOpen, Reason: ReasonForceOpen, By: s.ForcedBy},
@@ -86,10 +87,11 @@ func TestHistoryKeepsTheLast32(t *testing.T) {
 }
 
 // TestHistoryCostsWhatTheDocsSay keeps the memory per key that history.go
-// and docs/operating.md state: 32 transitions in 3.25 KiB.
+// and docs/operating.md state: 32 transitions and the transition counts in
+// at most 5 KiB, allocated at the key's first change.
 func TestHistoryCostsWhatTheDocsSay(t *testing.T) {
-	if size := unsafe.Sizeof([historyLen]Transition{}); historyLen != 32 || size > 3328 {
-		t.Fatalf("a key's history is %d transitions in %d bytes; the docs say 32 in 3.25 KiB (3328 bytes)", historyLen, size)
+	if size := unsafe.Sizeof(historyRing{}); historyLen != 32 || size > 5*1024 {
+		t.Fatalf("a key's history is %d transitions in %d bytes; the docs say 32 in at most 5 KiB", historyLen, size)
 	}
 	b, _ := newSet(t)
 	b.Middleware("p")

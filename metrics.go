@@ -10,8 +10,8 @@ import (
 // collector exposes the breakers' metrics. It reads everything at scrape
 // time, from the atomics each breaker keeps: the request path pays one
 // atomic add per request, a key's series cost no memory of their own, and
-// the state is the state at the scrape, moved from open to half-open if the
-// cooldown has ended (gobreaker makes that move lazily).
+// the state is the state at the scrape (a change that was due by then is
+// made first, as a call would make it).
 //
 // The three families, with the namespace in front:
 //
@@ -86,19 +86,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			c.send(ch, c.state, prometheus.GaugeValue, value, br.key, name)
 		}
+		counts := br.counters.all()
 		for _, r := range results {
-			if r.tally == tallySlow && br.policy.SlowCallRate <= 0 {
+			if r.slow && br.policy.SlowCallRate <= 0 {
 				continue // only keys that judge slowness apart count it
 			}
-			n := br.tallies.sum(r.tally)
-			if r.tally == tallyUpstream && n == 0 && !br.blame.callsOut() {
+			n := r.of(&counts)
+			if r.upstream && n == 0 && !br.blame.callsOut() {
 				continue // only route groups that call upstreams count it
 			}
 			c.send(ch, c.requests, prometheus.CounterValue, float64(n), br.key, r.name)
 		}
+		made := br.transitionsMade()
 		for from := range numStates {
 			for to := range numStates {
-				n := br.changes[from][to].Load()
+				n := made[from][to]
 				if n == 0 && !automatic[from][to] {
 					continue
 				}
@@ -127,22 +129,12 @@ func (c *collector) send(ch chan<- prometheus.Metric, desc *prometheus.Desc, vt 
 	m, err := prometheus.NewConstMetric(desc, vt, v, labels...)
 	if err != nil {
 		c.badSeriesOnce.Do(func() {
-			c.set.notifications.log(slog.LevelError, "circuit breaker metric series left out of a scrape",
+			c.set.notifier.log(slog.LevelError, "circuit breaker metric series left out of a scrape",
 				"key", quoteKey(labels[0]), "problem", err.Error())
 		})
 		return
 	}
 	ch <- m
-}
-
-// results are the values of requests_total's result label, and the
-// tallies they count.
-var results = [...]struct {
-	name  string
-	tally int
-}{
-	{"success", tallySuccess}, {"failure", tallyFailure}, {"excluded", tallyExcluded}, {"slow", tallySlow},
-	{"rejected", tallyRejected}, {"would_reject", tallyWouldReject}, {"upstream_failure", tallyUpstream},
 }
 
 // automatic marks the transitions that every breaker makes by itself (the

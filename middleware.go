@@ -51,7 +51,7 @@ type keyHandler struct {
 	ref    *keyRef
 	bodies *problemBodies
 	next   http.Handler
-	_      [64 - 32]byte // read on every request: a cache line of its own (see window.go)
+	_      [64 - 32]byte // read on every request: a cache line of its own (see counters.go)
 }
 
 func (h *keyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -78,7 +78,7 @@ type keyedHandler struct {
 	key    KeyFunc
 	next   http.Handler
 	bodies *problemCache
-	_      [64 - 40]byte // read on every request: a cache line of its own (see window.go)
+	_      [64 - 40]byte // read on every request: a cache line of its own (see counters.go)
 }
 
 func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

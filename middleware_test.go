@@ -48,7 +48,7 @@ func TestPanicIsAFailureAndIsRaisedAgainWithItsStack(t *testing.T) {
 	if stack := rc.stack.Load().(string); !strings.Contains(stack, "panickingHandler") {
 		t.Fatalf("the stack seen above the breaker does not show where the panic happened:\n%s", stack)
 	}
-	if s := status(t, b, "p"); s.Totals.Failure != 1 || s.Window.Failures != 1 {
+	if s := status(t, b, "p"); s.Totals.Failures != 1 || s.Window.Failures != 1 {
 		t.Fatalf("totals %+v window %+v, want one failure", s.Totals, s.Window)
 	}
 	get(t, srv.URL)

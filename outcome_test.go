@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,9 +45,9 @@ func TestStatusClassification(t *testing.T) {
 			want := Totals{}
 			switch tc.want {
 			case Success:
-				want.Success = 1
+				want.Successes = 1
 			case Failure:
-				want.Failure = 1
+				want.Failures = 1
 			}
 			if got != want {
 				t.Fatalf("totals %+v, want %+v", got, want)
@@ -91,7 +92,7 @@ func TestAbortHandlerPanicAfterClientLeftIsExcluded(t *testing.T) {
 
 	// The same abort with the client still there is a failure: the upstream broke.
 	rc.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
-	if s := status(t, b, "p"); s.Totals.Failure != 1 {
+	if s := status(t, b, "p"); s.Totals.Failures != 1 {
 		t.Fatalf("totals %+v, want one failure", s.Totals)
 	}
 }
@@ -125,7 +126,7 @@ func TestClientHangUpIsExcluded(t *testing.T) {
 			<-done
 			waitFor(t, "the outcome", func() bool {
 				s := status(t, b, "p").Totals
-				return s.Excluded+s.Failure+s.Success > 0
+				return s.Excluded+s.Failures+s.Successes > 0
 			})
 			if s := status(t, b, "p"); s.Totals.Excluded != 1 || s.State != StateClosed {
 				t.Fatalf("totals %+v, state %v: want one exclusion and closed", s.Totals, s.State)
@@ -166,9 +167,9 @@ func TestClientHangUpOverHTTP2IsExcluded(t *testing.T) {
 	}
 	waitFor(t, "the outcomes", func() bool {
 		s := status(t, b, "p").Totals
-		return s.Excluded+s.Failure+s.Success == 3
+		return s.Excluded+s.Failures+s.Successes == 3
 	})
-	if s := status(t, b, "p"); s.State != StateClosed || s.Totals.Excluded != 3 || s.Totals.Failure != 0 {
+	if s := status(t, b, "p"); s.State != StateClosed || s.Totals.Excluded != 3 || s.Totals.Failures != 0 {
 		t.Fatalf("after 3 HTTP/2 clients hung up: %v %+v, want closed with 3 excluded", s.State, s.Totals)
 	}
 }
@@ -181,7 +182,7 @@ func TestFailureWrittenBeforeClientLeftStillCounts(t *testing.T) {
 		cancel()
 	}))
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil).WithContext(ctx))
-	if s := status(t, b, "p"); s.Totals.Failure != 1 {
+	if s := status(t, b, "p"); s.Totals.Failures != 1 {
 		t.Fatalf("totals %+v, want one failure", s.Totals)
 	}
 }
@@ -195,7 +196,7 @@ func TestSlowCallIsAFailure(t *testing.T) {
 		if rec := record(h, "/"); rec.Code != 200 {
 			t.Fatalf("status %d, want 200: a slow call still answers", rec.Code)
 		}
-		if s := status(t, b, "p"); s.Totals.Failure != 1 {
+		if s := status(t, b, "p"); s.Totals.Failures != 1 {
 			t.Fatalf("totals %+v, want the slow call counted as a failure", s.Totals)
 		}
 		record(h, "/")
@@ -214,12 +215,12 @@ func TestSlowCallThresholdIsExact(t *testing.T) {
 		}))
 		d.Store(int64(time.Second))
 		record(h, "/")
-		if s := status(t, b, "p"); s.Totals.Success != 1 {
+		if s := status(t, b, "p"); s.Totals.Successes != 1 {
 			t.Fatalf("exactly SlowCall: totals %+v, want a success", s.Totals)
 		}
 		d.Store(int64(time.Second + time.Nanosecond))
 		record(h, "/")
-		if s := status(t, b, "p"); s.Totals.Failure != 1 {
+		if s := status(t, b, "p"); s.Totals.Failures != 1 {
 			t.Fatalf("1ns over SlowCall: totals %+v, want a failure", s.Totals)
 		}
 	})
@@ -261,14 +262,24 @@ func TestHandlerThatWritesNothingIsASuccess(t *testing.T) {
 	if rec.Code != 200 || seen.StatusCode != 0 {
 		t.Fatalf("client got %d, classifier saw status %d; want 200 and 0", rec.Code, seen.StatusCode)
 	}
-	if s := status(t, b, "p"); s.Totals.Success != 1 {
+	if s := status(t, b, "p"); s.Totals.Successes != 1 {
 		t.Fatalf("totals %+v, want one success", s.Totals)
 	}
 }
 
 func TestEachOutcomeIsCountedAsItsOwnResult(t *testing.T) {
-	for _, o := range []Outcome{Success, Failure, Excluded} {
-		if got := results[tallyOf[o]-tallySuccess].name; got != o.String() {
+	for _, o := range []Outcome{Success, Failure, Excluded, UpstreamFailure} {
+		v := verdict{outcome: o}
+		if o == UpstreamFailure {
+			v = verdict{outcome: Excluded, blamed: true}
+		}
+		kind, got := countOf(v), ""
+		for _, r := range results {
+			if slices.Contains(r.kinds, kind) {
+				got = r.name
+			}
+		}
+		if got != o.String() {
 			t.Errorf("%v is counted as %q", o, got)
 		}
 	}
@@ -277,7 +288,7 @@ func TestEachOutcomeIsCountedAsItsOwnResult(t *testing.T) {
 func TestClassifierOutcomeOutOfRangeIsAFailure(t *testing.T) {
 	b, _ := newSet(t, WithClassifier(func(Call) Outcome { return Outcome(9) }))
 	record(b.Middleware("p")(newStatusHandler(200)), "/")
-	if s := status(t, b, "p"); s.Totals.Failure != 1 || s.Window.Failures != 1 {
+	if s := status(t, b, "p"); s.Totals.Failures != 1 || s.Window.Failures != 1 {
 		t.Fatalf("totals %+v window %+v, want the unknown outcome counted as one failure", s.Totals, s.Window)
 	}
 }

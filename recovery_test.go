@@ -298,16 +298,19 @@ func TestCooldownIsExactlyOpenFor(t *testing.T) {
 		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: 30 * time.Second}))
 		h := b.Middleware("p")(newStatusHandler(500))
 		record(h, "/")
-		time.Sleep(30 * time.Second)
-		if st := b.State("p"); st != StateOpen {
-			t.Fatalf("at exactly OpenFor: state %v, want open", st)
+		time.Sleep(30*time.Second - time.Nanosecond)
+		if s := status(t, b, "p"); s.State != StateOpen || s.RetryAfter != time.Nanosecond {
+			t.Fatalf("a nanosecond before OpenFor: state %v, RetryAfter %v; want open, 1ns", s.State, s.RetryAfter)
 		}
 		if rec := record(h, "/"); rec.Header().Get("Retry-After") != "1" {
 			t.Fatalf("Retry-After %q at the end of the cooldown, want the minimum 1", rec.Header().Get("Retry-After"))
 		}
 		time.Sleep(time.Nanosecond)
-		if st := b.State("p"); st != StateHalfOpen {
-			t.Fatalf("just after OpenFor: state %v, want half_open", st)
+		// At exactly OpenFor the cooldown is over: half-open, never open
+		// with nothing left to wait.
+		if s := status(t, b, "p"); s.State != StateHalfOpen || s.RetryAfter != 0 || s.Since != s.HistorySince.Add(30*time.Second) {
+			t.Fatalf("at exactly OpenFor: state %v, RetryAfter %v, since %v; want half_open, 0, dated at OpenFor",
+				s.State, s.RetryAfter, s.Since.Sub(s.HistorySince))
 		}
 	})
 }
@@ -325,7 +328,7 @@ func TestCooldownDoublesWithJitterUpToMaxOpenForAndResetsOnClose(t *testing.T) {
 			t.Fatalf("first cooldown %v, want %v", cooldown, openFor)
 		}
 		for i, nominal := range []time.Duration{20 * time.Second, 40 * time.Second, 60 * time.Second, 60 * time.Second} {
-			time.Sleep(cooldown)
+			time.Sleep(cooldown - time.Nanosecond)
 			if st := b.State("p"); st != StateOpen {
 				t.Fatalf("cooldown %d: state %v at its last instant, want open", i, st)
 			}
@@ -371,7 +374,7 @@ func TestMaxOpenForOffKeepsCooldownAtOpenFor(t *testing.T) {
 }
 
 func TestBackoffDoublesUpToMaxOpenFor(t *testing.T) {
-	br := &breaker{policy: Policy{OpenFor: time.Second, MaxOpenFor: 5 * time.Second}}
+	br := &breaker{policy: &Policy{OpenFor: time.Second, MaxOpenFor: 5 * time.Second}}
 	for _, tc := range []struct{ last, want time.Duration }{
 		{time.Second, 2 * time.Second},
 		{2 * time.Second, 4 * time.Second},
@@ -389,7 +392,7 @@ func TestBackoffDoublesUpToMaxOpenFor(t *testing.T) {
 }
 
 func TestJitterTakesUpToAFifthAndNeverGoesBelowOpenFor(t *testing.T) {
-	br := &breaker{policy: Policy{OpenFor: time.Second}}
+	br := &breaker{policy: &Policy{OpenFor: time.Second}}
 	var lo, hi time.Duration = time.Hour, 0
 	for range 10000 {
 		got := br.jitter(10 * time.Second)
@@ -483,14 +486,14 @@ func TestHungProbeTimesOutReopensWithBackoffAndIsCountedOnce(t *testing.T) {
 		time.Sleep(10*time.Second + 1)
 		go record(h, "/") // the probe hangs
 		synctest.Wait()
-		time.Sleep(5 * time.Second) // at its deadline: still half-open, rejecting
+		time.Sleep(5*time.Second - time.Nanosecond) // just before its deadline: still half-open, rejecting
 		if rec := record(h, "/"); rec.Code != 503 || !strings.Contains(rec.Body.String(), `"state":"half_open"`) {
-			t.Fatalf("at the deadline: %d %s, want a half-open rejection", rec.Code, rec.Body)
+			t.Fatalf("before the deadline: %d %s, want a half-open rejection", rec.Code, rec.Body)
 		}
 		time.Sleep(time.Nanosecond)
-		rec := record(h, "/") // past it: the probe failed, and the breaker is open again
+		rec := record(h, "/") // at it: the probe failed, and the breaker is open again
 		if rec.Code != 503 || !strings.Contains(rec.Body.String(), `"state":"open"`) {
-			t.Fatalf("past the deadline: %d %s, want an open rejection", rec.Code, rec.Body)
+			t.Fatalf("at the deadline: %d %s, want an open rejection", rec.Code, rec.Body)
 		}
 		synctest.Wait() // the alarm may have judged the probe: its record is queued
 		s := status(t, b, "p")
@@ -505,7 +508,7 @@ func TestHungProbeTimesOutReopensWithBackoffAndIsCountedOnce(t *testing.T) {
 		}
 		hung.free() // the probe's own 200 comes late: it must not count
 		synctest.Wait()
-		if s := status(t, b, "p"); s.Totals.Failure != 2 || s.Totals.Success != 0 || s.State != StateOpen {
+		if s := status(t, b, "p"); s.Totals.Failures != 2 || s.Totals.Successes != 0 || s.State != StateOpen {
 			t.Fatalf("after the late answer: %v with totals %+v, want open with 2 failures and no success", s.State, s.Totals)
 		}
 		time.Sleep(20 * time.Second)
@@ -546,7 +549,7 @@ func TestStreamingProbeThatAnsweredSucceedsAtItsDeadline(t *testing.T) {
 		}
 		stream.free()
 		synctest.Wait()
-		if s := status(t, b, "p"); s.Totals.Success != 1 {
+		if s := status(t, b, "p"); s.Totals.Successes != 1 {
 			t.Fatalf("totals %+v, want the stream counted once, as a success", s.Totals)
 		}
 	})
@@ -633,7 +636,7 @@ func TestGoexitInAProbeFailsItAndFreesTheKey(t *testing.T) {
 		}()
 		<-done
 		s := status(t, b, "p")
-		if s.State != StateOpen || s.Totals.Failure != 2 || s.Window.InFlight != 0 {
+		if s.State != StateOpen || s.Totals.Failures != 2 || s.Window.InFlight != 0 {
 			t.Fatalf("after a probe's Goexit: %v, totals %+v, in flight %d; want open again, 2 failures, none in flight",
 				s.State, s.Totals, s.Window.InFlight)
 		}
@@ -726,7 +729,7 @@ func TestHalfOpenRoundUnderStress(t *testing.T) {
 	close(stop)
 	readers.Wait()
 	s := status(t, b, "p")
-	counted := s.Totals.Success + s.Totals.Failure + s.Totals.Excluded + s.Totals.Rejected
+	counted := s.Totals.Successes + s.Totals.Failures + s.Totals.Excluded + s.Totals.Rejected
 	if counted != sent.Load() {
 		t.Errorf("%d requests counted (%+v), %d sent: each must be counted once", counted, s.Totals, sent.Load())
 	}

@@ -130,7 +130,7 @@ func TestNestedBreakerRejectionIsNotAFailureOutside(t *testing.T) {
 			t.Fatalf("status %d, want the inner breaker's 503", rec.Code)
 		}
 	}
-	if s := status(t, b, "outer"); s.Totals.Excluded != 10 || s.Totals.Failure != 2 {
+	if s := status(t, b, "outer"); s.Totals.Excluded != 10 || s.Totals.Failures != 2 {
 		t.Fatalf("outer totals %+v, want the 10 inner rejections excluded", s.Totals)
 	}
 	if st := b.State("outer"); st != StateClosed {
@@ -221,7 +221,7 @@ func TestNestedRejectionThroughAWriterWithoutUnwrapIsNotAFailureOutside(t *testi
 			t.Fatalf("status %d, want the inner breaker's 503", rec.Code)
 		}
 	}
-	if s := status(t, b, "outer"); s.Totals.Excluded != 10 || s.Totals.Failure != 2 || s.State != StateClosed {
+	if s := status(t, b, "outer"); s.Totals.Excluded != 10 || s.Totals.Failures != 2 || s.State != StateClosed {
 		t.Fatalf("outer: %v with totals %+v, want closed with the 10 inner rejections excluded", s.State, s.Totals)
 	}
 }

@@ -112,9 +112,10 @@ type Status struct {
 	// FleetHold is set while the fleet holds the key open or half-open
 	// (with shared state): why, and which replica made the hold.
 	FleetHold *FleetHold `json:"fleet_hold,omitempty"`
-	// LastTrip is what last opened the breaker from closed, nil if nothing
-	// has since it was made or Reset.
-	LastTrip *Trip `json:"last_trip,omitempty"`
+	// LastTrip is what last opened the breaker from closed (or
+	// recovering), by its own window or the fleet's, nil if nothing has
+	// since it was made or Reset.
+	LastTrip *Transition `json:"last_trip,omitempty"`
 	// Window holds the outcomes the trip conditions look at: those in the
 	// rolling window while closed or recovering, those of the probes while
 	// half-open, none while open. JSON adds its failure_rate.
@@ -203,16 +204,19 @@ func (c Counts) SlowCallRate() float64 {
 // breaker is counted once, under the one result that describes it: with
 // SlowCallRate, a slow call is counted as Slow, whether it succeeded or
 // failed.
+//
+// Its fields are named as Counts' are; its JSON names are requests_total's
+// results.
 type Totals struct {
-	Success     uint64 `json:"success"`
-	Failure     uint64 `json:"failure"`
+	Successes   uint64 `json:"success"`
+	Failures    uint64 `json:"failure"`
 	Excluded    uint64 `json:"excluded"`
 	Slow        uint64 `json:"slow"`
 	Rejected    uint64 `json:"rejected"`
 	WouldReject uint64 `json:"would_reject"`
-	// UpstreamFailure counts failures blamed on an upstream
+	// UpstreamFailures counts failures blamed on an upstream
 	// (UpstreamFailure), which count in no window.
-	UpstreamFailure uint64 `json:"upstream_failure"`
+	UpstreamFailures uint64 `json:"upstream_failure"`
 }
 
 // State returns key's current state. A key that has no breaker (yet) is
@@ -225,19 +229,28 @@ func (b *Breakers) State(key string) State {
 	return StateClosed
 }
 
-// keyStatus describes br now.
+// keyStatus describes br now: one moment, under its mu, so that the state,
+// its RetryAfter and the window agree.
 func keyStatus(br *breaker) Status {
-	st := br.state()
+	now := br.clock.now()
+	br.mu.Lock()
+	br.moveOnLocked(now)
+	defer br.unlock()
+	st := br.viewLocked().shown
+	all := br.counters.all()
 	s := Status{
 		Key:      br.key,
 		State:    st,
 		Mode:     br.mode,
-		Since:    br.clock.epoch.Add(time.Duration(br.since.Load())),
+		Since:    br.clock.at(br.history.since),
 		Side:     sideNames[br.sides.Load()&(sideServer|sideClient)],
-		Totals:   totalsOf(br),
-		Policy:   br.policy,
-		LastTrip: br.lastTrip.Load(),
+		Totals:   totalsOf(&all),
+		Policy:   *br.policy,
 		BlamedOn: br.blame.blamed(),
+	}
+	if t := br.history.lastTrip; t != nil {
+		trip := *t
+		s.LastTrip = &trip
 	}
 	if deps := br.blame.dependentKeys(); deps != nil {
 		s.Dependents = slices.Clone(deps)
@@ -252,7 +265,7 @@ func keyStatus(br *breaker) Status {
 	ph := br.phase.Load()
 	switch {
 	case ph == nil || ph.state == StateRecovering:
-		c := br.win.Load().counts(br.clock.now())
+		c := br.window.counts(now)
 		s.Window = Counts{
 			Successes:            sat32(c.success),
 			Failures:             sat32(c.failure),
@@ -260,56 +273,49 @@ func keyStatus(br *breaker) Status {
 			Slow:                 sat32(c.slow),
 			ConsecutiveSuccesses: c.consecutiveSuccesses,
 			ConsecutiveFailures:  c.consecutive,
-			InFlight:             sat32(br.inFlight()),
+			InFlight:             sat32(br.inFlight(&all)),
 		}
 	case ph.state == StateHalfOpen:
 		r := ph.round
 		probesFull = r.taken.Load() >= r.slots
-		ok, failed := r.succeeded.Load(), r.failed.Load()
 		s.Window = Counts{
-			Successes: uint32(ok),
-			Failures:  uint32(failed),
-			Excluded:  r.excluded.Load(),
-			InFlight:  uint32(max(r.taken.Load()-ok-failed, 0)),
+			Successes: uint32(r.succeeded),
+			Failures:  uint32(r.failed),
+			Excluded:  r.excluded,
+			InFlight:  uint32(max(r.taken.Load()-r.succeeded-r.failed, 0)),
 		}
-		if failed == 0 {
-			s.Window.ConsecutiveSuccesses = uint32(ok)
+		if r.failed == 0 {
+			s.Window.ConsecutiveSuccesses = uint32(r.succeeded)
 		}
-	case ph.state == StateOpen && st == StateOpen:
-		s.RetryAfter = time.Duration(max(ph.until-br.clock.now(), 0))
+	case st == StateOpen:
+		s.RetryAfter = time.Duration(ph.until - now)
 	}
-	if kf, ok := br.fleet.(*keyFleet); ok {
-		if h, fst, held := kf.held(br, br.clock.now()); held && st == fst {
+	if kf := br.fleet; kf != nil {
+		if h := kf.hold.Load(); h != nil {
 			s.FleetHold = &FleetHold{Reason: h.why, Replica: h.replica}
 			s.Window = Counts{}
-			if fst == StateOpen {
-				s.RetryAfter = time.Duration(max(h.until-br.clock.now(), 0))
+			probesFull = h.halfOpen.Load()
+			if st == StateOpen {
+				s.RetryAfter = time.Duration(h.until - now)
 			}
-			probesFull = fst == StateHalfOpen
 		}
-	}
-	if st == StateForcedOpen {
-		_, s.RetryAfter, _ = br.forced()
 	}
 	if o := br.override.Load(); o != nil {
 		s.ForcedBy = o.by
+		if o.state == StateForcedOpen && o.until != 0 {
+			s.RetryAfter = time.Duration(o.until - now)
+		}
 	}
 	s.Rejecting = st == StateForcedOpen || br.mode == ModeEnforce &&
 		(st == StateOpen || st == StateRecovering || st == StateHalfOpen && probesFull)
 	return s
 }
 
-// totalsOf returns br's requests by result.
-func totalsOf(br *breaker) Totals {
-	t := br.tallies
-	return Totals{
-		Success:     t.sum(tallySuccess),
-		Failure:     t.sum(tallyFailure),
-		Excluded:    t.sum(tallyExcluded),
-		Slow:        t.sum(tallySlow),
-		Rejected:    t.sum(tallyRejected),
-		WouldReject: t.sum(tallyWouldReject),
-
-		UpstreamFailure: t.sum(tallyUpstream),
+// totalsOf returns the totals of a breaker's counters.
+func totalsOf(all *[numCounts]uint64) Totals {
+	var r [len(results)]uint64
+	for i, res := range results {
+		r[i] = res.of(all)
 	}
+	return Totals{Successes: r[0], Failures: r[1], Excluded: r[2], Slow: r[3], Rejected: r[4], WouldReject: r[5], UpstreamFailures: r[6]}
 }

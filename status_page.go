@@ -273,7 +273,7 @@ func cause(s Status, now time.Time) string {
 	if t.Fleet {
 		prefix += " fleet-wide (replica " + t.Replica + ")"
 	}
-	return fmt.Sprintf("%s %s ago: %s", prefix, roughly(now.Sub(t.At)), what)
+	return fmt.Sprintf("%s %s ago: %s", prefix, roughly(now.Sub(t.Time)), what)
 }
 
 // plural says n things in English: "1 failure", "3 failures".

@@ -640,14 +640,14 @@ func TestStatusPageSpeaksEnglish(t *testing.T) {
 		}
 	}
 	now := time.Now()
-	trip := &Trip{At: now.Add(-2 * time.Minute), Reason: ReasonFailureRate, Failures: 6, Successes: 4}
+	trip := &Transition{Time: now.Add(-2 * time.Minute), Reason: ReasonFailureRate, Failures: 6, Successes: 4}
 	for _, tc := range []struct {
 		s    Status
 		want string
 	}{
 		{Status{State: StateOpen, LastTrip: trip}, "tripped 2m0s ago: 6 of 10 failed (60%)"},
 		{Status{State: StateClosed, LastTrip: trip}, "last tripped 2m0s ago: 6 of 10 failed (60%)"},
-		{Status{State: StateOpen, LastTrip: &Trip{At: now, Reason: ReasonConsecutiveFailures, ConsecutiveFailures: 5}}, "tripped 0s ago: 5 failures in a row"},
+		{Status{State: StateOpen, LastTrip: &Transition{Time: now, Reason: ReasonConsecutiveFailures, ConsecutiveFailures: 5}}, "tripped 0s ago: 5 failures in a row"},
 		{Status{State: StateForcedOpen, ForcedBy: "status page from 10.0.0.7:5123", LastTrip: trip}, "forced by status page from 10.0.0.7:5123"},
 		{Status{State: StateClosed}, ""},
 	} {

@@ -129,7 +129,7 @@ func TestStatusReportsSinceAndRetryAfter(t *testing.T) {
 		if !s.Since.Equal(tripped) || s.RetryAfter != 20*time.Second {
 			t.Fatalf("open: since %v retry %v, want %v and 20s", s.Since, s.RetryAfter, tripped)
 		}
-		if s.Totals.Failure != 2 || s.Window != (Counts{}) {
+		if s.Totals.Failures != 2 || s.Window != (Counts{}) {
 			t.Fatalf("open: totals %+v window %+v, want 2 failures in totals and a fresh window", s.Totals, s.Window)
 		}
 	})

@@ -183,7 +183,7 @@ func TestEarlyHintsThen503CountsAs503(t *testing.T) {
 	if len(informational) != 1 || informational[0] != 103 || resp.StatusCode != 503 {
 		t.Fatalf("client saw 1xx %v then %d, want [103] then 503", informational, resp.StatusCode)
 	}
-	if s := status(t, b, "p"); s.Totals.Failure != 1 {
+	if s := status(t, b, "p"); s.Totals.Failures != 1 {
 		t.Fatalf("totals %+v, want the 503 counted as a failure", s.Totals)
 	}
 }
@@ -218,7 +218,7 @@ func TestServerSentEventsArriveOneByOne(t *testing.T) {
 		next <- struct{}{}
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
-	waitFor(t, "the stream's outcome", func() bool { return status(t, b, "events").Totals.Success == 1 })
+	waitFor(t, "the stream's outcome", func() bool { return status(t, b, "events").Totals.Successes == 1 })
 }
 
 // The websocket test speaks RFC 6455 by hand, to keep the library free of
@@ -367,7 +367,7 @@ func TestReadFromServesAFileThroughTheMiddleware(t *testing.T) {
 	if !viaReadFrom {
 		t.Fatal("the handler's writer is not an io.ReaderFrom: io.Copy cannot reach sendfile")
 	}
-	if s := status(t, b, "files"); s.Totals.Success != 1 {
+	if s := status(t, b, "files"); s.Totals.Successes != 1 {
 		t.Fatalf("totals %+v, want one success", s.Totals)
 	}
 }

@@ -85,7 +85,7 @@ func TestTransportTripsAndRejectsWithoutTouchingTheNetwork(t *testing.T) {
 	if n := up.hits.Load(); n != 3 {
 		t.Fatalf("the upstream got %d requests, want the 3 before the trip", n)
 	}
-	if s := status(t, b, "git"); s.Side != "client" || s.Totals.Rejected != 5 || s.Totals.Failure != 3 {
+	if s := status(t, b, "git"); s.Side != "client" || s.Totals.Rejected != 5 || s.Totals.Failures != 3 {
 		t.Fatalf("status %+v, want a client key with 3 failures and 5 rejections", s)
 	}
 }
@@ -124,7 +124,7 @@ func TestUpstream4xxNeverTrips(t *testing.T) {
 			}
 		}
 	}
-	if s := status(t, b, "git"); s.State != StateClosed || s.Totals.Success != 18 {
+	if s := status(t, b, "git"); s.State != StateClosed || s.Totals.Successes != 18 {
 		t.Fatalf("after 18 4xx answers: %v with totals %+v, want closed with 18 successes", s.State, s.Totals)
 	}
 }
@@ -201,7 +201,7 @@ func TestCallerCancelIsExcluded(t *testing.T) {
 			t.Fatalf("err %v, want context.Canceled", err)
 		}
 	}
-	if s := status(t, b, "up"); s.State != StateClosed || s.Totals.Excluded != 3 || s.Totals.Failure != 0 {
+	if s := status(t, b, "up"); s.State != StateClosed || s.Totals.Excluded != 3 || s.Totals.Failures != 0 {
 		t.Fatalf("after 3 calls the caller canceled: %v %+v, want closed with 3 excluded", s.State, s.Totals)
 	}
 }
@@ -269,7 +269,7 @@ func TestStreamingResponseArrivesAsItIsWritten(t *testing.T) {
 	defer resp.Body.Close()
 	// RoundTrip returned at the headers: the outcome is recorded already,
 	// while the body is still streaming.
-	if s := status(t, b, "events"); s.Totals.Success != 1 {
+	if s := status(t, b, "events"); s.Totals.Successes != 1 {
 		t.Fatalf("totals %+v when the headers arrived, want the call recorded", s.Totals)
 	}
 	r := bufio.NewReader(resp.Body)
@@ -316,7 +316,7 @@ func TestUpgradeThroughTheTransportKeepsAReadWriteCloser(t *testing.T) {
 	if line, err := bufio.NewReader(rwc).ReadString('\n'); line != "ping\n" || err != nil {
 		t.Fatalf("echo %q %v", line, err)
 	}
-	if s := status(t, b, "echo"); s.Totals.Success != 1 {
+	if s := status(t, b, "echo"); s.Totals.Successes != 1 {
 		t.Fatalf("totals %+v, want the upgrade counted as a success", s.Totals)
 	}
 }
@@ -549,7 +549,7 @@ func TestAFanOutThatCancelsItsSiblingsLeavesTheUpstreamClosed(t *testing.T) {
 					t.Fatalf("a sibling's call ended with %v, want the group's cancellation", err)
 				}
 			}
-			if s := status(t, b, "inventory"); s.State != StateClosed || s.Totals.Failure != 0 || s.Totals.Excluded != 10 {
+			if s := status(t, b, "inventory"); s.State != StateClosed || s.Totals.Failures != 0 || s.Totals.Excluded != 10 {
 				t.Fatalf("after the group canceled 10 calls: %v %+v, want closed with 10 excluded", s.State, s.Totals)
 			}
 		})
@@ -579,7 +579,7 @@ func TestCallersThatCancelWithACauseAreExcluded(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if s := status(t, b, "inventory"); s.State != StateClosed || s.Totals.Failure != 0 || s.Totals.Excluded != 50 {
+			if s := status(t, b, "inventory"); s.State != StateClosed || s.Totals.Failures != 0 || s.Totals.Excluded != 50 {
 				t.Fatalf("after 50 callers canceled with a cause: %v %+v, want closed with 50 excluded", s.State, s.Totals)
 			}
 		})
@@ -607,7 +607,7 @@ func TestABaseThatAnswersNothingFailsWithAnErrorNamingTheKey(t *testing.T) {
 			}
 		}
 	}
-	if s := status(t, b, "payments"); s.State != StateOpen || s.Totals.Failure != 4 || s.Totals.Success != 0 {
+	if s := status(t, b, "payments"); s.State != StateOpen || s.Totals.Failures != 4 || s.Totals.Successes != 0 {
 		t.Fatalf("after 4 calls answered with nothing: %v %+v, want open after 4 failures", s.State, s.Totals)
 	}
 }

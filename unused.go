@@ -19,7 +19,8 @@ const unusedKeyGrace = time.Minute
 // cancels the look.
 func (b *Breakers) watchUnusedKeys() {
 	if len(b.cfg.Keys) > 0 {
-		b.alarm.set(int64(unusedKeyGrace), b.logUnusedKeys)
+		b.unusedLook = newAlarmEntry(func(int64) { b.logUnusedKeys() })
+		b.alarm.set(&b.unusedLook, int64(unusedKeyGrace))
 	}
 }
 
@@ -49,7 +50,7 @@ func (b *Breakers) logUnusedKeys() {
 		if near := closestKey(key, used); near != "" {
 			args = append(args, "did_you_mean", near)
 		}
-		b.notifications.log(slog.LevelWarn, "circuit breaker policy names a key that nothing uses: no Middleware or "+
+		b.notifier.log(slog.LevelWarn, "circuit breaker policy names a key that nothing uses: no Middleware or "+
 			"Transport wires it and no request or Do call has chosen it, so its policy guards nothing (a typo?)", args...)
 	}
 }

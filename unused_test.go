@@ -34,7 +34,7 @@ func TestAKeyPolicyNobodyUsesShowsOnTheStatusPage(t *testing.T) {
 		t.Errorf("the JSON lacks the unused key: %s", js)
 	}
 	record(b.KeyedMiddleware(func(*http.Request) string { return "paymnets" })(newStatusHandler(200)), "/")
-	if s := status(t, b, "paymnets"); s.Side != "server" || s.Totals.Success != 1 {
+	if s := status(t, b, "paymnets"); s.Side != "server" || s.Totals.Successes != 1 {
 		t.Errorf("once used: %+v", s)
 	}
 }

@@ -51,7 +51,7 @@ func TestTheOrdersAPIAnswersFromItsCacheWhileTheDatabaseIsDownAndItsOwnBreakerSt
 
 	expect("GET", "/api/orders/1", 200, "")
 	expect("GET", "/api/orders/42", 404, "") // no rows: an answer of the database's, not a failure
-	if st := status("orders-db"); st.Totals.Success != 2 || st.Side != "client" {
+	if st := status("orders-db"); st.Totals.Successes != 2 || st.Side != "client" {
 		t.Fatalf("orders-db: %+v, want a client key with 2 successes", st)
 	}
 
@@ -69,7 +69,7 @@ func TestTheOrdersAPIAnswersFromItsCacheWhileTheDatabaseIsDownAndItsOwnBreakerSt
 		t.Fatalf("orders-db: %v, want open", st.State)
 	}
 	orders := status("orders")
-	if orders.State != httpbreaker.StateClosed || orders.Totals.Failure != 0 || orders.BlamedOn["orders-db"] != 4 {
+	if orders.State != httpbreaker.StateClosed || orders.Totals.Failures != 0 || orders.BlamedOn["orders-db"] != 4 {
 		t.Fatalf("orders: %v %+v blamed on %v, want closed, its 4 failures blamed on orders-db",
 			orders.State, orders.Totals, orders.BlamedOn)
 	}

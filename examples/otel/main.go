@@ -68,7 +68,7 @@ func stateChangeSpans(tracer trace.Tracer) func(httpbreaker.Event) {
 			attrs = append(attrs,
 				attribute.Int("httpbreaker.failures", int(e.Failures)),
 				attribute.Int("httpbreaker.successes", int(e.Successes)),
-				attribute.Float64("httpbreaker.failure_rate", e.FailureRate))
+				attribute.Float64("httpbreaker.failure_rate", e.FailureRate()))
 		}
 		if e.OpenFor > 0 {
 			attrs = append(attrs, attribute.Int64("httpbreaker.open_for_ms", e.OpenFor.Milliseconds()))

@@ -139,7 +139,7 @@ func (d *demo) statusPage() error {
 			since = fmt.Sprintf("%.1fs, after %d state changes", s.Since.Sub(d.start).Seconds(), n)
 		}
 		d.printf("  %-11s %-7s since %-32s %4d succeeded, %3d failed, %3d rejected", s.Key, s.State,
-			since, s.Totals.Success, s.Totals.Failure, s.Totals.Rejected)
+			since, s.Totals.Successes, s.Totals.Failures, s.Totals.Rejected)
 		for up, n := range s.BlamedOn {
 			d.printf(", %d blamed on %s", n, up)
 		}

@@ -1,0 +1,198 @@
+package httpbreaker
+
+import (
+	"time"
+)
+
+// This file is a breaker's admission path, which every side shares: admit
+// decides whether a call may run, done records how an admitted one ended.
+// A state forced by ForceOpen or ForceClose decides first; it is here too.
+
+// ticket is an admitted call: what done needs to record it. It is a value,
+// so that admitting a call allocates nothing.
+type ticket struct {
+	gen   uint32      // a closed or recovering call: the start of the window it counts in; 0 otherwise
+	line  uint32      // the stripe its counters add to
+	phase *phase      // a probe of the breaker's own: the half-open phase it probes
+	probe *probe      // a probe, of the breaker or the fleet
+	lease *fleetLease // a probe of the fleet's: the lease that admitted it
+}
+
+// admission says what admit decided.
+type admission struct {
+	decision decision
+	state    State         // the state that turned the call away
+	retry    time.Duration // how long until calls are admitted again
+}
+
+// decision is what admit decided to do with a call.
+type decision uint8
+
+const (
+	// admitCall: the breaker admits the call; the caller runs it and calls
+	// done.
+	admitCall decision = iota
+	// rejectCall: the call must not run; the caller answers with the
+	// rejection.
+	rejectCall
+	// passCall: the breaker does not track the call, which goes ahead
+	// untracked: the mode is disabled, or the breaker only observes (observe
+	// mode, ForceClose) and would have rejected it.
+	passCall
+)
+
+// admit asks the breaker to admit one call, and returns the ticket to
+// record it with if it does.
+func (br *breaker) admit() (ticket, admission) {
+	if br.override.Load() != nil || br.phase.Load() != nil || br.fleet != nil && br.fleet.holds() || br.mode != ModeEnforce {
+		return br.admitSlow()
+	}
+	// Closed and enforcing: the common case.
+	i := br.counters.line()
+	br.counters.add(countAdmitted, i)
+	return ticket{gen: br.window.gen.Load(), line: i}, admission{}
+}
+
+// admitSlow is admit when the breaker is not simply closed.
+func (br *breaker) admitSlow() (ticket, admission) {
+	for {
+		now := br.clock.now()
+		if br.dueAt() <= now {
+			br.catchUp(now)
+		}
+		observe := br.mode == ModeObserve
+		if o := br.override.Load(); o != nil {
+			if o.until != 0 && o.until <= now {
+				continue // ran out meanwhile
+			}
+			if o.state == StateForcedOpen { // a manual kill switch, in every mode
+				left := br.policy.OpenFor
+				if o.until != 0 {
+					left = time.Duration(o.until - now)
+				}
+				return ticket{}, br.refuse(StateForcedOpen, left, false)
+			}
+			observe = true // forced closed: never reject
+		}
+		if br.mode == ModeDisabled {
+			return ticket{}, admission{decision: passCall}
+		}
+		if kf := br.fleet; kf != nil {
+			if h := kf.hold.Load(); h != nil {
+				t, a, ok := kf.admit(br, h, observe, now)
+				if !ok {
+					continue
+				}
+				return t, a
+			}
+		}
+		ph := br.phase.Load()
+		if ph == nil {
+			return br.admitted(ticket{gen: br.window.gen.Load()})
+		}
+		if ph.dueAt() <= now {
+			continue // its time came meanwhile
+		}
+		switch ph.state {
+		case StateOpen:
+			return ticket{}, br.refuse(StateOpen, time.Duration(ph.until-now), observe)
+		case StateHalfOpen:
+			if !ph.round.take() {
+				// A probe judged meanwhile may have moved the phase on or
+				// freed a slot.
+				if br.phase.Load() != ph || ph.round.taken.Load() < ph.round.slots {
+					continue
+				}
+				return ticket{}, br.refuse(StateHalfOpen, 0, observe)
+			}
+			if br.phase.Load() != ph { // the round ended while we took a slot
+				ph.round.taken.Add(-1)
+				continue
+			}
+			return br.admitted(ticket{phase: ph, probe: br.startProbe(ph, now)})
+		default: // StateRecovering
+			if !ph.rampAdmits(now) {
+				return ticket{}, br.refuse(StateRecovering, 0, observe)
+			}
+			return br.admitted(ticket{gen: br.window.gen.Load()})
+		}
+	}
+}
+
+// admitted counts t's call as admitted.
+func (br *breaker) admitted(t ticket) (ticket, admission) {
+	t.line = br.counters.line()
+	br.counters.add(countAdmitted, t.line)
+	return t, admission{}
+}
+
+// refuse counts a call the breaker did not admit: as rejected, or as
+// would_reject when it only observes and lets the call pass.
+func (br *breaker) refuse(st State, retry time.Duration, observe bool) admission {
+	if observe {
+		br.counters.add(countWouldReject, br.counters.line())
+		return admission{decision: passCall, state: st, retry: retry}
+	}
+	br.counters.add(countRejected, br.counters.line())
+	return admission{decision: rejectCall, state: st, retry: retry}
+}
+
+// done records how the call that t admitted ended, at now (ns since the
+// epoch): in the window it counts in, or as the probe it was.
+func (br *breaker) done(t ticket, v verdict, now int64) {
+	// An upstream's Retry-After first: the outcome may trip the breaker.
+	if v.retryAfter > 0 {
+		br.noteUpstreamRetry(v, now)
+	}
+	kind := countOf(v)
+	switch {
+	case t.phase != nil:
+		br.settle(t.phase, t.probe, v, kind, t.line, now) // counts it, unless its deadline did
+	case t.lease != nil:
+		br.window.apart(kind, t.line)
+		br.fleet.probed(br, t.lease, v)
+	case t.gen != 0 && t.gen == br.window.gen.Load():
+		if why, tripped := br.window.add(v, kind, t.line, now); tripped {
+			br.trip(t.gen, why)
+		}
+	default: // admitted before the window started anew
+		br.window.apart(kind, t.line)
+	}
+	if v.outcome == Failure && br.fleet != nil {
+		br.fleet.failed(br.counters.approx(countFailure))
+	}
+}
+
+// countOf is the counter a verdict adds to.
+func countOf(v verdict) int {
+	switch {
+	case v.blamed:
+		return countUpstream
+	case v.slow && v.outcome == Success:
+		return countSlowSuccess
+	case v.slow && v.outcome == Failure:
+		return countSlowFailure
+	case v.outcome == Success:
+		return countSuccess
+	case v.outcome == Failure:
+		return countFailure
+	}
+	return countExcluded
+}
+
+// override is a state forced by ForceOpen or ForceClose.
+type override struct {
+	state State
+	until int64  // 0: until Release
+	by    string // who forced it
+	fleet bool   // read from the fleet's shared state
+}
+
+// expireLocked ends the timed forced state o, whose time ran out: the key
+// goes back to the state underneath, dated when it ran out. br.mu must be
+// held.
+func (br *breaker) expireLocked(o *override) {
+	before := br.viewLocked()
+	br.override.Store(nil)
+	br.told(o.until, before, Transition{Reason: ReasonExpiry})
+}

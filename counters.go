@@ -1,0 +1,298 @@
+package httpbreaker
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// This file is what a breaker counts of its calls, for its life: one
+// counter per result. The window (window.go) reads the outcomes it judges
+// from them, the metrics and Status their totals, the fleet what to send.
+// See docs/design/closed-path.md for the measurements behind it.
+//
+// A key starts compact: one block of counters that a call adds to with a
+// compare-and-swap, which tells when another core added at the same moment.
+// A key that contends so (a hot key on several cores) is promoted to
+// stripes, a pair of cache lines per P, each written by one core; a key that
+// goes cold again is demoted at a roll of its window and its stripes are
+// freed. So a key costs one block, whatever GOMAXPROCS is, until it is hot.
+
+// Small structs that every request reads (a wired handler, its key's
+// reference) are padded to one cache line on 64-bit ports: made once, they
+// land in the 64-byte size class, whose objects each have a line of their
+// own. Otherwise an object that another core writes on every request could
+// share the line (a per-request value of another package, a benchmark's
+// loop counter), and make each read a cache miss. TestHotStructsFillALine
+// holds them to it.
+
+// The results a breaker counts, indexed into a block of counters.
+const (
+	countAdmitted    = iota // calls admitted, on every path
+	countSuccess            // successes
+	countFailure            // failures
+	countExcluded           // outcomes that count nowhere
+	countSlowSuccess        // with SlowCallRate, slow calls that succeeded
+	countSlowFailure        // with SlowCallRate, slow calls that failed
+	countUpstream           // failures blamed on an upstream (blame.go)
+	countRejected           // calls the breaker turned away
+	countWouldReject        // calls it let through in observe mode, or forced closed
+	numCounts
+)
+
+// results are the results of requests_total and Totals, and the counters
+// each adds up: the one table from a breaker's counters to what users see.
+var results = [...]result{
+	{name: "success", kinds: []int{countSuccess}},
+	{name: "failure", kinds: []int{countFailure}},
+	{name: "excluded", kinds: []int{countExcluded}},
+	{name: "slow", kinds: []int{countSlowSuccess, countSlowFailure}, slow: true},
+	{name: "rejected", kinds: []int{countRejected}},
+	{name: "would_reject", kinds: []int{countWouldReject}},
+	{name: "upstream_failure", kinds: []int{countUpstream}, upstream: true},
+}
+
+// result is one result and its counters.
+type result struct {
+	name           string
+	kinds          []int
+	slow, upstream bool // shown only for keys that count slow calls apart / call upstreams
+}
+
+// of adds up the result's counters in all.
+func (r result) of(all *[numCounts]uint64) uint64 {
+	var n uint64
+	for _, k := range r.kinds {
+		n += all[k]
+	}
+	return n
+}
+
+// block is one set of counters.
+type block [numCounts]atomic.Uint64
+
+// sum returns the counter of kind added up over blocks.
+func sumOf(blocks []stripe, kind int) uint64 {
+	var n uint64
+	for i := range blocks {
+		n += blocks[i].block[kind].Load()
+	}
+	return n
+}
+
+// stripe is one P's block, alone on a pair of cache lines: CPUs fetch lines
+// in aligned pairs (the adjacent-line prefetcher), so that two cores
+// writing the two lines of one pair contend as if they shared one.
+type stripe struct {
+	block
+	_ [128 - numCounts*8]byte
+}
+
+// stripes are a hot key's counters: one stripe per P, at most maxStripes.
+type stripes struct {
+	mask  uint32
+	lines []stripe
+}
+
+const (
+	// promoteAfter is how many contended adds since the last roll promote
+	// a key to stripes: a key on which two cores meet a few times a second
+	// stays compact, one they meet on all the time does not.
+	promoteAfter = 16
+	// demoteBelow is the rate of calls per second under which a striped
+	// key goes back to one block at a roll: too few for two cores to meet.
+	demoteBelow = 10_000
+	// maxStripes bounds a hot key's stripes (128 bytes each).
+	maxStripes = 256
+)
+
+// counters is a breaker's counters. add is the request path: no lock. The
+// sums, promotion and demotion take mu, so that a sum never sees counts in
+// flight between two blocks.
+type counters struct {
+	compact block
+	striped atomic.Pointer[stripes] // nil while compact
+	hits    atomic.Uint32           // contended adds since the last roll
+
+	mu sync.Mutex
+	// retired are stripes that demotion or a larger GOMAXPROCS replaced:
+	// still summed until a later roll folds them into compact, so that a
+	// call that loaded them just before they were replaced still counts.
+	retired    *stripes
+	retiredGen uint64 // the roll that retired them
+	rolls      uint64 // rolls seen, for the fold
+}
+
+// line returns the stripe index a call adds to, for a striped key: its P's
+// (see token), or 0 for a compact one, which has no stripes.
+func (c *counters) line() uint32 {
+	if c.striped.Load() == nil {
+		return 0
+	}
+	return token()
+}
+
+// add counts one call of kind, through stripe i of a striped key.
+func (c *counters) add(kind int, i uint32) {
+	if s := c.striped.Load(); s != nil {
+		s.lines[i&s.mask].block[kind].Add(1)
+		return
+	}
+	v := &c.compact[kind]
+	if old := v.Load(); v.CompareAndSwap(old, old+1) {
+		return
+	}
+	v.Add(1)
+	if c.hits.Add(1) >= promoteAfter {
+		c.promote()
+	}
+}
+
+// promote gives the key a stripe per P, as many as GOMAXPROCS now.
+func (c *counters) promote() {
+	if !c.mu.TryLock() { // another call is promoting it, or a sum runs
+		return
+	}
+	defer c.mu.Unlock()
+	n := stripeCount()
+	old := c.striped.Load()
+	if old != nil && len(old.lines) >= n {
+		return
+	}
+	c.striped.Store(&stripes{mask: uint32(n - 1), lines: make([]stripe, n)})
+	if old != nil { // GOMAXPROCS grew: the old stripes are retired
+		c.retireLocked(old)
+	}
+}
+
+// stripeCount is how many stripes a hot key gets: GOMAXPROCS, rounded up to
+// a power of two, at most maxStripes.
+func stripeCount() int {
+	n := 1
+	for n < runtime.GOMAXPROCS(0) && n < maxStripes {
+		n *= 2
+	}
+	return n
+}
+
+// retireLocked keeps s summed until a later roll folds it; c.mu must be
+// held. Stripes retired before are folded now.
+func (c *counters) retireLocked(s *stripes) {
+	if c.retired != nil {
+		c.foldLocked()
+	}
+	c.retired, c.retiredGen = s, c.rolls
+}
+
+// foldLocked adds the retired stripes into compact and drops them.
+func (c *counters) foldLocked() {
+	for kind := range numCounts {
+		if n := sumOf(c.retired.lines, kind); n > 0 {
+			c.compact[kind].Add(n)
+		}
+	}
+	c.retired = nil
+}
+
+// rolled is told of each roll of the key's window, with the calls that
+// ended in the bucket that ended and the bucket's width: a striped key that
+// went cold is demoted, one that has fewer stripes than GOMAXPROCS now
+// (raised at run time) gets more, stripes retired a roll ago are folded,
+// and the contention count starts again. A call that loaded the stripes
+// before they were retired had a whole bucket to add to them.
+func (c *counters) rolled(calls uint64, width int64) {
+	c.hits.Store(0)
+	c.mu.Lock()
+	c.rolls++
+	if c.retired != nil && c.rolls > c.retiredGen+1 {
+		c.foldLocked()
+	}
+	s := c.striped.Load()
+	cold := s != nil && float64(calls)*1e9/float64(width) < demoteBelow
+	if cold {
+		c.striped.Store(nil)
+		c.retireLocked(s)
+	}
+	c.mu.Unlock()
+	if s != nil && !cold && len(s.lines) < stripeCount() {
+		c.promote()
+	}
+}
+
+// sum returns the counter of kind over every block.
+func (c *counters) sum(kind int) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sumLocked(kind)
+}
+
+func (c *counters) sumLocked(kind int) uint64 {
+	n := c.compact[kind].Load()
+	if s := c.striped.Load(); s != nil {
+		n += sumOf(s.lines, kind)
+	}
+	if c.retired != nil {
+		n += sumOf(c.retired.lines, kind)
+	}
+	return n
+}
+
+// approx returns the counter of kind without the lock: retired stripes are
+// left out, and a promotion under way may be missed. For a nudge, not a
+// total.
+func (c *counters) approx(kind int) uint64 {
+	n := c.compact[kind].Load()
+	if s := c.striped.Load(); s != nil {
+		n += sumOf(s.lines, kind)
+	}
+	return n
+}
+
+// all returns every counter over every block.
+func (c *counters) all() (out [numCounts]uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for kind := range numCounts {
+		out[kind] = c.sumLocked(kind)
+	}
+	return out
+}
+
+// outcomes returns what the window judges, from every block: successes and
+// failures, slow ones included, and the rest as excluded.
+func (c *counters) outcomes() counts {
+	all := c.all()
+	return outcomesOf(&all)
+}
+
+func outcomesOf(all *[numCounts]uint64) counts {
+	return counts{
+		success:  all[countSuccess] + all[countSlowSuccess],
+		failure:  all[countFailure] + all[countSlowFailure],
+		excluded: all[countExcluded] + all[countUpstream],
+		slow:     all[countSlowSuccess] + all[countSlowFailure],
+	}
+}
+
+// tokens hand each P a number of its own, for the stripe its calls add to.
+// A sync.Pool keeps one object per P (its private slot), which a Get and
+// Put in a row hand back to the same P: the P's number, without reaching
+// into the runtime. A goroutine that moves to another P between the two
+// costs only a cache miss; a Pool emptied by a GC numbers the Ps anew.
+var (
+	tokens    = sync.Pool{New: func() any { return newToken() }}
+	nextToken atomic.Uint32
+)
+
+func newToken() *uint32 {
+	n := nextToken.Add(1) - 1
+	return &n
+}
+
+// token returns the calling P's number.
+func token() uint32 {
+	t := tokens.Get().(*uint32)
+	n := *t
+	tokens.Put(t)
+	return n
+}

@@ -1,0 +1,68 @@
+package httpbreaker
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// engine is a window's gobreaker instance, the engine of record of the
+// closed state: the window hands it each outcome that could trip the
+// breaker, as a failure, and gobreaker asks its ReadyToTrip, which is the
+// policy's rule over the window. What happens next (the open phase, its
+// record, the hooks, the metrics, the fleet) is the breaker's, after
+// gobreaker's call has returned: nothing of ours runs under its lock but the
+// rule. A success that cannot trip the breaker never reaches it, nor its
+// lock.
+//
+// An engine that has tripped stays open: its window is started anew, with
+// no engine, when the breaker closes or is reset, and makes a new one at
+// its first check. A key that never fails never makes one.
+type engine struct {
+	cb      *gobreaker.CircuitBreaker[struct{}]
+	why     tripInfo // what tripped it, written under gobreaker's lock before tripped
+	tripped atomic.Bool
+}
+
+// errCheck is how the window hands gobreaker an outcome to judge.
+var errCheck = errors.New("httpbreaker: an outcome that could trip the breaker")
+
+// neverHalfOpen is the engine's Timeout: an engine that has tripped is
+// replaced before it could move to half-open by itself, since the cooldown
+// and the probes are the breaker's.
+const neverHalfOpen = 100 * 365 * 24 * 3600 * 1e9
+
+func newEngine(w *window) *engine {
+	e := &engine{}
+	e.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Timeout: neverHalfOpen,
+		ReadyToTrip: func(gobreaker.Counts) bool {
+			why, trips := w.rule(w.clock.now())
+			if trips {
+				e.why = why
+				e.tripped.Store(true)
+			}
+			return trips
+		},
+		IsSuccessful: func(error) bool { return false }, // every outcome handed to it is judged
+	})
+	return e
+}
+
+// judge hands the window's engine an outcome that could trip it, and
+// returns what tripped it if the rule holds now, or held before.
+func (w *window) judge() (tripInfo, bool) {
+	e := w.engine.Load()
+	if e == nil {
+		e = newEngine(w)
+		if !w.engine.CompareAndSwap(nil, e) {
+			e = w.engine.Load()
+		}
+	}
+	_, _ = e.cb.Execute(func() (struct{}, error) { return struct{}{}, errCheck })
+	if e.tripped.Load() {
+		return e.why, true
+	}
+	return tripInfo{}, false
+}
