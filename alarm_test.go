@@ -52,7 +52,6 @@ func TestTheCooldownEndsOnTimeWithNoTraffic(t *testing.T) {
 	})
 }
 
-
 // TestRampsForceOpenAndProbesEndOnTime: the end of a recovery ramp, of a
 // timed ForceOpen and a probe's ProbeTimeout all happen at their time,
 // with no request.
