@@ -43,7 +43,7 @@ type alarm struct {
 	clock *clock
 
 	mu      sync.Mutex
-	pending alarmHeap
+	entries alarmHeap
 	timer   *time.Timer // nil until the first time is set
 	at      int64       // when the timer fires; 0 when it is stopped
 	stopped bool        // by Close: no time is set any more
@@ -90,7 +90,7 @@ func (a *alarm) set(e *alarmEntry, at int64) {
 	switch {
 	case at == never || a.stopped:
 		if e.index >= 0 {
-			heap.Remove(&a.pending, e.index)
+			heap.Remove(&a.entries, e.index)
 		}
 		return
 	case e.index >= 0:
@@ -98,20 +98,20 @@ func (a *alarm) set(e *alarmEntry, at int64) {
 			return
 		}
 		e.at = at
-		heap.Fix(&a.pending, e.index)
+		heap.Fix(&a.entries, e.index)
 	default:
 		e.at = at
-		heap.Push(&a.pending, e)
+		heap.Push(&a.entries, e)
 	}
 	a.armLocked()
 }
 
 // armLocked sets the timer for the earliest pending time.
 func (a *alarm) armLocked() {
-	if len(a.pending) == 0 {
+	if len(a.entries) == 0 {
 		return
 	}
-	next := a.pending[0].at
+	next := a.entries[0].at
 	if a.at != 0 && a.at <= next {
 		return // set already for as soon or sooner
 	}
@@ -130,8 +130,8 @@ func (a *alarm) fire() {
 	now := a.clock.now()
 	a.mu.Lock()
 	var due []func(int64)
-	for len(a.pending) > 0 && a.pending[0].at <= now {
-		due = append(due, heap.Pop(&a.pending).(*alarmEntry).wake)
+	for len(a.entries) > 0 && a.entries[0].at <= now {
+		due = append(due, heap.Pop(&a.entries).(*alarmEntry).wake)
 	}
 	a.at = 0
 	if !a.stopped {
@@ -143,16 +143,23 @@ func (a *alarm) fire() {
 	}
 }
 
+// pending returns how many times the alarm holds.
+func (a *alarm) pending() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.entries)
+}
+
 // stop stops the timer for good and forgets every time: the set is
 // closed.
 func (a *alarm) stop() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.stopped = true
-	for _, e := range a.pending {
+	for _, e := range a.entries {
 		e.index = -1
 	}
-	a.pending = nil
+	a.entries = nil
 	if a.timer != nil {
 		a.timer.Stop()
 	}

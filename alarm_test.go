@@ -1,10 +1,14 @@
 package httpbreaker
 
 import (
+	"log/slog"
+	"net/http"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -133,6 +137,60 @@ func TestCloseStopsTheAlarm(t *testing.T) {
 		}
 		if st := b.State("p"); st != StateHalfOpen {
 			t.Fatalf("read after the cooldown: %v, want half-open", st)
+		}
+	})
+}
+
+// TestTheAlarmHoldsOnlyLiveTimes: timed ForceOpens released before their
+// time leave nothing behind, however many there were (issue 26 item 4).
+func TestTheAlarmHoldsOnlyLiveTimes(t *testing.T) {
+	b, _ := newSet(t, WithLogger(slog.New(slog.DiscardHandler)))
+	defer b.Close()
+	keys := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	for _, k := range keys {
+		b.Middleware(k)
+	}
+	for i := range 20_000 {
+		k := keys[i%len(keys)]
+		_ = b.ForceOpen(k, 12*time.Hour)
+		if n := b.alarm.pending(); n > len(keys) {
+			t.Fatalf("after %d ForceOpens the alarm holds %d times, more than one per key", i+1, n)
+		}
+		_ = b.Release(k)
+	}
+	if n := b.alarm.pending(); n != 0 {
+		t.Fatalf("every key released: the alarm still holds %d times", n)
+	}
+}
+
+// TestAnIdleDroppedBreakerIsCollected: nothing of the set keeps a breaker
+// the idle sweep dropped alive, its alarm least of all.
+func TestAnIdleDroppedBreakerIsCollected(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{IdleTTL: time.Minute, ConsecutiveFailures: 1, OpenFor: time.Second, HalfOpenRequests: 1}))
+		defer b.Close()
+		h := b.KeyedMiddleware(func(*http.Request) string { return "k" })(newStatusHandler(500))
+		record(h, "/") // trips it: its cooldown is set in the alarm
+		dropped := weak.Make(b.lookup("k"))
+		time.Sleep(2 * time.Second) // half-open: a probe closes it
+		h = b.KeyedMiddleware(func(*http.Request) string { return "k" })(newStatusHandler(200))
+		record(h, "/")
+		if st := b.State("k"); st != StateClosed {
+			t.Fatalf("state %v, want closed", st)
+		}
+		_ = b.ForceOpen("k", 12*time.Hour) // a time far off, gone with the Release
+		_ = b.Release("k")
+		for range 2 { // the first sweep sees its last calls, the second that none came since
+			time.Sleep(3 * time.Minute)
+			b.sweep()
+		}
+		if b.lookup("k") != nil {
+			t.Fatal("the idle key was not dropped")
+		}
+		runtime.GC()
+		runtime.GC()
+		if dropped.Value() != nil {
+			t.Fatal("the dropped breaker is still reachable")
 		}
 	})
 }

@@ -1,0 +1,146 @@
+package httpbreaker
+
+import (
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// addMany adds n calls of kind to c from each of g goroutines, each call
+// through the stripe of its P, as the request path does.
+func addMany(c *counters, g, n, kind int) {
+	together(g, func(int) {
+		for range n {
+			c.add(kind, c.line())
+		}
+	})
+}
+
+func TestAContendedKeyGetsStripesAndCountsEveryCall(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 || runtime.NumCPU() < 2 {
+		t.Skip("needs two cores for calls to contend")
+	}
+	var c counters
+	for i := 0; c.striped.Load() == nil; i++ {
+		if i == 100 {
+			t.Fatal("8 goroutines on every core never contended: the key is still one block")
+		}
+		addMany(&c, 8, 20_000, countSuccess)
+	}
+	if s := c.striped.Load(); len(s.lines) != stripeCount() {
+		t.Fatalf("%d stripes, want one per P (%d)", len(s.lines), stripeCount())
+	}
+	before := c.sum(countSuccess)
+	addMany(&c, 8, 10_000, countSuccess)
+	if got := c.sum(countSuccess); got != before+80_000 {
+		t.Fatalf("counted %d after %d, want %d more", got, before, 80_000)
+	}
+}
+
+func TestAQuietKeyStaysOneBlock(t *testing.T) {
+	var c counters
+	for range 100_000 {
+		c.add(countSuccess, c.line())
+	}
+	if c.striped.Load() != nil || c.sum(countSuccess) != 100_000 {
+		t.Fatalf("a key one goroutine uses: striped %v, counted %d", c.striped.Load() != nil, c.sum(countSuccess))
+	}
+}
+
+// TestStripesFollowGOMAXPROCSAndCountExactly raises and lowers GOMAXPROCS
+// while calls are counted: a striped key gets more stripes at its next
+// roll after a raise, goes back to one block when cold, and no call is lost
+// or counted twice on the way.
+func TestStripesFollowGOMAXPROCSAndCountExactly(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	var c counters
+	runtime.GOMAXPROCS(2)
+	c.promote()
+	if n := len(c.striped.Load().lines); n != 2 {
+		t.Fatalf("%d stripes at GOMAXPROCS 2", n)
+	}
+	var (
+		wg    sync.WaitGroup
+		stop  = make(chan struct{})
+		mu    sync.Mutex
+		added uint64
+	)
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var n uint64
+			defer func() {
+				mu.Lock()
+				added += n
+				mu.Unlock()
+			}()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c.add(countFailure, c.line())
+				n++
+			}
+		}()
+	}
+	busy := uint64(1e9) // calls in the bucket: hot, never demoted
+	for _, procs := range []int{8, 4, 16, 2, 8} {
+		runtime.GOMAXPROCS(procs)
+		time.Sleep(10 * time.Millisecond)
+		c.rolled(busy, int64(time.Second))
+		if n := len(c.striped.Load().lines); n < stripeCount() {
+			t.Fatalf("GOMAXPROCS %d: %d stripes after a roll, want at least %d", procs, n, stripeCount())
+		}
+	}
+	c.rolled(0, int64(time.Second)) // cold: demoted
+	if c.striped.Load() != nil {
+		t.Fatal("a cold key kept its stripes")
+	}
+	time.Sleep(10 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	c.rolled(0, int64(time.Second))
+	c.rolled(0, int64(time.Second)) // the retired stripes are folded
+	if c.retired != nil {
+		t.Fatal("retired stripes kept after two rolls")
+	}
+	if got := c.sum(countFailure); got != added {
+		t.Fatalf("counted %d failures, %d were added", got, added)
+	}
+}
+
+// TestMemoryPerKeyDoesNotGrowWithTheCores holds issue 28's bound: a key
+// that is not hot costs at most 1 KiB of heap, at GOMAXPROCS 64 as at 2.
+func TestMemoryPerKeyDoesNotGrowWithTheCores(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, procs := range []int{2, 64} {
+		runtime.GOMAXPROCS(procs)
+		if perKey := heapPerKey(t, 10_000); perKey > 1024 {
+			t.Errorf("GOMAXPROCS %d: %.0f bytes of heap a key, want at most 1024", procs, perKey)
+		}
+	}
+}
+
+// heapPerKey returns the heap that each of n keys holds once it has served
+// a request: its breaker, its window's ring, its entry in the key map.
+func heapPerKey(t testing.TB, n int) float64 {
+	patterns, _ := keyPatterns(n)
+	w, r := benchRequest()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	set := benchSet(t, WithMaxKeys(n))
+	h := set.KeyedMiddleware(RoutePattern)(okHandler)
+	for _, p := range patterns {
+		r.Pattern = p
+		h.ServeHTTP(w, r)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(set)
+	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+}
