@@ -66,7 +66,7 @@ func New(opts ...Option) (*Breakers, error) {
 			errs = append(errs, errors.New("nil Option"))
 			continue
 		}
-		if err := opt(&b.settings); err != nil {
+		if err := opt.apply(&b.settings); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -18,7 +18,14 @@ import (
 // An Option configures New. Options apply in order. The policy options set
 // only the fields they name (the non-zero ones), so a later option refines
 // an earlier one instead of replacing it.
-type Option func(*settings) error
+type Option interface {
+	apply(*settings) error
+}
+
+// option is an Option that is a function.
+type option func(*settings) error
+
+func (o option) apply(s *settings) error { return o(s) }
 
 // settings is what the options of New set.
 type settings struct {
@@ -45,10 +52,10 @@ const DefaultMaxKeys = 1000
 
 // WithPolicy sets the default policy, which every key inherits.
 func WithPolicy(p Policy) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		b.cfg.Defaults = p.inherit(b.cfg.Defaults)
 		return nil
-	}
+	})
 }
 
 // WithKeyPolicy sets key's policy. Its unset fields inherit the defaults.
@@ -58,7 +65,7 @@ func WithPolicy(p Policy) Option {
 // logged once, as a warning naming the closest key in use: such a policy
 // guards nothing, and is most often a typo.
 func WithKeyPolicy(key string, p Policy) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if err := checkKey(key); err != nil {
 			return fmt.Errorf("WithKeyPolicy(%s): %w", quoteKey(key), err)
 		}
@@ -67,23 +74,23 @@ func WithKeyPolicy(key string, p Policy) Option {
 		}
 		b.cfg.Keys[key] = p.inherit(b.cfg.Keys[key])
 		return nil
-	}
+	})
 }
 
 // WithConfig sets the defaults and per-key policies of c, as LoadConfig
 // returns them.
 func WithConfig(c Config) Option {
-	return func(b *settings) error {
-		if err := WithPolicy(c.Defaults)(b); err != nil {
+	return option(func(b *settings) error {
+		if err := WithPolicy(c.Defaults).apply(b); err != nil {
 			return err
 		}
 		for key, p := range c.Keys {
-			if err := WithKeyPolicy(key, p)(b); err != nil {
+			if err := WithKeyPolicy(key, p).apply(b); err != nil {
 				return fmt.Errorf("WithConfig: keys: %w", err)
 			}
 		}
 		return nil
-	}
+	})
 }
 
 // WithRegisterer registers the metrics with r. Without it no metrics are
@@ -91,38 +98,38 @@ func WithConfig(c Config) Option {
 // A second Breakers on the same registerer needs its own WithNamespace, or
 // New returns an error.
 func WithRegisterer(r prometheus.Registerer) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if r == nil {
 			return errors.New("WithRegisterer: nil Registerer")
 		}
 		b.registerer = r
 		return nil
-	}
+	})
 }
 
 var metricNamespace = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // WithNamespace sets the prefix of the metric names (default "httpbreaker").
 func WithNamespace(ns string) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if !metricNamespace.MatchString(ns) {
 			return fmt.Errorf("WithNamespace: %q is not a metric name prefix (want letters, digits and _, not starting with a digit)", ns)
 		}
 		b.namespace = ns
 		return nil
-	}
+	})
 }
 
 // WithLogger sets the logger for state changes (default slog.Default()).
 // To log nothing, pass slog.New(slog.DiscardHandler).
 func WithLogger(l *slog.Logger) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if l == nil {
 			return errors.New("WithLogger: nil Logger")
 		}
 		b.logger = l
 		return nil
-	}
+	})
 }
 
 // WithClassifier replaces DefaultClassifier, which decides whether a request
@@ -130,13 +137,13 @@ func WithLogger(l *slog.Logger) Option {
 // treat keys differently; it can call DefaultClassifier for what it does not
 // decide itself.
 func WithClassifier(c Classifier) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if c == nil {
 			return errors.New("WithClassifier: nil Classifier")
 		}
 		b.classifier = c
 		return nil
-	}
+	})
 }
 
 // WithRejectHandler sets the answer to rejected requests, in place of the
@@ -144,13 +151,13 @@ func WithClassifier(c Classifier) Option {
 // result. The handler reads which key rejected the request, its state and
 // when to retry with RejectionFrom(r). The request still counts as rejected.
 func WithRejectHandler(h http.Handler) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if h == nil {
 			return errors.New("WithRejectHandler: nil Handler")
 		}
 		b.rejectHandler = h
 		return nil
-	}
+	})
 }
 
 // WithMaxKeys bounds how many keys get a breaker (default DefaultMaxKeys),
@@ -158,13 +165,13 @@ func WithRejectHandler(h http.Handler) Option {
 // requests for any other key pass straight through without a breaker, are
 // counted as untracked, and the first of them is logged.
 func WithMaxKeys(n int) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if n < 1 {
 			return fmt.Errorf("WithMaxKeys: must be at least 1, got %d", n)
 		}
 		b.maxKeys = n
 		return nil
-	}
+	})
 }
 
 // WithStateChangeHook calls f after every state change of every key, in the
@@ -174,13 +181,13 @@ func WithMaxKeys(n int) Option {
 // set's own: a hook that blocks or panics does not hold up requests (a
 // panic is recovered and logged). Each call adds a hook.
 func WithStateChangeHook(f func(Event)) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if f == nil {
 			return errors.New("WithStateChangeHook: nil func")
 		}
 		b.hooks = append(b.hooks, f)
 		return nil
-	}
+	})
 }
 
 // WithSharedState shares what the set's breakers learn with the other
@@ -190,7 +197,7 @@ func WithStateChangeHook(f func(Event)) Option {
 // Nothing of it is on a request's path: a goroutine of the set's own syncs
 // in the background, and Close stops it. Without it a set learns alone.
 func WithSharedState(s sharedstate.Store) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if s == nil {
 			return errors.New("WithSharedState: nil Store")
 		}
@@ -199,7 +206,7 @@ func WithSharedState(s sharedstate.Store) Option {
 		}
 		b.shared = s
 		return nil
-	}
+	})
 }
 
 // WithReplica names this replica in its fleet, for the records and status
@@ -207,12 +214,12 @@ func WithSharedState(s sharedstate.Store) Option {
 // its host name, process id and a random suffix. It matters only with
 // WithSharedState; each replica's name must be unique in the fleet.
 func WithReplica(name string) Option {
-	return func(b *settings) error {
+	return option(func(b *settings) error {
 		if name == "" || len(name) > 128 || !utf8.ValidString(name) || strings.ContainsFunc(name, unicode.IsControl) {
 			return fmt.Errorf("WithReplica: %s is not a replica name: want 1 to 128 bytes of UTF-8, "+
 				"no control characters", quoteKey(name))
 		}
 		b.replica = name
 		return nil
-	}
+	})
 }
