@@ -143,6 +143,12 @@ func (c *counters) add(kind int, i uint32) {
 		return
 	}
 	v.Add(1)
+	c.contended()
+}
+
+// contended counts an add that met another core's, and promotes the key
+// once promoteAfter have since the last roll.
+func (c *counters) contended() {
 	if c.hits.Add(1) >= promoteAfter {
 		c.promote()
 	}

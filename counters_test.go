@@ -17,24 +17,38 @@ func addMany(c *counters, g, n, kind int) {
 	})
 }
 
-func TestAContendedKeyGetsStripesAndCountsEveryCall(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 || runtime.NumCPU() < 2 {
-		t.Skip("needs two cores for calls to contend")
-	}
+func TestAKeyThatContendsGetsAStripePerP(t *testing.T) {
 	var c counters
-	for i := 0; c.striped.Load() == nil; i++ {
-		if i == 100 {
-			t.Fatal("8 goroutines on every core never contended: the key is still one block")
-		}
-		addMany(&c, 8, 20_000, countSuccess)
+	for range promoteAfter - 1 {
+		c.contended()
 	}
-	if s := c.striped.Load(); len(s.lines) != stripeCount() {
-		t.Fatalf("%d stripes, want one per P (%d)", len(s.lines), stripeCount())
+	if c.striped.Load() != nil {
+		t.Fatalf("striped after %d contended adds, want %d", promoteAfter-1, promoteAfter)
 	}
-	before := c.sum(countSuccess)
-	addMany(&c, 8, 10_000, countSuccess)
-	if got := c.sum(countSuccess); got != before+80_000 {
-		t.Fatalf("counted %d after %d, want %d more", got, before, 80_000)
+	c.add(countSuccess, 0)
+	c.contended()
+	s := c.striped.Load()
+	if s == nil || len(s.lines) != stripeCount() {
+		t.Fatalf("after %d contended adds: stripes %v, want one per P (%d)", promoteAfter, s, stripeCount())
+	}
+	c.add(countSuccess, c.line())
+	if got := c.sum(countSuccess); got != 2 {
+		t.Fatalf("counted %d, want the call before the promotion and the one after", got)
+	}
+	c.rolled(0, int64(time.Second))
+	if c.striped.Load() != nil || c.hits.Load() != 0 {
+		t.Fatal("a roll of a cold key kept its stripes or its contention count")
+	}
+}
+
+// TestCallsOnEveryCoreAreCountedOnce adds from many goroutines at once, as
+// a hot key gets them: whether or not they meet (and the key is promoted
+// on the way), every call is counted once.
+func TestCallsOnEveryCoreAreCountedOnce(t *testing.T) {
+	var c counters
+	addMany(&c, 8, 50_000, countSuccess)
+	if got := c.sum(countSuccess); got != 8*50_000 {
+		t.Fatalf("counted %d, want %d", got, 8*50_000)
 	}
 }
 
@@ -96,17 +110,15 @@ func TestStripesFollowGOMAXPROCSAndCountExactly(t *testing.T) {
 			t.Fatalf("GOMAXPROCS %d: %d stripes after a roll, want at least %d", procs, n, stripeCount())
 		}
 	}
-	c.rolled(0, int64(time.Second)) // cold: demoted
-	if c.striped.Load() != nil {
-		t.Fatal("a cold key kept its stripes")
-	}
+	c.rolled(0, int64(time.Second)) // cold: demoted (the adders may promote it again)
 	time.Sleep(10 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	c.rolled(0, int64(time.Second))
-	c.rolled(0, int64(time.Second)) // the retired stripes are folded
-	if c.retired != nil {
-		t.Fatal("retired stripes kept after two rolls")
+	for range 3 { // demoted, then the retired stripes folded two rolls later
+		c.rolled(0, int64(time.Second))
+	}
+	if c.retired != nil || c.striped.Load() != nil {
+		t.Fatal("a cold key kept its stripes three rolls on")
 	}
 	if got := c.sum(countFailure); got != added {
 		t.Fatalf("counted %d failures, %d were added", got, added)
