@@ -12,6 +12,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -72,24 +73,39 @@ type statusWriter struct {
 	// by should the handler outlive the ProbeTimeout (a stream).
 	probe *probe
 
+	// seen and seenSet are the type of the last writer this one wrapped and
+	// its optional interfaces: a pooled writer is handed the same type of
+	// writer almost every time (net/http's), whose interfaces are found once.
+	seen    reflect.Type
+	seenSet int
+
 	// Each core writes its own writers on every request: padded to a
 	// multiple of the cache line (in a size class whose objects start on
 	// one), so that two cores' writers never share a line.
-	_ [128 - 72]byte
+	_ [128 - 96]byte
 }
 
 var writerPool = sync.Pool{New: func() any { return new(statusWriter) }}
 
 func newStatusWriter(w http.ResponseWriter, ctx context.Context) *statusWriter {
 	sw := writerPool.Get().(*statusWriter)
-	*sw = statusWriter{w: w, ctx: ctx}
+	*sw = statusWriter{w: w, ctx: ctx, seen: sw.seen, seenSet: sw.seenSet}
 	return sw
 }
 
 // release returns sw to the pool. The caller must not use it afterwards.
 func (sw *statusWriter) release() {
-	*sw = statusWriter{}
+	*sw = statusWriter{seen: sw.seen, seenSet: sw.seenSet}
 	writerPool.Put(sw)
+}
+
+// wrapped returns sw as an http.ResponseWriter with exactly the optional
+// interfaces of the writer it wraps, among those passed on.
+func (sw *statusWriter) wrapped() http.ResponseWriter {
+	if t := reflect.TypeOf(sw.w); t != sw.seen {
+		sw.seen, sw.seenSet = t, interfacesOf(sw.w)
+	}
+	return sw.as(sw.seenSet)
 }
 
 func (sw *statusWriter) setStatus(code int) {

@@ -101,22 +101,28 @@ func (w writerFHRP) Hijack() (net.Conn, *bufio.ReadWriter, error)     { return w
 func (w writerFHRP) ReadFrom(src io.Reader) (int64, error)            { return w.readFrom(src) }
 func (w writerFHRP) Push(target string, opts *http.PushOptions) error { return w.push(target, opts) }
 
-// wrapped returns sw as an http.ResponseWriter with exactly the optional
-// interfaces of the writer it wraps, among those passed on.
-func (sw *statusWriter) wrapped() http.ResponseWriter {
+// interfacesOf returns the set of the optional interfaces that w has,
+// among those passed on: a bit for each.
+func interfacesOf(w http.ResponseWriter) int {
 	set := 0
-	if _, ok := sw.w.(http.Flusher); ok {
+	if _, ok := w.(http.Flusher); ok {
 		set |= 1
 	}
-	if _, ok := sw.w.(http.Hijacker); ok {
+	if _, ok := w.(http.Hijacker); ok {
 		set |= 2
 	}
-	if _, ok := sw.w.(io.ReaderFrom); ok {
+	if _, ok := w.(io.ReaderFrom); ok {
 		set |= 4
 	}
-	if _, ok := sw.w.(http.Pusher); ok {
+	if _, ok := w.(http.Pusher); ok {
 		set |= 8
 	}
+	return set
+}
+
+// as returns sw as an http.ResponseWriter with exactly the optional
+// interfaces in set, as interfacesOf returns it.
+func (sw *statusWriter) as(set int) http.ResponseWriter {
 	switch set {
 	case 1:
 		return writerF{sw}

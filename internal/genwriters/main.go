@@ -61,15 +61,22 @@ import (
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString(`// wrapped returns sw as an http.ResponseWriter with exactly the optional
-// interfaces of the writer it wraps, among those passed on.
-func (sw *statusWriter) wrapped() http.ResponseWriter {
+	b.WriteString(`// interfacesOf returns the set of the optional interfaces that w has,
+// among those passed on: a bit for each.
+func interfacesOf(w http.ResponseWriter) int {
 	set := 0
 `)
 	for i, f := range ifaces {
-		fmt.Fprintf(&b, "\tif _, ok := sw.w.(%s); ok {\n\t\tset |= %d\n\t}\n", f.name, 1<<i)
+		fmt.Fprintf(&b, "\tif _, ok := w.(%s); ok {\n\t\tset |= %d\n\t}\n", f.name, 1<<i)
 	}
-	b.WriteString("\tswitch set {\n")
+	b.WriteString(`	return set
+}
+
+// as returns sw as an http.ResponseWriter with exactly the optional
+// interfaces in set, as interfacesOf returns it.
+func (sw *statusWriter) as(set int) http.ResponseWriter {
+	switch set {
+`)
 	for set := 1; set < n; set++ {
 		fmt.Fprintf(&b, "\tcase %d:\n\t\treturn %s{sw}\n", set, typeName(set))
 	}
