@@ -8,15 +8,16 @@ import (
 	"time"
 )
 
-// manyKeys returns a set of n keys, each with a full history (historyLen
-// transitions and more: trips, probes, recoveries), the i-th key left in
-// the state end(i) says: closed, open, half-open or forced open.
-func manyKeys(tb testing.TB, n int, end func(i int) State) *Breakers {
+// manyKeys returns a set of n keys, named name(i), each with a full
+// history (historyLen transitions and more: trips, probes, recoveries),
+// the i-th key left in the state end(i) says: closed, open, half-open or
+// forced open.
+func manyKeys(tb testing.TB, n int, name func(i int) string, end func(i int) State) *Breakers {
 	tb.Helper()
 	b := benchSet(tb, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour, HalfOpenRequests: 1}), WithMaxKeys(n))
 	fail, ok := newStatusHandler(500), newStatusHandler(200)
 	for i := range n {
-		key := fmt.Sprintf("svc-%04d.internal:8443", i)
+		key := name(i)
 		bad, good := b.Middleware(key)(fail), b.Middleware(key)(ok)
 		for range historyLen/3 + 1 { // a trip, a probe, a recovery: 3 transitions
 			record(bad, "/")
@@ -57,6 +58,9 @@ func incident(i int) State {
 
 func allOpen(int) State { return StateOpen }
 
+// hostKey names a key as KeyedTransport(Host, ...) does.
+func hostKey(i int) string { return fmt.Sprintf("svc-%04d.internal:8443", i) }
+
 // BenchmarkStatusPage measures what the status page costs to build for
 // 1,000 keys with full history, as HTML (a browser) and as JSON, during an
 // incident and with every key open: the time per page and its size.
@@ -71,7 +75,7 @@ func BenchmarkStatusPage(b *testing.B) {
 		{"json/incident", incident, "application/json"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			page := manyKeys(b, 1000, tc.end).StatusHandler()
+			page := manyKeys(b, 1000, hostKey, tc.end).StatusHandler()
 			req := httptest.NewRequest(http.MethodGet, "/", nil)
 			req.Header.Set("Accept", tc.accept)
 			var size int
