@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -966,4 +967,64 @@ func TestStatusPageSaysWhatBlameKnows(t *testing.T) {
 	if got := blameNotes(&Status{BlamedOn: map[string]uint64{"payments": 1}}, nil); !slices.Equal(got, []string{"its failures are blamed on upstream payments (1 failure), not counted in its window"}) {
 		t.Errorf("without the other keys: %q", got)
 	}
+}
+
+// TestStatusPageUnderConcurrentChanges reads the page, in full and in
+// short, and the JSON asked for one key or by state, on several goroutines
+// while many others trip, probe, force and release the keys: under -race,
+// every reader of a key's state and history runs beside its writers.
+func TestStatusPageUnderConcurrentChanges(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Millisecond, HalfOpenRequests: 1}))
+	const keys = detailedKeys + 10
+	handlers := make([]http.Handler, keys)
+	codes := make([]*statusHandler, keys)
+	for i := range keys {
+		codes[i] = newStatusHandler(500)
+		handlers[i] = b.Middleware(fmt.Sprintf("k%02d", i))(codes[i])
+	}
+	page := b.StatusHandler()
+	var writers, readers sync.WaitGroup
+	var done atomic.Bool // the writers are done
+	for w := range 16 {
+		writers.Go(func() {
+			for i := range 60 {
+				k := (w*7 + i) % keys
+				switch i % 4 {
+				case 0, 1:
+					codes[k].set([]int{500, 200}[i%2])
+					record(handlers[k], "/")
+				case 2:
+					_ = b.ForceOpen(fmt.Sprintf("k%02d", k), time.Millisecond)
+				case 3:
+					_ = b.Release(fmt.Sprintf("k%02d", k))
+				}
+				time.Sleep(time.Millisecond / 2)
+			}
+		})
+	}
+	for _, query := range []string{"", "?state=not_closed", "?filter=k1", "?key=k03"} {
+		for _, accept := range []string{"text/html", "application/json"} {
+			readers.Go(func() {
+				for {
+					if done.Load() {
+						return
+					}
+					req := httptest.NewRequest(http.MethodGet, "/"+query, nil)
+					req.Header.Set("Accept", accept)
+					rec := httptest.NewRecorder()
+					page.ServeHTTP(rec, req)
+					body := rec.Body.String()
+					var st StatusPage
+					if rec.Code != http.StatusOK || accept == "text/html" && !strings.HasSuffix(body, "</html>\n") ||
+						accept != "text/html" && json.Unmarshal(rec.Body.Bytes(), &st) != nil {
+						t.Errorf("GET %s (%s): %d\n%s", query, accept, rec.Code, body)
+						return
+					}
+				}
+			})
+		}
+	}
+	writers.Wait()
+	done.Store(true)
+	readers.Wait()
 }
