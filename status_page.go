@@ -22,8 +22,17 @@ import (
 // mode, the outcomes in its window, its failure rate, the time until it
 // admits requests again and when its state last changed. Clients that list
 // text/html in Accept (browsers) get a small self-contained HTML page that
-// reloads itself; others get a StatusPage as JSON. GET and HEAD never change
+// reloads itself, the keys that need attention first (open, half-open,
+// recovering, forced, failing, blamed), up to 20 in full and every other in
+// a line; others get a StatusPage as JSON. GET and HEAD never change
 // anything; see AllowControl for POST.
+//
+// A GET's query narrows the keys, for the page and the JSON alike: key=K
+// (that key; repeat for several), filter=TEXT (keys whose name contains
+// it, in any case), state=S (a state's name, or not_closed; several with
+// commas), and page=N for the HTML's keys in a line, 1,000 a page. A
+// parameter it does not know, or a bad value, is answered 400 with what is
+// wrong; a key with no breaker, 404.
 func (b *Breakers) StatusHandler(opts ...StatusOption) http.Handler {
 	h := &statusPage{set: b, refresh: 5 * time.Second}
 	for _, opt := range opts {

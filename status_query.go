@@ -2,6 +2,7 @@ package httpbreaker
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -37,7 +38,8 @@ const statusParams = "key, filter, state or page"
 // parseStatusQuery reads q, or says what in it is wrong.
 func parseStatusQuery(q url.Values) (statusQuery, error) {
 	sq := statusQuery{page: 1}
-	for name, values := range q {
+	for _, name := range slices.Sorted(maps.Keys(q)) { // the same error for the same query
+		values := q[name]
 		switch name {
 		case "key":
 			for _, k := range values {
@@ -105,7 +107,7 @@ func (q statusQuery) matches(s *Status) bool {
 }
 
 // describe says in English which keys q asks for, for the page's header:
-// "the keys whose name contains "pay" in states open, half_open".
+// `the keys whose name contains "pay" in state open or half_open`.
 func (q statusQuery) describe() string {
 	var parts []string
 	switch len(q.keys) {
