@@ -250,7 +250,7 @@ func (h *statusPage) showHTML(w http.ResponseWriter, q statusQuery) {
 	}
 	page.Summary = summary(len(all), rejecting) + attentionSummary(attention) + fleetSummary(h.set.FleetStatus())
 	if q.narrowed() {
-		page.Showing = fmt.Sprintf("Showing %s: %s.", q.describe(), countOf(len(shown), "key"))
+		page.Showing = fmt.Sprintf("Showing %s: %s.", q.describe(), quantity(len(shown), "key"))
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", pagePolicy)
@@ -497,7 +497,7 @@ func blameNotes(s *Status, x *blameIndex) []string {
 		ups := byCount(s.BlamedOn)
 		parts := make([]string, len(ups))
 		for i, up := range ups {
-			parts[i] = fmt.Sprintf("%s (%s", up, countOf(int(s.BlamedOn[up]), "failure"))
+			parts[i] = fmt.Sprintf("%s (%s", up, quantity(int(s.BlamedOn[up]), "failure"))
 			if u := x.status(up); u != nil && u.State != StateClosed {
 				parts[i] += ", " + u.State.String() + " now"
 			}
@@ -514,7 +514,7 @@ func blameNotes(s *Status, x *blameIndex) []string {
 		for i, route := range s.Dependents {
 			parts[i] = route
 			if n := x.blamed(s.Key, route); n > 0 {
-				parts[i] += fmt.Sprintf(" (%s blamed on it)", countOf(int(n), "failure"))
+				parts[i] += fmt.Sprintf(" (%s blamed on it)", quantity(int(n), "failure"))
 			}
 		}
 		out = append(out, "called by "+strings.Join(parts, ", "))
@@ -550,8 +550,8 @@ func byCount(counts map[string]uint64) []string {
 	return keys
 }
 
-// countOf says n things in English: "1 key", "3 keys".
-func countOf(n int, thing string) string {
+// quantity says n things in English: "1 key", "3 keys".
+func quantity(n int, thing string) string {
 	if n == 1 {
 		return "1 " + thing
 	}
