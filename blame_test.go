@@ -360,7 +360,7 @@ httpbreaker_requests_total{key="payments",result="would_reject"} 0
 	}
 	html, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"<dt>upstream failures</dt><dd>3</dd>", "blamed on payments 3", "called by billing"} {
+	for _, want := range []string{"<dt>upstream failures</dt><dd>3</dd>", "its failures are blamed on upstream payments (3 failures)", "called by billing (3 failures blamed on it)"} {
 		if !strings.Contains(string(html), want) {
 			t.Errorf("the HTML page lacks %q", want)
 		}

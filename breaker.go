@@ -229,6 +229,10 @@ func (br *breaker) told(t int64, before view, e Transition) bool {
 	default:
 		return false
 	}
+	// Told in the order they were made, and dated in that order: a change
+	// whose time was read before the lock is dated no earlier than the
+	// last one.
+	t = max(t, br.history.since)
 	e.Time = br.clock.at(t)
 	br.history.add(t, e)
 	br.notifier.publish(Event{Transition: e, Key: br.key, Mode: br.mode, Dependents: br.blame.dependentKeys()})

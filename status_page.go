@@ -22,8 +22,17 @@ import (
 // mode, the outcomes in its window, its failure rate, the time until it
 // admits requests again and when its state last changed. Clients that list
 // text/html in Accept (browsers) get a small self-contained HTML page that
-// reloads itself; others get a StatusPage as JSON. GET and HEAD never change
+// reloads itself, the keys that need attention first (open, half-open,
+// recovering, forced, failing, blamed), up to 20 in full and every other in
+// a line; others get a StatusPage as JSON. GET and HEAD never change
 // anything; see AllowControl for POST.
+//
+// A GET's query narrows the keys, for the page and the JSON alike: key=K
+// (that key; repeat for several), filter=TEXT (keys whose name contains
+// it, in any case), state=S (a state's name, or not_closed; several with
+// commas), and page=N for the HTML's keys in a line, 1,000 a page. A
+// parameter it does not know, or a bad value, is answered 400 with what is
+// wrong; a key with no breaker, 404.
 func (b *Breakers) StatusHandler(opts ...StatusOption) http.Handler {
 	h := &statusPage{set: b, refresh: 5 * time.Second}
 	for _, opt := range opts {
@@ -116,43 +125,133 @@ func wantsHTML(r *http.Request) bool {
 }
 
 func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
-	st := StatusPage{Time: time.Now(), Fleet: h.set.FleetStatus(), Keys: h.set.Snapshot()}
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if !wantsHTML(r) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
+	q, err := parseStatusQuery(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if wantsHTML(r) {
+		h.showHTML(w, q)
+		return
+	}
+	st := StatusPage{Time: time.Now(), Fleet: h.set.FleetStatus(), Keys: []Status{}}
+	if len(q.keys) > 0 { // describe those keys only, not every key
+		for _, key := range q.keys {
+			s, ok := h.set.statusOf(key)
+			if !ok {
+				http.Error(w, fmt.Sprintf("key %q: %v", key, ErrNoBreaker), http.StatusNotFound)
+				return
+			}
+			if q.matches(&s) && !slices.ContainsFunc(st.Keys, func(o Status) bool { return o.Key == key }) {
+				st.Keys = append(st.Keys, s)
+			}
+		}
+		slices.SortFunc(st.Keys, func(a, b Status) int { return strings.Compare(a.Key, b.Key) })
+	} else {
+		for _, s := range h.set.Snapshot() {
+			if q.matches(&s) {
+				st.Keys = append(st.Keys, s)
+			}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(st)
+}
+
+// The HTML page shows the keys that need attention first, in full, and
+// the others in short, one line each, so that it stays small and quick to
+// build with a thousand keys: detailedKeys keys at most in full (every
+// key, when the keys asked for are no more), shortKeys a page in short.
+const (
+	detailedKeys = 20
+	shortKeys    = 1000
+)
+
+func (h *statusPage) showHTML(w http.ResponseWriter, q statusQuery) {
 	now := time.Now()
+	all := h.set.Snapshot()
+	for _, key := range q.keys {
+		if _, found := slices.BinarySearchFunc(all, key, func(s Status, key string) int { return strings.Compare(s.Key, key) }); !found {
+			http.Error(w, fmt.Sprintf("key %q: %v", key, ErrNoBreaker), http.StatusNotFound)
+			return
+		}
+	}
+	x := newBlameIndex(all)
 	page := statusView{Refresh: refreshText(h.refresh), RefreshSeconds: int(h.refresh.Seconds()),
-		Now: now.UTC().Format(time.RFC3339), Control: h.authorize != nil}
-	rejecting := 0
-	for _, s := range st.Keys {
+		Now: now.UTC().Format(time.RFC3339), Control: h.authorize != nil, Filter: q.filter,
+		States: stateChoices(q.state)}
+	type ranked struct {
+		s    *Status
+		rank int
+	}
+	var shown []ranked
+	rejecting, attention := 0, 0
+	for i := range all {
+		s := &all[i]
+		rank := attentionOf(s, x)
 		if s.Rejecting {
 			rejecting++
 		}
-		row := statusRow{Status: s, SinceTime: s.Since.UTC().Format(time.RFC3339),
-			Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: cause(s, now),
-			BlamedOn: blamedOn(s.BlamedOn), CalledBy: strings.Join(s.Dependents, ", "),
-			Changes: changesOf(s, now), LongKey: utf8.RuneCountInString(s.Key) > shortKey}
-		if s.Side != "" || len(s.History) > 0 {
-			tl := timelineOf(s, now)
-			row.Timeline = &tl
+		if rank > 0 {
+			attention++
 		}
-		switch {
-		case s.RetryAfter > 0:
-			row.RetryIn = "in " + roughly(s.RetryAfter)
-		case s.State == StateForcedOpen:
-			row.RetryIn = "when released"
-		case s.State == StateHalfOpen:
-			row.RetryIn = "when its probes succeed"
+		if q.matches(s) {
+			shown = append(shown, ranked{s, rank})
 		}
-		page.Breakers = append(page.Breakers, row)
 	}
-	page.Summary = summary(len(st.Keys), rejecting) + fleetSummary(st.Fleet)
+	// Those that need attention first, most urgent first, the latest
+	// change first among equals; then the others, by key.
+	slices.SortStableFunc(shown, func(a, b ranked) int {
+		switch {
+		case a.rank == b.rank && a.rank > 0:
+			return b.s.Since.Compare(a.s.Since)
+		case a.rank == 0 || b.rank == 0:
+			return b.rank - a.rank
+		}
+		return a.rank - b.rank
+	})
+	detailed := 0
+	for detailed < len(shown) && detailed < detailedKeys && shown[detailed].rank > 0 {
+		detailed++
+	}
+	if len(shown) <= detailedKeys {
+		detailed = len(shown)
+	}
+	short := shown[detailed:]
+	pages := max((len(short)+shortKeys-1)/shortKeys, 1)
+	from := min((q.page-1)*shortKeys, len(short))
+	to := min(from+shortKeys, len(short))
+	if q.page == 1 {
+		for _, r := range shown[:detailed] {
+			page.Breakers = append(page.Breakers, fullRow(r.s, x, now))
+		}
+	}
+	page.ShortAttention = len(short) > 0 && short[0].rank > 0
+	inShort := make([]*Status, 0, to-from)
+	for _, r := range short[from:to] {
+		inShort = append(inShort, r.s)
+	}
+	page.Short = shortRows(inShort, x, now)
+	if len(short) > 0 {
+		page.ShortFrom, page.ShortTo, page.ShortOf = detailed+from+1, detailed+to, len(shown)
+	}
+	if q.page > 1 && q.page <= pages {
+		page.Prev = q.encode(q.page - 1)
+	}
+	if q.page < pages {
+		page.Next = q.encode(q.page + 1)
+	}
+	if q.page > pages {
+		page.Past = fmt.Sprintf("There are %d pages; this is page %d.", pages, q.page)
+	}
+	page.Summary = summary(len(all), rejecting) + attentionSummary(attention) + fleetSummary(h.set.FleetStatus())
+	if q.narrowed() {
+		page.Showing = fmt.Sprintf("Showing %s: %s.", q.describe(), quantity(len(shown), "key"))
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", pagePolicy)
 	w.Header().Set("X-Frame-Options", "DENY")
@@ -164,27 +263,283 @@ type statusView struct {
 	RefreshSeconds int
 	Now            string
 	Control        bool
-	Summary        string // how many keys, and how many reject requests
-	Breakers       []statusRow
+	Summary        string // how many keys, how many reject requests, how many need attention
+	Showing        string // which keys the query asks for; "" for every key
+	Filter         string // the filter form's text
+	States         []stateChoice
+	Breakers       []statusRow // the keys shown in full
+	// Short holds this page's keys shown in short: ShortFrom to ShortTo of
+	// the ShortOf keys shown, counting those in full. ShortAttention says
+	// whether some of them need attention.
+	Short                       template.HTML
+	ShortFrom, ShortTo, ShortOf int
+	ShortAttention              bool
+	// Prev and Next are the query strings of the pages before and after
+	// this one, "" if there is none; Past says that the page asked for is
+	// past the last.
+	Prev, Next, Past string
 }
 
+// stateChoice is an option of the filter form's state list.
+type stateChoice struct {
+	Value, Label string
+	Selected     bool
+}
+
+// stateChoices lists the filter form's states, with chosen selected:
+// any, not closed, and each state; a list of states that is none of these
+// is an option of its own.
+func stateChoices(chosen []string) []stateChoice {
+	cur := strings.Join(chosen, ",")
+	out := []stateChoice{{"", "any state", cur == ""}, {"not_closed", "not closed", cur == "not_closed"}}
+	found := cur == "" || cur == "not_closed"
+	for _, name := range stateNames {
+		out = append(out, stateChoice{name, name, cur == name})
+		found = found || cur == name
+	}
+	if !found {
+		out = append(out, stateChoice{cur, strings.ReplaceAll(cur, ",", " or "), true})
+	}
+	return out
+}
+
+// statusRow is a key shown in full.
 type statusRow struct {
 	Status
-	Since, SinceTime, RetryIn, FailureRate, Why string
-	// BlamedOn lists the upstreams the key's failures were blamed on, with
-	// how many, most first; CalledBy the route groups that call the key as
-	// an upstream.
-	BlamedOn, CalledBy string
-	Timeline           *timeline // nil for a key nothing has used
-	Changes            []change  // newest first
+	Since, SinceTime, RetryIn, FailureRate string
+	// Why says what put the key in its state, whether its window is
+	// failing, and what blame says of it: a line each.
+	Why      []string
+	Timeline *timeline     // nil for a key nothing has used
+	Changes  template.HTML // its transitions, newest first; "" if none
 	// LongKey says the key may wrap: a short key never does, so that a
 	// table short of width cannot break "billing" in two.
 	LongKey bool
 }
 
-// blamedOn says in English how many failures were blamed on each upstream,
-// most first: "payments 12, inventory 3".
-func blamedOn(counts map[string]uint64) string {
+// fullRow describes s for its row in full.
+func fullRow(s *Status, x *blameIndex, now time.Time) statusRow {
+	row := statusRow{Status: *s, SinceTime: s.Since.UTC().Format(time.RFC3339),
+		Since: roughly(now.Sub(s.Since)), FailureRate: percent(s.Window.FailureRate()), Why: whyOf(s, x, now),
+		LongKey: utf8.RuneCountInString(s.Key) > shortKey}
+	if len(s.History) > 0 {
+		row.Changes = changesOf(*s, now)
+	}
+	if s.Side != "" || len(s.History) > 0 {
+		tl := timelineOf(*s, now)
+		row.Timeline = &tl
+	}
+	switch {
+	case s.RetryAfter > 0:
+		row.RetryIn = "in " + roughly(s.RetryAfter)
+	case s.State == StateForcedOpen:
+		row.RetryIn = "when released"
+	case s.State == StateHalfOpen:
+		row.RetryIn = "when its probes succeed"
+	}
+	return row
+}
+
+// shortRows writes the rows of the keys shown in short, a line each: its
+// name (a link to its row in full), its side, state and for how long, what
+// its row in full would say of why, and its totals. They are written here,
+// not in the template: a page holds up to shortKeys of them, and the
+// template's work per value would be most of the page's cost. Every string
+// that comes from a key, a person or a replica is escaped
+// (template.HTMLEscapeString; a key in a link, url.QueryEscape first).
+func shortRows(keys []*Status, x *blameIndex, now time.Time) template.HTML {
+	var b strings.Builder
+	for _, s := range keys {
+		key, long, side := template.HTMLEscapeString(s.Key), "", s.Side
+		if utf8.RuneCountInString(s.Key) > shortKey {
+			long = " long"
+		}
+		if side == "" {
+			side = "configured, no traffic yet"
+		}
+		t := s.Totals
+		totals := fmt.Sprintf("%d ok, %d failed, %d rejected", t.Successes+t.Slow, t.Failures, t.Rejected)
+		if t.UpstreamFailures > 0 {
+			totals += fmt.Sprintf(", %d blamed upstream", t.UpstreamFailures)
+		}
+		if t.WouldReject > 0 {
+			totals += fmt.Sprintf(", %d would reject", t.WouldReject)
+		}
+		fmt.Fprintf(&b, `<tr id="key-%s"><td class="key"><a class="name%s" href="?key=%s">%s</a><span class="side">%s</span></td>`+
+			`<td><span class="state %s">%s</span> <span class="muted" title="%s">for %s</span></td><td class="why">%s</td><td>%s</td></tr>`+"\n",
+			key, long, template.HTMLEscapeString(url.QueryEscape(s.Key)), key, side,
+			s.State, s.State, s.Since.UTC().Format(time.RFC3339), roughly(now.Sub(s.Since)),
+			template.HTMLEscapeString(strings.Join(whyOf(s, x, now), "; ")), totals)
+	}
+	return template.HTML(b.String())
+}
+
+// whyOf says, a line each, what put s in its state (who forced it, the
+// fleet's hold, what tripped it), whether its window is heading for a
+// trip, and what blame says of it.
+func whyOf(s *Status, x *blameIndex, now time.Time) []string {
+	var out []string
+	if c := cause(*s, now); c != "" {
+		out = append(out, c)
+	}
+	if f := failingNote(s); f != "" {
+		out = append(out, f)
+	}
+	return append(out, blameNotes(s, x)...)
+}
+
+// attentionOf says how much s needs on-call's eye, most first: 1 open, 2
+// half-open, 3 recovering, 4 forced open, 5 forced closed, 6 failing (a
+// closed key whose window is heading for a trip), 7 blamed (a route group
+// whose failures are blamed on an upstream that needs attention itself);
+// 0 for a key that needs none.
+func attentionOf(s *Status, x *blameIndex) int {
+	switch s.State {
+	case StateOpen:
+		return 1
+	case StateHalfOpen:
+		return 2
+	case StateRecovering:
+		return 3
+	case StateForcedOpen:
+		return 4
+	case StateForcedClosed:
+		return 5
+	}
+	if failing(s) {
+		return 6
+	}
+	if x.blamedNow(s) {
+		return 7
+	}
+	return 0
+}
+
+// failing reports whether a closed or recovering key's window is heading
+// for a trip (failingNote says how).
+func failing(s *Status) bool { return failingNote(s) != "" }
+
+// failingNote says how a closed or recovering key's window heads for a
+// trip, "" if it does not: failures at half the rate that trips it or
+// more, once the window holds half of MinRequests; at least two failures
+// in a row, and half of ConsecutiveFailures or more; or slow calls at half
+// SlowCallRate.
+func failingNote(s *Status) string {
+	if s.State != StateClosed && s.State != StateRecovering {
+		return ""
+	}
+	w, p := s.Window, s.Policy
+	n := w.Successes + w.Failures
+	enough := 2*int(n) >= p.MinRequests
+	switch {
+	case p.FailureRate > 0 && w.Failures > 0 && enough && w.FailureRate() >= p.FailureRate/2:
+		return fmt.Sprintf("failing: %d of %d failed in its window (%s; it trips at %s)", w.Failures, n,
+			percent(w.FailureRate()), percent(p.FailureRate))
+	case p.ConsecutiveFailures > 0 && w.ConsecutiveFailures >= 2 && 2*int(w.ConsecutiveFailures) >= p.ConsecutiveFailures:
+		return fmt.Sprintf("failing: %d failures in a row (it trips at %d)", w.ConsecutiveFailures, p.ConsecutiveFailures)
+	case p.SlowCallRate > 0 && w.Slow > 0 && enough && w.SlowCallRate() >= p.SlowCallRate/2:
+		return fmt.Sprintf("failing: %d of %d slow in its window (%s; it trips at %s)", w.Slow, n,
+			percent(w.SlowCallRate()), percent(p.SlowCallRate))
+	}
+	return ""
+}
+
+// blameIndex is what the page knows of blame across keys: every key's
+// status by key, and for each upstream the route groups whose failures
+// were blamed on it. It is nil when no key has blamed or been blamed.
+type blameIndex struct {
+	byKey    map[string]*Status
+	blamedBy map[string]map[string]uint64 // upstream -> route group -> failures
+}
+
+// newBlameIndex indexes keys (which it keeps pointers into) for blame.
+func newBlameIndex(keys []Status) *blameIndex {
+	if !slices.ContainsFunc(keys, func(s Status) bool { return len(s.BlamedOn) > 0 || len(s.Dependents) > 0 }) {
+		return nil
+	}
+	x := &blameIndex{byKey: make(map[string]*Status, len(keys)), blamedBy: map[string]map[string]uint64{}}
+	for i := range keys {
+		s := &keys[i]
+		x.byKey[s.Key] = s
+		for up, n := range s.BlamedOn {
+			if x.blamedBy[up] == nil {
+				x.blamedBy[up] = map[string]uint64{}
+			}
+			x.blamedBy[up][s.Key] = n
+		}
+	}
+	return x
+}
+
+// blamedNow reports whether s is a route group whose failures were blamed
+// on an upstream that needs attention now (not closed, or failing): the
+// cascade is going on.
+func (x *blameIndex) blamedNow(s *Status) bool {
+	if x == nil {
+		return false
+	}
+	for up := range s.BlamedOn {
+		if u := x.byKey[up]; u != nil && (u.State != StateClosed || failing(u)) {
+			return true
+		}
+	}
+	return false
+}
+
+// blameNotes says, for a key's "why", whom its failures were blamed on
+// (each upstream, how many, and its state if it is not closed) and which
+// route groups depend on it (with how many of their failures were blamed
+// on it). It is the one place where the page says what blame knows: a
+// field of Status that tells more is a line here.
+func blameNotes(s *Status, x *blameIndex) []string {
+	var out []string
+	if len(s.BlamedOn) > 0 {
+		ups := byCount(s.BlamedOn)
+		parts := make([]string, len(ups))
+		for i, up := range ups {
+			parts[i] = fmt.Sprintf("%s (%s", up, quantity(int(s.BlamedOn[up]), "failure"))
+			if u := x.status(up); u != nil && u.State != StateClosed {
+				parts[i] += ", " + u.State.String() + " now"
+			}
+			parts[i] += ")"
+		}
+		noun := "upstream"
+		if len(ups) > 1 {
+			noun = "upstreams"
+		}
+		out = append(out, fmt.Sprintf("its failures are blamed on %s %s, not counted in its window", noun, strings.Join(parts, ", ")))
+	}
+	if len(s.Dependents) > 0 {
+		parts := make([]string, len(s.Dependents))
+		for i, route := range s.Dependents {
+			parts[i] = route
+			if n := x.blamed(s.Key, route); n > 0 {
+				parts[i] += fmt.Sprintf(" (%s blamed on it)", quantity(int(n), "failure"))
+			}
+		}
+		out = append(out, "called by "+strings.Join(parts, ", "))
+	}
+	return out
+}
+
+// status returns key's status, nil if the page has none.
+func (x *blameIndex) status(key string) *Status {
+	if x == nil {
+		return nil
+	}
+	return x.byKey[key]
+}
+
+// blamed returns how many of route's failures were blamed on up.
+func (x *blameIndex) blamed(up, route string) uint64 {
+	if x == nil {
+		return 0
+	}
+	return x.blamedBy[up][route]
+}
+
+// byCount returns counts' keys, most first, then by key.
+func byCount(counts map[string]uint64) []string {
 	keys := slices.Collect(maps.Keys(counts))
 	slices.SortFunc(keys, func(a, b string) int {
 		if c := cmp.Compare(counts[b], counts[a]); c != 0 {
@@ -192,11 +547,26 @@ func blamedOn(counts map[string]uint64) string {
 		}
 		return strings.Compare(a, b)
 	})
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s %d", k, counts[k])
+	return keys
+}
+
+// quantity says n things in English: "1 key", "3 keys".
+func quantity(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
 	}
-	return strings.Join(parts, ", ")
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// attentionSummary says how many keys need attention, for the header.
+func attentionSummary(n int) string {
+	switch n {
+	case 0:
+		return ""
+	case 1:
+		return " 1 needs attention."
+	}
+	return fmt.Sprintf(" %d need attention.", n)
 }
 
 // shortKey is the longest key, in runes, that the page keeps on one line.
@@ -288,13 +658,19 @@ func plural(n uint32, thing string) string {
 func percent(r float64) string { return fmt.Sprintf("%.0f%%", 100*r) }
 
 // backToPage returns the Location that sends a browser from a POST back to
-// the page at path: a relative reference to the path's last segment, which
-// resolves against the URL the browser posted to, mounted under a prefix or
-// not, and can never name another host (a path such as //evil.example/x
-// taken as it is would).
-func backToPage(path string) string {
+// the page at path, asking for the keys that the query q asked for: a
+// relative reference to the path's last segment, which resolves against
+// the URL the browser posted to, mounted under a prefix or not, and can
+// never name another host (a path such as //evil.example/x taken as it is
+// would). The query is written afresh from what the page understood of q,
+// and left out if the page does not understand it.
+func backToPage(path string, q url.Values) string {
 	last := path[strings.LastIndex(path, "/")+1:]
-	return "./" + url.PathEscape(last)
+	loc := "./" + url.PathEscape(last)
+	if sq, err := parseStatusQuery(q); err == nil && (sq.narrowed() || sq.page > 1) {
+		loc += sq.encode(sq.page)
+	}
+	return loc
 }
 
 // roughly prints a duration as people read it on a status page.
@@ -365,7 +741,7 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if wantsHTML(r) { // a form on the page: back to the page
-		w.Header().Set("Location", backToPage(r.URL.Path))
+		w.Header().Set("Location", backToPage(r.URL.Path, r.URL.Query()))
 		w.WriteHeader(http.StatusSeeOther)
 		return
 	}

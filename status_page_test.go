@@ -16,8 +16,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -126,7 +128,9 @@ func TestStatusPageRendersInABrowser(t *testing.T) {
 		`<tr id="key-scaffolder">`, `<span class="state open">open</span>`,
 		`<tr id="key-catalog">`, `<span class="state closed">closed</span>`,
 		"9 keys. 2 are rejecting requests.", "tripped 1m0s ago: 1 failure in a row",
-		`<svg class="timeline"`, "last hour: opened 4 times", "configured, no traffic yet",
+		`<svg class="timeline"`, "configured, no traffic yet", "2 need attention.",
+		"last hour: 2 outages, 16m0s in all; the latest, 8m0s: tripped on 1 failure in a row, probes failed once, closed when its probes succeeded",
+		`<svg class="timeline zoom"`, "the latest outage, zoomed",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered page lacks %q", want)
@@ -253,9 +257,10 @@ func TestStatusPageFitsADesktopWindowAndAPhone(t *testing.T) {
 				t.Errorf("the page is %d pixels wide in a %d-pixel window: it scrolls sideways (%s)", sw, size.width, got["widest"])
 			}
 			// 9 keys, each a duration box and 4 buttons, Probe now on the open
-			// one, and a list of changes to open on the 3 that changed state.
-			if got["controls"] != "49" {
-				t.Errorf("%s controls on the page, want 49", got["controls"])
+			// one, a list of changes to open on the 3 that changed state, and
+			// the filter's text box and button.
+			if got["controls"] != "51" {
+				t.Errorf("%s controls on the page, want 51", got["controls"])
 			}
 			if got["outside"] != "" {
 				t.Errorf("controls outside the %d-pixel viewport: %s", size.width, got["outside"])
@@ -266,10 +271,11 @@ func TestStatusPageFitsADesktopWindowAndAPhone(t *testing.T) {
 			if got["broken-keys"] != "" {
 				t.Errorf("keys broken across lines: %s", got["broken-keys"])
 			}
-			// Every key with a breaker has its timeline in view, and the
+			// Every key with a breaker has its hour's timeline in view, and
+			// the 3 whose latest outage is short a zoomed one too; the
 			// flapping key's shows its four trips and its probes.
-			if got["timelines"] != "8" || got["payments-bands"] != "open:4,half_open:4" {
-				t.Errorf("%s timelines in view, payments' bands %q; want 8, and open:4,half_open:4", got["timelines"], got["payments-bands"])
+			if got["timelines"] != "11" || got["payments-bands"] != "open:4,half_open:4" {
+				t.Errorf("%s timelines in view, payments' bands %q; want 11, and open:4,half_open:4", got["timelines"], got["payments-bands"])
 			}
 		})
 	}
@@ -355,7 +361,7 @@ func TestStatusHandlerAnswersHTMLToBrowsers(t *testing.T) {
 			t.Errorf("page refers to %q: it must be self-contained", external)
 		}
 	}
-	if strings.Contains(body, "<form") {
+	if strings.Contains(body, `<form method="post"`) {
 		t.Error("a read-only page shows control buttons")
 	}
 }
@@ -536,6 +542,9 @@ func TestStatusPageCannotBeFramedAndLoadsOnlyItsOwnStyle(t *testing.T) {
 	}
 }
 
+// TestRedirectAfterControlNeverLeavesTheSite: after a button on the page,
+// the browser goes back to the page it was on, under whatever prefix, and
+// never to another host.
 func TestRedirectAfterControlNeverLeavesTheSite(t *testing.T) {
 	b, _ := newSet(t)
 	b.Middleware("catalog")
@@ -553,6 +562,12 @@ func TestRedirectAfterControlNeverLeavesTheSite(t *testing.T) {
 		"/debug/breakers/":   srv.URL + "/debug/breakers/",
 		"/a:b":               srv.URL + "/a:b",
 		"/debug/javascript:": srv.URL + "/debug/javascript:",
+		// Back to the keys the page showed; a query it does not
+		// understand is left behind.
+		"/debug/breakers?key=catalog":           srv.URL + "/debug/breakers?key=catalog",
+		"/debug/breakers?filter=cat&state=open": srv.URL + "/debug/breakers?filter=cat&state=open",
+		"/?page=2":                              srv.URL + "/?page=2",
+		"/?evil=%3Cscript%3E&page=2":            srv.URL + "/",
 	} {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/placeholder", strings.NewReader("key=catalog&action=release"))
 		req.URL.Opaque = path // the path as the client sent it
@@ -672,6 +687,20 @@ func TestAHalfOpenKeyWithFreeProbeSlotsIsNotCountedAsRejecting(t *testing.T) {
 	})
 }
 
+// htmlAt GETs the HTML page at / with query from h, which must answer
+// 200.
+func htmlAt(t *testing.T, h http.Handler, query string) string {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/"+query, nil)
+	req.Header.Set("Accept", "text/html")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", query, rec.Code, rec.Body)
+	}
+	return rec.Body.String()
+}
+
 // serveOnce GETs / from h with the Accept header given.
 func serveOnce(h http.Handler, accept string) (int, http.Header, string) {
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
@@ -679,4 +708,323 @@ func serveOnce(h http.Handler, accept string) (int, http.Header, string) {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec.Code, rec.Header(), rec.Body.String()
+}
+
+// rowsIn returns the keys of the rows of a page, in order: those shown in
+// full, and those in short.
+func rowsIn(page string) (full, short []string) {
+	id := regexp.MustCompile(`<tr id="key-([^"]*)">`)
+	split := strings.Index(page, `<table class="short">`)
+	if split < 0 {
+		split = len(page)
+	}
+	for _, m := range id.FindAllStringSubmatch(page[:split], -1) {
+		full = append(full, m[1])
+	}
+	for _, m := range id.FindAllStringSubmatch(page[split:], -1) {
+		short = append(short, m[1])
+	}
+	return full, short
+}
+
+// TestStatusPageShowsTheKeysThatNeedAttentionFirst: with more keys than
+// the page shows in full, the open, half-open, forced and failing ones
+// come first, in full, most urgent first; the others follow in short, by
+// key, one line each.
+func TestStatusPageShowsTheKeysThatNeedAttentionFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 4, OpenFor: time.Hour, HalfOpenRequests: 2}))
+		var healthy []string
+		for i := range 25 {
+			key := fmt.Sprintf("k%02d", i)
+			healthy = append(healthy, key)
+			record(b.Middleware(key)(newStatusHandler(200)), "/")
+		}
+		fail := func(key string, n int) {
+			for range n {
+				record(b.Middleware(key)(newStatusHandler(500)), "/")
+			}
+		}
+		fail("x-half", 4)
+		fail("recovered", 4)
+		_ = b.Probe("recovered")
+		record(b.Middleware("recovered")(newStatusHandler(200)), "/")
+		record(b.Middleware("recovered")(newStatusHandler(200)), "/")
+		time.Sleep(time.Minute)
+		fail("z-open", 4)
+		_ = b.Probe("x-half")
+		time.Sleep(time.Minute)
+		b.Middleware("y-forced")
+		_ = b.ForceOpen("y-forced", 0)
+		time.Sleep(time.Minute)
+		fail("w-failing", 2) // 2 in a row, of the 4 that trip it
+
+		_, _, page := serveOnce(b.StatusHandler(), "text/html")
+		full, short := rowsIn(page)
+		if want := []string{"z-open", "x-half", "y-forced", "w-failing"}; !slices.Equal(full, want) {
+			t.Errorf("in full: %q, want the keys that need attention, most urgent first: %q", full, want)
+		}
+		if want := append(append(healthy[:0:0], healthy...), "recovered"); !slices.Equal(short, want) {
+			t.Errorf("in short: %q, want the others by key: %q", short, want)
+		}
+		for _, want := range []string{
+			"30 keys. 2 are rejecting requests. 4 need attention.",
+			"<h2>Needs attention</h2>", "Keys 5 to 30 of 30, by key.",
+			"failing: 2 failures in a row (it trips at 4)",
+			`<a class="name" href="?key=recovered">recovered</a>`,
+			"last tripped 3m0s ago: 4 failures in a row",
+		} {
+			if !strings.Contains(page, want) {
+				t.Errorf("the page lacks %q", want)
+			}
+		}
+	})
+}
+
+// TestStatusPageShowsOneKeyOrAFilteredFew: a key's link shows it alone,
+// in full; the filter form asks for keys by part of their name and by
+// state, and shows what it asked; the header still counts every key.
+func TestStatusPageShowsOneKeyOrAFilteredFew(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Hour}))
+	for i := range 30 {
+		record(b.Middleware(fmt.Sprintf("Key%02d", i))(newStatusHandler(200)), "/")
+	}
+	record(b.Middleware("Key07")(newStatusHandler(500)), "/")
+	page := b.StatusHandler()
+	for _, tc := range []struct {
+		query       string
+		full, short []string
+		shows       []string
+	}{
+		{"?key=Key07", []string{"Key07"}, nil, []string{`Showing key &#34;Key07&#34;: 1 key.`, `<details><summary>last 1 state change</summary>`}},
+		{"?filter=key1", []string{"Key10", "Key11", "Key12", "Key13", "Key14", "Key15", "Key16", "Key17", "Key18", "Key19"}, nil,
+			[]string{`Showing the keys whose name contains &#34;key1&#34;: 10 keys.`, `name="filter" value="key1"`}},
+		{"?filter=&state=not_closed", []string{"Key07"}, nil,
+			[]string{`Showing the keys in state other than closed: 1 key.`, `<option value="not_closed" selected>not closed</option>`}},
+		{"?filter=nothing", nil, nil, []string{"No key matches.", `<a href="?">every key</a>`}},
+	} {
+		body := htmlAt(t, page, tc.query)
+		full, short := rowsIn(body)
+		if !slices.Equal(full, tc.full) || !slices.Equal(short, tc.short) {
+			t.Errorf("GET %s: in full %q, in short %q; want %q and %q", tc.query, full, short, tc.full, tc.short)
+		}
+		for _, want := range append(tc.shows, "30 keys. 1 is rejecting requests. 1 needs attention.") {
+			if !strings.Contains(body, want) {
+				t.Errorf("GET %s: the page lacks %q", tc.query, want)
+			}
+		}
+	}
+}
+
+// TestStatusPagePagesTheKeysInShort: past shortKeys keys in short, the
+// page links to the next page, which links back.
+func TestStatusPagePagesTheKeysInShort(t *testing.T) {
+	const n = shortKeys + 21
+	b, _ := newSet(t, WithMaxKeys(n))
+	for i := range n {
+		b.Middleware(fmt.Sprintf("k%05d", i))
+	}
+	page := b.StatusHandler()
+	first, second, past := htmlAt(t, page, ""), htmlAt(t, page, "?page=2"), htmlAt(t, page, "?page=3")
+	_, short1 := rowsIn(first)
+	_, short2 := rowsIn(second)
+	if len(short1) != shortKeys || short1[0] != "k00000" || len(short2) != 21 || short2[0] != fmt.Sprintf("k%05d", shortKeys) {
+		t.Fatalf("page 1 has %d keys in short, page 2 %d (from %v); want %d and 21", len(short1), len(short2), short2[:1], shortKeys)
+	}
+	for body, want := range map[string][]string{
+		first:  {fmt.Sprintf("Keys 1 to %d of %d, by key.", shortKeys, n), `<a href="?page=2">next page</a>`},
+		second: {fmt.Sprintf("Keys %d to %d of %d, by key.", shortKeys+1, n, n), `<a href="?">previous page</a>`},
+		past:   {"There are 2 pages; this is page 3.", `<a href="?">The first page.</a>`},
+	} {
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				t.Errorf("a page lacks %q", w)
+			}
+		}
+	}
+	if strings.Contains(second, "previous page</a><a href") || strings.Contains(second, "next page") {
+		t.Error("the last page links to a next one")
+	}
+}
+
+// TestStatusPageForAThousandKeysIsAtMostAMebibyte holds issue 28's bound:
+// the HTML for 1,000 keys with full history, with long keys and control on,
+// during an incident and with every key open. Its build time is measured
+// by BenchmarkStatusPage.
+func TestStatusPageForAThousandKeysIsAtMostAMebibyte(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds 1,000 keys with full history")
+	}
+	long := func(i int) string { return fmt.Sprintf("GET /api/v1/tenants/{tenant}/projects/{id}/items-%04d", i) }
+	for name, end := range map[string]func(int) State{"incident": incident, "all open": allOpen} {
+		page := manyKeys(t, 1000, long, end).StatusHandler(AllowControl(func(*http.Request) bool { return true }))
+		_, _, body := serveOnce(page, "text/html")
+		full, short := rowsIn(body)
+		if len(full) != detailedKeys || len(full)+len(short) != 1000 {
+			t.Fatalf("%s: %d keys in full and %d in short, want %d and the rest of 1,000", name, len(full), len(short), detailedKeys)
+		}
+		if len(body) > 1<<20 {
+			t.Errorf("%s: the page for 1,000 keys is %d bytes, over 1 MiB", name, len(body))
+		}
+		// More keys need attention than the page shows in full: the rest
+		// of them lead the keys in short.
+		if want := "Keys 21 to 1000 of 1000: those that need attention first, then the others by key."; !strings.Contains(body, want) {
+			t.Errorf("%s: the page lacks %q", name, want)
+		}
+		t.Logf("%s: %d bytes", name, len(body))
+	}
+}
+
+func TestStatusPageEscapesKeysShownInShort(t *testing.T) {
+	b, _ := newSet(t)
+	for i := range detailedKeys {
+		b.Middleware(fmt.Sprintf("k%02d", i))
+	}
+	b.Middleware(`"><script>alert(1)</script>&x=1`)
+	_, _, body := serveOnce(b.StatusHandler(), "text/html")
+	if _, short := rowsIn(body); len(short) != detailedKeys+1 {
+		t.Fatalf("%d keys in short, want %d", len(short), detailedKeys+1)
+	}
+	for _, want := range []string{
+		`<tr id="key-&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&amp;x=1">`,
+		`href="?key=%22%3E%3Cscript%3Ealert%281%29%3C%2Fscript%3E%26x%3D1"`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+	if strings.Contains(body, "<script>alert") {
+		t.Fatal("a key went into the page unescaped")
+	}
+}
+
+func TestStatusPageSaysWhenAClosedKeyIsFailing(t *testing.T) {
+	def := Policy{FailureRate: 0.5, MinRequests: 10, ConsecutiveFailures: 5, SlowCallRate: Off}
+	slow := def
+	slow.SlowCallRate = 0.5
+	off := def
+	off.FailureRate, off.ConsecutiveFailures = Off, Off
+	for _, tc := range []struct {
+		name  string
+		state State
+		p     Policy
+		w     Counts
+		want  string
+	}{
+		{"over the rate", StateClosed, def, Counts{Failures: 6, Successes: 4}, "failing: 6 of 10 failed in its window (60%; it trips at 50%)"},
+		{"half the rate", StateClosed, def, Counts{Failures: 3, Successes: 7}, "failing: 3 of 10 failed in its window (30%; it trips at 50%)"},
+		{"under half the rate", StateClosed, def, Counts{Failures: 2, Successes: 8}, ""},
+		{"too few to judge a rate", StateClosed, def, Counts{Failures: 2, ConsecutiveFailures: 2}, ""},
+		{"half the failures in a row", StateClosed, def, Counts{Failures: 3, ConsecutiveFailures: 3}, "failing: 3 failures in a row (it trips at 5)"},
+		{"slow", StateClosed, slow, Counts{Successes: 10, Slow: 3}, "failing: 3 of 10 slow in its window (30%; it trips at 50%)"},
+		{"recovering", StateRecovering, def, Counts{Failures: 6, Successes: 4}, "failing: 6 of 10 failed in its window (60%; it trips at 50%)"},
+		{"open: its own rank says more", StateOpen, def, Counts{Failures: 6, Successes: 4}, ""},
+		{"rules off", StateClosed, off, Counts{Failures: 10, ConsecutiveFailures: 10}, ""},
+	} {
+		s := Status{State: tc.state, Policy: tc.p, Window: tc.w}
+		if got := failingNote(&s); got != tc.want || failing(&s) != (tc.want != "") {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestStatusPageSaysWhatBlameKnows holds issue 25's "blame visible where
+// on-call looks": a route group's why says its failures are blamed on
+// which upstream, how many, and the upstream's state if it is not closed;
+// the upstream's says which route groups depend on it; a route group
+// blamed on an upstream that is open needs attention, one blamed on a
+// closed and healthy upstream does not.
+func TestStatusPageSaysWhatBlameKnows(t *testing.T) {
+	keys := []Status{
+		{Key: "billing", Side: "server", State: StateClosed, BlamedOn: map[string]uint64{"payments": 12, "inventory": 3}},
+		{Key: "checkout", Side: "server", State: StateClosed},
+		{Key: "inventory", Side: "client", State: StateClosed, Dependents: []string{"billing"}},
+		{Key: "payments", Side: "client", State: StateOpen, Dependents: []string{"billing", "checkout"}},
+	}
+	x := newBlameIndex(keys)
+	now := time.Now()
+	for i, want := range [][]string{
+		{"its failures are blamed on upstreams payments (12 failures, open now), inventory (3 failures), not counted in its window"},
+		nil,
+		{"called by billing (3 failures blamed on it)"},
+		{"called by billing (12 failures blamed on it), checkout"},
+	} {
+		if got := whyOf(&keys[i], x, now); !slices.Equal(got, want) {
+			t.Errorf("%s: why %q\nwant    %q", keys[i].Key, got, want)
+		}
+	}
+	if rank := attentionOf(&keys[0], x); rank != 7 {
+		t.Errorf("billing, blamed on an open upstream, ranks %d, want 7 (blamed)", rank)
+	}
+	keys[3].State = StateClosed
+	if rank := attentionOf(&keys[0], newBlameIndex(keys)); rank != 0 {
+		t.Errorf("billing, blamed on upstreams now closed and healthy, ranks %d, want 0", rank)
+	}
+	keys[3].Window, keys[3].Policy = Counts{Failures: 6, Successes: 4}, Policy{FailureRate: 0.5, MinRequests: 10}
+	if rank := attentionOf(&keys[0], newBlameIndex(keys)); rank != 7 {
+		t.Errorf("billing, blamed on a closed upstream that is failing, ranks %d, want 7", rank)
+	}
+	if got := blameNotes(&Status{BlamedOn: map[string]uint64{"payments": 1}}, nil); !slices.Equal(got, []string{"its failures are blamed on upstream payments (1 failure), not counted in its window"}) {
+		t.Errorf("without the other keys: %q", got)
+	}
+}
+
+// TestStatusPageUnderConcurrentChanges reads the page, in full and in
+// short, and the JSON asked for one key or by state, on several goroutines
+// while many others trip, probe, force and release the keys: under -race,
+// every reader of a key's state and history runs beside its writers.
+func TestStatusPageUnderConcurrentChanges(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 1, OpenFor: time.Millisecond, HalfOpenRequests: 1}))
+	const keys = detailedKeys + 10
+	handlers := make([]http.Handler, keys)
+	codes := make([]*statusHandler, keys)
+	for i := range keys {
+		codes[i] = newStatusHandler(500)
+		handlers[i] = b.Middleware(fmt.Sprintf("k%02d", i))(codes[i])
+	}
+	page := b.StatusHandler()
+	var writers, readers sync.WaitGroup
+	var done atomic.Bool // the writers are done
+	for w := range 16 {
+		writers.Go(func() {
+			for i := range 60 {
+				k := (w*7 + i) % keys
+				switch i % 4 {
+				case 0, 1:
+					codes[k].set([]int{500, 200}[i%2])
+					record(handlers[k], "/")
+				case 2:
+					_ = b.ForceOpen(fmt.Sprintf("k%02d", k), time.Millisecond)
+				case 3:
+					_ = b.Release(fmt.Sprintf("k%02d", k))
+				}
+				time.Sleep(time.Millisecond / 2)
+			}
+		})
+	}
+	for _, query := range []string{"", "?state=not_closed", "?filter=k1", "?key=k03"} {
+		for _, accept := range []string{"text/html", "application/json"} {
+			readers.Go(func() {
+				for {
+					if done.Load() {
+						return
+					}
+					req := httptest.NewRequest(http.MethodGet, "/"+query, nil)
+					req.Header.Set("Accept", accept)
+					rec := httptest.NewRecorder()
+					page.ServeHTTP(rec, req)
+					body := rec.Body.String()
+					var st StatusPage
+					if rec.Code != http.StatusOK || accept == "text/html" && !strings.HasSuffix(body, "</html>\n") ||
+						accept != "text/html" && json.Unmarshal(rec.Body.Bytes(), &st) != nil {
+						t.Errorf("GET %s (%s): %d\n%s", query, accept, rec.Code, body)
+						return
+					}
+				}
+			})
+		}
+	}
+	writers.Wait()
+	done.Store(true)
+	readers.Wait()
 }

@@ -72,6 +72,10 @@ func checkChain(t *testing.T, b *Breakers, hooks *hookLog, sink *logSink, reg *p
 		if e.From == e.To {
 			t.Fatalf("event %d tells %v -> %v: no change", i, e.From, e.To)
 		}
+		if i > 0 && e.Time.Before(events[i-1].Time) {
+			t.Fatalf("event %d is dated %v, before the one before it (%v): changes are dated in the order they were made",
+				i, e.Time, events[i-1].Time)
+		}
 		at = e.shown()
 		made[[2]State{e.From, e.To}]++
 	}
