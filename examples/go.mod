@@ -8,6 +8,8 @@ require (
 	github.com/gorilla/mux v1.8.1
 	github.com/gorilla/websocket v1.5.3
 	github.com/httpbreaker/httpbreaker v0.1.0
+	github.com/httpbreaker/httpbreaker/echobreaker v0.1.0
+	github.com/httpbreaker/httpbreaker/ginbreaker v0.1.0
 	github.com/httpbreaker/httpbreaker/redisstate v0.1.0
 	github.com/labstack/echo/v4 v4.16.5
 	github.com/prometheus/client_golang v1.25.0
@@ -77,3 +79,7 @@ require (
 replace github.com/httpbreaker/httpbreaker => ../
 
 replace github.com/httpbreaker/httpbreaker/redisstate => ../redisstate
+
+replace github.com/httpbreaker/httpbreaker/ginbreaker => ../ginbreaker
+
+replace github.com/httpbreaker/httpbreaker/echobreaker => ../echobreaker
