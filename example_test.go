@@ -131,13 +131,13 @@ keys:
   catalog:
     failure_rate: 1.5
     open_for: 30
-    retries: 3
+    halfopen_requests: 1
 `))
 	fmt.Println(err)
 	// Output:
 	// httpbreaker: config: line 4: keys.catalog.failure_rate: must be in (0, 1], or off; got 1.5
 	// line 5: keys.catalog.open_for: want a duration such as "30s" or "1m30s"; got 30
-	// line 6: keys.catalog.retries: unknown field (want one of failure_rate, min_requests, consecutive_failures, window, buckets, last_calls, open_for, max_open_for, half_open_requests, half_open_successes, quorum, probe_timeout, slow_call, slow_call_rate, recovery_ramp, idle_ttl, upstream_retry_after, mode)
+	// line 6: keys.catalog.halfopen_requests: unknown field; did you mean half_open_requests?
 }
 
 // A fallback answers rejected requests instead of the 503 problem response,
