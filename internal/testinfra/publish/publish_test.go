@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,78 @@ func TestAConsumerBuildsFromAModuleProxy(t *testing.T) {
 		t.Errorf("the consumer's build list has a replacement:\n%s", list)
 	}
 }
+
+// TestAConsumerBuildsAgainstACheckoutAsTheREADMESays runs the commands
+// README.md gives for depending on a checkout before a version is tagged,
+// as written, in a consumer module beside a checkout (a link to this
+// repository's working tree, named httpbreaker): the replace, then the
+// workspace.
+func TestAConsumerBuildsAgainstACheckoutAsTheREADMESays(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a module against a checkout: not in -short")
+	}
+	repo := gitOutput(t, ".", "rev-parse", "--show-toplevel")
+	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The README's commands, in backquotes on the lines after go get.
+	commands := regexp.MustCompile("`((?:go mod edit|go work init|github.com/httpbreaker/httpbreaker/ginbreaker=)[^`]*)`").
+		FindAllStringSubmatch(string(readme), -1)
+	if len(commands) != 3 {
+		t.Fatalf("README.md has %d of the 3 commands for a checkout (the replace, the adapter's replace, the workspace): %q", len(commands), commands)
+	}
+	replace, adapter, workspace := commands[0][1], commands[1][1], commands[2][1]
+
+	for _, tc := range []struct {
+		name  string
+		steps []string
+		env   string
+	}{
+		{"replace", []string{"go mod edit -replace " + adapter, replace}, "GOWORK=off"},
+		{"workspace", []string{workspace}, "GOWORK="},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.Symlink(repo, filepath.Join(dir, "httpbreaker")); err != nil {
+				t.Fatal(err)
+			}
+			consumer := filepath.Join(dir, "consumer")
+			if err := os.Mkdir(consumer, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(consumer, "go.mod"), "module example.com/consumer\n\ngo 1.26.0\n")
+			writeFile(t, filepath.Join(consumer, "main.go"), checkoutConsumerMain)
+			env := append(os.Environ(), tc.env, "GOFLAGS=-trimpath")
+			for _, step := range tc.steps {
+				run(t, consumer, env, "sh", "-c", step)
+			}
+			run(t, consumer, env, "go", "build", "-o", filepath.Join(t.TempDir(), "consumer"), ".")
+		})
+	}
+}
+
+// checkoutConsumerMain is a user's program on gin, as the README shows it.
+const checkoutConsumerMain = `package main
+
+import (
+	"log"
+
+	"github.com/gin-gonic/gin"
+	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/ginbreaker"
+)
+
+func main() {
+	breakers, err := httpbreaker.New(httpbreaker.WithRejectHandler(ginbreaker.RejectHandler()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer breakers.Close()
+	r := gin.Default()
+	r.Group("/api/catalog", ginbreaker.Wrap(breakers.Middleware("catalog"))).GET("/entities", func(c *gin.Context) {})
+}
+`
 
 // consumerMain is a user's program: it wires a set of breakers to a fleet
 // on Redis, as the README shows, and puts route groups of a gin engine and
