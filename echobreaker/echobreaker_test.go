@@ -400,7 +400,7 @@ func TestAStreamReachesTheClientAsItIsWrittenAndCountsByItsStatus(t *testing.T) 
 		t.Fatalf("events %q, want 0 then 1, each read before the next was written", events)
 	}
 	s := breakers.Snapshot()
-	if len(s) != 1 || s[0].Totals.Success != 1 || s[0].Totals.Failure != 0 {
+	if len(s) != 1 || s[0].Window.Successes != 1 || s[0].Window.Failures != 0 {
 		t.Fatalf("after the stream: %+v, want one success", s)
 	}
 }
