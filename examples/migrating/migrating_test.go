@@ -332,7 +332,7 @@ func TestTheOpossumSnippetFallsBackAndTellsTheOpening(t *testing.T) {
 	if err := breakers.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(logs.String(), `msg="catalog breaker opened" failure_rate=1`) {
+	if !strings.Contains(logs.String(), `msg="catalog breaker opened" reason=failure_rate`) {
 		t.Errorf("the open event was not logged:\n%s", logs.String())
 	}
 }

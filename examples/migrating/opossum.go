@@ -27,7 +27,7 @@ func opossumLike(logger *slog.Logger) (fetch func(*http.Request) (*http.Response
 		httpbreaker.WithLogger(logger),
 		httpbreaker.WithStateChangeHook(func(e httpbreaker.Event) { // breaker.on('open', ...)
 			if e.To == httpbreaker.StateOpen {
-				logger.Warn("catalog breaker opened", "failure_rate", e.FailureRate)
+				logger.Warn("catalog breaker opened", "reason", e.Reason)
 			}
 		}),
 	)
