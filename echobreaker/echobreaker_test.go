@@ -1,8 +1,6 @@
 package echobreaker
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,13 +9,13 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/internal/adaptertest"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"go.uber.org/goleak"
@@ -58,73 +56,14 @@ func newEcho(breakers *httpbreaker.Breakers, scaffolder, getItem echo.HandlerFun
 func serve(t *testing.T, e *echo.Echo) string {
 	t.Helper()
 	e.Logger.SetOutput(io.Discard)
-	srv := httptest.NewServer(e)
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return adaptertest.Serve(t, e)
 }
 
-type answer struct {
-	status      int
-	contentType string
-	retryAfter  string
-	body        map[string]any
-}
-
-func send(t *testing.T, method, url string) answer {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := answer{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), retryAfter: resp.Header.Get("Retry-After")}
-	if strings.HasPrefix(a.contentType, "application/json") && json.Unmarshal(raw, &a.body) != nil {
-		t.Fatalf("%s %s: %d with a body that is not a JSON object: %q", method, url, a.status, raw)
-	}
-	return a
-}
-
-// wantRejected fails the test unless a is RejectHandler's answer for key's
-// open breaker, as echo's default HTTPErrorHandler writes an *echo.HTTPError.
-func wantRejected(t *testing.T, a answer, key string) {
-	t.Helper()
-	if a.status != http.StatusServiceUnavailable || a.contentType != echo.MIMEApplicationJSON {
-		t.Fatalf("got %d %q, want the breaker's 503 as echo's error JSON", a.status, a.contentType)
-	}
-	if secs, err := strconv.Atoi(a.retryAfter); err != nil || secs < 1 || secs > 3600 {
-		t.Fatalf("Retry-After %q, want whole seconds of the cooldown left", a.retryAfter)
-	}
-	want := key + " is unavailable: its circuit breaker is open; retry after the delay in Retry-After"
-	if len(a.body) != 1 || a.body["message"] != want {
-		t.Fatalf("body %v, want only message: %q", a.body, want)
-	}
-}
+// rejection is RejectHandler's answer, as echo's default HTTPErrorHandler
+// writes an *echo.HTTPError.
+var rejection = adaptertest.Rejection{ContentType: echo.MIMEApplicationJSON, Member: "message"}
 
 func working(c echo.Context) error { return c.JSON(http.StatusOK, echo.Map{"ok": true}) }
-
-// failFirst3 sends a request 5 times and wants the handler's own answer for
-// the first 3 and the breaker's rejection after them.
-func failFirst3(t *testing.T, method, url, key string, handlerStatus int) {
-	t.Helper()
-	for i := range 5 {
-		a := send(t, method, url)
-		if i < 3 {
-			if a.status != handlerStatus {
-				t.Fatalf("request %d: %d, want the handler's %d", i+1, a.status, handlerStatus)
-			}
-			continue
-		}
-		wantRejected(t, a, key)
-	}
-}
 
 // TestFailingGroupIsCutOffWithAnEchoErrorWhileTheOtherGroupAnswers: the
 // scaffolder returns its failure as an error, which echo answers after the
@@ -137,16 +76,16 @@ func TestFailingGroupIsCutOffWithAnEchoErrorWhileTheOtherGroupAnswers(t *testing
 		return echo.NewHTTPError(http.StatusInternalServerError, "template repository unreachable")
 	}, working))
 	for i := range 6 {
-		a := send(t, http.MethodPost, url+"/api/scaffolder/tasks")
+		a := adaptertest.Send(t, http.MethodPost, url+"/api/scaffolder/tasks")
 		if i < 3 {
-			if a.status != 500 || a.body["message"] != "template repository unreachable" {
-				t.Fatalf("scaffolder request %d: %d %v, want the handler's 500", i+1, a.status, a.body)
+			if a.Status != 500 || a.Body["message"] != "template repository unreachable" {
+				t.Fatalf("scaffolder request %d: %d %v, want the handler's 500", i+1, a.Status, a.Body)
 			}
 		} else {
-			wantRejected(t, a, "scaffolder")
+			rejection.Want(t, a, "scaffolder")
 		}
-		if a := send(t, http.MethodGet, url+"/api/catalog/entities"); a.status != http.StatusOK {
-			t.Fatalf("catalog answered %d while scaffolder failed", a.status)
+		if a := adaptertest.Send(t, http.MethodGet, url+"/api/catalog/entities"); a.Status != http.StatusOK {
+			t.Fatalf("catalog answered %d while scaffolder failed", a.Status)
 		}
 	}
 	if n := calls.Load(); n != 3 {
@@ -170,7 +109,7 @@ func TestEveryWayAnEchoHandlerAnswersAFailureCounts(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			url := serve(t, newEcho(testBreakers(t), tc.handler, working))
-			failFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", tc.status)
+			rejection.FailFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", tc.status)
 		})
 	}
 }
@@ -189,8 +128,8 @@ func TestClientErrorsDoNotTrip(t *testing.T) {
 		}
 	}, working))
 	for i := range 10 {
-		if a := send(t, http.MethodPost, url+"/api/scaffolder/tasks"); a.status < 400 || a.status > 499 {
-			t.Fatalf("request %d: %d, want the handler's 4xx", i+1, a.status)
+		if a := adaptertest.Send(t, http.MethodPost, url+"/api/scaffolder/tasks"); a.Status < 400 || a.Status > 499 {
+			t.Fatalf("request %d: %d, want the handler's 4xx", i+1, a.Status)
 		}
 	}
 	if n := calls.Load(); n != 10 {
@@ -218,7 +157,7 @@ func TestPanicCountsAsAFailureWithRecoverOnEitherSide(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			breakers := testBreakers(t)
 			url := serve(t, server(breakers))
-			failFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", http.StatusInternalServerError)
+			rejection.FailFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", http.StatusInternalServerError)
 			if st := breakers.State("scaffolder"); st != httpbreaker.StateOpen {
 				t.Fatalf("scaffolder %v after 3 panics, want open", st)
 			}
@@ -234,28 +173,28 @@ func TestPerRouteBreakersKeyByMethodAndRouteTemplateNotPath(t *testing.T) {
 	for i := range 5 {
 		// Every id is another path, and the same route.
 		item := url + "/api/items/" + strconv.Itoa(i+1)
-		a := send(t, http.MethodGet, item)
-		if i < 3 && a.status != http.StatusInternalServerError {
-			t.Fatalf("GET %d: %d, want the handler's 500", i+1, a.status)
+		a := adaptertest.Send(t, http.MethodGet, item)
+		if i < 3 && a.Status != http.StatusInternalServerError {
+			t.Fatalf("GET %d: %d, want the handler's 500", i+1, a.Status)
 		}
 		if i >= 3 {
-			wantRejected(t, a, "GET /api/items/:id")
+			rejection.Want(t, a, "GET /api/items/:id")
 		}
-		if a := send(t, http.MethodPost, item); a.status != http.StatusOK {
-			t.Fatalf("POST %d answered %d while GET of the same route failed", i+1, a.status)
+		if a := adaptertest.Send(t, http.MethodPost, item); a.Status != http.StatusOK {
+			t.Fatalf("POST %d answered %d while GET of the same route failed", i+1, a.Status)
 		}
 	}
 	// A request in the group that matches no route reaches the group's
 	// catch-all, and is keyed by its template; one with a method routeKey
 	// does not know gets no breaker.
 	for _, req := range [][2]string{{http.MethodGet, "/api/items/"}, {http.MethodDelete, "/api/items/1"}, {http.MethodDelete, "/api/items/2"}} {
-		if a := send(t, req[0], url+req[1]); a.status != http.StatusNotFound {
-			t.Fatalf("%s %s: %d, want 404", req[0], req[1], a.status)
+		if a := adaptertest.Send(t, req[0], url+req[1]); a.Status != http.StatusNotFound {
+			t.Fatalf("%s %s: %d, want 404", req[0], req[1], a.Status)
 		}
 	}
 	for _, method := range []string{"PURGE", "BREW", "X-ANYTHING"} {
-		if a := send(t, method, url+"/api/items/1"); a.status != http.StatusNotFound {
-			t.Fatalf("%s: %d, want 404", method, a.status)
+		if a := adaptertest.Send(t, method, url+"/api/items/1"); a.Status != http.StatusNotFound {
+			t.Fatalf("%s: %d, want 404", method, a.Status)
 		}
 	}
 
@@ -294,10 +233,10 @@ func TestMiddlewareOutsideTheBreakerSeesTheAnswerOnEchosOwnResponse(t *testing.T
 	})
 	url := serve(t, e)
 	for i := range 4 {
-		a := send(t, http.MethodPost, url+"/api/scaffolder/tasks")
-		want := seen{a.status, true, true, echo.MIMEApplicationJSON}
+		a := adaptertest.Send(t, http.MethodPost, url+"/api/scaffolder/tasks")
+		want := seen{a.Status, true, true, echo.MIMEApplicationJSON}
 		if s := <-got; s != want {
-			t.Fatalf("request %d answered %d; the middleware outside saw %+v, want %+v", i+1, a.status, s, want)
+			t.Fatalf("request %d answered %d; the middleware outside saw %+v, want %+v", i+1, a.Status, s, want)
 		}
 	}
 }
@@ -320,9 +259,9 @@ func TestLibrarysOwnRejectResponseWorksThroughWrap(t *testing.T) {
 	})
 	url := serve(t, e)
 	for i := range 5 {
-		a := send(t, http.MethodPost, url+"/api/scaffolder/tasks")
-		if i >= 3 && (a.status != http.StatusServiceUnavailable || a.contentType != "application/problem+json") {
-			t.Fatalf("request %d: %d %q, want the library's 503 problem", i+1, a.status, a.contentType)
+		a := adaptertest.Send(t, http.MethodPost, url+"/api/scaffolder/tasks")
+		if i >= 3 && (a.Status != http.StatusServiceUnavailable || a.ContentType != "application/problem+json") {
+			t.Fatalf("request %d: %d %q, want the library's 503 problem", i+1, a.Status, a.ContentType)
 		}
 	}
 	if n := calls.Load(); n != 3 {
@@ -344,11 +283,10 @@ func TestRouteKeyOfARequestThatDidNotComeThroughWrapIsEmpty(t *testing.T) {
 // in one style.
 func TestRejectHandlerAnswersAPlainNetHTTPRequestTooWithTheSameJSON(t *testing.T) {
 	breakers := testBreakers(t)
-	srv := httptest.NewServer(breakers.Middleware("reports")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := adaptertest.Serve(t, breakers.Middleware("reports")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "down", http.StatusBadGateway)
 	})))
-	t.Cleanup(srv.Close)
-	failFirst3(t, http.MethodGet, srv.URL, "reports", http.StatusBadGateway)
+	rejection.FailFirst3(t, http.MethodGet, url, "reports", http.StatusBadGateway)
 }
 
 // TestAStreamReachesTheClientAsItIsWrittenAndCountsByItsStatus: a handler
@@ -380,22 +318,7 @@ func TestAStreamReachesTheClientAsItIsWrittenAndCountsByItsStatus(t *testing.T) 
 		return nil
 	})
 	url := serve(t, e)
-	resp, err := http.Get(url + "/api/events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%d, want a 200 event stream", resp.StatusCode)
-	}
-	lines := bufio.NewScanner(resp.Body)
-	var events []string
-	for lines.Scan() {
-		if data, ok := strings.CutPrefix(lines.Text(), "data:"); ok {
-			events = append(events, data)
-			readFirst()
-		}
-	}
+	events := adaptertest.Stream(t, url+"/api/events", readFirst)
 	if !slices.Equal(events, []string{"0", "1"}) {
 		t.Fatalf("events %q, want 0 then 1, each read before the next was written", events)
 	}

@@ -1,8 +1,6 @@
 package ginbreaker
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -10,7 +8,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/internal/adaptertest"
 	"go.uber.org/goleak"
 )
 
@@ -58,96 +56,31 @@ func newEngine(breakers *httpbreaker.Breakers, scaffolder, getItem gin.HandlerFu
 	return r
 }
 
-func serve(t *testing.T, h http.Handler) string {
-	t.Helper()
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
-
-type answer struct {
-	status      int
-	contentType string
-	retryAfter  string
-	body        map[string]any
-}
-
-func send(t *testing.T, method, url string) answer {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := answer{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), retryAfter: resp.Header.Get("Retry-After")}
-	if strings.HasPrefix(a.contentType, "application/json") && json.Unmarshal(raw, &a.body) != nil {
-		t.Fatalf("%s %s: %d with a body that is not a JSON object: %q", method, url, a.status, raw)
-	}
-	return a
-}
-
-// wantRejected fails the test unless a is RejectHandler's answer for key's
-// open breaker, in gin's error style.
-func wantRejected(t *testing.T, a answer, key string) {
-	t.Helper()
-	if a.status != http.StatusServiceUnavailable || a.contentType != "application/json; charset=utf-8" {
-		t.Fatalf("got %d %q, want the breaker's 503 as gin JSON", a.status, a.contentType)
-	}
-	if secs, err := strconv.Atoi(a.retryAfter); err != nil || secs < 1 || secs > 3600 {
-		t.Fatalf("Retry-After %q, want whole seconds of the cooldown left", a.retryAfter)
-	}
-	want := key + " is unavailable: its circuit breaker is open; retry after the delay in Retry-After"
-	if len(a.body) != 1 || a.body["error"] != want {
-		t.Fatalf("body %v, want only error: %q", a.body, want)
-	}
-}
+// rejection is RejectHandler's answer, in gin's error style.
+var rejection = adaptertest.Rejection{ContentType: "application/json; charset=utf-8", Member: "error"}
 
 func working(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) }
-
-// failFirst3 sends a request 5 times and wants the handler's own answer for
-// the first 3 and the breaker's rejection after them.
-func failFirst3(t *testing.T, method, url, key string, handlerStatus int) {
-	t.Helper()
-	for i := range 5 {
-		a := send(t, method, url)
-		if i < 3 {
-			if a.status != handlerStatus {
-				t.Fatalf("request %d: %d, want the handler's %d", i+1, a.status, handlerStatus)
-			}
-			continue
-		}
-		wantRejected(t, a, key)
-	}
-}
 
 func TestFailingGroupIsCutOffWithAGinErrorWhileTheOtherGroupAnswers(t *testing.T) {
 	breakers := testBreakers(t)
 	var calls atomic.Int64
-	url := serve(t, newEngine(breakers, func(c *gin.Context) {
+	url := adaptertest.Serve(t, newEngine(breakers, func(c *gin.Context) {
 		calls.Add(1)
 		c.JSON(http.StatusInternalServerError, gin.H{"error": "template repository unreachable"})
 	}, working))
 	for i := range 6 {
-		a := send(t, http.MethodPost, url+"/api/scaffolder/tasks")
+		a := adaptertest.Send(t, http.MethodPost, url+"/api/scaffolder/tasks")
 		if i < 3 {
 			// c.JSON sets the status before the content type: the writer
 			// must hold the status back, as gin's own does.
-			if a.status != 500 || a.contentType != "application/json; charset=utf-8" || a.body["error"] != "template repository unreachable" {
-				t.Fatalf("scaffolder request %d: %d %q %v, want the handler's 500", i+1, a.status, a.contentType, a.body)
+			if a.Status != 500 || a.ContentType != "application/json; charset=utf-8" || a.Body["error"] != "template repository unreachable" {
+				t.Fatalf("scaffolder request %d: %d %q %v, want the handler's 500", i+1, a.Status, a.ContentType, a.Body)
 			}
 		} else {
-			wantRejected(t, a, "scaffolder")
+			rejection.Want(t, a, "scaffolder")
 		}
-		if a := send(t, http.MethodGet, url+"/api/catalog/entities"); a.status != http.StatusOK {
-			t.Fatalf("catalog answered %d while scaffolder failed", a.status)
+		if a := adaptertest.Send(t, http.MethodGet, url+"/api/catalog/entities"); a.Status != http.StatusOK {
+			t.Fatalf("catalog answered %d while scaffolder failed", a.Status)
 		}
 	}
 	if n := calls.Load(); n != 3 {
@@ -170,8 +103,8 @@ func TestEveryWayAGinHandlerAnswersAFailureCounts(t *testing.T) {
 		"c.Status, with no body after": {503, func(c *gin.Context) { c.Status(503) }},
 	} {
 		t.Run(name, func(t *testing.T) {
-			url := serve(t, newEngine(testBreakers(t), tc.handler, working))
-			failFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", tc.status)
+			url := adaptertest.Serve(t, newEngine(testBreakers(t), tc.handler, working))
+			rejection.FailFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", tc.status)
 		})
 	}
 }
@@ -179,7 +112,7 @@ func TestEveryWayAGinHandlerAnswersAFailureCounts(t *testing.T) {
 func TestClientErrorsDoNotTrip(t *testing.T) {
 	breakers := testBreakers(t)
 	var calls atomic.Int64
-	url := serve(t, newEngine(breakers, func(c *gin.Context) {
+	url := adaptertest.Serve(t, newEngine(breakers, func(c *gin.Context) {
 		switch calls.Add(1) % 3 {
 		case 0:
 			c.JSON(http.StatusUnprocessableEntity, gin.H{"error": "template name missing"})
@@ -190,8 +123,8 @@ func TestClientErrorsDoNotTrip(t *testing.T) {
 		}
 	}, working))
 	for i := range 10 {
-		if a := send(t, http.MethodPost, url+"/api/scaffolder/tasks"); a.status < 400 || a.status > 499 {
-			t.Fatalf("request %d: %d, want the handler's 4xx", i+1, a.status)
+		if a := adaptertest.Send(t, http.MethodPost, url+"/api/scaffolder/tasks"); a.Status < 400 || a.Status > 499 {
+			t.Fatalf("request %d: %d, want the handler's 4xx", i+1, a.Status)
 		}
 	}
 	if n := calls.Load(); n != 10 {
@@ -218,8 +151,8 @@ func TestPanicCountsAsAFailureWithRecoveryOnEitherSide(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			breakers := testBreakers(t)
-			url := serve(t, engine(breakers))
-			failFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", http.StatusInternalServerError)
+			url := adaptertest.Serve(t, engine(breakers))
+			rejection.FailFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", http.StatusInternalServerError)
 			if st := breakers.State("scaffolder"); st != httpbreaker.StateOpen {
 				t.Fatalf("scaffolder %v after 3 panics, want open", st)
 			}
@@ -229,26 +162,26 @@ func TestPanicCountsAsAFailureWithRecoveryOnEitherSide(t *testing.T) {
 
 func TestPerRouteBreakersKeyByMethodAndRouteTemplateNotPath(t *testing.T) {
 	breakers := testBreakers(t)
-	url := serve(t, newEngine(breakers, working, func(c *gin.Context) {
+	url := adaptertest.Serve(t, newEngine(breakers, working, func(c *gin.Context) {
 		c.JSON(http.StatusInternalServerError, gin.H{"error": "inventory down"})
 	}))
 	for i := range 5 {
 		// Every id is another path, and the same route.
 		item := url + "/api/items/" + strconv.Itoa(i+1)
-		a := send(t, http.MethodGet, item)
-		if i < 3 && a.status != http.StatusInternalServerError {
-			t.Fatalf("GET %d: %d, want the handler's 500", i+1, a.status)
+		a := adaptertest.Send(t, http.MethodGet, item)
+		if i < 3 && a.Status != http.StatusInternalServerError {
+			t.Fatalf("GET %d: %d, want the handler's 500", i+1, a.Status)
 		}
 		if i >= 3 {
-			wantRejected(t, a, "GET /api/items/:id")
+			rejection.Want(t, a, "GET /api/items/:id")
 		}
-		if a := send(t, http.MethodPost, item); a.status != http.StatusOK {
-			t.Fatalf("POST %d answered %d while GET of the same route failed", i+1, a.status)
+		if a := adaptertest.Send(t, http.MethodPost, item); a.Status != http.StatusOK {
+			t.Fatalf("POST %d answered %d while GET of the same route failed", i+1, a.Status)
 		}
 	}
 	// Requests that match no route get no breaker: keys come from routes.
-	send(t, http.MethodGet, url+"/api/items/1/no/such/route")
-	send(t, "PURGE", url+"/api/items/1")
+	adaptertest.Send(t, http.MethodGet, url+"/api/items/1/no/such/route")
+	adaptertest.Send(t, "PURGE", url+"/api/items/1")
 
 	var keys []string
 	for _, s := range breakers.Snapshot() {
@@ -287,12 +220,12 @@ func TestMiddlewareOutsideTheBreakerSeesTheAnswerOnGinsOwnWriter(t *testing.T) {
 	r.Group("/api/scaffolder", Wrap(testBreakers(t).Middleware("scaffolder"))).POST("/tasks", func(c *gin.Context) {
 		c.JSON(http.StatusBadGateway, gin.H{"error": "down"})
 	})
-	url := serve(t, r)
+	url := adaptertest.Serve(t, r)
 	for i := range 4 {
-		a := send(t, http.MethodPost, url+"/api/scaffolder/tasks")
-		want := seen{a.status, true, true}
+		a := adaptertest.Send(t, http.MethodPost, url+"/api/scaffolder/tasks")
+		want := seen{a.Status, true, true}
 		if s := <-got; s != want {
-			t.Fatalf("request %d answered %d; the middleware outside saw %+v, want %+v", i+1, a.status, s, want)
+			t.Fatalf("request %d answered %d; the middleware outside saw %+v, want %+v", i+1, a.Status, s, want)
 		}
 	}
 }
@@ -314,11 +247,11 @@ func TestHandlersBehindARejectionNeverRunWhateverAnswersIt(t *testing.T) {
 		calls.Add(1)
 		c.AbortWithStatus(http.StatusInternalServerError)
 	})
-	url := serve(t, r)
+	url := adaptertest.Serve(t, r)
 	for i := range 5 {
-		a := send(t, http.MethodPost, url+"/api/scaffolder/tasks")
-		if i >= 3 && (a.status != http.StatusServiceUnavailable || a.contentType != "application/problem+json") {
-			t.Fatalf("request %d: %d %q, want the library's 503 problem", i+1, a.status, a.contentType)
+		a := adaptertest.Send(t, http.MethodPost, url+"/api/scaffolder/tasks")
+		if i >= 3 && (a.Status != http.StatusServiceUnavailable || a.ContentType != "application/problem+json") {
+			t.Fatalf("request %d: %d %q, want the library's 503 problem", i+1, a.Status, a.ContentType)
 		}
 	}
 	if n := calls.Load(); n != 3 {
@@ -331,10 +264,10 @@ func TestHandlersBehindARejectionNeverRunWhateverAnswersIt(t *testing.T) {
 // in one style.
 func TestRejectHandlerAnswersAPlainNetHTTPRequestTooWithTheSameJSON(t *testing.T) {
 	breakers := testBreakers(t)
-	url := serve(t, breakers.Middleware("reports")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := adaptertest.Serve(t, breakers.Middleware("reports")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "down", http.StatusBadGateway)
 	})))
-	failFirst3(t, http.MethodGet, url, "reports", http.StatusBadGateway)
+	rejection.FailFirst3(t, http.MethodGet, url, "reports", http.StatusBadGateway)
 }
 
 // TestAStreamReachesTheClientAsItIsWrittenAndCountsByItsStatus: c.Stream
@@ -362,23 +295,8 @@ func TestAStreamReachesTheClientAsItIsWrittenAndCountsByItsStatus(t *testing.T) 
 			return sent < 2
 		})
 	})
-	url := serve(t, r)
-	resp, err := http.Get(url + "/api/events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		t.Fatalf("%d %q, want a 200 event stream", resp.StatusCode, resp.Header.Get("Content-Type"))
-	}
-	lines := bufio.NewScanner(resp.Body)
-	var events []string
-	for lines.Scan() {
-		if data, ok := strings.CutPrefix(lines.Text(), "data:"); ok {
-			events = append(events, data)
-			readFirst()
-		}
-	}
+	url := adaptertest.Serve(t, r)
+	events := adaptertest.Stream(t, url+"/api/events", readFirst)
 	if !slices.Equal(events, []string{"0", "1"}) {
 		t.Fatalf("events %q, want 0 then 1, each read before the next was written", events)
 	}
