@@ -30,7 +30,9 @@ type Breakers struct {
 	// policies holds one copy of each resolved policy the breakers use.
 	policies map[Policy]*Policy
 	// idled holds the keys that a per-key policy names whose breaker the
-	// idle sweep dropped: they were used, and are not shown as unused.
+	// idle sweep dropped, and the families (policy keys ending in *) of
+	// other dropped keys: they were used, and are not shown or logged as
+	// unused. It holds at most one entry per policy key.
 	idled      map[string]bool
 	sweepEvery int64 // ns between idle sweeps: a quarter of the shortest IdleTTL; 0 when none
 	lastSweep  int64
@@ -234,11 +236,11 @@ func (b *Breakers) sweepLocked(now int64) {
 			br.dropped.Store(true)
 			b.count--
 			dropped++
-			if _, named := b.cfg.Keys[br.key]; named {
+			if name := b.cfg.policyKey(br.key); name != "" { // the key, or its family: used
 				if b.idled == nil {
 					b.idled = map[string]bool{}
 				}
-				b.idled[br.key] = true
+				b.idled[name] = true
 			}
 			b.alarm.set(&br.wake, never)
 			b.notifier.publish(Event{Transition: Transition{Time: b.at(now), From: StateClosed, To: StateClosed, Reason: ReasonIdle},

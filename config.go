@@ -276,6 +276,21 @@ func (d *decoder) config(n *yaml.Node) Config {
 	return c
 }
 
+// closestField returns the policy field that name most likely misspells,
+// or "" if none is close. Underscores and case aside, so that a Go name
+// (OpenFor) finds its config name (open_for).
+func closestField(name string) string {
+	bare := func(s string) string { return strings.ReplaceAll(s, "_", "") }
+	names := make([]string, len(policyFields))
+	for i, f := range policyFields {
+		names[i] = bare(f.name)
+	}
+	if near := closestKey(bare(name), names); near != "" {
+		return policyFields[slices.Index(names, near)].name
+	}
+	return ""
+}
+
 // fieldNames lists the policy fields' config names, for error messages.
 var fieldNames = func() string {
 	var names []string
@@ -295,6 +310,10 @@ func (d *decoder) policy(n *yaml.Node, path string) Policy {
 				d.field(f, v, fpath, &p)
 				return
 			}
+		}
+		if near := closestField(name); near != "" {
+			d.fail(k, fpath, "unknown field; did you mean %s?", near)
+			return
 		}
 		d.fail(k, fpath, "unknown field (want one of %s)", fieldNames)
 	})

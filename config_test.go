@@ -32,6 +32,7 @@ func TestLoadConfigReadsTheSampleFile(t *testing.T) {
 		"scaffolder": {ConsecutiveFailures: Off, HalfOpenRequests: 1, OpenFor: 10 * time.Second},
 		"search":     {SlowCall: 2 * time.Second, RecoveryRamp: time.Minute},
 		"catalog":    {FailureRate: 0.25, Mode: ModeObserve},
+		"openai:*":   {UpstreamRetryAfter: RetryAfterOn429And503},
 	} {
 		if got := c.Keys[key]; got != want {
 			t.Errorf("keys.%s: %+v, want %+v", key, got, want)
@@ -40,6 +41,7 @@ func TestLoadConfigReadsTheSampleFile(t *testing.T) {
 	b, _ := newSet(t, WithConfig(c))
 	b.Middleware("scaffolder")
 	b.Middleware("other")
+	b.Middleware("openai:gpt-4o")
 	for _, s := range b.Snapshot() {
 		if s.Side == "" {
 			continue // catalog and search: named by the file, wired by nothing here
@@ -47,8 +49,11 @@ func TestLoadConfigReadsTheSampleFile(t *testing.T) {
 		want := DefaultPolicy()
 		want.IdleTTL = Off // a Middleware key
 		want.HalfOpenSuccesses = want.HalfOpenRequests
-		if s.Key == "scaffolder" {
+		switch s.Key {
+		case "scaffolder":
 			want.ConsecutiveFailures, want.HalfOpenRequests, want.HalfOpenSuccesses, want.OpenFor = Off, 1, 1, 10*time.Second
+		case "openai:gpt-4o":
+			want.UpstreamRetryAfter = RetryAfterOn429And503
 		}
 		if s.Policy != want {
 			t.Errorf("%s: resolved policy %+v, want %+v", s.Key, s.Policy, want)
@@ -83,8 +88,12 @@ func TestLoadConfigErrorsNameTheFieldAndLine(t *testing.T) {
 	}{
 		{"unknown top-level field", "default:\n  open_for: 1s\n",
 			[]string{"line 1: default: unknown field (want defaults or keys)"}},
-		{"unknown policy field", "keys:\n  catalog:\n    failure_ratio: 0.5\n",
-			[]string{"line 3: keys.catalog.failure_ratio: unknown field (want one of failure_rate, "}},
+		{"mistyped policy field", "keys:\n  catalog:\n    failure_ratio: 0.5\n",
+			[]string{"line 3: keys.catalog.failure_ratio: unknown field; did you mean failure_rate?"}},
+		{"unknown policy field", "keys:\n  catalog:\n    retries: 3\n",
+			[]string{"line 3: keys.catalog.retries: unknown field (want one of failure_rate, "}},
+		{"a * inside a key", "keys:\n  open*ai:*:\n    open_for: 1s\n",
+			[]string{`line 2: keys: "open*ai:*": a * may only end a key, where it names a family`, "at byte 4"}},
 		{"rate above 1", "keys:\n  catalog:\n    failure_rate: 1.5\n",
 			[]string{"line 3: keys.catalog.failure_rate: must be in (0, 1], or off; got 1.5"}},
 		{"rate 0", "defaults:\n  failure_rate: 0\n",
@@ -157,6 +166,39 @@ func TestLoadConfigErrorsNameTheFieldAndLine(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAMistypedPolicyFieldNamesTheClosestField holds the did_you_mean of
+// a config file or JSON policy's unknown field: the one field it most
+// likely misspells, in its config name, and the whole list only when none
+// is close.
+func TestAMistypedPolicyFieldNamesTheClosestField(t *testing.T) {
+	for typo, want := range map[string]string{
+		"halfopen_requests":   "half_open_requests",
+		"consecutive_failure": "consecutive_failures",
+		"OpenFor":             "open_for", // the Go name
+		"FailureRate":         "failure_rate",
+		"min_request":         "min_requests",
+		"quroum":              "quorum",
+		"slowcall":            "slow_call",
+		"max_open":            "",
+		"retries":             "",
+	} {
+		_, err := LoadConfig(strings.NewReader("keys:\n  catalog:\n    " + typo + ": 1\n"))
+		var jerr error
+		var p Policy
+		jerr = json.Unmarshal([]byte(`{"`+typo+`": 1}`), &p)
+		for _, err := range []error{err, jerr} {
+			switch {
+			case err == nil:
+				t.Errorf("%s: no error", typo)
+			case want != "" && (!strings.Contains(err.Error(), "unknown field; did you mean "+want+"?") || strings.Contains(err.Error(), "want one of")):
+				t.Errorf("%s: %v; want it to name %s alone", typo, err, want)
+			case want == "" && !strings.Contains(err.Error(), "unknown field (want one of failure_rate, min_requests"):
+				t.Errorf("%s: %v; want every field listed, none being close", typo, err)
+			}
+		}
 	}
 }
 

@@ -230,7 +230,7 @@ func (b *Breakers) controlled(key string) (*breaker, error) {
 	if br := b.lookup(key); br != nil {
 		return br, nil
 	}
-	if _, named := b.cfg.Keys[key]; named {
+	if b.cfg.named(key) {
 		if br := b.breakerFor(key, false); br != nil {
 			return br, nil
 		}

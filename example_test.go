@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,8 +44,10 @@ func ExampleBreakers_Middleware() {
 		}
 		resp.Body.Close()
 		line := fmt.Sprint(path, " ", resp.StatusCode)
-		if after := resp.Header.Get("Retry-After"); after != "" {
-			line += " Retry-After: " + after
+		// Retry-After counts down the whole seconds until probes are
+		// admitted: 30 right after the trip, less on a slow machine.
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 1 && secs <= 30 {
+			line += " Retry-After: at most 30"
 		}
 		fmt.Println(line)
 	}
@@ -53,7 +56,7 @@ func ExampleBreakers_Middleware() {
 	// scaffolder 500
 	// scaffolder 500
 	// scaffolder 500
-	// scaffolder 503 Retry-After: 30
+	// scaffolder 503 Retry-After: at most 30
 	// catalog 200
 	// scaffolder is open
 }
@@ -131,13 +134,13 @@ keys:
   catalog:
     failure_rate: 1.5
     open_for: 30
-    retries: 3
+    halfopen_requests: 1
 `))
 	fmt.Println(err)
 	// Output:
 	// httpbreaker: config: line 4: keys.catalog.failure_rate: must be in (0, 1], or off; got 1.5
 	// line 5: keys.catalog.open_for: want a duration such as "30s" or "1m30s"; got 30
-	// line 6: keys.catalog.retries: unknown field (want one of failure_rate, min_requests, consecutive_failures, window, buckets, last_calls, open_for, max_open_for, half_open_requests, half_open_successes, quorum, probe_timeout, slow_call, slow_call_rate, recovery_ramp, idle_ttl, upstream_retry_after, mode)
+	// line 6: keys.catalog.halfopen_requests: unknown field; did you mean half_open_requests?
 }
 
 // A fallback answers rejected requests instead of the 503 problem response,
@@ -147,7 +150,8 @@ func ExampleWithRejectHandler() {
 	fallback := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rj, _ := httpbreaker.RejectionFrom(r)
 		w.Header().Set("Warning", `110 - "stale"`)
-		fmt.Fprintf(w, "cached results (%s is %s, retry in %ds)", rj.Key, rj.State, rj.RetryAfterSeconds())
+		w.Header().Set("Retry-After", strconv.Itoa(rj.RetryAfterSeconds()))
+		fmt.Fprintf(w, "cached results (%s is %s)", rj.Key, rj.State)
 	})
 	breakers, err := httpbreaker.New(
 		httpbreaker.WithRejectHandler(fallback),
@@ -167,7 +171,7 @@ func ExampleWithRejectHandler() {
 	}
 	// Output:
 	// 504 ""
-	// 200 "cached results (search is open, retry in 60s)"
+	// 200 "cached results (search is open)"
 }
 
 // A classifier decides what counts as a failure. This one treats 404 as a
@@ -209,32 +213,55 @@ func ExampleWithRegisterer() {
 	h := breakers.Middleware("catalog")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 
-	families, err := reg.Gather()
-	if err != nil {
-		log.Fatal(err)
-	}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			value := m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			if value == 0 {
-				continue
-			}
-			labels := ""
-			for _, l := range m.GetLabel() {
-				labels += " " + l.GetName() + "=" + l.GetValue()
-			}
-			fmt.Printf("%s%s %v\n", f.GetName(), labels, value)
-		}
-	}
+	printSeries(reg) // what a scrape would see, but for the zeros
 	// Output:
 	// httpbreaker_requests_total key=catalog result=success 1
 	// httpbreaker_state key=catalog state=closed 1
 }
 
+// One set per provider on one registry: each set's metrics carry a
+// constant provider label, from prometheus.WrapRegistererWith, so the same
+// metric names hold both sets' series (a second set on the bare registry
+// would need its own WithNamespace instead).
+func ExampleWithRegisterer_onePerProvider() {
+	reg := prometheus.NewRegistry()
+	sets := map[string]*httpbreaker.Breakers{}
+	for _, provider := range []string{"anthropic", "openai"} {
+		b, err := httpbreaker.New(
+			httpbreaker.WithRegisterer(prometheus.WrapRegistererWith(prometheus.Labels{"provider": provider}, reg)),
+			httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 1}),
+			httpbreaker.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer b.Close()
+		sets[provider] = b
+	}
+	failing := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(529) }) // Anthropic: overloaded
+	working := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	sets["anthropic"].Middleware("/v1/messages")(failing).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/", nil))
+	sets["openai"].Middleware("/v1/responses")(working).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/", nil))
+	for _, b := range sets {
+		if err := b.Flush(context.Background()); err != nil { // the transition counted
+			log.Fatal(err)
+		}
+	}
+
+	printSeries(reg) // what a scrape would see, but for the zeros
+	// Output:
+	// httpbreaker_requests_total key=/v1/messages provider=anthropic result=failure 1
+	// httpbreaker_requests_total key=/v1/responses provider=openai result=success 1
+	// httpbreaker_state key=/v1/messages provider=anthropic state=open 1
+	// httpbreaker_state key=/v1/responses provider=openai state=closed 1
+	// httpbreaker_transitions_total from=closed key=/v1/messages provider=anthropic to=open 1
+}
+
 // A state-change hook gets an Event with why the state changed: here, a
-// message for a chat channel when a key trips.
+// message for a chat channel when a key trips. Hooks run on a goroutine of
+// the set's own, in order; Flush waits until those of every change so far
+// have run, as a test written for gobreaker's synchronous OnStateChange
+// needs.
 func ExampleWithStateChangeHook() {
-	done := make(chan struct{})
 	breakers, err := httpbreaker.New(
 		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)),
 		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 2, OpenFor: 30 * time.Second}),
@@ -242,7 +269,6 @@ func ExampleWithStateChangeHook() {
 			if e.To == httpbreaker.StateOpen {
 				fmt.Printf("%s opened (%s: %d failures in a row); it probes again in %v\n",
 					e.Key, e.Reason, e.ConsecutiveFailures, e.OpenFor)
-				close(done)
 			}
 		}))
 	if err != nil {
@@ -254,9 +280,13 @@ func ExampleWithStateChangeHook() {
 	for range 2 {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 	}
-	<-done // hooks run on a goroutine of the set's own
+	if err := breakers.Flush(context.Background()); err != nil {
+		panic(err)
+	}
+	fmt.Println("flushed")
 	// Output:
 	// billing opened (consecutive_failures: 2 failures in a row); it probes again in 30s
+	// flushed
 }
 
 // Transport puts a client's calls to an upstream behind the key's breaker:
@@ -278,8 +308,8 @@ func ExampleBreakers_Transport() {
 		resp, err := git.Get(upstream.URL + "/repos")
 		var rejected *httpbreaker.RejectedError
 		switch {
-		case errors.As(err, &rejected):
-			fmt.Printf("rejected by %s, retry in %v: answering from the cache\n", rejected.Key, rejected.RetryAfter.Round(time.Second))
+		case errors.As(err, &rejected) && rejected.RetryAfter <= 30*time.Second: // 30s after the trip, and counting down
+			fmt.Printf("rejected by %s (%s), retry within 30s: answering from the cache\n", rejected.Key, rejected.State)
 		case err != nil:
 			fmt.Println(err)
 		default:
@@ -291,8 +321,8 @@ func ExampleBreakers_Transport() {
 	// 502
 	// 502
 	// 502
-	// rejected by git, retry in 30s: answering from the cache
-	// rejected by git, retry in 30s: answering from the cache
+	// rejected by git (open), retry within 30s: answering from the cache
+	// rejected by git (open), retry within 30s: answering from the cache
 }
 
 // Do puts a call that is not HTTP, here a database query, behind a key's
@@ -322,13 +352,17 @@ func ExampleBreakers_Do() {
 		fmt.Println(query(errors.New("connection refused")))
 	}
 	err = query(nil)
-	fmt.Println(errors.Is(err, httpbreaker.ErrOpen), err)
+	var rejected *httpbreaker.RejectedError
+	if errors.Is(err, httpbreaker.ErrOpen) && errors.As(err, &rejected) && rejected.RetryAfter <= 30*time.Second {
+		// RetryAfter counts down from OpenFor: 30s right after the trip.
+		fmt.Printf("%s is %s: degrade, and retry within 30s\n", rejected.Key, rejected.State)
+	}
 	// Output:
 	// sql: no rows in result set
 	// connection refused
 	// connection refused
 	// connection refused
-	// true httpbreaker: circuit breaker "orders-db" is open; retry in 30s
+	// orders-db is open: degrade, and retry within 30s
 }
 
 // A route group whose handler calls an upstream with the request's context
@@ -379,4 +413,26 @@ func Example_blame() {
 	// 200 from the cache
 	// billing: closed, 0 failures, blamed on map[payments:3]
 	// payments: open, 3 failures, blamed on map[]
+}
+
+// printSeries prints every series of reg whose value is not zero, one per
+// line: the name, the labels and the value.
+func printSeries(reg *prometheus.Registry) {
+	families, err := reg.Gather()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			value := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			if value == 0 {
+				continue
+			}
+			labels := ""
+			for _, l := range m.GetLabel() {
+				labels += " " + l.GetName() + "=" + l.GetValue()
+			}
+			fmt.Printf("%s%s %v\n", f.GetName(), labels, value)
+		}
+	}
 }

@@ -64,9 +64,15 @@ func WithPolicy(p Policy) Option {
 // Middleware or Transport wires and no request or Do call has chosen is
 // logged once, as a warning naming the closest key in use: such a policy
 // guards nothing, and is most often a typo.
+//
+// A key that ends in * names a family (see Config.Keys): the policy of
+// every key that begins with the rest and has no policy of its own, such as
+// the keys a KeyFunc makes from a request. A family is not a key: it is not
+// on the status page, and it is logged a minute after New if no key in use
+// belongs to it.
 func WithKeyPolicy(key string, p Policy) Option {
 	return option(func(b *settings) error {
-		if err := checkKey(key); err != nil {
+		if err := checkPolicyKey(key); err != nil {
 			return fmt.Errorf("WithKeyPolicy(%s): %w", quoteKey(key), err)
 		}
 		if b.cfg.Keys == nil {

@@ -610,8 +610,54 @@ func (p Policy) problems() []problem {
 type Config struct {
 	// Defaults apply to every key; unset fields take the built-in defaults.
 	Defaults Policy `json:"defaults"`
-	// Keys holds per-key overrides, by breaker key.
+	// Keys holds per-key overrides, by breaker key. A key that ends in *
+	// names a family: its policy is that of every key that begins with
+	// what comes before the * and has no policy of its own ("openai:*"
+	// covers "openai:gpt-4o" and "openai:o3"), the longest such prefix
+	// winning. A key with a policy of its own, or a family's, inherits only
+	// the defaults. A * anywhere else in a key is an error.
 	Keys map[string]Policy `json:"keys,omitempty"`
+}
+
+// isFamily reports whether a key of Config.Keys names a family of keys.
+func isFamily(key string) bool { return strings.HasSuffix(key, "*") }
+
+// policyKey returns the entry of c.Keys that gives key its policy: key
+// itself, or the longest family whose prefix key has, or "" for the
+// defaults. Families cover keys that come from requests (a provider and a
+// model), so that their policies need not list every one.
+func (c Config) policyKey(key string) string {
+	if _, own := c.Keys[key]; own && !isFamily(key) {
+		return key
+	}
+	best, found := "", false
+	for k := range c.Keys {
+		if isFamily(k) && strings.HasPrefix(key, k[:len(k)-1]) && (!found || len(k) > len(best)) {
+			best, found = k, true
+		}
+	}
+	return best
+}
+
+// named reports whether key has a policy of its own: a key, not a family,
+// of c.Keys. Manual control and the status page know such keys before any
+// request has used them.
+func (c Config) named(key string) bool {
+	_, own := c.Keys[key]
+	return own && !isFamily(key)
+}
+
+// checkPolicyKey says what is wrong with a key of Config.Keys, if anything:
+// what checkKey says of a key, or a * that does not end it.
+func checkPolicyKey(key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if i := strings.IndexByte(key, '*'); i >= 0 && i < len(key)-1 {
+		return fmt.Errorf("a * may only end a key, where it names a family (\"openai:*\" covers every key that begins with \"openai:\"); "+
+			"this one has a * at byte %d", i)
+	}
+	return nil
 }
 
 // lines records where each field of a config file was written, by path.
@@ -622,7 +668,7 @@ type lines map[string]int
 func (c Config) validate(at lines) []*FieldError {
 	errs := policyErrors("defaults", c.Defaults, Policy{}, at)
 	for _, name := range slices.Sorted(maps.Keys(c.Keys)) {
-		if err := checkKey(name); err != nil {
+		if err := checkPolicyKey(name); err != nil {
 			line := at["keys."+name]
 			if line == 0 {
 				line = at["keys"]
@@ -671,9 +717,10 @@ func fieldByName(name string) *policyField {
 	panic("httpbreaker: no policy field " + name)
 }
 
-// policyFor returns the resolved policy of the key name.
+// policyFor returns the resolved policy of the key name: its own, its
+// family's or the defaults.
 func (c Config) policyFor(name string) Policy {
-	return c.Keys[name].inherit(c.Defaults).resolve()
+	return c.Keys[c.policyKey(name)].inherit(c.Defaults).resolve()
 }
 
 // FieldError is one invalid field of a policy or config file. Errors from

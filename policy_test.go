@@ -1,8 +1,11 @@
 package httpbreaker
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -199,6 +202,103 @@ func TestRetryAfterToldToClientsIsAtMostAnHour(t *testing.T) {
 	}{{0, 1}, {1500 * time.Millisecond, 2}, {time.Hour, 3600}, {time.Hour + time.Second, 3600}, {24 * time.Hour, 3600}, {1<<63 - 1, 3600}} {
 		if got := (Rejection{RetryAfter: tc.left}).RetryAfterSeconds(); got != tc.want {
 			t.Errorf("RetryAfterSeconds with %v left = %d, want %d", tc.left, got, tc.want)
+		}
+	}
+}
+
+// TestAFamilyPolicyCoversEveryKeyWithItsPrefixTheLongestWinning holds key
+// families: a policy key ending in * gives its policy to every key that
+// begins with the rest and has none of its own, the longest prefix
+// winning; a key's own policy, or its family's, inherits the defaults
+// only, never another family's fields.
+func TestAFamilyPolicyCoversEveryKeyWithItsPrefixTheLongestWinning(t *testing.T) {
+	cfg, err := LoadConfig(strings.NewReader(`
+defaults:
+  open_for: 10s
+keys:
+  "openai:*":
+    open_for: 1m
+    half_open_requests: 1
+  "openai:gpt-*":
+    open_for: 2m
+  "openai:gpt-4o":
+    open_for: 3m
+  "*":
+    open_for: 4m
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := newSet(t, WithConfig(cfg), WithKeyPolicy("anthropic:*", Policy{OpenFor: 5 * time.Minute}))
+	for key, want := range map[string]struct {
+		openFor  time.Duration
+		halfOpen int
+	}{
+		"openai:o3":          {time.Minute, 1},
+		"openai:gpt-4o-mini": {2 * time.Minute, 3}, // its family's own fields, and the defaults
+		"openai:gpt-4o":      {3 * time.Minute, 3}, // its own policy: no family's
+		"openai:":            {time.Minute, 1},     // the prefix alone is in the family
+		"openai":             {4 * time.Minute, 3}, // not "openai:": only "*" covers it
+		"anthropic:claude":   {5 * time.Minute, 3},
+		"ollama:llama3":      {4 * time.Minute, 3},
+	} {
+		if err := b.Do(context.Background(), key, func(context.Context) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if p := status(t, b, key).Policy; p.OpenFor != want.openFor || p.HalfOpenRequests != want.halfOpen || p.FailureRate != 0.5 {
+			t.Errorf("%s: open_for %v, half_open_requests %d; want %v and %d, the rest defaults", key, p.OpenFor, p.HalfOpenRequests, want.openFor, want.halfOpen)
+		}
+	}
+	noFamily, _ := newSet(t, WithConfig(Config{Defaults: Policy{OpenFor: 10 * time.Second}}))
+	noFamily.Middleware("openai:o3")
+	if p := status(t, noFamily, "openai:o3").Policy; p.OpenFor != 10*time.Second {
+		t.Errorf("without families: open_for %v, want the default's", p.OpenFor)
+	}
+}
+
+// TestAFamilyIsNotAKey holds that a family is no breaker key: the status
+// lists only the keys that have breakers or policies of their own, and
+// manual control makes no breaker for the family or for a key of it that
+// nothing has used.
+func TestAFamilyIsNotAKey(t *testing.T) {
+	b, _ := newSet(t, WithKeyPolicy("openai:*", Policy{OpenFor: time.Minute}), WithKeyPolicy("billing", Policy{}))
+	b.Middleware("openai:gpt-4o")
+	var keys []string
+	for _, s := range b.Snapshot() {
+		keys = append(keys, s.Key)
+	}
+	if want := []string{"billing", "openai:gpt-4o"}; !slices.Equal(keys, want) {
+		t.Fatalf("Snapshot lists %q, want %q: a family is not a key", keys, want)
+	}
+	for _, key := range []string{"openai:*", "openai:o3"} {
+		if err := b.ForceOpen(key, 0); !errors.Is(err, ErrNoBreaker) {
+			t.Errorf("ForceOpen(%q): %v, want ErrNoBreaker", key, err)
+		}
+	}
+	if err := b.ForceOpen("openai:gpt-4o", 0); err != nil {
+		t.Errorf("ForceOpen of a family's key in use: %v", err)
+	}
+	if err := b.ForceOpen("billing", 0); err != nil {
+		t.Errorf("ForceOpen of a named key nothing used yet: %v", err)
+	}
+}
+
+// TestAStarInsideAPolicyKeyIsAnErrorNamingIt: only a * at the end makes a
+// family; anywhere else it is a mistake, named with where it is.
+func TestAStarInsideAPolicyKeyIsAnErrorNamingIt(t *testing.T) {
+	for _, key := range []string{"open*ai", "openai:**", "*:gpt-4o"} {
+		_, err := New(WithKeyPolicy(key, Policy{}))
+		if err == nil || !strings.Contains(err.Error(), quoteKey(key)) || !strings.Contains(err.Error(), "a * may only end a key") {
+			t.Errorf("WithKeyPolicy(%q): %v; want an error naming the key and the misplaced *", key, err)
+		}
+		_, err = New(WithConfig(Config{Keys: map[string]Policy{key: {}}}))
+		if err == nil || !strings.Contains(err.Error(), quoteKey(key)) {
+			t.Errorf("Config.Keys[%q]: %v; want an error naming the key", key, err)
+		}
+	}
+	for _, key := range []string{"openai:*", "*", "GET /api/items/*"} {
+		if _, err := New(WithKeyPolicy(key, Policy{})); err != nil {
+			t.Errorf("WithKeyPolicy(%q): %v", key, err)
 		}
 	}
 }

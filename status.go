@@ -9,7 +9,9 @@ import (
 
 // Snapshot returns the status of every key, sorted by key: every key with
 // a breaker, and every key that a per-key policy names, which shows as
-// closed, with no Side and no requests, until something uses it.
+// closed, with no Side and no requests, until something uses it. A family
+// of keys (a policy key ending in *) is not a key: its keys show once they
+// have breakers.
 func (b *Breakers) Snapshot() []Status {
 	b.sweep()
 	// Sorted as breakers, not as statuses: a Status is some 400 bytes to
@@ -32,7 +34,7 @@ func (b *Breakers) Snapshot() []Status {
 		b.mu.Unlock()
 		n := len(out)
 		for key := range b.cfg.Keys {
-			if !have[key] {
+			if !have[key] && !isFamily(key) {
 				out = append(out, b.unusedStatus(key))
 			}
 		}

@@ -28,31 +28,79 @@ func (b *Breakers) watchUnusedKeys() {
 // a config file) and that nothing has used: no Middleware or Transport wires
 // it and no KeyFunc or Do call has chosen it. Such a key is most often a typo, whose
 // policy guards nothing; the record names the closest key in use, if one
-// is close.
+// is close. A family (a policy key ending in *) is logged in the same way
+// when no key in use has taken its policy, with the closest family that
+// keys in use would match, or the policy key that took the policy of its
+// keys in use (shadowed_by).
 func (b *Breakers) logUnusedKeys() {
 	var used []string
+	matched := map[string]bool{} // the policy keys that gave a key in use its policy
 	for _, br := range b.all() {
 		if br.sides.Load() != 0 {
 			used = append(used, br.key)
+			matched[b.cfg.policyKey(br.key)] = true
 		}
 	}
 	b.mu.Lock()
 	for key := range b.idled {
-		used = append(used, key)
+		matched[key] = true
+		if !isFamily(key) {
+			used = append(used, key)
+		}
 	}
 	b.mu.Unlock()
 	slices.Sort(used)
 	for _, key := range slices.Sorted(maps.Keys(b.cfg.Keys)) {
-		if _, found := slices.BinarySearch(used, key); found {
+		if matched[key] {
 			continue
 		}
 		args := []any{"key", key, "after", unusedKeyGrace}
+		if isFamily(key) {
+			if by := shadowing(key, used, b.cfg); by != "" {
+				args = append(args, "shadowed_by", by)
+			} else if near := closestFamily(key, used); near != "" {
+				args = append(args, "did_you_mean", near)
+			}
+			b.notifier.log(slog.LevelWarn, "circuit breaker policy names a family of keys that no key in use "+
+				"belongs to: no key that Middleware or Transport wires, or a request or Do call has chosen, begins with "+
+				"its prefix, or each that does has a policy of its own or a longer family's (shadowed_by), so its policy "+
+				"guards nothing (a typo?)", args...)
+			continue
+		}
 		if near := closestKey(key, used); near != "" {
 			args = append(args, "did_you_mean", near)
 		}
 		b.notifier.log(slog.LevelWarn, "circuit breaker policy names a key that nothing uses: no Middleware or "+
 			"Transport wires it and no request or Do call has chosen it, so its policy guards nothing (a typo?)", args...)
 	}
+}
+
+// shadowing returns the policy key that took the policy of a key in use
+// that begins with family's prefix (a longer family, or the key's own), or
+// "" if no key in use does: such a family is no typo, but shadowed.
+func shadowing(family string, keys []string, cfg Config) string {
+	for _, k := range keys {
+		if strings.HasPrefix(k, family[:len(family)-1]) {
+			return cfg.policyKey(k)
+		}
+	}
+	return ""
+}
+
+// closestFamily returns the family that family most likely misspells,
+// made from the keys in use: the start of a key, about as long as
+// family's prefix (two runes more or less, for a letter left out or put
+// in), and a *. It is "" if none is close.
+func closestFamily(family string, keys []string) string {
+	n := utf8.RuneCountInString(family) - 1
+	var families []string
+	for _, k := range keys {
+		r := []rune(k)
+		for l := max(1, min(n-2, len(r))); l <= min(n+2, len(r)); l++ {
+			families = append(families, string(r[:l])+"*")
+		}
+	}
+	return closestKey(family, families)
 }
 
 // closestKey returns the key of keys that key most likely misspells, or ""

@@ -2,6 +2,7 @@ package httpbreaker
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -111,6 +112,75 @@ func TestClosestKeyFindsTheLikelyTypo(t *testing.T) {
 	} {
 		if got := closestKey(key, keys); got != want {
 			t.Errorf("closestKey(%q) = %q, want %q", key, got, want)
+		}
+	}
+}
+
+// TestAFamilyNoKeyBelongsToIsLoggedOnceAfterAMinute holds the warning for
+// families: a minute after New, each family whose policy no key in use has
+// taken is logged once, with the family that the keys in use would match
+// if it is close; a family shadowed by a longer one for every key in use
+// took no key either. A family whose keys were all dropped as idle before
+// the minute was used.
+func TestAFamilyNoKeyBelongsToIsLoggedOnceAfterAMinute(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, sink := newSet(t,
+			WithKeyPolicy("openai:*", Policy{}), WithKeyPolicy("openai:gpt-*", Policy{}),
+			WithKeyPolicy("opneai:*", Policy{}), WithKeyPolicy("mistral:*", Policy{}),
+			WithKeyPolicy("anthropic:*", Policy{}), WithKeyPolicy("azure:*", Policy{IdleTTL: time.Second}),
+			WithKeyPolicy("google:*", Policy{}))
+		byPath := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Path[1:] })(newStatusHandler(200))
+		for _, key := range []string{"openai:gpt-4o", "azure:gpt-4o"} {
+			record(byPath, "/"+key)
+		}
+		_ = b.Do(context.Background(), "anthropic:claude", func(context.Context) error { return nil })
+		b.Middleware("google:gemini")
+		for range 3 { // sweeps: azure:gpt-4o is idle past its IdleTTL
+			time.Sleep(10 * time.Second)
+			b.Snapshot()
+		}
+		if b.lookup("azure:gpt-4o") != nil {
+			t.Fatal("the idle key was not dropped")
+		}
+		time.Sleep(31 * time.Second)
+		want := map[string][2]string{ // did_you_mean, shadowed_by
+			"openai:*":  {"", "openai:gpt-*"},
+			"opneai:*":  {"openai:*", ""},
+			"mistral:*": {"", ""},
+		}
+		got := sink.matching("no key in use belongs to")
+		for _, e := range got {
+			hint, ok := want[e.attrs["key"]]
+			if !ok || e.attrs["did_you_mean"] != hint[0] || e.attrs["shadowed_by"] != hint[1] || e.level != slog.LevelWarn {
+				t.Errorf("logged %v %s did_you_mean %q shadowed_by %q", e.level, e.attrs["key"], e.attrs["did_you_mean"], e.attrs["shadowed_by"])
+			}
+			delete(want, e.attrs["key"])
+		}
+		if len(want) != 0 {
+			t.Errorf("not logged: %v (logged %+v)", want, got)
+		}
+		if other := sink.matching("nothing uses"); len(other) != 0 {
+			t.Errorf("a family was logged as a key: %+v", other)
+		}
+		time.Sleep(time.Hour)
+		if n := len(sink.matching("no key in use belongs to")); n != len(got) {
+			t.Errorf("%d records after an hour, want the %d of the first minute only", n, len(got))
+		}
+	})
+}
+
+func TestClosestFamilyIsMadeFromTheKeysInUse(t *testing.T) {
+	keys := []string{"openai:gpt-4o", "anthropic:claude-sonnet", "GET /api/items/{id}"}
+	for family, want := range map[string]string{
+		"opneai:*":          "openai:*",
+		"openai:gtp-*":      "openai:gpt-*",
+		"antropic:*":        "anthropic:*",
+		"GET /api/itmes/*":  "GET /api/items/*",
+		"mistral:*":         "",
+		"openai:gpt-4o-mi*": "openai:gpt-4o*", // longer than the key: the whole key
+	} {
+		if got := closestFamily(family, keys); got != want {
+			t.Errorf("closestFamily(%q) = %q, want %q", family, got, want)
 		}
 	}
 }

@@ -2,15 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strconv"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,16 +15,16 @@ import (
 )
 
 func init() {
-	// No route listing, request log or panic stacks in the test output.
+	// No route listing or request log in the test output.
 	gin.SetMode(gin.TestMode)
 	gin.DefaultWriter = io.Discard
-	gin.DefaultErrorWriter = io.Discard
 }
 
-// testBreakers trips a key after 3 failures in a row and keeps it open far
-// longer than any test runs.
-func testBreakers(t *testing.T) *httpbreaker.Breakers {
-	t.Helper()
+// TestScaffolderIsCutOffWhileCatalogAndItemsAnswer runs the example's
+// engine with its own handlers: scaffolder's 502s open its breaker, which
+// then answers in gin's error style, and the other groups go on. The
+// adapter's behaviour is tested in ginbreaker.
+func TestScaffolderIsCutOffWhileCatalogAndItemsAnswer(t *testing.T) {
 	breakers, err := newBreakers(
 		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 3, OpenFor: time.Hour}),
 		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)))
@@ -36,264 +32,47 @@ func testBreakers(t *testing.T) *httpbreaker.Breakers {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = breakers.Close() })
-	return breakers
-}
-
-func serve(t *testing.T, h http.Handler) string {
-	t.Helper()
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(newEngine(breakers, scaffolderTasks, getItem))
 	t.Cleanup(srv.Close)
-	return srv.URL
-}
 
-type answer struct {
-	status      int
-	contentType string
-	retryAfter  string
-	body        map[string]any
-}
-
-func send(t *testing.T, method, url string) answer {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
+	send := func(method, path string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatalf("%s %s: %d with a body that is not JSON: %v", method, path, resp.StatusCode, err)
+		}
+		return resp.StatusCode, body
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := answer{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), retryAfter: resp.Header.Get("Retry-After")}
-	if strings.HasPrefix(a.contentType, "application/json") && json.Unmarshal(raw, &a.body) != nil {
-		t.Fatalf("%s %s: %d with a body that is not a JSON object: %q", method, url, a.status, raw)
-	}
-	return a
-}
-
-// wantRejected fails the test unless a is the reject answer of key's open
-// breaker, in gin's error style.
-func wantRejected(t *testing.T, a answer, key string) {
-	t.Helper()
-	if a.status != http.StatusServiceUnavailable || a.contentType != "application/json; charset=utf-8" {
-		t.Fatalf("got %d %q, want the breaker's 503 as gin JSON", a.status, a.contentType)
-	}
-	if secs, err := strconv.Atoi(a.retryAfter); err != nil || secs < 1 || secs > 3600 {
-		t.Fatalf("Retry-After %q, want whole seconds of the cooldown left", a.retryAfter)
-	}
-	want := key + " is unavailable: its circuit breaker is open; retry after the delay in Retry-After"
-	if len(a.body) != 1 || a.body["error"] != want {
-		t.Fatalf("body %v, want only error: %q", a.body, want)
-	}
-}
-
-func working(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) }
-
-// failFirst3 sends a request 5 times and wants the handler's own answer for
-// the first 3 and the breaker's rejection after them.
-func failFirst3(t *testing.T, method, url, key string, handlerStatus int) {
-	t.Helper()
 	for i := range 5 {
-		a := send(t, method, url)
-		if i < 3 {
-			if a.status != handlerStatus {
-				t.Fatalf("request %d: %d, want the handler's %d", i+1, a.status, handlerStatus)
-			}
-			continue
-		}
-		wantRejected(t, a, key)
-	}
-}
-
-func TestFailingGroupIsCutOffWithAGinErrorWhileTheOtherGroupAnswers(t *testing.T) {
-	breakers := testBreakers(t)
-	var calls atomic.Int64
-	url := serve(t, newEngine(breakers, func(c *gin.Context) {
-		calls.Add(1)
-		c.JSON(http.StatusInternalServerError, gin.H{"error": "template repository unreachable"})
-	}, working))
-	for i := range 6 {
-		a := send(t, http.MethodPost, url+"/api/scaffolder/tasks")
-		if i < 3 {
-			// c.JSON sets the status before the content type: the writer
-			// must hold the status back, as gin's own does.
-			if a.status != 500 || a.contentType != "application/json; charset=utf-8" || a.body["error"] != "template repository unreachable" {
-				t.Fatalf("scaffolder request %d: %d %q %v, want the handler's 500", i+1, a.status, a.contentType, a.body)
-			}
-		} else {
-			wantRejected(t, a, "scaffolder")
-		}
-		if a := send(t, http.MethodGet, url+"/api/catalog/entities"); a.status != http.StatusOK {
-			t.Fatalf("catalog answered %d while scaffolder failed", a.status)
-		}
-	}
-	if n := calls.Load(); n != 3 {
-		t.Fatalf("the scaffolder handler ran %d times, want 3: an open breaker must not call it", n)
-	}
-	if s, c := breakers.State("scaffolder"), breakers.State("catalog"); s != httpbreaker.StateOpen || c != httpbreaker.StateClosed {
-		t.Fatalf("scaffolder %v, catalog %v; want open and closed", s, c)
-	}
-}
-
-func TestEveryWayAGinHandlerAnswersAFailureCounts(t *testing.T) {
-	for name, tc := range map[string]struct {
-		status  int
-		handler gin.HandlerFunc
-	}{
-		"c.JSON":                       {500, func(c *gin.Context) { c.JSON(500, gin.H{"error": "down"}) }},
-		"c.String":                     {504, func(c *gin.Context) { c.String(504, "upstream timed out") }},
-		"c.AbortWithStatus":            {502, func(c *gin.Context) { c.AbortWithStatus(502) }},
-		"c.AbortWithError":             {500, func(c *gin.Context) { _ = c.AbortWithError(500, errors.New("down")) }},
-		"c.Status, with no body after": {503, func(c *gin.Context) { c.Status(503) }},
-	} {
-		t.Run(name, func(t *testing.T) {
-			url := serve(t, newEngine(testBreakers(t), tc.handler, working))
-			failFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", tc.status)
-		})
-	}
-}
-
-func TestClientErrorsDoNotTrip(t *testing.T) {
-	breakers := testBreakers(t)
-	var calls atomic.Int64
-	url := serve(t, newEngine(breakers, func(c *gin.Context) {
-		switch calls.Add(1) % 3 {
-		case 0:
-			c.JSON(http.StatusUnprocessableEntity, gin.H{"error": "template name missing"})
-		case 1:
-			c.AbortWithStatus(http.StatusNotFound)
-		default:
-			c.Status(http.StatusConflict)
-		}
-	}, working))
-	for i := range 10 {
-		if a := send(t, http.MethodPost, url+"/api/scaffolder/tasks"); a.status < 400 || a.status > 499 {
-			t.Fatalf("request %d: %d, want the handler's 4xx", i+1, a.status)
-		}
-	}
-	if n := calls.Load(); n != 10 {
-		t.Fatalf("the handler ran %d times, want 10", n)
-	}
-	if st := breakers.State("scaffolder"); st != httpbreaker.StateClosed {
-		t.Fatalf("scaffolder %v after 4xx answers, want closed", st)
-	}
-}
-
-func TestPanicCountsAsAFailureWithRecoveryOnEitherSide(t *testing.T) {
-	panicking := func(*gin.Context) { panic("nil map in the scaffolder") }
-	for name, engine := range map[string]func(*httpbreaker.Breakers) *gin.Engine{
-		// The panic goes up through the breaker to gin.Default's Recovery.
-		"outside, as in newEngine": func(b *httpbreaker.Breakers) *gin.Engine {
-			return newEngine(b, panicking, working)
-		},
-		// Recovery answers 500 through the breaker's writer.
-		"inside, after wrap": func(b *httpbreaker.Breakers) *gin.Engine {
-			r := gin.New()
-			r.Group("/api/scaffolder", wrap(b.Middleware("scaffolder")), gin.Recovery()).POST("/tasks", panicking)
-			return r
-		},
-	} {
-		t.Run(name, func(t *testing.T) {
-			breakers := testBreakers(t)
-			url := serve(t, engine(breakers))
-			failFirst3(t, http.MethodPost, url+"/api/scaffolder/tasks", "scaffolder", http.StatusInternalServerError)
-			if st := breakers.State("scaffolder"); st != httpbreaker.StateOpen {
-				t.Fatalf("scaffolder %v after 3 panics, want open", st)
-			}
-		})
-	}
-}
-
-func TestPerRouteBreakersKeyByMethodAndRouteTemplateNotPath(t *testing.T) {
-	breakers := testBreakers(t)
-	url := serve(t, newEngine(breakers, working, func(c *gin.Context) {
-		c.JSON(http.StatusInternalServerError, gin.H{"error": "inventory down"})
-	}))
-	for i := range 5 {
-		// Every id is another path, and the same route.
-		item := url + "/api/items/" + strconv.Itoa(i+1)
-		a := send(t, http.MethodGet, item)
-		if i < 3 && a.status != http.StatusInternalServerError {
-			t.Fatalf("GET %d: %d, want the handler's 500", i+1, a.status)
-		}
+		status, body := send(http.MethodPost, "/api/scaffolder/tasks")
+		want := http.StatusBadGateway
 		if i >= 3 {
-			wantRejected(t, a, "GET /api/items/:id")
+			want = http.StatusServiceUnavailable
 		}
-		if a := send(t, http.MethodPost, item); a.status != http.StatusOK {
-			t.Fatalf("POST %d answered %d while GET of the same route failed", i+1, a.status)
+		if status != want {
+			t.Fatalf("scaffolder request %d: %d %v, want %d", i+1, status, body, want)
+		}
+		if i >= 3 && body["error"] != "scaffolder is unavailable: its circuit breaker is open; retry after the delay in Retry-After" {
+			t.Fatalf("the rejection's body: %v, want gin's error JSON", body)
+		}
+		if status, _ := send(http.MethodGet, "/api/catalog/entities"); status != http.StatusOK {
+			t.Fatalf("catalog answered %d while scaffolder failed", status)
+		}
+		if status, body := send(http.MethodGet, "/api/items/7"); status != http.StatusOK || body["id"] != "7" {
+			t.Fatalf("GET /api/items/7: %d %v", status, body)
 		}
 	}
-	// Requests that match no route get no breaker: keys come from routes.
-	send(t, http.MethodGet, url+"/api/items/1/no/such/route")
-	send(t, "PURGE", url+"/api/items/1")
-
 	var keys []string
 	for _, s := range breakers.Snapshot() {
 		keys = append(keys, s.Key+"="+s.State.String())
 	}
-	want := []string{"GET /api/items/:id=open", "POST /api/items/:id=closed", "catalog=closed", "scaffolder=closed"}
-	if !slices.Equal(keys, want) {
+	if want := []string{"GET /api/items/:id=closed", "catalog=closed", "scaffolder=open"}; !slices.Equal(keys, want) {
 		t.Fatalf("breakers %q, want %q", keys, want)
-	}
-}
-
-// TestMiddlewareOutsideTheBreakerSeesTheAnswerOnGinsOwnWriter: once the
-// breaker is done, c.Writer is gin's own again, and knows what was answered.
-func TestMiddlewareOutsideTheBreakerSeesTheAnswerOnGinsOwnWriter(t *testing.T) {
-	type seen struct {
-		status  int
-		ginOwn  bool
-		written bool
-	}
-	got := make(chan seen, 1)
-	r := gin.New()
-	r.Use(func(c *gin.Context) {
-		c.Next()
-		_, ours := c.Writer.(*ginWriter)
-		got <- seen{c.Writer.Status(), !ours, c.Writer.Written()}
-	})
-	r.Group("/api/scaffolder", wrap(testBreakers(t).Middleware("scaffolder"))).POST("/tasks", func(c *gin.Context) {
-		c.JSON(http.StatusBadGateway, gin.H{"error": "down"})
-	})
-	url := serve(t, r)
-	for i := range 4 {
-		a := send(t, http.MethodPost, url+"/api/scaffolder/tasks")
-		want := seen{a.status, true, true}
-		if s := <-got; s != want {
-			t.Fatalf("request %d answered %d; the middleware outside saw %+v, want %+v", i+1, a.status, s, want)
-		}
-	}
-}
-
-// TestHandlersBehindARejectionNeverRunWhateverAnswersIt: with the library's
-// own reject response instead of rejected, which does not abort the gin
-// chain, wrap still stops it.
-func TestHandlersBehindARejectionNeverRunWhateverAnswersIt(t *testing.T) {
-	breakers, err := httpbreaker.New(
-		httpbreaker.WithPolicy(httpbreaker.Policy{ConsecutiveFailures: 3, OpenFor: time.Hour}),
-		httpbreaker.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = breakers.Close() })
-	var calls atomic.Int64
-	r := gin.New()
-	r.Group("/api/scaffolder", wrap(breakers.Middleware("scaffolder"))).POST("/tasks", func(c *gin.Context) {
-		calls.Add(1)
-		c.AbortWithStatus(http.StatusInternalServerError)
-	})
-	url := serve(t, r)
-	for i := range 5 {
-		a := send(t, http.MethodPost, url+"/api/scaffolder/tasks")
-		if i >= 3 && (a.status != http.StatusServiceUnavailable || a.contentType != "application/problem+json") {
-			t.Fatalf("request %d: %d %q, want the library's 503 problem", i+1, a.status, a.contentType)
-		}
-	}
-	if n := calls.Load(); n != 3 {
-		t.Fatalf("the handler ran %d times, want 3", n)
 	}
 }

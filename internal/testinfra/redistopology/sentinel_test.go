@@ -1,17 +1,19 @@
-package redisserver
+package redistopology
 
 import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/httpbreaker/httpbreaker/internal/redisserver"
 )
 
 // startSentinel starts a master, a replica and three sentinels, closed
 // when the test ends.
-func startSentinel(t *testing.T) *Sentinel {
+func startSentinel(t *testing.T) *redisserver.Sentinel {
 	t.Helper()
-	RequireInstalled(t)
-	s, err := StartSentinel("mymaster")
+	redisserver.RequireInstalled(t)
+	s, err := redisserver.StartSentinel("mymaster")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +49,7 @@ func TestSentinelStartsWithTheMasterItNames(t *testing.T) {
 	for _, sentinel := range s.SentinelAddrs() {
 		want(t, dialT(t, sentinel), "[sentinel [mymaster]]", "ROLE")
 	}
-	dir := s.dir
+	dir := workDir(t, master.Addr())
 	s.Close()
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the sentinels' directory after Close: %v; want it removed", err)
@@ -57,9 +59,9 @@ func TestSentinelStartsWithTheMasterItNames(t *testing.T) {
 
 func TestStartSentinelRejectsBadNames(t *testing.T) {
 	for _, name := range []string{"", "my master", "a\"b"} {
-		if s, err := StartSentinel(name); err == nil {
+		if s, err := redisserver.StartSentinel(name); err == nil {
 			s.Close()
-			t.Errorf("StartSentinel(%q) succeeded", name)
+			t.Errorf("redisserver.StartSentinel(%q) succeeded", name)
 		}
 	}
 }

@@ -4,10 +4,11 @@
 // outside the repository builds against them with nothing but a module
 // proxy.
 //
-// TestAConsumerBuildsFromAModuleProxy serves the library module and
-// redisstate, as HEAD has them, from a file:// GOPROXY at the versions the
-// go.mod files name, and builds a consumer module in a temporary directory
-// that imports the library, sharedstate and redisstate, as `go get` would.
+// TestAConsumerBuildsFromAModuleProxy serves the library module,
+// redisstate, ginbreaker and echobreaker, as HEAD has them, from a file://
+// GOPROXY at the versions the go.mod files name, and builds a consumer
+// module in a temporary directory that imports all of them, as `go get`
+// would.
 package publish
 
 import (
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +28,8 @@ import (
 const (
 	rootModule  = "github.com/httpbreaker/httpbreaker"
 	redisModule = "github.com/httpbreaker/httpbreaker/redisstate"
+	ginModule   = "github.com/httpbreaker/httpbreaker/ginbreaker"
+	echoModule  = "github.com/httpbreaker/httpbreaker/echobreaker"
 )
 
 func TestAConsumerBuildsFromAModuleProxy(t *testing.T) {
@@ -37,14 +41,26 @@ func TestAConsumerBuildsFromAModuleProxy(t *testing.T) {
 	// redisstate gets of the library, and what a user of the examples gets
 	// of redisstate.
 	rootVersion := required(t, filepath.Join(repo, "redisstate", "go.mod"), rootModule)
-	redisVersion := required(t, filepath.Join(repo, "examples", "go.mod"), redisModule)
-	if rootVersion != required(t, filepath.Join(repo, "examples", "go.mod"), rootModule) {
-		t.Fatalf("redisstate and the examples require different versions of %s", rootModule)
+	for _, dir := range []string{"examples", "ginbreaker", "echobreaker"} {
+		if v := required(t, filepath.Join(repo, dir, "go.mod"), rootModule); v != rootVersion {
+			t.Fatalf("redisstate requires %s %s, %s requires %s", rootModule, rootVersion, dir, v)
+		}
+	}
+	examples := filepath.Join(repo, "examples", "go.mod")
+	modules := []struct{ path, dir, version string }{
+		{rootModule, "", rootVersion},
+		{redisModule, "redisstate", required(t, examples, redisModule)},
+		{ginModule, "ginbreaker", required(t, examples, ginModule)},
+		{echoModule, "echobreaker", required(t, examples, echoModule)},
 	}
 
 	proxy := t.TempDir()
-	serve(t, repo, proxy, rootModule, "", rootVersion)
-	serve(t, repo, proxy, redisModule, "redisstate", redisVersion)
+	var get, want []string
+	for _, m := range modules {
+		serve(t, repo, proxy, m.path, m.dir, m.version)
+		get = append(get, m.path+"@"+m.version)
+		want = append(want, m.path+" "+m.version)
+	}
 
 	consumer := t.TempDir()
 	writeFile(t, filepath.Join(consumer, "go.mod"), "module example.com/consumer\n\ngo 1.26.0\n")
@@ -60,7 +76,11 @@ func TestAConsumerBuildsFromAModuleProxy(t *testing.T) {
 		"GOMODCACHE="+modcache,
 		"GONOSUMDB=github.com/httpbreaker",
 		"GOWORK=off",
-		"GOFLAGS=-mod=mod",
+		// -trimpath keeps the module cache's directory, new for each run,
+		// out of the build cache's keys: a second run reuses the first's
+		// compiled dependencies (gin, echo, go-redis) instead of taking
+		// minutes to build them again.
+		"GOFLAGS=-mod=mod -trimpath",
 	)
 	// The consumer's module cache is read-only: clean it, and it alone,
 	// before TempDir removes it.
@@ -69,11 +89,11 @@ func TestAConsumerBuildsFromAModuleProxy(t *testing.T) {
 		clean.Env = env
 		_ = clean.Run()
 	})
-	run(t, consumer, env, "go", "get", rootModule+"@"+rootVersion, redisModule+"@"+redisVersion)
+	run(t, consumer, env, "go", append([]string{"get"}, get...)...)
 	run(t, consumer, env, "go", "mod", "tidy")
 	run(t, consumer, env, "go", "build", "-o", filepath.Join(t.TempDir(), "consumer"), ".")
 	list := run(t, consumer, env, "go", "list", "-m", "all")
-	for _, want := range []string{rootModule + " " + rootVersion, redisModule + " " + redisVersion} {
+	for _, want := range want {
 		if !strings.Contains(list, want+"\n") {
 			t.Errorf("the consumer's build list has no %q:\n%s", want, list)
 		}
@@ -85,17 +105,94 @@ func TestAConsumerBuildsFromAModuleProxy(t *testing.T) {
 	}
 }
 
+// TestAConsumerBuildsAgainstACheckoutAsTheREADMESays runs the commands
+// README.md gives for depending on a checkout before a version is tagged,
+// as written, in a consumer module beside a checkout (a link to this
+// repository's working tree, named httpbreaker): the replace, then the
+// workspace.
+func TestAConsumerBuildsAgainstACheckoutAsTheREADMESays(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a module against a checkout: not in -short")
+	}
+	repo := gitOutput(t, ".", "rev-parse", "--show-toplevel")
+	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The README's commands, in backquotes on the lines after go get.
+	commands := regexp.MustCompile("`((?:go mod edit|go work init|github.com/httpbreaker/httpbreaker/ginbreaker=)[^`]*)`").
+		FindAllStringSubmatch(string(readme), -1)
+	if len(commands) != 3 {
+		t.Fatalf("README.md has %d of the 3 commands for a checkout (the replace, the adapter's replace, the workspace): %q", len(commands), commands)
+	}
+	replace, adapter, workspace := commands[0][1], commands[1][1], commands[2][1]
+
+	for _, tc := range []struct {
+		name  string
+		steps []string
+		env   string
+	}{
+		{"replace", []string{"go mod edit -replace " + adapter, replace}, "GOWORK=off"},
+		{"workspace", []string{workspace}, "GOWORK="},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.Symlink(repo, filepath.Join(dir, "httpbreaker")); err != nil {
+				t.Fatal(err)
+			}
+			consumer := filepath.Join(dir, "consumer")
+			if err := os.Mkdir(consumer, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(consumer, "go.mod"), "module example.com/consumer\n\ngo 1.26.0\n")
+			writeFile(t, filepath.Join(consumer, "main.go"), checkoutConsumerMain)
+			env := append(os.Environ(), tc.env, "GOFLAGS=-trimpath")
+			for _, step := range tc.steps {
+				run(t, consumer, env, "sh", "-c", step)
+			}
+			run(t, consumer, env, "go", "build", "-o", filepath.Join(t.TempDir(), "consumer"), ".")
+		})
+	}
+}
+
+// checkoutConsumerMain is a user's program on gin, as the README shows it.
+const checkoutConsumerMain = `package main
+
+import (
+	"log"
+
+	"github.com/gin-gonic/gin"
+	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/ginbreaker"
+)
+
+func main() {
+	breakers, err := httpbreaker.New(httpbreaker.WithRejectHandler(ginbreaker.RejectHandler()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer breakers.Close()
+	r := gin.Default()
+	r.Group("/api/catalog", ginbreaker.Wrap(breakers.Middleware("catalog"))).GET("/entities", func(c *gin.Context) {})
+}
+`
+
 // consumerMain is a user's program: it wires a set of breakers to a fleet
-// on Redis, as the README shows.
+// on Redis, as the README shows, and puts route groups of a gin engine and
+// an echo server behind them through the adapters.
 const consumerMain = `package main
 
 import (
 	"log"
 	"net/http"
 
+	"github.com/gin-gonic/gin"
 	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/echobreaker"
+	"github.com/httpbreaker/httpbreaker/ginbreaker"
 	"github.com/httpbreaker/httpbreaker/redisstate"
 	"github.com/httpbreaker/httpbreaker/sharedstate"
+	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -113,7 +210,15 @@ func main() {
 	defer breakers.Close()
 	mux := http.NewServeMux()
 	mux.Handle("/api/catalog/", breakers.Middleware("catalog")(http.NotFoundHandler()))
-	_ = mux
+
+	r := gin.New()
+	r.Group("/gin/items", ginbreaker.Wrap(breakers.KeyedMiddleware(ginbreaker.RouteKey))).GET("/:id", func(c *gin.Context) {})
+	mux.Handle("/gin/", r)
+	e := echo.New()
+	e.Group("/echo/items", echobreaker.Wrap(breakers.KeyedMiddleware(echobreaker.RouteKey))).GET("/:id", func(c echo.Context) error { return nil })
+	mux.Handle("/echo/", e)
+	_ = ginbreaker.RejectHandler()
+	_ = echobreaker.RejectHandler()
 }
 `
 

@@ -1,4 +1,4 @@
-package redisserver
+package redistopology
 
 import (
 	"os"
@@ -6,28 +6,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/httpbreaker/httpbreaker/internal/redisserver"
 )
 
 // startCluster starts a cluster, closed when the test ends.
-func startCluster(t *testing.T, masters, replicas int) *Cluster {
+func startCluster(t *testing.T, masters, replicas int) *redisserver.Cluster {
 	t.Helper()
-	RequireInstalled(t)
-	c, err := StartCluster(masters, replicas)
+	redisserver.RequireInstalled(t)
+	c, err := redisserver.StartCluster(masters, replicas)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
 	return c
-}
-
-// share returns the index of the master share that holds slot.
-func (c *Cluster) share(slot int) int {
-	for i := range c.masters {
-		if slot < c.firstSlot(i+1) {
-			return i
-		}
-	}
-	return -1
 }
 
 func TestClusterServesEverySlotFromItsMaster(t *testing.T) {
@@ -44,11 +36,7 @@ func TestClusterServesEverySlotFromItsMaster(t *testing.T) {
 		if err != nil || m.Addr() != addr || m.ID() == "" {
 			t.Fatalf("Master(%d): %v, %v; want the node started as master %d, %s", i, m, err, i, addr)
 		}
-		info, err := doString(addr, "CLUSTER", "INFO")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f := fields(info); f["cluster_state"] != "ok" || f["cluster_slots_ok"] != "16384" || f["cluster_known_nodes"] != "3" {
+		if f := clusterInfo(t, addr); f["cluster_state"] != "ok" || f["cluster_slots_ok"] != "16384" || f["cluster_known_nodes"] != "3" {
 			t.Errorf("%s: CLUSTER INFO %v", addr, f)
 		}
 	}
@@ -63,7 +51,7 @@ func TestClusterServesEverySlotFromItsMaster(t *testing.T) {
 			t.Fatal(err)
 		}
 		slot := int(v.(int64))
-		i := c.share(slot)
+		i := share(slot, 3)
 		seen[i] = true
 		owner := dialT(t, c.Addrs()[i])
 		want(t, owner, "OK", "SET", key, "v")
@@ -84,16 +72,17 @@ func TestClusterServesEverySlotFromItsMaster(t *testing.T) {
 func TestClusterCloseStopsEverythingAndRemovesItsFiles(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, 3, 0)
-	if _, err := os.Stat(c.dir); err != nil {
+	dir := workDir(t, c.Addrs()[0])
+	if _, err := os.Stat(dir); err != nil {
 		t.Fatalf("the cluster's directory: %v", err)
 	}
 	c.Close()
 	for _, n := range c.Nodes() {
-		if _, err := Dial(n.Addr(), patience); err == nil {
+		if _, err := redisserver.Dial(n.Addr(), patience); err == nil {
 			t.Errorf("node %s still accepts connections after Close", n.Addr())
 		}
 	}
-	if _, err := os.Stat(c.dir); !os.IsNotExist(err) {
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the cluster's directory after Close: %v; want it removed", err)
 	}
 	c.Close() // twice is fine
@@ -101,9 +90,9 @@ func TestClusterCloseStopsEverythingAndRemovesItsFiles(t *testing.T) {
 
 func TestStartClusterRejectsBadSizes(t *testing.T) {
 	for _, size := range [][2]int{{0, 0}, {-1, 1}, {3, -1}} {
-		if c, err := StartCluster(size[0], size[1]); err == nil {
+		if c, err := redisserver.StartCluster(size[0], size[1]); err == nil {
 			c.Close()
-			t.Errorf("StartCluster(%d, %d) succeeded", size[0], size[1])
+			t.Errorf("redisserver.StartCluster(%d, %d) succeeded", size[0], size[1])
 		}
 	}
 }
@@ -120,27 +109,16 @@ func TestClusterWithoutReplicasGoesDownWithAMaster(t *testing.T) {
 	}
 	// The others stop serving once they agree the master failed: with no
 	// replica, its slots are lost (cluster-require-full-coverage).
-	err = waitFor(patience, "a live node to say cluster_state:fail", func() error {
-		info, err := doString(c.Addrs()[0], "CLUSTER", "INFO")
-		if err != nil {
-			return err
+	waitFor(t, "a live node to say cluster_state:fail", func() string {
+		if s := clusterInfo(t, c.Addrs()[0])["cluster_state"]; s != "fail" {
+			return "cluster_state:" + s
 		}
-		if s := fields(info)["cluster_state"]; s != "fail" {
-			return &stateError{s}
-		}
-		return nil
+		return ""
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := c.WaitReady(time.Second); err == nil {
 		t.Error("WaitReady succeeded on a cluster that lost a master and has no replica")
 	}
 }
-
-type stateError struct{ state string }
-
-func (e *stateError) Error() string { return "cluster_state:" + e.state }
 
 func TestClusterReplicaTakesOverFromAKilledMaster(t *testing.T) {
 	t.Parallel()
@@ -150,12 +128,12 @@ func TestClusterReplicaTakesOverFromAKilledMaster(t *testing.T) {
 		t.Fatalf("Nodes: %d, want 6", len(nodes))
 	}
 	for i := range 3 {
-		role, err := do(nodes[3+i].Addr(), "ROLE")
+		role, err := dialT(t, nodes[3+i].Addr()).Do("ROLE")
 		if err != nil {
 			t.Fatal(err)
 		}
 		r := role.([]any)
-		if r[0] != "slave" || r[2] != int64(nodes[i].port) || r[3] != "connected" {
+		if r[0] != "slave" || r[2] != port(t, nodes[i].Addr()) || r[3] != "connected" {
 			t.Fatalf("node %d, started as master %d's replica: ROLE %v", 3+i, i, r)
 		}
 	}
@@ -167,7 +145,7 @@ func TestClusterReplicaTakesOverFromAKilledMaster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.share(int(v.(int64))) == 0 {
+		if share(int(v.(int64)), 3) == 0 {
 			key = "k" + strconv.Itoa(k)
 		}
 	}
@@ -199,11 +177,11 @@ func TestClusterReplicaTakesOverFromAKilledMaster(t *testing.T) {
 	if err := c.WaitReady(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	role, err := do(killed.Addr(), "ROLE")
+	role, err := dialT(t, killed.Addr()).Do("ROLE")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := role.([]any); r[0] != "slave" || r[2] != int64(m.port) {
+	if r := role.([]any); r[0] != "slave" || r[2] != port(t, m.Addr()) {
 		t.Errorf("the old master, restarted: ROLE %v; want a replica of %s", r, m.Addr())
 	}
 }
