@@ -70,26 +70,12 @@ func doCall(ctx context.Context, key string, err error) Call {
 	return Call{Key: key, Err: err, ClientGone: err != nil && ctx.Err() == context.Canceled}
 }
 
-// doThrough runs fn through br, of set: Do over the breaker's admission
-// path, as roundTripThrough sends a request.
+// doThrough runs fn through br, of set: Do over the client side of
+// through, as roundTripThrough sends a request.
 func doThrough(ctx context.Context, set *Breakers, br *breaker, fn func(context.Context) error) (err error) {
-	sc := set.scopeOf(ctx)
-	sc.calling(set, br)
-	t, a := br.admit()
-	switch a.decision {
-	case passCall:
-		err = fn(ctx)
-		if sc != nil && br.judging.judge(doCall(ctx, br.key, err), 0).outcome == Failure {
-			sc.failed(set, br) // untracked, but the dependency's failure all the same
-		}
-		return err
-	case rejectCall:
-		sc.failed(set, br)
-		return &RejectedError{a.rejection(br.key)}
-	}
-	br.run(set, sc, t, func() Call {
+	callThrough(set, br, ctx, func() Call {
 		err = fn(ctx)
 		return doCall(ctx, br.key, err)
-	})
+	}, func(rj Rejection) { err = &RejectedError{rj} })
 	return err
 }
