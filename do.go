@@ -38,8 +38,8 @@ import (
 //
 // A panic in fn, or a runtime.Goexit, is a failure, and goes on. A call
 // that fails or is rejected within a route group's request, with its
-// context (as r.Context() above), is blamed for the failure the route group
-// then answers, as a Transport's is.
+// context (as r.Context() above), is blamed for the failure the route
+// group passes on, as a Transport's is.
 //
 // Do returns an error, without running fn, if ctx or fn is nil or key is
 // not a valid key: mistakes of the caller's, never a panic at request time.

@@ -28,8 +28,8 @@ import (
 // made with http.NewRequest and sent as it is) cannot be traced to the
 // request, and its failure counts against key as any other. To find the
 // request, the handler gets a copy of it whose context carries a value of
-// the breaker's: one allocation per request, made only for route groups
-// that are known to make such calls, or not known yet to make none.
+// the breaker's: one allocation per request, made while the Breakers has a
+// client side (a Transport or KeyedTransport made, or Do called).
 //
 // Keys wired by Middleware are bounded by the code, not
 // by traffic: they always get a breaker, past WithMaxKeys too. Middleware
@@ -94,8 +94,8 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveThrough puts one request through br, of set: the server side of
 // through. An admitted request runs with a status-capturing writer and is
 // judged when its handler ends; one that is not gets the reject response,
-// or, when the breaker only observes, runs untracked. The handler gets the
-// request with a scope for blame when the route group makes client calls
+// or, when the breaker only observes, runs untracked. While the set has a
+// client side, the handler gets the request with a scope for blame
 // (blame.go).
 func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.ResponseWriter, r *http.Request, next http.Handler) {
 	var sw *statusWriter
@@ -107,8 +107,9 @@ func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.Respo
 			sw = newStatusWriter(w, r.Context())
 			sw.probe = pr
 			in := r
-			if br.blame.carries() {
+			if set.carries() {
 				sc = set.scope(br, r)
+				sw.scope = sc
 				in = &sc.req
 			}
 			next.ServeHTTP(sw.wrapped(), in)
@@ -118,19 +119,27 @@ func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.Respo
 }
 
 // judgeServed returns what a request of br's, of set, that ended as e says
-// means to br, from what its handler wrote through sw, and notes what
-// blame learns from it, as the request's scope sc (nil if it carried none)
-// tells. A handler that ended its goroutine with runtime.Goexit failed. A
-// request that a breaker nested inside rejected is excluded: its answer is
-// a rejection, not a failure of the handlers here. The writer goes back to
+// means to br, from what its handler wrote through sw and, for blame, what
+// the request's scope sc (nil if it carried none) tells, and counts a
+// failure blamed on an upstream against that upstream's key. A handler that
+// ended its goroutine with runtime.Goexit failed. The writer goes back to
 // its pool once a handler that returned is judged.
+//
+// A request that carried no scope because the set had no client side when
+// it was admitted, during which the set got one (its handler made the
+// set's first Do call, say), may have called out: a failure it answered
+// that the rule could have blamed is excluded, as nobody's, rather than
+// counted as the route group's own.
 func judgeServed(set *Breakers, br *breaker, sw *statusWriter, r *http.Request, sc *callScope, e ending) verdict {
 	if e.goexit() {
 		return verdict{outcome: Failure}
 	}
 	v, up := judgeAnswer(br, sw, r, e, sc)
-	if sc != nil || set.clients.Load() {
-		br.blame.served(set, sc != nil, v, up, e.at)
+	switch {
+	case v.blamed && up != "":
+		br.blame.blame(up, e.at)
+	case sc == nil && v.outcome == Failure && e.panicked == nil && gatewayStatus(sw.status) && set.carries():
+		v.outcome = Excluded
 	}
 	if e.returned {
 		sw.release()
@@ -139,7 +148,9 @@ func judgeServed(set *Breakers, br *breaker, sw *statusWriter, r *http.Request, 
 }
 
 // judgeAnswer returns what the answer that a handler wrote through sw
-// means to br, and the upstream it was blamed on, if any.
+// means to br, and the upstream it could be blamed on, if any. A request
+// that a breaker nested inside rejected is excluded: its answer is a
+// rejection, not a failure of the handlers here.
 func judgeAnswer(br *breaker, sw *statusWriter, r *http.Request, e ending, sc *callScope) (verdict, string) {
 	if sw.rejected {
 		return verdict{outcome: Excluded}, ""

@@ -56,12 +56,11 @@ type Call struct {
 	// refused, a deadline exceeded, the caller's context canceled), or the
 	// error Do's func returned; always nil on the server side.
 	Err error
-	// Upstream is, on the server side, the key of an upstream whose call
-	// failed or was rejected while the handler ran: a call through a
-	// Transport, KeyedTransport or Do of the same Breakers, made with the
-	// request's context or one derived from it. "" when there was none, or
-	// when the handler's calls did not carry the request's context. The
-	// first such call is named; DefaultClassifier blames a failure on it.
+	// Upstream is, on the server side, the key of an upstream of the same
+	// Breakers whose call, made with the request's context, had failed or
+	// been rejected when the handler wrote its status, and had not been
+	// retried with success since; of several, the one that failed last; ""
+	// if none. DefaultClassifier blames only a gateway answer on it.
 	Upstream string
 	// ClientGone reports whether the client had gone away (the request's
 	// context was canceled) when the handler wrote StatusCode, or, if it wrote
@@ -115,23 +114,24 @@ type Classifier func(Call) Outcome
 //     a deadline exceeded: a slow upstream) is a Failure;
 //   - status 500 and above, and 429, is a Failure;
 //   - anything else, 4xx included, is a Success;
-//   - and a Failure for any reason but a panic, while an upstream call
-//     had failed or been rejected (Call.Upstream), is an UpstreamFailure:
-//     the handler answered the upstream's failure. A panic is the handler's
-//     own.
+//   - and a Failure that is a gateway answer (502, 503, 504, or 429) while
+//     Call.Upstream names an upstream is an UpstreamFailure: the handler
+//     passed that upstream's failure on. Any other failure (a 500, a panic)
+//     is the handler's own.
 //
-// To count a route group's failures as its own whatever its upstreams did,
-// as before blame, map UpstreamFailure back to Failure:
+// A classifier can blame more (a proxy that passes its upstream's 500 on)
+// or less:
 //
 //	httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
-//		if o := httpbreaker.DefaultClassifier(c); o != httpbreaker.UpstreamFailure {
-//			return o
+//		o := httpbreaker.DefaultClassifier(c)
+//		if c.Key == "proxy" && o == httpbreaker.Failure && c.Upstream != "" && c.Panic == nil {
+//			return httpbreaker.UpstreamFailure
 //		}
-//		return httpbreaker.Failure
+//		return o
 //	})
 func DefaultClassifier(c Call) Outcome {
 	o := ownOutcome(c)
-	if o == Failure && c.Upstream != "" && c.Panic == nil {
+	if o == Failure && c.Upstream != "" && c.Panic == nil && gatewayStatus(c.StatusCode) {
 		return UpstreamFailure
 	}
 	return o
@@ -222,6 +222,17 @@ type verdict struct {
 // whoever gave it: 500 and above, and 429.
 func failureStatus(code int) bool {
 	return code >= 500 || code == http.StatusTooManyRequests
+}
+
+// gatewayStatus reports whether an answer with this status says that the
+// answer was not the server's to give: a gateway's (502, 503, 504), or a
+// rate limit (429), which a handler passes on from its upstream.
+func gatewayStatus(code int) bool {
+	switch code {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
+		return true
+	}
+	return false
 }
 
 // failureRate returns failures / (failures + successes), or 0 when both

@@ -85,35 +85,37 @@ func (br *breaker) runAdmitted(t ticket, p *passage) {
 
 // callThrough puts a client call (a Transport's, a KeyedTransport's, Do's)
 // through br, of set: call makes it, with ctx, and describes how it went;
-// rejected answers it when the breaker rejects it. A call that fails or is
-// rejected within a route group's request, with its context, is blamed on
-// br (blame.go), an untracked call's too; a panic or a Goexit is a failure,
-// and goes on.
+// rejected answers it when the breaker rejects it. A panic or a Goexit is a
+// failure, and goes on.
+//
+// A call made within a route group's request, with its context, tells the
+// request's scope how it went (blame.go), an untracked call too: the
+// upstream's failure all the same.
 func callThrough(set *Breakers, br *breaker, ctx context.Context, call func() Call, rejected func(Rejection)) {
 	sc := set.scopeOf(ctx)
-	sc.calling(set, br)
+	since := sc.calling(set, br)
 	var c Call
 	br.through(&passage{
 		pass: func() {
 			c = call()
-			if sc != nil && br.judging.judge(c, 0).outcome == Failure {
-				sc.failed(set, br) // untracked, but the upstream's failure all the same
+			if sc != nil {
+				sc.called(set, br, br.judging.judge(c, 0), since)
 			}
 		},
 		reject: func(rj Rejection) {
 			rejected(rj)
-			sc.failed(set, br)
+			sc.called(set, br, verdict{outcome: Failure}, since)
 		},
 		run: func(*probe) { c = call() },
 		judge: func(e ending) verdict {
-			if !e.returned {
-				sc.failed(set, br)
-				return verdict{outcome: Failure}
+			var v verdict
+			switch {
+			case !e.returned:
+				v.outcome = Failure
+			default:
+				v = br.judging.judge(c, e.took)
 			}
-			v := br.judging.judge(c, e.took)
-			if v.outcome == Failure {
-				sc.failed(set, br)
-			}
+			sc.called(set, br, v, since)
 			return v
 		},
 	})
