@@ -26,8 +26,9 @@ import (
 // WithClassifier's), with the Call's Err set to fn's error and its Request
 // nil: by default a nil error is a success, any other error a failure,
 // unless ctx had been canceled by the caller when fn returned it (excluded,
-// whatever the error); a deadline that passed is a failure. A classifier
-// that knows fn's errors tells the others apart:
+// whatever the error); a deadline that passed while fn ran is a failure,
+// one spent before the call was admitted excluded, whatever fn returns. A
+// classifier that knows fn's errors tells the others apart:
 //
 //	httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
 //		if errors.Is(c.Err, sql.ErrNoRows) {

@@ -119,8 +119,9 @@ type Classifier func(Call) Outcome
 //     passed that upstream's failure on. Any other failure (a 500, a panic)
 //     is the handler's own.
 //
-// A classifier can blame more (a proxy that passes its upstream's 500 on)
-// or less:
+// A call whose context was already done when its breaker admitted it is
+// excluded before any classifier is asked. A classifier can blame more (a
+// proxy that passes its upstream's 500 on) or less:
 //
 //	httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
 //		o := httpbreaker.DefaultClassifier(c)

@@ -88,6 +88,11 @@ func (br *breaker) runAdmitted(t ticket, p *passage) {
 // rejected answers it when the breaker rejects it. A panic or a Goexit is a
 // failure, and goes on.
 //
+// A call whose context was already done when the breaker admitted it (a
+// deadline spent before the call, a caller that had given up) is excluded,
+// whatever it returned, without asking the classifier: the dependency
+// never had a chance to answer, and a healthy one must not trip for it.
+//
 // A call made within a route group's request, with its context, tells the
 // request's scope how it went (blame.go), an untracked call too: the
 // upstream's failure all the same.
@@ -95,10 +100,12 @@ func callThrough(set *Breakers, br *breaker, ctx context.Context, call func() Ca
 	sc := set.scopeOf(ctx)
 	since := sc.calling(set, br)
 	var c Call
+	spent := false
 	br.through(&passage{
 		pass: func() {
+			spent = ctx.Err() != nil
 			c = call()
-			if sc != nil {
+			if sc != nil && !spent {
 				sc.called(set, br, br.judging.judge(c, 0), since)
 			}
 		},
@@ -106,12 +113,17 @@ func callThrough(set *Breakers, br *breaker, ctx context.Context, call func() Ca
 			rejected(rj)
 			sc.called(set, br, verdict{outcome: Failure}, since)
 		},
-		run: func(*probe) { c = call() },
+		run: func(*probe) {
+			spent = ctx.Err() != nil
+			c = call()
+		},
 		judge: func(e ending) verdict {
 			var v verdict
 			switch {
 			case !e.returned:
 				v.outcome = Failure
+			case spent:
+				v.outcome = Excluded
 			default:
 				v = br.judging.judge(c, e.took)
 			}

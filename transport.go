@@ -30,9 +30,10 @@ import (
 // WithCancelCause, an errgroup cancelling the siblings of a failed call) is
 // excluded, whatever error base returns for it; net/http over HTTP/1.1
 // returns the context's cause, which may be any error. A deadline that
-// passed (the caller's, or http.Client's Timeout) is a failure: a slow
-// upstream. A base that returns neither a response nor an error is broken:
-// the call fails, and the caller gets an error that names the key.
+// passed while base worked is a failure: a slow upstream; one spent before
+// the call was admitted is excluded, whatever base returns. A base that
+// returns neither a response nor an error is broken: the call fails, and
+// the caller gets an error that names the key.
 //
 // Server and client keys share one Breakers: its policies, WithMaxKeys,
 // metrics, status page and control. A key named here is bounded by the code

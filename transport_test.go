@@ -639,3 +639,40 @@ func TestTransportPanicsAtWiringOnANilValueInsideBase(t *testing.T) {
 		t.Fatal("a nil base is http.DefaultTransport, which cannot reach port 1")
 	}
 }
+
+// TestTransportWithASpentDeadlineIsNotTheUpstreamsFailure: a call whose
+// context was done before it was sent is excluded, whatever the base
+// transport answers (net/http's own returns the context's error without
+// touching the network; another may answer anything), and the upstream
+// stays closed for callers with a full budget.
+func TestTransportWithASpentDeadlineIsNotTheUpstreamsFailure(t *testing.T) {
+	up := newUpstream(t, http.StatusOK)
+	for name, base := range map[string]http.RoundTripper{
+		"net/http's transport": nil,
+		"a base that answers 503 whatever the context": roundTripFunc(func(*http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}, Body: http.NoBody}, nil
+		}),
+		"a base that answers ctx.Err()": roundTripFunc(func(r *http.Request) (*http.Response, error) { return nil, r.Context().Err() }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 5, OpenFor: time.Minute}))
+			c := &http.Client{Transport: b.Transport("up", base)}
+			spent, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+			defer cancel()
+			for range 10 {
+				req, _ := http.NewRequestWithContext(spent, http.MethodGet, up.URL, nil)
+				if resp, err := c.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}
+			if s := status(t, b, "up"); s.State != StateClosed || s.Totals.Excluded != 10 || s.Totals.Failure != 0 {
+				t.Fatalf("after 10 calls with a spent deadline: %v %+v, want closed with all 10 excluded", s.State, s.Totals)
+			}
+			if base == nil {
+				if code, err := send(c, http.MethodGet, up.URL, nil); code != http.StatusOK || err != nil {
+					t.Fatalf("a caller with a full budget: %d %v, want 200", code, err)
+				}
+			}
+		})
+	}
+}
