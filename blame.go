@@ -138,9 +138,6 @@ func (b *Breakers) scopeOf(ctx context.Context) *callScope {
 // that the call causes names them. It returns the mark of the call's
 // start, for called: failures noted before it, the call may undo.
 func (s *callScope) calling(set *Breakers, up *breaker) (since uint64) {
-	if s == nil {
-		return 0
-	}
 	for ; s != nil; s = s.outer {
 		if s.set != set || s.route == up {
 			continue
@@ -166,7 +163,7 @@ var failures atomic.Uint64
 // An excluded call (the caller's budget was spent, or it gave up) says
 // nothing of up.
 func (s *callScope) called(set *Breakers, up *breaker, v verdict, since uint64) {
-	if s == nil || v.outcome == Excluded {
+	if v.outcome == Excluded {
 		return
 	}
 	var n uint64 // the failure's number

@@ -74,9 +74,28 @@ func doCall(ctx context.Context, key string, err error) Call {
 // doThrough runs fn through br, of set: Do over the client side of
 // through, as roundTripThrough sends a request.
 func doThrough(ctx context.Context, set *Breakers, br *breaker, fn func(context.Context) error) (err error) {
-	callThrough(set, br, ctx, func() Call {
-		err = fn(ctx)
-		return doCall(ctx, br.key, err)
-	}, func(rj Rejection) { err = &RejectedError{rj} })
+	cc := startCall(set, br, ctx)
+	br.through(&passage{
+		pass: func() {
+			cc.letThrough()
+			err = fn(ctx)
+			cc.passed(func() Call { return doCall(ctx, br.key, err) })
+		},
+		reject: func(rj Rejection) {
+			err = &RejectedError{rj}
+			cc.rejected()
+		},
+		run: func(*probe) {
+			cc.letThrough()
+			err = fn(ctx)
+		},
+		judge: func(e ending) verdict {
+			if cc.plain(e) && err == nil {
+				return cc.judge(e, nil)
+			}
+			c := doCall(ctx, br.key, err)
+			return cc.judge(e, &c)
+		},
+	})
 	return err
 }

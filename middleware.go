@@ -114,16 +114,34 @@ func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.Respo
 			}
 			next.ServeHTTP(sw.wrapped(), in)
 		},
-		judge: func(e ending) verdict { return judgeServed(set, br, sw, r, sc, e) },
+		judge: func(e ending) verdict {
+			v := verdict{outcome: Success}
+			if !plainSuccess(br, sw, e) {
+				v = judgeServed(set, br, sw, r, sc, e)
+			}
+			if e.returned {
+				sw.release()
+			}
+			return v
+		},
 	})
+}
+
+// plainSuccess reports whether a request that ended as e says, whose
+// handler wrote through sw, is a success that needs no judging: it returned
+// after writing a status that is no failure, and br judges its calls by
+// DefaultClassifier, untimed, which would call it a success. Most requests
+// are, and skip building their Call.
+func plainSuccess(br *breaker, sw *statusWriter, e ending) bool {
+	return e.returned && sw.status != 0 && !failureStatus(sw.status) && !sw.rejected &&
+		br.judging.classify == nil && br.judging.slowCall == 0
 }
 
 // judgeServed returns what a request of br's, of set, that ended as e says
 // means to br, from what its handler wrote through sw and, for blame, what
 // the request's scope sc (nil if it carried none) tells, and counts a
 // failure blamed on an upstream against that upstream's key. A handler that
-// ended its goroutine with runtime.Goexit failed. The writer goes back to
-// its pool once a handler that returned is judged.
+// ended its goroutine with runtime.Goexit failed.
 //
 // A request that carried no scope because the set had no client side when
 // it was admitted, during which the set got one (its handler made the
@@ -141,9 +159,6 @@ func judgeServed(set *Breakers, br *breaker, sw *statusWriter, r *http.Request, 
 	case sc == nil && v.outcome == Failure && e.panicked == nil && gatewayStatus(sw.status) && set.carries():
 		v.outcome = Excluded
 	}
-	if e.returned {
-		sw.release()
-	}
 	return v
 }
 
@@ -155,15 +170,12 @@ func judgeAnswer(br *breaker, sw *statusWriter, r *http.Request, e ending, sc *c
 	if sw.rejected {
 		return verdict{outcome: Excluded}, ""
 	}
-	if e.panicked == nil && sw.status != 0 && !failureStatus(sw.status) && br.judging.classify == nil && br.judging.slowCall == 0 {
-		return verdict{outcome: Success}, "" // what DefaultClassifier says of it, without building its Call
-	}
 	c := Call{Key: br.key, Request: r, StatusCode: sw.status, ClientGone: sw.gone, Hijacked: sw.hijacked,
 		Panic: e.panicked, RetryAfter: sw.retryAfter, Upstream: sc.upstreamKey()}
 	if c.StatusCode == 0 && !c.Hijacked {
 		c.ClientGone = callerGone(r)
 	}
-	v := br.judging.judge(c, e.took)
+	v := br.judging.judge(&c, e.took)
 	if v.outcome == Failure && rejectedInside(r) { // by a breaker nested inside, behind a writer without Unwrap
 		v.outcome = Excluded
 	}

@@ -175,8 +175,9 @@ func (j judging) timed() bool { return j.slowCall > 0 || j.classify != nil }
 // judge returns what the finished call c means, on either side: the
 // outcome the classifier gives it, with the delay an upstream asked for,
 // and whether it was slow, when slowness is judged apart. took is how long
-// the call ran, measured only when timed says so.
-func (j judging) judge(c Call, took time.Duration) verdict {
+// the call ran, measured only when timed says so; judge sets c's duration
+// and slowness from it.
+func (j judging) judge(c *Call, took time.Duration) verdict {
 	if j.timed() {
 		c.Duration = took
 		c.Slow = j.slowCall > 0 && took > j.slowCall
@@ -184,9 +185,9 @@ func (j judging) judge(c Call, took time.Duration) verdict {
 	}
 	var o Outcome
 	if j.classify != nil {
-		o = validOutcome(j.classify(c))
+		o = validOutcome(j.classify(*c))
 	} else {
-		o = DefaultClassifier(c)
+		o = DefaultClassifier(*c)
 	}
 	v := verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: c.StatusCode == http.StatusTooManyRequests,
 		slow: c.Slow && c.slowApart && o != Excluded && o != UpstreamFailure}

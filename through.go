@@ -32,7 +32,8 @@ type ending struct {
 	returned bool
 	panicked any
 	// took is how long the call ran, measured only when the breaker's
-	// judging is timed; at is when it ended (ns since the set's epoch).
+	// judging is timed (0 otherwise); at is when it ended (ns since the
+	// set's epoch).
 	took time.Duration
 	at   int64
 }
@@ -41,27 +42,25 @@ type ending struct {
 func (e ending) goexit() bool { return !e.returned && e.panicked == nil }
 
 // through puts one call through br, on any side: it asks the breaker to
-// admit the call, and as the breaker decides, runs it untracked, answers
-// it without running it, or runs it and records how it ended.
+// admit the call, and as the breaker decides, runs it untracked, answers it
+// without running it, or runs it and records how it ended, in one place
+// however it ends: when run returns; when it panics, after which the panic
+// goes on from inside the call's own unwinding, so that whoever recovers it
+// further up sees the stack where it happened; and when it ends its
+// goroutine with runtime.Goexit.
 func (br *breaker) through(p *passage) {
-	switch t, a := br.admit(); a.decision {
-	case admitCall:
-		br.runAdmitted(t, p)
-	case passCall:
-		p.pass()
-	default:
-		p.reject(a.rejection(br.key))
+	t, a := br.admit()
+	if a.decision != admitCall {
+		if a.decision == passCall {
+			p.pass()
+		} else {
+			p.reject(a.rejection(br.key))
+		}
+		return
 	}
-}
-
-// runAdmitted runs the call of p that br admitted with t, and records how
-// it ended, in one place however it ends: when run returns; when it panics,
-// after which the panic goes on from inside the call's own unwinding, so
-// that whoever recovers it further up sees the stack where it happened;
-// and when it ends its goroutine with runtime.Goexit.
-func (br *breaker) runAdmitted(t ticket, p *passage) {
 	var start int64
-	if br.judging.timed() {
+	timed := br.judging.timed()
+	if timed {
 		start = br.clock.now()
 	}
 	returned := false
@@ -71,7 +70,7 @@ func (br *breaker) runAdmitted(t ticket, p *passage) {
 			e.panicked = recover() // nil for a Goexit
 		}
 		e.at = br.clock.now()
-		if br.judging.timed() {
+		if timed {
 			e.took = time.Duration(e.at - start)
 		}
 		br.done(t, p.judge(e), e.at)
@@ -83,52 +82,80 @@ func (br *breaker) runAdmitted(t ticket, p *passage) {
 	returned = true
 }
 
-// callThrough puts a client call (a Transport's, a KeyedTransport's, Do's)
-// through br, of set: call makes it, with ctx, and describes how it went;
-// rejected answers it when the breaker rejects it. A panic or a Goexit is a
-// failure, and goes on.
+// clientCall is the client side's part (Transport's, KeyedTransport's,
+// Do's) of a call on its way through br, of set: each side puts the call
+// through br with closures of its own, which tell the clientCall how it
+// went.
 //
 // A call whose context was already done when the breaker admitted it (a
 // deadline spent before the call, a caller that had given up) is excluded,
 // whatever it returned, without asking the classifier: the dependency
-// never had a chance to answer, and a healthy one must not trip for it.
+// never had a chance to answer, and a healthy one must not trip for it. A
+// panic or a Goexit is a failure, and goes on.
 //
 // A call made within a route group's request, with its context, tells the
 // request's scope how it went (blame.go), an untracked call too: the
 // upstream's failure all the same.
-func callThrough(set *Breakers, br *breaker, ctx context.Context, call func() Call, rejected func(Rejection)) {
-	sc := set.scopeOf(ctx)
-	since := sc.calling(set, br)
-	var c Call
-	spent := false
-	br.through(&passage{
-		pass: func() {
-			spent = ctx.Err() != nil
-			c = call()
-			if sc != nil && !spent {
-				sc.called(set, br, br.judging.judge(c, 0), since)
-			}
-		},
-		reject: func(rj Rejection) {
-			rejected(rj)
-			sc.called(set, br, verdict{outcome: Failure}, since)
-		},
-		run: func(*probe) {
-			spent = ctx.Err() != nil
-			c = call()
-		},
-		judge: func(e ending) verdict {
-			var v verdict
-			switch {
-			case !e.returned:
-				v.outcome = Failure
-			case spent:
-				v.outcome = Excluded
-			default:
-				v = br.judging.judge(c, e.took)
-			}
-			sc.called(set, br, v, since)
-			return v
-		},
-	})
+type clientCall struct {
+	set   *Breakers
+	br    *breaker
+	ctx   context.Context
+	sc    *callScope // the scope of the route group's request it is made within, nil if none
+	since uint64     // the scope's mark when the call began
+	spent bool       // its context was done when it was let through
+}
+
+// startCall begins a client call through br, of set, made with ctx.
+func startCall(set *Breakers, br *breaker, ctx context.Context) clientCall {
+	cc := clientCall{set: set, br: br, ctx: ctx, sc: set.scopeOf(ctx)}
+	if cc.sc != nil {
+		cc.since = cc.sc.calling(set, br)
+	}
+	return cc
+}
+
+// letThrough notes that the breaker let the call through, admitted or
+// untracked, as it goes: whether its context is spent already.
+func (cc *clientCall) letThrough() { cc.spent = cc.ctx.Err() != nil }
+
+// passed tells blame how an untracked call that returned went, as describe
+// says.
+func (cc *clientCall) passed(describe func() Call) {
+	if cc.sc != nil && !cc.spent {
+		c := describe()
+		cc.sc.called(cc.set, cc.br, cc.br.judging.judge(&c, 0), cc.since)
+	}
+}
+
+// rejected tells blame that the breaker rejected the call.
+func (cc *clientCall) rejected() {
+	if cc.sc != nil {
+		cc.sc.called(cc.set, cc.br, verdict{outcome: Failure}, cc.since)
+	}
+}
+
+// plain reports whether a call that ended as e says, and answered with no
+// error and no failure status, is a plain success, which needs no Call: it
+// returned with its context live when admitted, and br judges by
+// DefaultClassifier, untimed, which would call it a success.
+func (cc *clientCall) plain(e ending) bool {
+	return e.returned && !cc.spent && cc.br.judging.classify == nil && cc.br.judging.slowCall == 0
+}
+
+// judge returns what an admitted call that ended as e says means, c
+// describing it if it returned (nil for a plain success), and tells blame.
+func (cc *clientCall) judge(e ending, c *Call) verdict {
+	var v verdict
+	switch {
+	case !e.returned:
+		v.outcome = Failure
+	case cc.spent:
+		v.outcome = Excluded
+	case c != nil:
+		v = cc.br.judging.judge(c, e.took)
+	}
+	if cc.sc != nil {
+		cc.sc.called(cc.set, cc.br, v, cc.since)
+	}
+	return v
 }

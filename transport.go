@@ -96,14 +96,31 @@ func (t *keyedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // request body as a RoundTripper must, or, when the breaker only observes,
 // goes out untracked.
 func roundTripThrough(set *Breakers, br *breaker, base http.RoundTripper, req *http.Request) (resp *http.Response, err error) {
-	callThrough(set, br, req.Context(), func() Call {
-		resp, err = sendThrough(br.key, base, req)
-		return callOf(br.key, req, resp, err)
-	}, func(rj Rejection) {
-		if req.Body != nil {
-			_ = req.Body.Close()
-		}
-		err = &RejectedError{rj}
+	cc := startCall(set, br, req.Context())
+	br.through(&passage{
+		pass: func() {
+			cc.letThrough()
+			resp, err = sendThrough(br.key, base, req)
+			cc.passed(func() Call { return callOf(br.key, req, resp, err) })
+		},
+		reject: func(rj Rejection) {
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			err = &RejectedError{rj}
+			cc.rejected()
+		},
+		run: func(*probe) {
+			cc.letThrough()
+			resp, err = sendThrough(br.key, base, req)
+		},
+		judge: func(e ending) verdict {
+			if cc.plain(e) && err == nil && !failureStatus(resp.StatusCode) {
+				return cc.judge(e, nil)
+			}
+			c := callOf(br.key, req, resp, err)
+			return cc.judge(e, &c)
+		},
 	})
 	return resp, err
 }

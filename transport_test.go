@@ -676,3 +676,38 @@ func TestTransportWithASpentDeadlineIsNotTheUpstreamsFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestAPlainClientSuccessIsWhatDefaultClassifierSays holds the shortcut that
+// judges a call that answered with no error and no failure status without
+// building its Call to what DefaultClassifier says of every status, and of
+// Do's nil error.
+func TestAPlainClientSuccessIsWhatDefaultClassifierSays(t *testing.T) {
+	cc := clientCall{br: benchSet(t).breakerFor("k", false)}
+	returned := ending{returned: true}
+	if !cc.plain(returned) {
+		t.Fatal("a call that returned is not taken for a plain success by a breaker with the default classifier")
+	}
+	req := httptest.NewRequest(http.MethodGet, "http://k/", nil)
+	for code := 100; code < 600; code++ {
+		c := callOf("k", req, &http.Response{StatusCode: code, Header: http.Header{}}, nil)
+		if got := cc.br.judging.judge(&c, 0); !failureStatus(code) && got != (verdict{outcome: Success}) {
+			t.Errorf("status %d: a plain success, DefaultClassifier says %+v", code, got)
+		}
+	}
+	c := doCall(context.Background(), "k", nil)
+	if got := cc.br.judging.judge(&c, 0); got != (verdict{outcome: Success}) {
+		t.Errorf("Do's nil error: a plain success, DefaultClassifier says %+v", got)
+	}
+	for name, cc := range map[string]clientCall{
+		"a classifier":   {br: benchSet(t, WithClassifier(DefaultClassifier)).breakerFor("k", false)},
+		"SlowCall":       {br: benchSet(t, WithPolicy(Policy{SlowCall: time.Second})).breakerFor("k", false)},
+		"a spent budget": {br: cc.br, spent: true},
+	} {
+		if cc.plain(returned) {
+			t.Errorf("with %s, a call is taken for a plain success without its Call", name)
+		}
+	}
+	if cc.plain(ending{panicked: "bug"}) || cc.plain(ending{}) {
+		t.Error("a panic or a Goexit is taken for a plain success")
+	}
+}
