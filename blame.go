@@ -65,13 +65,6 @@ type callScope struct {
 	failing  [maxFailing]failedCall
 	nfailing atomic.Int32 // slots in use: a call that succeeds reads it without mu
 
-	// answered says the handler wrote its status, and answeredOn is the
-	// upstream a failure could be blamed on then, nil if none: what
-	// happens after the answer cannot have caused it. The status writer
-	// sets them, on the handler's goroutine or one it waits for.
-	answered   bool
-	answeredOn *breaker
-
 	// req is the request that the handler gets: the route group's request
 	// with this scope as its context. It lives in the scope so that one
 	// allocation makes both.
@@ -80,7 +73,7 @@ type callScope struct {
 
 // maxFailing is how many upstreams whose latest call failed a request's
 // scope remembers: more than a handler passes failures on from.
-const maxFailing = 4
+const maxFailing = 3
 
 // failedCall is an upstream whose latest call within a scope failed, and
 // the number of that failure.
@@ -235,22 +228,17 @@ func (s *callScope) blameable() *breaker {
 	return last.up
 }
 
-// answer notes that the handler wrote its status now: a failure it
-// answered can be blamed only on what had failed by then.
-func (s *callScope) answer() {
-	s.answered = true
-	s.answeredOn = s.blameable()
-}
-
-// upstreamKey returns the key of the upstream that a failure the request
-// answered could be blamed on, "" if none, or if s is nil: as it stood
-// when the handler wrote its status, or, if it wrote none, now.
-func (s *callScope) upstreamKey() string {
+// upstreamKey returns the key of the upstream that a failure of the
+// request whose handler wrote through sw, within s, could be blamed on; ""
+// if none, or if s is nil. It is what the status writer noted when the
+// handler wrote its status (what happened after the answer cannot have
+// caused it), or, if it wrote none, what s says now.
+func (s *callScope) upstreamKey(sw *statusWriter) string {
 	if s == nil {
 		return ""
 	}
-	up := s.answeredOn
-	if !s.answered {
+	up := sw.answeredOn
+	if sw.status == 0 {
 		up = s.blameable()
 	}
 	if up == nil {

@@ -966,7 +966,7 @@ func TestAScopeForgetsTheUpstreamThatFailedFirst(t *testing.T) {
 		if i >= 0 {
 			name = ups[i].key
 		}
-		if got := sc.upstreamKey(); got != name {
+		if got := sc.upstreamKey(&statusWriter{}); got != name {
 			t.Fatalf("blameable: %q, want %q", got, name)
 		}
 	}

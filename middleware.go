@@ -171,7 +171,7 @@ func judgeAnswer(br *breaker, sw *statusWriter, r *http.Request, e ending, sc *c
 		return verdict{outcome: Excluded}, ""
 	}
 	c := Call{Key: br.key, Request: r, StatusCode: sw.status, ClientGone: sw.gone, Hijacked: sw.hijacked,
-		Panic: e.panicked, RetryAfter: sw.retryAfter, Upstream: sc.upstreamKey()}
+		Panic: e.panicked, RetryAfter: sw.retryAfter, Upstream: sc.upstreamKey(sw)}
 	if c.StatusCode == 0 && !c.Hijacked {
 		c.ClientGone = callerGone(r)
 	}

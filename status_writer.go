@@ -71,14 +71,16 @@ type statusWriter struct {
 	// writer tells it what the handler has answered, which the breaker goes
 	// by should the handler outlive the ProbeTimeout (a stream).
 	probe *probe
-	// scope is the request's scope for blame, nil if it carries none: the
-	// writer tells it when the status is written (blame.go).
-	scope *callScope
+	// scope is the request's scope for blame, nil if it carries none, and
+	// answeredOn the upstream that a failure could be blamed on when the
+	// status was written, nil if none (blame.go).
+	scope      *callScope
+	answeredOn *breaker
 
 	// Each core writes its own writers on every request: padded to a
 	// multiple of the cache line (in a size class whose objects start on
 	// one), so that two cores' writers never share a line.
-	_ [128 - 80]byte
+	_ [128 - 88]byte
 }
 
 var writerPool = sync.Pool{New: func() any { return new(statusWriter) }}
@@ -99,7 +101,7 @@ func (sw *statusWriter) setStatus(code int) {
 	sw.status = code
 	sw.gone = sw.ctx.Err() == context.Canceled
 	if sw.scope != nil {
-		sw.scope.answer()
+		sw.answeredOn = sw.scope.blameable()
 	}
 	if sw.probe != nil {
 		o := Success
