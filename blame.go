@@ -21,13 +21,16 @@ import (
 // serves once the upstream's breaker opens is answered at once, instead of
 // its own breaker's 503 for a cooldown.
 //
-// The rule (DefaultClassifier's): a failure is blamed on an upstream only
-// when it is a gateway answer (502, 503, 504, or a 429 passed on) and, when
-// the handler wrote it, the request's latest call to that upstream had
-// failed or been rejected; of several such upstreams, the one whose call
-// failed last is named. Anything else is the route group's own: a 500, a
-// panic, a failure after a retry of the upstream succeeded, after a side
-// call whose failure the handler ignored, or before a call failed.
+// The rule (DefaultClassifier's, docs/operating.md states it for users): a
+// failure is blamed on an upstream only when it is a gateway answer (502,
+// 503, 504, or a 429 passed on) and, when the handler wrote it, a call of
+// the request to that upstream had failed or been rejected, and no call to
+// it begun after that failure had succeeded (a retry); of several such
+// upstreams, the one whose call failed last is named. Anything else is the
+// route group's own: a 500, a panic, a failure after a retry of the
+// upstream succeeded, after a side call whose failure the handler ignored,
+// or before a call failed. The status code is the handler's word on whose
+// failure it is; the order of calls is what the scope keeps.
 //
 // The link from the client call back to the route group's request is the
 // context, the only thing the handler hands on to its outgoing calls: an
