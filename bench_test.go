@@ -332,10 +332,12 @@ func BenchmarkRoutePattern(b *testing.B) {
 	}
 }
 
-// BenchmarkBlame measures a route group's request whose handler makes one
-// client call with the request's context: the handler alone, and through
-// Middleware, where the request carries the scope that blame needs (its one
-// allocation).
+// BenchmarkBlame measures a route group's request in a set with a client
+// side, where it carries the scope that blame needs (its one allocation):
+// a handler that makes one client call with the request's context, alone
+// and through Middleware, and okHandler, which makes none, through
+// Middleware (BenchmarkClosed's middleware is the same without a client
+// side).
 func BenchmarkBlame(b *testing.B) {
 	set := benchSet(b)
 	rt := set.Transport("payments", cannedTransport{resp: &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody}})
@@ -343,7 +345,11 @@ func BenchmarkBlame(b *testing.B) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = rt.RoundTrip(out.WithContext(r.Context()))
 	})
-	for name, h := range map[string]http.Handler{"handler-and-call": handler, "middleware": set.Middleware("billing")(handler)} {
+	for name, h := range map[string]http.Handler{
+		"handler-and-call":   handler,
+		"middleware":         set.Middleware("billing")(handler),
+		"middleware-no-call": set.Middleware("catalog")(okHandler),
+	} {
 		b.Run(name, func(b *testing.B) {
 			w, r := benchRequest()
 			b.ReportAllocs()

@@ -8,31 +8,40 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // This file is blame: one failure, one breaker. A route group's handler
 // that calls an upstream through a client-side breaker of the same set
-// (Transport, KeyedTransport, Do), with the request's context, and answers
-// a failure because that call failed or was rejected, has not failed by
-// itself: the failure is the upstream's, whose breaker has counted it
-// already. The route group's outcome names the upstream (Call.Upstream),
-// and DefaultClassifier makes it an UpstreamFailure: counted apart, not in
-// the route group's window. So the route group trips only on failures of
-// its own, and a fallback it serves once the upstream's breaker opens is
-// answered at once, instead of its own breaker's 503 for a cooldown.
+// (Transport, KeyedTransport, Do), with the request's context, and passes
+// that call's failure on has not failed by itself: the failure is the
+// upstream's, whose breaker has counted it already. The route group's
+// outcome names the upstream (Call.Upstream), and DefaultClassifier makes
+// it an UpstreamFailure: counted apart, not in the route group's window. So
+// the route group trips only on failures of its own, and a fallback it
+// serves once the upstream's breaker opens is answered at once, instead of
+// its own breaker's 503 for a cooldown.
+//
+// The rule (DefaultClassifier's, docs/operating.md states it for users): a
+// failure is blamed on an upstream only when it is a gateway answer (502,
+// 503, 504, or a 429 passed on) and, when the handler wrote it, a call of
+// the request to that upstream had failed or been rejected, and no call to
+// it begun after that failure had succeeded (a retry); of several such
+// upstreams, the one whose call failed last is named. Anything else is the
+// route group's own: a 500, a panic, a failure after a retry of the
+// upstream succeeded, after a side call whose failure the handler ignored,
+// or before a call failed. The status code is the handler's word on whose
+// failure it is; the order of calls is what the scope keeps.
 //
 // The link from the client call back to the route group's request is the
 // context, the only thing the handler hands on to its outgoing calls: an
 // admitted request runs with a callScope, a context that the client side
 // finds with Value and that the request's copy given to the handler
 // carries. Making it costs one allocation (the scope holds the request's
-// copy), so a route group's requests carry one while it is known to make
-// client calls through the set, and while that is not known yet: from its
-// first request until one of them ends without a call. From then on none
-// carries one, until a failure of the route group's own or a second later,
-// when requests carry one again until one ends without a call. A request
-// that carries no scope allocates nothing more than before.
+// copy). Every admitted request carries one while the set has a client
+// side, from the first request on: any of them may call out, and one that
+// did not carry a scope could not be told apart from one that did. A set
+// with no client side (no Transport or KeyedTransport made, no Do called)
+// pays nothing.
 
 // scopeKey is the context key of a callScope.
 type scopeKey struct{}
@@ -41,20 +50,39 @@ type scopeKey struct{}
 // breaker: the request's own context, with what blame needs of the
 // request. Client calls made with it (or a context derived from it) find it
 // with Value. It may outlive the request, held by a goroutine that the
-// handler started; its fields are atomics or never change.
+// handler started: what such a goroutine's calls change after the handler
+// wrote its answer no longer matters to the request.
 type callScope struct {
 	context.Context // the request's own
 
 	set   *Breakers
 	route *breaker   // the route group's breaker
 	outer *callScope // the scope of a route group further out, nil if none
-	// upstream is the client breaker whose call, made within the scope,
-	// failed or was rejected first; nil while none has.
-	upstream atomic.Pointer[breaker]
+
+	mu sync.Mutex
+	// failing holds the upstreams whose latest call within the scope failed
+	// or was rejected, each with the number of that failure (failures'),
+	// to tell which failed last and which calls were retries; a slot whose
+	// up is nil is free. Past maxFailing such upstreams, the one that
+	// failed first is forgotten.
+	failing  [maxFailing]failedCall
+	nfailing atomic.Int32 // slots in use: a call that succeeds reads it without mu
+
 	// req is the request that the handler gets: the route group's request
 	// with this scope as its context. It lives in the scope so that one
 	// allocation makes both.
 	req http.Request
+}
+
+// maxFailing is how many upstreams whose latest call failed a request's
+// scope remembers: more than a handler passes failures on from.
+const maxFailing = 3
+
+// failedCall is an upstream whose latest call within a scope failed, and
+// the number of that failure.
+type failedCall struct {
+	up *breaker
+	n  uint64
 }
 
 // Value returns the scope itself for scopeKey, and asks the request's own
@@ -70,6 +98,10 @@ func (s *callScope) Value(key any) any {
 func (s *callScope) String() string {
 	return fmt.Sprintf("%v.WithValue(httpbreaker scope of %s)", s.Context, quoteKey(s.route.key))
 }
+
+// carries reports whether a request admitted now is to carry a scope:
+// whether the set has a client side.
+func (b *Breakers) carries() bool { return b.clients.Load() }
 
 // scope returns a scope for a request of br's, made from r: the scope, whose
 // req is the request the handler gets.
@@ -98,8 +130,10 @@ func (b *Breakers) scopeOf(ctx context.Context) *callScope {
 // calling notes that a call through up, a client breaker of set, is made
 // within s: the route groups of s and the scopes further out (of the same
 // set) learn that their requests make client calls, and up learns that
-// they depend on it.
-func (s *callScope) calling(set *Breakers, up *breaker) {
+// they depend on it. It is told before the call, so that an event of up's
+// that the call causes names them. It returns the mark of the call's
+// start, for called: failures noted before it, the call may undo.
+func (s *callScope) calling(set *Breakers, up *breaker) (since uint64) {
 	for ; s != nil; s = s.outer {
 		if s.set != set || s.route == up {
 			continue
@@ -107,29 +141,113 @@ func (s *callScope) calling(set *Breakers, up *breaker) {
 		s.route.blame.calling()
 		up.blame.depend(s.route.key)
 	}
+	return failures.Load()
 }
 
-// failed notes that a call through up, a client breaker of set, made within
-// s failed or was rejected: the failure that the route groups of s and the
-// scopes further out (of the same set) answer next is up's.
-func (s *callScope) failed(set *Breakers, up *breaker) {
+// failures numbers the failures that scopes note, in the order they are
+// noted, across every set: a call that began after a failure was noted
+// has a mark (calling's) at least its number.
+var failures atomic.Uint64
+
+// called notes how a call through up, a client breaker of set, made within
+// s and begun at the mark since, went, as v (up's verdict) says, in s and
+// the scopes further out (of the same set). A failure (a rejection is one)
+// makes up one of the upstreams whose latest call failed, the latest to
+// fail. A success undoes up's failure if it was a retry: a call begun after
+// that failure. A call made at the same time as the one that failed (a
+// fan-out) undoes nothing: that up failed a call is what the request saw.
+// An excluded call (the caller's budget was spent, or it gave up) says
+// nothing of up.
+func (s *callScope) called(set *Breakers, up *breaker, v verdict, since uint64) {
+	if v.outcome == Excluded {
+		return
+	}
+	var n uint64 // the failure's number
+	if v.outcome == Failure {
+		n = failures.Add(1)
+	}
 	for ; s != nil; s = s.outer {
 		if s.set == set && s.route != up {
-			s.upstream.CompareAndSwap(nil, up)
+			s.note(up, n, since)
 		}
 	}
 }
 
-// upstreamKey returns the key of the upstream that s's failure is blamed
-// on, "" if none: s is nil, or no call made within it has failed.
-func (s *callScope) upstreamKey() string {
+// note records in s that a call through up failed, as failure n, or, if n
+// is 0, that a call begun at the mark since succeeded.
+func (s *callScope) note(up *breaker, n, since uint64) {
+	if n == 0 && s.nfailing.Load() == 0 {
+		return // nothing failed that this success could undo: the common case, without the lock
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := -1 // up's slot, if it has one
+	for j := range s.failing {
+		if s.failing[j].up == up {
+			i = j
+			break
+		}
+	}
+	if n == 0 {
+		if i >= 0 && s.failing[i].n <= since { // a retry, begun after the failure
+			s.failing[i] = failedCall{}
+			s.nfailing.Add(-1)
+		}
+		return
+	}
+	if i < 0 { // a free slot, or the one that failed first
+		i = 0
+		for j := range s.failing {
+			if s.failing[j].up == nil {
+				i = j
+				s.nfailing.Add(1)
+				break
+			}
+			if s.failing[j].n < s.failing[i].n {
+				i = j
+			}
+		}
+	}
+	if n > s.failing[i].n { // a later failure than the one it holds
+		s.failing[i] = failedCall{up: up, n: n}
+	}
+}
+
+// blameable returns the upstream that a failure answered now could be
+// blamed on: of those whose latest call within s failed, the one that
+// failed last; nil if none.
+func (s *callScope) blameable() *breaker {
+	if s.nfailing.Load() == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var last failedCall
+	for _, f := range s.failing {
+		if f.up != nil && f.n > last.n {
+			last = f
+		}
+	}
+	return last.up
+}
+
+// upstreamKey returns the key of the upstream that a failure of the
+// request whose handler wrote through sw, within s, could be blamed on; ""
+// if none, or if s is nil. It is what the status writer noted when the
+// handler wrote its status (what happened after the answer cannot have
+// caused it), or, if it wrote none, what s says now.
+func (s *callScope) upstreamKey(sw *statusWriter) string {
 	if s == nil {
 		return ""
 	}
-	if up := s.upstream.Load(); up != nil {
-		return up.key
+	up := sw.answeredOn
+	if sw.status == 0 {
+		up = s.blameable()
 	}
-	return ""
+	if up == nil {
+		return ""
+	}
+	return up.key
 }
 
 // Bounds of what a breaker keeps of blame: the upstream keys its failures
@@ -141,94 +259,51 @@ const (
 	maxDependents = 16
 )
 
-// sampleEvery is how often a route group that has been seen to make no
-// client call lends its requests a scope again, to find out whether it
-// makes any now.
-const sampleEvery = time.Second
-
-// What a route group is known to do, for blameState.calls.
-const (
-	// callsUnknown: every request carries a scope, until one of them ends
-	// without a client call.
-	callsUnknown int32 = iota
-	// callsNone: a request carried a scope and made no client call; none
-	// carries one, until a failure of the route group's own, or
-	// sampleEvery later.
-	callsNone
-	// callsOut: a request made a client call with its scope; every request
-	// carries one from then on.
-	callsOut
-)
-
 // blameState is what a breaker keeps of blame: as a route group's, whether
 // its requests make client calls and how many of its failures were blamed
-// on which upstream; as an upstream's, the route groups that call it.
+// on which upstream, the latest when; as an upstream's, the route groups
+// that call it.
 type blameState struct {
-	// calls is what the route group is known to do: callsUnknown,
-	// callsNone or callsOut. lastSample is when callsNone last went back
-	// to callsUnknown for sampleEvery (ns since the set's epoch).
-	calls      atomic.Int32
-	lastSample atomic.Int64
+	// calls says a request of the route group has made a client call with
+	// its scope.
+	calls atomic.Bool
 
 	// dependents are the keys of the route groups that call through the
 	// breaker as an upstream, sorted; nil while none has. The slice is
 	// replaced, never changed.
 	dependents atomic.Pointer[[]string]
 
-	mu       sync.Mutex        // guards blamedOn, and the writers of dependents
+	mu       sync.Mutex        // guards blamedOn and last, and the writers of dependents
 	blamedOn map[string]uint64 // upstream key -> failures blamed on it
+	last     lastBlame
 }
 
-// carries reports whether an admitted request of the route group is to
-// carry a scope.
-func (bs *blameState) carries() bool { return bs.calls.Load() != callsNone }
-
-// callsOut reports whether the route group's requests are known to make
-// client calls.
-func (bs *blameState) callsOut() bool { return bs.calls.Load() == callsOut }
+// lastBlame is the route group's latest failure blamed on an upstream: on
+// which, and when (ns since the set's epoch); up is "" if none was.
+type lastBlame struct {
+	up string
+	at int64
+}
 
 // calling notes that a request of the route group made a client call with
 // its scope.
 func (bs *blameState) calling() {
-	if bs.calls.Load() != callsOut {
-		bs.calls.Store(callsOut)
+	if !bs.calls.Load() {
+		bs.calls.Store(true)
 	}
 }
 
-// served notes how a request of the route group, of set, judged v at now,
-// ended. One that carried a scope counts the upstream its failure was
-// blamed on (up, "" if none), and, if the route group's calls are unknown
-// and it made none (a request that did would have made them known), says
-// that the route group makes none. One that carried none makes the next
-// requests carry one, if the set has a client side, after a failure, or
-// sampleEvery after the last time.
-func (bs *blameState) served(set *Breakers, carried bool, v verdict, up string, now int64) {
-	if carried {
-		if v.blamed && up != "" {
-			bs.blame(up)
-		}
-		if bs.calls.Load() == callsUnknown {
-			bs.calls.CompareAndSwap(callsUnknown, callsNone)
-		}
-		return
-	}
-	if !set.clients.Load() {
-		return
-	}
-	if v.outcome == Failure {
-		bs.calls.CompareAndSwap(callsNone, callsUnknown)
-		return
-	}
-	if last := bs.lastSample.Load(); now-last >= int64(sampleEvery) && bs.lastSample.CompareAndSwap(last, now) {
-		bs.calls.CompareAndSwap(callsNone, callsUnknown)
-	}
-}
+// callsOut reports whether a request of the route group has made a client
+// call with its scope.
+func (bs *blameState) callsOut() bool { return bs.calls.Load() }
 
-// blame counts a failure of the route group blamed on the upstream key up:
-// past maxBlamedOn upstream keys, a new one is counted in the totals alone.
-func (bs *blameState) blame(up string) {
+// blame counts a failure of the route group, at at, blamed on the upstream
+// key up: past maxBlamedOn upstream keys, a new one is counted in the
+// totals alone, and is the latest all the same.
+func (bs *blameState) blame(up string, at int64) {
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
+	bs.last = lastBlame{up: up, at: at}
 	if _, ok := bs.blamedOn[up]; !ok && len(bs.blamedOn) >= maxBlamedOn {
 		return
 	}
@@ -239,14 +314,14 @@ func (bs *blameState) blame(up string) {
 }
 
 // blamed returns how many of the route group's failures were blamed on
-// each upstream key, nil if none were.
-func (bs *blameState) blamed() map[string]uint64 {
+// each upstream key, nil if none were, and the latest of them.
+func (bs *blameState) blamed() (map[string]uint64, lastBlame) {
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
 	if len(bs.blamedOn) == 0 {
-		return nil
+		return nil, bs.last
 	}
-	return maps.Clone(bs.blamedOn)
+	return maps.Clone(bs.blamedOn), bs.last
 }
 
 // depend notes that the route group route calls through the breaker as an

@@ -26,8 +26,9 @@ import (
 // WithClassifier's), with the Call's Err set to fn's error and its Request
 // nil: by default a nil error is a success, any other error a failure,
 // unless ctx had been canceled by the caller when fn returned it (excluded,
-// whatever the error); a deadline that passed is a failure. A classifier
-// that knows fn's errors tells the others apart:
+// whatever the error); a deadline that passed while fn ran is a failure,
+// one spent before the call was admitted excluded, whatever fn returns. A
+// classifier that knows fn's errors tells the others apart:
 //
 //	httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
 //		if errors.Is(c.Err, sql.ErrNoRows) {
@@ -38,8 +39,8 @@ import (
 //
 // A panic in fn, or a runtime.Goexit, is a failure, and goes on. A call
 // that fails or is rejected within a route group's request, with its
-// context (as r.Context() above), is blamed for the failure the route group
-// then answers, as a Transport's is.
+// context (as r.Context() above), is blamed for the failure the route
+// group passes on, as a Transport's is.
 //
 // Do returns an error, without running fn, if ctx or fn is nil or key is
 // not a valid key: mistakes of the caller's, never a panic at request time.
@@ -70,26 +71,31 @@ func doCall(ctx context.Context, key string, err error) Call {
 	return Call{Key: key, Err: err, ClientGone: err != nil && ctx.Err() == context.Canceled}
 }
 
-// doThrough runs fn through br, of set: Do over the breaker's admission
-// path, as roundTripThrough sends a request.
+// doThrough runs fn through br, of set: Do over the client side of
+// through, as roundTripThrough sends a request.
 func doThrough(ctx context.Context, set *Breakers, br *breaker, fn func(context.Context) error) (err error) {
-	sc := set.scopeOf(ctx)
-	sc.calling(set, br)
-	t, a := br.admit()
-	switch a.decision {
-	case passCall:
-		err = fn(ctx)
-		if sc != nil && br.judging.judge(doCall(ctx, br.key, err), 0).outcome == Failure {
-			sc.failed(set, br) // untracked, but the dependency's failure all the same
-		}
-		return err
-	case rejectCall:
-		sc.failed(set, br)
-		return &RejectedError{a.rejection(br.key)}
-	}
-	br.run(set, sc, t, func() Call {
-		err = fn(ctx)
-		return doCall(ctx, br.key, err)
+	cc := startCall(set, br, ctx)
+	br.through(&passage{
+		pass: func() {
+			cc.letThrough()
+			err = fn(ctx)
+			cc.passed(func() Call { return doCall(ctx, br.key, err) })
+		},
+		reject: func(rj Rejection) {
+			err = &RejectedError{rj}
+			cc.rejected()
+		},
+		run: func(*probe) {
+			cc.letThrough()
+			err = fn(ctx)
+		},
+		judge: func(e ending) verdict {
+			if cc.plain(e) && err == nil {
+				return cc.judge(e, nil)
+			}
+			c := doCall(ctx, br.key, err)
+			return cc.judge(e, &c)
+		},
 	})
 	return err
 }

@@ -152,3 +152,33 @@ func TestDoInObserveModeNeverRejects(t *testing.T) {
 		t.Fatalf("%d runs, totals %+v; want all 3 run, 2 that would have been rejected", runs, s.Totals)
 	}
 }
+
+// TestDoWithASpentDeadlineIsNotTheDependencysFailure: a caller whose
+// deadline had passed before the call (or who had given up) spent its own
+// budget: whatever fn returns, the call is excluded, and a healthy
+// dependency stays closed for the callers with a full budget.
+func TestDoWithASpentDeadlineIsNotTheDependencysFailure(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 5, OpenFor: time.Minute}))
+	spent, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	gone, leave := context.WithCancel(context.Background())
+	leave()
+	for _, fn := range []func(context.Context) error{
+		func(ctx context.Context) error { return ctx.Err() }, // answered at once with ctx.Err()
+		func(context.Context) error { return errDatabaseDown },
+		func(context.Context) error { return nil },
+		func(context.Context) error { return errors.New("driver: bad connection") },
+	} {
+		for _, ctx := range []context.Context{spent, gone} {
+			_ = b.Do(ctx, "orders-db", fn)
+			_ = b.Do(ctx, "orders-db", fn)
+		}
+	}
+	if s := status(t, b, "orders-db"); s.State != StateClosed || s.Totals.Excluded != 16 || s.Totals.Failures != 0 || s.Totals.Successes != 0 {
+		t.Fatalf("after 16 calls with a spent budget: %v %+v, want closed with all 16 excluded", s.State, s.Totals)
+	}
+	var ran bool
+	if err := b.Do(context.Background(), "orders-db", func(context.Context) error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("a caller with a full budget: %v (ran %v), want its call run", err, ran)
+	}
+}

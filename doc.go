@@ -26,10 +26,12 @@
 // A route group that fails because its upstream does is not tripped for
 // it: when a handler's call through a client-side breaker of the same set,
 // made with the request's context, fails or is rejected, and the handler
-// then answers a failure, the failure is blamed on the upstream (an
-// UpstreamFailure, counted apart, in no window), so that the route group
-// trips only on failures of its own and serves its fallback as soon as the
-// upstream's breaker opens.
+// passes the failure on as a gateway answer (502, 503, 504, or a 429), the
+// failure is blamed on the upstream (an UpstreamFailure, counted apart, in
+// no window), so that the route group trips only on failures of its own and
+// serves its fallback as soon as the upstream's breaker opens. A 500, a
+// panic, or a failure after a retry of the upstream succeeded is the route
+// group's own (DefaultClassifier).
 //
 // # One request
 //

@@ -3,7 +3,6 @@ package httpbreaker
 import (
 	"net/http"
 	"strconv"
-	"time"
 )
 
 // Middleware returns middleware that puts the handler it wraps behind key's
@@ -29,8 +28,8 @@ import (
 // made with http.NewRequest and sent as it is) cannot be traced to the
 // request, and its failure counts against key as any other. To find the
 // request, the handler gets a copy of it whose context carries a value of
-// the breaker's: one allocation per request, made only for route groups
-// that are known to make such calls, or not known yet to make none.
+// the breaker's: one allocation per request, made while the Breakers has a
+// client side (a Transport or KeyedTransport made, or Do called).
 //
 // Keys wired by Middleware are bounded by the code, not
 // by traffic: they always get a breaker, past WithMaxKeys too. Middleware
@@ -92,85 +91,91 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	serveThrough(h.set, br, h.bodies, w, r, h.next)
 }
 
-// serveThrough puts one request through br: the server side over the
-// breaker's admission path. An admitted request runs with a
-// status-capturing writer and is judged when its handler ends; one that is
-// not gets the reject response, or, when the breaker only observes, runs
-// untracked.
+// serveThrough puts one request through br, of set: the server side of
+// through. An admitted request runs with a status-capturing writer and is
+// judged when its handler ends; one that is not gets the reject response,
+// or, when the breaker only observes, runs untracked. While the set has a
+// client side, the handler gets the request with a scope for blame
+// (blame.go).
 func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.ResponseWriter, r *http.Request, next http.Handler) {
-	switch t, a := br.admit(); a.decision {
-	case admitCall:
-		handle(set, br, t, w, r, next)
-	case passCall:
-		next.ServeHTTP(w, r)
-	default:
-		reject(set, bodies, w, r, a.rejection(br.key))
-	}
-}
-
-// handle runs the handler of a request that br, of set, admitted with t,
-// and records what its answer means, in one place however the handler
-// ends: when it returns; when it panics, after which the panic goes on from
-// inside the handler's own unwinding, so that whoever recovers it further up
-// sees the stack where it happened; and when it ends its goroutine with
-// runtime.Goexit, a failure. The handler gets the request with a scope for
-// blame when the route group makes client calls (blame.go).
-func handle(set *Breakers, br *breaker, t ticket, w http.ResponseWriter, r *http.Request, next http.Handler) {
-	sw := newStatusWriter(w, r.Context())
-	sw.probe = t.probe
+	var sw *statusWriter
 	var sc *callScope
-	in := r
-	if br.blame.carries() {
-		sc = set.scope(br, r)
-		in = &sc.req
-	}
-	var start int64
-	if br.judging.timed() {
-		start = br.clock.now()
-	}
-	returned := false
-	defer func() {
-		value := recover() // nil when the handler returned, or for a Goexit
-		now := br.clock.now()
-		switch {
-		case returned:
-			v, up := judgeServed(br, sw, r, nil, now-start, sc)
-			br.done(t, v, now)
-			if sc != nil || set.clients.Load() {
-				br.blame.served(set, sc != nil, v, up, now)
+	br.through(&passage{
+		pass:   func() { next.ServeHTTP(w, r) },
+		reject: func(rj Rejection) { reject(set, bodies, w, r, rj) },
+		run: func(pr *probe) {
+			sw = newStatusWriter(w, r.Context())
+			sw.probe = pr
+			in := r
+			if set.carries() {
+				sc = set.scope(br, r)
+				sw.scope = sc
+				in = &sc.req
 			}
-			sw.release()
-		case value != nil:
-			v, up := judgeServed(br, sw, r, value, now-start, sc)
-			br.done(t, v, now)
-			br.blame.served(set, sc != nil, v, up, now)
-			panic(value)
-		default:
-			br.done(t, verdict{outcome: Failure}, now)
-		}
-	}()
-	next.ServeHTTP(sw.wrapped(), in)
-	returned = true
+			next.ServeHTTP(sw.wrapped(), in)
+		},
+		judge: func(e ending) verdict {
+			v := verdict{outcome: Success}
+			if !plainSuccess(br, sw, e) {
+				v = judgeServed(set, br, sw, r, sc, e)
+			}
+			if e.returned {
+				sw.release()
+			}
+			return v
+		},
+	})
 }
 
-// judgeServed returns what a request whose handler wrote through sw (and
-// panicked with value, if not nil) and ran for took means to br, and the
-// upstream it was blamed on, if any, as the request's scope sc (nil if it
-// carried none) tells. A request that a breaker nested inside rejected is
-// excluded: its answer is a rejection, not a failure of the handlers here.
-func judgeServed(br *breaker, sw *statusWriter, r *http.Request, value any, took int64, sc *callScope) (verdict, string) {
+// plainSuccess reports whether a request that ended as e says, whose
+// handler wrote through sw, is a success that needs no judging: it returned
+// after writing a status that is no failure, and br judges its calls by
+// DefaultClassifier, untimed, which would call it a success. Most requests
+// are, and skip building their Call.
+func plainSuccess(br *breaker, sw *statusWriter, e ending) bool {
+	return e.returned && sw.status != 0 && !failureStatus(sw.status) && !sw.rejected &&
+		br.judging.classify == nil && br.judging.slowCall == 0
+}
+
+// judgeServed returns what a request of br's, of set, that ended as e says
+// means to br, from what its handler wrote through sw and, for blame, what
+// the request's scope sc (nil if it carried none) tells, and counts a
+// failure blamed on an upstream against that upstream's key. A handler that
+// ended its goroutine with runtime.Goexit failed.
+//
+// A request that carried no scope because the set had no client side when
+// it was admitted, during which the set got one (its handler made the
+// set's first Do call, say), may have called out: a failure it answered
+// that the rule could have blamed is excluded, as nobody's, rather than
+// counted as the route group's own.
+func judgeServed(set *Breakers, br *breaker, sw *statusWriter, r *http.Request, sc *callScope, e ending) verdict {
+	if e.goexit() {
+		return verdict{outcome: Failure}
+	}
+	v, up := judgeAnswer(br, sw, r, e, sc)
+	switch {
+	case v.blamed && up != "":
+		br.blame.blame(up, e.at)
+	case sc == nil && v.outcome == Failure && e.panicked == nil && gatewayStatus(sw.status) && set.carries():
+		v.outcome = Excluded
+	}
+	return v
+}
+
+// judgeAnswer returns what the answer that a handler wrote through sw
+// means to br, and the upstream it could be blamed on, if any. A request
+// that a breaker nested inside rejected is excluded: its answer is a
+// rejection, not a failure of the handlers here.
+func judgeAnswer(br *breaker, sw *statusWriter, r *http.Request, e ending, sc *callScope) (verdict, string) {
 	if sw.rejected {
 		return verdict{outcome: Excluded}, ""
 	}
-	if value == nil && sw.status != 0 && !failureStatus(sw.status) && br.judging.classify == nil && br.judging.slowCall == 0 {
-		return verdict{outcome: Success}, "" // what DefaultClassifier says of it, without building its Call
-	}
 	c := Call{Key: br.key, Request: r, StatusCode: sw.status, ClientGone: sw.gone, Hijacked: sw.hijacked,
-		Panic: value, RetryAfter: sw.retryAfter, Upstream: sc.upstreamKey()}
+		Panic: e.panicked, RetryAfter: sw.retryAfter, Upstream: sc.upstreamKey(sw)}
 	if c.StatusCode == 0 && !c.Hijacked {
 		c.ClientGone = callerGone(r)
 	}
-	v := br.judging.judge(c, time.Duration(took))
+	v := br.judging.judge(&c, e.took)
 	if v.outcome == Failure && rejectedInside(r) { // by a breaker nested inside, behind a writer without Unwrap
 		v.outcome = Excluded
 	}

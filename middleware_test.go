@@ -82,17 +82,19 @@ func TestMiddlewarePanicsOnEmptyKey(t *testing.T) {
 // unrelatedKey is a context key of some other middleware's.
 type unrelatedKey struct{}
 
-// TestJudgeServedFastPathAgreesWithDefaultClassifier holds the shortcut
-// that judges a plain success without building its Call to what
+// TestPlainSuccessAgreesWithDefaultClassifier holds the shortcut that
+// judges a plain success without building its Call to what
 // DefaultClassifier says of every status.
-func TestJudgeServedFastPathAgreesWithDefaultClassifier(t *testing.T) {
+func TestPlainSuccessAgreesWithDefaultClassifier(t *testing.T) {
 	br := benchSet(t).breakerFor("k", false)
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	for code := 100; code < 600; code++ {
 		sw := &statusWriter{w: httptest.NewRecorder(), ctx: r.Context(), status: code}
-		got, _ := judgeServed(br, sw, r, nil, 0, nil)
-		want := br.judging.judge(Call{Key: "k", Request: r, StatusCode: code}, 0)
-		if got != want {
+		want := br.judging.judge(&Call{Key: "k", Request: r, StatusCode: code}, 0)
+		if plainSuccess(br, sw, ending{returned: true}) && want != (verdict{outcome: Success}) {
+			t.Errorf("status %d: a plain success, DefaultClassifier says %+v", code, want)
+		}
+		if got, _ := judgeAnswer(br, sw, r, ending{returned: true}, nil); got != want {
 			t.Errorf("status %d: judged %+v, DefaultClassifier says %+v", code, got, want)
 		}
 	}

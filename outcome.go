@@ -56,12 +56,11 @@ type Call struct {
 	// refused, a deadline exceeded, the caller's context canceled), or the
 	// error Do's func returned; always nil on the server side.
 	Err error
-	// Upstream is, on the server side, the key of an upstream whose call
-	// failed or was rejected while the handler ran: a call through a
-	// Transport, KeyedTransport or Do of the same Breakers, made with the
-	// request's context or one derived from it. "" when there was none, or
-	// when the handler's calls did not carry the request's context. The
-	// first such call is named; DefaultClassifier blames a failure on it.
+	// Upstream is, on the server side, the key of an upstream of the same
+	// Breakers whose call, made with the request's context, had failed or
+	// been rejected when the handler wrote its status, and had not been
+	// retried with success since; of several, the one that failed last; ""
+	// if none. DefaultClassifier blames only a gateway answer on it.
 	Upstream string
 	// ClientGone reports whether the client had gone away (the request's
 	// context was canceled) when the handler wrote StatusCode, or, if it wrote
@@ -115,23 +114,25 @@ type Classifier func(Call) Outcome
 //     a deadline exceeded: a slow upstream) is a Failure;
 //   - status 500 and above, and 429, is a Failure;
 //   - anything else, 4xx included, is a Success;
-//   - and a Failure for any reason but a panic, while an upstream call
-//     had failed or been rejected (Call.Upstream), is an UpstreamFailure:
-//     the handler answered the upstream's failure. A panic is the handler's
-//     own.
+//   - and a Failure that is a gateway answer (502, 503, 504, or 429) while
+//     Call.Upstream names an upstream is an UpstreamFailure: the handler
+//     passed that upstream's failure on. Any other failure (a 500, a panic)
+//     is the handler's own.
 //
-// To count a route group's failures as its own whatever its upstreams did,
-// as before blame, map UpstreamFailure back to Failure:
+// A call whose context was already done when its breaker admitted it is
+// excluded before any classifier is asked. A classifier can blame more (a
+// proxy that passes its upstream's 500 on) or less:
 //
 //	httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
-//		if o := httpbreaker.DefaultClassifier(c); o != httpbreaker.UpstreamFailure {
-//			return o
+//		o := httpbreaker.DefaultClassifier(c)
+//		if c.Key == "proxy" && o == httpbreaker.Failure && c.Upstream != "" && c.Panic == nil {
+//			return httpbreaker.UpstreamFailure
 //		}
-//		return httpbreaker.Failure
+//		return o
 //	})
 func DefaultClassifier(c Call) Outcome {
 	o := ownOutcome(c)
-	if o == Failure && c.Upstream != "" && c.Panic == nil {
+	if o == Failure && c.Upstream != "" && c.Panic == nil && gatewayStatus(c.StatusCode) {
 		return UpstreamFailure
 	}
 	return o
@@ -174,8 +175,9 @@ func (j judging) timed() bool { return j.slowCall > 0 || j.classify != nil }
 // judge returns what the finished call c means, on either side: the
 // outcome the classifier gives it, with the delay an upstream asked for,
 // and whether it was slow, when slowness is judged apart. took is how long
-// the call ran, measured only when timed says so.
-func (j judging) judge(c Call, took time.Duration) verdict {
+// the call ran, measured only when timed says so; judge sets c's duration
+// and slowness from it.
+func (j judging) judge(c *Call, took time.Duration) verdict {
 	if j.timed() {
 		c.Duration = took
 		c.Slow = j.slowCall > 0 && took > j.slowCall
@@ -183,9 +185,9 @@ func (j judging) judge(c Call, took time.Duration) verdict {
 	}
 	var o Outcome
 	if j.classify != nil {
-		o = validOutcome(j.classify(c))
+		o = validOutcome(j.classify(*c))
 	} else {
-		o = DefaultClassifier(c)
+		o = DefaultClassifier(*c)
 	}
 	v := verdict{outcome: o, retryAfter: c.RetryAfter, rateLimited: c.StatusCode == http.StatusTooManyRequests,
 		slow: c.Slow && c.slowApart && o != Excluded && o != UpstreamFailure}
@@ -222,6 +224,17 @@ type verdict struct {
 // whoever gave it: 500 and above, and 429.
 func failureStatus(code int) bool {
 	return code >= 500 || code == http.StatusTooManyRequests
+}
+
+// gatewayStatus reports whether an answer with this status says that the
+// answer was not the server's to give: a gateway's (502, 503, 504), or a
+// rate limit (429), which a handler passes on from its upstream.
+func gatewayStatus(code int) bool {
+	switch code {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
+		return true
+	}
+	return false
 }
 
 // failureRate returns failures / (failures + successes), or 0 when both

@@ -3,6 +3,8 @@ package httpbreaker
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -30,6 +32,30 @@ func reject(set *Breakers, bodies problemSource, w http.ResponseWriter, r *http.
 	}
 	bodies.bodiesFor(rj.Key).write(w, rj)
 }
+
+// ErrOpen matches every rejection of a Transport, KeyedTransport or Do:
+// errors.Is(err, httpbreaker.ErrOpen). The error itself is a *RejectedError,
+// which says which key rejected the call and when to retry.
+var ErrOpen = errors.New("httpbreaker: circuit breaker open")
+
+// RejectedError is the error a rejected RoundTrip (or Do) returns: the call
+// never left the process. errors.As finds it through the *url.Error of
+// http.Client. A retrying client should not spin on it: RetryAfter says
+// how long the breaker keeps rejecting (0 when it is half-open with every
+// probe taken, or recovering: soon), and a retry before then is rejected
+// again, at no cost to the upstream but to no use either.
+type RejectedError struct{ Rejection }
+
+// Error names the key, its state and when to retry.
+func (e *RejectedError) Error() string {
+	if e.RetryAfter > 0 {
+		return fmt.Sprintf("httpbreaker: circuit breaker %s is %s; retry in %v", quoteKey(e.Key), e.State, roundDuration(e.RetryAfter))
+	}
+	return fmt.Sprintf("httpbreaker: circuit breaker %s is %s; retry shortly", quoteKey(e.Key), e.State)
+}
+
+// Is reports whether target is ErrOpen.
+func (e *RejectedError) Is(target error) bool { return target == ErrOpen }
 
 // Rejection describes a call that a breaker did not admit.
 type Rejection struct {

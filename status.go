@@ -153,10 +153,13 @@ type Status struct {
 	Totals Totals `json:"totals"`
 	// BlamedOn counts, for a route group (a server key), how many of its
 	// failures were blamed on each upstream key (Totals.UpstreamFailure
-	// counts them all): failures it answered while a call of its request to
-	// that upstream had failed or been rejected. It holds at most 16
-	// upstream keys; nil when none was blamed.
+	// counts them all). It holds at most 16 upstream keys; nil when none
+	// was blamed.
 	BlamedOn map[string]uint64 `json:"blamed_on,omitempty"`
+	// LastBlamedOn and LastBlamedAt are the upstream key of the route
+	// group's latest blamed failure, and when; "" and zero if none.
+	LastBlamedOn string    `json:"last_blamed_on,omitempty"`
+	LastBlamedAt time.Time `json:"last_blamed_at,omitzero"`
 	// Dependents are, for an upstream (a client key), the route groups whose
 	// requests have called through it with their context, sorted: who its
 	// state affects. At most 16; nil when none has.
@@ -267,14 +270,18 @@ func keyStatus(br *breaker) Status {
 	st := br.viewLocked().shown
 	all := br.counters.all()
 	s := Status{
-		Key:      br.key,
-		State:    st,
-		Mode:     br.mode,
-		Since:    br.clock.at(br.history.since),
-		Side:     sideNames[br.sides.Load()&(sideServer|sideClient)],
-		Totals:   totalsOf(&all),
-		Policy:   *br.policy,
-		BlamedOn: br.blame.blamed(),
+		Key:    br.key,
+		State:  st,
+		Mode:   br.mode,
+		Since:  br.clock.at(br.history.since),
+		Side:   sideNames[br.sides.Load()&(sideServer|sideClient)],
+		Totals: totalsOf(&all),
+		Policy: *br.policy,
+	}
+	var last lastBlame
+	s.BlamedOn, last = br.blame.blamed()
+	if last.up != "" {
+		s.LastBlamedOn, s.LastBlamedAt = last.up, br.clock.at(last.at)
 	}
 	if t := br.history.lastTrip; t != nil {
 		trip := *t

@@ -72,6 +72,11 @@ type statusWriter struct {
 	// writer tells it what the handler has answered, which the breaker goes
 	// by should the handler outlive the ProbeTimeout (a stream).
 	probe *probe
+	// scope is the request's scope for blame, nil if it carries none, and
+	// answeredOn the upstream that a failure could be blamed on when the
+	// status was written, nil if none (blame.go).
+	scope      *callScope
+	answeredOn *breaker
 
 	// seen and seenSet are the type of the last writer this one wrapped and
 	// its optional interfaces: a pooled writer is handed the same type of
@@ -82,7 +87,7 @@ type statusWriter struct {
 	// Each core writes its own writers on every request: padded to a
 	// multiple of the cache line (in a size class whose objects start on
 	// one), so that two cores' writers never share a line.
-	_ [128 - 96]byte
+	_ [128 - 112]byte
 }
 
 var writerPool = sync.Pool{New: func() any { return new(statusWriter) }}
@@ -111,6 +116,9 @@ func (sw *statusWriter) wrapped() http.ResponseWriter {
 func (sw *statusWriter) setStatus(code int) {
 	sw.status = code
 	sw.gone = sw.ctx.Err() == context.Canceled
+	if sw.scope != nil {
+		sw.answeredOn = sw.scope.blameable()
+	}
 	if sw.probe != nil {
 		o := Success
 		if failureStatus(code) {

@@ -1,7 +1,6 @@
 package httpbreaker
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -31,9 +30,10 @@ import (
 // WithCancelCause, an errgroup cancelling the siblings of a failed call) is
 // excluded, whatever error base returns for it; net/http over HTTP/1.1
 // returns the context's cause, which may be any error. A deadline that
-// passed (the caller's, or http.Client's Timeout) is a failure: a slow
-// upstream. A base that returns neither a response nor an error is broken:
-// the call fails, and the caller gets an error that names the key.
+// passed while base worked is a failure: a slow upstream; one spent before
+// the call was admitted is excluded, whatever base returns. A base that
+// returns neither a response nor an error is broken: the call fails, and
+// the caller gets an error that names the key.
 //
 // Server and client keys share one Breakers: its policies, WithMaxKeys,
 // metrics, status page and control. A key named here is bounded by the code
@@ -64,30 +64,6 @@ func (b *Breakers) KeyedTransport(key KeyFunc, base http.RoundTripper) http.Roun
 	return t
 }
 
-// ErrOpen matches every rejection of a Transport, KeyedTransport or Do:
-// errors.Is(err, httpbreaker.ErrOpen). The error itself is a *RejectedError,
-// which says which key rejected the call and when to retry.
-var ErrOpen = errors.New("httpbreaker: circuit breaker open")
-
-// RejectedError is the error a rejected RoundTrip (or Do) returns: the call
-// never left the process. errors.As finds it through the *url.Error of
-// http.Client. A retrying client should not spin on it: RetryAfter says
-// how long the breaker keeps rejecting (0 when it is half-open with every
-// probe taken, or recovering: soon), and a retry before then is rejected
-// again, at no cost to the upstream but to no use either.
-type RejectedError struct{ Rejection }
-
-// Error names the key, its state and when to retry.
-func (e *RejectedError) Error() string {
-	if e.RetryAfter > 0 {
-		return fmt.Sprintf("httpbreaker: circuit breaker %s is %s; retry in %v", quoteKey(e.Key), e.State, roundDuration(e.RetryAfter))
-	}
-	return fmt.Sprintf("httpbreaker: circuit breaker %s is %s; retry shortly", quoteKey(e.Key), e.State)
-}
-
-// Is reports whether target is ErrOpen.
-func (e *RejectedError) Is(target error) bool { return target == ErrOpen }
-
 type keyTransport struct {
 	ref  *keyRef
 	base http.RoundTripper
@@ -115,61 +91,38 @@ func (t *keyedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // roundTripThrough sends one request through br, of set: the client side
-// over the breaker's admission path. An admitted call goes to base and is
-// judged when base returns (or panics, a failure); one that is not is
-// answered with a *RejectedError, or, when the breaker only observes, goes
-// out untracked. A failure or a rejection of a call made within a route
-// group's request, with its context, is blamed on br (blame.go), an
-// untracked call's too.
+// of through. An admitted call goes to base and is judged when base returns;
+// one that is not is answered with a *RejectedError, which closes the
+// request body as a RoundTripper must, or, when the breaker only observes,
+// goes out untracked.
 func roundTripThrough(set *Breakers, br *breaker, base http.RoundTripper, req *http.Request) (resp *http.Response, err error) {
-	sc := set.scopeOf(req.Context())
-	sc.calling(set, br)
-	t, a := br.admit()
-	switch a.decision {
-	case passCall:
-		resp, err = sendThrough(br.key, base, req)
-		if sc != nil && br.judging.judge(callOf(br.key, req, resp, err), 0).outcome == Failure {
-			sc.failed(set, br) // untracked, but the upstream's failure all the same
-		}
-		return resp, err
-	case rejectCall:
-		if req.Body != nil {
-			_ = req.Body.Close()
-		}
-		sc.failed(set, br)
-		return nil, &RejectedError{a.rejection(br.key)}
-	}
-	br.run(set, sc, t, func() Call {
-		resp, err = sendThrough(br.key, base, req)
-		return callOf(br.key, req, resp, err)
+	cc := startCall(set, br, req.Context())
+	br.through(&passage{
+		pass: func() {
+			cc.letThrough()
+			resp, err = sendThrough(br.key, base, req)
+			cc.passed(func() Call { return callOf(br.key, req, resp, err) })
+		},
+		reject: func(rj Rejection) {
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			err = &RejectedError{rj}
+			cc.rejected()
+		},
+		run: func(*probe) {
+			cc.letThrough()
+			resp, err = sendThrough(br.key, base, req)
+		},
+		judge: func(e ending) verdict {
+			if cc.plain(e) && err == nil && !failureStatus(resp.StatusCode) {
+				return cc.judge(e, nil)
+			}
+			c := callOf(br.key, req, resp, err)
+			return cc.judge(e, &c)
+		},
 	})
 	return resp, err
-}
-
-// run runs a client call that br, of set, admitted with t, within the
-// scope sc (nil if none), and records how it ended, as call describes it
-// once it returns: a failure if it panics or ends the goroutine, which goes
-// on. A failure is blamed on br.
-func (br *breaker) run(set *Breakers, sc *callScope, t ticket, call func() Call) {
-	var start int64
-	if br.judging.timed() {
-		start = br.clock.now()
-	}
-	returned := false
-	defer func() {
-		if !returned {
-			br.done(t, verdict{outcome: Failure}, br.clock.now())
-			sc.failed(set, br)
-		}
-	}()
-	c := call()
-	returned = true
-	now := br.clock.now()
-	v := br.judging.judge(c, time.Duration(now-start))
-	br.done(t, v, now)
-	if v.outcome == Failure {
-		sc.failed(set, br)
-	}
 }
 
 // callOf describes base's answer to req as a Call. The caller's own

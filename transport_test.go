@@ -639,3 +639,75 @@ func TestTransportPanicsAtWiringOnANilValueInsideBase(t *testing.T) {
 		t.Fatal("a nil base is http.DefaultTransport, which cannot reach port 1")
 	}
 }
+
+// TestTransportWithASpentDeadlineIsNotTheUpstreamsFailure: a call whose
+// context was done before it was sent is excluded, whatever the base
+// transport answers (net/http's own returns the context's error without
+// touching the network; another may answer anything), and the upstream
+// stays closed for callers with a full budget.
+func TestTransportWithASpentDeadlineIsNotTheUpstreamsFailure(t *testing.T) {
+	up := newUpstream(t, http.StatusOK)
+	for name, base := range map[string]http.RoundTripper{
+		"net/http's transport": nil,
+		"a base that answers 503 whatever the context": roundTripFunc(func(*http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: http.StatusServiceUnavailable, Header: http.Header{}, Body: http.NoBody}, nil
+		}),
+		"a base that answers ctx.Err()": roundTripFunc(func(r *http.Request) (*http.Response, error) { return nil, r.Context().Err() }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, _ := newSet(t, WithPolicy(Policy{ConsecutiveFailures: 5, OpenFor: time.Minute}))
+			c := &http.Client{Transport: b.Transport("up", base)}
+			spent, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+			defer cancel()
+			for range 10 {
+				req, _ := http.NewRequestWithContext(spent, http.MethodGet, up.URL, nil)
+				if resp, err := c.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}
+			if s := status(t, b, "up"); s.State != StateClosed || s.Totals.Excluded != 10 || s.Totals.Failures != 0 {
+				t.Fatalf("after 10 calls with a spent deadline: %v %+v, want closed with all 10 excluded", s.State, s.Totals)
+			}
+			if base == nil {
+				if code, err := send(c, http.MethodGet, up.URL, nil); code != http.StatusOK || err != nil {
+					t.Fatalf("a caller with a full budget: %d %v, want 200", code, err)
+				}
+			}
+		})
+	}
+}
+
+// TestAPlainClientSuccessIsWhatDefaultClassifierSays holds the shortcut that
+// judges a call that answered with no error and no failure status without
+// building its Call to what DefaultClassifier says of every status, and of
+// Do's nil error.
+func TestAPlainClientSuccessIsWhatDefaultClassifierSays(t *testing.T) {
+	cc := clientCall{br: benchSet(t).breakerFor("k", false)}
+	returned := ending{returned: true}
+	if !cc.plain(returned) {
+		t.Fatal("a call that returned is not taken for a plain success by a breaker with the default classifier")
+	}
+	req := httptest.NewRequest(http.MethodGet, "http://k/", nil)
+	for code := 100; code < 600; code++ {
+		c := callOf("k", req, &http.Response{StatusCode: code, Header: http.Header{}}, nil)
+		if got := cc.br.judging.judge(&c, 0); !failureStatus(code) && got != (verdict{outcome: Success}) {
+			t.Errorf("status %d: a plain success, DefaultClassifier says %+v", code, got)
+		}
+	}
+	c := doCall(context.Background(), "k", nil)
+	if got := cc.br.judging.judge(&c, 0); got != (verdict{outcome: Success}) {
+		t.Errorf("Do's nil error: a plain success, DefaultClassifier says %+v", got)
+	}
+	for name, cc := range map[string]clientCall{
+		"a classifier":   {br: benchSet(t, WithClassifier(DefaultClassifier)).breakerFor("k", false)},
+		"SlowCall":       {br: benchSet(t, WithPolicy(Policy{SlowCall: time.Second})).breakerFor("k", false)},
+		"a spent budget": {br: cc.br, spent: true},
+	} {
+		if cc.plain(returned) {
+			t.Errorf("with %s, a call is taken for a plain success without its Call", name)
+		}
+	}
+	if cc.plain(ending{panicked: "bug"}) || cc.plain(ending{}) {
+		t.Error("a panic or a Goexit is taken for a plain success")
+	}
+}

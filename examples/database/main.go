@@ -45,9 +45,10 @@ func newBreakers(opts ...httpbreaker.Option) (*httpbreaker.Breakers, error) {
 
 // ordersAPI answers GET /api/orders/{id} from db, through the "orders-db"
 // key's breaker, and from the orders it read last when the breaker rejects
-// the query. It answers 500 when the query fails, 503 when the breaker
-// rejects it and the order is not cached, and 404 for an order that does
-// not exist.
+// the query. It answers 502 when the query fails (a gateway answer: the
+// database's failure, passed on, which blame counts against orders-db), 503
+// when the breaker rejects it and the order is not cached, and 404 for an
+// order that does not exist.
 func ordersAPI(breakers *httpbreaker.Breakers, db *sql.DB) http.Handler {
 	var mu sync.Mutex
 	cache := map[int64]order{}
@@ -83,7 +84,7 @@ func ordersAPI(breakers *httpbreaker.Breakers, db *sql.DB) http.Handler {
 			w.Header().Set("Retry-After", strconv.Itoa(rejected.RetryAfterSeconds()))
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the orders database is unavailable"})
 		default:
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "the orders database failed"})
+			writeJSON(w, http.StatusBadGateway, map[string]string{"error": "the orders database failed"})
 		}
 	})
 	return mux

@@ -57,7 +57,7 @@ func TestTheOrdersAPIAnswersFromItsCacheWhileTheDatabaseIsDownAndItsOwnBreakerSt
 
 	expect("POST", "/db/down", 204, "")
 	for range 3 {
-		expect("GET", "/api/orders/2", 500, "")
+		expect("GET", "/api/orders/2", 502, "")
 	}
 	queries := s.queries.Load()
 	expect("GET", "/api/orders/1", 200, "true") // the breaker rejected the query: the cache answers
