@@ -74,7 +74,8 @@ type Rejection struct {
 // until probes are admitted, rounded up, at least 1 and at most
 // MaxRetryAfter's 3600.
 func (rj Rejection) RetryAfterSeconds() int {
-	return min(max(1, int(math.Ceil(rj.RetryAfter.Seconds()))), int(MaxRetryAfter/time.Second))
+	// Clamped as a float: a week in seconds overflows a 32-bit int.
+	return int(min(max(1, math.Ceil(rj.RetryAfter.Seconds())), MaxRetryAfter.Seconds()))
 }
 
 // MaxRetryAfter is the longest Retry-After a reject response tells a client,
