@@ -126,6 +126,42 @@ func TestARouteGroupsOwnFailuresStillTripIt(t *testing.T) {
 	}
 }
 
+// TestARouteGroupsTripSaysWhatWasBlamedOnItsUpstreams: the trip's event
+// and log record of a route group tripped by failures of its own say how
+// many others were blamed on its upstreams, as its status does.
+func TestARouteGroupsTripSaysWhatWasBlamedOnItsUpstreams(t *testing.T) {
+	var mu sync.Mutex
+	var trips []Event
+	b, sink := newSet(t, WithPolicy(Policy{OpenFor: time.Minute, MaxOpenFor: time.Minute}), WithStateChangeHook(func(e Event) {
+		if e.Key == "billing" && e.To == StateOpen {
+			mu.Lock()
+			trips = append(trips, e)
+			mu.Unlock()
+		}
+	}))
+	h := newBillingHost(t, b, nil)
+	h.payments.code.Store(http.StatusInternalServerError)
+	hit(t, h.URL+"/billing/charge", 3) // 3 failures blamed on payments, which stays closed
+	hit(t, h.URL+"/billing/charge?own=1", 5)
+	if err := b.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(trips) != 1 || !maps.Equal(trips[0].BlamedOn, map[string]uint64{"payments": 3}) {
+		t.Fatalf("billing's trips %+v, want one that says 3 failures were blamed on payments", trips)
+	}
+	for _, rec := range sink.matching("state changed") {
+		if rec.attrs["key"] == "billing" && rec.attrs["to"] == "open" {
+			if got := rec.attrs["blamed_on"]; got != "map[payments:3]" {
+				t.Fatalf("the trip's log record says blamed_on=%q, want map[payments:3]", got)
+			}
+			return
+		}
+	}
+	t.Fatal("no log record of billing's trip")
+}
+
 // TestAHandlerThatDropsTheRequestsContextGetsNoBlame: a call made with
 // another context cannot be traced to the request, so the route group
 // counts the failure as its own, as it did before blame.

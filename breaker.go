@@ -235,7 +235,11 @@ func (br *breaker) told(t int64, before view, e Transition) bool {
 	t = max(t, br.history.since)
 	e.Time = br.clock.at(t)
 	br.history.add(t, e)
-	br.notifier.publish(Event{Transition: e, Key: br.key, Mode: br.mode, Dependents: br.blame.dependentKeys()})
+	ev := Event{Transition: e, Key: br.key, Mode: br.mode, Dependents: br.blame.dependentKeys()}
+	if e.To == StateOpen && e.Reason.trips() {
+		ev.BlamedOn, _ = br.blame.blamed()
+	}
+	br.notifier.publish(ev)
 	return true
 }
 

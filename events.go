@@ -19,6 +19,11 @@ type Event struct {
 	// affects. At most 16 are kept; nil for a key that no route group's
 	// request has been seen calling.
 	Dependents []string
+	// BlamedOn counts, at a trip, the failures of the key's (a route
+	// group's) that were blamed on each upstream instead, as
+	// Status.BlamedOn does: it tripped on failures of its own, beside these.
+	// Nil at other changes, and for a key none of whose failures was blamed.
+	BlamedOn map[string]uint64
 }
 
 // Reason says why a key's state changed. Its string is the log record's
@@ -44,6 +49,12 @@ const (
 	ReasonIdle                Reason = "idle"                 // a closed key's breaker dropped after its IdleTTL
 )
 
+// trips reports whether r is the reason of a trip from closed (or
+// recovering): a window's trip rule.
+func (r Reason) trips() bool {
+	return r == ReasonFailureRate || r == ReasonSlowCallRate || r == ReasonConsecutiveFailures
+}
+
 // attrs returns the event's log attributes, rounded for people to read:
 // durations to the millisecond, the failure rate to three digits. The Event
 // keeps the exact values.
@@ -59,8 +70,8 @@ func (e *Event) attrs() []slog.Attr {
 	if e.By != "" {
 		attrs = append(attrs, slog.String("by", e.By))
 	}
-	switch e.Reason {
-	case ReasonFailureRate, ReasonSlowCallRate, ReasonConsecutiveFailures:
+	switch {
+	case e.Reason.trips():
 		attrs = append(attrs,
 			slog.Uint64("failures", uint64(e.Failures)),
 			slog.Uint64("successes", uint64(e.Successes)),
@@ -70,7 +81,7 @@ func (e *Event) attrs() []slog.Attr {
 		if e.Reason == ReasonSlowCallRate || e.Slow > 0 {
 			attrs = append(attrs, slog.Uint64("slow", uint64(e.Slow)))
 		}
-	case ReasonProbesSucceeded, ReasonProbeFailed, ReasonProbeTimeout:
+	case e.Reason == ReasonProbesSucceeded || e.Reason == ReasonProbeFailed || e.Reason == ReasonProbeTimeout:
 		if e.Successes+e.Failures > 0 {
 			attrs = append(attrs, slog.Uint64("probes_succeeded", uint64(e.Successes)), slog.Uint64("probes_failed", uint64(e.Failures)))
 		}
@@ -93,6 +104,9 @@ func (e *Event) attrs() []slog.Attr {
 	}
 	if len(e.Dependents) > 0 {
 		attrs = append(attrs, slog.Any("dependents", e.Dependents))
+	}
+	if len(e.BlamedOn) > 0 {
+		attrs = append(attrs, slog.Any("blamed_on", e.BlamedOn))
 	}
 	if e.Fleet {
 		attrs = append(attrs, slog.Bool("fleet", true), slog.String("replica", e.Replica))

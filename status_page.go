@@ -385,7 +385,7 @@ func whyOf(s *Status, x *blameIndex, now time.Time) []string {
 	if f := failingNote(s); f != "" {
 		out = append(out, f)
 	}
-	return append(out, blameNotes(s, x)...)
+	return append(out, blameNotes(s, x, now)...)
 }
 
 // attentionOf says how much s needs on-call's eye, most first: 1 open, 2
@@ -491,7 +491,7 @@ func (x *blameIndex) blamedNow(s *Status) bool {
 // route groups depend on it (with how many of their failures were blamed
 // on it). It is the one place where the page says what blame knows: a
 // field of Status that tells more is a line here.
-func blameNotes(s *Status, x *blameIndex) []string {
+func blameNotes(s *Status, x *blameIndex, now time.Time) []string {
 	var out []string
 	if len(s.BlamedOn) > 0 {
 		ups := byCount(s.BlamedOn)
@@ -507,7 +507,11 @@ func blameNotes(s *Status, x *blameIndex) []string {
 		if len(ups) > 1 {
 			noun = "upstreams"
 		}
-		out = append(out, fmt.Sprintf("its failures are blamed on %s %s, not counted in its window", noun, strings.Join(parts, ", ")))
+		note := fmt.Sprintf("its failures are blamed on %s %s, not counted in its window", noun, strings.Join(parts, ", "))
+		if !s.LastBlamedAt.IsZero() {
+			note += fmt.Sprintf("; the latest on %s %s ago", s.LastBlamedOn, roughly(now.Sub(s.LastBlamedAt)))
+		}
+		out = append(out, note)
 	}
 	if len(s.Dependents) > 0 {
 		parts := make([]string, len(s.Dependents))

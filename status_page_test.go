@@ -964,8 +964,13 @@ func TestStatusPageSaysWhatBlameKnows(t *testing.T) {
 	if rank := attentionOf(&keys[0], newBlameIndex(keys)); rank != 7 {
 		t.Errorf("billing, blamed on a closed upstream that is failing, ranks %d, want 7", rank)
 	}
-	if got := blameNotes(&Status{BlamedOn: map[string]uint64{"payments": 1}}, nil); !slices.Equal(got, []string{"its failures are blamed on upstream payments (1 failure), not counted in its window"}) {
+	if got := blameNotes(&Status{BlamedOn: map[string]uint64{"payments": 1}}, nil, time.Now()); !slices.Equal(got, []string{"its failures are blamed on upstream payments (1 failure), not counted in its window"}) {
 		t.Errorf("without the other keys: %q", got)
+	}
+	now = time.Now()
+	recent := Status{BlamedOn: map[string]uint64{"payments": 3}, LastBlamedOn: "payments", LastBlamedAt: now.Add(-12 * time.Second)}
+	if got := blameNotes(&recent, nil, now); !slices.Equal(got, []string{"its failures are blamed on upstream payments (3 failures), not counted in its window; the latest on payments 12s ago"}) {
+		t.Errorf("with the latest blamed failure: %q", got)
 	}
 }
 
