@@ -138,8 +138,14 @@ func (br *breaker) refuse(st State, retry time.Duration, observe bool) admission
 }
 
 // done records how the call that t admitted ended, at now (ns since the
-// epoch): in the window it counts in, or as the probe it was.
+// epoch): in the window it counts in, or as the probe it was. now may be the
+// clock's recent reading, a tick old: a closed call's success takes it, and
+// the window reads the clock near a bucket's end; everything else here
+// reads the clock.
 func (br *breaker) done(t ticket, v verdict, now int64) {
+	if v.outcome != Success || t.gen == 0 {
+		now = br.clock.now()
+	}
 	// An upstream's Retry-After first: the outcome may trip the breaker.
 	if v.retryAfter > 0 {
 		br.noteUpstreamRetry(v, now)

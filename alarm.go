@@ -2,32 +2,9 @@ package httpbreaker
 
 import (
 	"container/heap"
-	"math"
 	"sync"
 	"time"
 )
-
-// clock reads a set's monotonic clock: nanoseconds since the set was made,
-// which fit in an atomic.
-type clock struct {
-	epoch time.Time
-}
-
-// now returns the time now, in ns since the epoch.
-func (c *clock) now() int64 { return int64(time.Since(c.epoch)) }
-
-// at returns the wall time of t, in ns since the epoch.
-func (c *clock) at(t int64) time.Time { return c.epoch.Add(time.Duration(t)) }
-
-// addSat returns the time t (ns since the epoch) plus d, or the latest time
-// there is if that overflows: a long duration added to a time saturates,
-// never wraps into the past.
-func addSat(t int64, d time.Duration) int64 {
-	if d > 0 && t > math.MaxInt64-int64(d) {
-		return math.MaxInt64
-	}
-	return t + int64(d)
-}
 
 // alarm makes a set's changes on time: the end of a cooldown, of a recovery
 // ramp, of a timed ForceOpen, of the fleet's hold, a probe's deadline. It

@@ -108,6 +108,7 @@ func New(opts ...Option) (*Breakers, error) {
 // comes. Close is safe to call more than once; it always returns nil.
 func (b *Breakers) Close() error {
 	b.alarm.stop()
+	b.clock.stop()
 	if f := b.fleet; f != nil {
 		f.cancel()
 		<-f.stopped

@@ -33,7 +33,7 @@ type ending struct {
 	panicked any
 	// took is how long the call ran, measured only when the breaker's
 	// judging is timed (0 otherwise); at is when it ended (ns since the
-	// set's epoch).
+	// set's epoch), to within a tick of the clock's when it is not timed.
 	took time.Duration
 	at   int64
 }
@@ -69,9 +69,11 @@ func (br *breaker) through(p *passage) {
 		if !returned {
 			e.panicked = recover() // nil for a Goexit
 		}
-		e.at = br.clock.now()
 		if timed {
+			e.at = br.clock.now()
 			e.took = time.Duration(e.at - start)
+		} else {
+			e.at = br.clock.recent() // a tick old at most: done reads the clock where that matters
 		}
 		br.done(t, p.judge(e), e.at)
 		if e.panicked != nil {

@@ -126,13 +126,17 @@ func (w *window) start(now int64) {
 
 // add counts a closed call's outcome, of kind, at now through stripe i of
 // the counters, and checks the trip rule if the outcome could make it hold.
-// It reports what tripped the window, if it did.
+// It reports what tripped the window, if it did. now may be a tick old (the
+// clock's recent reading): within a tick of the bucket's end, the clock is
+// read, so that an outcome is counted in the bucket it ended in.
 func (w *window) add(v verdict, kind int, i uint32, now int64) (tripInfo, bool) {
 	if w.width == 0 {
 		w.addCall(v, kind, i)
 	} else {
-		if now >= w.rollAt.Load() {
-			w.roll(now)
+		if end := w.rollAt.Load(); now >= end-int64(coarseTick) { // near the bucket's end: the clock decides
+			if now = w.clock.now(); now >= end {
+				w.roll(now)
+			}
 		}
 		w.counters.add(kind, i)
 	}
