@@ -47,18 +47,10 @@ type Breakers struct {
 	notifier     *notifier
 }
 
-// New returns a set of breakers configured by opts. Every policy is checked
-// here: an invalid option or policy is an error naming what is wrong, never
-// a panic later.
-//
-// Close the set when you are done with it (defer breakers.Close()): it
-// stops the set's background work. With shared state (WithSharedState) that
-// matters: until Close, a goroutine of the set syncs with the fleet, so a set
-// that is dropped without Close (a config reload that makes a new one, a
-// test) leaks that goroutine and goes on sending heartbeats, and the fleet
-// counts it as a live replica for good. A quorum is capped by the live
-// replicas, so such a ghost, which sees no failures, can keep a key from
-// ever opening fleet-wide.
+// New returns a set of breakers configured by opts. An invalid option or
+// policy is an error naming what is wrong, never a panic later. Close the
+// set when you are done with it: with shared state, a set dropped without
+// Close goes on syncing, and the fleet counts it as a live replica.
 func New(opts ...Option) (*Breakers, error) {
 	b := &Breakers{settings: defaultSettings(), clock: clock{epoch: time.Now()}}
 	b.alarm.clock = &b.clock
@@ -98,14 +90,10 @@ func New(opts ...Option) (*Breakers, error) {
 	return b, nil
 }
 
-// Close stops the set's background work: the timer that moves breakers on
-// when a cooldown or a forced state ends, and, with shared state, its sync
-// with the fleet, whose heartbeats stop: the other replicas stop counting
-// this one as live once its last heartbeat expires (after five sync
-// intervals, at least two seconds). It cancels a sync in flight and waits for
-// it to return, which a store bounds (redisstate: by the client's timeouts).
-// The breakers go on working alone, moving on when the next call or read
-// comes. Close is safe to call more than once; it always returns nil.
+// Close stops the set's background work: its timers and, with shared
+// state, its sync with the fleet (waiting for a sync in flight), after which
+// the other replicas stop counting this one as live. The breakers go on
+// working alone. Close is idempotent and returns nil.
 func (b *Breakers) Close() error {
 	b.alarm.stop()
 	b.clock.stop()
@@ -119,14 +107,10 @@ func (b *Breakers) Close() error {
 	return nil
 }
 
-// Flush returns once the log record and every hook call of each state
-// change made before it have been delivered, or with ctx's error once ctx is
-// done. The set reports changes on a goroutine of its own, so that no
-// logger or hook runs on a request's goroutine; Flush is for code that
-// needs them delivered now: a test that asserts what a hook saw, a metric
-// fed by a hook, a program about to exit. Changes made while it waits are
-// not waited for. A set's notices (a key limit reached, keys dropped) are
-// delivered in the same order, and so are flushed too.
+// Flush returns once the log records and hook calls of every change made
+// before it have been delivered, or with ctx's error. Changes are reported
+// on a goroutine of the set's own; Flush is for a test that asserts what a
+// hook saw, or a metric fed by one, as gobreaker's OnStateChange allowed.
 func (b *Breakers) Flush(ctx context.Context) error {
 	return b.notifier.flush(ctx)
 }

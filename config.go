@@ -14,30 +14,19 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// LoadConfig reads a Config from YAML or JSON (JSON is YAML too):
+// LoadConfig reads a Config from YAML or JSON:
 //
 //	defaults:
-//	  failure_rate: 0.5
 //	  open_for: 30s
 //	keys:
 //	  scaffolder:
 //	    consecutive_failures: off
-//	    slow_call: 2s
-//	  search:
-//	    mode: observe
 //
-// Field names are the snake_case forms of Policy's fields (failure_rate,
-// min_requests, ...); durations are strings such as "30s" or "1m30s"; off
-// turns a field off where Policy allows Off. Reading is strict: an unknown
-// or repeated field, a value of the wrong type, an explicit zero (which in Go
-// would mean "inherit") and every invalid value are errors, each naming the
-// field's path and line, all of them at once (the first 100). An empty
-// document is the built-in defaults.
-//
-// A document larger than MaxConfigBytes is refused after reading one byte
-// past the limit, and one whose aliases expand to more than a million fields
-// is refused too: reading a config takes bounded time and memory, whatever
-// the input.
+// Field names are Policy's in snake_case, durations strings such as "1m30s",
+// off turns a field off. Reading is strict: an unknown or repeated field, a
+// wrong type, an explicit zero and every invalid value are errors naming
+// the field's path and line. A document past MaxConfigBytes, or whose
+// aliases expand past a million fields, is refused.
 func LoadConfig(r io.Reader) (Config, error) {
 	doc, err := io.ReadAll(io.LimitReader(r, MaxConfigBytes+1))
 	if err != nil {

@@ -5,45 +5,21 @@ import (
 	"errors"
 )
 
-// Do runs fn behind key's breaker: the entry point for calls that are not
-// HTTP, such as a database query or a gRPC call. fn gets ctx. While the
-// breaker rejects, fn does not run, and Do returns a *RejectedError, which
-// errors.Is(err, ErrOpen) matches; otherwise Do returns what fn returns,
-// as it is.
+// Do runs fn behind key's breaker, for calls that are not HTTP (a database
+// query, a gRPC call), with ctx. While the breaker rejects, fn does not run
+// and Do returns a *RejectedError (errors.Is(err, ErrOpen)); otherwise it
+// returns fn's error as it is.
 //
-//	var total int
 //	err := breakers.Do(r.Context(), "orders-db", func(ctx context.Context) error {
 //		return db.QueryRowContext(ctx, "SELECT sum(amount) FROM orders").Scan(&total)
 //	})
 //
-// The key is a client key (Status.Side "client"), with the set's policies,
-// metrics, logs, hooks, status page, control and fleet, as Transport's. Keys
-// are created on first use, as a KeyedTransport's are: they count against
-// WithMaxKeys, past which fn runs untracked (logged once), and the default
-// IdleTTL applies.
-//
-// What fn's outcome means is the classifier's to say (DefaultClassifier, or
-// WithClassifier's), with the Call's Err set to fn's error and its Request
-// nil: by default a nil error is a success, any other error a failure,
-// unless ctx had been canceled by the caller when fn returned it (excluded,
-// whatever the error); a deadline that passed while fn ran is a failure,
-// one spent before the call was admitted excluded, whatever fn returns. A
-// classifier that knows fn's errors tells the others apart:
-//
-//	httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
-//		if errors.Is(c.Err, sql.ErrNoRows) {
-//			return httpbreaker.Success // an answer, not a failure of the database
-//		}
-//		return httpbreaker.DefaultClassifier(c)
-//	})
-//
-// A panic in fn, or a runtime.Goexit, is a failure, and goes on. A call
-// that fails or is rejected within a route group's request, with its
-// context (as r.Context() above), is blamed for the failure the route
-// group passes on, as a Transport's is.
-//
-// Do returns an error, without running fn, if ctx or fn is nil or key is
-// not a valid key: mistakes of the caller's, never a panic at request time.
+// The classifier judges fn's error as Call.Err: by default nil succeeds and
+// any other error fails, but a call the caller canceled, or whose deadline
+// was spent before it was admitted, is excluded. A panic or Goexit in fn
+// fails, and goes on. Do's keys are client keys, made on first use up to
+// WithMaxKeys (past it fn runs untracked). A nil ctx or fn, or an invalid
+// key, is an error, never a panic.
 func (b *Breakers) Do(ctx context.Context, key string, fn func(context.Context) error) error {
 	br := b.lookup(key)
 	if br == nil || ctx == nil || fn == nil {

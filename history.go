@@ -4,56 +4,40 @@ import (
 	"time"
 )
 
-// Transition is one change of a key's state: when, from what to what, why,
-// who made it if a person did, and the facts that decided it. It is what a
+// Transition is one change of a key's state, and why it happened: what a
 // key's history keeps (Status.History), what last tripped it
-// (Status.LastTrip), and the heart of the Event a hook gets. Fields that do
-// not apply to a change are zero, and left out of JSON.
+// (Status.LastTrip), and the heart of a hook's Event. Fields that do not
+// apply to a change are zero, and left out of JSON.
 type Transition struct {
-	// Time is when the change happened (for a hook, not when the hook runs).
-	Time time.Time `json:"time"`
-	// From and To are the states before and after. They are equal only for
-	// an Event of ReasonIdle, where the key's closed breaker is dropped.
-	From State `json:"from"`
-	To   State `json:"to"`
-	// Reason says why the state changed.
+	Time time.Time `json:"time"` // when it happened
+	// From and To are the states before and after; while a forced state
+	// holds the key, Forced is it and From and To are the states of the
+	// breaker underneath.
+	From   State  `json:"from"`
+	To     State  `json:"to"`
+	Forced State  `json:"forced,omitempty"`
 	Reason Reason `json:"reason"`
-	// By says who made a manual change (ReasonForceOpen, ReasonForceClose,
-	// ReasonRelease, ReasonReset, ReasonProbe): "status page from <remote
-	// address>", or the Go source file and line that called the method.
+	// By says who made a manual change: "status page from <address>", or
+	// the Go file and line that called the method.
 	By string `json:"by,omitempty"`
-	// Forced is the state ForceOpen or ForceClose held the key in when the
-	// breaker underneath changed (From and To are then the breaker's own
-	// states); StateClosed otherwise (a forced state is never closed).
-	Forced State `json:"forced,omitempty"`
-
-	// The window's counts when a trip opened the breaker
-	// (ReasonFailureRate, ReasonSlowCallRate, ReasonConsecutiveFailures),
-	// and the probes' counts when they closed it or opened it again
-	// (ReasonProbesSucceeded, ReasonProbeFailed, ReasonProbeTimeout). Slow
-	// is the window's slow calls at a trip, with SlowCallRate.
+	// The window's counts at a trip, or the probes' when they closed or
+	// reopened the breaker; Slow with SlowCallRate.
 	Failures            uint32 `json:"failures,omitempty"`
 	Successes           uint32 `json:"successes,omitempty"`
 	ConsecutiveFailures uint32 `json:"consecutive_failures,omitempty"`
 	Slow                uint32 `json:"slow,omitempty"`
-
-	// OpenFor is how long the breaker stays open, for a change to open, and
-	// to forced open with a time limit.
-	OpenFor time.Duration `json:"open_for,omitempty"`
-	// UpstreamRetryAfter is the delay an upstream asked for with
-	// Retry-After, when it made OpenFor longer than the cooldown.
+	// OpenFor is how long a change to open (or to a timed forced open)
+	// lasts; UpstreamRetryAfter the upstream's delay when it made OpenFor
+	// longer; ProbeRanFor how long a probe ran when ProbeTimeout judged it;
+	// RecoveryRamp the ramp a change to recovering starts.
+	OpenFor            time.Duration `json:"open_for,omitempty"`
 	UpstreamRetryAfter time.Duration `json:"upstream_retry_after,omitempty"`
-	// ProbeRanFor is how long a probe had run when its ProbeTimeout
-	// judged it (ReasonProbeTimeout).
-	ProbeRanFor time.Duration `json:"probe_ran_for,omitempty"`
-	// RecoveryRamp is the ramp a recovered breaker starts, for a change to
-	// recovering.
-	RecoveryRamp time.Duration `json:"recovery_ramp,omitempty"`
-
-	// Fleet says that the change came from the fleet, with shared state
-	// (WithSharedState): a fleet-wide trip, the fleet's probes, or a manual
-	// change made on another replica. Replica names the replica that made
-	// it, and FailingReplicas counts the replicas whose failures tripped it.
+	ProbeRanFor        time.Duration `json:"probe_ran_for,omitempty"`
+	RecoveryRamp       time.Duration `json:"recovery_ramp,omitempty"`
+	// Fleet says the change came from the fleet (WithSharedState): a
+	// fleet-wide trip, its probes, or another replica's manual change, which
+	// Replica names; FailingReplicas counts the replicas whose failures
+	// tripped it.
 	Fleet           bool   `json:"fleet,omitempty"`
 	Replica         string `json:"replica,omitempty"`
 	FailingReplicas int    `json:"failing_replicas,omitempty"`

@@ -20,18 +20,11 @@ import (
 type KeyFunc func(*http.Request) string
 
 // RoutePattern is a KeyFunc that keys each request by its method and the
-// route pattern that matched it, the same on every router:
-// "GET /api/items/{id}". It reads r.Pattern, which http.ServeMux (Go 1.23+)
-// and chi (v5.3+) set: a ServeMux pattern that names a method is the key as
-// it is; a pattern without one (chi's "/api/items/{id}", or a ServeMux
-// pattern such as "/static/") gets the request's method in front, so that
-// GET and POST of a route have breakers of their own on every router. For
-// one breaker per route whatever the method, key by r.Pattern yourself.
-//
-// Routers set the pattern when they pick the route, so the middleware must
-// run inside the route: wrap the handler given to ServeMux.Handle, or use
-// chi's With or Route. Wrapped around a whole router, it sees no pattern,
-// and every request passes untracked (logged once).
+// route pattern that matched it, the same on http.ServeMux and chi:
+// "GET /api/items/{id}". Routers set the pattern when they pick the route,
+// so the middleware must run inside the route (ServeMux.Handle's handler,
+// chi's With or Route); around a whole router every request passes
+// untracked (logged once).
 func RoutePattern(r *http.Request) string {
 	p := r.Pattern
 	if p == "" || hasMethod(p) {

@@ -6,35 +6,20 @@ import (
 )
 
 // Middleware returns middleware that puts the handler it wraps behind key's
-// breaker. Wrap each route group once, with its own key:
+// breaker, made now, so that it shows in metrics and the status before the
+// first request. Wrap each route group once, with its own key:
 //
 //	r.Route("/api/catalog", func(r chi.Router) {
 //		r.Use(breakers.Middleware("catalog"))
-//		...
 //	})
 //
-// The breaker is created here, so it shows in metrics and the status before
-// the first request.
-//
-// A failure that the handler answers because an upstream call failed, or
-// was rejected, is blamed on the upstream, not counted against key (see
-// DefaultClassifier), when the call went through a Transport,
-// KeyedTransport or Do of the same Breakers with the request's context or
-// one derived from it:
-//
-//	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, paymentsURL, body)
-//
-// A call made with another context (context.Background(), or a request
-// made with http.NewRequest and sent as it is) cannot be traced to the
-// request, and its failure counts against key as any other. To find the
-// request, the handler gets a copy of it whose context carries a value of
-// the breaker's: one allocation per request, made while the Breakers has a
-// client side (a Transport or KeyedTransport made, or Do called).
-//
-// Keys wired by Middleware are bounded by the code, not
-// by traffic: they always get a breaker, past WithMaxKeys too. Middleware
-// panics if key is empty, longer than 512 bytes or not valid UTF-8: that is a
-// wiring mistake, found when the server is assembled, never at request time.
+// A gateway answer the handler passes on after its call through a
+// Transport, KeyedTransport or Do of the same set failed is blamed on that
+// upstream, not counted against key, when the call was made with the
+// request's context (http.NewRequestWithContext(r.Context(), ...)); to find
+// it, each request carries a scope in its context, one allocation, while
+// the set has a client side. Middleware panics on an empty, overlong or
+// invalid key: a wiring mistake, found when the server is assembled.
 func (b *Breakers) Middleware(key string) func(http.Handler) http.Handler {
 	ref := b.ref("Middleware", key, sideServer)
 	bodies := newProblemBodies(key)

@@ -58,18 +58,11 @@ func WithPolicy(p Policy) Option {
 	})
 }
 
-// WithKeyPolicy sets key's policy. Its unset fields inherit the defaults.
-// The key shows on the status page from the start, as configured with no
-// traffic until something uses it; a minute after New, a key that no
-// Middleware or Transport wires and no request or Do call has chosen is
-// logged once, as a warning naming the closest key in use: such a policy
-// guards nothing, and is most often a typo.
-//
-// A key that ends in * names a family (see Config.Keys): the policy of
-// every key that begins with the rest and has no policy of its own, such as
-// the keys a KeyFunc makes from a request. A family is not a key: it is not
-// on the status page, and it is logged a minute after New if no key in use
-// belongs to it.
+// WithKeyPolicy sets key's policy; its unset fields inherit the defaults. A
+// key that ends in * names a family: the policy of every key that begins
+// with the rest and has none of its own. A policy that no key in use takes
+// a minute after New is logged once, naming the closest key: most often a
+// typo.
 func WithKeyPolicy(key string, p Policy) Option {
 	return option(func(b *settings) error {
 		if err := checkPolicyKey(key); err != nil {

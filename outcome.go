@@ -12,18 +12,10 @@ type Outcome uint8
 
 // The outcomes a Classifier returns. Any other value counts as Failure.
 const (
-	// Success counts towards closing, and against the failure rate.
-	Success Outcome = iota
-	// Failure counts towards opening.
-	Failure
-	// Excluded counts nowhere: the request tells nothing about the handler.
-	Excluded
-	// UpstreamFailure is a failure that an upstream caused (Call.Upstream
-	// names it): counted apart, as requests_total's result
-	// "upstream_failure" and Status.Totals.UpstreamFailure, and, like
-	// Excluded, neither towards opening nor towards closing. The upstream's
-	// own breaker has counted the failure already.
-	UpstreamFailure
+	Success         Outcome = iota // counts towards closing, and against the failure rate
+	Failure                        // counts towards opening
+	Excluded                       // counts nowhere: the call tells nothing of what it went through
+	UpstreamFailure                // an upstream's failure (Call.Upstream), counted apart, in no window
 )
 
 var outcomeNames = [...]string{Success: "success", Failure: "failure", Excluded: "excluded", UpstreamFailure: "upstream_failure"}
@@ -36,58 +28,36 @@ func (o Outcome) String() string {
 	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }
 
-// Call is what a Classifier knows about an admitted call once it has
-// ended: on the server side, a request whose handler has returned or
-// panicked; on the client side (Transport), a request whose RoundTrip has
-// returned; for Do, a func that has returned.
+// Call is what a Classifier knows of an admitted call once it has ended:
+// a request whose handler returned or panicked (the server side), a
+// RoundTrip that returned (the client side), or Do's func.
 type Call struct {
-	// Key is the breaker's key.
-	Key string
-	// Request is the request. Its context tells whether the client (on the
-	// client side, the caller) is still there. It is nil for Do.
+	Key string // the breaker's key
+	// Request is the request (nil for Do); its context tells whether the
+	// client, or the caller, is still there.
 	Request *http.Request
-	// StatusCode is the final HTTP status: on the server side the status the handler
-	// wrote (the first non-1xx code, 200 if it wrote a body, flushed or
-	// called ReadFrom first, and 0 if it wrote nothing, when net/http sends
-	// 200, or hijacked the connection before writing one); on the client
-	// side the response's status, 0 when RoundTrip returned an error.
+	// StatusCode is the final status: the first non-1xx code the handler
+	// wrote (200 for a body written without one, 0 for none or a hijack), or
+	// the response's (0 when RoundTrip failed).
 	StatusCode int
-	// Err is the error the client side's RoundTrip returned (connection
-	// refused, a deadline exceeded, the caller's context canceled), or the
-	// error Do's func returned; always nil on the server side.
+	// Err is the client side's RoundTrip error, or Do's func's.
 	Err error
-	// Upstream is, on the server side, the key of an upstream of the same
-	// Breakers whose call, made with the request's context, had failed or
-	// been rejected when the handler wrote its status, and had not been
-	// retried with success since; of several, the one that failed last; ""
-	// if none. DefaultClassifier blames only a gateway answer on it.
+	// Upstream is, on the server side, the key of an upstream whose call of
+	// the request's had failed or been rejected, and not been retried with
+	// success, when the handler wrote its status; "" if none.
 	Upstream string
-	// ClientGone reports whether the client had gone away (the request's
-	// context was canceled) when the handler wrote StatusCode, or, if it wrote
-	// none, when it returned. On the client side it reports that the call
-	// ended in an error once the caller had canceled the request's context,
-	// whatever the error (net/http may return the context's cause).
+	// ClientGone reports that the client (or the caller) had canceled the
+	// request's context when the status was written, or the call failed.
 	ClientGone bool
-	// Hijacked reports whether the handler took the connection over.
-	Hijacked bool
-	// Panic is the value the handler panicked with, nil if it did not. The
-	// panic goes on up the stack after the breaker has recorded it.
-	Panic any
-	// RetryAfter is the delay in the Retry-After header that came with a 429
-	// or 503 status, as seconds or an HTTP date; 0 when there was none. A
-	// failure that carries one keeps the breaker open at least that long
-	// once it trips (up to MaxOpenFor), if the policy's UpstreamRetryAfter
-	// honours its status (by default a 503's, not a 429's), and the reject
-	// response passes the longer delay on.
+	Hijacked   bool // the handler took the connection over
+	Panic      any  // what the handler panicked with; the panic goes on
+	// RetryAfter is the Retry-After sent with a 429 or 503; 0 if none.
 	RetryAfter time.Duration
-	// Duration is how long the handler ran. It is measured only when the
-	// policy sets SlowCall or WithClassifier is used; otherwise it is 0.
+	// Duration is how long the call ran, measured only when the policy sets
+	// SlowCall or WithClassifier is used, and Slow reports that it exceeded
+	// SlowCall.
 	Duration time.Duration
-	// Slow reports whether Duration exceeded the policy's SlowCall. With
-	// the policy's SlowCallRate set, a slow call is counted as slow whatever
-	// the classifier returns, and DefaultClassifier does not make it a
-	// failure for being slow.
-	Slow bool
+	Slow     bool
 
 	// slowApart says the policy sets SlowCallRate.
 	slowApart bool
@@ -97,39 +67,15 @@ type Call struct {
 type Classifier func(Call) Outcome
 
 // DefaultClassifier is the rule a Breakers uses unless WithClassifier
-// replaces it, on the server and the client side alike:
-//
-//   - a panic is a Failure, except http.ErrAbortHandler once the client has
-//     gone, which is how httputil.ReverseProxy ends a response that the
-//     client stopped reading: Excluded;
-//   - a slow call (over SlowCall) is a Failure, unless the policy sets
-//     SlowCallRate, which judges slowness apart;
-//   - a hijacked connection that never wrote a status is Excluded;
-//   - a client that went away before a failure status was written (or
-//     before the handler returned without writing one) makes it Excluded;
-//     on the client side, so does a call that ended in an error once the
-//     caller had canceled its context, whatever the error: the caller gave
-//     up, the upstream did nothing wrong;
-//   - any other transport error (connection refused, reset, a TLS failure,
-//     a deadline exceeded: a slow upstream) is a Failure;
-//   - status 500 and above, and 429, is a Failure;
-//   - anything else, 4xx included, is a Success;
-//   - and a Failure that is a gateway answer (502, 503, 504, or 429) while
-//     Call.Upstream names an upstream is an UpstreamFailure: the handler
-//     passed that upstream's failure on. Any other failure (a 500, a panic)
-//     is the handler's own.
-//
-// A call whose context was already done when its breaker admitted it is
-// excluded before any classifier is asked. A classifier can blame more (a
-// proxy that passes its upstream's 500 on) or less:
-//
-//	httpbreaker.WithClassifier(func(c httpbreaker.Call) httpbreaker.Outcome {
-//		o := httpbreaker.DefaultClassifier(c)
-//		if c.Key == "proxy" && o == httpbreaker.Failure && c.Upstream != "" && c.Panic == nil {
-//			return httpbreaker.UpstreamFailure
-//		}
-//		return o
-//	})
+// replaces it, on both sides: a panic, a transport error, a status of 500
+// or more, a 429 and a call slower than SlowCall (unless SlowCallRate judges
+// slowness apart) fail; a client that went away before a failure was
+// answered, a hijacked connection with no status and ReverseProxy's
+// ErrAbortHandler after the client left are excluded; anything else, 4xx
+// included, succeeds. A gateway answer (502, 503, 504 or 429) while
+// Call.Upstream names an upstream is that upstream's: an UpstreamFailure.
+// docs/configuration.md gives the table, and classifiers that blame more
+// or less.
 func DefaultClassifier(c Call) Outcome {
 	o := ownOutcome(c)
 	if o == Failure && c.Upstream != "" && c.Panic == nil && gatewayStatus(c.StatusCode) {

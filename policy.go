@@ -13,139 +13,76 @@ import (
 )
 
 // Policy says when a breaker opens, how long it stays open and how it comes
-// back. The zero value of every field means "inherit": from the defaults for
-// a per-key policy, and from the built-in defaults (DefaultPolicy) for the
-// defaults themselves. So Policy{} is the built-in defaults, and a per-key
-// policy names only what differs. Fields that can be turned off take Off.
-//
-// A breaker opens when either trip condition holds in the closed state:
-// FailureRate (with at least MinRequests outcomes in the Window) or
-// ConsecutiveFailures. Open, it rejects requests for OpenFor; then it admits
-// HalfOpenRequests probes. If all of them succeed it closes; if one fails it
-// opens again for twice as long as last time (with jitter, at most
-// MaxOpenFor). Closing resets the cooldown to OpenFor.
-//
-// Durations are at least a millisecond (IdleTTL at least a second): a
-// shorter one is a unit mistake, such as OpenFor: 30, which Go reads as 30ns,
-// and is refused with a message that suggests what was meant. They have a
-// ceiling too, as do Quorum, LastCalls and HalfOpenRequests: at most an hour
-// for Window, OpenFor, ProbeTimeout, SlowCall and RecoveryRamp, a day for
-// MaxOpenFor, a week for IdleTTL, 100 for Quorum, 10000 for LastCalls and
-// 1000 for HalfOpenRequests. A value past its ceiling is a mistake (a
-// duration multiplied by time.Second twice, a number meant for another
-// field) that would leave a breaker doing what no one wants, such as
-// telling clients to come back in a century, and is refused the same way.
-//
-// Every field is described once, in policyFields: its config name, whether it
-// can be Off, and what makes it invalid. Inheritance, validation and the
-// config file codec all read that table.
+// back. The zero value of a field means "inherit" (from the defaults, and
+// for the defaults from DefaultPolicy), so Policy{} is the built-in defaults
+// and a per-key policy names only what differs; fields that can be turned
+// off take Off. A breaker trips on FailureRate over at least MinRequests
+// outcomes in its window, or on ConsecutiveFailures; it stays open for
+// OpenFor, then admits HalfOpenRequests probes, and closes when
+// HalfOpenSuccesses of them succeed or opens again for a doubled cooldown.
+// New refuses a duration under a millisecond or a value past its ceiling,
+// naming what was likely meant; docs/configuration.md has every field's
+// default and ceiling.
 type Policy struct {
-	// FailureRate trips the breaker when failures / (failures + successes)
-	// in the window reaches it, once MinRequests outcomes are in the window.
-	// In (0, 1], or Off. Default 0.5. Excluded outcomes and requests still
-	// in flight are not part of the rate.
+	// FailureRate trips at failures / (failures + successes) in the window,
+	// once MinRequests are in it. In (0, 1], or Off. Default 0.5.
 	FailureRate float64
-	// MinRequests is how many outcomes (successes plus failures) the window
-	// must hold before FailureRate or SlowCallRate can trip the breaker.
-	// Default 10; at most LastCalls when that is set.
+	// MinRequests is the outcomes the window must hold before a rate can
+	// trip. Default 10.
 	MinRequests int
-	// ConsecutiveFailures trips the breaker after this many failures in a
-	// row, whatever the rate. At least 1, or Off. Default 5. Failures that
-	// have left the time window no longer count towards it.
+	// ConsecutiveFailures trips after this many failures in a row (those
+	// still in the time window). Off, or at least 1. Default 5.
 	ConsecutiveFailures int
-	// Window is the span of the rolling window that FailureRate and
-	// MinRequests look at. Default 10s; at most 1h (use LastCalls for a key
-	// with little traffic).
+	// Window is the span of the rolling window. Default 10s.
 	Window time.Duration
-	// Buckets is how many parts the window rolls in: outcomes leave the
-	// window one bucket (Window / Buckets) at a time. Between 1 and 1000,
-	// and each bucket at least 1ms. Default 10.
+	// Buckets is how many parts the window rolls in. Default 10.
 	Buckets int
-	// LastCalls, when set, makes FailureRate, SlowCallRate and MinRequests
-	// look at the last this many recorded outcomes instead of the time
-	// window (a count-based window, as resilience4j's COUNT_BASED and
-	// failsafe-go's WithFailureThresholdRatio(k, n)). Default off: the time
-	// window. A policy that sets both LastCalls and Window is an error. Each
-	// call takes a lock of the key's own, where the time window takes none.
-	// At most 10000: the window keeps a byte per call.
+	// LastCalls judges the rates over the last this many outcomes instead
+	// of the time window. Default off; not with Window.
 	LastCalls int
-	// OpenFor is how long the breaker stays open after it trips from closed,
-	// before it admits the first probe. Default 30s; at most 1h (failed
-	// probes lengthen it towards MaxOpenFor; ForceOpen keeps a key shut for
-	// longer).
+	// OpenFor is the cooldown after a trip from closed. Default 30s.
 	OpenFor time.Duration
-	// MaxOpenFor caps the cooldown, which doubles (with jitter) each time a
-	// probe fails. At least OpenFor, or Off to keep every cooldown at
-	// OpenFor. Default 5m, or OpenFor when that is longer; at most 24h.
+	// MaxOpenFor caps the cooldown, which doubles, with jitter, after each
+	// failed round of probes. Off keeps it at OpenFor. Default 5m.
 	MaxOpenFor time.Duration
-	// HalfOpenRequests is how many probes the half-open breaker admits,
-	// however many requests arrive at once. Default 3; at most 1000.
+	// HalfOpenRequests is how many probes a half-open breaker admits, however
+	// many requests arrive at once. Default 3.
 	HalfOpenRequests int
-	// HalfOpenSuccesses is how many of the HalfOpenRequests probes must
-	// succeed for the breaker to close; it opens again as soon as that can no
-	// longer happen. Default: HalfOpenRequests (every probe must succeed).
+	// HalfOpenSuccesses is how many probes must succeed to close. Default
+	// HalfOpenRequests.
 	HalfOpenSuccesses int
-	// Quorum matters only with shared state (WithSharedState): a key opens
-	// fleet-wide only when failures in the fleet's window came from at least
-	// this many replicas (capped by how many replicas are live), so that one
-	// replica with a broken network cannot open the key everywhere; it still
-	// trips alone. Default 2; at most 100.
+	// Quorum is, with shared state, how many replicas' failures a fleet-wide
+	// trip needs (capped by the live replicas). Default 2.
 	Quorum int
-	// ProbeTimeout is how long a half-open probe may run. A probe still
-	// running past it is judged by what it has answered so far: a stream
-	// that has sent a success status succeeded, one that took the connection
-	// over (a websocket) is excluded and frees its slot, and one that has
-	// answered nothing (a hung upstream) or a failure status failed, which
-	// opens the breaker again with the usual backoff. Its own outcome, when
-	// it comes, is not counted again. Default 30s; Off waits for every probe
-	// however long it runs, so that a probe that never returns keeps the
-	// breaker half-open until Reset. At most 1h.
+	// ProbeTimeout judges a probe still running after it by what it has
+	// answered so far (nothing is a failure). Off waits. Default 30s.
 	ProbeTimeout time.Duration
-	// SlowCall, when set, makes an admitted request that takes longer than
-	// this a failure, whatever its status, unless SlowCallRate is set. Default
-	// off; at most 1h. Leave it off for route groups that stream (SSE,
-	// websockets, long polls).
+	// SlowCall makes a call slower than it a failure, or a slow call with
+	// SlowCallRate. Default off.
 	SlowCall time.Duration
-	// SlowCallRate, when set, judges slowness apart from failure, as
-	// resilience4j does: a call slower than SlowCall counts as slow (whatever
-	// the classifier made of it) and not as a failure for being slow, and the
-	// breaker trips when slow calls reach this share of the outcomes in the
-	// window, once MinRequests are in. In (0, 1], or Off; needs SlowCall.
-	// Default off.
+	// SlowCallRate trips when slow calls are this share of the window's
+	// outcomes, judging slowness apart from failure. Default off.
 	SlowCallRate float64
-	// RecoveryRamp, when set, eases a recovered breaker back in: after the
-	// probes succeed it admits a share of requests that rises linearly from
-	// none to all over this time, answers the rest with the reject response,
-	// and trips again as usual if they fail. Default off; at most 1h.
+	// RecoveryRamp admits a share of requests rising from none to all over
+	// this time after the probes succeed. Default off.
 	RecoveryRamp time.Duration
-	// IdleTTL drops a key's breaker, and its metric series, once the key
-	// has served no request for this long, so that a service with many
-	// short-lived keys keeps flat memory. Only a closed breaker is dropped;
-	// the key's next request gets a new one. Default: one hour for keys a
-	// KeyedMiddleware chose, off for Middleware's keys; at most a week (168h).
+	// IdleTTL drops a key's breaker, and its metric series, once it has
+	// served no request this long. Default 1h for a KeyFunc's keys, off for
+	// the keys code names.
 	IdleTTL time.Duration
-	// UpstreamRetryAfter says which failures' Retry-After keeps the breaker
-	// open longer than its cooldown, up to MaxOpenFor: RetryAfterOn503 (the
-	// default), RetryAfterOn429And503 or RetryAfterOff.
+	// UpstreamRetryAfter says which failures' Retry-After may keep the
+	// breaker open past its cooldown. Default RetryAfterOn503.
 	UpstreamRetryAfter RetryAfterRule
-	// Mode is enforce (the default), observe or disabled.
+	// Mode is ModeEnforce (the default), ModeObserve or ModeDisabled.
 	Mode Mode
 }
 
-// Off turns off a Policy field that can be turned off: FailureRate,
-// ConsecutiveFailures, LastCalls, MaxOpenFor, ProbeTimeout, SlowCall,
-// SlowCallRate, RecoveryRamp and IdleTTL. Write
-// it as Off in Go (Policy{SlowCall: httpbreaker.Off}) and as off in a config
-// file.
-//
-// Off is needed because the zero value of every Policy field means "inherit":
-// a per-key policy that leaves a field zero takes the default's value, so zero
-// cannot also mean "turn this off".
+// Off turns a Policy field off (off in a config file): zero means
+// "inherit", so it cannot also mean off.
 const Off = -1
 
-// DefaultPolicy returns the built-in defaults, every field set but IdleTTL,
-// whose default depends on how the key was made (see Policy.IdleTTL), and
-// HalfOpenSuccesses, whose default is HalfOpenRequests.
+// DefaultPolicy returns the built-in defaults, every field set but IdleTTL
+// and HalfOpenSuccesses, whose defaults depend on the key and the policy.
 func DefaultPolicy() Policy {
 	return Policy{
 		FailureRate:         0.5,
@@ -172,16 +109,9 @@ type Mode uint8
 
 // The modes. The zero Mode means "inherit", which resolves to ModeEnforce.
 const (
-	// ModeEnforce rejects requests while the breaker is open (the default).
-	ModeEnforce Mode = iota + 1
-	// ModeObserve runs the breaker as if enforcing (it trips, recovers, logs
-	// and reports metrics) but never rejects: requests that enforce mode would
-	// have rejected reach the handler and are counted as "would_reject". Use it
-	// to roll a policy out and see what it would do before it can do harm.
-	ModeObserve
-	// ModeDisabled passes every request straight to the handler and records
-	// nothing.
-	ModeDisabled
+	ModeEnforce  Mode = iota + 1 // rejects while open (the default)
+	ModeObserve                  // trips and reports as enforce does, never rejects: what it would have is would_reject
+	ModeDisabled                 // passes every request through and records nothing
 )
 
 var modeNames = []string{"", "enforce", "observe", "disabled"}
@@ -207,18 +137,9 @@ type RetryAfterRule uint8
 
 // The rules for an upstream's Retry-After.
 const (
-	// RetryAfterOn503 honours the Retry-After that comes with a 503
-	// Service Unavailable: the upstream as a whole asks for a pause. The
-	// default.
-	RetryAfterOn503 RetryAfterRule = iota + 1
-	// RetryAfterOn429And503 honours a 429 Too Many Requests' as well. Use it
-	// for an upstream whose rate limit every caller shares, such as an AI
-	// provider behind the service's one API key, where a 429 means the
-	// provider is closed to everyone. Leave it off where a 429 is one user's
-	// own limit: one user over it must not close the key for all.
-	RetryAfterOn429And503
-	// RetryAfterOff lets no Retry-After lengthen a cooldown.
-	RetryAfterOff
+	RetryAfterOn503       RetryAfterRule = iota + 1 // a 503's: the upstream as a whole asks for a pause (the default)
+	RetryAfterOn429And503                           // a 429's too: for a rate limit every caller shares (one API key)
+	RetryAfterOff                                   // none
 )
 
 var retryAfterNames = []string{"", "on_503", "on_429_and_503", "off"}

@@ -10,20 +10,12 @@ type State uint8
 
 // The states of a breaker.
 const (
-	// StateClosed admits every request and counts outcomes.
-	StateClosed State = iota
-	// StateHalfOpen admits up to HalfOpenRequests probes at a time.
-	StateHalfOpen
-	// StateOpen rejects every request until its cooldown ends.
-	StateOpen
-	// StateRecovering is closed after a recovery, while the policy's
-	// RecoveryRamp admits a share of requests that rises from 0 to all.
-	StateRecovering
-	// StateForcedOpen rejects every request, by ForceOpen.
-	StateForcedOpen
-	// StateForcedClosed rejects no request, by ForceClose; the breaker
-	// underneath goes on counting and changing state, as in observe mode.
-	StateForcedClosed
+	StateClosed       State = iota // admits every request and counts outcomes
+	StateHalfOpen                  // admits up to HalfOpenRequests probes at a time
+	StateOpen                      // rejects every request until its cooldown ends
+	StateRecovering                // closed again, admitting a share that rises with RecoveryRamp
+	StateForcedOpen                // rejects every request, by ForceOpen
+	StateForcedClosed              // rejects none, by ForceClose; the breaker underneath goes on
 	numStates
 )
 

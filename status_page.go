@@ -18,21 +18,12 @@ import (
 	"unicode/utf8"
 )
 
-// StatusHandler returns a handler that shows every key's breaker: its state,
-// mode, the outcomes in its window, its failure rate, the time until it
-// admits requests again and when its state last changed. Clients that list
-// text/html in Accept (browsers) get a small self-contained HTML page that
-// reloads itself, the keys that need attention first (open, half-open,
-// recovering, forced, failing, blamed), up to 20 in full and every other in
-// a line; others get a StatusPage as JSON. GET and HEAD never change
-// anything; see AllowControl for POST.
-//
-// A GET's query narrows the keys, for the page and the JSON alike: key=K
-// (that key; repeat for several), filter=TEXT (keys whose name contains
-// it, in any case), state=S (a state's name, or not_closed; several with
-// commas), and page=N for the HTML's keys in a line, 1,000 a page. A
-// parameter it does not know, or a bad value, is answered 400 with what is
-// wrong; a key with no breaker, 404.
+// StatusHandler returns a handler that shows every key's breaker: an HTML
+// page for browsers (the keys that need attention first), a StatusPage as
+// JSON for others. A GET's query narrows the keys: key=K (repeatable),
+// filter=TEXT, state=S (or not_closed) and, for the page, page=N; a bad
+// query is a 400 that says why. GET never changes anything; see
+// AllowControl for POST.
 func (b *Breakers) StatusHandler(opts ...StatusOption) http.Handler {
 	h := &statusPage{set: b, refresh: 5 * time.Second}
 	for _, opt := range opts {
@@ -44,19 +35,10 @@ func (b *Breakers) StatusHandler(opts ...StatusOption) http.Handler {
 // A StatusOption configures StatusHandler.
 type StatusOption func(*statusPage)
 
-// AllowControl lets StatusHandler change breakers: a POST with the form
-// fields key and action (force_open, with an optional for such as "5m";
-// force_close; release; reset; probe) calls ForceOpen, ForceClose, Release,
-// Reset or Probe, if authorize(r) returns true, and answers 403 Forbidden if it
-// returns false. authorize is where your authentication goes: a session,
-// a token, a client certificate, a network check. Without AllowControl the
-// handler is read-only.
-//
-// A browser's cross-origin POST is refused with 403 before authorize is
-// asked (http.CrossOriginProtection: Sec-Fetch-Site, else Origin against
-// Host), so that a page on another site cannot press the buttons with the
-// cookies or the network position of whoever visits it. Clients that are not
-// browsers, such as curl, send neither header and are not affected.
+// AllowControl lets StatusHandler's page force, release, reset and probe
+// keys (a POST of key and action) when authorize(r) is true, 403 otherwise;
+// authorize is where your authentication goes. A browser's cross-origin
+// POST is refused before authorize is asked (http.CrossOriginProtection).
 func AllowControl(authorize func(r *http.Request) bool) StatusOption {
 	return func(h *statusPage) { h.authorize = authorize }
 }

@@ -8,39 +8,18 @@ import (
 )
 
 // Transport returns an http.RoundTripper that sends every request through
-// key's breaker, then base (http.DefaultTransport if nil): the client side,
-// for a plugin's calls to an upstream. Put it in an http.Client:
+// key's breaker, then base (http.DefaultTransport if nil):
 //
 //	github := &http.Client{Transport: breakers.Transport("github", nil), Timeout: 10 * time.Second}
 //
-// The outcome of a call is recorded when RoundTrip returns, that is when
-// the response headers have arrived; the response body is the caller's,
-// not read, buffered or wrapped. While the breaker rejects, RoundTrip
-// touches no network: it closes the request body and returns a
-// *RejectedError, which errors.Is(err, ErrOpen) matches, also through the
-// *url.Error that http.Client wraps it in.
-//
-// What counts as a failure is DefaultClassifier's rule (or WithClassifier's):
-// a transport error (connection refused, a deadline exceeded) and a 5xx or
-// 429 answer fail; the caller's own context canceled is excluded; every
-// other answer, 4xx included, is a success of the upstream.
-//
-// The caller's own cancellation is told by the request's context, not by
-// the error: a call whose context the caller canceled (context.WithCancel,
-// WithCancelCause, an errgroup cancelling the siblings of a failed call) is
-// excluded, whatever error base returns for it; net/http over HTTP/1.1
-// returns the context's cause, which may be any error. A deadline that
-// passed while base worked is a failure: a slow upstream; one spent before
-// the call was admitted is excluded, whatever base returns. A base that
-// returns neither a response nor an error is broken: the call fails, and
-// the caller gets an error that names the key.
-//
-// Server and client keys share one Breakers: its policies, WithMaxKeys,
-// metrics, status page and control. A key named here is bounded by the code
-// and always gets a breaker, as Middleware's keys do; Transport panics if
-// key is not a valid key, or base is a nil pointer (or other nil value)
-// inside a non-nil interface, such as a nil *http.Transport: a wiring
-// mistake, found when the client is made rather than at its first request.
+// A call is judged when RoundTrip returns (the body is the caller's,
+// untouched): a transport error, a 5xx and a 429 fail; a call the caller
+// canceled, or whose deadline was spent before it was admitted, is
+// excluded, whatever base returned. While the breaker rejects, RoundTrip
+// touches no network, closes the request body and returns a *RejectedError
+// (errors.Is(err, ErrOpen), through http.Client's *url.Error too).
+// Transport panics on an invalid key or a nil value inside base: a wiring
+// mistake, found when the client is made.
 func (b *Breakers) Transport(key string, base http.RoundTripper) http.RoundTripper {
 	base = baseOf("Transport("+quoteKey(key)+")", base)
 	t := &keyTransport{ref: b.ref("Transport", key, sideClient), base: base}
