@@ -43,6 +43,8 @@ type window struct {
 	cur  int64    // the current bucket's number, counted from the epoch
 	last counts   // what the counters held when the current bucket began, and what counts apart
 	ring []bucket // ended buckets, by number modulo len(ring); one that left the window is zero
+	// ended is the sum of the ended buckets still in the window.
+	ended counts
 	// The last calls, with LastCalls: a ring of codes (0 success, 1
 	// failure, plus 4 when slow) and their sums.
 	calls   []uint8
@@ -120,6 +122,7 @@ func (w *window) start(now int64) {
 		return
 	}
 	clear(w.ring)
+	w.ended = counts{}
 	w.cur = now / w.width
 	w.rollAt.Store((w.cur + 1) * w.width)
 }
@@ -234,17 +237,26 @@ func (w *window) rollLocked(now int64) {
 		return
 	}
 	o := w.counters.outcomes()
-	gained := o.minus(w.last)
+	gained := bucketOf(o.minus(w.last))
 	n := int64(len(w.ring))
-	w.ring[w.cur%n] = bucketOf(gained)
+	for k := w.cur - n + 1; k <= min(b-n, w.cur-1); k++ { // the ended buckets that leave the window
+		w.ended = w.ended.minus(w.ring[((k%n)+n)%n].counts())
+	}
+	w.ring[w.cur%n] = gained
+	if w.cur > b-n {
+		w.ended = w.ended.plus(gained.counts())
+	}
 	for k := w.cur + 1; k < b && k < w.cur+1+n; k++ { // buckets no call came in
 		w.ring[k%n] = bucket{}
 	}
 	span := w.width * (b - w.cur)
 	w.last, w.cur = o, b
 	w.rollAt.Store((b + 1) * w.width)
-	w.armed.Store(true) // outcomes left the window: the next one is checked
-	w.counters.rolled(gained.success+gained.failure+gained.excluded, span)
+	// Outcomes left the window: with failures or slow calls in it, the
+	// rule may hold now, and the next outcome checks it. A window with
+	// neither cannot trip on a success.
+	w.armed.Store(w.ended.failure > 0 || w.ended.slow > 0)
+	w.counters.rolled(uint64(gained.success)+uint64(gained.failure)+uint64(gained.excluded), span)
 }
 
 // successes returns the successes the window has counted since it was
@@ -273,12 +285,8 @@ func (w *window) counts(now int64) windowCounts {
 	w.rollLocked(now)
 	b := w.cur
 	n := int64(len(w.ring))
-	var live counts
-	for k := b - n + 1; k < b; k++ { // the ended buckets still in the window
-		live = live.plus(w.ring[((k%n)+n)%n].counts())
-	}
 	all := w.counters.outcomes()
-	wc.counts = live.plus(all.minus(w.last))
+	wc.counts = w.ended.plus(all.minus(w.last))
 	// A streak that began before the window did counts only what is left
 	// of it in the window: every failure since its first is part of it.
 	wc.consecutive = streak

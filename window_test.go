@@ -3,6 +3,7 @@ package httpbreaker
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -463,6 +464,79 @@ func TestHotStructsFillALine(t *testing.T) {
 	} {
 		if size%64 != 0 {
 			t.Errorf("%s is %d bytes, not a whole number of cache lines: fix its padding", name, size)
+		}
+	}
+}
+
+// TestAWindowThatLosesItsSuccessesTripsAtTheNextCall: a roll that drops
+// old successes can make the rate hold with no new failure; the next call
+// checks it.
+func TestAWindowThatLosesItsSuccessesTripsAtTheNextCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{FailureRate: 0.5, MinRequests: 10, ConsecutiveFailures: Off,
+			Window: 10 * time.Second, Buckets: 10}))
+		defer b.Close()
+		up := newStatusHandler(200)
+		h := b.Middleware("p")(up)
+		for range 12 {
+			record(h, "/") // 12 successes, in the window's first bucket
+		}
+		time.Sleep(5 * time.Second)
+		up.set(500)
+		for range 10 {
+			record(h, "/") // 10 failures: 10 of 22, under the rate
+		}
+		if st := b.State("p"); st != StateClosed {
+			t.Fatalf("10 failures of 22: %v, want closed", st)
+		}
+		time.Sleep(5 * time.Second) // the successes' bucket leaves: 10 of 10, and the next call makes 10 of 11
+		up.set(200)
+		record(h, "/")
+		if st := b.State("p"); st != StateOpen {
+			t.Fatalf("after the successes left the window: %v, want open", st)
+		}
+	})
+}
+
+// TestAHealthyKeyNeverWakesTheEngine: successes alone, over many rolls,
+// never reach gobreaker, whose instance is not even made.
+func TestAHealthyKeyNeverWakesTheEngine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{Window: time.Second, Buckets: 10}))
+		defer b.Close()
+		h := b.Middleware("p")(newStatusHandler(200))
+		for range 100 {
+			record(h, "/")
+			time.Sleep(37 * time.Millisecond)
+		}
+		if b.lookup("p").window.engine.Load() != nil {
+			t.Fatal("a key that only succeeded made a gobreaker instance")
+		}
+	})
+}
+
+// TestTheWindowsSumOfEndedBucketsIsTheirSum rolls a window by every
+// pattern of skipped buckets and holds its running sum to the buckets it
+// holds.
+func TestTheWindowsSumOfEndedBucketsIsTheirSum(t *testing.T) {
+	p := Policy{Window: 10 * time.Second, Buckets: 10}
+	var c counters
+	w := &window{}
+	w.init(&p, &c, &clock{epoch: time.Now()}, 0)
+	rng := rand.New(rand.NewPCG(3, 4))
+	now := int64(0)
+	for range 2000 {
+		for range rng.IntN(5) {
+			c.add([]int{countSuccess, countFailure, countExcluded, countSlowSuccess}[rng.IntN(4)], 0)
+		}
+		now += rng.Int64N(int64(3 * time.Second))
+		w.roll(now)
+		var want counts
+		for k := w.cur - 9; k < w.cur; k++ {
+			want = want.plus(w.ring[((k%10)+10)%10].counts())
+		}
+		if w.ended != want {
+			t.Fatalf("at bucket %d the running sum is %+v, the buckets hold %+v", w.cur, w.ended, want)
 		}
 	}
 }
