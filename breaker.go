@@ -28,18 +28,22 @@ import (
 // change, dated when it was due. The set's alarm makes it then if nothing
 // comes first: it holds, for each breaker, the time of its next change.
 type breaker struct {
-	// Read by every call.
+	// Read by every call, and laid out together so that a call touches few
+	// cache lines: the parts of the state, how calls are judged, the
+	// window's bucket, and the counters.
 	override atomic.Pointer[override]
 	phase    atomic.Pointer[phase] // nil while closed
 	fleet    *keyFleet             // nil without shared state
+	judging  judging
+	dropped  atomic.Bool   // dropped as idle: a new breaker serves the key
+	sides    atomic.Uint32 // sideServer | sideClient: who has put calls through it
 	mode     Mode
-	counters counters
 	window   window
+	counters counters
 
 	clock        *clock
 	alarm        *alarm
 	notifier     *notifier
-	judging      judging
 	key          string
 	policy       *Policy // resolved, shared by every key that resolves to the same one
 	idleTTL      time.Duration
@@ -47,9 +51,7 @@ type breaker struct {
 	// upstreamUntil is when the latest Retry-After of an upstream's failure
 	// ends (ns since the epoch); 0 when there is none.
 	upstreamUntil atomic.Int64
-	dropped       atomic.Bool   // dropped as idle: a new breaker serves the key
-	sides         atomic.Uint32 // sideServer | sideClient: who has put calls through it
-	blame         blameState    // what it knows of blame, as a route group and as an upstream (blame.go)
+	blame         blameState // what it knows of blame, as a route group and as an upstream (blame.go)
 
 	mu      sync.Mutex // every change of state is made and told under it
 	history history    // guarded by mu

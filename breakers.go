@@ -23,7 +23,7 @@ type Breakers struct {
 	alarm    alarm  // moves breakers on when their time comes
 	fleet    *fleet // the link to the fleet, with shared state
 
-	keys sync.Map // string -> *breaker; read without a lock on the request path
+	keys *keyMap // read without a lock on the request path
 
 	mu    sync.Mutex // guards the fields below, and creating and dropping keys
 	count int        // len(keys)
@@ -70,6 +70,7 @@ func New(opts ...Option) (*Breakers, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("httpbreaker: %w", err)
 	}
+	b.keys = newKeyMap(b.maxKeys)
 	b.notifier = newNotifier(b.logger, b.hooks)
 	if b.shared != nil {
 		if b.replica == "" {
@@ -121,13 +122,13 @@ func (b *Breakers) Flush(ctx context.Context) error {
 // wired by Middleware are bounded by the code and always get one. keyed
 // also decides the default IdleTTL.
 func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
-	if v, ok := b.keys.Load(key); ok {
-		return v.(*breaker)
+	if br := b.keys.load(key); br != nil {
+		return br
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if v, ok := b.keys.Load(key); ok {
-		return v.(*breaker)
+	if br := b.keys.load(key); br != nil {
+		return br
 	}
 	if err := checkKey(key); err != nil { // checked once, when a key would get its breaker
 		b.badKeyOnce.Do(func() {
@@ -149,7 +150,7 @@ func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
 	if b.fleet != nil {
 		br.fleet = newKeyFleet(b.fleet, br.policy)
 	}
-	b.keys.Store(key, br)
+	b.keys.store(key, br)
 	b.count++
 	if b.fleet != nil {
 		b.fleet.touch(key) // learn the fleet's hold and manual state for it now
@@ -175,20 +176,12 @@ func (b *Breakers) intern(p Policy) *Policy {
 }
 
 // lookup returns key's breaker if it exists.
-func (b *Breakers) lookup(key string) *breaker {
-	if v, ok := b.keys.Load(key); ok {
-		return v.(*breaker)
-	}
-	return nil
-}
+func (b *Breakers) lookup(key string) *breaker { return b.keys.load(key) }
 
 // all returns every key's breaker.
 func (b *Breakers) all() []*breaker {
 	var out []*breaker
-	b.keys.Range(func(_, v any) bool {
-		out = append(out, v.(*breaker))
-		return true
-	})
+	b.keys.each(func(br *breaker) { out = append(out, br) })
 	return out
 }
 
@@ -214,10 +207,8 @@ func (b *Breakers) sweepLocked(now int64) {
 	}
 	b.lastSweep = now
 	dropped := 0
-	b.keys.Range(func(k, v any) bool {
-		br := v.(*breaker)
+	b.keys.drop(func(br *breaker) bool {
 		if br.idle(now) {
-			b.keys.Delete(k)
 			br.dropped.Store(true)
 			b.count--
 			dropped++
@@ -230,8 +221,9 @@ func (b *Breakers) sweepLocked(now int64) {
 			b.alarm.set(&br.wake, never)
 			b.notifier.publish(Event{Transition: Transition{Time: b.at(now), From: StateClosed, To: StateClosed, Reason: ReasonIdle},
 				Key: br.key, Mode: br.mode})
+			return true
 		}
-		return true
+		return false
 	})
 	if dropped > 0 {
 		b.notifier.log(slog.LevelInfo, "circuit breakers dropped after their idle time", "dropped", dropped, "keys", b.count)

@@ -222,7 +222,7 @@ func TestScrapeLeavesOutASeriesItCannotWriteAndGoesOn(t *testing.T) {
 	b, sink := newSet(t, WithRegisterer(reg))
 	b.Middleware("good")
 	bad := newBreaker("\xff", b.intern(keyPolicy(b.cfg.policyFor("\xff"), true)), &b.clock, &b.alarm, b.now(), b.notifier, nil) // as if a check were missed
-	b.keys.Store(bad.key, bad)
+	b.keys.store(bad.key, bad)
 	if _, err := reg.Gather(); err != nil {
 		t.Fatalf("gather: %v", err)
 	}

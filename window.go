@@ -23,16 +23,18 @@ import (
 // lower the rates, and costs no check. The check is gobreaker's to make
 // (engine.go).
 type window struct {
-	policy   *Policy // the breaker's, resolved
+	// Read by every call.
+	width  int64         // ns per bucket; 0 for a window of the last calls
+	rollAt atomic.Int64  // when the current bucket ends
+	gen    atomic.Uint32 // which start of the window; a closed call's ticket carries it
+	streak atomic.Uint32 // failures since the last success
+	armed  atomic.Bool   // a success may complete MinRequests: check it
+	// counters are the breaker's, whose gains since the current bucket
+	// began are its outcomes; clock is the set's.
 	counters *counters
 	clock    *clock
-	width    int64 // ns per bucket; 0 for a window of the last calls
 
-	// Read by every call.
-	gen    atomic.Uint32 // which start of the window; a closed call's ticket carries it
-	rollAt atomic.Int64  // when the current bucket ends
-	armed  atomic.Bool   // a success may complete MinRequests: check it
-	streak atomic.Uint32 // failures since the last success
+	policy *Policy // the breaker's, resolved
 	// streakFrom is the bucket of the streak's first failure, and
 	// successesAt the window's successes when the last failure came.
 	streakFrom  atomic.Int64
