@@ -126,6 +126,44 @@ func TestAChangeAPartitionHeldBackIsNotReplayed(t *testing.T) {
 	}
 }
 
+// TestAReleaseMadeWhileCutOffDoesNotUndoALaterKillSwitch: A is cut off and
+// releases the key; a second later B force-opens it fleet-wide and C
+// follows; the partition heals seconds later. The release was made first,
+// so the kill switch stands on every replica. A's sync that carries the
+// release waits for a connection through the partition and reaches Redis
+// only when it heals: dated by its age when it arrived, the release would
+// pass for one made after the kill switch.
+func TestAReleaseMadeWhileCutOffDoesNotUndoALaterKillSwitch(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	proxy := proxied(t, srv)
+	p := fleetPolicy()
+	ups := map[string]*upstream{"pay": newUpstream(200)}
+	a := newReplica(t, proxy.Addr(), "a", p, ups, redisstate.WithSyncInterval(200*time.Millisecond))
+	others := fleet(t, srv.Addr(), 2, p, ups, redisstate.WithSyncInterval(200*time.Millisecond))
+	rs := append([]*replica{a}, others...)
+	waitFor(t, "connected", func() bool { return a.set.FleetStatus().Replicas == 3 && others[1].set.FleetStatus().Replicas == 3 })
+
+	proxy.Cut()
+	if err := a.set.Release("pay"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := others[0].set.ForceOpen("pay", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the kill switch on the connected replicas", func() bool { return all(others, "pay", httpbreaker.StateForcedOpen) })
+	time.Sleep(3 * time.Second)
+	proxy.Heal()
+	waitFor(t, "the cut replica reconnects", func() bool { return a.set.FleetStatus().Connected })
+	waitFor(t, "the cut replica follows the kill switch: "+states(rs, "pay"), func() bool {
+		return a.set.State("pay") == httpbreaker.StateForcedOpen
+	})
+	if !stays(3*time.Second, func() bool { return all(rs, "pay", httpbreaker.StateForcedOpen) }) {
+		t.Fatalf("a Release made before a kill switch undid it: %s; %s's events: %+v", states(rs, "pay"), others[1].name, others[1].hooked())
+	}
+}
+
 func TestHostileHoldsAndLeasesAreBoundedAndNotTakenAgain(t *testing.T) {
 	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)

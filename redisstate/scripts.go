@@ -14,8 +14,9 @@ import "github.com/redis/go-redis/v9"
 // that does not parse is dropped.
 
 // heartbeat notes that a replica is live, and returns the live replicas'
-// names and the server's run id (which changes when a failover or a
-// restart puts another server behind the address).
+// names, the server's run id (which changes when a failover or a restart
+// puts another server behind the address) and its clock, in microseconds,
+// by which the replica dates its manual changes.
 //
 //	KEYS: replicas (a sorted set: replica -> Redis time of its last sync, ms)
 //	ARGV: replica, live (ms)
@@ -30,7 +31,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - live))
 redis.call('PEXPIRE', KEYS[1], 2 * live)
 local names = redis.call('ZRANGE', KEYS[1], 0, 999)
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
-return {run, names}
+return {run, names, tonumber(t[1]) * 1000000 + tonumber(t[2])}
 `)
 
 // syncKeys is a sync's part for the breaker keys of one shard: for each,
@@ -51,7 +52,7 @@ return {run, names}
 //	                       cmd  (hash: at (us), kind, for (ms; 0: until released), by, replica)
 //	ARGV: replica, seq, channel, the live replicas' names (each followed by
 //	      a newline), the number of groups, the number of keys in each,
-//	      then 30 values per breaker key (see keyArgs).
+//	      then 31 values per breaker key (see keyArgs).
 //
 // It returns, per breaker key, 20 values that Store.parse reads: the
 // window's successes, failures and failing live replicas; the hold
@@ -73,7 +74,7 @@ local function isLive(r)
 end
 local ngroups = tonumber(ARGV[5])
 local base = 5 + ngroups
-local per = 30
+local per = 31
 local keep = 600000 -- how long state outlives its last use, ms
 local maxFor = 7 * 24 * 3600000 -- the longest ForceOpen a command may hold, ms
 
@@ -213,13 +214,17 @@ for g = 1, ngroups do
         cmd = {}
       end
     end
-    -- A new command, dated by how long ago it was made: one that a later
-    -- command (by the fleet's order) or its own time has overtaken is
-    -- dropped.
+    -- A new command, dated when it was made on this server's clock (by
+    -- the replica, from the clock's reading at an earlier sync and its own
+    -- monotonic clock since), or else by how long ago it was made: one
+    -- that a later command (by the fleet's order) or its own time has
+    -- overtaken is dropped. A sync that reaches Redis late (a connection
+    -- that waited out a partition) is dated when its change was made.
     local kind = ARGV[a + 23]
     if fresh and kind ~= '' then
       local dur, age = int(ARGV[a + 24], 0, maxFor) or 0, int(ARGV[a + 26], 0, 2^40) or 0
-      local at = nowUs - age * 1000
+      local made = int(ARGV[a + 31], 1, 2^53)
+      local at = made and math.min(made, nowUs) or (nowUs - age * 1000)
       local expired = kind == 'force_open' and dur > 0 and math.floor(at / 1000) + dur <= now
       if not expired and (cmd.at == nil or at > cmd.at) then
         redis.call('DEL', CMD)

@@ -95,6 +95,11 @@ type Store struct {
 	watch   context.CancelFunc // ends the current subscription, for a new server
 	checked bool               // the eviction policy has been read
 	warning string             // what the eviction policy check found, once
+	// The server's clock (µs) read by the last heartbeat, and this
+	// process's monotonic clock then: a manual change is dated on the
+	// server's clock from them, whenever its sync arrives.
+	clockUs int64
+	clockAt time.Time
 }
 
 // Option configures a Store.
@@ -222,6 +227,7 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 	pipe := s.client.Pipeline()
 	hb := run(heartbeat, ctx, pipe, []string{s.replicasKey()}, sy.Replica, sy.Live.Milliseconds())
 	live := s.liveReplicas(sy.Replica)
+	dated := s.dater()
 	calls := s.plan(sy)
 	head := []any{sy.Replica, sy.Seq, s.channel(), strings.Join(live, "\n") + "\n"}
 	for i := range calls {
@@ -235,17 +241,18 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 			keys = append(keys, s.sentKey(g.shard, sy.Replica))
 			for _, k := range g.keys {
 				keys = append(keys, s.keys(sy.Keys[k].Key)...)
-				args = append(args, keyArgs(&sy.Keys[k])...)
+				args = append(args, keyArgs(&sy.Keys[k], dated)...)
 			}
 		}
 		c.cmd = run(syncKeys, ctx, pipe, keys, args...)
 	}
+	sent := time.Now()
 	_, _ = pipe.Exec(ctx)
 	reply, err := hb.Slice()
 	if err != nil {
 		return err
 	}
-	if sy.Replicas, err = s.heard(reply); err != nil {
+	if sy.Replicas, err = s.heard(reply, sent); err != nil {
 		return err
 	}
 	for _, c := range calls {
@@ -328,16 +335,18 @@ func (s *Store) liveReplicas(self string) []string {
 	return append(live, self)
 }
 
-// heard reads the heartbeat's reply: the server's run id, and the live
-// replicas, and returns how many are live. A new run id (a failover, a
-// restart) ends the current subscription, which Watch then makes again, on
-// the server the address now leads to.
-func (s *Store) heard(reply []any) (int, error) {
-	if len(reply) != 2 {
-		return 0, fmt.Errorf("redisstate: a heartbeat reply of %d values, want 2", len(reply))
+// heard reads the heartbeat's reply to a pipeline sent at sent: the
+// server's run id, the live replicas and the server's clock, and returns
+// how many replicas are live. A new run id (a failover, a restart) ends the
+// current subscription, which Watch then makes again, on the server the
+// address now leads to.
+func (s *Store) heard(reply []any, sent time.Time) (int, error) {
+	if len(reply) != 3 {
+		return 0, fmt.Errorf("redisstate: a heartbeat reply of %d values, want 3", len(reply))
 	}
 	run, _ := reply[0].(string)
 	names, _ := reply[1].([]any)
+	clockUs, _ := reply[2].(int64)
 	live := make([]string, 0, len(names))
 	for _, n := range names {
 		if name, ok := n.(string); ok {
@@ -354,11 +363,35 @@ func (s *Store) heard(reply []any) (int, error) {
 	}
 	s.runID = run
 	s.live = live
+	// The server read its clock between the pipeline's sending and its
+	// reply: the middle is the best guess, off by half a round trip at most.
+	if clockUs > 0 {
+		now := time.Now()
+		s.clockUs, s.clockAt = clockUs, sent.Add(now.Sub(sent)/2)
+	}
 	return len(live), nil
 }
 
-// keyArgs returns the sync script's 30 values for ks.
-func keyArgs(ks *sharedstate.KeySync) []any {
+// dater returns what dates a manual change on the server's clock, in
+// microseconds, from how long ago it was made: the server's clock at the
+// last heartbeat plus the time this process's monotonic clock measured
+// since, minus the change's age. It returns 0 (the script then dates the
+// change by its age when the sync arrives) before any heartbeat was heard.
+func (s *Store) dater() func(age time.Duration) int64 {
+	s.mu.Lock()
+	clockUs, clockAt := s.clockUs, s.clockAt
+	s.mu.Unlock()
+	if clockUs == 0 {
+		return func(time.Duration) int64 { return 0 }
+	}
+	return func(age time.Duration) int64 {
+		return max(clockUs+(time.Since(clockAt)-age).Microseconds(), 1)
+	}
+}
+
+// keyArgs returns the sync script's 31 values for ks; dated dates its
+// command on the server's clock.
+func keyArgs(ks *sharedstate.KeySync, dated func(age time.Duration) int64) []any {
 	ms := func(d time.Duration) int64 { return max(d.Milliseconds(), 0) }
 	args := []any{
 		ks.Key, max(ms(ks.Window), 1), max(ks.Buckets, 1), // 1-3
@@ -369,6 +402,7 @@ func keyArgs(ks *sharedstate.KeySync) []any {
 		"", 0, "", 0, // 23-26: command
 		max(ms(ks.MaxHold), 1),                                // 27
 		flag(ks.First), ks.RecentSuccesses, ks.RecentFailures, // 28-30
+		0, // 31: when the command was made, µs on the server's clock
 	}
 	if t := ks.Trip; t != nil {
 		copy(args[6:13], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})
@@ -381,6 +415,7 @@ func keyArgs(ks *sharedstate.KeySync) []any {
 	}
 	if c := ks.Command; c != nil {
 		copy(args[22:26], []any{string(c.Kind), ms(c.For), c.By, ms(c.Age)})
+		args[30] = dated(c.Age)
 	}
 	return args
 }
