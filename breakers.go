@@ -78,6 +78,7 @@ func New(opts ...Option) (*Breakers, error) {
 		if b.replica == "" {
 			b.replica = defaultReplica()
 		}
+		b.notifications.replica = b.replica
 		b.fleet = newFleet(b.all, &b.clock, b.notifications, b.shared, b.replica, b.namespace)
 	}
 	if b.registerer != nil {

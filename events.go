@@ -114,7 +114,7 @@ const (
 // attrs returns the event's log attributes, rounded for people to read:
 // durations to the millisecond, the failure rate to three digits. The Event
 // keeps the exact values.
-func (e *Event) attrs() []slog.Attr {
+func (e *Event) attrs(self string) []slog.Attr {
 	attrs := make([]slog.Attr, 0, 13)
 	attrs = append(attrs,
 		slog.String("key", e.Key),
@@ -162,7 +162,13 @@ func (e *Event) attrs() []slog.Attr {
 		attrs = append(attrs, slog.Any("dependents", e.Dependents))
 	}
 	if e.Fleet {
-		attrs = append(attrs, slog.Bool("fleet", true), slog.String("replica", e.Replica))
+		attrs = append(attrs, slog.Bool("fleet", true))
+		// The replica that made the change, unless it is this one (self),
+		// which the user's logger names if it names replicas at all; under
+		// a name that a logger's With("replica", ...) does not repeat.
+		if e.Replica != "" && e.Replica != self {
+			attrs = append(attrs, slog.String("fleet_replica", e.Replica))
+		}
 		if e.FailingReplicas > 0 {
 			attrs = append(attrs, slog.Int("failing_replicas", e.FailingReplicas))
 		}
@@ -196,6 +202,9 @@ func roundRate(r float64) float64 { return math.Round(r*1000) / 1000 }
 type notifier struct {
 	hooks  []func(Event)
 	logger *slog.Logger
+	// replica is this replica's name, with shared state: a record of a
+	// change it made itself does not name it.
+	replica string
 
 	mu      sync.Mutex
 	queue   []report
@@ -245,7 +254,7 @@ func (n *notifier) publish(e Event) {
 		level = slog.LevelWarn
 	}
 	rec := slog.NewRecord(e.Time, level, "circuit breaker state changed", 0)
-	rec.AddAttrs(e.attrs()...)
+	rec.AddAttrs(e.attrs(n.replica)...)
 	n.enqueue(report{rec: &rec, event: &e})
 }
 

@@ -3,10 +3,14 @@ package httpbreaker
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +44,7 @@ type fleet struct {
 	wake, urgent chan struct{}
 
 	clock      *clock
+	session    uint64        // tells this set from an earlier one of the same replica name
 	seq        atomic.Uint64 // numbers the syncs
 	connected  atomic.Bool
 	lostAt     atomic.Int64 // when the link last dropped, ns since the epoch
@@ -56,17 +61,21 @@ type fleet struct {
 	mostReplicas int
 	mostAt       time.Time
 
-	// Loop-only.
-	warned map[string]bool // the kinds of bad data logged so far
+	// The kinds of problem logged and not cleared since (problems), and
+	// those met in the current sync (met).
+	problems, met map[string]bool
 }
 
 // newFleet returns the link to the fleet through s of the set whose
 // breakers all returns, as replica.
 func newFleet(all func() []*breaker, c *clock, notes *notifier, s sharedstate.Store, replica, namespace string) *fleet {
 	life, cancel := context.WithCancel(context.Background())
+	var session [8]byte
+	_, _ = rand.Read(session[:])
 	return &fleet{all: all, clock: c, notes: notes, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
+		session: binary.LittleEndian.Uint64(session[:]),
 		stopped: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
-		pending: map[string]*command{}, dirty: map[string]bool{}, warned: map[string]bool{},
+		pending: map[string]*command{}, dirty: map[string]bool{}, problems: map[string]bool{}, met: map[string]bool{},
 		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "shared_sync_seconds",
 			Help:    "Round-trip time of this replica's syncs with the shared state.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}})}
@@ -97,10 +106,17 @@ func signal(c chan struct{}) {
 // of announcements costs no more syncs than a flood of failures.
 func (f *fleet) touch(key string) {
 	f.mu.Lock()
-	f.dirty[key] = true
+	if len(f.dirty) < maxDirty {
+		f.dirty[key] = true
+	} else {
+		f.full = true // a flood of keys: the next sync reads the store's index
+	}
 	f.mu.Unlock()
 	f.poke()
 }
+
+// maxDirty bounds the keys waiting for the next sync.
+const maxDirty = 4096
 
 // command is a manual change this replica made, and when (ns since the
 // set's epoch), so that the store dates it by when it was made.
@@ -189,10 +205,11 @@ func (f *fleet) watch(done chan struct{}) {
 			return
 		}
 		if time.Since(start) > maxBackoff {
-			wait = f.every // it had worked a while: retry soon
+			wait = f.every // it had worked a while: retry soon, and a failure now is a new one
+			f.clear(func(kind string) bool { return kind == "watch" })
 		}
 		if err != nil {
-			f.warn("watch", "circuit breaker fleet: watching the shared state failed; retrying", "problem", err.Error())
+			f.problem("watch", "circuit breaker fleet: watching the shared state failed; retrying", "problem", err.Error())
 		}
 		select {
 		case <-f.life.Done():
@@ -205,25 +222,48 @@ func (f *fleet) watch(done chan struct{}) {
 	}
 }
 
-// warn logs a problem of the fleet's once per kind, for the life of the
-// set: a store that keeps failing, or keeps sending bad data, fills no
-// logs. Only the loop and the watcher call it, which kind keeps apart.
-func (f *fleet) warn(kind, msg string, args ...any) {
+// problem logs a problem of the fleet's once for as long as it lasts: a
+// store that keeps failing, or keeps sending bad data, fills no logs. Once
+// it has cleared (clear), it is logged again if it comes back. kind tells
+// problems apart: the store unreachable, the watch failing, a key the
+// store could not sync, each kind of bad data, each warning of the store.
+func (f *fleet) problem(kind, msg string, args ...any) {
 	f.mu.Lock()
-	seen := f.warned[kind]
-	f.warned[kind] = true
+	logged := f.problems[kind]
+	f.problems[kind], f.met[kind] = true, true
 	f.mu.Unlock()
-	if !seen {
+	if !logged {
 		f.notes.log(slog.LevelWarn, msg, args...)
 	}
 }
 
+// clear notes that the problems of the kinds gone says are over.
+func (f *fleet) clear(gone func(kind string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for kind := range f.problems {
+		if gone(kind) {
+			delete(f.problems, kind)
+		}
+	}
+}
+
+// dataProblem reports whether a kind of problem is about what the store
+// said of a key: a full sync that meets none of it again clears it.
+func dataProblem(kind string) bool {
+	return kind == "key" || strings.HasPrefix(kind, "bad ")
+}
+
 // keyWork is one key's part of a sync, as the loop prepared it.
 type keyWork struct {
-	target     *breaker
-	succ, fail uint64 // the totals sent
-	command    *command
+	target  *breaker // nil: a key this replica has no breaker for
+	fail    uint64   // the key's failure total when prepared
+	command *command
 }
+
+// maxAbsent bounds how many announced keys without a breaker here one sync
+// reports: a flood of announcements costs a bounded sync.
+const maxAbsent = 64
 
 // syncKeys runs one round with the store, and reports whether it reached it.
 func (f *fleet) syncKeys() bool {
@@ -232,25 +272,18 @@ func (f *fleet) syncKeys() bool {
 	f.full = false
 	dirty, pending := f.dirty, f.pending
 	f.dirty, f.pending = map[string]bool{}, map[string]*command{}
+	clear(f.met)
 	f.mu.Unlock()
 
-	s := &sharedstate.Sync{Replica: f.replica, Live: f.live()}
+	s := &sharedstate.Sync{Replica: f.replica, Session: f.session, Live: f.live(), Index: full}
+	quorum := f.liveReplicas()
 	var work []keyWork
 	for _, br := range f.all() {
 		kf := br.fleet.(*keyFleet)
-		w := keyWork{target: br, succ: br.tallies.sum(tallySuccess), fail: br.tallies.sum(tallyFailure)}
+		announced := dirty[br.key]
+		delete(dirty, br.key)
 		ks := kf.keySync(br)
-		ks.Successes, ks.Failures = w.succ, w.fail
-		// What the replica's own window holds bounds what a sync may add
-		// (read after the totals, which the window is never short of). A
-		// window of the last calls bounds nothing in time: no bound.
-		if win := br.win.Load(); win.calls == nil {
-			recent := win.counts(br.clock.now())
-			ks.RecentSuccesses, ks.RecentFailures = recent.success, recent.failure
-		} else {
-			ks.RecentSuccesses, ks.RecentFailures = w.succ, w.fail
-		}
-		news := w.succ != kf.sentS.Load() || w.fail != kf.sentF.Load()
+		w := keyWork{target: br, fail: kf.prepare(br, &ks, full, announced, quorum)}
 		if c := pending[br.key]; c != nil {
 			cmd := c.Command
 			cmd.Age = time.Duration(br.clock.now() - c.made)
@@ -263,21 +296,32 @@ func (f *fleet) syncKeys() bool {
 				ks.Lease = kf.leaseFor(br)
 			}
 		}
-		// A key without news is left out: what the fleet changes for it is
-		// announced (dirty), and a full sync catches what a lost
-		// announcement missed. A forced key is read at each sync, so that
-		// every replica follows the fleet's command.
-		if !full && !news && !dirty[br.key] && ks.Command == nil && ks.Probe == nil && ks.Lease == 0 &&
-			br.override.Load() == nil {
+		// A key with nothing to tell is left out: what the fleet changes for
+		// it is announced, and a full sync reads what a lost announcement
+		// missed (the keys the store's index lists, and those it holds). A
+		// forced key is read at each sync, so that every replica follows the
+		// fleet's command.
+		if !ks.Report && !announced && ks.Command == nil && ks.Probe == nil && ks.Lease == 0 &&
+			br.override.Load() == nil && !(full && held != nil) {
 			continue
 		}
 		s.Keys = append(s.Keys, ks)
 		work = append(work, w)
 	}
+	// Keys announced that this replica has no breaker for: the fleet may be
+	// gathering one, and waits for every live replica's report.
+	absent := 0
+	for key := range dirty {
+		if absent == maxAbsent {
+			break
+		}
+		s.Keys = append(s.Keys, sharedstate.KeySync{Key: key, Report: true, Slots: 1, Need: 1})
+		work = append(work, keyWork{})
+		absent++
+	}
 	if !f.exchange(s) {
-		// The totals are sent again next time, and the store adds what it
-		// has not added yet; manual changes are sent again, dated when they
-		// were made.
+		// Reports are made again next time; manual changes are sent again,
+		// dated when they were made.
 		f.mu.Lock()
 		for _, w := range work {
 			if c := w.command; c != nil && f.pending[w.target.key] == nil {
@@ -287,23 +331,27 @@ func (f *fleet) syncKeys() bool {
 		f.mu.Unlock()
 		return false
 	}
+	f.learn(s, work)
 	// The fleet's window may trip keys: they are sent again, at once, with
 	// the hold to make.
-	trips := &sharedstate.Sync{Replica: f.replica, Live: s.Live}
+	trips := &sharedstate.Sync{Replica: f.replica, Session: f.session, Live: s.Live}
 	var tripped []*breaker
 	for i, w := range work {
-		kf := w.target.fleet.(*keyFleet)
-		kf.sent(w.succ, w.fail)
 		ks := &s.Keys[i]
+		if w.target == nil {
+			continue
+		}
+		kf := w.target.fleet.(*keyFleet)
 		if ks.Err != nil {
-			f.warn("key", "circuit breaker fleet: a key could not be synced (logged once)",
+			f.problem("key", "circuit breaker fleet: a key could not be synced (logged once until every key syncs)",
 				"key", quoteKey(ks.Key), "problem", ks.Err.Error())
 			continue
 		}
+		kf.acked(ks, w.fail)
 		kf.apply(w.target, ks, w.command)
-		if h := kf.trip(w.target, ks.Reply, f.liveReplicas()); h != nil {
+		if h := kf.trip(w.target, ks.Reply, f.liveReplicas()); h != nil { // as this sync's heartbeat heard them
 			t := kf.keySync(w.target)
-			t.Successes, t.Failures, t.Trip = w.succ, w.fail, h // counted by the sync before: adds nothing
+			t.Trip = h
 			trips.Keys = append(trips.Keys, t)
 			tripped = append(tripped, w.target)
 		}
@@ -315,7 +363,40 @@ func (f *fleet) syncKeys() bool {
 			}
 		}
 	}
+	if full {
+		f.mu.Lock()
+		met := maps.Clone(f.met)
+		f.mu.Unlock()
+		f.clear(func(kind string) bool { return dataProblem(kind) && !met[kind] })
+	}
 	return true
+}
+
+// learn marks for the next sync the keys of the store's index that this
+// sync did not carry and this replica has a breaker for: the fleet holds
+// something for them that an announcement may not have told.
+func (f *fleet) learn(s *sharedstate.Sync, work []keyWork) {
+	if len(s.Indexed) == 0 {
+		return
+	}
+	indexed := make(map[string]bool, len(s.Indexed))
+	for _, key := range s.Indexed {
+		indexed[key] = true
+	}
+	for i := range s.Keys {
+		delete(indexed, s.Keys[i].Key)
+	}
+	marked := false
+	f.mu.Lock()
+	for _, br := range f.all() {
+		if indexed[br.key] && len(f.dirty) < maxDirty {
+			f.dirty[br.key], marked = true, true
+		}
+	}
+	f.mu.Unlock()
+	if marked {
+		f.poke()
+	}
 }
 
 // exchange sends s to the store, and notes how it went.
@@ -333,24 +414,26 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 			return false
 		}
 		f.syncErrors.Add(1)
-		const msg = "circuit breaker fleet: shared state unreachable; each breaker goes on alone"
-		if f.connected.Swap(false) { // each time the link drops
+		if f.connected.Swap(false) {
 			f.lostAt.Store(f.clock.now())
-			f.notes.log(slog.LevelWarn, msg, "replica", f.replica, "problem", err.Error())
-		} else { // never connected yet: once
-			f.warn("unreachable", msg, "replica", f.replica, "problem", err.Error())
 		}
+		f.problem("unreachable", "circuit breaker fleet: shared state unreachable; each breaker goes on alone (logged once until it is back)",
+			"problem", err.Error())
 		return false
 	}
 	f.rtt.Observe(time.Since(start).Seconds())
 	f.replicas.Store(int64(max(s.Replicas, 1)))
 	f.heard(max(s.Replicas, 1))
+	f.clear(func(kind string) bool { return kind == "unreachable" })
 	for _, w := range s.Warnings {
-		f.warn("store: "+w, "circuit breaker fleet: the shared state warns (logged once)", "problem", w)
+		f.problem("store: "+w, "circuit breaker fleet: the shared state warns (logged once while it does)", "problem", w)
 	}
+	f.clear(func(kind string) bool {
+		w, ok := strings.CutPrefix(kind, "store: ")
+		return ok && !slices.Contains(s.Warnings, w)
+	})
 	if !f.connected.Swap(true) {
-		f.notes.log(slog.LevelInfo, "circuit breaker fleet: shared state connected",
-			"replica", f.replica, "replicas", max(s.Replicas, 1))
+		f.notes.log(slog.LevelInfo, "circuit breaker fleet: shared state connected", "replicas", max(s.Replicas, 1))
 		f.mu.Lock()
 		f.full = true // learn everything the fleet did meanwhile
 		f.mu.Unlock()

@@ -2,24 +2,83 @@ package httpbreaker
 
 import (
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
 	"github.com/httpbreaker/httpbreaker/sharedstate"
 )
 
-// This file is what a sync's reply does to a key's breaker: the fleet's
-// trip decided from the fleet's window, the reply checked (a store's data
-// may be corrupt or hostile), and the fleet's manual commands and holds
-// applied. Only the fleet's loop (fleet.go) runs it.
+// This file is what a key's sync tells the fleet and what its reply does to
+// the key's breaker: this replica's window reported when the fleet needs
+// it, the fleet's trip decided from the fleet's window, the reply checked
+// (a store's data may be corrupt or hostile), and the fleet's manual
+// commands and holds applied. Only the fleet's loop (fleet.go) runs it.
+
+// reported is what the fleet has of this replica's window of a key, as far
+// as this replica knows: what it reported last, and whether the fleet
+// gathers the key. Only the loop uses it.
+type reported struct {
+	done      bool   // the key's window has been reported once
+	failures  uint64 // the failures in the window last reported
+	over      bool   // whether that window met the policy's rate alone
+	seen      uint64 // the key's failure total when it was reported
+	gathering bool   // the fleet gathers the key: report at every sync
+}
+
+// prepare fills in ks's report of br's window if the fleet should hear of
+// it: whenever its failures or its being over the trip's rate changed,
+// when the fleet gathers the key or announced it (it may have begun to
+// gather it), at the breaker's first sync (a report the store keeps of an
+// earlier breaker of this replica is replaced) and, at a full sync, while
+// it holds failures (the store may have lost its data). A key whose window
+// has held no failures since it was last reported is not even counted: a
+// key that only succeeds costs the fleet nothing. quorum is the key's
+// quorum, capped by the live replicas. It returns the key's failure total,
+// which a reply's ack notes.
+func (kf *keyFleet) prepare(br *breaker, ks *sharedstate.KeySync, full, announced bool, quorum int) uint64 {
+	p := br.policy
+	fail := br.tallies.sum(tallyFailure)
+	kf.sentF.Store(fail)
+	if br.mode == ModeDisabled || p.FailureRate == Off {
+		return fail // it never trips fleet-wide
+	}
+	ks.TripFailures = max(1, int(math.Ceil(p.FailureRate*float64(p.MinRequests))))
+	ks.Quorum = max(1, min(p.Quorum, quorum))
+	r := &kf.reported
+	if r.done && !r.gathering && !announced && r.failures == 0 && fail == r.seen {
+		return fail
+	}
+	c := br.win.Load().counts(br.clock.now())
+	over := c.failure > 0 && float64(c.failure)/float64(c.failure+c.success) >= p.FailureRate
+	if !r.done || r.gathering || announced || c.failure != r.failures || over != r.over || full && c.failure > 0 {
+		ks.Report, ks.Successes, ks.Failures, ks.Over = true, c.success, c.failure, over
+	}
+	return fail
+}
+
+// acked notes what the store has of this replica's window after a sync of
+// ks, prepared when the key's failure total was fail, and whether the fleet
+// gathers the key.
+func (kf *keyFleet) acked(ks *sharedstate.KeySync, fail uint64) {
+	r := &kf.reported
+	if ks.Report {
+		r.done, r.failures, r.over = true, ks.Failures, ks.Over
+	}
+	if ks.Report || r.failures == 0 {
+		r.seen = fail
+	}
+	r.gathering = ks.Reply.Gathering
+}
 
 // trip returns the hold to make when the fleet's window in rp meets the
 // key's policy's failure rate (tripRule), with failures from at least
-// Quorum replicas (fewer if fewer are live). It returns nil if the fleet
+// Quorum replicas (fewer if fewer are live), once the window is whole (every
+// live replica has reported to the gathering). It returns nil if the fleet
 // holds the key already, or it stays closed.
 func (kf *keyFleet) trip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
 	p := br.policy
-	if br.mode == ModeDisabled || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
+	if br.mode == ModeDisabled || !rp.Complete || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
 		return nil
 	}
 	if reason := tripRule(p, windowCounts{counts: counts{success: rp.Successes, failure: rp.Failures}}); reason != ReasonFailureRate ||
@@ -119,13 +178,13 @@ func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync, sent *command) {
 	rp := &ks.Reply
 	if err := checkReply(rp); err != nil {
 		kind := err.(*badData).field
-		kf.link.warn("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind)",
+		kf.link.problem("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind until it is gone)",
 			"key", quoteKey(br.key), "problem", err.Error())
 		return
 	}
-	kf.sent(ks.Successes, ks.Failures)
-	kf.synced.Store(true)
 	now := br.clock.now()
+	kf.view.Store(&FleetView{Successes: rp.Successes, Failures: rp.Failures, FailingReplicas: rp.FailingReplicas,
+		LiveReplicas: int(kf.link.replicas.Load()), Gathering: rp.Gathering, At: br.clock.at(now)})
 	kf.applyCommand(br, rp.Command, sent, now)
 	kf.applyHold(br, rp.Hold, now)
 	if rp.Lease != "" && rp.Hold != nil {
@@ -269,6 +328,12 @@ func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
 		br.mu.Lock()
 		if cur != nil {
 			kf.ended(cur.gen)
+		} else if br.phase.Load() == nil {
+			// The trip spent the window's outcomes, as a trip of the
+			// breaker's own does: should the hold end without the fleet's
+			// probes (cut off from the fleet), they do not trip the key
+			// again.
+			br.win.Store(newWindow(br.key, br.policy, br.clock, now, br.opened))
 		}
 		kf.hold.Store(nh)
 		br.mu.Unlock()

@@ -184,10 +184,16 @@ func (s *Store) keys(key string) []string {
 	return []string{tag + ":win", tag + ":hold", tag + ":leases", tag + ":cmd"}
 }
 
-// sentKey returns the Redis key of what a replica sent last of the keys of
-// a shard.
+// sentKey returns the Redis key of the last sync of a replica whose
+// requests for the keys of a shard were applied.
 func (s *Store) sentKey(shard int, replica string) string {
 	return "{" + s.prefix + ":" + strconv.Itoa(shard) + "}:rep:" + replica
+}
+
+// indexKey returns the Redis key of a shard's index: the breaker keys of
+// the shard for which the fleet holds something.
+func (s *Store) indexKey(shard int) string {
+	return "{" + s.prefix + ":" + strconv.Itoa(shard) + "}:idx"
 }
 
 func (s *Store) replicasKey() string { return "{" + s.prefix + "}:replicas" }
@@ -221,15 +227,22 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 	if whole {
 		run = (*redis.Script).Eval
 	}
-	// One round trip: the heartbeat, and the script calls of plan. The
-	// live replicas, whose failures alone count towards a quorum, are those
-	// the last heartbeat heard, and this one.
+	// One round trip: the heartbeat, the script calls of plan, and the
+	// shards' indexes if asked. The live replicas, whose reports alone
+	// count, are those the last heartbeat heard, and this one.
 	pipe := s.client.Pipeline()
 	hb := run(heartbeat, ctx, pipe, []string{s.replicasKey()}, sy.Replica, sy.Live.Milliseconds())
 	live := s.liveReplicas(sy.Replica)
 	dated := s.dater()
 	calls := s.plan(sy)
-	head := []any{sy.Replica, sy.Seq, s.channel(), strings.Join(live, "\n") + "\n"}
+	// Before a heartbeat was heard, how many replicas are live is not known:
+	// only its time completes a gathering, not the count of reports.
+	nlive := len(live)
+	if !s.heardOnce() {
+		nlive = 1 << 20
+	}
+	head := []any{sy.Replica, strconv.FormatUint(sy.Session, 36), sy.Seq, s.channel(), strings.Join(live, "\n") + "\n",
+		nlive, max(s.interval.Milliseconds(), 1)}
 	for i := range calls {
 		c := &calls[i]
 		var keys []string
@@ -238,13 +251,19 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 			args = append(args, len(g.keys))
 		}
 		for _, g := range c.groups {
-			keys = append(keys, s.sentKey(g.shard, sy.Replica))
+			keys = append(keys, s.sentKey(g.shard, sy.Replica), s.indexKey(g.shard))
 			for _, k := range g.keys {
 				keys = append(keys, s.keys(sy.Keys[k].Key)...)
 				args = append(args, keyArgs(&sy.Keys[k], dated)...)
 			}
 		}
 		c.cmd = run(syncKeys, ctx, pipe, keys, args...)
+	}
+	var indexes []*redis.MapStringStringCmd
+	if sy.Index {
+		for sh := range Shards {
+			indexes = append(indexes, pipe.HGetAll(ctx, s.indexKey(sh)))
+		}
 	}
 	sent := time.Now()
 	_, _ = pipe.Exec(ctx)
@@ -276,6 +295,19 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 		}
 		for j, i := range c.keys {
 			sy.Keys[i].Reply, sy.Keys[i].Err = parse(reply[j*replyLen : (j+1)*replyLen])
+		}
+	}
+	for _, idx := range indexes {
+		keys, err := idx.Result()
+		if err != nil {
+			var rerr redis.Error
+			if errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "WRONGTYPE") {
+				continue // not an index: the script deletes what is not what it should be
+			}
+			return err
+		}
+		for key := range keys {
+			sy.Indexed = append(sy.Indexed, key)
 		}
 	}
 	return nil
@@ -320,6 +352,13 @@ func (s *Store) plan(sy *sharedstate.Sync) []call {
 		c.keys = append(c.keys, g.keys...)
 	}
 	return calls
+}
+
+// heardOnce reports whether a heartbeat's reply has been heard.
+func (s *Store) heardOnce() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live != nil
 }
 
 // liveReplicas returns the replicas the last heartbeat heard, and self.
@@ -389,33 +428,30 @@ func (s *Store) dater() func(age time.Duration) int64 {
 	}
 }
 
-// keyArgs returns the sync script's 31 values for ks; dated dates its
+// keyArgs returns the sync script's 30 values for ks; dated dates its
 // command on the server's clock.
 func keyArgs(ks *sharedstate.KeySync, dated func(age time.Duration) int64) []any {
 	ms := func(d time.Duration) int64 { return max(d.Milliseconds(), 0) }
 	args := []any{
-		ks.Key, max(ms(ks.Window), 1), max(ks.Buckets, 1), // 1-3
-		strconv.FormatUint(ks.Incarnation, 36), ks.Successes, ks.Failures, // 4-6
-		"0", 0, 0, "", 0, 0, 0, // 7-13: trip
-		0, max(ks.Slots, 1), max(ks.Need, 1), // 14-16: lease, slots, need
-		"0", 0, "", "", 0, 0, // 17-22: probe
-		"", 0, "", 0, // 23-26: command
-		max(ms(ks.MaxHold), 1),                                // 27
-		flag(ks.First), ks.RecentSuccesses, ks.RecentFailures, // 28-30
-		0, // 31: when the command was made, µs on the server's clock
+		ks.Key, ms(ks.Window), // 1-2
+		flag(ks.Report), ks.Successes, ks.Failures, flag(ks.Over), // 3-6: the report
+		max(ks.TripFailures, 0), max(ks.Quorum, 1), max(ms(ks.MaxHold), 1), // 7-9
+		"0", 0, 0, "", 0, 0, 0, // 10-16: trip
+		0, max(ks.Slots, 1), max(ks.Need, 1), // 17-19: lease, slots, need
+		"0", 0, "", "", 0, 0, // 20-25: probe
+		"", 0, "", 0, 0, // 26-30: command, and when it was made (µs on the server's clock)
 	}
 	if t := ks.Trip; t != nil {
-		copy(args[6:13], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})
+		copy(args[9:16], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})
 	}
 	if ks.Lease > 0 {
-		args[13] = max(ms(ks.Lease), 1)
+		args[16] = max(ms(ks.Lease), 1)
 	}
 	if p := ks.Probe; p != nil {
-		copy(args[16:22], []any{"1", p.Generation, p.Lease, outcomeCode(p.Outcome), max(ms(p.Reopen), 1), ms(p.Nominal)})
+		copy(args[19:25], []any{"1", p.Generation, p.Lease, outcomeCode(p.Outcome), max(ms(p.Reopen), 1), ms(p.Nominal)})
 	}
 	if c := ks.Command; c != nil {
-		copy(args[22:26], []any{string(c.Kind), ms(c.For), c.By, ms(c.Age)})
-		args[30] = dated(c.Age)
+		copy(args[25:30], []any{string(c.Kind), ms(c.For), c.By, ms(c.Age), dated(c.Age)})
 	}
 	return args
 }
@@ -438,7 +474,7 @@ func outcomeCode(o sharedstate.Outcome) string {
 }
 
 // replyLen is how many values the sync script returns per key.
-const replyLen = 20
+const replyLen = 22
 
 // parse reads one key's part of the sync script's reply. It checks the
 // reply's shape; the set checks the values.
@@ -467,17 +503,18 @@ func parse(reply []any) (sharedstate.Reply, error) {
 		return uint64(max(n, 0))
 	}
 	rp.Successes, rp.Failures, rp.FailingReplicas = count(0), count(1), int(count(2))
-	if num(3) == 1 {
+	rp.Gathering, rp.Complete = num(3) == 1, num(4) == 1
+	if num(5) == 1 {
 		rp.Hold = &sharedstate.Hold{
-			Generation: num(4), Closed: str(5) == "closed",
-			Open: time.Duration(num(6)) * time.Millisecond, Nominal: time.Duration(num(7)) * time.Millisecond,
-			Probed: int(num(8)), Reason: str(9), Replica: str(10),
-			Failures: count(11), Successes: count(12), FailingReplicas: int(count(13)),
+			Generation: num(6), Closed: str(7) == "closed",
+			Open: time.Duration(num(8)) * time.Millisecond, Nominal: time.Duration(num(9)) * time.Millisecond,
+			Probed: int(num(10)), Reason: str(11), Replica: str(12),
+			Failures: count(13), Successes: count(14), FailingReplicas: int(count(15)),
 		}
 	}
-	rp.Lease = str(14)
-	rp.Command = sharedstate.Command{Version: num(15), Kind: sharedstate.Kind(str(16)),
-		For: time.Duration(num(17)) * time.Millisecond, By: str(18), Replica: str(19)}
+	rp.Lease = str(16)
+	rp.Command = sharedstate.Command{Version: num(17), Kind: sharedstate.Kind(str(18)),
+		For: time.Duration(num(19)) * time.Millisecond, By: str(20), Replica: str(21)}
 	return rp, bad
 }
 
