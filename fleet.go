@@ -279,21 +279,27 @@ func (f *fleet) syncKeys() bool {
 	quorum := f.liveReplicas()
 	var work []keyWork
 	for _, br := range f.all() {
+		// Most keys have nothing to tell: this is what every sync does for
+		// each, so it reads a few atomics and writes nothing.
 		kf := br.fleet.(*keyFleet)
-		announced := dirty[br.key]
-		delete(dirty, br.key)
-		ks := kf.keySync(br)
-		w := keyWork{target: br, fail: kf.prepare(br, &ks, full, announced, quorum)}
-		if c := pending[br.key]; c != nil {
-			cmd := c.Command
-			cmd.Age = time.Duration(br.clock.now() - c.made)
-			ks.Command, w.command = &cmd, c
+		announced := len(dirty) > 0 && dirty[br.key]
+		if announced {
+			delete(dirty, br.key)
 		}
-		ks.Probe = kf.probeOut.Swap(nil)
+		rep, fail := kf.prepare(br, full, announced, quorum)
+		var c *command
+		if len(pending) > 0 {
+			c = pending[br.key]
+		}
+		var probe *sharedstate.ProbeResult
+		if kf.probeOut.Load() != nil {
+			probe = kf.probeOut.Swap(nil)
+		}
+		var lease time.Duration
 		held := kf.hold.Load()
-		if held != nil && kf.want.Swap(false) {
+		if held != nil && kf.want.Load() && kf.want.Swap(false) {
 			if l := kf.lease.Load(); l == nil || l.gen != held.gen || l.used.Load() {
-				ks.Lease = kf.leaseFor(br)
+				lease = kf.leaseFor(br)
 			}
 		}
 		// A key with nothing to tell is left out: what the fleet changes for
@@ -301,9 +307,18 @@ func (f *fleet) syncKeys() bool {
 		// missed (the keys the store's index lists, and those it holds). A
 		// forced key is read at each sync, so that every replica follows the
 		// fleet's command.
-		if !ks.Report && !announced && ks.Command == nil && ks.Probe == nil && ks.Lease == 0 &&
-			br.override.Load() == nil && !(full && held != nil) {
+		if !rep.Report && !announced && c == nil && probe == nil && lease == 0 && br.override.Load() == nil &&
+			!(full && held != nil) {
 			continue
+		}
+		ks := kf.keySync(br)
+		rep.fill(&ks)
+		ks.Probe, ks.Lease = probe, lease
+		w := keyWork{target: br, fail: fail}
+		if c != nil {
+			cmd := c.Command
+			cmd.Age = time.Duration(br.clock.now() - c.made)
+			ks.Command, w.command = &cmd, c
 		}
 		s.Keys = append(s.Keys, ks)
 		work = append(work, w)

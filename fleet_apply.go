@@ -26,35 +26,53 @@ type reported struct {
 	gathering bool   // the fleet gathers the key: report at every sync
 }
 
-// prepare fills in ks's report of br's window if the fleet should hear of
-// it: whenever its failures or its being over the trip's rate changed,
-// when the fleet gathers the key or announced it (it may have begun to
-// gather it), at the breaker's first sync (a report the store keeps of an
-// earlier breaker of this replica is replaced) and, at a full sync, while
-// it holds failures (the store may have lost its data). A key whose window
-// has held no failures since it was last reported is not even counted: a
-// key that only succeeds costs the fleet nothing. quorum is the key's
-// quorum, capped by the live replicas. It returns the key's failure total,
-// which a reply's ack notes.
-func (kf *keyFleet) prepare(br *breaker, ks *sharedstate.KeySync, full, announced bool, quorum int) uint64 {
+// windowReport is what a sync tells the fleet of this replica's window of
+// a key (sharedstate.KeySync's fields of the same names).
+type windowReport struct {
+	Report               bool
+	Successes, Failures  uint64
+	Over                 bool
+	TripFailures, Quorum int
+}
+
+// fill copies r into ks.
+func (r windowReport) fill(ks *sharedstate.KeySync) {
+	ks.Report, ks.Successes, ks.Failures, ks.Over = r.Report, r.Successes, r.Failures, r.Over
+	ks.TripFailures, ks.Quorum = r.TripFailures, r.Quorum
+}
+
+// prepare returns the report of br's window to send, if the fleet should
+// hear of it: whenever its failures or its being over the trip's rate
+// changed, when the fleet gathers the key or announced it (it may have
+// begun to gather it), at the breaker's first sync (a report the store
+// keeps of an earlier breaker of this replica is replaced) and, at a full
+// sync, while it holds failures (the store may have lost its data). A key
+// whose window has held no failures since it was last reported is not even
+// counted: a key that only succeeds costs the fleet nothing. quorum is the
+// key's quorum, capped by the live replicas. It returns the key's failure
+// total too, which a reply's ack notes.
+func (kf *keyFleet) prepare(br *breaker, full, announced bool, quorum int) (windowReport, uint64) {
 	p := br.policy
 	fail := br.tallies.sum(tallyFailure)
-	kf.sentF.Store(fail)
-	if br.mode == ModeDisabled || p.FailureRate == Off {
-		return fail // it never trips fleet-wide
+	if kf.sentF.Load() != fail {
+		kf.sentF.Store(fail)
 	}
-	ks.TripFailures = max(1, int(math.Ceil(p.FailureRate*float64(p.MinRequests))))
-	ks.Quorum = max(1, min(p.Quorum, quorum))
+	var rep windowReport
+	if br.mode == ModeDisabled || p.FailureRate == Off {
+		return rep, fail // it never trips fleet-wide
+	}
+	rep.TripFailures = max(1, int(math.Ceil(p.FailureRate*float64(p.MinRequests))))
+	rep.Quorum = max(1, min(p.Quorum, quorum))
 	r := &kf.reported
 	if r.done && !r.gathering && !announced && r.failures == 0 && fail == r.seen {
-		return fail
+		return rep, fail
 	}
 	c := br.win.Load().counts(br.clock.now())
 	over := c.failure > 0 && float64(c.failure)/float64(c.failure+c.success) >= p.FailureRate
 	if !r.done || r.gathering || announced || c.failure != r.failures || over != r.over || full && c.failure > 0 {
-		ks.Report, ks.Successes, ks.Failures, ks.Over = true, c.success, c.failure, over
+		rep.Report, rep.Successes, rep.Failures, rep.Over = true, c.success, c.failure, over
 	}
-	return fail
+	return rep, fail
 }
 
 // acked notes what the store has of this replica's window after a sync of

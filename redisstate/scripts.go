@@ -13,25 +13,42 @@ import "github.com/redis/go-redis/v9"
 // finite integer within its bounds makes its record be deleted, and a field
 // that does not parse is dropped.
 
-// heartbeat notes that a replica is live, and returns the live replicas'
-// names, the server's run id (which changes when a failover or a restart
-// puts another server behind the address) and its clock, in microseconds,
-// by which the replica dates its manual changes.
+// heartbeat notes that a replica is live, and returns the server's run id
+// (which changes when a failover or a restart puts another server behind
+// the address), its clock in microseconds, by which the replica dates its
+// manual changes, and the live replicas: their number, the version of
+// their set (new whenever one joins or leaves) and, if the replica's
+// version is not that one, their names.
 //
-//	KEYS: replicas (a sorted set: replica -> Redis time of its last sync, ms)
-//	ARGV: replica, live (ms)
+//	KEYS: replicas (a sorted set: replica -> Redis time of its last sync, ms),
+//	      its version (a hash: v -> the version, n -> how many)
+//	ARGV: replica, live (ms), the version of the set the replica knows
 var heartbeat = redis.NewScript(`
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ty = redis.call('TYPE', KEYS[1])['ok']
-if ty ~= 'none' and ty ~= 'zset' then redis.call('DEL', KEYS[1]) end
+local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(nowUs / 1000)
+for _, k in ipairs({{KEYS[1], 'zset'}, {KEYS[2], 'hash'}}) do
+  local ty = redis.call('TYPE', k[1])['ok']
+  if ty ~= 'none' and ty ~= k[2] then redis.call('DEL', k[1]) end
+end
 local live = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - live))
+local joined = redis.call('ZADD', KEYS[1], now, ARGV[1])
+local left = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - live))
 redis.call('PEXPIRE', KEYS[1], 2 * live)
-local names = redis.call('ZRANGE', KEYS[1], 0, 999)
+local v = redis.call('HMGET', KEYS[2], 'v', 'n')
+local ver, n = v[1], tonumber(v[2])
+local names = nil
+if joined > 0 or left > 0 or not ver or not n then
+  names = redis.call('ZRANGE', KEYS[1], 0, 9999)
+  local new = tostring(nowUs)
+  if new == ver then new = new .. '+' end
+  ver, n = new, #names
+  redis.call('HSET', KEYS[2], 'v', ver, 'n', n)
+end
+redis.call('PEXPIRE', KEYS[2], 2 * live)
+if ARGV[3] ~= ver and names == nil then names = redis.call('ZRANGE', KEYS[1], 0, 9999) end
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
-return {run, names, tonumber(t[1]) * 1000000 + tonumber(t[2])}
+return {run, names or false, nowUs, ver, n}
 `)
 
 // syncKeys is a sync's part for the breaker keys of some shards: for each
@@ -54,7 +71,7 @@ return {run, names, tonumber(t[1]) * 1000000 + tonumber(t[2])}
 //	                             the replica's report at Redis time at (ms); S, F, N, U: the sums of
 //	                             successes, failures, reports with failures, reports over the rate;
 //	                             g: when the gathering began (ms); C: the reports since; x: when the
-//	                             reports were last summed again)
+//	                             reports were last summed again; e: when its TTL ends)
 //	                       hold (hash: phase open|closed, until (ms), nominal (ms), gen (us), reason,
 //	                             replica, probed, failed, f, s, failing)
 //	                       leases (hash: token -> expiry, ms)
@@ -63,12 +80,12 @@ return {run, names, tonumber(t[1]) * 1000000 + tonumber(t[2])}
 //	      a newline), how many they are, the sync interval (ms), the number of groups,
 //	      the number of keys in each, then 30 values per breaker key (see keyArgs).
 //
-// It returns, per breaker key, 22 values that Store.parse reads: the
-// window's successes, failures and failing live replicas, gathering and
-// complete; the hold (present, gen, phase, ms left, nominal, probed, reason,
-// replica, failures, successes, failing); the lease token granted; the
-// latest command (at, kind, ms left: 0 until released, -1 run out; by,
-// replica).
+// It returns, per breaker key, 7 values that Store.parse reads: the
+// window's successes, failures and failing live replicas; flags (1:
+// gathering, 2: complete); the hold, 0 if none, else (gen, phase, ms left,
+// nominal, probed, reason, replica, failures, successes, failing); the
+// lease token granted; the latest command, 0 if none, else (at, kind, ms
+// left: 0 until released, -1 run out; by, replica).
 var syncKeys = redis.NewScript(`
 local t = redis.call('TIME')
 local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -257,17 +274,18 @@ for g = 1, ngroups do
     -- The window: this replica's report replaces its last one in the
     -- running sums. A report made before the window was emptied (a reset,
     -- the fleet's probes closing the key) is not kept.
-    local m = redis.pcall('HMGET', WIN, 'S', 'F', 'N', 'U', 'g', 'C', 'x', 'r:' .. replica)
+    local m = redis.pcall('HMGET', WIN, 'S', 'F', 'N', 'U', 'g', 'C', 'x', 'e', 'r:' .. replica)
     if m.err then redis.call('DEL', WIN); m = {} end
     local S, F, N, U = int(m[1], 0, 2^52) or 0, int(m[2], 0, 2^52) or 0, int(m[3], 0, 2^20) or 0, int(m[4], 0, 2^20) or 0
     local gat, C, x = int(m[5], 0, now), int(m[6], 0, 2^20) or 0, int(m[7], 0, now) or 0
+    local wasGathering = m[5] ~= nil and m[5] ~= false
     local since = gat and gat - every -- reports since then count for the gathering
-    local wrote = false
+    local wrote, entry = false, nil
     local minF, q = int(ARGV[a + 7], 0, 2^52) or 0, int(ARGV[a + 8], 1, 1000) or 1
     if ARGV[a + 3] == '1' and not reset then
       local rs, rf = int(ARGV[a + 4], 0, 2^52) or 0, int(ARGV[a + 5], 0, 2^52) or 0
       local rover = ARGV[a + 6] == '1' and rf > 0
-      local old = report(m[8])
+      local old = report(m[9])
       if not (old and old.sess == session and old.seq > seq) and (old or gat or rf > 0) then
         if old then
           S, F = S - old.s, F - old.f
@@ -284,8 +302,7 @@ for g = 1, ngroups do
           -- no breaker for the key: the others decide.
           if C == nlive and minF == 0 then changed = true end
         end
-        redis.call('HSET', WIN, 'r:' .. replica, session .. ' ' .. seq .. ' ' .. now .. ' ' .. rs .. ' ' .. rf .. ' ' ..
-          (rover and '1' or '0'))
+        entry = session .. ' ' .. seq .. ' ' .. now .. ' ' .. rs .. ' ' .. rf .. ' ' .. (rover and '1' or '0')
         wrote = true
       end
     end
@@ -293,6 +310,10 @@ for g = 1, ngroups do
     -- Sums the reports again: those of live replicas, in the window; the
     -- others are deleted.
     local function resum()
+      if entry then
+        redis.call('HSET', WIN, 'r:' .. replica, entry)
+        entry = nil
+      end
       local raw = redis.pcall('HGETALL', WIN)
       if raw.err then redis.call('DEL', WIN); raw = {} end
       S, F, N, U, C = 0, 0, 0, 0, 0
@@ -342,9 +363,17 @@ for g = 1, ngroups do
       end
     end
     if wrote then
-      redis.call('HSET', WIN, 'S', S, 'F', F, 'N', N, 'U', U, 'x', x)
-      if gat then redis.call('HSET', WIN, 'g', gat, 'C', C) else redis.call('HDEL', WIN, 'g', 'C') end
-      redis.call('PEXPIRE', WIN, math.max(2 * window, keep))
+      -- One write: the report, the sums, the gathering, and the TTL only
+      -- when half of it has gone.
+      local ttl = math.max(2 * window, keep)
+      local e = int(m[8], 0, 2^53)
+      local fields = {'S', S, 'F', F, 'N', N, 'U', U, 'x', x}
+      if entry then fields[#fields + 1], fields[#fields + 2] = 'r:' .. replica, entry end
+      if gat then fields[#fields + 1], fields[#fields + 2], fields[#fields + 3], fields[#fields + 4] = 'g', gat, 'C', C end
+      if e == nil or e - now < ttl / 2 then fields[#fields + 1], fields[#fields + 2] = 'e', now + ttl end
+      redis.call('HSET', WIN, unpack(fields))
+      if not gat and wasGathering then redis.call('HDEL', WIN, 'g', 'C') end
+      if e == nil or e - now < ttl / 2 then redis.call('PEXPIRE', WIN, ttl) end
     end
 
     -- A probe lease: one of the hold's slots, once its cooldown is over. A
@@ -395,26 +424,23 @@ for g = 1, ngroups do
     out[#out + 1] = S
     out[#out + 1] = F
     out[#out + 1] = N
-    out[#out + 1] = gat and 1 or 0
-    out[#out + 1] = complete and 1 or 0
+    out[#out + 1] = (gat and 1 or 0) + (complete and 2 or 0)
     if hold == nil then
-      for _, v in ipairs({0, 0, '', 0, 0, 0, '', '', 0, 0, 0}) do out[#out + 1] = v end
+      out[#out + 1] = 0
     else
-      for _, v in ipairs({1, hold.gen, hold.phase, hold['until'] - now, hold.nominal, hold.probed,
-          hold.reason or '', hold.replica or '', num(hold.f), num(hold.s), num(hold.failing)}) do
-        out[#out + 1] = v
-      end
+      out[#out + 1] = {hold.gen, hold.phase, hold['until'] - now, hold.nominal, hold.probed, hold.reason or '',
+        hold.replica or '', num(hold.f), num(hold.s), num(hold.failing)}
     end
     out[#out + 1] = lease
     if cmd.at == nil then
-      for _, v in ipairs({0, '', 0, '', ''}) do out[#out + 1] = v end
+      out[#out + 1] = 0
     else
       local left = 0
       if cmd['for'] > 0 then
         left = math.floor(cmd.at / 1000) + cmd['for'] - now
         if left <= 0 then left = -1 end
       end
-      for _, v in ipairs({cmd.at, cmd.kind, left, cmd.by or '', cmd.replica or ''}) do out[#out + 1] = v end
+      out[#out + 1] = {cmd.at, cmd.kind, left, cmd.by or '', cmd.replica or ''}
     end
   end
   ki, ordinal = ki + 2 + 4 * n, ordinal + n

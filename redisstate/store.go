@@ -91,6 +91,8 @@ type Store struct {
 
 	mu      sync.Mutex
 	live    []string           // the live replicas at the last sync
+	liveVer string             // the version of their set
+	nlive   int                // how many they are
 	runID   string             // the server's run id at the last sync
 	watch   context.CancelFunc // ends the current subscription, for a new server
 	checked bool               // the eviction policy has been read
@@ -231,8 +233,8 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 	// shards' indexes if asked. The live replicas, whose reports alone
 	// count, are those the last heartbeat heard, and this one.
 	pipe := s.client.Pipeline()
-	hb := run(heartbeat, ctx, pipe, []string{s.replicasKey()}, sy.Replica, sy.Live.Milliseconds())
-	live := s.liveReplicas(sy.Replica)
+	live, ver := s.liveReplicas(sy.Replica)
+	hb := run(heartbeat, ctx, pipe, []string{s.replicasKey(), s.replicasKey() + ":v"}, sy.Replica, sy.Live.Milliseconds(), ver)
 	dated := s.dater()
 	calls := s.plan(sy)
 	// Before a heartbeat was heard, how many replicas are live is not known:
@@ -361,35 +363,38 @@ func (s *Store) heardOnce() bool {
 	return s.live != nil
 }
 
-// liveReplicas returns the replicas the last heartbeat heard, and self.
-func (s *Store) liveReplicas(self string) []string {
+// liveReplicas returns the replicas the last heartbeat heard, and self,
+// and the version of their set.
+func (s *Store) liveReplicas(self string) ([]string, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	live := append([]string(nil), s.live...)
-	for _, r := range live {
-		if r == self {
-			return live
-		}
+	if slices.Contains(s.live, self) {
+		return s.live, s.liveVer // replaced, never changed in place
 	}
-	return append(live, self)
+	return append(s.live[:len(s.live):len(s.live)], self), s.liveVer
 }
 
 // heard reads the heartbeat's reply to a pipeline sent at sent: the
-// server's run id, the live replicas and the server's clock, and returns
-// how many replicas are live. A new run id (a failover, a restart) ends the
-// current subscription, which Watch then makes again, on the server the
-// address now leads to.
+// server's run id, its clock, and the live replicas (their names only if
+// their set changed), and returns how many replicas are live. A new run id
+// (a failover, a restart) ends the current subscription, which Watch then
+// makes again, on the server the address now leads to.
 func (s *Store) heard(reply []any, sent time.Time) (int, error) {
-	if len(reply) != 3 {
-		return 0, fmt.Errorf("redisstate: a heartbeat reply of %d values, want 3", len(reply))
+	if len(reply) != 5 {
+		return 0, fmt.Errorf("redisstate: a heartbeat reply of %d values, want 5", len(reply))
 	}
 	run, _ := reply[0].(string)
-	names, _ := reply[1].([]any)
+	names, named := reply[1].([]any)
 	clockUs, _ := reply[2].(int64)
-	live := make([]string, 0, len(names))
-	for _, n := range names {
-		if name, ok := n.(string); ok {
-			live = append(live, name)
+	ver, _ := reply[3].(string)
+	n, _ := reply[4].(int64)
+	var live []string
+	if named {
+		live = make([]string, 0, len(names))
+		for _, n := range names {
+			if name, ok := n.(string); ok {
+				live = append(live, name)
+			}
 		}
 	}
 	s.mu.Lock()
@@ -399,16 +404,22 @@ func (s *Store) heard(reply []any, sent time.Time) (int, error) {
 			s.watch()
 		}
 		s.checked = false // another server: its policy may differ
+		if live == nil {
+			s.liveVer = "" // its set's versions are not comparable: the names next time
+		}
 	}
 	s.runID = run
-	s.live = live
+	if live != nil {
+		s.live, s.liveVer = live, ver
+	}
+	s.nlive = max(int(n), len(s.live))
 	// The server read its clock between the pipeline's sending and its
 	// reply: the middle is the best guess, off by half a round trip at most.
 	if clockUs > 0 {
 		now := time.Now()
 		s.clockUs, s.clockAt = clockUs, sent.Add(now.Sub(sent)/2)
 	}
-	return len(live), nil
+	return s.nlive, nil
 }
 
 // dater returns what dates a manual change on the server's clock, in
@@ -474,47 +485,59 @@ func outcomeCode(o sharedstate.Outcome) string {
 }
 
 // replyLen is how many values the sync script returns per key.
-const replyLen = 22
+const replyLen = 7
 
 // parse reads one key's part of the sync script's reply. It checks the
 // reply's shape; the set checks the values.
 func parse(reply []any) (sharedstate.Reply, error) {
 	var rp sharedstate.Reply
 	var bad error
-	num := func(i int) int64 {
-		n, ok := reply[i].(int64)
+	at := func(vs []any, i int) any {
+		if i >= len(vs) {
+			if bad == nil {
+				bad = fmt.Errorf("redisstate: a sync reply of %d values where %d were due", len(vs), i+1)
+			}
+			return nil
+		}
+		return vs[i]
+	}
+	num := func(vs []any, i int) int64 {
+		n, ok := at(vs, i).(int64)
 		if !ok && bad == nil {
-			bad = fmt.Errorf("redisstate: sync reply value %d is %T, want an integer", i, reply[i])
+			bad = fmt.Errorf("redisstate: sync reply value %d is %T, want an integer", i, at(vs, i))
 		}
 		return n
 	}
-	str := func(i int) string {
-		s, ok := reply[i].(string)
+	str := func(vs []any, i int) string {
+		s, ok := at(vs, i).(string)
 		if !ok && bad == nil {
-			bad = fmt.Errorf("redisstate: sync reply value %d is %T, want a string", i, reply[i])
+			bad = fmt.Errorf("redisstate: sync reply value %d is %T, want a string", i, at(vs, i))
 		}
 		return s
 	}
-	count := func(i int) uint64 {
-		n := num(i)
+	count := func(vs []any, i int) uint64 {
+		n := num(vs, i)
 		if n < 0 && bad == nil {
 			bad = fmt.Errorf("redisstate: sync reply value %d is negative", i)
 		}
 		return uint64(max(n, 0))
 	}
-	rp.Successes, rp.Failures, rp.FailingReplicas = count(0), count(1), int(count(2))
-	rp.Gathering, rp.Complete = num(3) == 1, num(4) == 1
-	if num(5) == 1 {
+	rp.Successes, rp.Failures, rp.FailingReplicas = count(reply, 0), count(reply, 1), int(count(reply, 2))
+	flags := num(reply, 3)
+	rp.Gathering, rp.Complete = flags&1 != 0, flags&2 != 0
+	if h, ok := reply[4].([]any); ok {
 		rp.Hold = &sharedstate.Hold{
-			Generation: num(6), Closed: str(7) == "closed",
-			Open: time.Duration(num(8)) * time.Millisecond, Nominal: time.Duration(num(9)) * time.Millisecond,
-			Probed: int(num(10)), Reason: str(11), Replica: str(12),
-			Failures: count(13), Successes: count(14), FailingReplicas: int(count(15)),
+			Generation: num(h, 0), Closed: str(h, 1) == "closed",
+			Open: time.Duration(num(h, 2)) * time.Millisecond, Nominal: time.Duration(num(h, 3)) * time.Millisecond,
+			Probed: int(num(h, 4)), Reason: str(h, 5), Replica: str(h, 6),
+			Failures: count(h, 7), Successes: count(h, 8), FailingReplicas: int(count(h, 9)),
 		}
 	}
-	rp.Lease = str(16)
-	rp.Command = sharedstate.Command{Version: num(17), Kind: sharedstate.Kind(str(18)),
-		For: time.Duration(num(19)) * time.Millisecond, By: str(20), Replica: str(21)}
+	rp.Lease = str(reply, 5)
+	if c, ok := reply[6].([]any); ok {
+		rp.Command = sharedstate.Command{Version: num(c, 0), Kind: sharedstate.Kind(str(c, 1)),
+			For: time.Duration(num(c, 2)) * time.Millisecond, By: str(c, 3), Replica: str(c, 4)}
+	}
 	return rp, bad
 }
 
