@@ -2,6 +2,7 @@ package httpbreaker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"reflect"
@@ -362,4 +363,51 @@ func TestTheFleetTripsOnAWholeWindowOnly(t *testing.T) {
 	}
 	store.set("search", sharedstate.Reply{Failures: 30, FailingReplicas: 3, Gathering: true, Complete: true})
 	waitFor(t, "a trip on the whole window", func() bool { return trips() > 0 })
+}
+
+// TestStatusShowsTheFleetsWindow holds the fleet-wide view of a key: in
+// Status, in the status JSON and on the page, as the last sync read it;
+// nothing of it without shared state.
+func TestStatusShowsTheFleetsWindow(t *testing.T) {
+	store := newFakeStore()
+	b, _ := newSet(t, WithSharedState(store))
+	defer b.Close()
+	record(b.Middleware("search")(newStatusHandler(200)), "/")
+	record(b.Middleware("quiet")(newStatusHandler(200)), "/")
+	waitFor(t, "connected", func() bool { return b.FleetStatus().Connected })
+	store.set("search", sharedstate.Reply{Successes: 28, Failures: 12, FailingReplicas: 2, Gathering: true})
+	waitFor(t, "the fleet's window in Status", func() bool {
+		v := status(t, b, "search").Fleet
+		return v != nil && v.Failures == 12
+	})
+	v := status(t, b, "search").Fleet
+	if v.Successes != 28 || v.FailingReplicas != 2 || v.LiveReplicas != 3 || !v.Gathering || time.Since(v.At) > time.Minute {
+		t.Errorf("Status.Fleet = %+v, want 28 successes, 12 failures on 2 of 3 replicas, gathering, synced now", v)
+	}
+	_, _, body := serveOnce(b.StatusHandler(), "application/json")
+	var page StatusPage
+	if err := json.Unmarshal([]byte(body), &page); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range page.Keys {
+		if s.Key == "search" && (s.Fleet == nil || s.Fleet.Failures != 12 || !strings.Contains(body, `"failing_replicas": 2`)) {
+			t.Errorf("the JSON's fleet of search: %+v", s.Fleet)
+		}
+	}
+	_, _, html := serveOnce(b.StatusHandler(), "text/html")
+	if want := "fleet: 12 of 40 failed (30%) on 2 of 3 live replicas, gathering every window; synced"; !strings.Contains(html, want) {
+		t.Errorf("the page does not say %q", want)
+	}
+	if strings.Count(html, "fleet: ") != 1 {
+		t.Errorf("a key without failures in the fleet's window has a fleet line:\n%s", html)
+	}
+
+	alone, _ := newSet(t)
+	record(alone.Middleware("search")(newStatusHandler(200)), "/")
+	if v := status(t, alone, "search").Fleet; v != nil {
+		t.Errorf("without shared state, Status.Fleet = %+v", v)
+	}
+	if _, _, body := serveOnce(alone.StatusHandler(), "application/json"); strings.Contains(body, `"live_replicas"`) {
+		t.Errorf("without shared state, the JSON has a fleet view:\n%s", body)
+	}
 }
