@@ -55,7 +55,8 @@ type fleet struct {
 
 	mu      sync.Mutex          // guards the fields below
 	pending map[string]*command // manual changes to send, the latest per key
-	dirty   map[string]bool     // keys another replica changed
+	dirty   map[string]bool     // keys the fleet announced
+	fresh   map[string]bool     // keys with a new breaker here
 	full    bool                // sync every key next time
 	// The most replicas heard of lately, and when.
 	mostReplicas int
@@ -75,7 +76,7 @@ func newFleet(all func() []*breaker, c *clock, notes *notifier, s sharedstate.St
 	return &fleet{all: all, clock: c, notes: notes, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
 		session: binary.LittleEndian.Uint64(session[:]),
 		stopped: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
-		pending: map[string]*command{}, dirty: map[string]bool{}, problems: map[string]bool{}, met: map[string]bool{},
+		pending: map[string]*command{}, dirty: map[string]bool{}, fresh: map[string]bool{}, problems: map[string]bool{}, met: map[string]bool{},
 		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "shared_sync_seconds",
 			Help:    "Round-trip time of this replica's syncs with the shared state.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}})}
@@ -100,14 +101,26 @@ func signal(c chan struct{}) {
 	}
 }
 
-// touch asks for key to be synced soon: another replica changed it, or it
-// has a new breaker, which learns the fleet's hold and manual state. The
-// loop bounds how often it heeds this, as it does requests' wishes: a flood
-// of announcements costs no more syncs than a flood of failures.
+// touch asks for key to be synced soon, for its new breaker, which learns
+// the fleet's hold and manual state: by reading the key, or, when many keys
+// are new (a replica starting, traffic moving to new keys), by reading the
+// store's index of the keys the fleet holds something for.
 func (f *fleet) touch(key string) {
+	f.mark(f.fresh, key)
+}
+
+// announced asks for key to be synced soon: the fleet announced a change of
+// it (another replica's, or a gathering). The loop bounds how often it heeds
+// this, as it does requests' wishes: a flood of announcements costs no more
+// syncs than a flood of failures.
+func (f *fleet) announced(key string) {
+	f.mark(f.dirty, key)
+}
+
+func (f *fleet) mark(keys map[string]bool, key string) {
 	f.mu.Lock()
-	if len(f.dirty) < maxDirty {
-		f.dirty[key] = true
+	if len(keys) < maxDirty {
+		keys[key] = true
 	} else {
 		f.full = true // a flood of keys: the next sync reads the store's index
 	}
@@ -115,8 +128,19 @@ func (f *fleet) touch(key string) {
 	f.poke()
 }
 
-// maxDirty bounds the keys waiting for the next sync.
+// maxDirty bounds the keys waiting for the next sync, announced or new.
 const maxDirty = 4096
+
+// maxFresh is how many new breakers a sync reads the keys of: past it, it
+// reads the store's index instead, which lists the keys it should read.
+const maxFresh = 32
+
+// maxCarried bounds the keys a sync carries for reports and reads; the
+// rest wait for the next sync. Keys with a manual change, a probe's result
+// or a lease to ask for are always carried. A replica that starts, or hears
+// of many keys at once, does not send Redis one huge sync that could time
+// out and be sent again whole.
+const maxCarried = 1024
 
 // command is a manual change this replica made, and when (ns since the
 // set's epoch), so that the store dates it by when it was made.
@@ -195,7 +219,7 @@ func (f *fleet) watch(done chan struct{}) {
 	defer close(done)
 	changed := func(key string) {
 		if checkKey(key) == nil {
-			f.touch(key)
+			f.announced(key)
 		}
 	}
 	for wait := f.every; ; wait = min(2*wait, maxBackoff) {
@@ -270,14 +294,19 @@ func (f *fleet) syncKeys() bool {
 	f.mu.Lock()
 	full := f.full || f.syncs.Load()%fullEvery == 0
 	f.full = false
-	dirty, pending := f.dirty, f.pending
-	f.dirty, f.pending = map[string]bool{}, map[string]*command{}
+	dirty, pending, fresh := f.dirty, f.pending, f.fresh
+	f.dirty, f.pending, f.fresh = map[string]bool{}, map[string]*command{}, map[string]bool{}
 	clear(f.met)
 	f.mu.Unlock()
+	if len(fresh) > maxFresh {
+		full, fresh = true, nil // the index lists the new keys to read
+	}
 
 	s := &sharedstate.Sync{Replica: f.replica, Session: f.session, Live: f.live(), Index: full}
 	quorum := f.liveReplicas()
 	var work []keyWork
+	var later []string // announced or new keys past maxCarried
+	carried := 0
 	for _, br := range f.all() {
 		// Most keys have nothing to tell: this is what every sync does for
 		// each, so it reads a few atomics and writes nothing.
@@ -286,6 +315,7 @@ func (f *fleet) syncKeys() bool {
 		if announced {
 			delete(dirty, br.key)
 		}
+		isNew := len(fresh) > 0 && fresh[br.key]
 		rep, fail := kf.prepare(br, full, announced, quorum)
 		var c *command
 		if len(pending) > 0 {
@@ -307,9 +337,18 @@ func (f *fleet) syncKeys() bool {
 		// missed (the keys the store's index lists, and those it holds). A
 		// forced key is read at each sync, so that every replica follows the
 		// fleet's command.
-		if !rep.Report && !announced && c == nil && probe == nil && lease == 0 && br.override.Load() == nil &&
-			!(full && held != nil) {
+		request := c != nil || probe != nil || lease > 0
+		if !request && !rep.Report && !announced && !isNew && br.override.Load() == nil && !(full && held != nil) {
 			continue
+		}
+		if !request {
+			if carried == maxCarried {
+				if announced || isNew {
+					later = append(later, br.key)
+				}
+				continue // a report is made again at the next sync
+			}
+			carried++
 		}
 		ks := kf.keySync(br)
 		rep.fill(&ks)
@@ -333,6 +372,11 @@ func (f *fleet) syncKeys() bool {
 		s.Keys = append(s.Keys, sharedstate.KeySync{Key: key, Report: true, Slots: 1, Need: 1})
 		work = append(work, keyWork{})
 		absent++
+	}
+	if len(later) > 0 {
+		for _, key := range later {
+			f.mark(f.dirty, key)
+		}
 	}
 	if !f.exchange(s) {
 		// Reports are made again next time; manual changes are sent again,

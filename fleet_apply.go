@@ -19,7 +19,6 @@ import (
 // as this replica knows: what it reported last, and whether the fleet
 // gathers the key. Only the loop uses it.
 type reported struct {
-	done      bool   // the key's window has been reported once
 	failures  uint64 // the failures in the window last reported
 	over      bool   // whether that window met the policy's rate alone
 	seen      uint64 // the key's failure total when it was reported
@@ -44,11 +43,12 @@ func (r windowReport) fill(ks *sharedstate.KeySync) {
 // prepare returns the report of br's window to send, if the fleet should
 // hear of it: whenever its failures or its being over the trip's rate
 // changed, when the fleet gathers the key or announced it (it may have
-// begun to gather it), at the breaker's first sync (a report the store
-// keeps of an earlier breaker of this replica is replaced) and, at a full
-// sync, while it holds failures (the store may have lost its data). A key
-// whose window has held no failures since it was last reported is not even
-// counted: a key that only succeeds costs the fleet nothing. quorum is the
+// begun to gather it) and, at a full sync, while it holds failures (the
+// store may have lost its data). A key whose window has held no failures
+// since it was last reported is not even counted: a key that only succeeds
+// costs the fleet nothing. (A report an earlier breaker of the key left in
+// the store, with failures, ages out with the window, or is replaced at the
+// first change.) quorum is the
 // key's quorum, capped by the live replicas. It returns the key's failure
 // total too, which a reply's ack notes.
 func (kf *keyFleet) prepare(br *breaker, full, announced bool, quorum int) (windowReport, uint64) {
@@ -64,12 +64,12 @@ func (kf *keyFleet) prepare(br *breaker, full, announced bool, quorum int) (wind
 	rep.TripFailures = max(1, int(math.Ceil(p.FailureRate*float64(p.MinRequests))))
 	rep.Quorum = max(1, min(p.Quorum, quorum))
 	r := &kf.reported
-	if r.done && !r.gathering && !announced && r.failures == 0 && fail == r.seen {
+	if !r.gathering && !announced && r.failures == 0 && fail == r.seen {
 		return rep, fail
 	}
 	c := br.win.Load().counts(br.clock.now())
 	over := c.failure > 0 && float64(c.failure)/float64(c.failure+c.success) >= p.FailureRate
-	if !r.done || r.gathering || announced || c.failure != r.failures || over != r.over || full && c.failure > 0 {
+	if r.gathering || announced || c.failure != r.failures || over != r.over || full && c.failure > 0 {
 		rep.Report, rep.Successes, rep.Failures, rep.Over = true, c.success, c.failure, over
 	}
 	return rep, fail
@@ -81,7 +81,7 @@ func (kf *keyFleet) prepare(br *breaker, full, announced bool, quorum int) (wind
 func (kf *keyFleet) acked(ks *sharedstate.KeySync, fail uint64) {
 	r := &kf.reported
 	if ks.Report {
-		r.done, r.failures, r.over = true, ks.Failures, ks.Over
+		r.failures, r.over = ks.Failures, ks.Over
 	}
 	if ks.Report || r.failures == 0 {
 		r.seen = fail

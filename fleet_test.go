@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -24,6 +25,7 @@ type fakeStore struct {
 	syncs   int
 	sent    []sharedstate.KeySync
 	reply   map[string]sharedstate.Reply
+	indexed []string // what a sync that asks for the index gets
 	changed chan string
 }
 
@@ -41,6 +43,9 @@ func (s *fakeStore) Sync(_ context.Context, sy *sharedstate.Sync) error {
 		return errors.New("fake store down")
 	}
 	sy.Replicas = 3
+	if sy.Index {
+		sy.Indexed = s.indexed
+	}
 	for i := range sy.Keys {
 		s.sent = append(s.sent, sy.Keys[i])
 		sy.Keys[i].Reply = s.reply[sy.Keys[i].Key]
@@ -283,8 +288,8 @@ func TestAKeyThatOnlySucceedsCostsTheFleetNothing(t *testing.T) {
 	up := newStatusHandler(200)
 	h := b.Middleware("search")(up)
 	waitFor(t, "the key's first sync", func() bool { return len(store.sentOf("search", 0)) > 0 })
-	if first := store.sentOf("search", 0)[0]; !first.Report || first.TripFailures != 10 {
-		t.Fatalf("the first sync of the key: %+v, want a report, and 10 failures to trip", first)
+	if first := store.sentOf("search", 0)[0]; first.Report || first.TripFailures != 10 {
+		t.Fatalf("the first sync of the key: %+v, want a read, no report, and 10 failures to trip", first)
 	}
 	from := store.sentCount()
 	for range 300 { // 100 syncs' worth of successes: no news for the fleet
@@ -409,5 +414,29 @@ func TestStatusShowsTheFleetsWindow(t *testing.T) {
 	}
 	if _, _, body := serveOnce(alone.StatusHandler(), "application/json"); strings.Contains(body, `"live_replicas"`) {
 		t.Errorf("without shared state, the JSON has a fleet view:\n%s", body)
+	}
+}
+
+// TestManyNewKeysAreLearnedFromTheIndex holds that a replica whose keys are
+// all new (it starts, or traffic moves to new keys) learns the fleet's
+// holds from the store's index, not by reading every key: a sync reads a
+// few new keys, no more.
+func TestManyNewKeysAreLearnedFromTheIndex(t *testing.T) {
+	store := newFakeStore()
+	store.indexed = []string{"key-7"}
+	store.reply["key-7"] = sharedstate.Reply{Hold: &sharedstate.Hold{Generation: 1, Open: time.Minute, Nominal: time.Minute,
+		Reason: "failure_rate", Replica: "r2", Failures: 30, FailingReplicas: 2}}
+	b, _ := newSet(t, WithSharedState(store), WithPolicy(Policy{OpenFor: time.Minute, MaxOpenFor: time.Hour}))
+	defer b.Close()
+	waitFor(t, "connected", func() bool { return b.FleetStatus().Connected })
+	from := store.sentCount()
+	for i := range 1000 {
+		b.Middleware(fmt.Sprintf("key-%d", i))(newStatusHandler(200))
+	}
+	waitFor(t, "the indexed key's hold", func() bool { return b.State("key-7") == StateOpen })
+	syncs := store.syncCount()
+	waitFor(t, "more syncs", func() bool { return store.syncCount() >= syncs+5 })
+	if n := store.sentCount() - from; n > 4*maxFresh {
+		t.Errorf("1000 new keys cost %d key syncs, want the index's one and a few", n)
 	}
 }
