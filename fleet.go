@@ -106,7 +106,7 @@ func signal(c chan struct{}) {
 // are new (a replica starting, traffic moving to new keys), by reading the
 // store's index of the keys the fleet holds something for.
 func (f *fleet) touch(key string) {
-	f.mark(f.fresh, key)
+	f.mark(key, true)
 }
 
 // announced asks for key to be synced soon: the fleet announced a change of
@@ -114,11 +114,16 @@ func (f *fleet) touch(key string) {
 // this, as it does requests' wishes: a flood of announcements costs no more
 // syncs than a flood of failures.
 func (f *fleet) announced(key string) {
-	f.mark(f.dirty, key)
+	f.mark(key, false)
 }
 
-func (f *fleet) mark(keys map[string]bool, key string) {
+// mark notes key as new (fresh) or announced, for the next sync.
+func (f *fleet) mark(key string, fresh bool) {
 	f.mu.Lock()
+	keys := f.dirty
+	if fresh {
+		keys = f.fresh
+	}
 	if len(keys) < maxDirty {
 		keys[key] = true
 	} else {
@@ -375,7 +380,7 @@ func (f *fleet) syncKeys() bool {
 	}
 	if len(later) > 0 {
 		for _, key := range later {
-			f.mark(f.dirty, key)
+			f.mark(key, false)
 		}
 	}
 	if !f.exchange(s) {
