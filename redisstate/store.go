@@ -12,9 +12,12 @@
 //
 // No request waits on Redis. Each replica syncs in the background, every
 // SyncInterval (and soon after something changed), in one pipelined round
-// trip: a heartbeat, and the keys with news in a few script calls (on one
-// server, one per 256 keys; on a Cluster, one per shard, at most Shards);
-// while Redis is unreachable the replica's breakers work alone.
+// trip: a heartbeat, and the keys with news for the fleet in a few script
+// calls (on one server, one per 256 keys; on a Cluster, one per shard, at
+// most Shards). A key that only succeeds has no news: a replica reports its
+// window of a key when its failures change, and every replica reports at
+// every sync only while a fleet-wide trip is possible. While Redis is
+// unreachable the replica's breakers work alone.
 //
 // A sync gives up after five intervals or two seconds, whichever is longer,
 // and the replica counts as cut off from the fleet until one succeeds. For
@@ -27,15 +30,16 @@
 // Everything lives under the prefix (WithPrefix). A breaker key's state is
 // four Redis keys that share the hash tag of the key's shard, so that a
 // Redis Cluster keeps a shard on one node and one script call can update
-// all of its keys atomically; what a replica sent last is one hash per
-// shard, read and written once per sync:
+// all of its keys atomically; a shard has an index of the keys the fleet
+// holds something for, and a record per replica of its last sync applied:
 //
-//	{<prefix>:<shard>}:rep:<replica> what the replica sent last of each key of the shard (its totals), and its last sync's number
-//	{<prefix>:<shard>}:<key>:win     the fleet's rolling window: outcome counts per bucket, failures per replica
+//	{<prefix>:<shard>}:rep:<replica> the session and number of the replica's last sync whose requests were applied
+//	{<prefix>:<shard>}:idx           the keys of the shard with a hold, a command or a gathering
+//	{<prefix>:<shard>}:<key>:win     the fleet's window: each replica's latest report of its own, and their sums
 //	{<prefix>:<shard>}:<key>:hold    the fleet-wide hold on the key, if any
 //	{<prefix>:<shard>}:<key>:leases  the probe leases of the hold
 //	{<prefix>:<shard>}:<key>:cmd     the latest manual command (ForceOpen, ForceClose, Release, Reset, Probe)
-//	{<prefix>}:replicas              the replicas that synced lately
+//	{<prefix>}:replicas              the replicas that synced lately (and :v, the version of that set)
 //	<prefix>:events                  the pub/sub channel that announces changes
 //
 // Every key has a TTL, renewed while the fleet uses it: a fleet that goes
