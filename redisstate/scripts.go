@@ -16,27 +16,33 @@ import "github.com/redis/go-redis/v9"
 // heartbeat notes that a replica is live, and returns the server's run id
 // (which changes when a failover or a restart puts another server behind
 // the address), its clock in microseconds, by which the replica dates its
-// manual changes, and the live replicas: their number, the version of
-// their set (new whenever one joins or leaves) and, if the replica's
-// version is not that one, their names.
+// manual changes, and the live replicas: their number, the version of their
+// set (new whenever one joins or leaves) and their names if the replica's
+// version is not that one. It renews the keys' TTLs when half of it has
+// gone, not at every sync.
 //
 //	KEYS: replicas (a sorted set: replica -> Redis time of its last sync, ms),
-//	      its version (a hash: v -> the version, n -> how many)
+//	      its version (a hash: v -> the version, n -> how many, e -> when the TTLs were renewed)
 //	ARGV: replica, live (ms), the version of the set the replica knows
 var heartbeat = redis.NewScript(`
 local t = redis.call('TIME')
 local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(nowUs / 1000)
-for _, k in ipairs({{KEYS[1], 'zset'}, {KEYS[2], 'hash'}}) do
-  local ty = redis.call('TYPE', k[1])['ok']
-  if ty ~= 'none' and ty ~= k[2] then redis.call('DEL', k[1]) end
-end
 local live = tonumber(ARGV[2])
-local joined = redis.call('ZADD', KEYS[1], now, ARGV[1])
+-- A key of the wrong type (written by someone else) is deleted.
+local function call(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then
+    local k = select(2, ...)
+    redis.call('DEL', k)
+    r = redis.call(...)
+  end
+  return r
+end
+local joined = call('ZADD', KEYS[1], now, ARGV[1])
 local left = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - live))
-redis.call('PEXPIRE', KEYS[1], 2 * live)
-local v = redis.call('HMGET', KEYS[2], 'v', 'n')
-local ver, n = v[1], tonumber(v[2])
+local v = call('HMGET', KEYS[2], 'v', 'n', 'e')
+local ver, n, e = v[1], tonumber(v[2]), tonumber(v[3])
 local names = nil
 if joined > 0 or left > 0 or not ver or not n then
   names = redis.call('ZRANGE', KEYS[1], 0, 9999)
@@ -45,7 +51,11 @@ if joined > 0 or left > 0 or not ver or not n then
   ver, n = new, #names
   redis.call('HSET', KEYS[2], 'v', ver, 'n', n)
 end
-redis.call('PEXPIRE', KEYS[2], 2 * live)
+if not e or now - e > live / 2 then
+  redis.call('HSET', KEYS[2], 'e', now)
+  redis.call('PEXPIRE', KEYS[1], 2 * live)
+  redis.call('PEXPIRE', KEYS[2], 2 * live)
+end
 if ARGV[3] ~= ver and names == nil then names = redis.call('ZRANGE', KEYS[1], 0, 9999) end
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
 return {run, names or false, nowUs, ver, n}
