@@ -296,7 +296,6 @@ func dataProblem(kind string) bool {
 // keyWork is one key's part of a sync, as the loop prepared it.
 type keyWork struct {
 	target  *breaker // nil: a key this replica has no breaker for
-	fail    uint64   // the key's failure total when prepared
 	command *command
 }
 
@@ -339,7 +338,7 @@ func (f *fleet) syncKeys() bool {
 			delete(dirty, br.key)
 		}
 		isNew := len(fresh) > 0 && fresh[br.key]
-		rep, fail := kf.prepare(br, full, announced, quorum)
+		rep := kf.prepare(br, full, announced)
 		var c *command
 		if len(pending) > 0 {
 			c = pending[br.key]
@@ -374,9 +373,9 @@ func (f *fleet) syncKeys() bool {
 			carried++
 		}
 		ks := kf.keySync(br)
-		rep.fill(&ks)
+		rep.fill(&ks, br, quorum)
 		ks.Probe, ks.Lease = probe, lease
-		w := keyWork{target: br, fail: fail}
+		w := keyWork{target: br}
 		if c != nil {
 			cmd := c.Command
 			cmd.Age = time.Duration(br.clock.now() - c.made)
@@ -429,7 +428,7 @@ func (f *fleet) syncKeys() bool {
 				"key", quoteKey(ks.Key), "problem", ks.Err.Error())
 			continue
 		}
-		kf.acked(ks, w.fail)
+		kf.acked(ks)
 		kf.apply(w.target, ks, w.command)
 		if h := kf.trip(w.target, ks.Reply, f.liveReplicas()); h != nil { // as this sync's heartbeat heard them
 			t := kf.keySync(w.target)

@@ -21,23 +21,27 @@ import (
 type reported struct {
 	failures  uint64 // the failures in the window last reported
 	over      bool   // whether that window met the policy's rate alone
-	seen      uint64 // the key's failure total when it was reported
 	gathering bool   // the fleet gathers the key: report at every sync
 }
 
 // windowReport is what a sync tells the fleet of this replica's window of
 // a key (sharedstate.KeySync's fields of the same names).
 type windowReport struct {
-	Report               bool
-	Successes, Failures  uint64
-	Over                 bool
-	TripFailures, Quorum int
+	Report              bool
+	Successes, Failures uint64
+	Over                bool
 }
 
-// fill copies r into ks.
-func (r windowReport) fill(ks *sharedstate.KeySync) {
+// fill copies r into ks, with when br's key could trip fleet-wide: at least
+// TripFailures failures in the fleet's window (FailureRate x MinRequests:
+// fewer never meet the rate over MinRequests), from Quorum replicas (capped
+// by the live ones, quorum); none, for a policy that never trips it.
+func (r windowReport) fill(ks *sharedstate.KeySync, br *breaker, quorum int) {
 	ks.Report, ks.Successes, ks.Failures, ks.Over = r.Report, r.Successes, r.Failures, r.Over
-	ks.TripFailures, ks.Quorum = r.TripFailures, r.Quorum
+	if p := br.policy; br.mode != ModeDisabled && p.FailureRate != Off {
+		ks.TripFailures = max(1, int(math.Ceil(p.FailureRate*float64(p.MinRequests))))
+		ks.Quorum = max(1, min(p.Quorum, quorum))
+	}
 }
 
 // prepare returns the report of br's window to send, if the fleet should
@@ -48,43 +52,37 @@ func (r windowReport) fill(ks *sharedstate.KeySync) {
 // since it was last reported is not even counted: a key that only succeeds
 // costs the fleet nothing. (A report an earlier breaker of the key left in
 // the store, with failures, ages out with the window, or is replaced at the
-// first change.) quorum is the
-// key's quorum, capped by the live replicas. It returns the key's failure
-// total too, which a reply's ack notes.
-func (kf *keyFleet) prepare(br *breaker, full, announced bool, quorum int) (windowReport, uint64) {
+// first change.)
+func (kf *keyFleet) prepare(br *breaker, full, announced bool) windowReport {
+	r := &kf.reported
+	var rep windowReport
+	// The common case first, reading only this keyFleet: no failure since
+	// the loop last looked, and none in the window it last reported.
+	if !r.gathering && !announced && r.failures == 0 && !kf.failedSince.Load() {
+		return rep
+	}
+	kf.failedSince.Store(false) // before the total: a failure from now on is seen next time
 	p := br.policy
-	fail := br.tallies.sum(tallyFailure)
-	if kf.sentF.Load() != fail {
+	if fail := br.tallies.sum(tallyFailure); kf.sentF.Load() != fail {
 		kf.sentF.Store(fail)
 	}
-	var rep windowReport
 	if br.mode == ModeDisabled || p.FailureRate == Off {
-		return rep, fail // it never trips fleet-wide
-	}
-	rep.TripFailures = max(1, int(math.Ceil(p.FailureRate*float64(p.MinRequests))))
-	rep.Quorum = max(1, min(p.Quorum, quorum))
-	r := &kf.reported
-	if !r.gathering && !announced && r.failures == 0 && fail == r.seen {
-		return rep, fail
+		return rep // it never trips fleet-wide
 	}
 	c := br.win.Load().counts(br.clock.now())
 	over := c.failure > 0 && float64(c.failure)/float64(c.failure+c.success) >= p.FailureRate
 	if r.gathering || announced || c.failure != r.failures || over != r.over || full && c.failure > 0 {
 		rep.Report, rep.Successes, rep.Failures, rep.Over = true, c.success, c.failure, over
 	}
-	return rep, fail
+	return rep
 }
 
 // acked notes what the store has of this replica's window after a sync of
-// ks, prepared when the key's failure total was fail, and whether the fleet
-// gathers the key.
-func (kf *keyFleet) acked(ks *sharedstate.KeySync, fail uint64) {
+// ks, and whether the fleet gathers the key.
+func (kf *keyFleet) acked(ks *sharedstate.KeySync) {
 	r := &kf.reported
 	if ks.Report {
 		r.failures, r.over = ks.Failures, ks.Over
-	}
-	if ks.Report || r.failures == 0 {
-		r.seen = fail
 	}
 	r.gathering = ks.Reply.Gathering
 }

@@ -21,9 +21,12 @@ type keyFleet struct {
 	// probeOut is the result of a fleet probe, for the loop to report.
 	probeOut atomic.Pointer[sharedstate.ProbeResult]
 	// The failure total the loop last looked at; a failure wakes the loop
-	// once nudgeAt more are not seen.
-	sentF   atomic.Uint64
-	nudgeAt uint64
+	// once nudgeAt more are not seen. failedSince says a failure came
+	// since: until one does, the loop need not look at a key whose window
+	// held no failures.
+	sentF       atomic.Uint64
+	nudgeAt     uint64
+	failedSince atomic.Bool
 	// view is the fleet's window of the key at its last sync, for Status.
 	view atomic.Pointer[FleetView]
 
@@ -118,6 +121,9 @@ func (kf *keyFleet) reset() {
 // of MinRequests, so that the fleet hears of a dead upstream at once, and a
 // trickle of failures costs no extra syncs.
 func (kf *keyFleet) failed(failures uint64) {
+	if !kf.failedSince.Load() {
+		kf.failedSince.Store(true)
+	}
 	if failures-kf.sentF.Load() >= kf.nudgeAt {
 		kf.link.poke()
 	}
