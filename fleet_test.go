@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"reflect"
 	"slices"
 	"strings"
@@ -473,4 +474,70 @@ func BenchmarkSyncOfKeysThatOnlySucceed(b *testing.B) {
 		b.Fatalf("syncs of keys that only succeed carried %d of them", n)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10000, "ns/key")
+}
+
+// TestFleetReportsUnderConcurrentTraffic runs many goroutines of traffic,
+// failures among it, beside readers of the status and manual control,
+// while the loop syncs: under -race it checks the fleet's state shared
+// with the request path and the status (a failure's mark, the fleet's
+// view), and that every key that failed was reported with its failures.
+func TestFleetReportsUnderConcurrentTraffic(t *testing.T) {
+	store := newFakeStore()
+	b, _ := newSet(t, WithSharedState(store), WithPolicy(Policy{FailureRate: 0.9, MinRequests: 1000, Window: time.Minute}))
+	defer b.Close()
+	const keys = 20
+	hs := make([]http.Handler, keys)
+	for i := range hs {
+		code := 200
+		if i%2 == 0 {
+			code = 500 // the even keys fail now and then
+		}
+		hs[i] = b.Middleware(fmt.Sprintf("key-%d", i))(newStatusHandler(code))
+	}
+	waitFor(t, "connected", func() bool { return b.FleetStatus().Connected })
+	store.set("key-1", sharedstate.Reply{Successes: 5, Failures: 1, FailingReplicas: 1, Gathering: true})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				record(hs[(g+n)%keys], "/")
+			}
+		})
+	}
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for _, s := range b.Snapshot() {
+					if s.Fleet != nil && s.Fleet.LiveReplicas < 0 {
+						t.Error("a negative count of live replicas")
+					}
+				}
+				_ = b.ForceClose("key-3")
+				_ = b.Release("key-3")
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	waitFor(t, "every key that failed reported with its failures", func() bool {
+		for i := 0; i < keys; i += 2 {
+			sent := store.sentOf(fmt.Sprintf("key-%d", i), 0)
+			if len(sent) == 0 || !sent[len(sent)-1].Report || sent[len(sent)-1].Failures == 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
