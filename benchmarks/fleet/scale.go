@@ -69,7 +69,8 @@ const scaleSetup = "Replicas in one process, each with its own `Breakers`, `Stor
 	"response a success; for %v, one more key trips fleet-wide every second: a quiet key (no other traffic) to " +
 	"which every replica sends 5 failures, short of the 20 its own breaker needs, so that the fleet's window trips " +
 	"it. *Key syncs/s*: the keys that the replicas' syncs carried to Redis, per second (a key that only succeeds is " +
-	"carried at its first sync, and then only if the fleet announces it). *Redis CPU*: Redis's own user and system " +
+	"read when its breaker is new, or found in the fleet's index when many are, and then only when the fleet " +
+	"announces it). *Redis CPU*: Redis's own user and system " +
 	"CPU time (`INFO cpu`) over the run, summed over the masters: 1.0 is one core. Every replica and Redis share " +
 	"this machine's cores, which a real fleet does not. "
 
