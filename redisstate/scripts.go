@@ -376,7 +376,7 @@ for g = 1, ngroups do
       -- One write: the report, the sums, the gathering, and the TTL only
       -- when half of it has gone.
       local ttl = math.max(2 * window, keep)
-      local e = int(m[8], 0, 2^53)
+      local e = int(m[8], 0, now + ttl) -- past that, not what this script wrote: the TTL is set again
       local fields = {'S', S, 'F', F, 'N', N, 'U', U, 'x', x}
       if entry then fields[#fields + 1], fields[#fields + 2] = 'r:' .. replica, entry end
       if gat then fields[#fields + 1], fields[#fields + 2], fields[#fields + 3], fields[#fields + 4] = 'g', gat, 'C', C end

@@ -165,7 +165,7 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	// future, a date that is not an integer.
 	other := redisstate.KeysOf(s, "search")
 	raw.HSet(ctx, other[win], "S", "many", "F", "1e300", "N", "-3", "U", "nan", "r:mallory", "garbage",
-		"r:eve", "1 1 99999999999999 5 5 1", "x", "y")
+		"r:eve", "1 1 99999999999999 5 5 1", "x", "y", "e", "9007199254740992") // e: its TTL was set for ever
 	raw.HSet(ctx, other[cmd], "at", "1.5", "kind", "force_open", "for", 0)
 	p := fleetPolicy()
 	p.MaxOpenFor = 5 * time.Second
@@ -180,6 +180,9 @@ func TestHostileDataIsIgnored(t *testing.T) {
 		rp := read("observer", sharedstate.KeySync{Key: "search"})
 		return rp.Failures == 3 && rp.Successes == 0 && rp.FailingReplicas == 1
 	})
+	if ttl := raw.PTTL(ctx, other[win]).Val(); ttl <= 0 {
+		t.Errorf("a window that claimed its TTL was set for ever has none: %v", ttl)
+	}
 	if err := r.set.ForceOpen("search", time.Minute); err != nil {
 		t.Fatal(err)
 	}
