@@ -37,11 +37,11 @@ type fleet struct {
 	cancel  context.CancelFunc
 	stopped chan struct{} // closed when the loop and its watcher have returned
 	// wake asks for a sync soon: for requests (a failure, a half-open key's
-	// wish for a lease, a probe's result), for what another replica
-	// announced, for a new key; the loop bounds how often it heeds it.
-	// urgent asks for a sync now, for an operator's change. Both have
-	// capacity 1.
-	wake, urgent chan struct{}
+	// wish for a lease, a probe's result), for a new key; told, for keys
+	// the fleet announced, which a sync of those keys alone serves; the
+	// loop bounds how often it heeds either. urgent asks for a sync now,
+	// for an operator's change. All have capacity 1.
+	wake, told, urgent chan struct{}
 
 	clock      *clock
 	session    uint64        // tells this set from an earlier one of the same replica name
@@ -67,11 +67,12 @@ type fleet struct {
 	problems, met map[string]bool
 	added         bool // a breaker was made since breakers was read
 
-	// Loop-only: the set's breakers as last read, which the loop reads
-	// again when one was made (the dropped ones it skips) or every full
-	// sync: reading them from the set at every sync costs as much as the
-	// rest of the sync at ten thousand keys.
+	// Loop-only: the set's breakers as last read, and by key, which the
+	// loop reads again when one was made (the dropped ones it skips) or
+	// every full sync: reading them from the set at every sync costs as
+	// much as the rest of the sync at ten thousand keys.
 	breakers []*breaker
+	byKey    map[string]*breaker
 }
 
 // newFleet returns the link to the fleet through s of the set whose
@@ -82,7 +83,7 @@ func newFleet(all func() []*breaker, c *clock, notes *notifier, s sharedstate.St
 	_, _ = rand.Read(session[:])
 	return &fleet{all: all, clock: c, notes: notes, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
 		session: binary.LittleEndian.Uint64(session[:]),
-		stopped: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
+		stopped: make(chan struct{}), wake: make(chan struct{}, 1), told: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
 		pending: map[string]*command{}, dirty: map[string]bool{}, fresh: map[string]bool{}, problems: map[string]bool{}, met: map[string]bool{},
 		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "shared_sync_seconds",
 			Help:    "Round-trip time of this replica's syncs with the shared state.",
@@ -117,6 +118,7 @@ func (f *fleet) touch(key string) {
 	f.mu.Lock()
 	f.added = true
 	f.mu.Unlock()
+	f.poke()
 }
 
 // announced asks for key to be synced soon: the fleet announced a change of
@@ -125,6 +127,7 @@ func (f *fleet) touch(key string) {
 // syncs than a flood of failures.
 func (f *fleet) announced(key string) {
 	f.mark(key, false)
+	signal(f.told)
 }
 
 // mark notes key as new (fresh) or announced, for the next sync.
@@ -140,7 +143,6 @@ func (f *fleet) mark(key string, fresh bool) {
 		f.full = true // a flood of keys: the next sync reads the store's index
 	}
 	f.mu.Unlock()
-	f.poke()
 }
 
 // maxDirty bounds the keys waiting for the next sync, announced or new.
@@ -191,9 +193,15 @@ func (f *fleet) loop() {
 	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	next := time.Now() // when the timer fires
+	reset := func(d time.Duration) {
+		next = time.Now().Add(d)
+		timer.Reset(d)
+	}
 	var failures int
 	var last time.Time
 	for {
+		announced := false
 		select {
 		case <-f.life.Done():
 			return
@@ -212,18 +220,41 @@ func (f *fleet) loop() {
 				continue
 			}
 			if wait := f.every/10 - time.Since(last); wait > 0 {
-				timer.Reset(wait)
+				reset(wait)
 				continue
 			}
+		case <-f.told:
+			// Keys the fleet announced, within the same bound: a sync of
+			// those keys alone, which leaves the interval's sync where it
+			// is. Past the bound, the timer's sync carries them.
+			if failures > 0 {
+				continue
+			}
+			if wait := f.every/10 - time.Since(last); wait > 0 {
+				if time.Until(next) > wait {
+					reset(wait)
+				}
+				continue
+			}
+			announced = true
 		}
 		last = time.Now()
-		if f.syncKeys() {
+		if announced {
+			if !f.syncKeys(true) {
+				failures++
+				reset(min(f.every<<min(failures, 10), max(maxBackoff, f.every)))
+			} else if time.Until(next) < f.every/10 {
+				reset(f.every / 10) // the bound holds for the timer's sync too
+			}
+			continue
+		}
+		if f.syncKeys(false) {
 			failures = 0
-			timer.Reset(f.every)
+			reset(f.every)
 			continue
 		}
 		failures++
-		timer.Reset(min(f.every<<min(failures, 10), max(maxBackoff, f.every)))
+		reset(min(f.every<<min(failures, 10), max(maxBackoff, f.every)))
 	}
 }
 
@@ -303,11 +334,15 @@ type keyWork struct {
 // reports: a flood of announcements costs a bounded sync.
 const maxAbsent = 64
 
-// syncKeys runs one round with the store, and reports whether it reached it.
-func (f *fleet) syncKeys() bool {
+// syncKeys runs one round with the store, and reports whether it reached
+// it: of every key with something to tell, or, announced, of the keys the
+// fleet announced (and those with a manual change or new) alone.
+func (f *fleet) syncKeys(announced bool) bool {
 	f.mu.Lock()
-	full := f.full || f.syncs.Load()%fullEvery == 0
-	f.full = false
+	full := !announced && (f.full || f.syncs.Load()%fullEvery == 0)
+	if !announced {
+		f.full = false
+	}
 	dirty, pending, fresh := f.dirty, f.pending, f.fresh
 	f.dirty, f.pending, f.fresh = map[string]bool{}, map[string]*command{}, map[string]bool{}
 	clear(f.met)
@@ -316,6 +351,30 @@ func (f *fleet) syncKeys() bool {
 	f.mu.Unlock()
 	if added || full || f.breakers == nil {
 		f.breakers = f.all() // after added was cleared: a breaker made now is read next time
+		f.byKey = make(map[string]*breaker, len(f.breakers))
+		for _, br := range f.breakers {
+			f.byKey[br.key] = br
+		}
+	}
+	candidates := f.breakers
+	if announced {
+		candidates = nil
+		picked := map[string]bool{}
+		pick := func(key string) {
+			if br := f.byKey[key]; br != nil && !picked[key] {
+				picked[key] = true
+				candidates = append(candidates, br)
+			}
+		}
+		for key := range dirty {
+			pick(key)
+		}
+		for key := range fresh {
+			pick(key)
+		}
+		for key := range pending {
+			pick(key)
+		}
 	}
 	if len(fresh) > maxFresh {
 		full, fresh = true, nil // the index lists the new keys to read
@@ -326,7 +385,7 @@ func (f *fleet) syncKeys() bool {
 	var work []keyWork
 	var later []string // announced or new keys past maxCarried
 	carried := 0
-	for _, br := range f.breakers {
+	for _, br := range candidates {
 		if br.dropped.Load() {
 			continue // idle: a new breaker serves its key, if any
 		}

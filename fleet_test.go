@@ -464,11 +464,11 @@ func BenchmarkSyncOfKeysThatOnlySucceed(b *testing.B) {
 	f.cancel() // the loop stops: the benchmark syncs in its place
 	<-f.stopped
 	for range 3 { // the first syncs read the new keys
-		f.syncKeys()
+		f.syncKeys(false)
 	}
 	from := store.sentCount()
 	for b.Loop() {
-		f.syncKeys()
+		f.syncKeys(false)
 	}
 	if n := store.sentCount() - from; n > 0 {
 		b.Fatalf("syncs of keys that only succeed carried %d of them", n)
