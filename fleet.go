@@ -115,9 +115,6 @@ func signal(c chan struct{}) {
 // store's index of the keys the fleet holds something for.
 func (f *fleet) touch(key string) {
 	f.mark(key, true)
-	f.mu.Lock()
-	f.added = true
-	f.mu.Unlock()
 	f.poke()
 }
 
@@ -135,7 +132,7 @@ func (f *fleet) mark(key string, fresh bool) {
 	f.mu.Lock()
 	keys := f.dirty
 	if fresh {
-		keys = f.fresh
+		keys, f.added = f.fresh, true
 	}
 	if len(keys) < maxDirty {
 		keys[key] = true
