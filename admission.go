@@ -165,8 +165,14 @@ func (br *breaker) done(t ticket, v verdict, now int64) {
 		br.window.apart(kind, t.line)
 	}
 	if v.outcome == Failure && br.fleet != nil {
-		br.fleet.failed(br.counters.approx(countFailure))
+		br.fleet.failed(br.failures())
 	}
+}
+
+// failures returns about how many calls failed, slow ones included: for
+// the fleet's nudges, not a total.
+func (br *breaker) failures() uint64 {
+	return br.counters.approx(countFailure) + br.counters.approx(countSlowFailure)
 }
 
 // countOf is the counter a verdict adds to.

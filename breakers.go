@@ -76,6 +76,7 @@ func New(opts ...Option) (*Breakers, error) {
 		if b.replica == "" {
 			b.replica = defaultReplica()
 		}
+		b.notifier.replica = b.replica
 		b.fleet = newFleet(b.all, &b.clock, b.notifier, b.shared, b.replica, b.namespace)
 	}
 	if b.registerer != nil {

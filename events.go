@@ -58,7 +58,7 @@ func (r Reason) trips() bool {
 // attrs returns the event's log attributes, rounded for people to read:
 // durations to the millisecond, the failure rate to three digits. The Event
 // keeps the exact values.
-func (e *Event) attrs() []slog.Attr {
+func (e *Event) attrs(self string) []slog.Attr {
 	attrs := make([]slog.Attr, 0, 13)
 	attrs = append(attrs,
 		slog.String("key", e.Key),
@@ -109,7 +109,13 @@ func (e *Event) attrs() []slog.Attr {
 		attrs = append(attrs, slog.Any("blamed_on", e.BlamedOn))
 	}
 	if e.Fleet {
-		attrs = append(attrs, slog.Bool("fleet", true), slog.String("replica", e.Replica))
+		attrs = append(attrs, slog.Bool("fleet", true))
+		// The replica that made the change, unless it is this one (self),
+		// which the user's logger names if it names replicas at all; under
+		// a name that a logger's With("replica", ...) does not repeat.
+		if e.Replica != "" && e.Replica != self {
+			attrs = append(attrs, slog.String("fleet_replica", e.Replica))
+		}
 		if e.FailingReplicas > 0 {
 			attrs = append(attrs, slog.Int("failing_replicas", e.FailingReplicas))
 		}

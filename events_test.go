@@ -227,7 +227,7 @@ func TestLogRecordsRoundWhatPeopleRead(t *testing.T) {
 	e := Event{Key: "k", Transition: Transition{From: StateClosed, To: StateOpen, Reason: ReasonFailureRate,
 		Failures: 5, Successes: 118, OpenFor: 5086943473, ProbeRanFor: 500 * time.Microsecond}}
 	attrs := map[string]string{}
-	for _, a := range e.attrs() {
+	for _, a := range e.attrs("") {
 		attrs[a.Key] = a.Value.String()
 	}
 	if attrs["failure_rate"] != "0.041" || attrs["open_for"] != "5.087s" || attrs["probe_ran_for"] != "500µs" {

@@ -3,10 +3,14 @@ package httpbreaker
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,13 +37,14 @@ type fleet struct {
 	cancel  context.CancelFunc
 	stopped chan struct{} // closed when the loop and its watcher have returned
 	// wake asks for a sync soon: for requests (a failure, a half-open key's
-	// wish for a lease, a probe's result), for what another replica
-	// announced, for a new key; the loop bounds how often it heeds it.
-	// urgent asks for a sync now, for an operator's change. Both have
-	// capacity 1.
-	wake, urgent chan struct{}
+	// wish for a lease, a probe's result), for a new key; told, for keys
+	// the fleet announced, which a sync of those keys alone serves; the
+	// loop bounds how often it heeds either. urgent asks for a sync now,
+	// for an operator's change. All have capacity 1.
+	wake, told, urgent chan struct{}
 
 	clock      *clock
+	session    uint64        // tells this set from an earlier one of the same replica name
 	seq        atomic.Uint64 // numbers the syncs
 	connected  atomic.Bool
 	lostAt     atomic.Int64 // when the link last dropped, ns since the epoch
@@ -50,23 +55,36 @@ type fleet struct {
 
 	mu      sync.Mutex          // guards the fields below
 	pending map[string]*command // manual changes to send, the latest per key
-	dirty   map[string]bool     // keys another replica changed
+	dirty   map[string]bool     // keys the fleet announced
+	fresh   map[string]bool     // keys with a new breaker here
 	full    bool                // sync every key next time
 	// The most replicas heard of lately, and when.
 	mostReplicas int
 	mostAt       time.Time
 
-	// Loop-only.
-	warned map[string]bool // the kinds of bad data logged so far
+	// The kinds of problem logged and not cleared since (problems), and
+	// those met in the current sync (met).
+	problems, met map[string]bool
+	added         bool // a breaker was made since breakers was read
+
+	// Loop-only: the set's breakers as last read, and by key, which the
+	// loop reads again when one was made (the dropped ones it skips) or
+	// every full sync: reading them from the set at every sync costs as
+	// much as the rest of the sync at ten thousand keys.
+	breakers []*breaker
+	byKey    map[string]*breaker
 }
 
 // newFleet returns the link to the fleet through s of the set whose
 // breakers all returns, as replica.
 func newFleet(all func() []*breaker, c *clock, n *notifier, s sharedstate.Store, replica, namespace string) *fleet {
 	life, cancel := context.WithCancel(context.Background())
+	var session [8]byte
+	_, _ = rand.Read(session[:])
 	return &fleet{all: all, clock: c, notifier: n, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
-		stopped: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
-		pending: map[string]*command{}, dirty: map[string]bool{}, warned: map[string]bool{},
+		session: binary.LittleEndian.Uint64(session[:]),
+		stopped: make(chan struct{}), wake: make(chan struct{}, 1), told: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
+		pending: map[string]*command{}, dirty: map[string]bool{}, fresh: map[string]bool{}, problems: map[string]bool{}, met: map[string]bool{},
 		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "shared_sync_seconds",
 			Help:    "Round-trip time of this replica's syncs with the shared state.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}})}
@@ -91,16 +109,52 @@ func signal(c chan struct{}) {
 	}
 }
 
-// touch asks for key to be synced soon: another replica changed it, or it
-// has a new breaker, which learns the fleet's hold and manual state. The
-// loop bounds how often it heeds this, as it does requests' wishes: a flood
-// of announcements costs no more syncs than a flood of failures.
+// touch asks for key to be synced soon, for its new breaker, which learns
+// the fleet's hold and manual state: by reading the key, or, when many keys
+// are new (a replica starting, traffic moving to new keys), by reading the
+// store's index of the keys the fleet holds something for.
 func (f *fleet) touch(key string) {
-	f.mu.Lock()
-	f.dirty[key] = true
-	f.mu.Unlock()
+	f.mark(key, true)
 	f.poke()
 }
+
+// announced asks for key to be synced soon: the fleet announced a change of
+// it (another replica's, or a gathering). The loop bounds how often it heeds
+// this, as it does requests' wishes: a flood of announcements costs no more
+// syncs than a flood of failures.
+func (f *fleet) announced(key string) {
+	f.mark(key, false)
+	signal(f.told)
+}
+
+// mark notes key as new (fresh) or announced, for the next sync.
+func (f *fleet) mark(key string, fresh bool) {
+	f.mu.Lock()
+	keys := f.dirty
+	if fresh {
+		keys, f.added = f.fresh, true
+	}
+	if len(keys) < maxDirty {
+		keys[key] = true
+	} else {
+		f.full = true // a flood of keys: the next sync reads the store's index
+	}
+	f.mu.Unlock()
+}
+
+// maxDirty bounds the keys waiting for the next sync, announced or new.
+const maxDirty = 4096
+
+// maxFresh is how many new breakers a sync reads the keys of: past it, it
+// reads the store's index instead, which lists the keys it should read.
+const maxFresh = 32
+
+// maxCarried bounds the keys a sync carries for reports and reads; the
+// rest wait for the next sync. Keys with a manual change, a probe's result
+// or a lease to ask for are always carried. A replica that starts, or hears
+// of many keys at once, does not send Redis one huge sync that could time
+// out and be sent again whole.
+const maxCarried = 1024
 
 // command is a manual change this replica made, and when (ns since the
 // set's epoch), so that the store dates it by when it was made.
@@ -136,9 +190,15 @@ func (f *fleet) loop() {
 	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	next := time.Now() // when the timer fires
+	reset := func(d time.Duration) {
+		next = time.Now().Add(d)
+		timer.Reset(d)
+	}
 	var failures int
 	var last time.Time
 	for {
+		announced := false
 		select {
 		case <-f.life.Done():
 			return
@@ -157,18 +217,41 @@ func (f *fleet) loop() {
 				continue
 			}
 			if wait := f.every/10 - time.Since(last); wait > 0 {
-				timer.Reset(wait)
+				reset(wait)
 				continue
 			}
+		case <-f.told:
+			// Keys the fleet announced, within the same bound: a sync of
+			// those keys alone, which leaves the interval's sync where it
+			// is. Past the bound, the timer's sync carries them.
+			if failures > 0 {
+				continue
+			}
+			if wait := f.every/10 - time.Since(last); wait > 0 {
+				if time.Until(next) > wait {
+					reset(wait)
+				}
+				continue
+			}
+			announced = true
 		}
 		last = time.Now()
-		if f.syncKeys() {
+		if announced {
+			if !f.syncKeys(true) {
+				failures++
+				reset(min(f.every<<min(failures, 10), max(maxBackoff, f.every)))
+			} else if time.Until(next) < f.every/10 {
+				reset(f.every / 10) // the bound holds for the timer's sync too
+			}
+			continue
+		}
+		if f.syncKeys(false) {
 			failures = 0
-			timer.Reset(f.every)
+			reset(f.every)
 			continue
 		}
 		failures++
-		timer.Reset(min(f.every<<min(failures, 10), max(maxBackoff, f.every)))
+		reset(min(f.every<<min(failures, 10), max(maxBackoff, f.every)))
 	}
 }
 
@@ -179,7 +262,7 @@ func (f *fleet) watch(done chan struct{}) {
 	defer close(done)
 	changed := func(key string) {
 		if checkKey(key) == nil {
-			f.touch(key)
+			f.announced(key)
 		}
 	}
 	for wait := f.every; ; wait = min(2*wait, maxBackoff) {
@@ -189,10 +272,11 @@ func (f *fleet) watch(done chan struct{}) {
 			return
 		}
 		if time.Since(start) > maxBackoff {
-			wait = f.every // it had worked a while: retry soon
+			wait = f.every // it had worked a while: retry soon, and a failure now is a new one
+			f.clear(func(kind string) bool { return kind == "watch" })
 		}
 		if err != nil {
-			f.warn("watch", "circuit breaker fleet: watching the shared state failed; retrying", "problem", err.Error())
+			f.problem("watch", "circuit breaker fleet: watching the shared state failed; retrying", "problem", err.Error())
 		}
 		select {
 		case <-f.life.Done():
@@ -205,80 +289,176 @@ func (f *fleet) watch(done chan struct{}) {
 	}
 }
 
-// warn logs a problem of the fleet's once per kind, for the life of the
-// set: a store that keeps failing, or keeps sending bad data, fills no
-// logs. Only the loop and the watcher call it, which kind keeps apart.
-func (f *fleet) warn(kind, msg string, args ...any) {
+// problem logs a problem of the fleet's once for as long as it lasts: a
+// store that keeps failing, or keeps sending bad data, fills no logs. Once
+// it has cleared (clear), it is logged again if it comes back. kind tells
+// problems apart: the store unreachable, the watch failing, a key the
+// store could not sync, each kind of bad data, each warning of the store.
+func (f *fleet) problem(kind, msg string, args ...any) {
 	f.mu.Lock()
-	seen := f.warned[kind]
-	f.warned[kind] = true
+	logged := f.problems[kind]
+	f.problems[kind], f.met[kind] = true, true
 	f.mu.Unlock()
-	if !seen {
+	if !logged {
 		f.notifier.log(slog.LevelWarn, msg, args...)
 	}
 }
 
-// keyWork is one key's part of a sync, as the loop prepared it.
-type keyWork struct {
-	target     *breaker
-	succ, fail uint64 // the totals sent
-	command    *command
+// clear notes that the problems of the kinds gone says are over.
+func (f *fleet) clear(gone func(kind string) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for kind := range f.problems {
+		if gone(kind) {
+			delete(f.problems, kind)
+		}
+	}
 }
 
-// syncKeys runs one round with the store, and reports whether it reached it.
-func (f *fleet) syncKeys() bool {
-	f.mu.Lock()
-	full := f.full || f.syncs.Load()%fullEvery == 0
-	f.full = false
-	dirty, pending := f.dirty, f.pending
-	f.dirty, f.pending = map[string]bool{}, map[string]*command{}
-	f.mu.Unlock()
+// dataProblem reports whether a kind of problem is about what the store
+// said of a key: a full sync that meets none of it again clears it.
+func dataProblem(kind string) bool {
+	return kind == "key" || strings.HasPrefix(kind, "bad ")
+}
 
-	s := &sharedstate.Sync{Replica: f.replica, Live: f.live()}
-	var work []keyWork
-	for _, br := range f.all() {
-		kf := br.fleet
-		o := br.counters.outcomes()
-		w := keyWork{target: br, succ: o.success, fail: o.failure}
-		ks := kf.keySync(br)
-		ks.Successes, ks.Failures = w.succ, w.fail
-		// What the replica's own window holds bounds what a sync may add
-		// (read after the totals, which the window is never short of). A
-		// window of the last calls bounds nothing in time: no bound.
-		if br.window.width != 0 {
-			recent := br.window.counts(br.clock.now())
-			ks.RecentSuccesses, ks.RecentFailures = recent.success, recent.failure
-		} else {
-			ks.RecentSuccesses, ks.RecentFailures = w.succ, w.fail
+// keyWork is one key's part of a sync, as the loop prepared it.
+type keyWork struct {
+	target  *breaker // nil: a key this replica has no breaker for
+	command *command
+}
+
+// maxAbsent bounds how many announced keys without a breaker here one sync
+// reports: a flood of announcements costs a bounded sync.
+const maxAbsent = 64
+
+// syncKeys runs one round with the store, and reports whether it reached
+// it: of every key with something to tell, or, announced, of the keys the
+// fleet announced (and those with a manual change or new) alone.
+func (f *fleet) syncKeys(announced bool) bool {
+	f.mu.Lock()
+	full := !announced && (f.full || f.syncs.Load()%fullEvery == 0)
+	if !announced {
+		f.full = false
+	}
+	dirty, pending, fresh := f.dirty, f.pending, f.fresh
+	f.dirty, f.pending, f.fresh = map[string]bool{}, map[string]*command{}, map[string]bool{}
+	clear(f.met)
+	added := f.added
+	f.added = false
+	f.mu.Unlock()
+	if added || full || f.breakers == nil {
+		f.breakers = f.all() // after added was cleared: a breaker made now is read next time
+		f.byKey = make(map[string]*breaker, len(f.breakers))
+		for _, br := range f.breakers {
+			f.byKey[br.key] = br
 		}
-		news := w.succ != kf.sentS.Load() || w.fail != kf.sentF.Load()
-		if c := pending[br.key]; c != nil {
+	}
+	candidates := f.breakers
+	if announced {
+		candidates = nil
+		picked := map[string]bool{}
+		pick := func(key string) {
+			if br := f.byKey[key]; br != nil && !picked[key] {
+				picked[key] = true
+				candidates = append(candidates, br)
+			}
+		}
+		for key := range dirty {
+			pick(key)
+		}
+		for key := range fresh {
+			pick(key)
+		}
+		for key := range pending {
+			pick(key)
+		}
+	}
+	if len(fresh) > maxFresh {
+		full, fresh = true, nil // the index lists the new keys to read
+	}
+
+	s := &sharedstate.Sync{Replica: f.replica, Session: f.session, Live: f.live(), Index: full}
+	quorum := f.liveReplicas()
+	var work []keyWork
+	var later []string // announced or new keys past maxCarried
+	carried := 0
+	for _, br := range candidates {
+		if br.dropped.Load() {
+			continue // idle: a new breaker serves its key, if any
+		}
+		// Most keys have nothing to tell: this is what every sync does for
+		// each, so it reads a few atomics and writes nothing.
+		kf := br.fleet
+		announced := len(dirty) > 0 && dirty[br.key]
+		if announced {
+			delete(dirty, br.key)
+		}
+		isNew := len(fresh) > 0 && fresh[br.key]
+		rep := kf.prepare(br, full, announced)
+		var c *command
+		if len(pending) > 0 {
+			c = pending[br.key]
+		}
+		var probe *sharedstate.ProbeResult
+		if kf.probeOut.Load() != nil {
+			probe = kf.probeOut.Swap(nil)
+		}
+		var lease time.Duration
+		held := kf.hold.Load()
+		if held != nil && kf.want.Load() && kf.want.Swap(false) {
+			if l := kf.lease.Load(); l == nil || l.gen != held.gen || l.used.Load() {
+				lease = kf.leaseFor(br)
+			}
+		}
+		// A key with nothing to tell is left out: what the fleet changes for
+		// it is announced, and a full sync reads what a lost announcement
+		// missed (the keys the store's index lists, and those it holds). A
+		// forced key is read at each sync, so that every replica follows the
+		// fleet's command.
+		request := c != nil || probe != nil || lease > 0
+		if !request && !rep.Report && !announced && !isNew && br.override.Load() == nil && !(full && held != nil) {
+			continue
+		}
+		if !request {
+			if carried == maxCarried {
+				if announced || isNew {
+					later = append(later, br.key)
+				}
+				continue // a report is made again at the next sync
+			}
+			carried++
+		}
+		ks := kf.keySync(br)
+		rep.fill(&ks, br, quorum)
+		ks.Probe, ks.Lease = probe, lease
+		w := keyWork{target: br}
+		if c != nil {
 			cmd := c.Command
 			cmd.Age = time.Duration(br.clock.now() - c.made)
 			ks.Command, w.command = &cmd, c
 		}
-		ks.Probe = kf.probeOut.Swap(nil)
-		held := kf.hold.Load()
-		if held != nil && kf.want.Swap(false) {
-			if l := kf.lease.Load(); l == nil || l.gen != held.gen || l.used.Load() {
-				ks.Lease = kf.leaseFor(br)
-			}
-		}
-		// A key without news is left out: what the fleet changes for it is
-		// announced (dirty), and a full sync catches what a lost
-		// announcement missed. A forced key is read at each sync, so that
-		// every replica follows the fleet's command.
-		if !full && !news && !dirty[br.key] && ks.Command == nil && ks.Probe == nil && ks.Lease == 0 &&
-			br.override.Load() == nil {
-			continue
-		}
 		s.Keys = append(s.Keys, ks)
 		work = append(work, w)
 	}
+	// Keys announced that this replica has no breaker for: the fleet may be
+	// gathering one, and waits for every live replica's report.
+	absent := 0
+	for key := range dirty {
+		if absent == maxAbsent {
+			break
+		}
+		s.Keys = append(s.Keys, sharedstate.KeySync{Key: key, Report: true, Slots: 1, Need: 1})
+		work = append(work, keyWork{})
+		absent++
+	}
+	if len(later) > 0 {
+		for _, key := range later {
+			f.mark(key, false)
+		}
+	}
 	if !f.exchange(s) {
-		// The totals are sent again next time, and the store adds what it
-		// has not added yet; manual changes are sent again, dated when they
-		// were made.
+		// Reports are made again next time; manual changes are sent again,
+		// dated when they were made.
 		f.mu.Lock()
 		for _, w := range work {
 			if c := w.command; c != nil && f.pending[w.target.key] == nil {
@@ -288,23 +468,27 @@ func (f *fleet) syncKeys() bool {
 		f.mu.Unlock()
 		return false
 	}
+	f.learn(s, work)
 	// The fleet's window may trip keys: they are sent again, at once, with
 	// the hold to make.
-	trips := &sharedstate.Sync{Replica: f.replica, Live: s.Live}
+	trips := &sharedstate.Sync{Replica: f.replica, Session: f.session, Live: s.Live}
 	var tripped []*breaker
 	for i, w := range work {
-		kf := w.target.fleet
-		kf.sent(w.succ, w.fail)
 		ks := &s.Keys[i]
+		if w.target == nil {
+			continue
+		}
+		kf := w.target.fleet
 		if ks.Err != nil {
-			f.warn("key", "circuit breaker fleet: a key could not be synced (logged once)",
+			f.problem("key", "circuit breaker fleet: a key could not be synced (logged once until every key syncs)",
 				"key", quoteKey(ks.Key), "problem", ks.Err.Error())
 			continue
 		}
+		kf.acked(ks)
 		kf.apply(w.target, ks, w.command)
-		if h := kf.fleetTrip(w.target, ks.Reply, f.liveReplicas()); h != nil {
+		if h := kf.fleetTrip(w.target, ks.Reply, f.liveReplicas()); h != nil { // as this sync's heartbeat heard them
 			t := kf.keySync(w.target)
-			t.Successes, t.Failures, t.Trip = w.succ, w.fail, h // counted by the sync before: adds nothing
+			t.Trip = h
 			trips.Keys = append(trips.Keys, t)
 			tripped = append(tripped, w.target)
 		}
@@ -316,7 +500,40 @@ func (f *fleet) syncKeys() bool {
 			}
 		}
 	}
+	if full {
+		f.mu.Lock()
+		met := maps.Clone(f.met)
+		f.mu.Unlock()
+		f.clear(func(kind string) bool { return dataProblem(kind) && !met[kind] })
+	}
 	return true
+}
+
+// learn marks for the next sync the keys of the store's index that this
+// sync did not carry and this replica has a breaker for: the fleet holds
+// something for them that an announcement may not have told.
+func (f *fleet) learn(s *sharedstate.Sync, work []keyWork) {
+	if len(s.Indexed) == 0 {
+		return
+	}
+	indexed := make(map[string]bool, len(s.Indexed))
+	for _, key := range s.Indexed {
+		indexed[key] = true
+	}
+	for i := range s.Keys {
+		delete(indexed, s.Keys[i].Key)
+	}
+	marked := false
+	f.mu.Lock()
+	for _, br := range f.all() {
+		if indexed[br.key] && len(f.dirty) < maxDirty {
+			f.dirty[br.key], marked = true, true
+		}
+	}
+	f.mu.Unlock()
+	if marked {
+		f.poke()
+	}
 }
 
 // exchange sends s to the store, and notes how it went.
@@ -334,24 +551,26 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 			return false
 		}
 		f.syncErrors.Add(1)
-		const msg = "circuit breaker fleet: shared state unreachable; each breaker goes on alone"
-		if f.connected.Swap(false) { // each time the link drops
+		if f.connected.Swap(false) {
 			f.lostAt.Store(f.clock.now())
-			f.notifier.log(slog.LevelWarn, msg, "replica", f.replica, "problem", err.Error())
-		} else { // never connected yet: once
-			f.warn("unreachable", msg, "replica", f.replica, "problem", err.Error())
 		}
+		f.problem("unreachable", "circuit breaker fleet: shared state unreachable; each breaker goes on alone (logged once until it is back)",
+			"problem", err.Error())
 		return false
 	}
 	f.rtt.Observe(time.Since(start).Seconds())
 	f.replicas.Store(int64(max(s.Replicas, 1)))
 	f.heard(max(s.Replicas, 1))
+	f.clear(func(kind string) bool { return kind == "unreachable" })
 	for _, w := range s.Warnings {
-		f.warn("store: "+w, "circuit breaker fleet: the shared state warns (logged once)", "problem", w)
+		f.problem("store: "+w, "circuit breaker fleet: the shared state warns (logged once while it does)", "problem", w)
 	}
+	f.clear(func(kind string) bool {
+		w, ok := strings.CutPrefix(kind, "store: ")
+		return ok && !slices.Contains(s.Warnings, w)
+	})
 	if !f.connected.Swap(true) {
-		f.notifier.log(slog.LevelInfo, "circuit breaker fleet: shared state connected",
-			"replica", f.replica, "replicas", max(s.Replicas, 1))
+		f.notifier.log(slog.LevelInfo, "circuit breaker fleet: shared state connected", "replicas", max(s.Replicas, 1))
 		f.mu.Lock()
 		f.full = true // learn everything the fleet did meanwhile
 		f.mu.Unlock()

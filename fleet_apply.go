@@ -2,24 +2,99 @@ package httpbreaker
 
 import (
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
 	"github.com/httpbreaker/httpbreaker/sharedstate"
 )
 
-// This file is what a sync's reply does to a key's breaker: the fleet's
-// trip decided from the fleet's window, the reply checked (a store's data
-// may be corrupt or hostile), and the fleet's manual commands and holds
-// applied. Only the fleet's loop (fleet.go) runs it.
+// This file is what a key's sync tells the fleet and what its reply does to
+// the key's breaker: this replica's window reported when the fleet needs
+// it, the fleet's trip decided from the fleet's window, the reply checked
+// (a store's data may be corrupt or hostile), and the fleet's manual
+// commands and holds applied. Only the fleet's loop (fleet.go) runs it.
+
+// reported is what the fleet has of this replica's window of a key, as far
+// as this replica knows: what it reported last, and whether the fleet
+// gathers the key. Only the loop uses it.
+type reported struct {
+	failures  uint64 // the failures in the window last reported
+	over      bool   // whether that window met the policy's rate alone
+	gathering bool   // the fleet gathers the key: report at every sync
+}
+
+// windowReport is what a sync tells the fleet of this replica's window of
+// a key (sharedstate.KeySync's fields of the same names).
+type windowReport struct {
+	Report              bool
+	Successes, Failures uint64
+	Over                bool
+}
+
+// fill copies r into ks, with when br's key could trip fleet-wide: at least
+// TripFailures failures in the fleet's window (FailureRate x MinRequests:
+// fewer never meet the rate over MinRequests), from Quorum replicas (capped
+// by the live ones, quorum); none, for a policy that never trips it.
+func (r windowReport) fill(ks *sharedstate.KeySync, br *breaker, quorum int) {
+	ks.Report, ks.Successes, ks.Failures, ks.Over = r.Report, r.Successes, r.Failures, r.Over
+	if p := br.policy; br.mode != ModeDisabled && p.FailureRate != Off {
+		ks.TripFailures = max(1, int(math.Ceil(p.FailureRate*float64(p.MinRequests))))
+		ks.Quorum = max(1, min(p.Quorum, quorum))
+	}
+}
+
+// prepare returns the report of br's window to send, if the fleet should
+// hear of it: whenever its failures or its being over the trip's rate
+// changed, when the fleet gathers the key or announced it (it may have
+// begun to gather it) and, at a full sync, while it holds failures (the
+// store may have lost its data). A key whose window has held no failures
+// since it was last reported is not even counted: a key that only succeeds
+// costs the fleet nothing. (A report an earlier breaker of the key left in
+// the store, with failures, ages out with the window, or is replaced at the
+// first change.)
+func (kf *keyFleet) prepare(br *breaker, full, announced bool) windowReport {
+	r := &kf.reported
+	var rep windowReport
+	// The common case first, reading only this keyFleet: no failure since
+	// the loop last looked, and none in the window it last reported.
+	if !r.gathering && !announced && r.failures == 0 && !kf.failedSince.Load() {
+		return rep
+	}
+	kf.failedSince.Store(false) // before the total: a failure from now on is seen next time
+	p := br.policy
+	if fail := br.failures(); kf.sentF.Load() != fail {
+		kf.sentF.Store(fail)
+	}
+	if br.mode == ModeDisabled || p.FailureRate == Off {
+		return rep // it never trips fleet-wide
+	}
+	c := br.window.counts(br.clock.now())
+	over := c.failure > 0 && float64(c.failure)/float64(c.failure+c.success) >= p.FailureRate
+	if r.gathering || announced || c.failure != r.failures || over != r.over || full && c.failure > 0 {
+		rep.Report, rep.Successes, rep.Failures, rep.Over = true, c.success, c.failure, over
+	}
+	return rep
+}
+
+// acked notes what the store has of this replica's window after a sync of
+// ks, and whether the fleet gathers the key.
+func (kf *keyFleet) acked(ks *sharedstate.KeySync) {
+	r := &kf.reported
+	if ks.Report {
+		r.failures, r.over = ks.Failures, ks.Over
+	}
+	r.gathering = ks.Reply.Gathering
+}
 
 // fleetTrip returns the hold to make when the fleet's window in rp meets the
 // key's policy's failure rate (tripRule), with failures from at least
-// Quorum replicas (fewer if fewer are live). It returns nil if the fleet
+// Quorum replicas (fewer if fewer are live), once the window is whole (every
+// live replica has reported to the gathering). It returns nil if the fleet
 // holds the key already, or it stays closed.
 func (kf *keyFleet) fleetTrip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
 	p := br.policy
-	if br.mode == ModeDisabled || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
+	if br.mode == ModeDisabled || !rp.Complete || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
 		return nil
 	}
 	if reason := tripRule(p, windowCounts{counts: counts{success: rp.Successes, failure: rp.Failures}}); reason != ReasonFailureRate ||
@@ -119,13 +194,13 @@ func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync, sent *command) {
 	rp := &ks.Reply
 	if err := checkReply(rp); err != nil {
 		kind := err.(*badData).field
-		kf.link.warn("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind)",
+		kf.link.problem("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind until it is gone)",
 			"key", quoteKey(br.key), "problem", err.Error())
 		return
 	}
-	kf.sent(ks.Successes, ks.Failures)
-	kf.synced.Store(true)
 	now := br.clock.now()
+	kf.view.Store(&FleetView{Successes: rp.Successes, Failures: rp.Failures, FailingReplicas: rp.FailingReplicas,
+		LiveReplicas: int(kf.link.replicas.Load()), Gathering: rp.Gathering, At: br.clock.at(now)})
 	kf.applyCommand(br, rp.Command, sent, now)
 	kf.applyHold(br, rp.Hold, now)
 	if rp.Lease != "" && rp.Hold != nil {
@@ -266,6 +341,13 @@ func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
 		// from the store outlives a cooldown past its own.
 		nh.lapse = addSat(nh.until, br.maxCooldown()+kf.leaseFor(br))
 		nh.halfOpen.Store(open == 0)
+		if cur == nil && br.phase.Load() == nil {
+			// The trip spent the window's outcomes, as a trip of the
+			// breaker's own does: should the hold end without the fleet's
+			// probes (cut off from the fleet), they do not trip the key
+			// again.
+			br.window.start(now)
+		}
 		e := Transition{Reason: reason, Fleet: true, Replica: h.Replica, OpenFor: open,
 			Failures: sat32(h.Failures), Successes: sat32(h.Successes), FailingReplicas: h.FailingReplicas}
 		kf.takeLocked(br, nh, now, e)

@@ -1,8 +1,6 @@
 package httpbreaker
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"sync/atomic"
 	"time"
 
@@ -23,14 +21,15 @@ type keyFleet struct {
 	want  atomic.Bool // a request waits for a lease
 	// probeOut is the result of a fleet probe, for the loop to report.
 	probeOut atomic.Pointer[sharedstate.ProbeResult]
-	// The outcome totals the store has acknowledged, written by the loop; a
-	// failure wakes the loop once nudgeAt more are not sent.
-	sentS, sentF atomic.Uint64
-	nudgeAt      uint64
-	synced       atomic.Bool // the store has acknowledged a sync of the key
-	// incarnation tells this breaker's totals from those of the key's
-	// breakers before it (an idle drop makes a new one).
-	incarnation uint64
+	// The failure total the loop last looked at; a failure wakes the loop
+	// once nudgeAt more are not seen. failedSince says a failure came
+	// since: until one does, the loop need not look at a key whose window
+	// held no failures.
+	sentF       atomic.Uint64
+	nudgeAt     uint64
+	failedSince atomic.Bool
+	// view is the fleet's window of the key at its last sync, for Status.
+	view atomic.Pointer[FleetView]
 
 	// endedGen is the latest hold generation that ended here: a hold up to
 	// it is never taken again.
@@ -40,25 +39,27 @@ type keyFleet struct {
 	own *command
 
 	// Loop-only.
-	lastAt       int64 // the Version of the fleet's command last applied
-	missingSince int64 // since when the store has had no command while one was applied; 0: it has one
+	lastAt       int64    // the Version of the fleet's command last applied
+	missingSince int64    // since when the store has had no command while one was applied; 0: it has one
+	reported     reported // what the fleet has of this replica's window (fleet_apply.go)
 }
 
 func newKeyFleet(link *fleet, p *Policy) *keyFleet {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
 	// A fleet trip needs MinRequests outcomes from Quorum replicas: a
 	// replica that has a share of them unsent tells the fleet at once.
-	return &keyFleet{link: link, nudgeAt: uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1)))),
-		incarnation: binary.LittleEndian.Uint64(b[:])}
+	return &keyFleet{link: link, nudgeAt: uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1))))}
 }
 
 // keySync returns what every sync of br's key carries: the key, its
 // policy's window and probes, and the bounds of what the store keeps.
 func (kf *keyFleet) keySync(br *breaker) sharedstate.KeySync {
 	p := br.policy
-	return sharedstate.KeySync{Key: br.key, Window: p.Window, Buckets: p.Buckets, Incarnation: kf.incarnation,
-		First: !kf.synced.Load(), Slots: p.HalfOpenRequests, Need: p.HalfOpenSuccesses, MaxHold: br.maxCooldown() + kf.leaseFor(br)}
+	window := p.Window
+	if p.LastCalls > 0 {
+		window = 0 // the last calls: a report holds until replaced
+	}
+	return sharedstate.KeySync{Key: br.key, Window: window, Slots: p.HalfOpenRequests, Need: p.HalfOpenSuccesses,
+		MaxHold: br.maxCooldown() + kf.leaseFor(br)}
 }
 
 // fleetHold is the fleet's hold on a key, as this replica keeps it: open
@@ -165,15 +166,12 @@ var sharedOutcome = [...]sharedstate.Outcome{Success: sharedstate.Succeeded, Fai
 // of MinRequests, so that the fleet hears of a dead upstream at once, and a
 // trickle of failures costs no extra syncs.
 func (kf *keyFleet) failed(failures uint64) {
+	if !kf.failedSince.Load() {
+		kf.failedSince.Store(true)
+	}
 	if failures-kf.sentF.Load() >= kf.nudgeAt {
 		kf.link.poke()
 	}
-}
-
-// sent notes the outcome totals the store has acknowledged.
-func (kf *keyFleet) sent(succ, fail uint64) {
-	kf.sentS.Store(succ)
-	kf.sentF.Store(fail)
 }
 
 // leaseFor is how long a probe lease lasts: the probe's timeout and some,

@@ -33,7 +33,7 @@ func TestFleetHoldFromTheStore(t *testing.T) {
 		t.Errorf("status %+v: want a fleet hold by r2 of at most MaxOpenFor", s)
 	}
 	waitFor(t, "the state change record", func() bool { return len(sink.matching("state changed")) > 0 })
-	if e := sink.matching("state changed")[0]; e.attrs["fleet"] != "true" || e.attrs["replica"] != "r2" ||
+	if e := sink.matching("state changed")[0]; e.attrs["fleet"] != "true" || e.attrs["fleet_replica"] != "r2" || e.attrs["replica"] != "" ||
 		e.attrs["failing_replicas"] != "2" || e.attrs["reason"] != "failure_rate" || e.attrs["to"] != "open" {
 		t.Errorf("the state change record does not say the fleet made it: %v", e.attrs)
 	}

@@ -22,6 +22,9 @@ import (
 type notifier struct {
 	hooks  []func(Event)
 	logger *slog.Logger
+	// replica is this replica's name, with shared state: a record of a
+	// change it made itself does not name it.
+	replica string
 
 	mu      sync.Mutex
 	queue   []report
@@ -71,7 +74,7 @@ func (n *notifier) publish(e Event) {
 		level = slog.LevelWarn
 	}
 	rec := slog.NewRecord(e.Time, level, "circuit breaker state changed", 0)
-	rec.AddAttrs(e.attrs()...)
+	rec.AddAttrs(e.attrs(n.replica)...)
 	n.enqueue(report{rec: &rec, event: &e})
 }
 

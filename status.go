@@ -140,6 +140,10 @@ type Status struct {
 	// FleetHold is set while the fleet holds the key open or half-open
 	// (with shared state): why, and which replica made the hold.
 	FleetHold *FleetHold `json:"fleet_hold,omitempty"`
+	// Fleet is the fleet's view of the key, with shared state, as of this
+	// replica's last sync of it: nil without shared state, or before that
+	// sync.
+	Fleet *FleetView `json:"fleet,omitempty"`
 	// LastTrip is what last opened the breaker from closed (or
 	// recovering), by its own window or the fleet's, nil if nothing has
 	// since it was made or Reset.
@@ -204,6 +208,26 @@ func ceilSeconds(d time.Duration) int64 {
 type FleetHold struct {
 	Reason  Reason `json:"reason"`
 	Replica string `json:"replica"`
+}
+
+// FleetView is the fleet's window of a key as one sync read it: the sum of
+// the windows the live replicas reported. A replica reports its window when
+// its failures change, so a key that only succeeds has nothing in the
+// fleet's window; once a fleet-wide trip is possible (enough failures, from
+// enough replicas), the fleet gathers the key: every replica reports its
+// whole window at every sync, and Successes counts them all.
+type FleetView struct {
+	Successes uint64 `json:"successes"`
+	Failures  uint64 `json:"failures"`
+	// FailingReplicas is how many live replicas have failures in their
+	// window; LiveReplicas how many are live, this one included.
+	FailingReplicas int `json:"failing_replicas"`
+	LiveReplicas    int `json:"live_replicas"`
+	// Gathering says that a fleet-wide trip is possible, and every replica
+	// reports its window at every sync.
+	Gathering bool `json:"gathering"`
+	// At is when this replica last synced the key.
+	At time.Time `json:"at"`
 }
 
 // Counts are the outcomes in a breaker's current window.
@@ -326,6 +350,10 @@ func keyStatus(br *breaker) Status {
 		s.RetryAfter = time.Duration(ph.until - now)
 	}
 	if kf := br.fleet; kf != nil {
+		if v := kf.view.Load(); v != nil {
+			view := *v
+			s.Fleet = &view
+		}
 		if h := kf.hold.Load(); h != nil {
 			s.FleetHold = &FleetHold{Reason: h.why, Replica: h.replica}
 			s.Window = Counts{}

@@ -632,6 +632,25 @@ func cause(s Status, now time.Time) string {
 	return fmt.Sprintf("%s %s ago: %s", prefix, roughly(now.Sub(t.Time)), what)
 }
 
+// FleetWindow says in English what the fleet's window of the key held at
+// this replica's last sync of it, with shared state, when it held failures
+// or the fleet was gathering it: "fleet: 12 of 40 failed (30%) on 2 of 3
+// live replicas, gathering every window; synced 1s ago". A key that only
+// succeeds has nothing in the fleet's window, and says nothing.
+func (r statusRow) FleetWindow() string {
+	v := r.Fleet
+	if v == nil || v.Failures == 0 && !v.Gathering {
+		return ""
+	}
+	n := v.Failures + v.Successes
+	line := fmt.Sprintf("fleet: %d of %d failed (%s) on %d of %d live replicas", v.Failures, n,
+		percent(failureRate(sat32(v.Failures), sat32(v.Successes))), v.FailingReplicas, v.LiveReplicas)
+	if v.Gathering {
+		line += ", gathering every window"
+	}
+	return line + "; synced " + roughly(time.Since(v.At)) + " ago"
+}
+
 // plural says n things in English: "1 failure", "3 failures".
 func plural(n uint32, thing string) string {
 	if n == 1 {

@@ -126,6 +126,78 @@ func TestAChangeAPartitionHeldBackIsNotReplayed(t *testing.T) {
 	}
 }
 
+// TestAReleaseMadeWhileCutOffDoesNotUndoALaterKillSwitch: A is cut off and
+// releases the key; a second later B force-opens it fleet-wide and C
+// follows; the partition heals seconds later. The release was made first,
+// so the kill switch stands on every replica. A's sync that carries the
+// release waits for a connection through the partition and reaches Redis
+// only when it heals: dated by its age when it arrived, the release would
+// pass for one made after the kill switch.
+func TestAReleaseMadeWhileCutOffDoesNotUndoALaterKillSwitch(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	proxy := proxied(t, srv)
+	p := fleetPolicy()
+	ups := map[string]*upstream{"pay": newUpstream(200)}
+	a := newReplica(t, proxy.Addr(), "a", p, ups, redisstate.WithSyncInterval(200*time.Millisecond))
+	others := fleet(t, srv.Addr(), 2, p, ups, redisstate.WithSyncInterval(200*time.Millisecond))
+	rs := append([]*replica{a}, others...)
+	waitFor(t, "connected", func() bool { return a.set.FleetStatus().Replicas == 3 && others[1].set.FleetStatus().Replicas == 3 })
+
+	proxy.Cut()
+	if err := a.set.Release("pay"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := others[0].set.ForceOpen("pay", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the kill switch on the connected replicas", func() bool { return all(others, "pay", httpbreaker.StateForcedOpen) })
+	time.Sleep(3 * time.Second)
+	proxy.Heal()
+	waitFor(t, "the cut replica reconnects", func() bool { return a.set.FleetStatus().Connected })
+	waitFor(t, "the cut replica follows the kill switch: "+states(rs, "pay"), func() bool {
+		return a.set.State("pay") == httpbreaker.StateForcedOpen
+	})
+	if !stays(3*time.Second, func() bool { return all(rs, "pay", httpbreaker.StateForcedOpen) }) {
+		t.Fatalf("a Release made before a kill switch undid it: %s; %s's events: %+v", states(rs, "pay"), others[1].name, others[1].hooked())
+	}
+}
+
+// TestAfterAFlushallTheFleetTripsAgain: Redis loses everything (FLUSHALL)
+// after every replica synced the key; two replicas that then fail trip the
+// third, as they would have before: a store that lost its data has the
+// replicas' windows back at their next reports.
+func TestAfterAFlushallTheFleetTripsAgain(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	raw := srv.client(t)
+	p := fleetPolicy()
+	sick := newUpstream(500)
+	ups := map[string]*upstream{"probe": sick}
+	rs := fleet(t, srv.Addr(), 3, p, ups)
+	waitFor(t, "three live", func() bool { return rs[2].set.FleetStatus().Replicas == 3 })
+	sick.code.Store(200)
+	for _, r := range rs {
+		for range 3 {
+			r.call("probe") // every replica knows the key, and has synced it
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := raw.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	sick.code.Store(500)
+	for _, r := range rs[:2] {
+		for range 10 {
+			r.call("probe")
+		}
+	}
+	waitFor(t, "the third replica held by the fleet: "+states(rs, "probe"), func() bool {
+		return rs[2].set.State("probe") == httpbreaker.StateOpen
+	})
+}
+
 func TestHostileHoldsAndLeasesAreBoundedAndNotTakenAgain(t *testing.T) {
 	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
 	srv := startRedis(t)
@@ -186,46 +258,49 @@ func TestHostileHoldsAndLeasesAreBoundedAndNotTakenAgain(t *testing.T) {
 	}
 }
 
-// TestASyncSentTwiceCountsOnce sends one sync twice, as a client's retry
-// does after a reply was lost: its outcomes count once, and its lease is
-// the same.
+// TestASyncSentTwiceCountsOnce sends syncs twice, as a client's retry does
+// after a reply was lost, and late, as a sync that waited for a connection
+// does: a report replaces the replica's last one, never a later one, and a
+// lease asked for twice is the same lease.
 func TestASyncSentTwiceCountsOnce(t *testing.T) {
 	srv := startRedis(t)
 	s := newStore(t, srv.client(t))
 	ctx := context.Background()
-	send := func(seq uint64, ks sharedstate.KeySync) sharedstate.Reply {
+	send := func(replica string, session, seq uint64, ks sharedstate.KeySync) sharedstate.Reply {
 		t.Helper()
-		if ks.Key == "" {
-			ks.Key = "k"
-		}
-		ks.Window, ks.Buckets, ks.MaxHold, ks.Slots, ks.Need = 10*time.Second, 10, 10*time.Second, 1, 1
-		ks.RecentSuccesses, ks.RecentFailures = ks.Successes, ks.Failures
-		sy := &sharedstate.Sync{Replica: "a", Seq: seq, Live: time.Second, Keys: []sharedstate.KeySync{ks}}
+		ks.Key, ks.Window, ks.MaxHold, ks.Slots, ks.Need = "k", 10*time.Second, 10*time.Second, 1, 1
+		ks.TripFailures, ks.Quorum = 1000, 2 // no gathering: only the counts matter here
+		sy := &sharedstate.Sync{Replica: replica, Session: session, Seq: seq, Live: time.Minute, Keys: []sharedstate.KeySync{ks}}
 		if err := s.Sync(ctx, sy); err != nil || sy.Keys[0].Err != nil {
 			t.Fatal(err, sy.Keys[0].Err)
 		}
 		return sy.Keys[0].Reply
 	}
-	// Totals the store has no record of add nothing, unless the replica
-	// says it syncs the key for the first time: then they are all news.
-	if rp := send(1, sharedstate.KeySync{Incarnation: 7, Failures: 3}); rp.Failures != 0 {
-		t.Fatalf("totals the store lost added %d failures to the window, want none", rp.Failures)
+	report := func(s, f uint64) sharedstate.KeySync {
+		return sharedstate.KeySync{Report: true, Successes: s, Failures: f, Over: f > s}
 	}
-	if rp := send(1, sharedstate.KeySync{Key: "first", Incarnation: 7, Failures: 3, First: true}); rp.Failures != 3 {
-		t.Fatalf("a replica's first sync of a key added %d failures, want its 3", rp.Failures)
+	send("a", 1, 1, report(2, 3))
+	if rp := send("a", 1, 1, report(2, 3)); rp.Failures != 3 || rp.Successes != 2 || rp.FailingReplicas != 1 {
+		t.Fatalf("a report sent twice: %+v, want 3 failures and 2 successes from 1 replica", rp)
 	}
-	send(2, sharedstate.KeySync{Incarnation: 7, Failures: 8})
-	if rp := send(2, sharedstate.KeySync{Incarnation: 7, Failures: 8}); rp.Failures != 5 {
-		t.Fatalf("5 failures in a sync sent twice: %d in the window, want 5", rp.Failures)
+	if rp := send("b", 9, 1, report(0, 4)); rp.Failures != 7 || rp.FailingReplicas != 2 {
+		t.Fatalf("two replicas' reports: %+v, want 7 failures from 2 replicas", rp)
 	}
-	if rp := send(3, sharedstate.KeySync{Incarnation: 9, Failures: 2}); rp.Failures != 7 {
-		t.Fatalf("a new breaker counting from zero: %d failures, want 7", rp.Failures)
+	if rp := send("a", 1, 3, report(5, 0)); rp.Failures != 4 || rp.Successes != 5 || rp.FailingReplicas != 1 {
+		t.Fatalf("a's window without failures: %+v, want b's 4 failures and a's 5 successes", rp)
 	}
-	send(4, sharedstate.KeySync{Incarnation: 9, Failures: 2, Trip: &sharedstate.Hold{Open: time.Millisecond,
-		Nominal: time.Millisecond, Reason: "failure_rate"}})
+	if rp := send("a", 1, 2, report(2, 6)); rp.Failures != 4 {
+		t.Fatalf("a report that arrived after a later one replaced it: %+v", rp)
+	}
+	// A replica restarted under its name starts a new session, from 1.
+	if rp := send("a", 2, 1, report(0, 1)); rp.Failures != 5 || rp.Successes != 0 || rp.FailingReplicas != 2 {
+		t.Fatalf("the report of a new session of a: %+v, want 5 failures from 2 replicas", rp)
+	}
+	send("a", 2, 2, sharedstate.KeySync{Trip: &sharedstate.Hold{Open: time.Millisecond, Nominal: time.Millisecond,
+		Reason: "failure_rate"}})
 	time.Sleep(10 * time.Millisecond)
-	first := send(5, sharedstate.KeySync{Incarnation: 9, Failures: 2, Lease: time.Second})
-	again := send(5, sharedstate.KeySync{Incarnation: 9, Failures: 2, Lease: time.Second})
+	first := send("a", 2, 3, sharedstate.KeySync{Lease: time.Second})
+	again := send("a", 2, 3, sharedstate.KeySync{Lease: time.Second})
 	if first.Lease == "" || again.Lease != first.Lease {
 		t.Fatalf("a lease request sent twice: %q then %q, want one lease, the same", first.Lease, again.Lease)
 	}

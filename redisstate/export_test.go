@@ -4,6 +4,7 @@ package redisstate
 var (
 	KeysOf    = (*Store).keys
 	SentKeyOf = (*Store).sentKey
+	IndexOf   = (*Store).indexKey
 	ChannelOf = (*Store).channel
 	ShardOf   = shard
 	NeededACL = neededACL

@@ -1,6 +1,7 @@
 package redisstate_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 )
 
 // fleetPolicy trips on the fleet's window only: 50% of at least 20
@@ -352,4 +354,54 @@ func TestFleetWithoutRedisEveryRequestStaysLocal(t *testing.T) {
 		}
 		return all(rs, "bad", httpbreaker.StateOpen)
 	})
+}
+
+// TestTheFleetGathersAKeyOnlyWhenATripIsPossible drives the store as
+// replicas a, b, c and d would, and holds when it gathers a key: only with
+// enough failures, from enough live replicas, one of them over the rate on
+// its own; complete once every live replica has reported, a replica with
+// no breaker for the key included; over once the trip is no longer
+// possible; and never on the report of a replica that is no longer live.
+func TestTheFleetGathersAKeyOnlyWhenATripIsPossible(t *testing.T) {
+	srv := startRedis(t)
+	s := newStore(t, srv.client(t))
+	sync := syncer(t, s)
+	beat := func(replicas ...string) {
+		t.Helper()
+		for _, r := range replicas {
+			if err := s.Sync(context.Background(), &sharedstate.Sync{Replica: r, Live: time.Second}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	report := func(replica string, succ, fail uint64) sharedstate.Reply {
+		t.Helper()
+		return sync(replica, sharedstate.KeySync{Report: true, Successes: succ, Failures: fail,
+			Over: fail > 0 && 2*fail >= succ+fail, TripFailures: 10, Quorum: 2})
+	}
+	beat("a", "b", "c")
+	report("a", 10, 6)
+	if rp := report("b", 10, 6); rp.Gathering || rp.Failures != 12 || rp.FailingReplicas != 2 {
+		t.Fatalf("12 failures from 2 replicas, neither at the rate alone: %+v, want no gathering", rp)
+	}
+	if rp := report("b", 0, 6); !rp.Gathering || rp.Complete {
+		t.Fatalf("b at the rate alone: %+v, want a gathering, c's report still due", rp)
+	}
+	// c has no breaker for the key: its empty report completes the gathering.
+	rp := sync("c", sharedstate.KeySync{Report: true})
+	if !rp.Gathering || !rp.Complete || rp.Failures != 12 || rp.Successes != 10 || rp.FailingReplicas != 2 {
+		t.Fatalf("every live replica reported: %+v, want a whole window of 12 failures, 10 successes, 2 failing", rp)
+	}
+	if rp := report("a", 10, 0); rp.Gathering {
+		t.Fatalf("a's failures gone, a trip is no longer possible: %+v, want the gathering over", rp)
+	}
+
+	// d reports failures, then is no longer live: its report is dropped
+	// when the reports are summed again, and trips nothing.
+	report("d", 0, 9)
+	time.Sleep(1200 * time.Millisecond) // longer than a replica stays live here
+	beat("a", "b", "c")
+	if rp := report("b", 0, 6); rp.Gathering || rp.Failures != 6 || rp.FailingReplicas != 1 {
+		t.Fatalf("with d gone: %+v, want b's 6 failures alone, no gathering", rp)
+	}
 }

@@ -275,8 +275,8 @@ const (
 )
 
 // syncer returns a function that syncs one key "k" of replica with s, as a
-// set would: each sync with the next sequence number, the totals given, the
-// window 10s in 10 buckets, one probe slot, holds of at most 10s.
+// set would: each sync with the next sequence number, the report given, a
+// window of 10s, one probe slot, holds of at most 10s.
 func syncer(t *testing.T, s *redisstate.Store) func(replica string, ks sharedstate.KeySync) sharedstate.Reply {
 	var mu sync.Mutex
 	seq := map[string]uint64{}
@@ -289,8 +289,7 @@ func syncer(t *testing.T, s *redisstate.Store) func(replica string, ks sharedsta
 		if ks.Key == "" {
 			ks.Key = "k"
 		}
-		ks.Window, ks.Buckets, ks.MaxHold = 10*time.Second, 10, 10*time.Second
-		ks.RecentSuccesses, ks.RecentFailures = ks.Successes, ks.Failures
+		ks.Window, ks.MaxHold = 10*time.Second, 10*time.Second
 		ks.Slots, ks.Need = max(ks.Slots, 1), max(ks.Need, 1)
 		sy := &sharedstate.Sync{Replica: replica, Seq: n, Live: time.Second, Keys: []sharedstate.KeySync{ks}}
 		if err := s.Sync(context.Background(), sy); err != nil {

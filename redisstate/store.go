@@ -12,9 +12,12 @@
 //
 // No request waits on Redis. Each replica syncs in the background, every
 // SyncInterval (and soon after something changed), in one pipelined round
-// trip: a heartbeat, and the keys with news in a few script calls (on one
-// server, one per 256 keys; on a Cluster, one per shard, at most Shards);
-// while Redis is unreachable the replica's breakers work alone.
+// trip: a heartbeat, and the keys with news for the fleet in a few script
+// calls (on one server, one per 256 keys; on a Cluster, one per shard, at
+// most Shards). A key that only succeeds has no news: a replica reports its
+// window of a key when its failures change, and every replica reports at
+// every sync only while a fleet-wide trip is possible. While Redis is
+// unreachable the replica's breakers work alone.
 //
 // A sync gives up after five intervals or two seconds, whichever is longer,
 // and the replica counts as cut off from the fleet until one succeeds. For
@@ -27,15 +30,16 @@
 // Everything lives under the prefix (WithPrefix). A breaker key's state is
 // four Redis keys that share the hash tag of the key's shard, so that a
 // Redis Cluster keeps a shard on one node and one script call can update
-// all of its keys atomically; what a replica sent last is one hash per
-// shard, read and written once per sync:
+// all of its keys atomically; a shard has an index of the keys the fleet
+// holds something for, and a record per replica of its last sync applied:
 //
-//	{<prefix>:<shard>}:rep:<replica> what the replica sent last of each key of the shard (its totals), and its last sync's number
-//	{<prefix>:<shard>}:<key>:win     the fleet's rolling window: outcome counts per bucket, failures per replica
+//	{<prefix>:<shard>}:rep:<replica> the session and number of the replica's last sync whose requests were applied
+//	{<prefix>:<shard>}:idx           the keys of the shard with a hold, a command or a gathering
+//	{<prefix>:<shard>}:<key>:win     the fleet's window: each replica's latest report of its own, and their sums
 //	{<prefix>:<shard>}:<key>:hold    the fleet-wide hold on the key, if any
 //	{<prefix>:<shard>}:<key>:leases  the probe leases of the hold
 //	{<prefix>:<shard>}:<key>:cmd     the latest manual command (ForceOpen, ForceClose, Release, Reset, Probe)
-//	{<prefix>}:replicas              the replicas that synced lately
+//	{<prefix>}:replicas              the replicas that synced lately (and :v, the version of that set)
 //	<prefix>:events                  the pub/sub channel that announces changes
 //
 // Every key has a TTL, renewed while the fleet uses it: a fleet that goes
@@ -91,10 +95,17 @@ type Store struct {
 
 	mu      sync.Mutex
 	live    []string           // the live replicas at the last sync
+	liveVer string             // the version of their set
+	nlive   int                // how many they are
 	runID   string             // the server's run id at the last sync
 	watch   context.CancelFunc // ends the current subscription, for a new server
 	checked bool               // the eviction policy has been read
 	warning string             // what the eviction policy check found, once
+	// The server's clock (µs) read by the last heartbeat, and this
+	// process's monotonic clock then: a manual change is dated on the
+	// server's clock from them, whenever its sync arrives.
+	clockUs int64
+	clockAt time.Time
 }
 
 // Option configures a Store.
@@ -179,10 +190,16 @@ func (s *Store) keys(key string) []string {
 	return []string{tag + ":win", tag + ":hold", tag + ":leases", tag + ":cmd"}
 }
 
-// sentKey returns the Redis key of what a replica sent last of the keys of
-// a shard.
+// sentKey returns the Redis key of the last sync of a replica whose
+// requests for the keys of a shard were applied.
 func (s *Store) sentKey(shard int, replica string) string {
 	return "{" + s.prefix + ":" + strconv.Itoa(shard) + "}:rep:" + replica
+}
+
+// indexKey returns the Redis key of a shard's index: the breaker keys of
+// the shard for which the fleet holds something.
+func (s *Store) indexKey(shard int) string {
+	return "{" + s.prefix + ":" + strconv.Itoa(shard) + "}:idx"
 }
 
 func (s *Store) replicasKey() string { return "{" + s.prefix + "}:replicas" }
@@ -216,14 +233,22 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 	if whole {
 		run = (*redis.Script).Eval
 	}
-	// One round trip: the heartbeat, and the script calls of plan. The
-	// live replicas, whose failures alone count towards a quorum, are those
-	// the last heartbeat heard, and this one.
+	// One round trip: the heartbeat, the script calls of plan, and the
+	// shards' indexes if asked. The live replicas, whose reports alone
+	// count, are those the last heartbeat heard, and this one.
 	pipe := s.client.Pipeline()
-	hb := run(heartbeat, ctx, pipe, []string{s.replicasKey()}, sy.Replica, sy.Live.Milliseconds())
-	live := s.liveReplicas(sy.Replica)
+	live, ver := s.liveReplicas(sy.Replica)
+	hb := run(heartbeat, ctx, pipe, []string{s.replicasKey(), s.replicasKey() + ":v"}, sy.Replica, sy.Live.Milliseconds(), ver)
+	dated := s.dater()
 	calls := s.plan(sy)
-	head := []any{sy.Replica, sy.Seq, s.channel(), strings.Join(live, "\n") + "\n"}
+	// Before a heartbeat was heard, how many replicas are live is not known:
+	// only its time completes a gathering, not the count of reports.
+	nlive := len(live)
+	if !s.heardOnce() {
+		nlive = 1 << 20
+	}
+	head := []any{sy.Replica, strconv.FormatUint(sy.Session, 36), sy.Seq, s.channel(), strings.Join(live, "\n") + "\n",
+		nlive, max(s.interval.Milliseconds(), 1)}
 	for i := range calls {
 		c := &calls[i]
 		var keys []string
@@ -232,20 +257,27 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 			args = append(args, len(g.keys))
 		}
 		for _, g := range c.groups {
-			keys = append(keys, s.sentKey(g.shard, sy.Replica))
+			keys = append(keys, s.sentKey(g.shard, sy.Replica), s.indexKey(g.shard))
 			for _, k := range g.keys {
 				keys = append(keys, s.keys(sy.Keys[k].Key)...)
-				args = append(args, keyArgs(&sy.Keys[k])...)
+				args = append(args, keyArgs(&sy.Keys[k], dated)...)
 			}
 		}
 		c.cmd = run(syncKeys, ctx, pipe, keys, args...)
 	}
+	var indexes []*redis.MapStringStringCmd
+	if sy.Index {
+		for sh := range Shards {
+			indexes = append(indexes, pipe.HGetAll(ctx, s.indexKey(sh)))
+		}
+	}
+	sent := time.Now()
 	_, _ = pipe.Exec(ctx)
 	reply, err := hb.Slice()
 	if err != nil {
 		return err
 	}
-	if sy.Replicas, err = s.heard(reply); err != nil {
+	if sy.Replicas, err = s.heard(reply, sent); err != nil {
 		return err
 	}
 	for _, c := range calls {
@@ -269,6 +301,19 @@ func (s *Store) sync(ctx context.Context, sy *sharedstate.Sync, whole bool) erro
 		}
 		for j, i := range c.keys {
 			sy.Keys[i].Reply, sy.Keys[i].Err = parse(reply[j*replyLen : (j+1)*replyLen])
+		}
+	}
+	for _, idx := range indexes {
+		keys, err := idx.Result()
+		if err != nil {
+			var rerr redis.Error
+			if errors.As(err, &rerr) && strings.HasPrefix(err.Error(), "WRONGTYPE") {
+				continue // not an index: the script deletes what is not what it should be
+			}
+			return err
+		}
+		for key := range keys {
+			sy.Indexed = append(sy.Indexed, key)
 		}
 	}
 	return nil
@@ -315,33 +360,45 @@ func (s *Store) plan(sy *sharedstate.Sync) []call {
 	return calls
 }
 
-// liveReplicas returns the replicas the last heartbeat heard, and self.
-func (s *Store) liveReplicas(self string) []string {
+// heardOnce reports whether a heartbeat's reply has been heard.
+func (s *Store) heardOnce() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	live := append([]string(nil), s.live...)
-	for _, r := range live {
-		if r == self {
-			return live
-		}
-	}
-	return append(live, self)
+	return s.live != nil
 }
 
-// heard reads the heartbeat's reply: the server's run id, and the live
-// replicas, and returns how many are live. A new run id (a failover, a
-// restart) ends the current subscription, which Watch then makes again, on
-// the server the address now leads to.
-func (s *Store) heard(reply []any) (int, error) {
-	if len(reply) != 2 {
-		return 0, fmt.Errorf("redisstate: a heartbeat reply of %d values, want 2", len(reply))
+// liveReplicas returns the replicas the last heartbeat heard, and self,
+// and the version of their set.
+func (s *Store) liveReplicas(self string) ([]string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Contains(s.live, self) {
+		return s.live, s.liveVer // replaced, never changed in place
+	}
+	return append(s.live[:len(s.live):len(s.live)], self), s.liveVer
+}
+
+// heard reads the heartbeat's reply to a pipeline sent at sent: the
+// server's run id, its clock, and the live replicas (their names only if
+// their set changed), and returns how many replicas are live. A new run id
+// (a failover, a restart) ends the current subscription, which Watch then
+// makes again, on the server the address now leads to.
+func (s *Store) heard(reply []any, sent time.Time) (int, error) {
+	if len(reply) != 5 {
+		return 0, fmt.Errorf("redisstate: a heartbeat reply of %d values, want 5", len(reply))
 	}
 	run, _ := reply[0].(string)
-	names, _ := reply[1].([]any)
-	live := make([]string, 0, len(names))
-	for _, n := range names {
-		if name, ok := n.(string); ok {
-			live = append(live, name)
+	names, named := reply[1].([]any)
+	clockUs, _ := reply[2].(int64)
+	ver, _ := reply[3].(string)
+	n, _ := reply[4].(int64)
+	var live []string
+	if named {
+		live = make([]string, 0, len(names))
+		for _, n := range names {
+			if name, ok := n.(string); ok {
+				live = append(live, name)
+			}
 		}
 	}
 	s.mu.Lock()
@@ -351,36 +408,65 @@ func (s *Store) heard(reply []any) (int, error) {
 			s.watch()
 		}
 		s.checked = false // another server: its policy may differ
+		if live == nil {
+			s.liveVer = "" // its set's versions are not comparable: the names next time
+		}
 	}
 	s.runID = run
-	s.live = live
-	return len(live), nil
+	if live != nil {
+		s.live, s.liveVer = live, ver
+	}
+	s.nlive = max(int(n), len(s.live))
+	// The server read its clock between the pipeline's sending and its
+	// reply: the middle is the best guess, off by half a round trip at most.
+	if clockUs > 0 {
+		now := time.Now()
+		s.clockUs, s.clockAt = clockUs, sent.Add(now.Sub(sent)/2)
+	}
+	return s.nlive, nil
 }
 
-// keyArgs returns the sync script's 30 values for ks.
-func keyArgs(ks *sharedstate.KeySync) []any {
+// dater returns what dates a manual change on the server's clock, in
+// microseconds, from how long ago it was made: the server's clock at the
+// last heartbeat plus the time this process's monotonic clock measured
+// since, minus the change's age. It returns 0 (the script then dates the
+// change by its age when the sync arrives) before any heartbeat was heard.
+func (s *Store) dater() func(age time.Duration) int64 {
+	s.mu.Lock()
+	clockUs, clockAt := s.clockUs, s.clockAt
+	s.mu.Unlock()
+	if clockUs == 0 {
+		return func(time.Duration) int64 { return 0 }
+	}
+	return func(age time.Duration) int64 {
+		return max(clockUs+(time.Since(clockAt)-age).Microseconds(), 1)
+	}
+}
+
+// keyArgs returns the sync script's 30 values for ks; dated dates its
+// command on the server's clock.
+func keyArgs(ks *sharedstate.KeySync, dated func(age time.Duration) int64) []any {
 	ms := func(d time.Duration) int64 { return max(d.Milliseconds(), 0) }
 	args := []any{
-		ks.Key, max(ms(ks.Window), 1), max(ks.Buckets, 1), // 1-3
-		strconv.FormatUint(ks.Incarnation, 36), ks.Successes, ks.Failures, // 4-6
-		"0", 0, 0, "", 0, 0, 0, // 7-13: trip
-		0, max(ks.Slots, 1), max(ks.Need, 1), // 14-16: lease, slots, need
-		"0", 0, "", "", 0, 0, // 17-22: probe
-		"", 0, "", 0, // 23-26: command
-		max(ms(ks.MaxHold), 1),                                // 27
-		flag(ks.First), ks.RecentSuccesses, ks.RecentFailures, // 28-30
+		ks.Key, ms(ks.Window), // 1-2
+		flag(ks.Report), ks.Successes, ks.Failures, flag(ks.Over), // 3-6: the report
+		max(ks.TripFailures, 0), max(ks.Quorum, 1), max(ms(ks.MaxHold), 1), // 7-9
+		"0", 0, 0, "", 0, 0, 0, // 10-16: trip
+		0, max(ks.Slots, 1), max(ks.Need, 1), // 17-19: lease, slots, need
+		"0", 0, "", "", 0, 0, // 20-25: probe
+		"", 0, "", 0, 0, // 26-30: command, and when it was made (µs on the server's clock)
 	}
 	if t := ks.Trip; t != nil {
-		copy(args[6:13], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})
+		copy(args[9:16], []any{"1", max(ms(t.Open), 1), ms(t.Nominal), t.Reason, t.Failures, t.Successes, t.FailingReplicas})
 	}
 	if ks.Lease > 0 {
-		args[13] = max(ms(ks.Lease), 1)
+		args[16] = max(ms(ks.Lease), 1)
 	}
 	if p := ks.Probe; p != nil {
-		copy(args[16:22], []any{"1", p.Generation, p.Lease, outcomeCode(p.Outcome), max(ms(p.Reopen), 1), ms(p.Nominal)})
+		copy(args[19:25], []any{"1", p.Generation, p.Lease, outcomeCode(p.Outcome), max(ms(p.Reopen), 1), ms(p.Nominal)})
 	}
 	if c := ks.Command; c != nil {
-		copy(args[22:26], []any{string(c.Kind), ms(c.For), c.By, ms(c.Age)})
+		copy(args[25:30], []any{string(c.Kind), ms(c.For), c.By, ms(c.Age), dated(c.Age)})
 	}
 	return args
 }
@@ -403,46 +489,59 @@ func outcomeCode(o sharedstate.Outcome) string {
 }
 
 // replyLen is how many values the sync script returns per key.
-const replyLen = 20
+const replyLen = 7
 
 // parse reads one key's part of the sync script's reply. It checks the
 // reply's shape; the set checks the values.
 func parse(reply []any) (sharedstate.Reply, error) {
 	var rp sharedstate.Reply
 	var bad error
-	num := func(i int) int64 {
-		n, ok := reply[i].(int64)
+	at := func(vs []any, i int) any {
+		if i >= len(vs) {
+			if bad == nil {
+				bad = fmt.Errorf("redisstate: a sync reply of %d values where %d were due", len(vs), i+1)
+			}
+			return nil
+		}
+		return vs[i]
+	}
+	num := func(vs []any, i int) int64 {
+		n, ok := at(vs, i).(int64)
 		if !ok && bad == nil {
-			bad = fmt.Errorf("redisstate: sync reply value %d is %T, want an integer", i, reply[i])
+			bad = fmt.Errorf("redisstate: sync reply value %d is %T, want an integer", i, at(vs, i))
 		}
 		return n
 	}
-	str := func(i int) string {
-		s, ok := reply[i].(string)
+	str := func(vs []any, i int) string {
+		s, ok := at(vs, i).(string)
 		if !ok && bad == nil {
-			bad = fmt.Errorf("redisstate: sync reply value %d is %T, want a string", i, reply[i])
+			bad = fmt.Errorf("redisstate: sync reply value %d is %T, want a string", i, at(vs, i))
 		}
 		return s
 	}
-	count := func(i int) uint64 {
-		n := num(i)
+	count := func(vs []any, i int) uint64 {
+		n := num(vs, i)
 		if n < 0 && bad == nil {
 			bad = fmt.Errorf("redisstate: sync reply value %d is negative", i)
 		}
 		return uint64(max(n, 0))
 	}
-	rp.Successes, rp.Failures, rp.FailingReplicas = count(0), count(1), int(count(2))
-	if num(3) == 1 {
+	rp.Successes, rp.Failures, rp.FailingReplicas = count(reply, 0), count(reply, 1), int(count(reply, 2))
+	flags := num(reply, 3)
+	rp.Gathering, rp.Complete = flags&1 != 0, flags&2 != 0
+	if h, ok := reply[4].([]any); ok {
 		rp.Hold = &sharedstate.Hold{
-			Generation: num(4), Closed: str(5) == "closed",
-			Open: time.Duration(num(6)) * time.Millisecond, Nominal: time.Duration(num(7)) * time.Millisecond,
-			Probed: int(num(8)), Reason: str(9), Replica: str(10),
-			Failures: count(11), Successes: count(12), FailingReplicas: int(count(13)),
+			Generation: num(h, 0), Closed: str(h, 1) == "closed",
+			Open: time.Duration(num(h, 2)) * time.Millisecond, Nominal: time.Duration(num(h, 3)) * time.Millisecond,
+			Probed: int(num(h, 4)), Reason: str(h, 5), Replica: str(h, 6),
+			Failures: count(h, 7), Successes: count(h, 8), FailingReplicas: int(count(h, 9)),
 		}
 	}
-	rp.Lease = str(14)
-	rp.Command = sharedstate.Command{Version: num(15), Kind: sharedstate.Kind(str(16)),
-		For: time.Duration(num(17)) * time.Millisecond, By: str(18), Replica: str(19)}
+	rp.Lease = str(reply, 5)
+	if c, ok := reply[6].([]any); ok {
+		rp.Command = sharedstate.Command{Version: num(c, 0), Kind: sharedstate.Kind(str(c, 1)),
+			For: time.Duration(num(c, 2)) * time.Millisecond, By: str(c, 3), Replica: str(c, 4)}
+	}
 	return rp, bad
 }
 

@@ -73,8 +73,9 @@ func TestKeysShareOneClusterSlot(t *testing.T) {
 	s := newStore(t, c, redisstate.WithPrefix("fleet-a"))
 	slots := map[int]bool{}
 	for _, key := range []string{"search", "GET /api/{plugin}/", "}{", "a}b", "{", "catalog:v2", "ключ"} {
-		keys := append(redisstate.KeysOf(s, key), redisstate.SentKeyOf(s, redisstate.ShardOf(key), "pod-7"))
-		if len(keys) != 5 {
+		keys := append(redisstate.KeysOf(s, key), redisstate.SentKeyOf(s, redisstate.ShardOf(key), "pod-7"),
+			redisstate.IndexOf(s, redisstate.ShardOf(key)))
+		if len(keys) != 6 {
 			t.Fatalf("%d keys", len(keys))
 		}
 		for _, k := range keys[1:] {
@@ -150,31 +151,44 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	s := newStore(t, raw)
 	keys := redisstate.KeysOf(s, "pay")
 	// A window of the wrong type, a hold that does not parse, a command of
-	// no known kind, totals of the wrong type.
+	// no known kind, an index and a record of the last sync of the wrong
+	// type.
 	raw.Set(ctx, keys[win], "garbage", 0)
 	raw.HSet(ctx, keys[hold], "phase", "open", "gen", "abc", "until", "soon")
 	raw.HSet(ctx, keys[cmd], "at", 3, "kind", "explode", "for", 0, "by", "nobody", "replica", "x")
-	sent := redisstate.SentKeyOf(s, redisstate.ShardOf("pay"), "r1")
+	index := redisstate.IndexOf(s, redisstate.ShardOf("pay"))
+	raw.Set(ctx, index, "garbage", 0)
+	sent := redisstate.SentKeyOf(s, redisstate.ShardOf("search"), "r1")
 	raw.LPush(ctx, sent, "x")
-	// And a second key whose fields break the script's arithmetic: a count
-	// that is not a number, a date that is not an integer.
+	// And a second key whose fields break the script's arithmetic: sums
+	// that are not numbers, reports that do not parse or are dated in the
+	// future, a date that is not an integer.
 	other := redisstate.KeysOf(s, "search")
-	raw.HSet(ctx, other[win], "1:f", "many", "x", "y")
+	raw.HSet(ctx, other[win], "S", "many", "F", "1e300", "N", "-3", "U", "nan", "r:mallory", "garbage",
+		"r:eve", "1 1 99999999999999 5 5 1", "x", "y", "e", "9007199254740992") // e: its TTL was set for ever
 	raw.HSet(ctx, other[cmd], "at", "1.5", "kind", "force_open", "for", 0)
 	p := fleetPolicy()
 	p.MaxOpenFor = 5 * time.Second
-	up := newUpstream(200)
-	r := newReplica(t, srv.Addr(), "r1", p, map[string]*upstream{"pay": up, "search": up})
+	up, sick := newUpstream(200), newUpstream(500)
+	r := newReplica(t, srv.Addr(), "r1", p, map[string]*upstream{"pay": up, "search": sick})
 	waitFor(t, "connected", func() bool { return r.set.FleetStatus().Connected })
+	for range 3 {
+		r.call("search")
+	}
+	read := syncer(t, s)
+	waitFor(t, "search's 3 failures, and nothing else, in the fleet's window", func() bool {
+		rp := read("observer", sharedstate.KeySync{Key: "search"})
+		return rp.Failures == 3 && rp.Successes == 0 && rp.FailingReplicas == 1
+	})
+	if ttl := raw.PTTL(ctx, other[win]).Val(); ttl <= 0 {
+		t.Errorf("a window that claimed its TTL was set for ever has none: %v", ttl)
+	}
 	if err := r.set.ForceOpen("search", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the fleet's ForceOpen written over the bad fields", func() bool {
 		return raw.HGet(ctx, other[cmd], "kind").Val() == "force_open" && raw.HGet(ctx, other[cmd], "replica").Val() == "r1"
 	})
-	if v := raw.HGet(ctx, other[win], "1:f").Val(); v != "" {
-		t.Errorf("a window field that is not a count is still there: %q", v)
-	}
 	if strings.Contains(r.logs.String(), "could not be synced") {
 		t.Errorf("bad fields made a sync fail:\n%s", r.logs.String())
 	}
@@ -185,7 +199,7 @@ func TestHostileDataIsIgnored(t *testing.T) {
 	}
 	waitFor(t, "the bad records dropped", func() bool {
 		return raw.Type(ctx, keys[win]).Val() != "string" && raw.Exists(ctx, keys[hold], keys[cmd]).Val() == 0 &&
-			raw.Type(ctx, sent).Val() != "list"
+			raw.Type(ctx, sent).Val() != "list" && raw.Type(ctx, index).Val() != "string"
 	})
 	if st := r.set.State("pay"); st != httpbreaker.StateClosed {
 		t.Errorf("bad data put the key in %v", st)

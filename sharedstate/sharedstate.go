@@ -4,13 +4,19 @@
 // httpbreaker.WithSharedState (the redisstate module is one, on Redis).
 //
 // A store keeps the fleet's facts and applies a replica's requests to them
-// atomically per key: outcome counts added to a fleet-wide window, a hold
-// that a fleet-wide trip makes, the leases of the fleet's probes, and manual
-// commands. httpbreaker decides what the facts mean (when the fleet's window
-// trips a key, what a probe's result does, how long a hold lasts on a
-// replica) and checks everything a store returns, so that every store
-// behaves the same and a corrupt or hostile store cannot make a breaker
-// misbehave.
+// atomically per key: each replica's report of its own window of the key, a
+// hold that a fleet-wide trip makes, the leases of the fleet's probes, and
+// manual commands. httpbreaker decides what the facts mean (when the
+// fleet's window trips a key, what a probe's result does, how long a hold
+// lasts on a replica) and checks everything a store returns, so that every
+// store behaves the same and a corrupt or hostile store cannot make a
+// breaker misbehave.
+//
+// A key that only succeeds costs a store nothing: a replica reports its
+// window of a key when its failures change, and the store asks every
+// replica for theirs (Reply.Gathering) only once a fleet-wide trip has
+// become possible: enough failures, from enough replicas, one of which
+// fails at the trip's rate on its own.
 //
 // Times in a Sync are durations, never wall-clock times: a store measures
 // them on one clock of its own (Redis's), so replicas' clocks may disagree.
@@ -41,9 +47,10 @@ type Store interface {
 	// be reached; a problem with one key is that key's KeySync.Err.
 	Sync(ctx context.Context, s *Sync) error
 	// Watch calls changed, with a key, whenever another replica changed what
-	// the fleet holds for that key, until ctx ends or the store's connection
-	// fails; then it returns (ctx's error, or the failure). The caller calls
-	// it again after a failure. changed must return at once.
+	// the fleet holds for that key, or the fleet gathers its replicas'
+	// windows of it, until ctx ends or the store's connection fails; then
+	// it returns (ctx's error, or the failure). The caller calls it again
+	// after a failure. changed must return at once.
 	Watch(ctx context.Context, changed func(key string)) error
 }
 
@@ -52,21 +59,30 @@ type Sync struct {
 	// Replica names this replica in the fleet: unique, and the same for the
 	// life of its set of breakers.
 	Replica string
-	// Seq numbers this replica's syncs: each has a larger one. A store
+	// Session tells this set of breakers from an earlier one under the same
+	// Replica name (a restarted pod): random, and the same for the set's
+	// life. Seq numbers the session's syncs: each has a larger one. A store
 	// applies a sync's requests (a trip, a probe's result, a command, a
 	// lease) at most once, however often a client sends it again, and
 	// answers a sync it has applied with what it answered then (the same
-	// lease).
-	Seq uint64
+	// lease); a report never replaces a later one of the same session.
+	Session uint64
+	Seq     uint64
 	// Live is how long after its last Sync a replica counts as live.
 	Live time.Duration
+	// Index asks the store for Indexed: a set asks every few syncs, for
+	// what an announcement it missed would have told it.
+	Index bool
 	// Keys holds a request and a reply per key.
 	Keys []KeySync
 
 	// Replicas is set by Sync: how many replicas are live, this one included.
 	Replicas int
+	// Indexed is set by Sync when Index asked for it: the keys for which
+	// the fleet holds something (a hold, a manual command, a gathering).
+	Indexed []string
 	// Warnings is set by Sync: problems that do not stop it, such as a
-	// server that may evict the fleet's state, for the set to log once.
+	// server that may evict the fleet's state, for the set to log.
 	Warnings []string
 }
 
@@ -74,26 +90,35 @@ type Sync struct {
 // before Reply), and what the store replies (Reply, Err).
 type KeySync struct {
 	Key string
-	// Window and Buckets are the key's policy window, which the fleet's
-	// window keeps too.
-	Window  time.Duration
-	Buckets int
-	// Incarnation tells this replica's breakers of the key apart: a breaker
-	// made anew (after an idle drop, or by a restart) counts from zero.
-	Incarnation uint64
-	// Successes and Failures are this replica's totals for the key since
-	// its Incarnation began. The store adds to the fleet's window what they
-	// gained since the totals it has: a sync that is sent twice, or lost,
-	// counts each outcome once. When it has none, it adds them all if First
-	// says this replica has not synced the key before (its totals are all
-	// news), and nothing otherwise (the store lost its data: they were
-	// counted once already).
+	// Window is the key's policy window: a report older than it counts for
+	// nothing (0: a window of the last calls, which reports hold until
+	// replaced).
+	Window time.Duration
+	// Report says that this sync reports this replica's own window of the
+	// key as it is now: Successes and Failures in it, and Over, whether its
+	// failure rate alone meets the policy's. The store keeps each
+	// replica's latest report and sums those of the live replicas: that
+	// sum is the fleet's window. A report replaces the one before it, so
+	// that a sync sent twice, or lost, counts nothing twice, and a store
+	// that lost its data has it back at the next report.
+	//
+	// A report with nothing in it, and no report before it, tells a store
+	// nothing, unless the fleet gathers the key: a replica with no breaker
+	// for a key sends one when it hears that the fleet gathers it (with
+	// TripFailures 0), so that the gathering need not wait for it.
+	Report              bool
 	Successes, Failures uint64
-	First               bool
-	// Recent are the successes and failures in this replica's own window:
-	// the store adds no more than these at once, so that outcomes that left
-	// the window while the store was out of reach are not added as new.
-	RecentSuccesses, RecentFailures uint64
+	Over                bool
+	// TripFailures and Quorum say when the key could trip fleet-wide: at
+	// least TripFailures failures in the fleet's window, from at least
+	// Quorum replicas, one of them Over (the fleet's failure rate is an
+	// average of its replicas', and meets the policy's only if one of
+	// theirs does). Then the store gathers the key: it answers every sync
+	// of it with Gathering, and each replica reports its window at each
+	// sync, successes and all, until the trip is no longer possible.
+	// TripFailures 0: this replica does not say (its policy never trips
+	// fleet-wide, or it has no breaker for the key).
+	TripFailures, Quorum int
 	// MaxHold bounds what the store keeps for the key: a hold's cooldown
 	// and a lease's length. Data beyond it is taken for corrupt and dropped.
 	MaxHold time.Duration
@@ -126,12 +151,18 @@ type KeySync struct {
 
 // Reply is what the fleet holds for one key.
 type Reply struct {
-	// The fleet's window: the outcomes every replica added within the
-	// key's Window, and how many replicas added failures to it, counting
-	// only replicas that are live now (a replica that restarts under a new
-	// name does not count twice).
+	// The fleet's window: the sum of the live replicas' latest reports of
+	// their windows, and how many of those hold failures (a replica that
+	// restarts under a new name does not count twice). Outside a gathering
+	// it holds the successes of the replicas that reported lately only.
 	Successes, Failures uint64
 	FailingReplicas     int
+	// Gathering says that the fleet gathers the key: a fleet-wide trip is
+	// possible, and every replica reports its window at every sync.
+	// Complete says that every live replica has reported since it began
+	// (or it has waited long enough for them): the window is whole, and a
+	// trip may be decided on it.
+	Gathering, Complete bool
 	// Hold is the fleet-wide hold on the key, if any.
 	Hold *Hold
 	// Lease names the probe lease granted to this Sync's Lease request;

@@ -78,7 +78,7 @@ var steps = []struct {
 }{
 	{"request-path", (*measure).requestPath}, {"redis-load", (*measure).redisLoad},
 	{"propagation", (*measure).propagation}, {"absorbed", (*measure).absorbed},
-	{"gobreaker", (*measure).gobreaker}, {"scale", (*measure).scale},
+	{"gobreaker", (*measure).gobreaker}, {"scale", (*measure).scale}, {"cost", (*measure).cost},
 }
 
 func stepNames() []string {
@@ -297,7 +297,8 @@ func (m *measure) redisLoad() error {
 	m.printf("### Redis work per replica\n\nOne replica, every key serving successes at the rate given, spread evenly; " +
 		"the replica's round trips to Redis " +
 		"(`shared_sync_seconds` count) and Redis's own count of the script calls it ran (`INFO commandstats`: " +
-		"a heartbeat and one call per key with news per round trip), per second.\n\n")
+		"a heartbeat per round trip, and a call for the keys it carries, which a key that only succeeds is not), " +
+		"per second.\n\n")
 	m.printf("| keys | requests/s | round trips/s | script calls/s |\n|---:|---:|---:|---:|\n")
 	span := 3 * time.Second
 	keyCounts, rates := []int{1, 10, 100, 1000}, []int{1000, 20000}
@@ -339,7 +340,7 @@ func (m *measure) redisLoad() error {
 }
 
 // scriptCalls returns how many script calls (EVALSHA, EVAL) Redis has run:
-// the heartbeat, and one per key in a sync.
+// the heartbeat, and the calls for the keys a sync carries.
 func scriptCalls(ctx context.Context, c *redis.Client) int64 {
 	info, err := c.Info(ctx, "commandstats").Result()
 	if err != nil {
