@@ -10,13 +10,9 @@ import (
 	"time"
 )
 
-// Breakers is a set of circuit breakers, one per key. A key names a route
-// group: a plugin id, an upstream provider, a route pattern. Each key's
-// breaker is created on first use with the key's policy; it lives as long
-// as the set, unless the policy's IdleTTL drops it once unused, and the key's
-// next request gets a new one. Most users make one Breakers with New and
-// wrap each route group with Middleware(key). A Breakers is safe for
-// concurrent use.
+// Breakers is a set of circuit breakers, one per key (a route group, an
+// upstream), each made on first use with its key's policy, and dropped once
+// unused for its IdleTTL. It is safe for concurrent use.
 type Breakers struct {
 	settings        // what the options set
 	clock           // the monotonic clock of every time kept in an atomic

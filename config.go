@@ -14,19 +14,11 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// LoadConfig reads a Config from YAML or JSON:
-//
-//	defaults:
-//	  open_for: 30s
-//	keys:
-//	  scaffolder:
-//	    consecutive_failures: off
-//
-// Field names are Policy's in snake_case, durations strings such as "1m30s",
-// off turns a field off. Reading is strict: an unknown or repeated field, a
-// wrong type, an explicit zero and every invalid value are errors naming
-// the field's path and line. A document past MaxConfigBytes, or whose
-// aliases expand past a million fields, is refused.
+// LoadConfig reads a Config from YAML or JSON (testdata/config.yaml shows
+// every field): Policy's fields in snake_case, durations such as "1m30s",
+// off for Off. It is strict: an unknown or repeated field, a wrong type, an
+// explicit zero and every invalid value are errors naming the field's path
+// and line; a document past MaxConfigBytes is refused.
 func LoadConfig(r io.Reader) (Config, error) {
 	doc, err := io.ReadAll(io.LimitReader(r, MaxConfigBytes+1))
 	if err != nil {

@@ -23,13 +23,9 @@ var ErrNoBreaker = errors.New("httpbreaker: no breaker for this key")
 // is no cooldown to end, and nothing is changed.
 var ErrNotOpen = errors.New("httpbreaker: the breaker is not open")
 
-// ForceOpen makes key's breaker reject every request, whatever its mode, for
-// d (at most a week), or until Release when d is 0 or less: a kill switch for
-// a part that misbehaves in ways its status codes do not show. Rejections
-// answer Retry-After with the time left (or OpenFor, when forced until
-// Release). With shared state every replica holds it until the same moment,
-// however long it is: MaxOpenFor bounds the fleet's automatic holds, not an
-// operator's.
+// ForceOpen makes key's breaker reject every request, in every mode, for d
+// (at most a week), or until Release when d is 0 or less: a kill switch.
+// With shared state every replica holds it until the same moment.
 func (b *Breakers) ForceOpen(key string, d time.Duration) error {
 	return b.forceOpen(key, d, caller())
 }
@@ -56,13 +52,9 @@ func (b *Breakers) Reset(key string) error {
 	return b.reset(key, caller())
 }
 
-// Probe ends key's cooldown now: its breaker, open, turns half-open, and
-// the next calls are its probes. It is for an operator who has just fixed
-// what the key calls, and need not wait out a long backoff. It returns
-// ErrNoBreaker for a key that does not exist, and ErrNotOpen, changing
-// nothing, for one that is not open (closed, half-open, recovering, or
-// forced: Release a forced key first). With shared state it ends the
-// fleet's cooldown of the key too, on every replica.
+// Probe ends key's cooldown now, on every replica with shared state: the
+// next calls are its probes. It returns ErrNotOpen, changing nothing, for a
+// key that is not open (a forced one included).
 func (b *Breakers) Probe(key string) error {
 	return b.probe(key, caller())
 }

@@ -5,21 +5,13 @@ import (
 	"errors"
 )
 
-// Do runs fn behind key's breaker, for calls that are not HTTP (a database
-// query, a gRPC call), with ctx. While the breaker rejects, fn does not run
-// and Do returns a *RejectedError (errors.Is(err, ErrOpen)); otherwise it
-// returns fn's error as it is.
-//
-//	err := breakers.Do(r.Context(), "orders-db", func(ctx context.Context) error {
-//		return db.QueryRowContext(ctx, "SELECT sum(amount) FROM orders").Scan(&total)
-//	})
-//
-// The classifier judges fn's error as Call.Err: by default nil succeeds and
-// any other error fails, but a call the caller canceled, or whose deadline
-// was spent before it was admitted, is excluded. A panic or Goexit in fn
-// fails, and goes on. Do's keys are client keys, made on first use up to
-// WithMaxKeys (past it fn runs untracked). A nil ctx or fn, or an invalid
-// key, is an error, never a panic.
+// Do runs fn with ctx behind key's breaker, for calls that are not HTTP (a
+// database query): while the breaker rejects, fn does not run and Do returns
+// a *RejectedError; otherwise fn's error, as it is, judged as Call.Err (by
+// default nil succeeds, any other error fails, and a call canceled, or
+// whose deadline was spent before it was admitted, is excluded). Its keys
+// are client keys, made on first use up to WithMaxKeys. A nil ctx or fn, or
+// an invalid key, is an error.
 func (b *Breakers) Do(ctx context.Context, key string, fn func(context.Context) error) error {
 	br := b.lookup(key)
 	if br == nil || ctx == nil || fn == nil {

@@ -16,20 +16,10 @@
 //	defer breakers.Close() // stops its background work
 //	mux.Handle("/api/catalog/", breakers.Middleware("catalog")(catalogHandler))
 //
-// KeyedMiddleware picks the key per request (RoutePattern, say). The same
-// breakers guard outgoing calls: Transport and KeyedTransport for HTTP, Do
-// for any other call; a rejected call touches nothing and returns a
-// *RejectedError (errors.Is(err, ErrOpen)). A route group that passes an
-// upstream's failure on (a 502 after its call through the set failed) is
-// not tripped for it: the failure is the upstream's (DefaultClassifier).
-//
-// A key's breaker admits every call while closed and counts outcomes in a
-// rolling window; a trip (Policy) opens it for a cooldown, then it admits a
-// few probes and closes when they succeed. While open, requests get a 503
-// with Retry-After and a JSON problem body (or WithRejectHandler's answer).
-// Every change of state is one log/slog record and a call of
-// WithStateChangeHook's functions; metrics go to WithRegisterer's registry;
-// StatusHandler serves a status page; ForceOpen, ForceClose, Release, Reset
-// and Probe control a key by hand. WithSharedState shares what a fleet of
-// replicas learns, in the background: close every set you make (Close).
+// KeyedMiddleware picks the key per request (RoutePattern, say); Transport,
+// KeyedTransport and Do guard outgoing calls, and an upstream's failure a
+// route group passes on is the upstream's. A breaker trips by its Policy,
+// answers 503 with Retry-After while open, then probes; every change is a
+// log/slog record and a hook call, and metrics, a status page, manual
+// control and a fleet's shared state (WithSharedState) are options.
 package httpbreaker

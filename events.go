@@ -6,24 +6,17 @@ import (
 	"time"
 )
 
-// Event is one change of a key's state, with why it happened: the
-// Transition the key's history keeps, with the key's name, mode and
-// dependents, for a hook that pages, annotates a trace or posts to chat. It
-// carries the same facts as the change's log record.
+// Event is one change of a key's state, for a hook: the Transition the
+// key's history keeps, with the key, its mode, the route groups that call
+// it as an upstream (Dependents, at most 16) and, at a route group's trip,
+// its failures blamed on each upstream instead (BlamedOn). It carries the
+// facts of the change's log record.
 type Event struct {
 	Transition
-	Key  string
-	Mode Mode
-	// Dependents are the route groups (server keys) whose requests have
-	// called through the key as an upstream, sorted: who its change
-	// affects. At most 16 are kept; nil for a key that no route group's
-	// request has been seen calling.
+	Key        string
+	Mode       Mode
 	Dependents []string
-	// BlamedOn counts, at a trip, the failures of the key's (a route
-	// group's) that were blamed on each upstream instead, as
-	// Status.BlamedOn does: it tripped on failures of its own, beside these.
-	// Nil at other changes, and for a key none of whose failures was blamed.
-	BlamedOn map[string]uint64
+	BlamedOn   map[string]uint64
 }
 
 // Reason says why a key's state changed. Its string is the log record's

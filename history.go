@@ -4,40 +4,33 @@ import (
 	"time"
 )
 
-// Transition is one change of a key's state, and why it happened: what a
-// key's history keeps (Status.History), what last tripped it
-// (Status.LastTrip), and the heart of a hook's Event. Fields that do not
-// apply to a change are zero, and left out of JSON.
+// Transition is one change of a key's state, and why: what a key's
+// history keeps, what last tripped it, and the heart of a hook's Event.
+// Fields that do not apply are zero, and left out of JSON. While a forced
+// state holds the key, Forced names it and From and To are the breaker's
+// own states underneath.
 type Transition struct {
-	Time time.Time `json:"time"` // when it happened
-	// From and To are the states before and after; while a forced state
-	// holds the key, Forced is it and From and To are the states of the
-	// breaker underneath.
-	From   State  `json:"from"`
-	To     State  `json:"to"`
-	Forced State  `json:"forced,omitempty"`
-	Reason Reason `json:"reason"`
-	// By says who made a manual change: "status page from <address>", or
-	// the Go file and line that called the method.
-	By string `json:"by,omitempty"`
+	Time   time.Time `json:"time"`
+	From   State     `json:"from"`
+	To     State     `json:"to"`
+	Forced State     `json:"forced,omitempty"`
+	Reason Reason    `json:"reason"`
+	By     string    `json:"by,omitempty"` // who made a manual change: "status page from <address>", or the caller's file:line
+
 	// The window's counts at a trip, or the probes' when they closed or
-	// reopened the breaker; Slow with SlowCallRate.
+	// reopened the breaker.
 	Failures            uint32 `json:"failures,omitempty"`
 	Successes           uint32 `json:"successes,omitempty"`
 	ConsecutiveFailures uint32 `json:"consecutive_failures,omitempty"`
 	Slow                uint32 `json:"slow,omitempty"`
-	// OpenFor is how long a change to open (or to a timed forced open)
-	// lasts; UpstreamRetryAfter the upstream's delay when it made OpenFor
-	// longer; ProbeRanFor how long a probe ran when ProbeTimeout judged it;
-	// RecoveryRamp the ramp a change to recovering starts.
-	OpenFor            time.Duration `json:"open_for,omitempty"`
-	UpstreamRetryAfter time.Duration `json:"upstream_retry_after,omitempty"`
-	ProbeRanFor        time.Duration `json:"probe_ran_for,omitempty"`
-	RecoveryRamp       time.Duration `json:"recovery_ramp,omitempty"`
-	// Fleet says the change came from the fleet (WithSharedState): a
-	// fleet-wide trip, its probes, or another replica's manual change, which
-	// Replica names; FailingReplicas counts the replicas whose failures
-	// tripped it.
+
+	OpenFor            time.Duration `json:"open_for,omitempty"`             // how long a change to open lasts
+	UpstreamRetryAfter time.Duration `json:"upstream_retry_after,omitempty"` // an upstream's delay, when it lengthened OpenFor
+	ProbeRanFor        time.Duration `json:"probe_ran_for,omitempty"`        // how long a probe ran, when ProbeTimeout judged it
+	RecoveryRamp       time.Duration `json:"recovery_ramp,omitempty"`        // the ramp a change to recovering starts
+
+	// Fleet says the change came from the fleet (WithSharedState), made by
+	// Replica; FailingReplicas counts the replicas whose failures tripped it.
 	Fleet           bool   `json:"fleet,omitempty"`
 	Replica         string `json:"replica,omitempty"`
 	FailingReplicas int    `json:"failing_replicas,omitempty"`

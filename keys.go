@@ -10,13 +10,11 @@ import (
 	"unicode/utf8"
 )
 
-// A KeyFunc picks the breaker key of a request. It must return a value from
-// a small set (a route pattern, a plugin id, an upstream name), never raw
-// input such as the path: every key gets a breaker and metric series, up to
-// WithMaxKeys. A KeyFunc returns "" to leave a request untracked. A key that
-// is not valid UTF-8 or is longer than 512 bytes (input from the request,
-// such as a path value of "/api/%ff/x") gets no breaker either: the request
-// passes untracked, and the first such key is logged.
+// A KeyFunc picks the breaker key of a request: a value from a small set (a
+// route pattern, a plugin id, an upstream name), never raw input such as the
+// path, since every key gets a breaker and metric series, up to WithMaxKeys.
+// "", or a key that is not valid UTF-8 or longer than 512 bytes, leaves the
+// request untracked.
 type KeyFunc func(*http.Request) string
 
 // RoutePattern is a KeyFunc that keys each request by its method and the

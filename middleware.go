@@ -6,20 +6,11 @@ import (
 )
 
 // Middleware returns middleware that puts the handler it wraps behind key's
-// breaker, made now, so that it shows in metrics and the status before the
-// first request. Wrap each route group once, with its own key:
-//
-//	r.Route("/api/catalog", func(r chi.Router) {
-//		r.Use(breakers.Middleware("catalog"))
-//	})
-//
-// A gateway answer the handler passes on after its call through a
-// Transport, KeyedTransport or Do of the same set failed is blamed on that
-// upstream, not counted against key, when the call was made with the
-// request's context (http.NewRequestWithContext(r.Context(), ...)); to find
-// it, each request carries a scope in its context, one allocation, while
-// the set has a client side. Middleware panics on an empty, overlong or
-// invalid key: a wiring mistake, found when the server is assembled.
+// breaker, made now so that it shows before the first request; wrap each
+// route group once, with its own key. A gateway answer passed on after the
+// request's call (with its context) through a client side of the same set
+// failed is that upstream's (DefaultClassifier). An invalid key panics: a
+// wiring mistake, found when the server is assembled.
 func (b *Breakers) Middleware(key string) func(http.Handler) http.Handler {
 	ref := b.ref("Middleware", key, sideServer)
 	bodies := newProblemBodies(key)
@@ -42,31 +33,30 @@ func (h *keyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	serveThrough(h.ref.set, h.ref.get(), h.bodies, w, r, h.next)
 }
 
-// KeyedMiddleware returns middleware that picks the breaker for each request
-// with key. Breakers are created on first use, up to WithMaxKeys. Finding a
-// key's breaker takes no lock shared by all requests.
-func (b *Breakers) KeyedMiddleware(key KeyFunc) func(http.Handler) http.Handler {
-	if key == nil {
+// KeyedMiddleware returns middleware that picks the breaker of each request
+// with keyOf, made on first use, up to WithMaxKeys.
+func (b *Breakers) KeyedMiddleware(keyOf KeyFunc) func(http.Handler) http.Handler {
+	if keyOf == nil {
 		panic("httpbreaker: KeyedMiddleware: nil KeyFunc")
 	}
 	return func(next http.Handler) http.Handler {
 		if next == nil {
 			panic("httpbreaker: KeyedMiddleware: nil handler")
 		}
-		return &keyedHandler{set: b, key: key, next: next, bodies: &problemCache{max: b.maxKeys}}
+		return &keyedHandler{set: b, keyOf: keyOf, next: next, bodies: &problemCache{max: b.maxKeys}}
 	}
 }
 
 type keyedHandler struct {
 	set    *Breakers
-	key    KeyFunc
+	keyOf  KeyFunc
 	next   http.Handler
 	bodies *problemCache
 	_      [64 - 40]byte // read on every request: a cache line of its own (see counters.go)
 }
 
 func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	br := h.set.keyed(h.key(r), sideServer, func() []any {
+	br := h.set.keyed(h.keyOf(r), sideServer, func() []any {
 		return []any{"side", "server", "method", r.Method, "path", r.URL.Path}
 	})
 	if br == nil {

@@ -173,12 +173,9 @@ func WithMaxKeys(n int) Option {
 	})
 }
 
-// WithStateChangeHook calls f after every state change of every key, in the
-// order they happened, with an Event that says what changed and why: the
-// facts of the change's log record, so that a hook can page, annotate a
-// trace or post to chat without parsing logs. f runs on a goroutine of the
-// set's own: a hook that blocks or panics does not hold up requests (a
-// panic is recovered and logged). Each call adds a hook.
+// WithStateChangeHook calls f after every change of every key's state, in
+// order, on a goroutine of the set's own: a hook that blocks or panics
+// holds up no request. Each call adds a hook; Flush waits for them.
 func WithStateChangeHook(f func(Event)) Option {
 	return option(func(b *settings) error {
 		if f == nil {
@@ -190,11 +187,8 @@ func WithStateChangeHook(f func(Event)) Option {
 }
 
 // WithSharedState shares what the set's breakers learn with the other
-// replicas of a fleet, through s (the redisstate module makes one on Redis): a
-// fleet-wide window trips a key on every replica, the fleet probes it
-// together, and ForceOpen, ForceClose, Release and Reset apply everywhere.
-// Nothing of it is on a request's path: a goroutine of the set's own syncs
-// in the background, and Close stops it. Without it a set learns alone.
+// replicas of a fleet through s (redisstate makes one on Redis), in the
+// background, never on a request's path; Close stops it.
 func WithSharedState(s sharedstate.Store) Option {
 	return option(func(b *settings) error {
 		if s == nil {

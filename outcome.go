@@ -32,32 +32,22 @@ func (o Outcome) String() string {
 // a request whose handler returned or panicked (the server side), a
 // RoundTrip that returned (the client side), or Do's func.
 type Call struct {
-	Key string // the breaker's key
-	// Request is the request (nil for Do); its context tells whether the
-	// client, or the caller, is still there.
-	Request *http.Request
+	Key     string        // the breaker's key
+	Request *http.Request // nil for Do; its context tells whether the client, or the caller, is still there
 	// StatusCode is the final status: the first non-1xx code the handler
-	// wrote (200 for a body written without one, 0 for none or a hijack), or
-	// the response's (0 when RoundTrip failed).
+	// wrote (200 for a body without one, 0 for none), or the response's.
 	StatusCode int
-	// Err is the client side's RoundTrip error, or Do's func's.
-	Err error
+	Err        error // the client side's RoundTrip error, or Do's func's
 	// Upstream is, on the server side, the key of an upstream whose call of
 	// the request's had failed or been rejected, and not been retried with
 	// success, when the handler wrote its status; "" if none.
-	Upstream string
-	// ClientGone reports that the client (or the caller) had canceled the
-	// request's context when the status was written, or the call failed.
-	ClientGone bool
-	Hijacked   bool // the handler took the connection over
-	Panic      any  // what the handler panicked with; the panic goes on
-	// RetryAfter is the Retry-After sent with a 429 or 503; 0 if none.
-	RetryAfter time.Duration
-	// Duration is how long the call ran, measured only when the policy sets
-	// SlowCall or WithClassifier is used, and Slow reports that it exceeded
-	// SlowCall.
-	Duration time.Duration
-	Slow     bool
+	Upstream   string
+	ClientGone bool          // the client, or the caller, had canceled the request's context
+	Hijacked   bool          // the handler took the connection over
+	Panic      any           // what the handler panicked with; the panic goes on
+	RetryAfter time.Duration // the Retry-After sent with a 429 or 503
+	Duration   time.Duration // how long it ran, measured with SlowCall or WithClassifier
+	Slow       bool          // Duration exceeded SlowCall
 
 	// slowApart says the policy sets SlowCallRate.
 	slowApart bool

@@ -13,68 +13,30 @@ import (
 )
 
 // Policy says when a breaker opens, how long it stays open and how it comes
-// back. The zero value of a field means "inherit" (from the defaults, and
-// for the defaults from DefaultPolicy), so Policy{} is the built-in defaults
-// and a per-key policy names only what differs; fields that can be turned
-// off take Off. A breaker trips on FailureRate over at least MinRequests
-// outcomes in its window, or on ConsecutiveFailures; it stays open for
-// OpenFor, then admits HalfOpenRequests probes, and closes when
-// HalfOpenSuccesses of them succeed or opens again for a doubled cooldown.
-// New refuses a duration under a millisecond or a value past its ceiling,
-// naming what was likely meant; docs/configuration.md has every field's
-// default and ceiling.
+// back; each field's comment ends with its default. A zero field means
+// "inherit" (from the defaults, and for them from DefaultPolicy), so a
+// per-key policy names only what differs; Off turns a field off. New refuses
+// a duration under a millisecond or a value past its ceiling, naming what
+// was likely meant (docs/configuration.md has every ceiling).
 type Policy struct {
-	// FailureRate trips at failures / (failures + successes) in the window,
-	// once MinRequests are in it. In (0, 1], or Off. Default 0.5.
-	FailureRate float64
-	// MinRequests is the outcomes the window must hold before a rate can
-	// trip. Default 10.
-	MinRequests int
-	// ConsecutiveFailures trips after this many failures in a row (those
-	// still in the time window). Off, or at least 1. Default 5.
-	ConsecutiveFailures int
-	// Window is the span of the rolling window. Default 10s.
-	Window time.Duration
-	// Buckets is how many parts the window rolls in. Default 10.
-	Buckets int
-	// LastCalls judges the rates over the last this many outcomes instead
-	// of the time window. Default off; not with Window.
-	LastCalls int
-	// OpenFor is the cooldown after a trip from closed. Default 30s.
-	OpenFor time.Duration
-	// MaxOpenFor caps the cooldown, which doubles, with jitter, after each
-	// failed round of probes. Off keeps it at OpenFor. Default 5m.
-	MaxOpenFor time.Duration
-	// HalfOpenRequests is how many probes a half-open breaker admits, however
-	// many requests arrive at once. Default 3.
-	HalfOpenRequests int
-	// HalfOpenSuccesses is how many probes must succeed to close. Default
-	// HalfOpenRequests.
-	HalfOpenSuccesses int
-	// Quorum is, with shared state, how many replicas' failures a fleet-wide
-	// trip needs (capped by the live replicas). Default 2.
-	Quorum int
-	// ProbeTimeout judges a probe still running after it by what it has
-	// answered so far (nothing is a failure). Off waits. Default 30s.
-	ProbeTimeout time.Duration
-	// SlowCall makes a call slower than it a failure, or a slow call with
-	// SlowCallRate. Default off.
-	SlowCall time.Duration
-	// SlowCallRate trips when slow calls are this share of the window's
-	// outcomes, judging slowness apart from failure. Default off.
-	SlowCallRate float64
-	// RecoveryRamp admits a share of requests rising from none to all over
-	// this time after the probes succeed. Default off.
-	RecoveryRamp time.Duration
-	// IdleTTL drops a key's breaker, and its metric series, once it has
-	// served no request this long. Default 1h for a KeyFunc's keys, off for
-	// the keys code names.
-	IdleTTL time.Duration
-	// UpstreamRetryAfter says which failures' Retry-After may keep the
-	// breaker open past its cooldown. Default RetryAfterOn503.
-	UpstreamRetryAfter RetryAfterRule
-	// Mode is ModeEnforce (the default), ModeObserve or ModeDisabled.
-	Mode Mode
+	FailureRate         float64        // trip at this share of failures in the window, in (0, 1] or Off; 0.5
+	MinRequests         int            // once the window holds this many outcomes; 10
+	ConsecutiveFailures int            // trip after this many failures in a row, or Off; 5
+	Window              time.Duration  // the rolling window's span; 10s
+	Buckets             int            // the parts it rolls in; 10
+	LastCalls           int            // judge the last this many outcomes instead of the time window; off
+	OpenFor             time.Duration  // the cooldown after a trip from closed; 30s
+	MaxOpenFor          time.Duration  // the longest cooldown, doubling with jitter after each failed round, or Off; 5m
+	HalfOpenRequests    int            // the probes a half-open breaker admits; 3
+	HalfOpenSuccesses   int            // the probes that must succeed to close; HalfOpenRequests
+	Quorum              int            // with shared state, the replicas a fleet-wide trip needs; 2
+	ProbeTimeout        time.Duration  // a probe running past it is judged by what it answered so far, or Off; 30s
+	SlowCall            time.Duration  // a call slower than it fails (is slow, with SlowCallRate); off
+	SlowCallRate        float64        // trip at this share of slow calls, judging slowness apart; off
+	RecoveryRamp        time.Duration  // admit a share rising from none to all over it after recovering; off
+	IdleTTL             time.Duration  // drop a key's breaker unused this long; 1h for a KeyFunc's keys, else off
+	UpstreamRetryAfter  RetryAfterRule // which failures' Retry-After may lengthen a cooldown; RetryAfterOn503
+	Mode                Mode           // ModeEnforce, ModeObserve or ModeDisabled; ModeEnforce
 }
 
 // Off turns a Policy field off (off in a config file): zero means
@@ -525,19 +487,13 @@ func (p Policy) problems() []problem {
 	return out
 }
 
-// Config is a set of policies: defaults for every key, and overrides for
-// some keys. An override names only the fields that differ from the
-// defaults; the rest are inherited. LoadConfig reads one from a file.
+// Config is a set of policies: defaults for every key, and overrides that
+// name only what differs. A key in Keys that ends in * names a family: its
+// policy is that of every key with that prefix and no policy of its own,
+// the longest prefix winning. LoadConfig reads one from a file.
 type Config struct {
-	// Defaults apply to every key; unset fields take the built-in defaults.
-	Defaults Policy `json:"defaults"`
-	// Keys holds per-key overrides, by breaker key. A key that ends in *
-	// names a family: its policy is that of every key that begins with
-	// what comes before the * and has no policy of its own ("openai:*"
-	// covers "openai:gpt-4o" and "openai:o3"), the longest such prefix
-	// winning. A key with a policy of its own, or a family's, inherits only
-	// the defaults. A * anywhere else in a key is an error.
-	Keys map[string]Policy `json:"keys,omitempty"`
+	Defaults Policy            `json:"defaults"`
+	Keys     map[string]Policy `json:"keys,omitempty"`
 }
 
 // isFamily reports whether a key of Config.Keys names a family of keys.
@@ -644,17 +600,13 @@ func (c Config) policyFor(name string) Policy {
 	return c.Keys[c.policyKey(name)].inherit(c.Defaults).resolve()
 }
 
-// FieldError is one invalid field of a policy or config file. Errors from
-// New and LoadConfig wrap one or more of them (see errors.Join); errors.As
-// finds the first.
+// FieldError is one invalid field of a policy or config file: its config
+// path ("keys.catalog.failure_rate"), its line (0 from code) and what is
+// wrong. Errors from New and LoadConfig join one or more of them.
 type FieldError struct {
-	// Path is the field's config path: "defaults.open_for",
-	// "keys.catalog.failure_rate".
 	Path string
-	// Line is the line in the config file, or 0 when the policy came from code.
 	Line int
-	// Msg says what is wrong.
-	Msg string
+	Msg  string
 }
 
 func (e *FieldError) Error() string {

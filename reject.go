@@ -38,12 +38,9 @@ func reject(set *Breakers, bodies problemSource, w http.ResponseWriter, r *http.
 // which says which key rejected the call and when to retry.
 var ErrOpen = errors.New("httpbreaker: circuit breaker open")
 
-// RejectedError is the error a rejected RoundTrip (or Do) returns: the call
-// never left the process. errors.As finds it through the *url.Error of
-// http.Client. A retrying client should not spin on it: RetryAfter says
-// how long the breaker keeps rejecting (0 when it is half-open with every
-// probe taken, or recovering: soon), and a retry before then is rejected
-// again, at no cost to the upstream but to no use either.
+// RejectedError is the error a rejected RoundTrip or Do returns (errors.As
+// finds it through http.Client's *url.Error): the call never left the
+// process. A retry before RetryAfter is rejected again.
 type RejectedError struct{ Rejection }
 
 // Error names the key, its state and when to retry.
@@ -57,16 +54,13 @@ func (e *RejectedError) Error() string {
 // Is reports whether target is ErrOpen.
 func (e *RejectedError) Is(target error) bool { return target == ErrOpen }
 
-// Rejection describes a call that a breaker did not admit.
+// Rejection describes a call that a breaker did not admit: its key, the
+// state that turned it away (StateHalfOpen when every probe is taken,
+// StateRecovering when the ramp did), and how long until it admits calls
+// again (0 when half-open or recovering: soon).
 type Rejection struct {
-	// Key is the key of the breaker that rejected the call.
-	Key string
-	// State is StateOpen; StateHalfOpen when all probes are taken;
-	// StateRecovering when the recovery ramp turned the call away;
-	// StateForcedOpen after ForceOpen.
-	State State
-	// RetryAfter is how long until the breaker admits calls again: 0 when
-	// it is half-open or recovering (retry at once, or in a second).
+	Key        string
+	State      State
 	RetryAfter time.Duration
 }
 
@@ -78,12 +72,9 @@ func (rj Rejection) RetryAfterSeconds() int {
 	return int(min(max(1, math.Ceil(rj.RetryAfter.Seconds())), MaxRetryAfter.Seconds()))
 }
 
-// MaxRetryAfter is the longest Retry-After a reject response tells a client,
-// however long the breaker stays open (a cooldown backed off towards
-// MaxOpenFor, an upstream's own Retry-After, ForceOpen for a week): a client
-// told to come back in a day would not see an early Probe or Release, and
-// a client that comes back after an hour to a key still open is told again.
-// Rejection.RetryAfter and Status.RetryAfter keep the whole time.
+// MaxRetryAfter is the longest Retry-After a reject response tells a
+// client, however long the breaker stays open: a client told to come back in
+// a day would miss an early Probe or Release.
 const MaxRetryAfter = time.Hour
 
 // rejection describes the rejection a rejected admission stands for.

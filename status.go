@@ -76,30 +76,23 @@ func (b *Breakers) unusedStatus(key string) Status {
 		History: []Transition{}, HistorySince: made}
 }
 
-// StatusPage is what the status page (StatusHandler) shows at one moment,
-// as its JSON carries it: the set's link to its fleet, and every key's
-// status. The JSON decodes back into a StatusPage.
+// StatusPage is the status page's JSON (StatusHandler): when it was made,
+// the set's link to its fleet, and every key's status, sorted by key. It
+// decodes back into a StatusPage.
 type StatusPage struct {
-	// Time is when the page was made.
-	Time time.Time `json:"time"`
-	// Fleet is the set's link to its fleet; its Shared is false without
-	// shared state.
+	Time  time.Time   `json:"time"`
 	Fleet FleetStatus `json:"fleet"`
-	// Keys holds every key's status, sorted by key, as Snapshot returns it.
-	Keys []Status `json:"keys"`
+	Keys  []Status    `json:"keys"`
 }
 
-// FleetStatus describes a set's link to its fleet, for a status page.
+// FleetStatus describes a set's link to its fleet: whether it shares
+// state (WithSharedState), as which replica, whether its last sync reached
+// the store, and how many replicas were live then, this one included.
 type FleetStatus struct {
-	// Shared says whether the set shares state with a fleet (WithSharedState).
-	Shared bool `json:"shared"`
-	// Replica names this replica.
-	Replica string `json:"replica,omitempty"`
-	// Connected says whether the last sync reached the shared state.
-	Connected bool `json:"connected"`
-	// Replicas is how many replicas were live at the last sync, this one
-	// included.
-	Replicas int `json:"replicas,omitempty"`
+	Shared    bool   `json:"shared"`
+	Replica   string `json:"replica,omitempty"`
+	Connected bool   `json:"connected"`
+	Replicas  int    `json:"replicas,omitempty"`
 }
 
 // FleetStatus returns the set's link to its fleet: zero without shared
@@ -112,70 +105,40 @@ func (b *Breakers) FleetStatus() FleetStatus {
 	return FleetStatus{Shared: true, Replica: f.replica, Connected: f.connected.Load(), Replicas: int(f.replicas.Load())}
 }
 
-// Status describes one key's breaker at one moment.
+// Status describes one key's breaker at one moment (docs/operating.md
+// describes its JSON).
 type Status struct {
-	Key   string `json:"key"`
-	State State  `json:"state"`
-	Mode  Mode   `json:"mode"`
-	// Side says who puts calls through the breaker: "server" (Middleware,
-	// KeyedMiddleware), "client" (Transport, KeyedTransport), "both" (one
-	// key used on both sides: one breaker), or "" for a key that a per-key
-	// policy named and nothing has used yet.
-	Side string `json:"side"`
-	// Since is when the breaker entered State (when it was created, if it has
-	// never changed state).
-	Since time.Time `json:"since"`
-	// Rejecting says whether the breaker turns requests away now: open,
-	// forced open, half-open with every probe slot taken, or recovering
-	// (a share of them), in enforce mode or forced.
-	Rejecting bool `json:"rejecting"`
-	// RetryAfter is how long until the breaker admits requests again:
-	// positive while open, and while forced open for a limited time. JSON
-	// writes it as retry_after_seconds, rounded up to a whole second as
-	// Retry-After is, and as retry_after_ms.
+	Key   string    `json:"key"`
+	State State     `json:"state"`
+	Mode  Mode      `json:"mode"`
+	Side  string    `json:"side"`  // "server", "client", "both", or "" if nothing has used the key
+	Since time.Time `json:"since"` // when the key entered State
+	// Rejecting says the breaker turns requests away now; RetryAfter is how
+	// long until it admits again, positive while open (retry_after_seconds
+	// and retry_after_ms in JSON).
+	Rejecting  bool          `json:"rejecting"`
 	RetryAfter time.Duration `json:"-"`
-	// ForcedBy says who forced the state, while ForceOpen or ForceClose
-	// holds it: as Event.By does.
-	ForcedBy string `json:"forced_by,omitempty"`
-	// FleetHold is set while the fleet holds the key open or half-open
-	// (with shared state): why, and which replica made the hold.
-	FleetHold *FleetHold `json:"fleet_hold,omitempty"`
-	// Fleet is the fleet's view of the key, with shared state, as of this
-	// replica's last sync of it: nil without shared state, or before that
-	// sync.
-	Fleet *FleetView `json:"fleet,omitempty"`
-	// LastTrip is what last opened the breaker from closed (or
-	// recovering), by its own window or the fleet's, nil if nothing has
-	// since it was made or Reset.
-	LastTrip *Transition `json:"last_trip,omitempty"`
-	// Window holds the outcomes the trip conditions look at: those in the
-	// rolling window while closed or recovering, those of the probes while
-	// half-open, none while open. JSON adds its failure_rate.
+	ForcedBy   string        `json:"forced_by,omitempty"` // who forced the state, as Transition.By
+	// FleetHold is the fleet's hold on the key, and Fleet the fleet's window
+	// as of the last sync, with shared state.
+	FleetHold *FleetHold  `json:"fleet_hold,omitempty"`
+	Fleet     *FleetView  `json:"fleet,omitempty"`
+	LastTrip  *Transition `json:"last_trip,omitempty"` // what last opened it from closed
+	// Window holds what the trip rule looks at: the window's outcomes
+	// while closed, the probes' while half-open. Totals counts requests
+	// by result since the breaker was made, as requests_total does.
 	Window Counts `json:"window"`
-	// Totals counts requests by result since the breaker was created, as the
-	// requests_total metric does.
 	Totals Totals `json:"totals"`
-	// BlamedOn counts, for a route group (a server key), how many of its
-	// failures were blamed on each upstream key (Totals.UpstreamFailure
-	// counts them all). It holds at most 16 upstream keys; nil when none
-	// was blamed.
-	BlamedOn map[string]uint64 `json:"blamed_on,omitempty"`
-	// LastBlamedOn and LastBlamedAt are the upstream key of the route
-	// group's latest blamed failure, and when; "" and zero if none.
-	LastBlamedOn string    `json:"last_blamed_on,omitempty"`
-	LastBlamedAt time.Time `json:"last_blamed_at,omitzero"`
-	// Dependents are, for an upstream (a client key), the route groups whose
-	// requests have called through it with their context, sorted: who its
-	// state affects. At most 16; nil when none has.
-	Dependents []string `json:"dependents,omitempty"`
-	// Policy is the key's resolved policy, every field set.
-	Policy Policy `json:"policy"`
-	// History holds the key's last transitions, oldest first: up to 32,
-	// the older ones forgotten. HistorySince is when it starts: when the
-	// breaker was made, or, once older transitions were forgotten, the
-	// time of the oldest one kept. Between HistorySince and the first
-	// transition the key was in that transition's From state (its Forced
-	// state, if it has one; State, if there is no transition).
+	// BlamedOn counts a route group's failures blamed on each upstream (at
+	// most 16), LastBlamedOn and LastBlamedAt name the latest; Dependents
+	// are an upstream's route groups (at most 16).
+	BlamedOn     map[string]uint64 `json:"blamed_on,omitempty"`
+	LastBlamedOn string            `json:"last_blamed_on,omitempty"`
+	LastBlamedAt time.Time         `json:"last_blamed_at,omitzero"`
+	Dependents   []string          `json:"dependents,omitempty"`
+	Policy       Policy            `json:"policy"` // resolved, every field set
+	// History holds the key's last 32 transitions, oldest first, since
+	// HistorySince (when the breaker was made, or the oldest one kept).
 	History      []Transition `json:"history"`
 	HistorySince time.Time    `json:"history_since"`
 }
@@ -210,38 +173,28 @@ type FleetHold struct {
 	Replica string `json:"replica"`
 }
 
-// FleetView is the fleet's window of a key as one sync read it: the sum of
-// the windows the live replicas reported. A replica reports its window when
-// its failures change, so a key that only succeeds has nothing in the
-// fleet's window; once a fleet-wide trip is possible (enough failures, from
-// enough replicas), the fleet gathers the key: every replica reports its
-// whole window at every sync, and Successes counts them all.
+// FleetView is the fleet's window of a key as this replica's last sync of
+// it read it: the sum of the windows live replicas reported, which they do
+// when their failures change, and all of them while the fleet gathers the
+// key for a possible trip (docs/fleet.md).
 type FleetView struct {
-	Successes uint64 `json:"successes"`
-	Failures  uint64 `json:"failures"`
-	// FailingReplicas is how many live replicas have failures in their
-	// window; LiveReplicas how many are live, this one included.
-	FailingReplicas int `json:"failing_replicas"`
-	LiveReplicas    int `json:"live_replicas"`
-	// Gathering says that a fleet-wide trip is possible, and every replica
-	// reports its window at every sync.
-	Gathering bool `json:"gathering"`
-	// At is when this replica last synced the key.
-	At time.Time `json:"at"`
+	Successes       uint64    `json:"successes"`
+	Failures        uint64    `json:"failures"`
+	FailingReplicas int       `json:"failing_replicas"` // live replicas with failures in their window
+	LiveReplicas    int       `json:"live_replicas"`    // this one included
+	Gathering       bool      `json:"gathering"`
+	At              time.Time `json:"at"`
 }
 
 // Counts are the outcomes in a breaker's current window.
 type Counts struct {
-	Successes uint32 `json:"successes"`
-	Failures  uint32 `json:"failures"`
-	Excluded  uint32 `json:"excluded"`
-	// Slow counts the successes and failures that were slow, with
-	// SlowCallRate: they count in Successes or Failures too.
-	Slow                 uint32 `json:"slow"`
+	Successes            uint32 `json:"successes"`
+	Failures             uint32 `json:"failures"`
+	Excluded             uint32 `json:"excluded"`
+	Slow                 uint32 `json:"slow"` // with SlowCallRate: slow ones among Successes and Failures
 	ConsecutiveSuccesses uint32 `json:"consecutive_successes"`
 	ConsecutiveFailures  uint32 `json:"consecutive_failures"`
-	// InFlight is how many admitted requests have not finished yet.
-	InFlight uint32 `json:"in_flight"`
+	InFlight             uint32 `json:"in_flight"` // admitted, not finished
 }
 
 // FailureRate returns Failures / (Failures + Successes), or 0 when both are 0.
@@ -255,23 +208,17 @@ func (c Counts) SlowCallRate() float64 {
 	return 0
 }
 
-// Totals counts requests by result. Every request that reached a tracked
-// breaker is counted once, under the one result that describes it: with
-// SlowCallRate, a slow call is counted as Slow, whether it succeeded or
-// failed.
-//
-// Its fields are named as Counts' are; its JSON names are requests_total's
-// results.
+// Totals counts requests by result, each under one (a slow call, with
+// SlowCallRate, as Slow), named as Counts' fields are; its JSON names are
+// requests_total's results.
 type Totals struct {
-	Successes   uint64 `json:"success"`
-	Failures    uint64 `json:"failure"`
-	Excluded    uint64 `json:"excluded"`
-	Slow        uint64 `json:"slow"`
-	Rejected    uint64 `json:"rejected"`
-	WouldReject uint64 `json:"would_reject"`
-	// UpstreamFailures counts failures blamed on an upstream
-	// (UpstreamFailure), which count in no window.
-	UpstreamFailures uint64 `json:"upstream_failure"`
+	Successes        uint64 `json:"success"`
+	Failures         uint64 `json:"failure"`
+	Excluded         uint64 `json:"excluded"`
+	Slow             uint64 `json:"slow"`
+	Rejected         uint64 `json:"rejected"`
+	WouldReject      uint64 `json:"would_reject"`
+	UpstreamFailures uint64 `json:"upstream_failure"` // blamed on an upstream, in no window
 }
 
 // State returns key's current state. A key that has no breaker (yet) is

@@ -8,18 +8,12 @@ import (
 )
 
 // Transport returns an http.RoundTripper that sends every request through
-// key's breaker, then base (http.DefaultTransport if nil):
-//
-//	github := &http.Client{Transport: breakers.Transport("github", nil), Timeout: 10 * time.Second}
-//
-// A call is judged when RoundTrip returns (the body is the caller's,
-// untouched): a transport error, a 5xx and a 429 fail; a call the caller
-// canceled, or whose deadline was spent before it was admitted, is
-// excluded, whatever base returned. While the breaker rejects, RoundTrip
-// touches no network, closes the request body and returns a *RejectedError
-// (errors.Is(err, ErrOpen), through http.Client's *url.Error too).
-// Transport panics on an invalid key or a nil value inside base: a wiring
-// mistake, found when the client is made.
+// key's breaker, then base (http.DefaultTransport if nil). A call is judged
+// when RoundTrip returns, the body untouched: an error, a 5xx and a 429
+// fail; one canceled, or whose deadline was spent before it was admitted,
+// is excluded. While the breaker rejects, RoundTrip touches no network and
+// returns a *RejectedError. An invalid key or a nil value inside base
+// panics: a wiring mistake.
 func (b *Breakers) Transport(key string, base http.RoundTripper) http.RoundTripper {
 	base = baseOf("Transport("+quoteKey(key)+")", base)
 	t := &keyTransport{ref: b.ref("Transport", key, sideClient), base: base}
@@ -27,18 +21,13 @@ func (b *Breakers) Transport(key string, base http.RoundTripper) http.RoundTripp
 	return t
 }
 
-// KeyedTransport returns an http.RoundTripper that picks the breaker for
-// each request with key, such as Host, then sends it through base
-// (http.DefaultTransport if nil). A KeyFunc that returns "" leaves the
-// request untracked, as on the server side; keys are created on first use,
-// up to WithMaxKeys, past which requests go untracked (logged once). Calls
-// are judged as Transport's are, and KeyedTransport panics on a nil KeyFunc
-// or a nil value inside base, as Transport does.
-func (b *Breakers) KeyedTransport(key KeyFunc, base http.RoundTripper) http.RoundTripper {
-	if key == nil {
+// KeyedTransport is Transport with the breaker of each request picked by
+// keyOf (such as Host), made on first use, up to WithMaxKeys.
+func (b *Breakers) KeyedTransport(keyOf KeyFunc, base http.RoundTripper) http.RoundTripper {
+	if keyOf == nil {
 		panic("httpbreaker: KeyedTransport: nil KeyFunc")
 	}
-	t := &keyedTransport{set: b, key: key, base: baseOf("KeyedTransport", base)}
+	t := &keyedTransport{set: b, keyOf: keyOf, base: baseOf("KeyedTransport", base)}
 	b.clients.Store(true)
 	return t
 }
@@ -53,13 +42,13 @@ func (t *keyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 type keyedTransport struct {
-	set  *Breakers
-	key  KeyFunc
-	base http.RoundTripper
+	set   *Breakers
+	keyOf KeyFunc
+	base  http.RoundTripper
 }
 
 func (t *keyedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	key := t.key(req)
+	key := t.keyOf(req)
 	br := t.set.keyed(key, sideClient, func() []any {
 		return []any{"side", "client", "method", req.Method, "host", req.URL.Host}
 	})
