@@ -205,12 +205,6 @@ func (br *breaker) renew(o *override, until int64) {
 	}
 }
 
-// commandKind is the fleet's name for each manual change.
-var commandKind = map[Reason]sharedstate.Kind{
-	ReasonForceOpen: sharedstate.ForceOpen, ReasonForceClose: sharedstate.ForceClose,
-	ReasonRelease: sharedstate.Release, ReasonReset: sharedstate.Reset, ReasonProbe: sharedstate.Probe,
-}
-
 // controlled returns the breaker that manual control acts on: key's own,
 // or, for a key that a per-key policy names but no request has used yet, a
 // new one. Any other key is ErrNoBreaker, so that neither a typo nor a
