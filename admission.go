@@ -13,13 +13,13 @@ import (
 type ticket struct {
 	gen   uint32      // a closed or recovering call: the start of the window it counts in; 0 otherwise
 	line  uint32      // the stripe its counters add to
-	phase *phase      // a probe of the breaker's own: the half-open phase it probes
-	probe *probe      // a probe, of the breaker or the fleet
+	phase *tripPhase  // a probe of the breaker's own: the half-open phase it probes
+	probe *probeRun   // a probe, of the breaker or the fleet
 	lease *fleetLease // a probe of the fleet's: the lease that admitted it
 }
 
-// admission says what admit decided.
-type admission struct {
+// admitDecision says what admit decided.
+type admitDecision struct {
 	decision decision
 	state    State         // the state that turned the call away
 	retry    time.Duration // how long until calls are admitted again
@@ -41,23 +41,23 @@ const (
 	passCall
 )
 
-// admit asks the breaker to admit one call, and returns the ticket to
+// tryAdmit asks the breaker to admit one call, and returns the ticket to
 // record it with if it does.
-func (br *breaker) admit() (ticket, admission) {
-	if br.override.Load() != nil || br.phase.Load() != nil || br.fleet != nil && br.fleet.holds() || br.mode != ModeEnforce {
+func (br *keyBreaker) tryAdmit() (ticket, admitDecision) {
+	if br.override.Load() != nil || br.phase.Load() != nil || br.fleet != nil && br.fleet.isHolding() || br.mode != ModeEnforce {
 		return br.admitSlow()
 	}
 	// Closed and enforcing: the common case.
 	i := br.counters.line()
-	br.counters.add(countAdmitted, i)
-	return ticket{gen: br.window.gen.Load(), line: i}, admission{}
+	br.counters.inc(countAdmitted, i)
+	return ticket{gen: br.window.gen.Load(), line: i}, admitDecision{}
 }
 
 // admitSlow is admit when the breaker is not simply closed.
-func (br *breaker) admitSlow() (ticket, admission) {
+func (br *keyBreaker) admitSlow() (ticket, admitDecision) {
 	for {
 		now := br.clock.now()
-		if br.dueAt() <= now {
+		if br.nextDue() <= now {
 			br.catchUp(now)
 		}
 		observe := br.mode == ModeObserve
@@ -75,11 +75,11 @@ func (br *breaker) admitSlow() (ticket, admission) {
 			observe = true // forced closed: never reject
 		}
 		if br.mode == ModeDisabled {
-			return ticket{}, admission{decision: passCall}
+			return ticket{}, admitDecision{decision: passCall}
 		}
 		if kf := br.fleet; kf != nil {
 			if h := kf.hold.Load(); h != nil {
-				t, a, ok := kf.admit(br, h, observe, now)
+				t, a, ok := kf.admitHeld(br, h, observe, now)
 				if !ok {
 					continue
 				}
@@ -90,14 +90,14 @@ func (br *breaker) admitSlow() (ticket, admission) {
 		if ph == nil {
 			return br.admitted(ticket{gen: br.window.gen.Load()})
 		}
-		if ph.dueAt() <= now {
+		if ph.phaseDue() <= now {
 			continue // its time came meanwhile
 		}
 		switch ph.state {
 		case StateOpen:
 			return ticket{}, br.refuse(StateOpen, time.Duration(ph.until-now), observe)
 		case StateHalfOpen:
-			if !ph.round.take() {
+			if !ph.round.takeSlot() {
 				// A probe judged meanwhile may have moved the phase on or
 				// freed a slot.
 				if br.phase.Load() != ph || ph.round.taken.Load() < ph.round.slots {
@@ -120,21 +120,21 @@ func (br *breaker) admitSlow() (ticket, admission) {
 }
 
 // admitted counts t's call as admitted.
-func (br *breaker) admitted(t ticket) (ticket, admission) {
+func (br *keyBreaker) admitted(t ticket) (ticket, admitDecision) {
 	t.line = br.counters.line()
-	br.counters.add(countAdmitted, t.line)
-	return t, admission{}
+	br.counters.inc(countAdmitted, t.line)
+	return t, admitDecision{}
 }
 
 // refuse counts a call the breaker did not admit: as rejected, or as
 // would_reject when it only observes and lets the call pass.
-func (br *breaker) refuse(st State, retry time.Duration, observe bool) admission {
+func (br *keyBreaker) refuse(st State, retry time.Duration, observe bool) admitDecision {
 	if observe {
-		br.counters.add(countWouldReject, br.counters.line())
-		return admission{decision: passCall, state: st, retry: retry}
+		br.counters.inc(countWouldReject, br.counters.line())
+		return admitDecision{decision: passCall, state: st, retry: retry}
 	}
-	br.counters.add(countRejected, br.counters.line())
-	return admission{decision: rejectCall, state: st, retry: retry}
+	br.counters.inc(countRejected, br.counters.line())
+	return admitDecision{decision: rejectCall, state: st, retry: retry}
 }
 
 // done records how the call that t admitted ended, at now (ns since the
@@ -142,7 +142,7 @@ func (br *breaker) refuse(st State, retry time.Duration, observe bool) admission
 // clock's recent reading, a tick old: a closed call's success takes it, and
 // the window reads the clock near a bucket's end; everything else here
 // reads the clock.
-func (br *breaker) done(t ticket, v verdict, now int64) {
+func (br *keyBreaker) done(t ticket, v verdict, now int64) {
 	if v.outcome != Success || t.gen == 0 {
 		now = br.clock.now()
 	}
@@ -155,23 +155,23 @@ func (br *breaker) done(t ticket, v verdict, now int64) {
 	case t.phase != nil:
 		br.settle(t.phase, t.probe, v, kind, t.line, now) // counts it, unless its deadline did
 	case t.lease != nil:
-		br.window.apart(kind, t.line)
-		br.fleet.probed(br, t.lease, v)
+		br.window.addApart(kind, t.line)
+		br.fleet.probeAnswered(br, t.lease, v)
 	case t.gen != 0 && t.gen == br.window.gen.Load():
-		if why, tripped := br.window.add(v, kind, t.line, now); tripped {
-			br.trip(t.gen, why)
+		if why, tripped := br.window.addOutcome(v, kind, t.line, now); tripped {
+			br.openOnTrip(t.gen, why)
 		}
 	default: // admitted before the window started anew
-		br.window.apart(kind, t.line)
+		br.window.addApart(kind, t.line)
 	}
 	if v.outcome == Failure && br.fleet != nil {
-		br.fleet.failed(br.failures())
+		br.fleet.sawFailure(br.failures())
 	}
 }
 
 // failures returns about how many calls failed, slow ones included: for
 // the fleet's nudges, not a total.
-func (br *breaker) failures() uint64 {
+func (br *keyBreaker) failures() uint64 {
 	return br.counters.approx(countFailure) + br.counters.approx(countSlowFailure)
 }
 
@@ -203,8 +203,8 @@ type override struct {
 // expireLocked ends the timed forced state o, whose time ran out: the key
 // goes back to the state underneath, dated when it ran out. br.mu must be
 // held.
-func (br *breaker) expireLocked(o *override) {
+func (br *keyBreaker) expireLocked(o *override) {
 	before := br.viewLocked()
 	br.override.Store(nil)
-	br.told(o.until, before, Transition{Reason: ReasonExpiry})
+	br.tellChange(o.until, before, Transition{Reason: ReasonExpiry})
 }

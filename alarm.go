@@ -12,7 +12,7 @@ import (
 // one timer for the whole set, set for the earliest; when it fires, each
 // breaker due makes its changes (catchUp), which are logged, hooked and
 // counted then, on a key that gets no request as on a busy one. A breaker
-// sets its time at the end of every change it makes (breaker.unlock), so
+// sets its time at the end of every change it makes (unlockAndSetAlarm), so
 // the alarm holds only live times, one per breaker at most, and none for a
 // closed breaker: nothing of it is on a request's path, no timer runs while
 // nothing is due, and a timer that waits holds no goroutine.
@@ -65,7 +65,7 @@ func (a *alarm) set(e *alarmEntry, at int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
-	case at == never || a.stopped:
+	case at == notDue || a.stopped:
 		if e.index >= 0 {
 			heap.Remove(&a.entries, e.index)
 		}

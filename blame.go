@@ -56,8 +56,8 @@ type callScope struct {
 	context.Context // the request's own
 
 	set   *Breakers
-	route *breaker   // the route group's breaker
-	outer *callScope // the scope of a route group further out, nil if none
+	route *keyBreaker // the route group's breaker
+	outer *callScope  // the scope of a route group further out, nil if none
 
 	mu sync.Mutex
 	// failing holds the upstreams whose latest call within the scope failed
@@ -81,7 +81,7 @@ const maxFailing = 3
 // failedCall is an upstream whose latest call within a scope failed, and
 // the number of that failure.
 type failedCall struct {
-	up *breaker
+	up *keyBreaker
 	n  uint64
 }
 
@@ -105,7 +105,7 @@ func (b *Breakers) carries() bool { return b.clients.Load() }
 
 // scope returns a scope for a request of br's, made from r: the scope, whose
 // req is the request the handler gets.
-func (b *Breakers) scope(br *breaker, r *http.Request) *callScope {
+func (b *Breakers) scope(br *keyBreaker, r *http.Request) *callScope {
 	ctx := r.Context()
 	s := &callScope{Context: ctx, set: b, route: br}
 	s.outer, _ = ctx.Value(scopeKey{}).(*callScope)
@@ -133,7 +133,7 @@ func (b *Breakers) scopeOf(ctx context.Context) *callScope {
 // they depend on it. It is told before the call, so that an event of up's
 // that the call causes names them. It returns the mark of the call's
 // start, for called: failures noted before it, the call may undo.
-func (s *callScope) calling(set *Breakers, up *breaker) (since uint64) {
+func (s *callScope) calling(set *Breakers, up *keyBreaker) (since uint64) {
 	for ; s != nil; s = s.outer {
 		if s.set != set || s.route == up {
 			continue
@@ -158,7 +158,7 @@ var failures atomic.Uint64
 // fan-out) undoes nothing: that up failed a call is what the request saw.
 // An excluded call (the caller's budget was spent, or it gave up) says
 // nothing of up.
-func (s *callScope) called(set *Breakers, up *breaker, v verdict, since uint64) {
+func (s *callScope) called(set *Breakers, up *keyBreaker, v verdict, since uint64) {
 	if v.outcome == Excluded {
 		return
 	}
@@ -175,7 +175,7 @@ func (s *callScope) called(set *Breakers, up *breaker, v verdict, since uint64) 
 
 // note records in s that a call through up failed, as failure n, or, if n
 // is 0, that a call begun at the mark since succeeded.
-func (s *callScope) note(up *breaker, n, since uint64) {
+func (s *callScope) note(up *keyBreaker, n, since uint64) {
 	if n == 0 && s.nfailing.Load() == 0 {
 		return // nothing failed that this success could undo: the common case, without the lock
 	}
@@ -216,7 +216,7 @@ func (s *callScope) note(up *breaker, n, since uint64) {
 // blameable returns the upstream that a failure answered now could be
 // blamed on: of those whose latest call within s failed, the one that
 // failed last; nil if none.
-func (s *callScope) blameable() *breaker {
+func (s *callScope) blameable() *keyBreaker {
 	if s.nfailing.Load() == 0 {
 		return nil
 	}

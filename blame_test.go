@@ -985,11 +985,11 @@ func TestAScopeForgetsTheUpstreamThatFailedFirst(t *testing.T) {
 	b, _ := newSet(t)
 	b.clients.Store(true)
 	sc := b.scope(b.breakerFor("orders", false), httptest.NewRequest(http.MethodGet, "/", nil))
-	ups := make([]*breaker, maxFailing+2)
+	ups := make([]*keyBreaker, maxFailing+2)
 	for i := range ups {
 		ups[i] = b.breakerFor(fmt.Sprintf("up-%d", i), false)
 	}
-	call := func(up *breaker, o Outcome) {
+	call := func(up *keyBreaker, o Outcome) {
 		since := sc.calling(b, up)
 		sc.called(b, up, verdict{outcome: o}, since)
 	}

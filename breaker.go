@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// breaker is one key's circuit breaker. The breaker knows nothing of HTTP:
+// keyBreaker is one key's circuit breaker. The breaker knows nothing of HTTP:
 // every side that puts calls behind it (the server middleware, the client
 // transport, Do) asks admit to let a call through, runs it, and tells done
 // how it ended (admission.go).
@@ -16,29 +16,29 @@ import (
 //
 //   - a forced state, set by ForceOpen or ForceClose (admission.go);
 //   - with shared state, the fleet's hold on the key (fleet_hold.go);
-//   - the breaker's own: closed, counting outcomes in its window
+//   - the keyBreaker's own: closed, counting outcomes in its window
 //     (window.go), whose engine decides the trip (engine.go), or one of the
 //     phases after a trip (phases.go): open, half-open, recovering.
 //
 // Every change of any part is made under mu, and told there, once: its
 // record is kept in the key's history and handed to the set's notifier with
-// the true states before and after (change and told below). Calls read the
+// the true states before and after (beginChange and tellChange below). Calls read the
 // parts with one atomic load each and take no lock, unless a part's time is
 // up (a cooldown ended, say), when the first call or reader makes the
 // change, dated when it was due. The set's alarm makes it then if nothing
 // comes first: it holds, for each breaker, the time of its next change.
-type breaker struct {
+type keyBreaker struct {
 	// Read by every call, and laid out together so that a call touches few
 	// cache lines: the parts of the state, how calls are judged, the
 	// window's bucket, and the counters.
 	override atomic.Pointer[override]
-	phase    atomic.Pointer[phase] // nil while closed
-	fleet    *keyFleet             // nil without shared state
+	phase    atomic.Pointer[tripPhase] // nil while closed
+	fleet    *keyFleet                 // nil without shared state
 	judging  judging
 	dropped  atomic.Bool   // dropped as idle: a new breaker serves the key
 	sides    atomic.Uint32 // sideServer | sideClient: who has put calls through it
 	mode     Mode
-	window   window
+	window   tripWindow
 	counters counters
 
 	clock        *clock
@@ -66,14 +66,14 @@ type breaker struct {
 // the policy sets one.
 const defaultKeyedIdleTTL = time.Hour
 
-// never is the time of a change that is not due.
-const never = math.MaxInt64
+// notDue is the time of a change that is not due.
+const notDue = math.MaxInt64
 
 // newBreaker returns key's breaker with the resolved policy p (keyPolicy's),
 // made at now on clock c, whose changes a makes on time and n tells. It
 // judges calls with classify.
-func newBreaker(key string, p *Policy, c *clock, a *alarm, now int64, n *notifier, classify Classifier) *breaker {
-	br := &breaker{clock: c, alarm: a, notifier: n, key: key, policy: p, mode: p.Mode, activeAt: now}
+func newBreaker(key string, p *Policy, c *clock, a *alarm, now int64, n *notifier, classify Classifier) *keyBreaker {
+	br := &keyBreaker{clock: c, alarm: a, notifier: n, key: key, policy: p, mode: p.Mode, activeAt: now}
 	br.judging = judging{classify: classify, slowApart: p.SlowCallRate > 0}
 	if p.SlowCall != Off {
 		br.judging.slowCall = p.SlowCall
@@ -86,7 +86,7 @@ func newBreaker(key string, p *Policy, c *clock, a *alarm, now int64, n *notifie
 	}
 	br.history.created, br.history.since = now, now
 	br.wake = newAlarmEntry(br.catchUp)
-	br.window.init(p, &br.counters, c, now)
+	br.window.setUp(p, &br.counters, c, now)
 	return br
 }
 
@@ -111,14 +111,14 @@ type view struct {
 
 // viewLocked returns the key's state as its parts are now, without moving
 // any on; br.mu must be held, or the view may mix two moments.
-func (br *breaker) viewLocked() view {
+func (br *keyBreaker) viewLocked() view {
 	under := StateClosed
 	if ph := br.phase.Load(); ph != nil {
 		under = ph.state
 	}
 	if kf := br.fleet; kf != nil {
 		if h := kf.hold.Load(); h != nil {
-			under = h.state()
+			under = h.heldState()
 		}
 	}
 	v := view{shown: under, under: under}
@@ -128,71 +128,71 @@ func (br *breaker) viewLocked() view {
 	return v
 }
 
-// state returns the key's state now, making first the changes whose time
+// stateNow returns the key's state now, making first the changes whose time
 // has come, as a call would.
-func (br *breaker) state() State {
+func (br *keyBreaker) stateNow() State {
 	return br.stateAt(br.clock.now())
 }
 
 // stateAt is state at now.
-func (br *breaker) stateAt(now int64) State {
-	if br.dueAt() <= now {
+func (br *keyBreaker) stateAt(now int64) State {
+	if br.nextDue() <= now {
 		br.catchUp(now)
 	}
 	return br.viewLocked().shown
 }
 
 // catchUp makes the changes whose time has come by now.
-func (br *breaker) catchUp(now int64) {
+func (br *keyBreaker) catchUp(now int64) {
 	br.mu.Lock()
 	br.moveOnLocked(now)
-	br.unlock()
+	br.unlockAndSetAlarm()
 }
 
-// unlock sets the alarm for br's next change, then unlocks mu: every
+// unlockAndSetAlarm sets the alarm for br's next change, then unlocks mu: every
 // section that changes br ends with it, so that the alarm always holds the
 // time of the next change, and nothing else of br's.
-func (br *breaker) unlock() {
-	br.alarm.set(&br.wake, br.dueAt())
+func (br *keyBreaker) unlockAndSetAlarm() {
+	br.alarm.set(&br.wake, br.nextDue())
 	br.mu.Unlock()
 }
 
-// dueAt returns when br's next change is due (never if none): the end of a
+// nextDue returns when br's next change is due (never if none): the end of a
 // timed ForceOpen, of the fleet's hold's cooldown or lapse, of the
 // breaker's own cooldown or recovery ramp, or a probe's deadline. It reads
 // atomics only, so that a call may ask it without the lock; under mu it is
 // exact.
-func (br *breaker) dueAt() int64 {
-	at := int64(never)
+func (br *keyBreaker) nextDue() int64 {
+	at := int64(notDue)
 	if o := br.override.Load(); o != nil && o.until != 0 {
 		at = o.until
 	}
 	if kf := br.fleet; kf != nil {
-		at = min(at, kf.dueAt())
+		at = min(at, kf.holdDue())
 	}
 	if ph := br.phase.Load(); ph != nil {
-		at = min(at, ph.dueAt())
+		at = min(at, ph.phaseDue())
 	}
 	return at
 }
 
 // moveOnLocked makes, in the order they were due, every change whose time
 // has come by now, each dated when it was due and told; br.mu must be held.
-func (br *breaker) moveOnLocked(now int64) {
+func (br *keyBreaker) moveOnLocked(now int64) {
 	for {
 		o := br.override.Load()
-		forcedAt := int64(never)
+		forcedAt := int64(notDue)
 		if o != nil && o.until != 0 {
 			forcedAt = o.until
 		}
-		fleetAt := int64(never)
+		fleetAt := int64(notDue)
 		if br.fleet != nil {
-			fleetAt = br.fleet.dueAt()
+			fleetAt = br.fleet.holdDue()
 		}
 		ph := br.phase.Load()
-		phaseAt := int64(never)
+		phaseAt := int64(notDue)
 		if ph != nil {
-			phaseAt = ph.dueAt()
+			phaseAt = ph.phaseDue()
 		}
 		switch at := min(forcedAt, fleetAt, phaseAt); {
 		case at > now:
@@ -200,28 +200,29 @@ func (br *breaker) moveOnLocked(now int64) {
 		case at == forcedAt:
 			br.expireLocked(o)
 		case at == fleetAt:
-			br.fleet.moveOnLocked(br, at)
+			br.fleet.moveHoldOnLocked(br, at)
 		default:
 			br.moveOnPhaseLocked(ph, at, now)
 		}
 	}
 }
 
-// change begins a change of br's state at now: it takes mu, makes first the
-// changes that were due, and returns the view before the change, for told.
-// The caller makes the change, calls told, and ends with unlock.
-func (br *breaker) change(now int64) view {
+// beginChange begins a change of br's state at now: it takes mu, makes first the
+// changes that were due, and returns the view before the change, for
+// tellChange. The caller makes the change, calls tellChange, and ends with
+// unlockAndSetAlarm.
+func (br *keyBreaker) beginChange(now int64) view {
 	br.mu.Lock()
 	br.moveOnLocked(now)
 	return br.viewLocked()
 }
 
-// told tells the change that the parts of br made since before, at t, with
+// tellChange tells the change that the parts of br made since before, at t, with
 // why it happened in e, if the key's state changed: from before's shown
 // state to the one it shows now, or, while forced, underneath the forced
 // state (Forced says which). A change that changed nothing is not told; it
 // reports whether one was. br.mu must be held.
-func (br *breaker) told(t int64, before view, e Transition) bool {
+func (br *keyBreaker) tellChange(t int64, before view, e Transition) bool {
 	after := br.viewLocked()
 	switch {
 	case before.shown != after.shown:
@@ -251,9 +252,9 @@ const (
 	sideClient
 )
 
-// side notes that side s puts calls through br. It writes only the first
+// noteSide notes that side s puts calls through br. It writes only the first
 // time, so that a side may call it per request.
-func (br *breaker) side(s uint32) {
+func (br *keyBreaker) noteSide(s uint32) {
 	if br.sides.Load()&s == 0 {
 		br.sides.Or(s)
 	}
@@ -261,7 +262,7 @@ func (br *breaker) side(s uint32) {
 
 // noteUpstreamRetry records that a failure at now asked, with Retry-After,
 // not to be retried for a while.
-func (br *breaker) noteUpstreamRetry(v verdict, now int64) {
+func (br *keyBreaker) noteUpstreamRetry(v verdict, now int64) {
 	if v.outcome != Failure || !br.policy.UpstreamRetryAfter.honours(v.rateLimited) {
 		return
 	}
@@ -275,7 +276,7 @@ func (br *breaker) noteUpstreamRetry(v verdict, now int64) {
 }
 
 // inFlight returns how many admitted calls have not finished.
-func (br *breaker) inFlight(all *[numCounts]uint64) uint64 {
+func (br *keyBreaker) inFlight(all *[numCounts]uint64) uint64 {
 	var finished uint64
 	for kind := countSuccess; kind <= countUpstream; kind++ {
 		finished += all[kind]
@@ -289,11 +290,11 @@ func (br *breaker) inFlight(all *[numCounts]uint64) uint64 {
 // idle reports whether br can be dropped; the set's mu must be held. Only a
 // closed breaker with nothing in flight is dropped: an open, recovering,
 // forced or fleet-held one keeps its state.
-func (br *breaker) idle(now int64) bool {
+func (br *keyBreaker) idle(now int64) bool {
 	if br.idleTTL == 0 {
 		return false
 	}
-	all := br.counters.all()
+	all := br.counters.sumAll()
 	var total uint64
 	for kind := countSuccess; kind < numCounts; kind++ {
 		total += all[kind]
@@ -302,7 +303,7 @@ func (br *breaker) idle(now int64) bool {
 		br.sweepTotal, br.activeAt = total, now
 		return false
 	}
-	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil || br.fleet != nil && br.fleet.holds() {
+	if now-br.activeAt < int64(br.idleTTL) || br.override.Load() != nil || br.phase.Load() != nil || br.fleet != nil && br.fleet.isHolding() {
 		return false
 	}
 	return br.inFlight(&all) == 0

@@ -14,10 +14,10 @@ import (
 // upstream), each made on first use with its key's policy, and dropped once
 // unused for its IdleTTL. It is safe for concurrent use.
 type Breakers struct {
-	settings        // what the options set
-	clock           // the monotonic clock of every time kept in an atomic
-	alarm    alarm  // moves breakers on when their time comes
-	fleet    *fleet // the link to the fleet, with shared state
+	settings            // what the options set
+	clock               // the monotonic clock of every time kept in an atomic
+	alarm    alarm      // moves breakers on when their time comes
+	fleet    *fleetLink // the link to the fleet, with shared state
 
 	keys *keyMap // read without a lock on the request path
 
@@ -73,7 +73,7 @@ func New(opts ...Option) (*Breakers, error) {
 			b.replica = defaultReplica()
 		}
 		b.notifier.replica = b.replica
-		b.fleet = newFleet(b.all, &b.clock, b.notifier, b.shared, b.replica, b.namespace)
+		b.fleet = newFleet(b.allBreakers, &b.clock, b.notifier, b.shared, b.replica, b.namespace)
 	}
 	if b.registerer != nil {
 		if err := b.registerer.Register(newCollector(b)); err != nil {
@@ -118,7 +118,7 @@ func (b *Breakers) Flush(ctx context.Context) error {
 // and one past the bound, or not a valid key, gets no breaker (nil). Keys
 // wired by Middleware are bounded by the code and always get one. keyed
 // also decides the default IdleTTL.
-func (b *Breakers) breakerFor(key string, keyed bool) *breaker {
+func (b *Breakers) breakerFor(key string, keyed bool) *keyBreaker {
 	if br := b.keys.load(key); br != nil {
 		return br
 	}
@@ -173,12 +173,12 @@ func (b *Breakers) intern(p Policy) *Policy {
 }
 
 // lookup returns key's breaker if it exists.
-func (b *Breakers) lookup(key string) *breaker { return b.keys.load(key) }
+func (b *Breakers) lookup(key string) *keyBreaker { return b.keys.load(key) }
 
-// all returns every key's breaker.
-func (b *Breakers) all() []*breaker {
-	var out []*breaker
-	b.keys.each(func(br *breaker) { out = append(out, br) })
+// allBreakers returns every key's breaker.
+func (b *Breakers) allBreakers() []*keyBreaker {
+	var out []*keyBreaker
+	b.keys.each(func(br *keyBreaker) { out = append(out, br) })
 	return out
 }
 
@@ -204,7 +204,7 @@ func (b *Breakers) sweepLocked(now int64) {
 	}
 	b.lastSweep = now
 	dropped := 0
-	b.keys.drop(func(br *breaker) bool {
+	b.keys.drop(func(br *keyBreaker) bool {
 		if br.idle(now) {
 			br.dropped.Store(true)
 			b.count--
@@ -215,7 +215,7 @@ func (b *Breakers) sweepLocked(now int64) {
 				}
 				b.idled[name] = true
 			}
-			b.alarm.set(&br.wake, never)
+			b.alarm.set(&br.wake, notDue)
 			b.notifier.publish(Event{Transition: Transition{Time: b.at(now), From: StateClosed, To: StateClosed, Reason: ReasonIdle},
 				Key: br.key, Mode: br.mode})
 			return true
@@ -234,8 +234,8 @@ type keyRef struct {
 	set  *Breakers
 	key  string
 	side uint32
-	br   atomic.Pointer[breaker] // never nil
-	_    [64 - 40]byte           // read on every request: a cache line of its own (see counters.go)
+	br   atomic.Pointer[keyBreaker] // never nil
+	_    [64 - 40]byte              // read on every request: a cache line of its own (see counters.go)
 }
 
 // ref returns a keyRef for key, used on side; what names the wiring
@@ -250,17 +250,17 @@ func (b *Breakers) ref(what, key string, side uint32) *keyRef {
 	}
 	r := &keyRef{set: b, key: key, side: side}
 	br := b.breakerFor(key, false)
-	br.side(side)
+	br.noteSide(side)
 	r.br.Store(br)
 	return r
 }
 
 // get returns the key's breaker.
-func (r *keyRef) get() *breaker {
+func (r *keyRef) get() *keyBreaker {
 	br := r.br.Load()
 	if br.dropped.Load() { // idle for its IdleTTL: the key's breaker now is another
 		br = r.set.breakerFor(r.key, false)
-		br.side(r.side)
+		br.noteSide(r.side)
 		r.br.Store(br)
 	}
 	return br
@@ -270,14 +270,14 @@ func (r *keyRef) get() *breaker {
 // side, or nil when the call goes untracked (counted): the key is empty
 // (logged once), not valid, or one past WithMaxKeys. where describes the
 // call for the log record.
-func (b *Breakers) keyed(key string, side uint32, where func() []any) *breaker {
+func (b *Breakers) keyed(key string, side uint32, where func() []any) *keyBreaker {
 	if key == "" {
 		b.emptyKeyOnce.Do(func() {
 			b.notifier.log(slog.LevelWarn, "circuit breaker KeyFunc returned no key: such calls pass without a breaker "+
 				"(a middleware outside the router that sets the route pattern sees none)", where()...)
 		})
 	} else if br := b.breakerFor(key, true); br != nil {
-		br.side(side)
+		br.noteSide(side)
 		return br
 	}
 	b.untracked.Add(1)

@@ -124,7 +124,7 @@ func (b *Breakers) reset(key, by string) error {
 
 // share sends a manual change of br, made now, to the fleet, if the set has
 // one: every replica applies it within a sync or so.
-func share(br *breaker, c sharedstate.Command) {
+func share(br *keyBreaker, c sharedstate.Command) {
 	if kf := br.fleet; kf != nil {
 		kf.made(br, c, br.clock.now())
 	}
@@ -137,34 +137,34 @@ func share(br *breaker, c sharedstate.Command) {
 // key's state changed; e says why.
 
 // force forces br's state with o.
-func (br *breaker) force(o *override, e Transition) bool {
+func (br *keyBreaker) force(o *override, e Transition) bool {
 	now := br.clock.now()
-	before := br.change(now)
-	defer br.unlock()
+	before := br.beginChange(now)
+	defer br.unlockAndSetAlarm()
 	br.override.Store(o)
-	return br.told(now, before, e)
+	return br.tellChange(now, before, e)
 }
 
 // release ends br's forced state, if it has one.
-func (br *breaker) release(e Transition) bool {
+func (br *keyBreaker) release(e Transition) bool {
 	now := br.clock.now()
-	before := br.change(now)
-	defer br.unlock()
+	before := br.beginChange(now)
+	defer br.unlockAndSetAlarm()
 	if br.override.Load() == nil {
 		return false
 	}
 	br.override.Store(nil)
-	return br.told(now, before, e)
+	return br.tellChange(now, before, e)
 }
 
 // reset puts br back as it was new: closed, with an empty window and the
 // first cooldown, no forced state, no recovery ramp and no hold of the
 // fleet's.
-func (br *breaker) reset(e Transition) bool {
+func (br *keyBreaker) reset(e Transition) bool {
 	now := br.clock.now()
-	before := br.change(now)
-	defer br.unlock()
-	br.window.start(now)
+	before := br.beginChange(now)
+	defer br.unlockAndSetAlarm()
+	br.window.restart(now)
 	br.override.Store(nil)
 	br.phase.Store(nil)
 	if br.fleet != nil {
@@ -172,16 +172,16 @@ func (br *breaker) reset(e Transition) bool {
 	}
 	br.upstreamUntil.Store(0)
 	br.history.lastTrip = nil
-	return br.told(now, before, e)
+	return br.tellChange(now, before, e)
 }
 
 // endCooldown ends br's cooldown now, the fleet's hold's or its own
 // phase's, if the key is open: the next calls are probes. It returns the
 // key's state, when it was not open.
-func (br *breaker) endCooldown(e Transition) (State, bool) {
+func (br *keyBreaker) endCooldown(e Transition) (State, bool) {
 	now := br.clock.now()
-	before := br.change(now)
-	defer br.unlock()
+	before := br.beginChange(now)
+	defer br.unlockAndSetAlarm()
 	if before.shown != StateOpen {
 		return before.shown, false
 	}
@@ -197,9 +197,9 @@ func (br *breaker) endCooldown(e Transition) (State, bool) {
 
 // renew moves the end of the forced state o, if it still holds, to until:
 // the fleet's clock said it ends then.
-func (br *breaker) renew(o *override, until int64) {
+func (br *keyBreaker) renew(o *override, until int64) {
 	br.mu.Lock()
-	defer br.unlock()
+	defer br.unlockAndSetAlarm()
 	if br.override.Load() == o {
 		br.override.Store(&override{state: o.state, until: until, by: o.by, fleet: o.fleet})
 	}
@@ -209,7 +209,7 @@ func (br *breaker) renew(o *override, until int64) {
 // or, for a key that a per-key policy names but no request has used yet, a
 // new one. Any other key is ErrNoBreaker, so that neither a typo nor a
 // request to the status page can make keys.
-func (b *Breakers) controlled(key string) (*breaker, error) {
+func (b *Breakers) controlled(key string) (*keyBreaker, error) {
 	if err := checkKey(key); err != nil {
 		return nil, fmt.Errorf("httpbreaker: %s: %w", quoteKey(key), err)
 	}

@@ -132,8 +132,8 @@ func (c *counters) line() uint32 {
 	return token()
 }
 
-// add counts one call of kind, through stripe i of a striped key.
-func (c *counters) add(kind int, i uint32) {
+// inc counts one call of kind, through stripe i of a striped key.
+func (c *counters) inc(kind int, i uint32) {
 	if s := c.striped.Load(); s != nil {
 		s.lines[i&s.mask].block[kind].Add(1)
 		return
@@ -225,8 +225,8 @@ func (c *counters) rolled(calls uint64, width int64) {
 	}
 }
 
-// sum returns the counter of kind over every block.
-func (c *counters) sum(kind int) uint64 {
+// kindTotal returns the counter of kind over every block.
+func (c *counters) kindTotal(kind int) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sumLocked(kind)
@@ -254,8 +254,8 @@ func (c *counters) approx(kind int) uint64 {
 	return n
 }
 
-// all returns every counter over every block.
-func (c *counters) all() (out [numCounts]uint64) {
+// sumAll returns every counter over every block.
+func (c *counters) sumAll() (out [numCounts]uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for kind := range numCounts {
@@ -266,13 +266,13 @@ func (c *counters) all() (out [numCounts]uint64) {
 
 // outcomes returns what the window judges, from every block: successes and
 // failures, slow ones included, and the rest as excluded.
-func (c *counters) outcomes() counts {
-	all := c.all()
+func (c *counters) outcomes() outcomeCounts {
+	all := c.sumAll()
 	return outcomesOf(&all)
 }
 
-func outcomesOf(all *[numCounts]uint64) counts {
-	return counts{
+func outcomesOf(all *[numCounts]uint64) outcomeCounts {
+	return outcomeCounts{
 		success:  all[countSuccess] + all[countSlowSuccess],
 		failure:  all[countFailure] + all[countSlowFailure],
 		excluded: all[countExcluded] + all[countUpstream],

@@ -12,7 +12,7 @@ import (
 func addMany(c *counters, g, n, kind int) {
 	together(g, func(int) {
 		for range n {
-			c.add(kind, c.line())
+			c.inc(kind, c.line())
 		}
 	})
 }
@@ -25,14 +25,14 @@ func TestAKeyThatContendsGetsAStripePerP(t *testing.T) {
 	if c.striped.Load() != nil {
 		t.Fatalf("striped after %d contended adds, want %d", promoteAfter-1, promoteAfter)
 	}
-	c.add(countSuccess, 0)
+	c.inc(countSuccess, 0)
 	c.contended()
 	s := c.striped.Load()
 	if s == nil || len(s.lines) != stripeCount() {
 		t.Fatalf("after %d contended adds: stripes %v, want one per P (%d)", promoteAfter, s, stripeCount())
 	}
-	c.add(countSuccess, c.line())
-	if got := c.sum(countSuccess); got != 2 {
+	c.inc(countSuccess, c.line())
+	if got := c.kindTotal(countSuccess); got != 2 {
 		t.Fatalf("counted %d, want the call before the promotion and the one after", got)
 	}
 	c.rolled(0, int64(time.Second))
@@ -47,7 +47,7 @@ func TestAKeyThatContendsGetsAStripePerP(t *testing.T) {
 func TestCallsOnEveryCoreAreCountedOnce(t *testing.T) {
 	var c counters
 	addMany(&c, 8, 50_000, countSuccess)
-	if got := c.sum(countSuccess); got != 8*50_000 {
+	if got := c.kindTotal(countSuccess); got != 8*50_000 {
 		t.Fatalf("counted %d, want %d", got, 8*50_000)
 	}
 }
@@ -55,10 +55,10 @@ func TestCallsOnEveryCoreAreCountedOnce(t *testing.T) {
 func TestAQuietKeyStaysOneBlock(t *testing.T) {
 	var c counters
 	for range 100_000 {
-		c.add(countSuccess, c.line())
+		c.inc(countSuccess, c.line())
 	}
-	if c.striped.Load() != nil || c.sum(countSuccess) != 100_000 {
-		t.Fatalf("a key one goroutine uses: striped %v, counted %d", c.striped.Load() != nil, c.sum(countSuccess))
+	if c.striped.Load() != nil || c.kindTotal(countSuccess) != 100_000 {
+		t.Fatalf("a key one goroutine uses: striped %v, counted %d", c.striped.Load() != nil, c.kindTotal(countSuccess))
 	}
 }
 
@@ -96,7 +96,7 @@ func TestStripesFollowGOMAXPROCSAndCountExactly(t *testing.T) {
 					return
 				default:
 				}
-				c.add(countFailure, c.line())
+				c.inc(countFailure, c.line())
 				n++
 			}
 		}()
@@ -120,7 +120,7 @@ func TestStripesFollowGOMAXPROCSAndCountExactly(t *testing.T) {
 	if c.retired != nil || c.striped.Load() != nil {
 		t.Fatal("a cold key kept its stripes three rolls on")
 	}
-	if got := c.sum(countFailure); got != added {
+	if got := c.kindTotal(countFailure); got != added {
 		t.Fatalf("counted %d failures, %d were added", got, added)
 	}
 }

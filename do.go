@@ -27,7 +27,7 @@ func (b *Breakers) Do(ctx context.Context, key string, fn func(context.Context) 
 			return fn(ctx) // past WithMaxKeys: untracked
 		}
 	}
-	br.side(sideClient)
+	br.noteSide(sideClient)
 	if !b.clients.Load() {
 		b.clients.Store(true)
 	}
@@ -41,7 +41,7 @@ func doCall(ctx context.Context, key string, err error) Call {
 
 // doThrough runs fn through br, of set: Do over the client side of
 // through, as roundTripThrough sends a request.
-func doThrough(ctx context.Context, set *Breakers, br *breaker, fn func(context.Context) error) (err error) {
+func doThrough(ctx context.Context, set *Breakers, br *keyBreaker, fn func(context.Context) error) (err error) {
 	cc := startCall(set, br, ctx)
 	br.through(&passage{
 		pass: func() {
@@ -53,7 +53,7 @@ func doThrough(ctx context.Context, set *Breakers, br *breaker, fn func(context.
 			err = &RejectedError{rj}
 			cc.rejected()
 		},
-		run: func(*probe) {
+		run: func(*probeRun) {
 			cc.letThrough()
 			err = fn(ctx)
 		},

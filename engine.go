@@ -7,7 +7,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 )
 
-// engine is a window's gobreaker instance, the engine of record of the
+// tripEngine is a window's gobreaker instance, the engine of record of the
 // closed state: the window hands it each outcome that could trip the
 // breaker, as a failure, and gobreaker asks its ReadyToTrip, which is the
 // policy's rule over the window. What happens next (the open phase, its
@@ -19,7 +19,7 @@ import (
 // An engine that has tripped stays open: its window is started anew, with
 // no engine, when the breaker closes or is reset, and makes a new one at
 // its first check. A key that never fails never makes one.
-type engine struct {
+type tripEngine struct {
 	cb      *gobreaker.CircuitBreaker[struct{}]
 	why     tripInfo // what tripped it, written under gobreaker's lock before tripped
 	tripped atomic.Bool
@@ -33,12 +33,12 @@ var errCheck = errors.New("httpbreaker: an outcome that could trip the breaker")
 // and the probes are the breaker's.
 const neverHalfOpen = 100 * 365 * 24 * 3600 * 1e9
 
-func newEngine(w *window) *engine {
-	e := &engine{}
+func newEngine(w *tripWindow) *tripEngine {
+	e := &tripEngine{}
 	e.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Timeout: neverHalfOpen,
 		ReadyToTrip: func(gobreaker.Counts) bool {
-			why, trips := w.rule(w.clock.now())
+			why, trips := w.ruleHolds(w.clock.now())
 			if trips {
 				e.why = why
 				e.tripped.Store(true)
@@ -50,9 +50,9 @@ func newEngine(w *window) *engine {
 	return e
 }
 
-// judge hands the window's engine an outcome that could trip it, and
+// checkTrip hands the window's engine an outcome that could trip it, and
 // returns what tripped it if the rule holds now, or held before.
-func (w *window) judge() (tripInfo, bool) {
+func (w *tripWindow) checkTrip() (tripInfo, bool) {
 	e := w.engine.Load()
 	if e == nil {
 		e = newEngine(w)

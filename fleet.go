@@ -19,15 +19,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// fleet is a set's link to the other replicas of its fleet, through a
+// fleetLink is a set's link to the other replicas of its fleet, through a
 // sharedstate.Store. One goroutine (run) does all of its work: it sends each
 // key's outcome counts to the fleet's window, trips keys fleet-wide, reads
 // the fleet's holds and manual changes into the breakers, and asks for and
 // reports the fleet's probes. The request path never waits on it: it reads
 // what the loop stored in each breaker's keyFleet (its hold, its lease) and
 // at most wakes the loop.
-type fleet struct {
-	all      func() []*breaker // the set's breakers
+type fleetLink struct {
+	all      func() []*keyBreaker // the set's breakers
 	notifier *notifier
 	store    sharedstate.Store
 	replica  string
@@ -71,17 +71,17 @@ type fleet struct {
 	// loop reads again when one was made (the dropped ones it skips) or
 	// every full sync: reading them from the set at every sync costs as
 	// much as the rest of the sync at ten thousand keys.
-	breakers []*breaker
-	byKey    map[string]*breaker
+	breakers []*keyBreaker
+	byKey    map[string]*keyBreaker
 }
 
 // newFleet returns the link to the fleet through s of the set whose
 // breakers all returns, as replica.
-func newFleet(all func() []*breaker, c *clock, n *notifier, s sharedstate.Store, replica, namespace string) *fleet {
+func newFleet(all func() []*keyBreaker, c *clock, n *notifier, s sharedstate.Store, replica, namespace string) *fleetLink {
 	life, cancel := context.WithCancel(context.Background())
 	var session [8]byte
 	_, _ = rand.Read(session[:])
-	return &fleet{all: all, clock: c, notifier: n, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
+	return &fleetLink{all: all, clock: c, notifier: n, store: s, replica: replica, every: s.Interval(), life: life, cancel: cancel,
 		session: binary.LittleEndian.Uint64(session[:]),
 		stopped: make(chan struct{}), wake: make(chan struct{}, 1), told: make(chan struct{}, 1), urgent: make(chan struct{}, 1), full: true,
 		pending: map[string]*command{}, dirty: map[string]bool{}, fresh: map[string]bool{}, problems: map[string]bool{}, met: map[string]bool{},
@@ -100,7 +100,7 @@ func defaultReplica() string {
 }
 
 // poke asks the loop to sync soon. It never blocks.
-func (f *fleet) poke() { signal(f.wake) }
+func (f *fleetLink) poke() { signal(f.wake) }
 
 func signal(c chan struct{}) {
 	select {
@@ -113,7 +113,7 @@ func signal(c chan struct{}) {
 // the fleet's hold and manual state: by reading the key, or, when many keys
 // are new (a replica starting, traffic moving to new keys), by reading the
 // store's index of the keys the fleet holds something for.
-func (f *fleet) touch(key string) {
+func (f *fleetLink) touch(key string) {
 	f.mark(key, true)
 	f.poke()
 }
@@ -122,13 +122,13 @@ func (f *fleet) touch(key string) {
 // it (another replica's, or a gathering). The loop bounds how often it heeds
 // this, as it does requests' wishes: a flood of announcements costs no more
 // syncs than a flood of failures.
-func (f *fleet) announced(key string) {
+func (f *fleetLink) announced(key string) {
 	f.mark(key, false)
 	signal(f.told)
 }
 
 // mark notes key as new (fresh) or announced, for the next sync.
-func (f *fleet) mark(key string, fresh bool) {
+func (f *fleetLink) mark(key string, fresh bool) {
 	f.mu.Lock()
 	keys := f.dirty
 	if fresh {
@@ -164,7 +164,7 @@ type command struct {
 }
 
 // send queues a manual change of key for the fleet, to sync now.
-func (f *fleet) send(key string, c *command) {
+func (f *fleetLink) send(key string, c *command) {
 	f.mu.Lock()
 	f.pending[key] = c
 	f.mu.Unlock()
@@ -181,7 +181,7 @@ const fullEvery = 25
 
 // loop is the fleet's goroutine: it syncs every interval, and at once when
 // woken, until the set is closed.
-func (f *fleet) loop() {
+func (f *fleetLink) loop() {
 	watched := make(chan struct{})
 	go f.watch(watched)
 	defer func() {
@@ -258,7 +258,7 @@ func (f *fleet) loop() {
 // watch runs the store's Watch until the set is closed: each key another
 // replica changed is synced at once. After a failure it waits, and asks for
 // a sync of every key once it watches again, for what it may have missed.
-func (f *fleet) watch(done chan struct{}) {
+func (f *fleetLink) watch(done chan struct{}) {
 	defer close(done)
 	changed := func(key string) {
 		if checkKey(key) == nil {
@@ -294,7 +294,7 @@ func (f *fleet) watch(done chan struct{}) {
 // it has cleared (clear), it is logged again if it comes back. kind tells
 // problems apart: the store unreachable, the watch failing, a key the
 // store could not sync, each kind of bad data, each warning of the store.
-func (f *fleet) problem(kind, msg string, args ...any) {
+func (f *fleetLink) problem(kind, msg string, args ...any) {
 	f.mu.Lock()
 	logged := f.problems[kind]
 	f.problems[kind], f.met[kind] = true, true
@@ -305,7 +305,7 @@ func (f *fleet) problem(kind, msg string, args ...any) {
 }
 
 // clear notes that the problems of the kinds gone says are over.
-func (f *fleet) clear(gone func(kind string) bool) {
+func (f *fleetLink) clear(gone func(kind string) bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for kind := range f.problems {
@@ -323,7 +323,7 @@ func dataProblem(kind string) bool {
 
 // keyWork is one key's part of a sync, as the loop prepared it.
 type keyWork struct {
-	target  *breaker // nil: a key this replica has no breaker for
+	target  *keyBreaker // nil: a key this replica has no breaker for
 	command *command
 }
 
@@ -334,7 +334,7 @@ const maxAbsent = 64
 // syncKeys runs one round with the store, and reports whether it reached
 // it: of every key with something to tell, or, announced, of the keys the
 // fleet announced (and those with a manual change or new) alone.
-func (f *fleet) syncKeys(announced bool) bool {
+func (f *fleetLink) syncKeys(announced bool) bool {
 	f.mu.Lock()
 	full := !announced && (f.full || f.syncs.Load()%fullEvery == 0)
 	if !announced {
@@ -348,7 +348,7 @@ func (f *fleet) syncKeys(announced bool) bool {
 	f.mu.Unlock()
 	if added || full || f.breakers == nil {
 		f.breakers = f.all() // after added was cleared: a breaker made now is read next time
-		f.byKey = make(map[string]*breaker, len(f.breakers))
+		f.byKey = make(map[string]*keyBreaker, len(f.breakers))
 		for _, br := range f.breakers {
 			f.byKey[br.key] = br
 		}
@@ -472,7 +472,7 @@ func (f *fleet) syncKeys(announced bool) bool {
 	// The fleet's window may trip keys: they are sent again, at once, with
 	// the hold to make.
 	trips := &sharedstate.Sync{Replica: f.replica, Session: f.session, Live: s.Live}
-	var tripped []*breaker
+	var tripped []*keyBreaker
 	for i, w := range work {
 		ks := &s.Keys[i]
 		if w.target == nil {
@@ -512,7 +512,7 @@ func (f *fleet) syncKeys(announced bool) bool {
 // learn marks for the next sync the keys of the store's index that this
 // sync did not carry and this replica has a breaker for: the fleet holds
 // something for them that an announcement may not have told.
-func (f *fleet) learn(s *sharedstate.Sync, work []keyWork) {
+func (f *fleetLink) learn(s *sharedstate.Sync, work []keyWork) {
 	if len(s.Indexed) == 0 {
 		return
 	}
@@ -537,7 +537,7 @@ func (f *fleet) learn(s *sharedstate.Sync, work []keyWork) {
 }
 
 // exchange sends s to the store, and notes how it went.
-func (f *fleet) exchange(s *sharedstate.Sync) bool {
+func (f *fleetLink) exchange(s *sharedstate.Sync) bool {
 	// A sync may take as long as a replica stays live (a Redis far away, a
 	// new connection); only then does this one count as cut off.
 	ctx, cancel := context.WithTimeout(f.life, f.live())
@@ -580,14 +580,14 @@ func (f *fleet) exchange(s *sharedstate.Sync) bool {
 
 // live is how long a replica counts as live after its last sync: long
 // enough to ride out a few slow syncs.
-func (f *fleet) live() time.Duration { return max(5*f.every, 2*time.Second) }
+func (f *fleetLink) live() time.Duration { return max(5*f.every, 2*time.Second) }
 
 // heard notes how many replicas the store says are live. The quorum goes by
 // the most it heard of within the time a replica stays live, so that a
 // live set the store lost (evicted, or a Redis restarted empty) and is
 // rebuilding does not lower it: one replica alone never meets a quorum
 // because the others' heartbeats vanished.
-func (f *fleet) heard(n int) {
+func (f *fleetLink) heard(n int) {
 	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -597,7 +597,7 @@ func (f *fleet) heard(n int) {
 }
 
 // liveReplicas is how many replicas a quorum is capped by.
-func (f *fleet) liveReplicas() int {
+func (f *fleetLink) liveReplicas() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return max(f.mostReplicas, 1)

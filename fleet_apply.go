@@ -36,7 +36,7 @@ type windowReport struct {
 // TripFailures failures in the fleet's window (FailureRate x MinRequests:
 // fewer never meet the rate over MinRequests), from Quorum replicas (capped
 // by the live ones, quorum); none, for a policy that never trips it.
-func (r windowReport) fill(ks *sharedstate.KeySync, br *breaker, quorum int) {
+func (r windowReport) fill(ks *sharedstate.KeySync, br *keyBreaker, quorum int) {
 	ks.Report, ks.Successes, ks.Failures, ks.Over = r.Report, r.Successes, r.Failures, r.Over
 	if p := br.policy; br.mode != ModeDisabled && p.FailureRate != Off {
 		ks.TripFailures = max(1, int(math.Ceil(p.FailureRate*float64(p.MinRequests))))
@@ -53,7 +53,7 @@ func (r windowReport) fill(ks *sharedstate.KeySync, br *breaker, quorum int) {
 // costs the fleet nothing. (A report an earlier breaker of the key left in
 // the store, with failures, ages out with the window, or is replaced at the
 // first change.)
-func (kf *keyFleet) prepare(br *breaker, full, announced bool) windowReport {
+func (kf *keyFleet) prepare(br *keyBreaker, full, announced bool) windowReport {
 	r := &kf.reported
 	var rep windowReport
 	// The common case first, reading only this keyFleet: no failure since
@@ -69,7 +69,7 @@ func (kf *keyFleet) prepare(br *breaker, full, announced bool) windowReport {
 	if br.mode == ModeDisabled || p.FailureRate == Off {
 		return rep // it never trips fleet-wide
 	}
-	c := br.window.counts(br.clock.now())
+	c := br.window.countsAt(br.clock.now())
 	over := c.failure > 0 && float64(c.failure)/float64(c.failure+c.success) >= p.FailureRate
 	if r.gathering || announced || c.failure != r.failures || over != r.over || full && c.failure > 0 {
 		rep.Report, rep.Successes, rep.Failures, rep.Over = true, c.success, c.failure, over
@@ -92,16 +92,16 @@ func (kf *keyFleet) acked(ks *sharedstate.KeySync) {
 // Quorum replicas (fewer if fewer are live), once the window is whole (every
 // live replica has reported to the gathering). It returns nil if the fleet
 // holds the key already, or it stays closed.
-func (kf *keyFleet) fleetTrip(br *breaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
+func (kf *keyFleet) fleetTrip(br *keyBreaker, rp sharedstate.Reply, replicas int) *sharedstate.Hold {
 	p := br.policy
 	if br.mode == ModeDisabled || !rp.Complete || (rp.Hold != nil && !rp.Hold.Closed) || kf.hold.Load() != nil {
 		return nil
 	}
-	if reason := tripRule(p, windowCounts{counts: counts{success: rp.Successes, failure: rp.Failures}}); reason != ReasonFailureRate ||
+	if reason := tripRule(p, windowCounts{outcomeCounts: outcomeCounts{success: rp.Successes, failure: rp.Failures}}); reason != ReasonFailureRate ||
 		rp.FailingReplicas < min(p.Quorum, max(replicas, 1)) {
 		return nil
 	}
-	_, openFor, _ := br.cooldown(br.clock.now(), p.OpenFor)
+	_, openFor, _ := br.cooldownEnd(br.clock.now(), p.OpenFor)
 	return &sharedstate.Hold{Open: openFor, Nominal: p.OpenFor, Reason: string(ReasonFailureRate), Replica: kf.link.replica,
 		Failures: rp.Failures, Successes: rp.Successes, FailingReplicas: rp.FailingReplicas}
 }
@@ -179,7 +179,7 @@ var commandReason = map[sharedstate.Kind]Reason{
 // made shares a manual change that this replica made (and applied) at
 // now with the fleet, and keeps it, so that it is sent again should the
 // store lose it while it stands.
-func (kf *keyFleet) made(br *breaker, c sharedstate.Command, now int64) {
+func (kf *keyFleet) made(br *keyBreaker, c sharedstate.Command, now int64) {
 	cmd := &command{Command: c, made: now}
 	kf.link.mu.Lock()
 	kf.own = cmd
@@ -190,7 +190,7 @@ func (kf *keyFleet) made(br *breaker, c sharedstate.Command, now int64) {
 // apply brings br in line with what the fleet holds for its key: the
 // latest manual command, then the hold. sent is the command this sync
 // carried, if any. Only the loop calls it.
-func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync, sent *command) {
+func (kf *keyFleet) apply(br *keyBreaker, ks *sharedstate.KeySync, sent *command) {
 	rp := &ks.Reply
 	if err := checkReply(rp); err != nil {
 		kind := err.(*badData).field
@@ -221,7 +221,7 @@ func (kf *keyFleet) apply(br *breaker, ks *sharedstate.KeySync, sent *command) {
 // as a replica stays live, long enough for the replica that made it to send
 // it again (as it does with its own), and then dropped: losing the store's
 // data never leaves a replica forced.
-func (kf *keyFleet) applyCommand(br *breaker, c sharedstate.Command, sent *command, now int64) {
+func (kf *keyFleet) applyCommand(br *keyBreaker, c sharedstate.Command, sent *command, now int64) {
 	self := kf.link.replica
 	if c.Version == 0 {
 		kf.commandMissing(br, now)
@@ -277,7 +277,7 @@ func (kf *keyFleet) forget(c sharedstate.Command) {
 // renew reads a known ForceOpen's end again: the store's clock says how
 // long it has left, which every replica reads alike. A change of more than
 // a sync's worth moves the override's end.
-func (kf *keyFleet) renew(br *breaker, c sharedstate.Command, now int64) {
+func (kf *keyFleet) renew(br *keyBreaker, c sharedstate.Command, now int64) {
 	o := br.override.Load()
 	if c.Kind != sharedstate.ForceOpen || c.For <= 0 || o == nil || o.state != StateForcedOpen || o.until == 0 {
 		return
@@ -292,7 +292,7 @@ func (kf *keyFleet) renew(br *breaker, c sharedstate.Command, now int64) {
 // replica sends its own command again, if it stands; a forced state that
 // came from the fleet is dropped once the store has had nothing for as
 // long as a replica stays live.
-func (kf *keyFleet) commandMissing(br *breaker, now int64) {
+func (kf *keyFleet) commandMissing(br *keyBreaker, now int64) {
 	o := br.override.Load()
 	kf.link.mu.Lock()
 	own := kf.own
@@ -314,9 +314,9 @@ func (kf *keyFleet) commandMissing(br *breaker, now int64) {
 
 // applyHold applies the fleet's hold h on br's key (nil: none). A hold that
 // has ended here is never taken again, whatever the store still says of it.
-func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
-	br.change(now) // ends a hold whose time is up
-	defer br.unlock()
+func (kf *keyFleet) applyHold(br *keyBreaker, h *sharedstate.Hold, now int64) {
+	br.beginChange(now) // ends a hold whose time is up
+	defer br.unlockAndSetAlarm()
 	cur := kf.hold.Load()
 	switch {
 	case h == nil:
@@ -346,7 +346,7 @@ func (kf *keyFleet) applyHold(br *breaker, h *sharedstate.Hold, now int64) {
 			// breaker's own does: should the hold end without the fleet's
 			// probes (cut off from the fleet), they do not trip the key
 			// again.
-			br.window.start(now)
+			br.window.restart(now)
 		}
 		e := Transition{Reason: reason, Fleet: true, Replica: h.Replica, OpenFor: open,
 			Failures: sat32(h.Failures), Successes: sat32(h.Successes), FailingReplicas: h.FailingReplicas}

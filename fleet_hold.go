@@ -15,7 +15,7 @@ import (
 // a key's state (breaker.go): it changes under the breaker's mu, and the
 // request path reads it with one atomic load.
 type keyFleet struct {
-	link  *fleet
+	link  *fleetLink
 	hold  atomic.Pointer[fleetHold]
 	lease atomic.Pointer[fleetLease]
 	want  atomic.Bool // a request waits for a lease
@@ -44,7 +44,7 @@ type keyFleet struct {
 	reported     reported // what the fleet has of this replica's window (fleet_apply.go)
 }
 
-func newKeyFleet(link *fleet, p *Policy) *keyFleet {
+func newKeyFleet(link *fleetLink, p *Policy) *keyFleet {
 	// A fleet trip needs MinRequests outcomes from Quorum replicas: a
 	// replica that has a share of them unsent tells the fleet at once.
 	return &keyFleet{link: link, nudgeAt: uint64(max(1, p.MinRequests/(2*max(p.Quorum, 1))))}
@@ -52,7 +52,7 @@ func newKeyFleet(link *fleet, p *Policy) *keyFleet {
 
 // keySync returns what every sync of br's key carries: the key, its
 // policy's window and probes, and the bounds of what the store keeps.
-func (kf *keyFleet) keySync(br *breaker) sharedstate.KeySync {
+func (kf *keyFleet) keySync(br *keyBreaker) sharedstate.KeySync {
 	p := br.policy
 	window := p.Window
 	if p.LastCalls > 0 {
@@ -75,8 +75,8 @@ type fleetHold struct {
 	halfOpen atomic.Bool // the change to half-open has been made
 }
 
-// state is the state the hold puts its key in.
-func (h *fleetHold) state() State {
+// heldState is the state the hold puts its key in.
+func (h *fleetHold) heldState() State {
 	if h.halfOpen.Load() {
 		return StateHalfOpen
 	}
@@ -91,19 +91,19 @@ type fleetLease struct {
 	hold  *fleetHold // the hold its probe ran under; written by the call that used it
 }
 
-// holds reports whether the fleet holds the key (its time may be up).
-func (kf *keyFleet) holds() bool { return kf.hold.Load() != nil }
+// isHolding reports whether the fleet holds the key (its time may be up).
+func (kf *keyFleet) isHolding() bool { return kf.hold.Load() != nil }
 
-// dueAt returns when the hold changes by itself, never if there is none:
+// holdDue returns when the hold changes by itself, never if there is none:
 // at the end of its cooldown, when it turns half-open (or ends, if this
 // replica is cut off from the fleet, which could not share its probes: the
 // breaker then goes by itself); once half-open, when it lapses, or at once
 // when the link to the fleet is lost.
-func (kf *keyFleet) dueAt() int64 {
+func (kf *keyFleet) holdDue() int64 {
 	h := kf.hold.Load()
 	switch {
 	case h == nil:
-		return never
+		return notDue
 	case !h.halfOpen.Load():
 		return h.until
 	case !kf.link.connected.Load():
@@ -112,35 +112,35 @@ func (kf *keyFleet) dueAt() int64 {
 	return h.lapse
 }
 
-// moveOnLocked makes the hold's change that was due at at: half-open at
+// moveHoldOnLocked makes the hold's change that was due at at: half-open at
 // the end of its cooldown while connected, otherwise its end. br.mu must be
 // held.
-func (kf *keyFleet) moveOnLocked(br *breaker, at int64) {
+func (kf *keyFleet) moveHoldOnLocked(br *keyBreaker, at int64) {
 	h := kf.hold.Load()
 	if !h.halfOpen.Load() && kf.link.connected.Load() {
 		before := br.viewLocked()
 		h.halfOpen.Store(true)
-		br.told(at, before, Transition{Reason: ReasonCooldown, Fleet: true, Replica: h.replica})
+		br.tellChange(at, before, Transition{Reason: ReasonCooldown, Fleet: true, Replica: h.replica})
 		return
 	}
 	kf.endLocked(br, h, at, ReasonExpiry)
 }
 
-// admit decides a call at now while the fleet holds the key with h:
+// admitHeld decides a call at now while the fleet holds the key with h:
 // refused while open; while half-open, a probe if this replica holds an
 // unused lease, else refused while the loop asks the fleet for one. It
 // reports false, deciding nothing, if the hold's time is up: the caller
 // makes its change and asks again.
-func (kf *keyFleet) admit(br *breaker, h *fleetHold, observe bool, now int64) (ticket, admission, bool) {
+func (kf *keyFleet) admitHeld(br *keyBreaker, h *fleetHold, observe bool, now int64) (ticket, admitDecision, bool) {
 	if !h.halfOpen.Load() {
 		if now >= h.until {
-			return ticket{}, admission{}, false
+			return ticket{}, admitDecision{}, false
 		}
 		return ticket{}, br.refuse(StateOpen, time.Duration(h.until-now), observe), true
 	}
 	if l := kf.lease.Load(); l != nil && l.gen == h.gen && l.used.CompareAndSwap(false, true) {
 		l.hold = h
-		t, a := br.admitted(ticket{lease: l, probe: &probe{start: now}})
+		t, a := br.admitted(ticket{lease: l, probe: &probeRun{start: now}})
 		return t, a, true
 	}
 	kf.want.Store(true)
@@ -148,24 +148,24 @@ func (kf *keyFleet) admit(br *breaker, h *fleetHold, observe bool, now int64) (t
 	return ticket{}, br.refuse(StateHalfOpen, 0, observe), true
 }
 
-// probed hands the outcome of a probe that the fleet's lease l admitted to
+// probeAnswered hands the outcome of a probe that the fleet's lease l admitted to
 // the loop to report. A failure reopens the hold for the next nominal
 // cooldown, with jitter, as a local probe's does.
-func (kf *keyFleet) probed(br *breaker, l *fleetLease, v verdict) {
-	nominal := br.backoff(l.hold.nominal)
+func (kf *keyFleet) probeAnswered(br *keyBreaker, l *fleetLease, v verdict) {
+	nominal := br.backedOff(l.hold.nominal)
 	kf.probeOut.Store(&sharedstate.ProbeResult{Generation: l.gen, Lease: l.token, Outcome: sharedOutcome[v.outcome],
-		Reopen: br.jitter(nominal), Nominal: nominal})
+		Reopen: br.withJitter(nominal), Nominal: nominal})
 	kf.link.poke()
 }
 
 // sharedOutcome is the fleet's name for each outcome of a probe.
 var sharedOutcome = [...]sharedstate.Outcome{Success: sharedstate.Succeeded, Failure: sharedstate.Failed, Excluded: sharedstate.Excluded}
 
-// failed is called by a failure with the key's failure total: it wakes the
+// sawFailure is called by a failure with the key's failure total: it wakes the
 // loop once the failures not yet sent could matter to a fleet trip, a share
 // of MinRequests, so that the fleet hears of a dead upstream at once, and a
 // trickle of failures costs no extra syncs.
-func (kf *keyFleet) failed(failures uint64) {
+func (kf *keyFleet) sawFailure(failures uint64) {
 	if !kf.failedSince.Load() {
 		kf.failedSince.Store(true)
 	}
@@ -177,7 +177,7 @@ func (kf *keyFleet) failed(failures uint64) {
 // leaseFor is how long a probe lease lasts: the probe's timeout and some,
 // or a minute when probes have none. A replica that dies holding one frees
 // its slot when it ends.
-func (kf *keyFleet) leaseFor(br *breaker) time.Duration {
+func (kf *keyFleet) leaseFor(br *keyBreaker) time.Duration {
 	if br.probeTimeout > 0 {
 		return br.probeTimeout + 2*kf.link.every
 	}
@@ -186,20 +186,20 @@ func (kf *keyFleet) leaseFor(br *breaker) time.Duration {
 
 // takeLocked puts the fleet's new hold nh on the key at now, in place of
 // the one it had; e says why. br.mu must be held.
-func (kf *keyFleet) takeLocked(br *breaker, nh *fleetHold, now int64, e Transition) {
+func (kf *keyFleet) takeLocked(br *keyBreaker, nh *fleetHold, now int64, e Transition) {
 	before := br.viewLocked()
 	if cur := kf.hold.Load(); cur != nil {
-		kf.ended(cur.gen)
+		kf.holdEnded(cur.gen)
 	}
 	kf.hold.Store(nh)
-	br.told(now, before, e)
+	br.tellChange(now, before, e)
 }
 
 // endCooldownLocked ends the cooldown of the fleet's hold at now, for
 // Probe, if it holds the key open: this replica asks for a lease at its
 // next call, as every replica does once the store's hold says the same. e
 // says why. br.mu must be held.
-func (kf *keyFleet) endCooldownLocked(br *breaker, now int64, e Transition) bool {
+func (kf *keyFleet) endCooldownLocked(br *keyBreaker, now int64, e Transition) bool {
 	h := kf.hold.Load()
 	if h == nil || h.halfOpen.Load() {
 		return false
@@ -210,7 +210,7 @@ func (kf *keyFleet) endCooldownLocked(br *breaker, now int64, e Transition) bool
 	before := br.viewLocked()
 	kf.hold.Store(nh)
 	e.Fleet, e.Replica = true, h.replica
-	br.told(now, before, e)
+	br.tellChange(now, before, e)
 	return true
 }
 
@@ -218,13 +218,13 @@ func (kf *keyFleet) endCooldownLocked(br *breaker, now int64, e Transition) bool
 // held.
 func (kf *keyFleet) dropLocked() {
 	if h := kf.hold.Swap(nil); h != nil {
-		kf.ended(h.gen)
+		kf.holdEnded(h.gen)
 	}
 	kf.lease.Store(nil)
 }
 
-// ended notes that the hold of generation gen ended here.
-func (kf *keyFleet) ended(gen int64) {
+// holdEnded notes that the hold of generation gen ended here.
+func (kf *keyFleet) holdEnded(gen int64) {
 	for {
 		old := kf.endedGen.Load()
 		if gen <= old || kf.endedGen.CompareAndSwap(old, gen) {
@@ -236,26 +236,26 @@ func (kf *keyFleet) ended(gen int64) {
 // endLocked drops the fleet's hold h, which ended at t (ns since the epoch)
 // for why: the key goes back to its breaker's own state, and the hold is
 // never taken again. br.mu must be held.
-func (kf *keyFleet) endLocked(br *breaker, h *fleetHold, t int64, why Reason) {
+func (kf *keyFleet) endLocked(br *keyBreaker, h *fleetHold, t int64, why Reason) {
 	if kf.hold.Load() != h {
 		return
 	}
 	before := br.viewLocked()
 	kf.hold.Store(nil)
-	kf.ended(h.gen)
-	br.told(t, before, Transition{Reason: why, Fleet: true, Replica: h.replica})
+	kf.holdEnded(h.gen)
+	br.tellChange(t, before, Transition{Reason: why, Fleet: true, Replica: h.replica})
 }
 
 // closeLocked ends the fleet's hold h at now after the fleet's probes all
 // succeeded: the key closes as after its own probes (closeLocked), whatever
 // its own breaker had reached meanwhile. br.mu must be held.
-func (kf *keyFleet) closeLocked(br *breaker, h *fleetHold, now int64) {
+func (kf *keyFleet) closeLocked(br *keyBreaker, h *fleetHold, now int64) {
 	if kf.hold.Load() != h {
 		return
 	}
 	before := br.viewLocked()
 	kf.hold.Store(nil)
-	kf.ended(h.gen)
+	kf.holdEnded(h.gen)
 	ramp := br.closeLocked(now)
-	br.told(now, before, Transition{Reason: ReasonProbesSucceeded, Fleet: true, Replica: h.replica, RecoveryRamp: ramp})
+	br.tellChange(now, before, Transition{Reason: ReasonProbesSucceeded, Fleet: true, Replica: h.replica, RecoveryRamp: ramp})
 }

@@ -107,7 +107,7 @@ func (h *history) list() (out []Transition, forgot bool) {
 }
 
 // transitionsMade returns how many transitions of each kind br made.
-func (br *breaker) transitionsMade() (made [numStates][numStates]uint64) {
+func (br *keyBreaker) transitionsMade() (made [numStates][numStates]uint64) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	if r := br.history.ring; r != nil {

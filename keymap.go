@@ -15,7 +15,7 @@ import (
 type keyMap struct {
 	seed   maphash.Seed
 	mask   uint64
-	shards []atomic.Pointer[map[string]*breaker]
+	shards []atomic.Pointer[map[string]*keyBreaker]
 }
 
 // keysPerShard is about how many keys a shard holds at the bound.
@@ -27,15 +27,15 @@ func newKeyMap(maxKeys int) *keyMap {
 	for n*keysPerShard < maxKeys && n < 1<<16 {
 		n *= 2
 	}
-	return &keyMap{seed: maphash.MakeSeed(), mask: uint64(n - 1), shards: make([]atomic.Pointer[map[string]*breaker], n)}
+	return &keyMap{seed: maphash.MakeSeed(), mask: uint64(n - 1), shards: make([]atomic.Pointer[map[string]*keyBreaker], n)}
 }
 
-func (m *keyMap) shard(key string) *atomic.Pointer[map[string]*breaker] {
+func (m *keyMap) shard(key string) *atomic.Pointer[map[string]*keyBreaker] {
 	return &m.shards[maphash.String(m.seed, key)&m.mask]
 }
 
 // load returns key's breaker, nil if it has none.
-func (m *keyMap) load(key string) *breaker {
+func (m *keyMap) load(key string) *keyBreaker {
 	if s := m.shard(key).Load(); s != nil {
 		return (*s)[key]
 	}
@@ -43,9 +43,9 @@ func (m *keyMap) load(key string) *breaker {
 }
 
 // store sets key's breaker; the set's mu must be held.
-func (m *keyMap) store(key string, br *breaker) {
+func (m *keyMap) store(key string, br *keyBreaker) {
 	sh := m.shard(key)
-	next := make(map[string]*breaker, m.lenOf(sh)+1)
+	next := make(map[string]*keyBreaker, m.lenOf(sh)+1)
 	if s := sh.Load(); s != nil {
 		for k, v := range *s {
 			next[k] = v
@@ -57,20 +57,20 @@ func (m *keyMap) store(key string, br *breaker) {
 
 // drop removes the keys for which gone reports true, a shard copied once
 // for all of its keys that go; the set's mu must be held.
-func (m *keyMap) drop(gone func(*breaker) bool) {
+func (m *keyMap) drop(gone func(*keyBreaker) bool) {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		s := sh.Load()
 		if s == nil {
 			continue
 		}
-		var next map[string]*breaker
+		var next map[string]*keyBreaker
 		for k, v := range *s {
 			if !gone(v) {
 				continue
 			}
 			if next == nil {
-				next = make(map[string]*breaker, len(*s))
+				next = make(map[string]*keyBreaker, len(*s))
 				for k2, v2 := range *s {
 					next[k2] = v2
 				}
@@ -84,7 +84,7 @@ func (m *keyMap) drop(gone func(*breaker) bool) {
 }
 
 // each calls f with every breaker.
-func (m *keyMap) each(f func(*breaker)) {
+func (m *keyMap) each(f func(*keyBreaker)) {
 	for i := range m.shards {
 		if s := m.shards[i].Load(); s != nil {
 			for _, br := range *s {
@@ -94,7 +94,7 @@ func (m *keyMap) each(f func(*breaker)) {
 	}
 }
 
-func (m *keyMap) lenOf(sh *atomic.Pointer[map[string]*breaker]) int {
+func (m *keyMap) lenOf(sh *atomic.Pointer[map[string]*keyBreaker]) int {
 	if s := sh.Load(); s != nil {
 		return len(*s)
 	}

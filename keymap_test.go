@@ -12,9 +12,9 @@ import (
 func TestTheKeyMapUnderReadersAndWriters(t *testing.T) {
 	m := newKeyMap(1000)
 	const n = 2000
-	brs := make([]*breaker, n)
+	brs := make([]*keyBreaker, n)
 	for i := range brs {
-		brs[i] = &breaker{key: "k" + strconv.Itoa(i)}
+		brs[i] = &keyBreaker{key: "k" + strconv.Itoa(i)}
 	}
 	var mu sync.Mutex
 	for i := range n / 2 { // the first half stays
@@ -46,7 +46,7 @@ func TestTheKeyMapUnderReadersAndWriters(t *testing.T) {
 			mu.Unlock()
 		}
 		mu.Lock()
-		m.drop(func(br *breaker) bool { i := keyIndex(br); return i >= n/2 && i%2 == 1 })
+		m.drop(func(br *keyBreaker) bool { i := keyIndex(br); return i >= n/2 && i%2 == 1 })
 		mu.Unlock()
 	})
 	close(stop)
@@ -57,13 +57,13 @@ func TestTheKeyMapUnderReadersAndWriters(t *testing.T) {
 		}
 	}
 	count := 0
-	m.each(func(*breaker) { count++ })
+	m.each(func(*keyBreaker) { count++ })
 	if count != n*3/4 {
 		t.Fatalf("%d keys in all, want %d", count, n*3/4)
 	}
 }
 
-func keyIndex(br *breaker) int {
+func keyIndex(br *keyBreaker) int {
 	i, _ := strconv.Atoi(br.key[1:])
 	return i
 }

@@ -77,8 +77,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.set.sweep()
-	for _, br := range c.set.all() {
-		current := br.state()
+	for _, br := range c.set.allBreakers() {
+		current := br.stateNow()
 		for st, name := range stateNames {
 			value := 0.0
 			if st == int(current) {
@@ -86,7 +86,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			c.send(ch, c.state, prometheus.GaugeValue, value, br.key, name)
 		}
-		counts := br.counters.all()
+		counts := br.counters.sumAll()
 		for _, r := range results {
 			if r.slow && br.policy.SlowCallRate <= 0 {
 				continue // only keys that judge slowness apart count it

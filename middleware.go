@@ -72,13 +72,13 @@ func (h *keyedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // or, when the breaker only observes, runs untracked. While the set has a
 // client side, the handler gets the request with a scope for blame
 // (blame.go).
-func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.ResponseWriter, r *http.Request, next http.Handler) {
+func serveThrough(set *Breakers, br *keyBreaker, bodies problemSource, w http.ResponseWriter, r *http.Request, next http.Handler) {
 	var sw *statusWriter
 	var sc *callScope
 	br.through(&passage{
 		pass:   func() { next.ServeHTTP(w, r) },
 		reject: func(rj Rejection) { reject(set, bodies, w, r, rj) },
-		run: func(pr *probe) {
+		run: func(pr *probeRun) {
 			sw = newStatusWriter(w, r.Context())
 			sw.probe = pr
 			in := r
@@ -107,7 +107,7 @@ func serveThrough(set *Breakers, br *breaker, bodies problemSource, w http.Respo
 // after writing a status that is no failure, and br judges its calls by
 // DefaultClassifier, untimed, which would call it a success. Most requests
 // are, and skip building their Call.
-func plainSuccess(br *breaker, sw *statusWriter, e ending) bool {
+func plainSuccess(br *keyBreaker, sw *statusWriter, e ending) bool {
 	return e.returned && sw.status != 0 && !failureStatus(sw.status) && !sw.rejected &&
 		br.judging.classify == nil && br.judging.slowCall == 0
 }
@@ -123,7 +123,7 @@ func plainSuccess(br *breaker, sw *statusWriter, e ending) bool {
 // set's first Do call, say), may have called out: a failure it answered
 // that the rule could have blamed is excluded, as nobody's, rather than
 // counted as the route group's own.
-func judgeServed(set *Breakers, br *breaker, sw *statusWriter, r *http.Request, sc *callScope, e ending) verdict {
+func judgeServed(set *Breakers, br *keyBreaker, sw *statusWriter, r *http.Request, sc *callScope, e ending) verdict {
 	if e.goexit() {
 		return verdict{outcome: Failure}
 	}
@@ -141,7 +141,7 @@ func judgeServed(set *Breakers, br *breaker, sw *statusWriter, r *http.Request, 
 // means to br, and the upstream it could be blamed on, if any. A request
 // that a breaker nested inside rejected is excluded: its answer is a
 // rejection, not a failure of the handlers here.
-func judgeAnswer(br *breaker, sw *statusWriter, r *http.Request, e ending, sc *callScope) (verdict, string) {
+func judgeAnswer(br *keyBreaker, sw *statusWriter, r *http.Request, e ending, sc *callScope) (verdict, string) {
 	if sw.rejected {
 		return verdict{outcome: Excluded}, ""
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// phase is where a tripped breaker is on its way back to closed:
+// tripPhase is where a tripped breaker is on its way back to closed:
 //
 //	closed --trip--> open --cooldown--> half-open --HalfOpenSuccesses succeed--> closed
 //	                 ^                      |                        (or recovering, then closed)
@@ -18,7 +18,7 @@ import (
 // it is here. Each change of phase is made under the breaker's mu and
 // stores a new phase, whose fields are fixed but for its round's counters
 // and its ramp's sequence. A call reads the phase with one atomic load.
-type phase struct {
+type tripPhase struct {
 	state State // StateOpen, StateHalfOpen or StateRecovering
 	// until is when an open phase's cooldown ends, and when a recovering
 	// one's ramp ends (ns since the set's epoch).
@@ -26,29 +26,29 @@ type phase struct {
 	// nominal is the cooldown before jitter that this open phase, or the
 	// open phase this half-open one follows, was drawn from.
 	nominal time.Duration
-	round   *round // half-open: the probes
+	round   *probeRound // half-open: the probes
 
 	rampStart int64 // recovering: when the ramp began
 	rampSeq   atomic.Uint64
 }
 
-// dueAt returns when the phase moves on by itself: at the end of a
+// phaseDue returns when the phase moves on by itself: at the end of a
 // cooldown or a ramp, and when a probe's deadline passes.
-func (ph *phase) dueAt() int64 {
+func (ph *tripPhase) phaseDue() int64 {
 	if ph.state != StateHalfOpen {
 		return ph.until
 	}
 	if d := ph.round.deadline.Load(); d != 0 {
 		return d
 	}
-	return never
+	return notDue
 }
 
-// round counts the probes of one half-open phase. A probe takes a slot when
+// probeRound counts the probes of one half-open phase. A probe takes a slot when
 // it is admitted; an excluded probe gives it back, and a successful or
 // failed one keeps it. need successes close the breaker; a failure that
 // leaves fewer slots than successes still needed opens it again.
-type round struct {
+type probeRound struct {
 	slots, need int32
 	taken       atomic.Int32
 	// What the probes came to, under the breaker's mu.
@@ -61,11 +61,11 @@ type round struct {
 	// timeout is the policy's ProbeTimeout (0: none), fixed for the round.
 	timeout time.Duration
 	mu      sync.Mutex
-	running []*probe // started, not settled, oldest first
+	running []*probeRun // started, not settled, oldest first
 }
 
-// probe is one running probe.
-type probe struct {
+// probeRun is one running probe.
+type probeRun struct {
 	start int64 // ns since the set's epoch
 	// settled is set once its outcome is recorded: when it ends, or when
 	// its deadline passes first.
@@ -75,19 +75,19 @@ type probe struct {
 	answer atomic.Uint32
 }
 
-// answered records how a running probe has answered so far: Success once a
+// noteAnswer records how a running probe has answered so far: Success once a
 // stream has sent a success status, say. If the probe outlives the
 // ProbeTimeout, that is its outcome; a probe that has answered nothing, or a
-// failure, counts as failed. answered does nothing on a nil probe, which is
+// failure, counts as failed. It does nothing on a nil probe, which is
 // what a call that is not a probe gets.
-func (p *probe) answered(o Outcome) {
+func (p *probeRun) noteAnswer(o Outcome) {
 	if p != nil {
 		p.answer.Store(uint32(validOutcome(o)) + 1)
 	}
 }
 
-// take takes a probe slot if one is free.
-func (r *round) take() bool {
+// takeSlot takes a probe slot if one is free.
+func (r *probeRound) takeSlot() bool {
 	for {
 		n := r.taken.Load()
 		if n >= r.slots {
@@ -99,9 +99,9 @@ func (r *round) take() bool {
 	}
 }
 
-// start registers a probe that began at now.
-func (r *round) start(now int64) *probe {
-	p := &probe{start: now}
+// registerProbe registers a probe that began at now.
+func (r *probeRound) registerProbe(now int64) *probeRun {
+	p := &probeRun{start: now}
 	if r.timeout <= 0 {
 		return p
 	}
@@ -115,7 +115,7 @@ func (r *round) start(now int64) *probe {
 }
 
 // finish forgets a settled probe, and moves the deadline to the next one.
-func (r *round) finish(p *probe) {
+func (r *probeRound) finish(p *probeRun) {
 	if r.timeout <= 0 {
 		return
 	}
@@ -125,7 +125,7 @@ func (r *round) finish(p *probe) {
 	r.setDeadlineLocked()
 }
 
-func (r *round) setDeadlineLocked() {
+func (r *probeRound) setDeadlineLocked() {
 	var next int64
 	if len(r.running) > 0 {
 		next = addSat(r.running[0].start, r.timeout)
@@ -133,7 +133,7 @@ func (r *round) setDeadlineLocked() {
 	r.deadline.Store(next)
 }
 
-func removeProbe(running []*probe, p *probe) []*probe {
+func removeProbe(running []*probeRun, p *probeRun) []*probeRun {
 	for i, q := range running {
 		if q == p {
 			return append(running[:i], running[i+1:]...)
@@ -146,39 +146,39 @@ func removeProbe(running []*probe, p *probe) []*probe {
 // outcome is recorded once: when it ends (settle), or when its deadline
 // passes first (expireProbesLocked), in which case its own outcome is not
 // counted again.
-func (br *breaker) startProbe(ph *phase, now int64) *probe {
-	p := ph.round.start(now)
+func (br *keyBreaker) startProbe(ph *tripPhase, now int64) *probeRun {
+	p := ph.round.registerProbe(now)
 	if br.probeTimeout > 0 {
 		br.mu.Lock()
-		br.unlock() // sets the alarm for its deadline
+		br.unlockAndSetAlarm() // sets the alarm for its deadline
 	}
 	return p
 }
 
 // settle records how a probe of ph ended at now, unless its deadline has
 // already recorded it.
-func (br *breaker) settle(ph *phase, p *probe, v verdict, kind int, line uint32, now int64) {
+func (br *keyBreaker) settle(ph *tripPhase, p *probeRun, v verdict, kind int, line uint32, now int64) {
 	if !p.settled.CompareAndSwap(false, true) {
 		return // timed out earlier: counted then
 	}
 	ph.round.finish(p)
-	br.window.apart(kind, line)
-	br.change(now)
+	br.window.addApart(kind, line)
+	br.beginChange(now)
 	br.probeDoneLocked(ph, v, ReasonProbeFailed, 0, now)
-	br.unlock()
+	br.unlockAndSetAlarm()
 }
 
 // moveOnPhaseLocked makes ph's change that was due at at: the end of a
 // cooldown (half-open), of a ramp (closed), or a probe's deadline, judged
 // at now. br.mu must be held.
-func (br *breaker) moveOnPhaseLocked(ph *phase, at, now int64) {
+func (br *keyBreaker) moveOnPhaseLocked(ph *tripPhase, at, now int64) {
 	switch ph.state {
 	case StateOpen:
 		br.halfOpenLocked(ph, at, Transition{Reason: ReasonCooldown})
 	case StateRecovering:
 		before := br.viewLocked()
 		br.phase.Store(nil)
-		br.told(at, before, Transition{Reason: ReasonRampDone})
+		br.tellChange(at, before, Transition{Reason: ReasonRampDone})
 	default:
 		br.expireProbesLocked(ph, now)
 	}
@@ -190,10 +190,10 @@ func (br *breaker) moveOnPhaseLocked(ph *phase, at, now int64) {
 // excluded, and frees its slot), as failed if that is nothing or a failure.
 // A failed one opens the breaker again, as a failed probe does; the probe's
 // own outcome, when it comes, is not counted again. br.mu must be held.
-func (br *breaker) expireProbesLocked(ph *phase, now int64) {
+func (br *keyBreaker) expireProbesLocked(ph *tripPhase, now int64) {
 	r := ph.round
 	r.mu.Lock()
-	var expired []*probe
+	var expired []*probeRun
 	kept := r.running[:0]
 	for _, p := range r.running {
 		switch {
@@ -214,7 +214,7 @@ func (br *breaker) expireProbesLocked(ph *phase, now int64) {
 		if a := p.answer.Load(); a != 0 {
 			v.outcome = Outcome(a - 1)
 		}
-		br.window.apart(countOf(v), 0)
+		br.window.addApart(countOf(v), 0)
 		at := addSat(p.start, r.timeout)
 		br.probeDoneLocked(ph, v, ReasonProbeTimeout, time.Duration(at-p.start), at)
 	}
@@ -226,20 +226,20 @@ const goldenFraction = 0.6180339887498949
 
 // rampAdmits reports whether a call is admitted at now while recovering: the
 // share admitted rises linearly from 0 to 1 over the ramp.
-func (ph *phase) rampAdmits(now int64) bool {
+func (ph *tripPhase) rampAdmits(now int64) bool {
 	share := float64(now-ph.rampStart) / float64(ph.until-ph.rampStart)
 	_, frac := math.Modf(float64(ph.rampSeq.Add(1)) * goldenFraction)
 	return frac < share
 }
 
-// trip opens the breaker from closed (or recovering) for OpenFor, or for
+// openOnTrip opens the breaker from closed (or recovering) for OpenFor, or for
 // longer if an upstream asked for it, when the window that started as gen
 // tripped for why; a window started anew since, or a breaker no longer
 // closed, is left alone.
-func (br *breaker) trip(gen uint32, why tripInfo) {
+func (br *keyBreaker) openOnTrip(gen uint32, why tripInfo) {
 	now := br.clock.now()
-	before := br.change(now)
-	defer br.unlock()
+	before := br.beginChange(now)
+	defer br.unlockAndSetAlarm()
 	ph := br.phase.Load()
 	if br.window.gen.Load() != gen || ph != nil && ph.state != StateRecovering {
 		return
@@ -248,9 +248,9 @@ func (br *breaker) trip(gen uint32, why tripInfo) {
 	e := Transition{Reason: why.reason, Failures: sat32(c.failure), Successes: sat32(c.success), Slow: sat32(c.slow),
 		ConsecutiveFailures: c.consecutive}
 	var until int64
-	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.policy.OpenFor)
-	br.phase.Store(&phase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
-	br.told(now, before, e)
+	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldownEnd(now, br.policy.OpenFor)
+	br.phase.Store(&tripPhase{state: StateOpen, until: until, nominal: br.policy.OpenFor})
+	br.tellChange(now, before, e)
 	e.Time, e.From, e.To = br.clock.at(now), StateClosed, StateOpen
 	if ph != nil {
 		e.From = StateRecovering
@@ -258,11 +258,11 @@ func (br *breaker) trip(gen uint32, why tripInfo) {
 	br.history.lastTrip = &e
 }
 
-// cooldown returns when an open phase that starts at now with the given
-// cooldown ends: later if an upstream's Retry-After asks for longer, up to
+// cooldownEnd returns when an open phase that starts at now with the given
+// cooldownEnd ends: later if an upstream's Retry-After asks for longer, up to
 // the longest cooldown. It returns how long that is from now, and the delay
 // the upstream asked for when it made the cooldown longer.
-func (br *breaker) cooldown(now int64, d time.Duration) (until int64, openFor, upstream time.Duration) {
+func (br *keyBreaker) cooldownEnd(now int64, d time.Duration) (until int64, openFor, upstream time.Duration) {
 	until = addSat(now, d)
 	if u := br.upstreamUntil.Load(); u > until {
 		until = min(u, addSat(now, br.maxCooldown()))
@@ -274,12 +274,12 @@ func (br *breaker) cooldown(now int64, d time.Duration) (until int64, openFor, u
 // halfOpenLocked ends ph's cooldown at t: a new round of probes begins. e
 // says why: the cooldown ended, or an operator asked for probes (Probe).
 // br.mu must be held.
-func (br *breaker) halfOpenLocked(ph *phase, t int64, e Transition) {
+func (br *keyBreaker) halfOpenLocked(ph *tripPhase, t int64, e Transition) {
 	p := br.policy
 	before := br.viewLocked()
-	br.phase.Store(&phase{state: StateHalfOpen, nominal: ph.nominal,
-		round: &round{slots: int32(p.HalfOpenRequests), need: int32(p.HalfOpenSuccesses), timeout: br.probeTimeout}})
-	br.told(t, before, e)
+	br.phase.Store(&tripPhase{state: StateHalfOpen, nominal: ph.nominal,
+		round: &probeRound{slots: int32(p.HalfOpenRequests), need: int32(p.HalfOpenSuccesses), timeout: br.probeTimeout}})
+	br.tellChange(t, before, e)
 }
 
 // probeDoneLocked records how a probe of ph's round ended at at:
@@ -288,7 +288,7 @@ func (br *breaker) halfOpenLocked(ph *phase, t int64, e Transition) {
 // changes nothing. why says why a failure reopens (ReasonProbeFailed or
 // ReasonProbeTimeout), and ranFor how long the probe had run, for a
 // timeout. br.mu must be held.
-func (br *breaker) probeDoneLocked(ph *phase, v verdict, why Reason, ranFor time.Duration, at int64) {
+func (br *keyBreaker) probeDoneLocked(ph *tripPhase, v verdict, why Reason, ranFor time.Duration, at int64) {
 	r := ph.round
 	if br.phase.Load() != ph {
 		return
@@ -312,22 +312,22 @@ func (br *breaker) probeDoneLocked(ph *phase, v verdict, why Reason, ranFor time
 // reopenLocked opens the breaker again at now after a failed probe of ph,
 // for twice the last nominal cooldown, with jitter. e says why. br.mu must
 // be held.
-func (br *breaker) reopenLocked(ph *phase, now int64, e Transition) {
-	nominal := br.backoff(ph.nominal)
+func (br *keyBreaker) reopenLocked(ph *tripPhase, now int64, e Transition) {
+	nominal := br.backedOff(ph.nominal)
 	var until int64
-	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldown(now, br.jitter(nominal))
+	until, e.OpenFor, e.UpstreamRetryAfter = br.cooldownEnd(now, br.withJitter(nominal))
 	before := br.viewLocked()
-	br.phase.Store(&phase{state: StateOpen, until: until, nominal: nominal})
-	br.told(now, before, e)
+	br.phase.Store(&tripPhase{state: StateOpen, until: until, nominal: nominal})
+	br.tellChange(now, before, e)
 }
 
 // closeAfterProbesLocked closes the breaker at now after enough probes of
 // ph succeeded. The event carries the round's counts. br.mu must be held.
-func (br *breaker) closeAfterProbesLocked(ph *phase, now int64) {
+func (br *keyBreaker) closeAfterProbesLocked(ph *tripPhase, now int64) {
 	r := ph.round
 	before := br.viewLocked()
 	ramp := br.closeLocked(now)
-	br.told(now, before, Transition{Reason: ReasonProbesSucceeded, RecoveryRamp: ramp,
+	br.tellChange(now, before, Transition{Reason: ReasonProbesSucceeded, RecoveryRamp: ramp,
 		Successes: uint32(r.succeeded), Failures: uint32(r.failed)})
 }
 
@@ -335,20 +335,20 @@ func (br *breaker) closeAfterProbesLocked(ph *phase, now int64) {
 // the fleet's: with a new window and the first cooldown, through the
 // recovery ramp if the policy has one, whose length it returns. br.mu must
 // be held.
-func (br *breaker) closeLocked(now int64) (ramp time.Duration) {
+func (br *keyBreaker) closeLocked(now int64) (ramp time.Duration) {
 	br.upstreamUntil.Store(0)
-	br.window.start(now)
+	br.window.restart(now)
 	if ramp = br.policy.RecoveryRamp; ramp > 0 {
-		br.phase.Store(&phase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)})
+		br.phase.Store(&tripPhase{state: StateRecovering, rampStart: now, until: addSat(now, ramp)})
 		return ramp
 	}
 	br.phase.Store(nil)
 	return 0
 }
 
-// backoff returns the nominal cooldown after a failed probe: twice the
+// backedOff returns the nominal cooldown after a failed probe: twice the
 // last one, at most MaxOpenFor.
-func (br *breaker) backoff(last time.Duration) time.Duration {
+func (br *keyBreaker) backedOff(last time.Duration) time.Duration {
 	p := br.policy
 	if p.MaxOpenFor == Off {
 		return p.OpenFor
@@ -359,16 +359,16 @@ func (br *breaker) backoff(last time.Duration) time.Duration {
 	return 2 * last
 }
 
-// jitter returns the cooldown to wait for a nominal one: up to a fifth
+// withJitter returns the cooldown to wait for a nominal one: up to a fifth
 // less, at random, so that replicas that tripped together probe apart, and
 // never below OpenFor. The jitter does not compound: each cooldown is drawn
 // from its own nominal value.
-func (br *breaker) jitter(nominal time.Duration) time.Duration {
+func (br *keyBreaker) withJitter(nominal time.Duration) time.Duration {
 	return max(nominal-rand.N(nominal/5+1), br.policy.OpenFor)
 }
 
 // maxCooldown is the longest the breaker stays open at a time.
-func (br *breaker) maxCooldown() time.Duration {
+func (br *keyBreaker) maxCooldown() time.Duration {
 	if br.policy.MaxOpenFor == Off {
 		return br.policy.OpenFor
 	}

@@ -374,33 +374,33 @@ func TestMaxOpenForOffKeepsCooldownAtOpenFor(t *testing.T) {
 }
 
 func TestBackoffDoublesUpToMaxOpenFor(t *testing.T) {
-	br := &breaker{policy: &Policy{OpenFor: time.Second, MaxOpenFor: 5 * time.Second}}
+	br := &keyBreaker{policy: &Policy{OpenFor: time.Second, MaxOpenFor: 5 * time.Second}}
 	for _, tc := range []struct{ last, want time.Duration }{
 		{time.Second, 2 * time.Second},
 		{2 * time.Second, 4 * time.Second},
 		{4 * time.Second, 5 * time.Second},
 		{5 * time.Second, 5 * time.Second},
 	} {
-		if got := br.backoff(tc.last); got != tc.want {
+		if got := br.backedOff(tc.last); got != tc.want {
 			t.Errorf("backoff(%v) = %v, want %v", tc.last, got, tc.want)
 		}
 	}
 	br.policy.MaxOpenFor = Off
-	if got := br.backoff(4 * time.Second); got != time.Second {
+	if got := br.backedOff(4 * time.Second); got != time.Second {
 		t.Errorf("backoff with MaxOpenFor off = %v, want OpenFor", got)
 	}
 }
 
 func TestJitterTakesUpToAFifthAndNeverGoesBelowOpenFor(t *testing.T) {
-	br := &breaker{policy: &Policy{OpenFor: time.Second}}
+	br := &keyBreaker{policy: &Policy{OpenFor: time.Second}}
 	var lo, hi time.Duration = time.Hour, 0
 	for range 10000 {
-		got := br.jitter(10 * time.Second)
+		got := br.withJitter(10 * time.Second)
 		if got < 8*time.Second || got > 10*time.Second {
 			t.Fatalf("jitter(10s) = %v, want in [8s, 10s]", got)
 		}
 		lo, hi = min(lo, got), max(hi, got)
-		if got := br.jitter(time.Second); got != time.Second {
+		if got := br.withJitter(time.Second); got != time.Second {
 			t.Fatalf("jitter(OpenFor) = %v, want OpenFor", got)
 		}
 	}

@@ -78,7 +78,7 @@ func (rj Rejection) RetryAfterSeconds() int {
 const MaxRetryAfter = time.Hour
 
 // rejection describes the rejection a rejected admission stands for.
-func (a admission) rejection(key string) Rejection {
+func (a admitDecision) rejection(key string) Rejection {
 	return Rejection{Key: key, State: a.state, RetryAfter: a.retry}
 }
 

@@ -16,8 +16,8 @@ func (b *Breakers) Snapshot() []Status {
 	b.sweep()
 	// Sorted as breakers, not as statuses: a Status is some 400 bytes to
 	// move, a pointer 8, and a status page of a thousand keys reads this.
-	brs := b.all()
-	slices.SortFunc(brs, func(a, b *breaker) int { return strings.Compare(a.key, b.key) })
+	brs := b.allBreakers()
+	slices.SortFunc(brs, func(a, b *keyBreaker) int { return strings.Compare(a.key, b.key) })
 	out := make([]Status, 0, len(brs))
 	for _, br := range brs {
 		out = append(out, keyStatus(br))
@@ -226,20 +226,20 @@ type Totals struct {
 // a breaker whose cooldown has ended from open to half-open.
 func (b *Breakers) State(key string) State {
 	if br := b.lookup(key); br != nil {
-		return br.state()
+		return br.stateNow()
 	}
 	return StateClosed
 }
 
 // keyStatus describes br now: one moment, under its mu, so that the state,
 // its RetryAfter and the window agree.
-func keyStatus(br *breaker) Status {
+func keyStatus(br *keyBreaker) Status {
 	now := br.clock.now()
 	br.mu.Lock()
 	br.moveOnLocked(now)
-	defer br.unlock()
+	defer br.unlockAndSetAlarm()
 	st := br.viewLocked().shown
-	all := br.counters.all()
+	all := br.counters.sumAll()
 	s := Status{
 		Key:    br.key,
 		State:  st,
@@ -271,7 +271,7 @@ func keyStatus(br *breaker) Status {
 	ph := br.phase.Load()
 	switch {
 	case ph == nil || ph.state == StateRecovering:
-		c := br.window.counts(now)
+		c := br.window.countsAt(now)
 		s.Window = Counts{
 			Successes:            sat32(c.success),
 			Failures:             sat32(c.failure),

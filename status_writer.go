@@ -71,12 +71,12 @@ type statusWriter struct {
 	// probe is the half-open probe this request is, nil if it is none: the
 	// writer tells it what the handler has answered, which the breaker goes
 	// by should the handler outlive the ProbeTimeout (a stream).
-	probe *probe
+	probe *probeRun
 	// scope is the request's scope for blame, nil if it carries none, and
 	// answeredOn the upstream that a failure could be blamed on when the
 	// status was written, nil if none (blame.go).
 	scope      *callScope
-	answeredOn *breaker
+	answeredOn *keyBreaker
 
 	// seen and seenSet are the type of the last writer this one wrapped and
 	// its optional interfaces: a pooled writer is handed the same type of
@@ -124,7 +124,7 @@ func (sw *statusWriter) setStatus(code int) {
 		if failureStatus(code) {
 			o = Failure
 		}
-		sw.probe.answered(o)
+		sw.probe.noteAnswer(o)
 	}
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		sw.retryAfter = parseRetryAfter(sw.w.Header().Get("Retry-After"), time.Now())
@@ -239,7 +239,7 @@ func (sw *statusWriter) hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err == nil {
 		sw.hijacked = true
 		if sw.status == 0 {
-			sw.probe.answered(Excluded) // the connection is the handler's now
+			sw.probe.noteAnswer(Excluded) // the connection is the handler's now
 		}
 	}
 	return conn, rw, err

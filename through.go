@@ -20,7 +20,7 @@ type passage struct {
 	reject func(Rejection)
 	// run runs the admitted call; pr is the half-open probe it is, nil if
 	// it is none.
-	run func(pr *probe)
+	run func(pr *probeRun)
 	// judge says what the admitted call meant, once it ended as e says.
 	judge func(e ending) verdict
 }
@@ -48,8 +48,8 @@ func (e ending) goexit() bool { return !e.returned && e.panicked == nil }
 // goes on from inside the call's own unwinding, so that whoever recovers it
 // further up sees the stack where it happened; and when it ends its
 // goroutine with runtime.Goexit.
-func (br *breaker) through(p *passage) {
-	t, a := br.admit()
+func (br *keyBreaker) through(p *passage) {
+	t, a := br.tryAdmit()
 	if a.decision != admitCall {
 		if a.decision == passCall {
 			p.pass()
@@ -100,7 +100,7 @@ func (br *breaker) through(p *passage) {
 // upstream's failure all the same.
 type clientCall struct {
 	set   *Breakers
-	br    *breaker
+	br    *keyBreaker
 	ctx   context.Context
 	sc    *callScope // the scope of the route group's request it is made within, nil if none
 	since uint64     // the scope's mark when the call began
@@ -108,7 +108,7 @@ type clientCall struct {
 }
 
 // startCall begins a client call through br, of set, made with ctx.
-func startCall(set *Breakers, br *breaker, ctx context.Context) clientCall {
+func startCall(set *Breakers, br *keyBreaker, ctx context.Context) clientCall {
 	cc := clientCall{set: set, br: br, ctx: ctx, sc: set.scopeOf(ctx)}
 	if cc.sc != nil {
 		cc.since = cc.sc.calling(set, br)

@@ -63,7 +63,7 @@ func (t *keyedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // one that is not is answered with a *RejectedError, which closes the
 // request body as a RoundTripper must, or, when the breaker only observes,
 // goes out untracked.
-func roundTripThrough(set *Breakers, br *breaker, base http.RoundTripper, req *http.Request) (resp *http.Response, err error) {
+func roundTripThrough(set *Breakers, br *keyBreaker, base http.RoundTripper, req *http.Request) (resp *http.Response, err error) {
 	cc := startCall(set, br, req.Context())
 	br.through(&passage{
 		pass: func() {
@@ -78,7 +78,7 @@ func roundTripThrough(set *Breakers, br *breaker, base http.RoundTripper, req *h
 			err = &RejectedError{rj}
 			cc.rejected()
 		},
-		run: func(*probe) {
+		run: func(*probeRun) {
 			cc.letThrough()
 			resp, err = sendThrough(br.key, base, req)
 		},

@@ -35,7 +35,7 @@ func (b *Breakers) watchUnusedKeys() {
 func (b *Breakers) logUnusedKeys() {
 	var used []string
 	matched := map[string]bool{} // the policy keys that gave a key in use its policy
-	for _, br := range b.all() {
+	for _, br := range b.allBreakers() {
 		if br.sides.Load() != 0 {
 			used = append(used, br.key)
 			matched[b.cfg.policyKey(br.key)] = true

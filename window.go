@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 )
 
-// window holds the outcomes a closed breaker's trip rule judges: those of
+// tripWindow holds the outcomes a closed breaker's trip rule judges: those of
 // the time window (Window, in Buckets), or of the last LastCalls calls. It
 // is part of its breaker and starts anew when the breaker closes or is
 // reset (start); a call admitted before counts in no window of it (apart).
@@ -22,7 +22,7 @@ import (
 // the outcome that brings it to MinRequests. Every other success can only
 // lower the rates, and costs no check. The check is gobreaker's to make
 // (engine.go).
-type window struct {
+type tripWindow struct {
 	// Read by every call.
 	width  int64         // ns per bucket; 0 for a window of the last calls
 	rollAt atomic.Int64  // when the current bucket ends
@@ -39,51 +39,51 @@ type window struct {
 	// successesAt the window's successes when the last failure came.
 	streakFrom  atomic.Int64
 	successesAt atomic.Uint64
-	engine      atomic.Pointer[engine] // made at the first check after a start
+	engine      atomic.Pointer[tripEngine] // made at the first check after a start
 
 	mu   sync.Mutex
-	cur  int64    // the current bucket's number, counted from the epoch
-	last counts   // what the counters held when the current bucket began, and what counts apart
-	ring []bucket // ended buckets, by number modulo len(ring); one that left the window is zero
+	cur  int64          // the current bucket's number, counted from the epoch
+	last outcomeCounts  // what the counters held when the current bucket began, and what counts apart
+	ring []windowBucket // ended buckets, by number modulo len(ring); one that left the window is zero
 	// ended is the sum of the ended buckets still in the window.
-	ended counts
+	ended outcomeCounts
 	// The last calls, with LastCalls: a ring of codes (0 success, 1
 	// failure, plus 4 when slow) and their sums.
 	calls   []uint8
 	next    int
-	callSum counts
+	callSum outcomeCounts
 }
 
-// bucket is one ended bucket's outcomes.
-type bucket struct {
+// windowBucket is one ended bucket's outcomes.
+type windowBucket struct {
 	success, failure, excluded, slow uint32
 }
 
-// counts are outcomes: in a window, or added up from the counters.
-type counts struct {
+// outcomeCounts are outcomes: in a window, or added up from the counters.
+type outcomeCounts struct {
 	success, failure, excluded, slow uint64
 }
 
-func (c counts) minus(d counts) counts {
+func (c outcomeCounts) minus(d outcomeCounts) outcomeCounts {
 	sub := func(a, b uint64) uint64 {
 		if a > b {
 			return a - b
 		}
 		return 0
 	}
-	return counts{sub(c.success, d.success), sub(c.failure, d.failure), sub(c.excluded, d.excluded), sub(c.slow, d.slow)}
+	return outcomeCounts{sub(c.success, d.success), sub(c.failure, d.failure), sub(c.excluded, d.excluded), sub(c.slow, d.slow)}
 }
 
-func (c counts) plus(d counts) counts {
-	return counts{c.success + d.success, c.failure + d.failure, c.excluded + d.excluded, c.slow + d.slow}
+func (c outcomeCounts) plus(d outcomeCounts) outcomeCounts {
+	return outcomeCounts{c.success + d.success, c.failure + d.failure, c.excluded + d.excluded, c.slow + d.slow}
 }
 
-func (b bucket) counts() counts {
-	return counts{uint64(b.success), uint64(b.failure), uint64(b.excluded), uint64(b.slow)}
+func (b windowBucket) counts() outcomeCounts {
+	return outcomeCounts{uint64(b.success), uint64(b.failure), uint64(b.excluded), uint64(b.slow)}
 }
 
-func bucketOf(c counts) bucket {
-	return bucket{sat32(c.success), sat32(c.failure), sat32(c.excluded), sat32(c.slow)}
+func bucketOf(c outcomeCounts) windowBucket {
+	return windowBucket{sat32(c.success), sat32(c.failure), sat32(c.excluded), sat32(c.slow)}
 }
 
 // sat32 returns n as a uint32, at most the largest one.
@@ -91,26 +91,26 @@ func sat32(n uint64) uint32 { return uint32(min(n, 1<<32-1)) }
 
 // windowCounts is what the trip rule judges.
 type windowCounts struct {
-	counts
+	outcomeCounts
 	consecutive          uint32
 	consecutiveSuccesses uint32
 }
 
-// init sets a breaker's window up for policy p, at now.
-func (w *window) init(p *Policy, c *counters, cl *clock, now int64) {
+// setUp sets a breaker's window up for policy p, at now.
+func (w *tripWindow) setUp(p *Policy, c *counters, cl *clock, now int64) {
 	w.policy, w.counters, w.clock = p, c, cl
 	if p.LastCalls > 0 {
 		w.calls = make([]uint8, 0, p.LastCalls)
 	} else {
 		w.width = int64(p.Window) / int64(p.Buckets)
-		w.ring = make([]bucket, p.Buckets)
+		w.ring = make([]windowBucket, p.Buckets)
 	}
-	w.start(now)
+	w.restart(now)
 }
 
-// start begins the window anew at now: empty, and no call admitted before
+// restart begins the window anew at now: empty, and no call admitted before
 // counts in it.
-func (w *window) start(now int64) {
+func (w *tripWindow) restart(now int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.gen.Add(1)
@@ -120,30 +120,30 @@ func (w *window) start(now int64) {
 	w.successesAt.Store(w.last.success)
 	w.engine.Store(nil)
 	if w.width == 0 {
-		w.calls, w.next, w.callSum = w.calls[:0], 0, counts{}
+		w.calls, w.next, w.callSum = w.calls[:0], 0, outcomeCounts{}
 		return
 	}
 	clear(w.ring)
-	w.ended = counts{}
+	w.ended = outcomeCounts{}
 	w.cur = now / w.width
 	w.rollAt.Store((w.cur + 1) * w.width)
 }
 
-// add counts a closed call's outcome, of kind, at now through stripe i of
+// addOutcome counts a closed call's outcome, of kind, at now through stripe i of
 // the counters, and checks the trip rule if the outcome could make it hold.
 // It reports what tripped the window, if it did. now may be a tick old (the
 // clock's recent reading): within a tick of the bucket's end, the clock is
 // read, so that an outcome is counted in the bucket it ended in.
-func (w *window) add(v verdict, kind int, i uint32, now int64) (tripInfo, bool) {
+func (w *tripWindow) addOutcome(v verdict, kind int, i uint32, now int64) (tripInfo, bool) {
 	if w.width == 0 {
 		w.addCall(v, kind, i)
 	} else {
 		if end := w.rollAt.Load(); now >= end-int64(coarseTick) { // near the bucket's end: the clock decides
 			if now = w.clock.now(); now >= end {
-				w.roll(now)
+				w.rollTo(now)
 			}
 		}
-		w.counters.add(kind, i)
+		w.counters.inc(kind, i)
 	}
 	check := v.slow
 	switch v.outcome {
@@ -151,7 +151,7 @@ func (w *window) add(v verdict, kind int, i uint32, now int64) (tripInfo, bool) 
 		if w.streak.Add(1) == 1 {
 			w.streakFrom.Store(w.bucketAt(now))
 		}
-		w.successesAt.Store(w.successes())
+		w.successesAt.Store(w.successTotal())
 		check = true
 	case Success:
 		if w.streak.Load() != 0 {
@@ -162,16 +162,16 @@ func (w *window) add(v verdict, kind int, i uint32, now int64) (tripInfo, bool) 
 	if !check {
 		return tripInfo{}, false
 	}
-	return w.judge()
+	return w.checkTrip()
 }
 
-// apart counts an outcome, of kind, that belongs to no window of this
+// addApart counts an outcome, of kind, that belongs to no window of this
 // one's: a probe's, or a call's admitted before the window started. It is
 // in the counters, for the totals, and out of the window.
-func (w *window) apart(kind int, i uint32) {
+func (w *tripWindow) addApart(kind int, i uint32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.counters.add(kind, i)
+	w.counters.inc(kind, i)
 	if w.width != 0 {
 		var one [numCounts]uint64
 		one[kind] = 1
@@ -180,10 +180,10 @@ func (w *window) apart(kind int, i uint32) {
 }
 
 // addCall adds an outcome to a window of the last calls.
-func (w *window) addCall(v verdict, kind int, i uint32) {
+func (w *tripWindow) addCall(v verdict, kind int, i uint32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.counters.add(kind, i)
+	w.counters.inc(kind, i)
 	if v.outcome != Success && v.outcome != Failure {
 		return // tells nothing: not one of the last calls
 	}
@@ -204,8 +204,8 @@ func (w *window) addCall(v verdict, kind int, i uint32) {
 	w.callSum = w.callSum.plus(callCounts(code))
 }
 
-func callCounts(code uint8) counts {
-	var c counts
+func callCounts(code uint8) outcomeCounts {
+	var c outcomeCounts
 	if code&1 != 0 {
 		c.failure = 1
 	} else {
@@ -219,21 +219,21 @@ func callCounts(code uint8) counts {
 
 // bucketAt is the number of the bucket that now falls in; 0 for a window of
 // the last calls.
-func (w *window) bucketAt(now int64) int64 {
+func (w *tripWindow) bucketAt(now int64) int64 {
 	if w.width == 0 {
 		return 0
 	}
 	return now / w.width
 }
 
-// roll moves the time window on to the bucket of now.
-func (w *window) roll(now int64) {
+// rollTo moves the time window on to the bucket of now.
+func (w *tripWindow) rollTo(now int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.rollLocked(now)
 }
 
-func (w *window) rollLocked(now int64) {
+func (w *tripWindow) rollLocked(now int64) {
 	b := now / w.width
 	if b <= w.cur {
 		return
@@ -249,7 +249,7 @@ func (w *window) rollLocked(now int64) {
 		w.ended = w.ended.plus(gained.counts())
 	}
 	for k := w.cur + 1; k < b && k < w.cur+1+n; k++ { // buckets no call came in
-		w.ring[k%n] = bucket{}
+		w.ring[k%n] = windowBucket{}
 	}
 	span := w.width * (b - w.cur)
 	w.last, w.cur = o, b
@@ -261,9 +261,9 @@ func (w *window) rollLocked(now int64) {
 	w.counters.rolled(uint64(gained.success)+uint64(gained.failure)+uint64(gained.excluded), span)
 }
 
-// successes returns the successes the window has counted since it was
+// successTotal returns the successes the window has counted since it was
 // made, slow ones included.
-func (w *window) successes() uint64 {
+func (w *tripWindow) successTotal() uint64 {
 	if w.width == 0 {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -272,14 +272,14 @@ func (w *window) successes() uint64 {
 	return w.counters.outcomes().success
 }
 
-// counts returns the outcomes in the window at now, rolling it first.
-func (w *window) counts(now int64) windowCounts {
+// countsAt returns the outcomes in the window at now, rolling it first.
+func (w *tripWindow) countsAt(now int64) windowCounts {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var wc windowCounts
 	streak := w.streak.Load()
 	if w.width == 0 {
-		wc.counts = w.callSum
+		wc.outcomeCounts = w.callSum
 		wc.consecutive = streak
 		wc.consecutiveSuccesses = uint32(min(w.callSum.success-min(w.successesAt.Load(), w.callSum.success), 1<<32-1))
 		return wc
@@ -288,7 +288,7 @@ func (w *window) counts(now int64) windowCounts {
 	b := w.cur
 	n := int64(len(w.ring))
 	all := w.counters.outcomes()
-	wc.counts = w.ended.plus(all.minus(w.last))
+	wc.outcomeCounts = w.ended.plus(all.minus(w.last))
 	// A streak that began before the window did counts only what is left
 	// of it in the window: every failure since its first is part of it.
 	wc.consecutive = streak
@@ -300,10 +300,10 @@ func (w *window) counts(now int64) windowCounts {
 	return wc
 }
 
-// rule is the engine's trip rule: the policy's rule (tripRule) over the
+// ruleHolds is the engine's trip rule: the policy's rule (tripRule) over the
 // window at now. It notes whether the next success needs a check.
-func (w *window) rule(now int64) (tripInfo, bool) {
-	wc := w.counts(now)
+func (w *tripWindow) ruleHolds(now int64) (tripInfo, bool) {
+	wc := w.countsAt(now)
 	reason := tripRule(w.policy, wc)
 	if reason == "" {
 		n := wc.success + wc.failure

@@ -360,7 +360,7 @@ func TestTripRuleRate(t *testing.T) {
 		{0.5, 4, 5, false}, // 9 outcomes, below MinRequests
 	} {
 		p := Policy{FailureRate: tc.rate, MinRequests: 10, ConsecutiveFailures: Off}.resolve()
-		got := tripRule(&p, windowCounts{counts: counts{failure: uint64(tc.failures), success: uint64(tc.successes)}}) == ReasonFailureRate
+		got := tripRule(&p, windowCounts{outcomeCounts: outcomeCounts{failure: uint64(tc.failures), success: uint64(tc.successes)}}) == ReasonFailureRate
 		if got != tc.want {
 			t.Errorf("rate %v with %d failures, %d successes: trip = %v, want %v", tc.rate, tc.failures, tc.successes, got, tc.want)
 		}
@@ -521,17 +521,17 @@ func TestAHealthyKeyNeverWakesTheEngine(t *testing.T) {
 func TestTheWindowsSumOfEndedBucketsIsTheirSum(t *testing.T) {
 	p := Policy{Window: 10 * time.Second, Buckets: 10}
 	var c counters
-	w := &window{}
-	w.init(&p, &c, &clock{epoch: time.Now()}, 0)
+	w := &tripWindow{}
+	w.setUp(&p, &c, &clock{epoch: time.Now()}, 0)
 	rng := rand.New(rand.NewPCG(3, 4))
 	now := int64(0)
 	for range 2000 {
 		for range rng.IntN(5) {
-			c.add([]int{countSuccess, countFailure, countExcluded, countSlowSuccess}[rng.IntN(4)], 0)
+			c.inc([]int{countSuccess, countFailure, countExcluded, countSlowSuccess}[rng.IntN(4)], 0)
 		}
 		now += rng.Int64N(int64(3 * time.Second))
-		w.roll(now)
-		var want counts
+		w.rollTo(now)
+		var want outcomeCounts
 		for k := w.cur - 9; k < w.cur; k++ {
 			want = want.plus(w.ring[((k%10)+10)%10].counts())
 		}
