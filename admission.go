@@ -88,7 +88,7 @@ func (br *keyBreaker) admitSlow() (ticket, admitDecision) {
 		}
 		ph := br.phase.Load()
 		if ph == nil {
-			return br.admitted(ticket{gen: br.window.gen.Load()})
+			return br.countAdmit(ticket{gen: br.window.gen.Load()})
 		}
 		if ph.phaseDue() <= now {
 			continue // its time came meanwhile
@@ -109,18 +109,18 @@ func (br *keyBreaker) admitSlow() (ticket, admitDecision) {
 				ph.round.taken.Add(-1)
 				continue
 			}
-			return br.admitted(ticket{phase: ph, probe: br.startProbe(ph, now)})
+			return br.countAdmit(ticket{phase: ph, probe: br.startProbe(ph, now)})
 		default: // StateRecovering
 			if !ph.rampAdmits(now) {
 				return ticket{}, br.refuse(StateRecovering, 0, observe)
 			}
-			return br.admitted(ticket{gen: br.window.gen.Load()})
+			return br.countAdmit(ticket{gen: br.window.gen.Load()})
 		}
 	}
 }
 
-// admitted counts t's call as admitted.
-func (br *keyBreaker) admitted(t ticket) (ticket, admitDecision) {
+// countAdmit counts t's call as countAdmit.
+func (br *keyBreaker) countAdmit(t ticket) (ticket, admitDecision) {
 	t.line = br.counters.line()
 	br.counters.inc(countAdmitted, t.line)
 	return t, admitDecision{}
@@ -165,31 +165,14 @@ func (br *keyBreaker) done(t ticket, v verdict, now int64) {
 		br.window.addApart(kind, t.line)
 	}
 	if v.outcome == Failure && br.fleet != nil {
-		br.fleet.sawFailure(br.failures())
+		br.fleet.sawFailure(br.failureTotal())
 	}
 }
 
-// failures returns about how many calls failed, slow ones included: for
+// failureTotal returns about how many calls failed, slow ones included: for
 // the fleet's nudges, not a total.
-func (br *keyBreaker) failures() uint64 {
+func (br *keyBreaker) failureTotal() uint64 {
 	return br.counters.approx(countFailure) + br.counters.approx(countSlowFailure)
-}
-
-// countOf is the counter a verdict adds to.
-func countOf(v verdict) int {
-	switch {
-	case v.blamed:
-		return countUpstream
-	case v.slow && v.outcome == Success:
-		return countSlowSuccess
-	case v.slow && v.outcome == Failure:
-		return countSlowFailure
-	case v.outcome == Success:
-		return countSuccess
-	case v.outcome == Failure:
-		return countFailure
-	}
-	return countExcluded
 }
 
 // override is a state forced by ForceOpen or ForceClose.

@@ -2,6 +2,7 @@ package httpbreaker
 
 import (
 	"container/heap"
+	"math"
 	"sync"
 	"time"
 )
@@ -10,9 +11,9 @@ import (
 // ramp, of a timed ForceOpen, of the fleet's hold, a probe's deadline. It
 // holds, for each breaker that has one, the time of its next change, and
 // one timer for the whole set, set for the earliest; when it fires, each
-// breaker due makes its changes (catchUp), which are logged, hooked and
+// breaker due makes its changes, which are logged, hooked and
 // counted then, on a key that gets no request as on a busy one. A breaker
-// sets its time at the end of every change it makes (unlockAndSetAlarm), so
+// sets its time at the end of every change it makes, so
 // the alarm holds only live times, one per breaker at most, and none for a
 // closed breaker: nothing of it is on a request's path, no timer runs while
 // nothing is due, and a timer that waits holds no goroutine.
@@ -25,6 +26,10 @@ type alarm struct {
 	at      int64       // when the timer fires; 0 when it is stopped
 	stopped bool        // by Close: no time is set any more
 }
+
+// notDue is the time of a change that is not due: an entry set to it
+// leaves the alarm.
+const notDue = math.MaxInt64
 
 // alarmEntry is a place in a set's alarm: a breaker's, or the set's own
 // look for unused keys. Its fields are under the alarm's mu.

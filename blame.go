@@ -2,10 +2,7 @@ package httpbreaker
 
 import (
 	"context"
-	"fmt"
-	"maps"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -94,11 +91,6 @@ func (s *callScope) Value(key any) any {
 	return s.Context.Value(key)
 }
 
-// String describes the context as context's own types do.
-func (s *callScope) String() string {
-	return fmt.Sprintf("%v.WithValue(httpbreaker scope of %s)", s.Context, quoteKey(s.route.key))
-}
-
 // carries reports whether a request admitted now is to carry a scope:
 // whether the set has a client side.
 func (b *Breakers) carries() bool { return b.clients.Load() }
@@ -141,13 +133,13 @@ func (s *callScope) calling(set *Breakers, up *keyBreaker) (since uint64) {
 		s.route.blame.calling()
 		up.blame.depend(s.route.key)
 	}
-	return failures.Load()
+	return failureSeq.Load()
 }
 
-// failures numbers the failures that scopes note, in the order they are
+// failureSeq numbers the failures that scopes note, in the order they are
 // noted, across every set: a call that began after a failure was noted
 // has a mark (calling's) at least its number.
-var failures atomic.Uint64
+var failureSeq atomic.Uint64
 
 // called notes how a call through up, a client breaker of set, made within
 // s and begun at the mark since, went, as v (up's verdict) says, in s and
@@ -164,7 +156,7 @@ func (s *callScope) called(set *Breakers, up *keyBreaker, v verdict, since uint6
 	}
 	var n uint64 // the failure's number
 	if v.outcome == Failure {
-		n = failures.Add(1)
+		n = failureSeq.Add(1)
 	}
 	for ; s != nil; s = s.outer {
 		if s.set == set && s.route != up {
@@ -229,129 +221,4 @@ func (s *callScope) blameable() *keyBreaker {
 		}
 	}
 	return last.up
-}
-
-// upstreamKey returns the key of the upstream that a failure of the
-// request whose handler wrote through sw, within s, could be blamed on; ""
-// if none, or if s is nil. It is what the status writer noted when the
-// handler wrote its status (what happened after the answer cannot have
-// caused it), or, if it wrote none, what s says now.
-func (s *callScope) upstreamKey(sw *statusWriter) string {
-	if s == nil {
-		return ""
-	}
-	up := sw.answeredOn
-	if sw.status == 0 {
-		up = s.blameable()
-	}
-	if up == nil {
-		return ""
-	}
-	return up.key
-}
-
-// Bounds of what a breaker keeps of blame: the upstream keys its failures
-// are blamed on, and the route groups that depend on it as an upstream.
-// Both sets are as small as the code's wiring; the bounds keep a KeyFunc's
-// keys from growing them.
-const (
-	maxBlamedOn   = 16
-	maxDependents = 16
-)
-
-// blameState is what a breaker keeps of blame: as a route group's, whether
-// its requests make client calls and how many of its failures were blamed
-// on which upstream, the latest when; as an upstream's, the route groups
-// that call it.
-type blameState struct {
-	// calls says a request of the route group has made a client call with
-	// its scope.
-	calls atomic.Bool
-
-	// dependents are the keys of the route groups that call through the
-	// breaker as an upstream, sorted; nil while none has. The slice is
-	// replaced, never changed.
-	dependents atomic.Pointer[[]string]
-
-	mu       sync.Mutex        // guards blamedOn and last, and the writers of dependents
-	blamedOn map[string]uint64 // upstream key -> failures blamed on it
-	last     lastBlame
-}
-
-// lastBlame is the route group's latest failure blamed on an upstream: on
-// which, and when (ns since the set's epoch); up is "" if none was.
-type lastBlame struct {
-	up string
-	at int64
-}
-
-// calling notes that a request of the route group made a client call with
-// its scope.
-func (bs *blameState) calling() {
-	if !bs.calls.Load() {
-		bs.calls.Store(true)
-	}
-}
-
-// callsOut reports whether a request of the route group has made a client
-// call with its scope.
-func (bs *blameState) callsOut() bool { return bs.calls.Load() }
-
-// blame counts a failure of the route group, at at, blamed on the upstream
-// key up: past maxBlamedOn upstream keys, a new one is counted in the
-// totals alone, and is the latest all the same.
-func (bs *blameState) blame(up string, at int64) {
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	bs.last = lastBlame{up: up, at: at}
-	if _, ok := bs.blamedOn[up]; !ok && len(bs.blamedOn) >= maxBlamedOn {
-		return
-	}
-	if bs.blamedOn == nil {
-		bs.blamedOn = map[string]uint64{}
-	}
-	bs.blamedOn[up]++
-}
-
-// blamed returns how many of the route group's failures were blamed on
-// each upstream key, nil if none were, and the latest of them.
-func (bs *blameState) blamed() (map[string]uint64, lastBlame) {
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	if len(bs.blamedOn) == 0 {
-		return nil, bs.last
-	}
-	return maps.Clone(bs.blamedOn), bs.last
-}
-
-// depend notes that the route group route calls through the breaker as an
-// upstream. A known route group costs a scan of a short slice; past
-// maxDependents, new ones are not kept.
-func (bs *blameState) depend(route string) {
-	deps := bs.dependents.Load()
-	if deps != nil && (len(*deps) >= maxDependents || slices.Contains(*deps, route)) {
-		return
-	}
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	var next []string
-	if deps = bs.dependents.Load(); deps != nil {
-		if len(*deps) >= maxDependents || slices.Contains(*deps, route) {
-			return
-		}
-		next = slices.Clone(*deps)
-	}
-	next = append(next, route)
-	slices.Sort(next)
-	bs.dependents.Store(&next)
-}
-
-// dependentKeys returns the route groups that call through the breaker as
-// an upstream, sorted; nil if none has. The slice is shared: not to be
-// changed.
-func (bs *blameState) dependentKeys() []string {
-	if deps := bs.dependents.Load(); deps != nil {
-		return *deps
-	}
-	return nil
 }

@@ -1,7 +1,6 @@
 package httpbreaker
 
 import (
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,9 +64,6 @@ type keyBreaker struct {
 // defaultKeyedIdleTTL is the IdleTTL of keys that a KeyFunc chose, unless
 // the policy sets one.
 const defaultKeyedIdleTTL = time.Hour
-
-// notDue is the time of a change that is not due.
-const notDue = math.MaxInt64
 
 // newBreaker returns key's breaker with the resolved policy p (keyPolicy's),
 // made at now on clock c, whose changes a makes on time and n tells. It
@@ -239,8 +235,8 @@ func (br *keyBreaker) tellChange(t int64, before view, e Transition) bool {
 	e.Time = br.clock.at(t)
 	br.history.add(t, e)
 	ev := Event{Transition: e, Key: br.key, Mode: br.mode, Dependents: br.blame.dependentKeys()}
-	if e.To == StateOpen && e.Reason.trips() {
-		ev.BlamedOn, _ = br.blame.blamed()
+	if e.To == StateOpen && e.Reason.isTrip() {
+		ev.BlamedOn, _ = br.blame.blamedCounts()
 	}
 	br.notifier.publish(ev)
 	return true

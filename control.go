@@ -19,6 +19,11 @@ import (
 // a breaker and metric series of its own.
 var ErrNoBreaker = errors.New("httpbreaker: no breaker for this key")
 
+// maxForceOpen is the longest a ForceOpen may last: an operator who wants
+// longer forces it until Release. It bounds what the fleet's store may say
+// too.
+const maxForceOpen = 7 * 24 * time.Hour
+
 // ErrNotOpen is returned by Probe for a key whose breaker is not open: there
 // is no cooldown to end, and nothing is changed.
 var ErrNotOpen = errors.New("httpbreaker: the breaker is not open")
@@ -56,7 +61,7 @@ func (b *Breakers) Reset(key string) error {
 // next calls are its probes. It returns ErrNotOpen, changing nothing, for a
 // key that is not open (a forced one included).
 func (b *Breakers) Probe(key string) error {
-	return b.probe(key, caller())
+	return b.endCooldownOf(key, caller())
 }
 
 // The control functions below take by, who asked: the status page names
@@ -76,7 +81,7 @@ func (b *Breakers) forceOpen(key string, d time.Duration, by string) error {
 	}
 	e := Transition{Reason: ReasonForceOpen, By: by, OpenFor: max(d, 0)}
 	br.force(&override{state: StateForcedOpen, until: until, by: by}, e)
-	share(br, sharedstate.Command{Kind: sharedstate.ForceOpen, For: e.OpenFor, By: by})
+	shareCommand(br, sharedstate.Command{Kind: sharedstate.ForceOpen, For: e.OpenFor, By: by})
 	return nil
 }
 
@@ -86,11 +91,11 @@ func (b *Breakers) forceClose(key, by string) error {
 		return err
 	}
 	br.force(&override{state: StateForcedClosed, by: by}, Transition{Reason: ReasonForceClose, By: by})
-	share(br, sharedstate.Command{Kind: sharedstate.ForceClose, By: by})
+	shareCommand(br, sharedstate.Command{Kind: sharedstate.ForceClose, By: by})
 	return nil
 }
 
-func (b *Breakers) probe(key, by string) error {
+func (b *Breakers) endCooldownOf(key, by string) error {
 	br, err := b.controlled(key)
 	if err != nil {
 		return err
@@ -98,7 +103,7 @@ func (b *Breakers) probe(key, by string) error {
 	if st, ok := br.endCooldown(Transition{Reason: ReasonProbe, By: by}); !ok {
 		return fmt.Errorf("%w: %s is %s", ErrNotOpen, quoteKey(key), st)
 	}
-	share(br, sharedstate.Command{Kind: sharedstate.Probe, By: by})
+	shareCommand(br, sharedstate.Command{Kind: sharedstate.Probe, By: by})
 	return nil
 }
 
@@ -108,7 +113,7 @@ func (b *Breakers) release(key, by string) error {
 		return err
 	}
 	br.release(Transition{Reason: ReasonRelease, By: by})
-	share(br, sharedstate.Command{Kind: sharedstate.Release, By: by})
+	shareCommand(br, sharedstate.Command{Kind: sharedstate.Release, By: by})
 	return nil
 }
 
@@ -118,15 +123,15 @@ func (b *Breakers) reset(key, by string) error {
 		return err
 	}
 	br.reset(Transition{Reason: ReasonReset, By: by})
-	share(br, sharedstate.Command{Kind: sharedstate.Reset, By: by})
+	shareCommand(br, sharedstate.Command{Kind: sharedstate.Reset, By: by})
 	return nil
 }
 
-// share sends a manual change of br, made now, to the fleet, if the set has
+// shareCommand sends a manual change of br, made now, to the fleet, if the set has
 // one: every replica applies it within a sync or so.
-func share(br *keyBreaker, c sharedstate.Command) {
+func shareCommand(br *keyBreaker, c sharedstate.Command) {
 	if kf := br.fleet; kf != nil {
-		kf.made(br, c, br.clock.now())
+		kf.madeCommand(br, c, br.clock.now())
 	}
 }
 
@@ -195,9 +200,9 @@ func (br *keyBreaker) endCooldown(e Transition) (State, bool) {
 	return before.shown, false
 }
 
-// renew moves the end of the forced state o, if it still holds, to until:
+// moveForcedEnd moves the end of the forced state o, if it still holds, to until:
 // the fleet's clock said it ends then.
-func (br *keyBreaker) renew(o *override, until int64) {
+func (br *keyBreaker) moveForcedEnd(o *override, until int64) {
 	br.mu.Lock()
 	defer br.unlockAndSetAlarm()
 	if br.override.Load() == o {

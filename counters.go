@@ -68,6 +68,23 @@ func (r result) of(all *[numCounts]uint64) uint64 {
 	return n
 }
 
+// countOf is the counter a verdict adds to.
+func countOf(v verdict) int {
+	switch {
+	case v.blamed:
+		return countUpstream
+	case v.slow && v.outcome == Success:
+		return countSlowSuccess
+	case v.slow && v.outcome == Failure:
+		return countSlowFailure
+	case v.outcome == Success:
+		return countSuccess
+	case v.outcome == Failure:
+		return countFailure
+	}
+	return countExcluded
+}
+
 // block is one set of counters.
 type block [numCounts]atomic.Uint64
 
@@ -280,13 +297,32 @@ func outcomesOf(all *[numCounts]uint64) outcomeCounts {
 	}
 }
 
+// outcomeCounts are outcomes: in a window, or added up from the counters.
+type outcomeCounts struct {
+	success, failure, excluded, slow uint64
+}
+
+func (c outcomeCounts) minus(d outcomeCounts) outcomeCounts {
+	sub := func(a, b uint64) uint64 {
+		if a > b {
+			return a - b
+		}
+		return 0
+	}
+	return outcomeCounts{sub(c.success, d.success), sub(c.failure, d.failure), sub(c.excluded, d.excluded), sub(c.slow, d.slow)}
+}
+
+func (c outcomeCounts) plus(d outcomeCounts) outcomeCounts {
+	return outcomeCounts{c.success + d.success, c.failure + d.failure, c.excluded + d.excluded, c.slow + d.slow}
+}
+
 // tokens hand each P a number of its own, for the stripe its calls add to.
 // A sync.Pool keeps one object per P (its private slot), which a Get and
 // Put in a row hand back to the same P: the P's number, without reaching
 // into the runtime. A goroutine that moves to another P between the two
 // costs only a cache miss; a Pool emptied by a GC numbers the Ps anew.
 var (
-	tokens    = sync.Pool{New: func() any { return newToken() }}
+	tokens    sync.Pool // of *uint32
 	nextToken atomic.Uint32
 )
 
@@ -297,8 +333,14 @@ func newToken() *uint32 {
 
 // token returns the calling P's number.
 func token() uint32 {
-	t := tokens.Get().(*uint32)
+	t, _ := tokens.Get().(*uint32)
+	if t == nil {
+		t = newToken()
+	}
 	n := *t
 	tokens.Put(t)
 	return n
 }
+
+// sat32 returns n as a uint32, at most the largest one.
+func sat32(n uint64) uint32 { return uint32(min(n, 1<<32-1)) }

@@ -25,6 +25,19 @@ type tripEngine struct {
 	tripped atomic.Bool
 }
 
+// windowCounts is what the trip rule judges.
+type windowCounts struct {
+	outcomeCounts
+	consecutive          uint32
+	consecutiveSuccesses uint32
+}
+
+// tripInfo records what made a window trip.
+type tripInfo struct {
+	reason Reason
+	counts windowCounts
+}
+
 // errCheck is how the window hands gobreaker an outcome to judge.
 var errCheck = errors.New("httpbreaker: an outcome that could trip the breaker")
 
@@ -33,12 +46,14 @@ var errCheck = errors.New("httpbreaker: an outcome that could trip the breaker")
 // and the probes are the breaker's.
 const neverHalfOpen = 100 * 365 * 24 * 3600 * 1e9
 
-func newEngine(w *tripWindow) *tripEngine {
+// newEngine returns an engine whose rule is holds: what tripped the window,
+// and whether its rule holds now.
+func newEngine(holds func() (tripInfo, bool)) *tripEngine {
 	e := &tripEngine{}
 	e.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Timeout: neverHalfOpen,
 		ReadyToTrip: func(gobreaker.Counts) bool {
-			why, trips := w.ruleHolds(w.clock.now())
+			why, trips := holds()
 			if trips {
 				e.why = why
 				e.tripped.Store(true)
@@ -50,16 +65,9 @@ func newEngine(w *tripWindow) *tripEngine {
 	return e
 }
 
-// checkTrip hands the window's engine an outcome that could trip it, and
+// decide hands the engine an outcome that could trip its window, and
 // returns what tripped it if the rule holds now, or held before.
-func (w *tripWindow) checkTrip() (tripInfo, bool) {
-	e := w.engine.Load()
-	if e == nil {
-		e = newEngine(w)
-		if !w.engine.CompareAndSwap(nil, e) {
-			e = w.engine.Load()
-		}
-	}
+func (e *tripEngine) decide() (tripInfo, bool) {
 	_, _ = e.cb.Execute(func() (struct{}, error) { return struct{}{}, errCheck })
 	if e.tripped.Load() {
 		return e.why, true

@@ -19,35 +19,6 @@ type Event struct {
 	BlamedOn   map[string]uint64
 }
 
-// Reason says why a key's state changed. Its string is the log record's
-// reason attribute.
-type Reason string
-
-// The reasons for a state change.
-const (
-	ReasonFailureRate         Reason = "failure_rate"         // closed or recovering to open: the window's failure rate (or the fleet's)
-	ReasonSlowCallRate        Reason = "slow_call_rate"       // closed or recovering to open: the window's share of slow calls
-	ReasonConsecutiveFailures Reason = "consecutive_failures" // closed or recovering to open: failures in a row
-	ReasonCooldown            Reason = "cooldown_elapsed"     // open to half-open: the cooldown ended
-	ReasonProbe               Reason = "probe"                // open to half-open: Probe ended the cooldown early
-	ReasonProbeFailed         Reason = "probe_failed"         // half-open to open: too many probes failed
-	ReasonProbeTimeout        Reason = "probe_timeout"        // half-open to open: a probe ran past ProbeTimeout
-	ReasonProbesSucceeded     Reason = "probes_succeeded"     // half-open to closed or recovering: HalfOpenSuccesses probes succeeded
-	ReasonRampDone            Reason = "ramp_done"            // recovering to closed
-	ReasonForceOpen           Reason = "force_open"           // ForceOpen
-	ReasonForceClose          Reason = "force_close"          // ForceClose
-	ReasonRelease             Reason = "release"              // Release
-	ReasonReset               Reason = "reset"                // Reset
-	ReasonExpiry              Reason = "expiry"               // a timed ForceOpen ran out, or a fleet hold ended without the fleet's probes (it lapsed, or the store lost it)
-	ReasonIdle                Reason = "idle"                 // a closed key's breaker dropped after its IdleTTL
-)
-
-// trips reports whether r is the reason of a trip from closed (or
-// recovering): a window's trip rule.
-func (r Reason) trips() bool {
-	return r == ReasonFailureRate || r == ReasonSlowCallRate || r == ReasonConsecutiveFailures
-}
-
 // attrs returns the event's log attributes, rounded for people to read:
 // durations to the millisecond, the failure rate to three digits. The Event
 // keeps the exact values.
@@ -64,7 +35,7 @@ func (e *Event) attrs(self string) []slog.Attr {
 		attrs = append(attrs, slog.String("by", e.By))
 	}
 	switch {
-	case e.Reason.trips():
+	case e.Reason.isTrip():
 		attrs = append(attrs,
 			slog.Uint64("failures", uint64(e.Failures)),
 			slog.Uint64("successes", uint64(e.Successes)),

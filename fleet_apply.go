@@ -3,7 +3,6 @@ package httpbreaker
 import (
 	"fmt"
 	"math"
-	"time"
 	"unicode/utf8"
 
 	"github.com/httpbreaker/httpbreaker/sharedstate"
@@ -14,15 +13,6 @@ import (
 // it, the fleet's trip decided from the fleet's window, the reply checked
 // (a store's data may be corrupt or hostile), and the fleet's manual
 // commands and holds applied. Only the fleet's loop (fleet.go) runs it.
-
-// reported is what the fleet has of this replica's window of a key, as far
-// as this replica knows: what it reported last, and whether the fleet
-// gathers the key. Only the loop uses it.
-type reported struct {
-	failures  uint64 // the failures in the window last reported
-	over      bool   // whether that window met the policy's rate alone
-	gathering bool   // the fleet gathers the key: report at every sync
-}
 
 // windowReport is what a sync tells the fleet of this replica's window of
 // a key (sharedstate.KeySync's fields of the same names).
@@ -63,7 +53,7 @@ func (kf *keyFleet) prepare(br *keyBreaker, full, announced bool) windowReport {
 	}
 	kf.failedSince.Store(false) // before the total: a failure from now on is seen next time
 	p := br.policy
-	if fail := br.failures(); kf.sentF.Load() != fail {
+	if fail := br.failureTotal(); kf.sentF.Load() != fail {
 		kf.sentF.Store(fail)
 	}
 	if br.mode == ModeDisabled || p.FailureRate == Off {
@@ -108,11 +98,6 @@ func (kf *keyFleet) fleetTrip(br *keyBreaker, rp sharedstate.Reply, replicas int
 
 // maxText bounds a string read from the store.
 const maxText = 256
-
-// maxForceOpen is the longest a ForceOpen may last: an operator who wants
-// longer forces it until Release. It bounds what the fleet's store may say
-// too.
-const maxForceOpen = 7 * 24 * time.Hour
 
 // badData is something wrong in what a store said of a key: field names
 // the kind of problem, which is logged once.
@@ -176,17 +161,6 @@ var commandReason = map[sharedstate.Kind]Reason{
 	sharedstate.Release: ReasonRelease, sharedstate.Reset: ReasonReset, sharedstate.Probe: ReasonProbe,
 }
 
-// made shares a manual change that this replica made (and applied) at
-// now with the fleet, and keeps it, so that it is sent again should the
-// store lose it while it stands.
-func (kf *keyFleet) made(br *keyBreaker, c sharedstate.Command, now int64) {
-	cmd := &command{Command: c, made: now}
-	kf.link.mu.Lock()
-	kf.own = cmd
-	kf.link.mu.Unlock()
-	kf.link.send(br.key, cmd)
-}
-
 // apply brings br in line with what the fleet holds for its key: the
 // latest manual command, then the hold. sent is the command this sync
 // carried, if any. Only the loop calls it.
@@ -229,7 +203,7 @@ func (kf *keyFleet) applyCommand(br *keyBreaker, c sharedstate.Command, sent *co
 	}
 	kf.missingSince = 0
 	if c.Version <= kf.lastAt {
-		kf.renew(br, c, now) // known: a ForceOpen's end may be read anew
+		kf.renewForceOpen(br, c, now) // known: a ForceOpen's end may be read anew
 		return
 	}
 	first := kf.lastAt == 0
@@ -274,17 +248,17 @@ func (kf *keyFleet) forget(c sharedstate.Command) {
 	}
 }
 
-// renew reads a known ForceOpen's end again: the store's clock says how
+// renewForceOpen reads a known ForceOpen's end again: the store's clock says how
 // long it has left, which every replica reads alike. A change of more than
 // a sync's worth moves the override's end.
-func (kf *keyFleet) renew(br *keyBreaker, c sharedstate.Command, now int64) {
+func (kf *keyFleet) renewForceOpen(br *keyBreaker, c sharedstate.Command, now int64) {
 	o := br.override.Load()
 	if c.Kind != sharedstate.ForceOpen || c.For <= 0 || o == nil || o.state != StateForcedOpen || o.until == 0 {
 		return
 	}
 	until := addSat(now, c.For)
 	if d := until - o.until; d > int64(kf.link.every) || -d > int64(kf.link.every) {
-		br.renew(o, until)
+		br.moveForcedEnd(o, until)
 	}
 }
 

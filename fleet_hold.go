@@ -39,9 +39,9 @@ type keyFleet struct {
 	own *command
 
 	// Loop-only.
-	lastAt       int64    // the Version of the fleet's command last applied
-	missingSince int64    // since when the store has had no command while one was applied; 0: it has one
-	reported     reported // what the fleet has of this replica's window (fleet_apply.go)
+	lastAt       int64       // the Version of the fleet's command last applied
+	missingSince int64       // since when the store has had no command while one was applied; 0: it has one
+	reported     reportState // what the fleet has of this replica's window (fleet_apply.go)
 }
 
 func newKeyFleet(link *fleetLink, p *Policy) *keyFleet {
@@ -140,7 +140,7 @@ func (kf *keyFleet) admitHeld(br *keyBreaker, h *fleetHold, observe bool, now in
 	}
 	if l := kf.lease.Load(); l != nil && l.gen == h.gen && l.used.CompareAndSwap(false, true) {
 		l.hold = h
-		t, a := br.admitted(ticket{lease: l, probe: &probeRun{start: now}})
+		t, a := br.countAdmit(ticket{lease: l, probe: &probeRun{start: now}})
 		return t, a, true
 	}
 	kf.want.Store(true)
@@ -258,4 +258,24 @@ func (kf *keyFleet) closeLocked(br *keyBreaker, h *fleetHold, now int64) {
 	kf.holdEnded(h.gen)
 	ramp := br.closeLocked(now)
 	br.tellChange(now, before, Transition{Reason: ReasonProbesSucceeded, Fleet: true, Replica: h.replica, RecoveryRamp: ramp})
+}
+
+// reportState is what the fleet has of this replica's window of a key, as far
+// as this replica knows: what it reportState last, and whether the fleet
+// gathers the key. Only the loop uses it.
+type reportState struct {
+	failures  uint64 // the failures in the window last reported
+	over      bool   // whether that window met the policy's rate alone
+	gathering bool   // the fleet gathers the key: report at every sync
+}
+
+// madeCommand shares a manual change that this replica madeCommand (and applied) at
+// now with the fleet, and keeps it, so that it is sent again should the
+// store lose it while it stands.
+func (kf *keyFleet) madeCommand(br *keyBreaker, c sharedstate.Command, now int64) {
+	cmd := &command{Command: c, made: now}
+	kf.link.mu.Lock()
+	kf.own = cmd
+	kf.link.mu.Unlock()
+	kf.link.send(br.key, cmd)
 }

@@ -5,7 +5,7 @@ import (
 )
 
 // Transition is one change of a key's state, and why: what a key's
-// history keeps, what last tripped it, and the heart of a hook's Event.
+// history keeps, what last tripped it, and what a hook is told.
 // Fields that do not apply are zero, and left out of JSON. While a forced
 // state holds the key, Forced names it and From and To are the breaker's
 // own states underneath.
@@ -56,6 +56,35 @@ func (t Transition) before() State {
 	return t.From
 }
 
+// Reason says why a key's state changed. Its string is the log record's
+// reason attribute.
+type Reason string
+
+// The reasons for a state change.
+const (
+	ReasonFailureRate         Reason = "failure_rate"         // closed or recovering to open: the window's failure rate (or the fleet's)
+	ReasonSlowCallRate        Reason = "slow_call_rate"       // closed or recovering to open: the window's share of slow calls
+	ReasonConsecutiveFailures Reason = "consecutive_failures" // closed or recovering to open: failures in a row
+	ReasonCooldown            Reason = "cooldown_elapsed"     // open to half-open: the cooldown ended
+	ReasonProbe               Reason = "probe"                // open to half-open: Probe ended the cooldown early
+	ReasonProbeFailed         Reason = "probe_failed"         // half-open to open: too many probes failed
+	ReasonProbeTimeout        Reason = "probe_timeout"        // half-open to open: a probe ran past ProbeTimeout
+	ReasonProbesSucceeded     Reason = "probes_succeeded"     // half-open to closed or recovering: HalfOpenSuccesses probes succeeded
+	ReasonRampDone            Reason = "ramp_done"            // recovering to closed
+	ReasonForceOpen           Reason = "force_open"           // ForceOpen
+	ReasonForceClose          Reason = "force_close"          // ForceClose
+	ReasonRelease             Reason = "release"              // Release
+	ReasonReset               Reason = "reset"                // Reset
+	ReasonExpiry              Reason = "expiry"               // a timed ForceOpen ran out, or a fleet hold ended without the fleet's probes (it lapsed, or the store lost it)
+	ReasonIdle                Reason = "idle"                 // a closed key's breaker dropped after its IdleTTL
+)
+
+// isTrip reports whether r is the reason of a trip from closed (or
+// recovering): a window's trip rule.
+func (r Reason) isTrip() bool {
+	return r == ReasonFailureRate || r == ReasonSlowCallRate || r == ReasonConsecutiveFailures
+}
+
 // historyLen is how many transitions a key's history keeps: ten trips and
 // recoveries (open, half-open, closed: three transitions each), an hour of
 // a key that flaps every six minutes.
@@ -104,18 +133,4 @@ func (h *history) list() (out []Transition, forgot bool) {
 		out = append(out, r.ring[i%historyLen])
 	}
 	return out, r.n > historyLen
-}
-
-// transitionsMade returns how many transitions of each kind br made.
-func (br *keyBreaker) transitionsMade() (made [numStates][numStates]uint64) {
-	br.mu.Lock()
-	defer br.mu.Unlock()
-	if r := br.history.ring; r != nil {
-		for from := range numStates {
-			for to := range numStates {
-				made[from][to] = uint64(r.made[from][to])
-			}
-		}
-	}
-	return made
 }

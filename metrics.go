@@ -148,3 +148,17 @@ var automatic = func() (a [numStates][numStates]bool) {
 	a[StateHalfOpen][StateOpen] = true
 	return a
 }()
+
+// transitionsMade returns how many transitions of each kind br made.
+func (br *keyBreaker) transitionsMade() (made [numStates][numStates]uint64) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if r := br.history.ring; r != nil {
+		for from := range numStates {
+			for to := range numStates {
+				made[from][to] = uint64(r.made[from][to])
+			}
+		}
+	}
+	return made
+}

@@ -130,7 +130,7 @@ func judgeServed(set *Breakers, br *keyBreaker, sw *statusWriter, r *http.Reques
 	v, up := judgeAnswer(br, sw, r, e, sc)
 	switch {
 	case v.blamed && up != "":
-		br.blame.blame(up, e.at)
+		br.blame.countBlame(up, e.at)
 	case sc == nil && v.outcome == Failure && e.panicked == nil && gatewayStatus(sw.status) && set.carries():
 		v.outcome = Excluded
 	}

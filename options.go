@@ -15,6 +15,51 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// New returns a set of breakers configured by opts. An invalid option or
+// policy is an error naming what is wrong, never a panic later. Close the
+// set when you are done with it: with shared state, a set dropped without
+// Close goes on syncing, and the fleet counts it as a live replica.
+func New(opts ...Option) (*Breakers, error) {
+	b := &Breakers{settings: defaultSettings(), clock: clock{epoch: time.Now()}}
+	b.alarm.clock = &b.clock
+	var errs []error
+	for _, opt := range opts {
+		if opt == nil {
+			errs = append(errs, errors.New("nil Option"))
+			continue
+		}
+		if err := opt.apply(&b.settings); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, err := range b.cfg.validate(nil) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("httpbreaker: %w", err)
+	}
+	b.keys = newKeyMap(b.maxKeys)
+	b.notifier = newNotifier(b.logger, b.hooks)
+	if b.shared != nil {
+		if b.replica == "" {
+			b.replica = defaultReplica()
+		}
+		b.notifier.replica = b.replica
+		b.fleet = newFleet(b.allBreakers, &b.clock, b.notifier, b.shared, b.replica, b.namespace)
+	}
+	if b.registerer != nil {
+		if err := b.registerer.Register(newCollector(b)); err != nil {
+			return nil, fmt.Errorf("httpbreaker: registering metrics with namespace %q: %w "+
+				"(each Breakers on one registerer needs its own WithNamespace)", b.namespace, err)
+		}
+	}
+	if b.fleet != nil {
+		go b.fleet.loop()
+	}
+	b.watchUnusedKeys()
+	return b, nil
+}
+
 // An Option configures New. Options apply in order. The policy options set
 // only the fields they name (the non-zero ones), so a later option refines
 // an earlier one instead of replacing it.

@@ -250,7 +250,7 @@ func keyStatus(br *keyBreaker) Status {
 		Policy: *br.policy,
 	}
 	var last lastBlame
-	s.BlamedOn, last = br.blame.blamed()
+	s.BlamedOn, last = br.blame.blamedCounts()
 	if last.up != "" {
 		s.LastBlamedOn, s.LastBlamedAt = last.up, br.clock.at(last.at)
 	}

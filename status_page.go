@@ -89,7 +89,7 @@ var crossOrigin = http.NewCrossOriginProtection()
 func (h *statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		h.show(w, r)
+		h.serveStatus(w, r)
 	case http.MethodPost:
 		h.control(w, r)
 	default:
@@ -106,7 +106,7 @@ func wantsHTML(r *http.Request) bool {
 	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
-func (h *statusPage) show(w http.ResponseWriter, r *http.Request) {
+func (h *statusPage) serveStatus(w http.ResponseWriter, r *http.Request) {
 	q, err := parseStatusQuery(r.URL.Query())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -388,7 +388,7 @@ func attentionOf(s *Status, x *blameIndex) int {
 	case StateForcedClosed:
 		return 5
 	}
-	if failing(s) {
+	if isFailing(s) {
 		return 6
 	}
 	if x.blamedNow(s) {
@@ -397,9 +397,9 @@ func attentionOf(s *Status, x *blameIndex) int {
 	return 0
 }
 
-// failing reports whether a closed or recovering key's window is heading
+// isFailing reports whether a closed or recovering key's window is heading
 // for a trip (failingNote says how).
-func failing(s *Status) bool { return failingNote(s) != "" }
+func isFailing(s *Status) bool { return failingNote(s) != "" }
 
 // failingNote says how a closed or recovering key's window heads for a
 // trip, "" if it does not: failures at half the rate that trips it or
@@ -461,7 +461,7 @@ func (x *blameIndex) blamedNow(s *Status) bool {
 		return false
 	}
 	for up := range s.BlamedOn {
-		if u := x.byKey[up]; u != nil && (u.State != StateClosed || failing(u)) {
+		if u := x.byKey[up]; u != nil && (u.State != StateClosed || isFailing(u)) {
 			return true
 		}
 	}
@@ -480,7 +480,7 @@ func blameNotes(s *Status, x *blameIndex, now time.Time) []string {
 		parts := make([]string, len(ups))
 		for i, up := range ups {
 			parts[i] = fmt.Sprintf("%s (%s", up, quantity(int(s.BlamedOn[up]), "failure"))
-			if u := x.status(up); u != nil && u.State != StateClosed {
+			if u := x.statusByKey(up); u != nil && u.State != StateClosed {
 				parts[i] += ", " + u.State.String() + " now"
 			}
 			parts[i] += ")"
@@ -499,7 +499,7 @@ func blameNotes(s *Status, x *blameIndex, now time.Time) []string {
 		parts := make([]string, len(s.Dependents))
 		for i, route := range s.Dependents {
 			parts[i] = route
-			if n := x.blamed(s.Key, route); n > 0 {
+			if n := x.blamedRoute(s.Key, route); n > 0 {
 				parts[i] += fmt.Sprintf(" (%s blamed on it)", quantity(int(n), "failure"))
 			}
 		}
@@ -508,16 +508,16 @@ func blameNotes(s *Status, x *blameIndex, now time.Time) []string {
 	return out
 }
 
-// status returns key's status, nil if the page has none.
-func (x *blameIndex) status(key string) *Status {
+// statusByKey returns key's statusByKey, nil if the page has none.
+func (x *blameIndex) statusByKey(key string) *Status {
 	if x == nil {
 		return nil
 	}
 	return x.byKey[key]
 }
 
-// blamed returns how many of route's failures were blamed on up.
-func (x *blameIndex) blamed(up, route string) uint64 {
+// blamedRoute returns how many of route's failures were blamedRoute on up.
+func (x *blameIndex) blamedRoute(up, route string) uint64 {
 	if x == nil {
 		return 0
 	}
@@ -651,17 +651,6 @@ func (r statusRow) FleetWindow() string {
 	return line + "; synced " + roughly(time.Since(v.At)) + " ago"
 }
 
-// plural says n things in English: "1 failure", "3 failures".
-func plural(n uint32, thing string) string {
-	if n == 1 {
-		return "1 " + thing
-	}
-	return fmt.Sprintf("%d %ss", n, thing)
-}
-
-// percent prints a rate as a whole percentage.
-func percent(r float64) string { return fmt.Sprintf("%.0f%%", 100*r) }
-
 // backToPage returns the Location that sends a browser from a POST back to
 // the page at path, asking for the keys that the query q asked for: a
 // relative reference to the path's last segment, which resolves against
@@ -676,14 +665,6 @@ func backToPage(path string, q url.Values) string {
 		loc += sq.encode(sq.page)
 	}
 	return loc
-}
-
-// roughly prints a duration as people read it on a status page.
-func roughly(d time.Duration) string {
-	if d < time.Hour {
-		return d.Truncate(time.Second).String()
-	}
-	return d.Truncate(time.Minute).String()
 }
 
 func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
@@ -729,7 +710,7 @@ func (h *statusPage) control(w http.ResponseWriter, r *http.Request) {
 	case "reset":
 		err = h.set.reset(key, by)
 	case "probe":
-		err = h.set.probe(key, by)
+		err = h.set.endCooldownOf(key, by)
 	default:
 		http.Error(w, fmt.Sprintf("action: want force_open, force_close, release, reset or probe, got %q", action), http.StatusBadRequest)
 		return

@@ -922,7 +922,7 @@ func TestStatusPageSaysWhenAClosedKeyIsFailing(t *testing.T) {
 		{"rules off", StateClosed, off, Counts{Failures: 10, ConsecutiveFailures: 10}, ""},
 	} {
 		s := Status{State: tc.state, Policy: tc.p, Window: tc.w}
-		if got := failingNote(&s); got != tc.want || failing(&s) != (tc.want != "") {
+		if got := failingNote(&s); got != tc.want || isFailing(&s) != (tc.want != "") {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}

@@ -171,7 +171,7 @@ func timelineOf(s Status, now time.Time) timeline {
 	if n := len(outages); n > 0 {
 		if o := outages[n-1]; o.to.After(start) && o.to.Sub(o.from) < zoomUnder {
 			pad := max(o.to.Sub(o.from)/10, time.Second)
-			from, to := o.from.Add(-pad), earlier(o.to.Add(pad), now)
+			from, to := o.from.Add(-pad), earlierOf(o.to.Add(pad), now)
 			zoom = &[2]time.Time{from, to}
 			tl.Zoom = drawStrip(spans, s.HistorySince, from, to, now, nil, "timeline zoom",
 				fmt.Sprintf("the latest outage, zoomed: %s to %s", clockTime(from, now), clockTime(to, now)))
@@ -220,7 +220,7 @@ func drawStrip(spans []span, known, from, to, now time.Time, mark *[2]time.Time,
 			continue
 		}
 		ht := bandHeight[sp.state]
-		shown := func(t time.Time) time.Time { return earlier(later(t, from), to) }
+		shown := func(t time.Time) time.Time { return earlierOf(laterOf(t, from), to) }
 		fmt.Fprintf(&b, `<rect class="%s" x="%s" y="%d" width="%s" height="%d"><title>%s from %s to %s (%s)</title></rect>`,
 			sp.state, px(x0), timelineHeight-ht, px(w), ht, sp.state, clockTime(shown(sp.from), now), clockTime(shown(sp.to), now),
 			roughly(shown(sp.to).Sub(shown(sp.from))))
@@ -235,14 +235,14 @@ func drawStrip(spans []span, known, from, to, now time.Time, mark *[2]time.Time,
 	return template.HTML(b.String())
 }
 
-func earlier(a, b time.Time) time.Time {
+func earlierOf(a, b time.Time) time.Time {
 	if b.Before(a) {
 		return b
 	}
 	return a
 }
 
-func later(a, b time.Time) time.Time {
+func laterOf(a, b time.Time) time.Time {
 	if b.After(a) {
 		return b
 	}
@@ -266,7 +266,7 @@ func summarize(s Status, outages []outage, now time.Time) string {
 	for _, o := range outages {
 		if o.to.After(start) {
 			hour = append(hour, o)
-			total += o.to.Sub(later(o.from, start))
+			total += o.to.Sub(laterOf(o.from, start))
 		}
 	}
 	if len(hour) == 0 {
@@ -419,4 +419,23 @@ func describeChange(t Transition) string {
 		what += ", underneath " + t.Forced.String()
 	}
 	return what + fleetWide(t)
+}
+
+// plural says n things in English: "1 failure", "3 failures".
+func plural(n uint32, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// percent prints a rate as a whole percentage.
+func percent(r float64) string { return fmt.Sprintf("%.0f%%", 100*r) }
+
+// roughly prints a duration as people read it on a status page.
+func roughly(d time.Duration) string {
+	if d < time.Hour {
+		return d.Truncate(time.Second).String()
+	}
+	return d.Truncate(time.Minute).String()
 }

@@ -104,15 +104,6 @@ func (sw *statusWriter) release() {
 	writerPool.Put(sw)
 }
 
-// wrapped returns sw as an http.ResponseWriter with exactly the optional
-// interfaces of the writer it wraps, among those passed on.
-func (sw *statusWriter) wrapped() http.ResponseWriter {
-	if t := reflect.TypeOf(sw.w); t != sw.seen {
-		sw.seen, sw.seenSet = t, interfacesOf(sw.w)
-	}
-	return sw.as(sw.seenSet)
-}
-
 func (sw *statusWriter) setStatus(code int) {
 	sw.status = code
 	sw.gone = sw.ctx.Err() == context.Canceled
@@ -252,4 +243,23 @@ func (sw *statusWriter) readFrom(src io.Reader) (int64, error) {
 
 func (sw *statusWriter) push(target string, opts *http.PushOptions) error {
 	return sw.w.(http.Pusher).Push(target, opts)
+}
+
+// upstreamKey returns the key of the upstream that a failure of the
+// request whose handler wrote through sw, within s, could be blamed on; ""
+// if none, or if s is nil. It is what the status writer noted when the
+// handler wrote its status (what happened after the answer cannot have
+// caused it), or, if it wrote none, what s says now.
+func (s *callScope) upstreamKey(sw *statusWriter) string {
+	if s == nil {
+		return ""
+	}
+	up := sw.answeredOn
+	if sw.status == 0 {
+		up = s.blameable()
+	}
+	if up == nil {
+		return ""
+	}
+	return up.key
 }

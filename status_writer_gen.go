@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 )
 
 // writerF passes on http.Flusher.
@@ -100,6 +101,17 @@ func (w writerFHRP) Flush()                                           { w.flush(
 func (w writerFHRP) Hijack() (net.Conn, *bufio.ReadWriter, error)     { return w.hijack() }
 func (w writerFHRP) ReadFrom(src io.Reader) (int64, error)            { return w.readFrom(src) }
 func (w writerFHRP) Push(target string, opts *http.PushOptions) error { return w.push(target, opts) }
+
+// wrapped returns sw as an http.ResponseWriter with exactly the optional
+// interfaces of the writer it wraps, among those passed on. It remembers
+// them for the last type of writer it wrapped: a pooled writer is handed
+// net/http's almost every time.
+func (sw *statusWriter) wrapped() http.ResponseWriter {
+	if t := reflect.TypeOf(sw.w); t != sw.seen {
+		sw.seen, sw.seenSet = t, interfacesOf(sw.w)
+	}
+	return sw.as(sw.seenSet)
+}
 
 // interfacesOf returns the set of the optional interfaces that w has,
 // among those passed on: a bit for each.

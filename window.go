@@ -59,41 +59,12 @@ type windowBucket struct {
 	success, failure, excluded, slow uint32
 }
 
-// outcomeCounts are outcomes: in a window, or added up from the counters.
-type outcomeCounts struct {
-	success, failure, excluded, slow uint64
-}
-
-func (c outcomeCounts) minus(d outcomeCounts) outcomeCounts {
-	sub := func(a, b uint64) uint64 {
-		if a > b {
-			return a - b
-		}
-		return 0
-	}
-	return outcomeCounts{sub(c.success, d.success), sub(c.failure, d.failure), sub(c.excluded, d.excluded), sub(c.slow, d.slow)}
-}
-
-func (c outcomeCounts) plus(d outcomeCounts) outcomeCounts {
-	return outcomeCounts{c.success + d.success, c.failure + d.failure, c.excluded + d.excluded, c.slow + d.slow}
-}
-
-func (b windowBucket) counts() outcomeCounts {
+func (b windowBucket) asCounts() outcomeCounts {
 	return outcomeCounts{uint64(b.success), uint64(b.failure), uint64(b.excluded), uint64(b.slow)}
 }
 
 func bucketOf(c outcomeCounts) windowBucket {
 	return windowBucket{sat32(c.success), sat32(c.failure), sat32(c.excluded), sat32(c.slow)}
-}
-
-// sat32 returns n as a uint32, at most the largest one.
-func sat32(n uint64) uint32 { return uint32(min(n, 1<<32-1)) }
-
-// windowCounts is what the trip rule judges.
-type windowCounts struct {
-	outcomeCounts
-	consecutive          uint32
-	consecutiveSuccesses uint32
 }
 
 // setUp sets a breaker's window up for policy p, at now.
@@ -242,11 +213,11 @@ func (w *tripWindow) rollLocked(now int64) {
 	gained := bucketOf(o.minus(w.last))
 	n := int64(len(w.ring))
 	for k := w.cur - n + 1; k <= min(b-n, w.cur-1); k++ { // the ended buckets that leave the window
-		w.ended = w.ended.minus(w.ring[((k%n)+n)%n].counts())
+		w.ended = w.ended.minus(w.ring[((k%n)+n)%n].asCounts())
 	}
 	w.ring[w.cur%n] = gained
 	if w.cur > b-n {
-		w.ended = w.ended.plus(gained.counts())
+		w.ended = w.ended.plus(gained.asCounts())
 	}
 	for k := w.cur + 1; k < b && k < w.cur+1+n; k++ { // buckets no call came in
 		w.ring[k%n] = windowBucket{}
@@ -313,10 +284,18 @@ func (w *tripWindow) ruleHolds(now int64) (tripInfo, bool) {
 	return tripInfo{reason: reason, counts: wc}, true
 }
 
-// tripInfo records what made a window trip.
-type tripInfo struct {
-	reason Reason
-	counts windowCounts
+// checkTrip hands the window's engine an outcome that could trip it (making
+// the engine at the first check after a start), and returns what tripped
+// it if the rule holds now, or held before.
+func (w *tripWindow) checkTrip() (tripInfo, bool) {
+	e := w.engine.Load()
+	if e == nil {
+		e = newEngine(func() (tripInfo, bool) { return w.ruleHolds(w.clock.now()) })
+		if !w.engine.CompareAndSwap(nil, e) {
+			e = w.engine.Load()
+		}
+	}
+	return e.decide()
 }
 
 // tripRule returns why a window with counts c trips a breaker of policy p

@@ -533,7 +533,7 @@ func TestTheWindowsSumOfEndedBucketsIsTheirSum(t *testing.T) {
 		w.rollTo(now)
 		var want outcomeCounts
 		for k := w.cur - 9; k < w.cur; k++ {
-			want = want.plus(w.ring[((k%10)+10)%10].counts())
+			want = want.plus(w.ring[((k%10)+10)%10].asCounts())
 		}
 		if w.ended != want {
 			t.Fatalf("at bucket %d the running sum is %+v, the buckets hold %+v", w.cur, w.ended, want)

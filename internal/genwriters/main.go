@@ -41,6 +41,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 )
 
 `)
@@ -61,6 +62,18 @@ import (
 		}
 		b.WriteString("\n")
 	}
+	b.WriteString(`// wrapped returns sw as an http.ResponseWriter with exactly the optional
+// interfaces of the writer it wraps, among those passed on. It remembers
+// them for the last type of writer it wrapped: a pooled writer is handed
+// net/http's almost every time.
+func (sw *statusWriter) wrapped() http.ResponseWriter {
+	if t := reflect.TypeOf(sw.w); t != sw.seen {
+		sw.seen, sw.seenSet = t, interfacesOf(sw.w)
+	}
+	return sw.as(sw.seenSet)
+}
+
+`)
 	b.WriteString(`// interfacesOf returns the set of the optional interfaces that w has,
 // among those passed on: a bit for each.
 func interfacesOf(w http.ResponseWriter) int {
