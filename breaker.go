@@ -231,9 +231,13 @@ func (br *keyBreaker) tellChange(t int64, before view, e Transition) bool {
 	// Told in the order they were made, and dated in that order: a change
 	// whose time was read before the lock is dated no earlier than the
 	// last one.
-	t = max(t, br.history.since)
+	t = max(t, br.history.lastAt)
 	e.Time = br.clock.at(t)
-	br.history.add(t, e)
+	br.history.add(e)
+	br.history.lastAt = t
+	if before.shown != after.shown {
+		br.history.since = t
+	}
 	ev := Event{Transition: e, Key: br.key, Mode: br.mode, Dependents: br.blame.dependentKeys()}
 	if e.To == StateOpen && e.Reason.isTrip() {
 		ev.BlamedOn, _ = br.blame.blamedCounts()

@@ -22,11 +22,11 @@ type clock struct {
 
 	coarse  atomic.Int64 // the reading at the last tick; 0 while no timer ticks
 	wantsTo atomic.Int64 // calls asked for recent until about then
+	closed  atomic.Bool  // stopped for good: recent reads the clock, without the lock
 
 	mu      sync.Mutex
 	timer   *time.Timer
 	ticking bool
-	stopped bool // by Close
 }
 
 const (
@@ -50,6 +50,9 @@ func (c *clock) at(t int64) time.Time { return c.epoch.Add(time.Duration(t)) }
 func (c *clock) recent() int64 {
 	t := c.coarse.Load()
 	if t == 0 {
+		if c.closed.Load() {
+			return c.now()
+		}
 		return c.startTicking()
 	}
 	if t > c.wantsTo.Load() {
@@ -64,7 +67,7 @@ func (c *clock) startTicking() int64 {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stopped || c.ticking {
+	if c.closed.Load() || c.ticking {
 		return now
 	}
 	c.ticking = true
@@ -83,7 +86,7 @@ func (c *clock) tick() {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stopped || now > c.wantsTo.Load()+int64(keepTicking) {
+	if c.closed.Load() || now > c.wantsTo.Load()+int64(keepTicking) {
 		c.ticking = false
 		c.coarse.Store(0)
 		return
@@ -97,7 +100,8 @@ func (c *clock) tick() {
 func (c *clock) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.stopped, c.ticking = true, false
+	c.ticking = false
+	c.closed.Store(true)
 	c.coarse.Store(0)
 	if c.timer != nil {
 		c.timer.Stop()

@@ -51,8 +51,8 @@ func (b *Breakers) Release(key string) error {
 
 // Reset puts key's breaker back as it was new: closed, with an empty window
 // and the first cooldown, no forced state and no recovery ramp. Requests in
-// flight finish against the breaker they started with and are not counted
-// in the new one.
+// flight are counted in its totals but not in the new window (one that ends
+// at the very instant of the Reset may be).
 func (b *Breakers) Reset(key string) error {
 	return b.reset(key, caller())
 }

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // This file is what a breaker counts of its calls, for its life: one
@@ -132,13 +133,31 @@ type counters struct {
 	hits    atomic.Uint32           // contended adds since the last roll
 
 	mu sync.Mutex
-	// retired are stripes that demotion or a larger GOMAXPROCS replaced:
-	// still summed until a later roll folds them into compact, so that a
-	// call that loaded them just before they were replaced still counts.
-	retired    *stripes
-	retiredGen uint64 // the roll that retired them
-	rolls      uint64 // rolls seen, for the fold
+	// retired are stripes that demotion or a larger GOMAXPROCS replaced,
+	// still summed: a call that loaded them just before they were replaced
+	// adds to them. A roll folds into compact and drops those retired at
+	// least foldAfter ago.
+	retired    []retiredStripes
+	promotedAt int64  // when the key last got stripes
+	rolledAt   int64  // the last roll's time
+	callsAt    uint64 // the calls counted at the last roll
 }
+
+// retiredStripes are stripes retired at a time.
+type retiredStripes struct {
+	s  *stripes
+	at int64
+}
+
+const (
+	// foldAfter is how long retired stripes stay summed before they are
+	// folded and freed: a call between its load of them and its add would
+	// have to be held up that long, which no scheduler does.
+	foldAfter = int64(time.Minute)
+	// stripedAtLeast is how long a promoted key keeps its stripes before it
+	// may be demoted: a key on the edge of hot does not churn.
+	stripedAtLeast = int64(time.Minute)
+)
 
 // line returns the stripe index a call adds to, for a striped key: its P's
 // (see token), or 0 for a compact one, which has no stripes.
@@ -171,7 +190,8 @@ func (c *counters) contended() {
 	}
 }
 
-// promote gives the key a stripe per P, as many as GOMAXPROCS now.
+// promote gives the key a stripe per P, as many as GOMAXPROCS now: the
+// stripes it was demoted from lately, if they are enough.
 func (c *counters) promote() {
 	if !c.mu.TryLock() { // another call is promoting it, or a sum runs
 		return
@@ -182,9 +202,21 @@ func (c *counters) promote() {
 	if old != nil && len(old.lines) >= n {
 		return
 	}
-	c.striped.Store(&stripes{mask: uint32(n - 1), lines: make([]stripe, n)})
+	next := &stripes{mask: uint32(n - 1)}
+	for i, r := range c.retired {
+		if len(r.s.lines) >= n { // still summed: taken back as they are
+			next = r.s
+			c.retired = append(c.retired[:i], c.retired[i+1:]...)
+			break
+		}
+	}
+	if next.lines == nil {
+		next.lines = make([]stripe, n)
+	}
+	c.striped.Store(next)
+	c.promotedAt = c.rolledAt
 	if old != nil { // GOMAXPROCS grew: the old stripes are retired
-		c.retireLocked(old)
+		c.retired = append(c.retired, retiredStripes{old, c.rolledAt})
 	}
 }
 
@@ -198,43 +230,38 @@ func stripeCount() int {
 	return n
 }
 
-// retireLocked keeps s summed until a later roll folds it; c.mu must be
-// held. Stripes retired before are folded now.
-func (c *counters) retireLocked(s *stripes) {
-	if c.retired != nil {
-		c.foldLocked()
-	}
-	c.retired, c.retiredGen = s, c.rolls
-}
-
-// foldLocked adds the retired stripes into compact and drops them.
-func (c *counters) foldLocked() {
-	for kind := range numCounts {
-		if n := sumOf(c.retired.lines, kind); n > 0 {
-			c.compact[kind].Add(n)
-		}
-	}
-	c.retired = nil
-}
-
-// rolled is told of each roll of the key's window, with the calls that
-// ended in the bucket that ended and the bucket's width: a striped key that
-// went cold is demoted, one that has fewer stripes than GOMAXPROCS now
-// (raised at run time) gets more, stripes retired a roll ago are folded,
-// and the contention count starts again. A call that loaded the stripes
-// before they were retired had a whole bucket to add to them.
-func (c *counters) rolled(calls uint64, width int64) {
+// rolled is told of each roll of the key's window at now, or, for a
+// window of the last calls, about once a second: a striped key that has
+// gone cold (fewer than demoteBelow calls a second, rejections included)
+// since it was promoted at least stripedAtLeast ago is demoted; one that has
+// fewer stripes than GOMAXPROCS now (raised at run time) gets more; stripes
+// retired at least foldAfter ago are folded; the contention count starts
+// again.
+func (c *counters) rolled(now int64) {
 	c.hits.Store(0)
 	c.mu.Lock()
-	c.rolls++
-	if c.retired != nil && c.rolls > c.retiredGen+1 {
-		c.foldLocked()
+	calls := c.sumLocked(countAdmitted) + c.sumLocked(countRejected) + c.sumLocked(countWouldReject)
+	rate := float64(calls-min(c.callsAt, calls)) * 1e9 / float64(max(now-c.rolledAt, 1))
+	c.callsAt, c.rolledAt = calls, now
+	kept := c.retired[:0]
+	for _, r := range c.retired {
+		if now-r.at < foldAfter {
+			kept = append(kept, r)
+			continue
+		}
+		for kind := range numCounts {
+			if n := sumOf(r.s.lines, kind); n > 0 {
+				c.compact[kind].Add(n)
+			}
+		}
 	}
+	clear(c.retired[len(kept):])
+	c.retired = kept
 	s := c.striped.Load()
-	cold := s != nil && float64(calls)*1e9/float64(width) < demoteBelow
+	cold := s != nil && rate < demoteBelow && now-c.promotedAt >= stripedAtLeast
 	if cold {
 		c.striped.Store(nil)
-		c.retireLocked(s)
+		c.retired = append(c.retired, retiredStripes{s, now})
 	}
 	c.mu.Unlock()
 	if s != nil && !cold && len(s.lines) < stripeCount() {
@@ -254,8 +281,8 @@ func (c *counters) sumLocked(kind int) uint64 {
 	if s := c.striped.Load(); s != nil {
 		n += sumOf(s.lines, kind)
 	}
-	if c.retired != nil {
-		n += sumOf(c.retired.lines, kind)
+	for _, r := range c.retired {
+		n += sumOf(r.s.lines, kind)
 	}
 	return n
 }

@@ -1,9 +1,12 @@
 package httpbreaker
 
 import (
+	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -35,9 +38,20 @@ func TestAKeyThatContendsGetsAStripePerP(t *testing.T) {
 	if got := c.kindTotal(countSuccess); got != 2 {
 		t.Fatalf("counted %d, want the call before the promotion and the one after", got)
 	}
-	c.rolled(0, int64(time.Second))
-	if c.striped.Load() != nil || c.hits.Load() != 0 {
-		t.Fatal("a roll of a cold key kept its stripes or its contention count")
+	c.rolled(int64(30 * time.Second))
+	if c.striped.Load() == nil || c.hits.Load() != 0 {
+		t.Fatal("a roll half a minute after the promotion demoted the key, or kept its contention count")
+	}
+	c.rolled(int64(2 * time.Minute))
+	if c.striped.Load() != nil {
+		t.Fatal("a roll of a key cold for two minutes kept its stripes")
+	}
+	c.contended() // hot again at once: the stripes it just left are taken back
+	for range promoteAfter {
+		c.contended()
+	}
+	if c.striped.Load() != s || len(c.retired) != 0 {
+		t.Fatal("a key promoted again soon after its demotion made new stripes")
 	}
 }
 
@@ -101,24 +115,25 @@ func TestStripesFollowGOMAXPROCSAndCountExactly(t *testing.T) {
 			}
 		}()
 	}
-	busy := uint64(1e9) // calls in the bucket: hot, never demoted
-	for _, procs := range []int{8, 4, 16, 2, 8} {
+	// Rolls a second apart, as a busy window's: within a minute of the
+	// promotion the key keeps its stripes, and gets more as GOMAXPROCS grows.
+	for i, procs := range []int{8, 4, 16, 2, 8} {
 		runtime.GOMAXPROCS(procs)
 		time.Sleep(10 * time.Millisecond)
-		c.rolled(busy, int64(time.Second))
+		c.rolled(int64(i+1) * int64(time.Second))
 		if n := len(c.striped.Load().lines); n < stripeCount() {
 			t.Fatalf("GOMAXPROCS %d: %d stripes after a roll, want at least %d", procs, n, stripeCount())
 		}
 	}
-	c.rolled(0, int64(time.Second)) // cold: demoted (the adders may promote it again)
+	c.rolled(int64(2 * time.Minute)) // cold: demoted (the adders may promote it again)
 	time.Sleep(10 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	for range 3 { // demoted, then the retired stripes folded two rolls later
-		c.rolled(0, int64(time.Second))
+	for k := range 4 { // demoted, and the retired stripes folded a minute later
+		c.rolled(int64(k+2) * int64(2*time.Minute))
 	}
-	if c.retired != nil || c.striped.Load() != nil {
-		t.Fatal("a cold key kept its stripes three rolls on")
+	if len(c.retired) != 0 || c.striped.Load() != nil {
+		t.Fatal("a cold key kept its stripes minutes on")
 	}
 	if got := c.kindTotal(countFailure); got != added {
 		t.Fatalf("counted %d failures, %d were added", got, added)
@@ -163,4 +178,78 @@ func heapPerKey(t testing.TB, n int) float64 {
 	runtime.ReadMemStats(&after)
 	runtime.KeepAlive(set)
 	return (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(n)
+}
+
+// TestRejectionsOfAHotForcedKeyAreAllCounted: a forced-open key rejects every
+// call; a reader's Snapshot rolls its window, whose outcomes are none, so
+// the key, hot with rejections, is demoted at each roll, and promoted again
+// by the contention. Every rejection must be counted.
+func TestRejectionsOfAHotForcedKeyAreAllCounted(t *testing.T) {
+	b, _ := newSet(t, WithPolicy(Policy{Window: 10 * time.Millisecond, Buckets: 10}))
+	defer b.Close()
+	ctx := context.Background()
+	ok := func(context.Context) error { return nil }
+	_ = b.Do(ctx, "k", ok)
+	if err := b.ForceOpen("k", 0); err != nil {
+		t.Fatal(err)
+	}
+	var rejected atomic.Uint64
+	deadline := time.Now().Add(time.Second)
+	var flips atomic.Int64
+	together(33, func(i int) {
+		if i == 32 {
+			var last *stripes
+			br := b.lookup("k")
+			for time.Now().Before(deadline) {
+				_ = b.Snapshot() // rolls the window
+				br.counters.mu.Lock()
+				if n := len(br.counters.retired); n > 0 && br.counters.retired[n-1].s != last {
+					flips.Add(1)
+					last = br.counters.retired[n-1].s
+				}
+				br.counters.mu.Unlock()
+				time.Sleep(200 * time.Microsecond)
+			}
+			return
+		}
+		for time.Now().Before(deadline) {
+			if err := b.Do(ctx, "k", ok); err != nil {
+				rejected.Add(1)
+			}
+		}
+	})
+	s := status(t, b, "k")
+	t.Logf("stripes retired %d times; %d rejected, Totals.Rejected %d", flips.Load(), rejected.Load(), s.Totals.Rejected)
+	if s.Totals.Rejected != rejected.Load() {
+		t.Fatalf("%d calls rejected, Totals.Rejected = %d: %d lost", rejected.Load(), s.Totals.Rejected, int64(rejected.Load())-int64(s.Totals.Rejected))
+	}
+}
+
+// TestALastCallsKeyIsDemotedWhenCold: a window of the last calls never
+// rolls, so its counters hear of time from its calls: a key promoted in a
+// burst goes back to one block once it has been cold for a while.
+func TestALastCallsKeyIsDemotedWhenCold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := newSet(t, WithPolicy(Policy{LastCalls: 100, MinRequests: 10}))
+		defer b.Close()
+		h := b.Middleware("k")(newStatusHandler(200))
+		record(h, "/")
+		br := b.lookup("k")
+		br.counters.promote() // as a burst on every core would
+		if br.counters.striped.Load() == nil {
+			t.Fatal("not promoted")
+		}
+		for range 300 { // three minutes at ten calls a second
+			record(h, "/")
+			time.Sleep(100 * time.Millisecond)
+			record(h, "/")
+			time.Sleep(500 * time.Millisecond)
+		}
+		if br.counters.striped.Load() != nil || len(br.counters.retired) != 0 {
+			t.Fatal("a LastCalls key cold for three minutes kept its stripes")
+		}
+		if got := status(t, b, "k").Totals.Successes; got != 601 {
+			t.Fatalf("counted %d successes, want 601", got)
+		}
+	})
 }

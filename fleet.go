@@ -553,6 +553,7 @@ func (f *fleetLink) exchange(s *sharedstate.Sync) bool {
 		f.syncErrors.Add(1)
 		if f.connected.Swap(false) {
 			f.lostAt.Store(f.clock.now())
+			f.cutOff()
 		}
 		f.problem("unreachable", "circuit breaker fleet: shared state unreachable; each breaker goes on alone (logged once until it is back)",
 			"problem", err.Error())
@@ -576,6 +577,19 @@ func (f *fleetLink) exchange(s *sharedstate.Sync) bool {
 		f.mu.Unlock()
 	}
 	return true
+}
+
+// cutOff tells every key the fleet holds that the link is lost: a hold
+// half-open ends now (its probes need the fleet), and one still open at the
+// end of its cooldown, which the alarm already holds. Nothing else would,
+// until something read the key.
+func (f *fleetLink) cutOff() {
+	now := f.clock.now()
+	for _, br := range f.all() {
+		if br.fleet.isHolding() {
+			br.catchUp(now)
+		}
+	}
 }
 
 // live is how long a replica counts as live after its last sync: long

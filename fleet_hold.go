@@ -169,7 +169,7 @@ func (kf *keyFleet) sawFailure(failures uint64) {
 	if !kf.failedSince.Load() {
 		kf.failedSince.Store(true)
 	}
-	if failures-kf.sentF.Load() >= kf.nudgeAt {
+	if sent := kf.sentF.Load(); failures > sent && failures-sent >= kf.nudgeAt { // an estimate may dip below what was sent
 		kf.link.poke()
 	}
 }

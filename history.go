@@ -96,7 +96,11 @@ const historyLen = 32
 // metrics. The ring and the counts are allocated at a key's first change,
 // so that a key that never changes costs a few words.
 type history struct {
-	created, since int64 // ns since the set's epoch
+	// created is when the breaker was made, and since when the key entered
+	// the state it shows (ns since the set's epoch): a change underneath a
+	// forced state does not move it.
+	created, since int64
+	lastAt         int64 // when the last change was told
 	lastTrip       *Transition
 	ring           *historyRing // nil until the first change
 }
@@ -107,9 +111,8 @@ type historyRing struct {
 	made [numStates][numStates]uint32 // transitions by from and to
 }
 
-// add keeps t, made at at, forgetting the oldest transition if the ring is
-// full.
-func (h *history) add(at int64, t Transition) {
+// add keeps t, forgetting the oldest transition if the ring is full.
+func (h *history) add(t Transition) {
 	if h.ring == nil {
 		h.ring = new(historyRing)
 	}
@@ -117,7 +120,6 @@ func (h *history) add(at int64, t Transition) {
 	r.ring[r.n%historyLen] = t
 	r.n++
 	r.made[t.From][t.To]++
-	h.since = at
 }
 
 // list returns the transitions kept, oldest first, and whether older ones

@@ -194,20 +194,11 @@ func (br *keyBreaker) expireProbesLocked(ph *tripPhase, now int64) {
 	r := ph.round
 	r.mu.Lock()
 	var expired []*probeRun
-	kept := r.running[:0]
 	for _, p := range r.running {
-		switch {
-		case now < addSat(p.start, r.timeout):
-			kept = append(kept, p)
-		case p.settled.CompareAndSwap(false, true):
+		if now >= addSat(p.start, r.timeout) && p.settled.CompareAndSwap(false, true) {
 			expired = append(expired, p)
 		}
-		// A probe that settled meanwhile is dropped: settle's finish will
-		// find nothing to do.
 	}
-	clear(r.running[len(kept):])
-	r.running = kept
-	r.setDeadlineLocked()
 	r.mu.Unlock()
 	for _, p := range expired {
 		v := verdict{outcome: Failure}
@@ -218,6 +209,19 @@ func (br *keyBreaker) expireProbesLocked(ph *tripPhase, now int64) {
 		at := addSat(p.start, r.timeout)
 		br.probeDoneLocked(ph, v, ReasonProbeTimeout, time.Duration(at-p.start), at)
 	}
+	// The deadline moves last: a call that reads it in the meantime finds
+	// the round due, and waits on br.mu for the state the probes led to.
+	r.mu.Lock()
+	kept := r.running[:0]
+	for _, p := range r.running {
+		if now < addSat(p.start, r.timeout) { // a probe that settled meanwhile goes too
+			kept = append(kept, p)
+		}
+	}
+	clear(r.running[len(kept):])
+	r.running = kept
+	r.setDeadlineLocked()
+	r.mu.Unlock()
 }
 
 // goldenFraction spreads the recovery ramp's admissions evenly: the

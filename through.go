@@ -75,13 +75,30 @@ func (br *keyBreaker) through(p *passage) {
 		} else {
 			e.at = br.clock.recent() // a tick old at most: done reads the clock where that matters
 		}
-		br.done(t, p.judge(e), e.at)
+		v, judgePanicked := judgeSafely(p, e)
+		br.done(t, v, e.at) // recorded however the call, or its judging, ended
 		if e.panicked != nil {
 			panic(e.panicked)
+		}
+		if judgePanicked != nil {
+			panic(judgePanicked)
 		}
 	}()
 	p.run(t.probe)
 	returned = true
+}
+
+// judgeSafely returns what p's judge says of a call that ended as e, or,
+// should the judge (a classifier of the user's) panic, a failure and what it
+// panicked with: the call is recorded either way, so that its probe slot
+// and its admission are never held for good.
+func judgeSafely(p *passage, e ending) (v verdict, panicked any) {
+	defer func() {
+		if panicked = recover(); panicked != nil {
+			v = verdict{outcome: Failure}
+		}
+	}()
+	return p.judge(e), nil
 }
 
 // clientCall is the client side's part (Transport's, KeyedTransport's,

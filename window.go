@@ -3,6 +3,7 @@ package httpbreaker
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // tripWindow holds the outcomes a closed breaker's trip rule judges: those of
@@ -92,6 +93,7 @@ func (w *tripWindow) restart(now int64) {
 	w.engine.Store(nil)
 	if w.width == 0 {
 		w.calls, w.next, w.callSum = w.calls[:0], 0, outcomeCounts{}
+		w.rollAt.Store(now + int64(time.Second))
 		return
 	}
 	clear(w.ring)
@@ -108,6 +110,9 @@ func (w *tripWindow) restart(now int64) {
 func (w *tripWindow) addOutcome(v verdict, kind int, i uint32, now int64) (tripInfo, bool) {
 	if w.width == 0 {
 		w.addCall(v, kind, i)
+		if at := w.rollAt.Load(); now >= at && w.rollAt.CompareAndSwap(at, now+int64(time.Second)) {
+			w.counters.rolled(now) // a window of the last calls never rolls: its counters hear of time so
+		}
 	} else {
 		if end := w.rollAt.Load(); now >= end-int64(coarseTick) { // near the bucket's end: the clock decides
 			if now = w.clock.now(); now >= end {
@@ -222,14 +227,13 @@ func (w *tripWindow) rollLocked(now int64) {
 	for k := w.cur + 1; k < b && k < w.cur+1+n; k++ { // buckets no call came in
 		w.ring[k%n] = windowBucket{}
 	}
-	span := w.width * (b - w.cur)
 	w.last, w.cur = o, b
 	w.rollAt.Store((b + 1) * w.width)
 	// Outcomes left the window: with failures or slow calls in it, the
 	// rule may hold now, and the next outcome checks it. A window with
 	// neither cannot trip on a success.
 	w.armed.Store(w.ended.failure > 0 || w.ended.slow > 0)
-	w.counters.rolled(uint64(gained.success)+uint64(gained.failure)+uint64(gained.excluded), span)
+	w.counters.rolled(now)
 }
 
 // successTotal returns the successes the window has counted since it was
@@ -247,6 +251,11 @@ func (w *tripWindow) successTotal() uint64 {
 func (w *tripWindow) countsAt(now int64) windowCounts {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.countsLocked(now)
+}
+
+// countsLocked is countsAt with w.mu held.
+func (w *tripWindow) countsLocked(now int64) windowCounts {
 	var wc windowCounts
 	streak := w.streak.Load()
 	if w.width == 0 {
@@ -274,7 +283,9 @@ func (w *tripWindow) countsAt(now int64) windowCounts {
 // ruleHolds is the engine's trip rule: the policy's rule (tripRule) over the
 // window at now. It notes whether the next success needs a check.
 func (w *tripWindow) ruleHolds(now int64) (tripInfo, bool) {
-	wc := w.countsAt(now)
+	w.mu.Lock() // the counts and armed together: a roll between would have its armed undone
+	defer w.mu.Unlock()
+	wc := w.countsLocked(now)
 	reason := tripRule(w.policy, wc)
 	if reason == "" {
 		n := wc.success + wc.failure
@@ -292,7 +303,9 @@ func (w *tripWindow) checkTrip() (tripInfo, bool) {
 	if e == nil {
 		e = newEngine(func() (tripInfo, bool) { return w.ruleHolds(w.clock.now()) })
 		if !w.engine.CompareAndSwap(nil, e) {
-			e = w.engine.Load()
+			if cur := w.engine.Load(); cur != nil { // another call's; nil if a restart came between
+				e = cur
+			}
 		}
 	}
 	return e.decide()
