@@ -161,7 +161,7 @@ func (b *Breakers) sweepLocked(now int64) {
 			br.dropped.Store(true)
 			b.count--
 			dropped++
-			if name := b.cfg.policyKey(br.key); name != "" { // the key, or its family: used
+			for _, name := range b.cfg.policyKeys(br.key) { // the key and its families: used
 				if b.idled == nil {
 					b.idled = map[string]bool{}
 				}

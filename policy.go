@@ -488,9 +488,10 @@ func (p Policy) problems() []problem {
 }
 
 // Config is a set of policies: defaults for every key, and overrides that
-// name only what differs. A key in Keys that ends in * names a family: its
-// policy is that of every key with that prefix and no policy of its own,
-// the longest prefix winning. LoadConfig reads one from a file.
+// name only what differs. A key in Keys that ends in * names a family,
+// every key with that prefix; a key's policy inherits what it leaves unset
+// from the longest family that covers it, and so on to the defaults.
+// LoadConfig reads one from a file.
 type Config struct {
 	Defaults Policy            `json:"defaults"`
 	Keys     map[string]Policy `json:"keys,omitempty"`
@@ -499,21 +500,31 @@ type Config struct {
 // isFamily reports whether a key of Config.Keys names a family of keys.
 func isFamily(key string) bool { return strings.HasSuffix(key, "*") }
 
-// policyKey returns the entry of c.Keys that gives key its policy: key
-// itself, or the longest family whose prefix key has, or "" for the
-// defaults. Families cover keys that come from requests (a provider and a
-// model), so that their policies need not list every one.
-func (c Config) policyKey(key string) string {
-	if _, own := c.Keys[key]; own && !isFamily(key) {
-		return key
+// policyKeys returns the entries of c.Keys that make key's policy, nearest
+// first: key's own, if it has one, then every family whose prefix key has,
+// longest first. Families cover keys that come from requests (a provider
+// and a model), so that their policies need not list every one; they nest,
+// as key's own policy, and each family's, inherits what it leaves unset from
+// the next. For a family, its own entry and the shorter families.
+func (c Config) policyKeys(key string) []string {
+	if _, own := c.Keys[key]; own {
+		return append([]string{key}, c.familiesOf(key)...)
 	}
-	best, found := "", false
+	return c.familiesOf(key)
+}
+
+// familiesOf returns the families that cover key (a key, or a family's
+// prefix), key itself aside, longest first.
+func (c Config) familiesOf(key string) []string {
+	prefix := strings.TrimSuffix(key, "*")
+	var families []string
 	for k := range c.Keys {
-		if isFamily(k) && strings.HasPrefix(key, k[:len(k)-1]) && (!found || len(k) > len(best)) {
-			best, found = k, true
+		if isFamily(k) && k != key && strings.HasPrefix(prefix, k[:len(k)-1]) {
+			families = append(families, k)
 		}
 	}
-	return best
+	slices.SortFunc(families, func(a, b string) int { return len(b) - len(a) })
+	return families
 }
 
 // named reports whether key has a policy of its own: a key, not a family,
@@ -553,7 +564,7 @@ func (c Config) validate(at lines) []*FieldError {
 			errs = append(errs, &FieldError{Path: "keys", Line: line, Msg: quoteKey(name) + ": " + err.Error()})
 			continue
 		}
-		errs = append(errs, policyErrors("keys."+name, c.Keys[name], c.Defaults, at)...)
+		errs = append(errs, policyErrors("keys."+name, c.Keys[name], c.inheritedFrom(c.familiesOf(name)), at)...)
 	}
 	return errs
 }
@@ -597,7 +608,23 @@ func fieldByName(name string) *policyField {
 // policyFor returns the resolved policy of the key name: its own, its
 // family's or the defaults.
 func (c Config) policyFor(name string) Policy {
-	return c.Keys[c.policyKey(name)].inherit(c.Defaults).resolve()
+	return c.inherited(name).resolve()
+}
+
+// inheritedFrom returns the policy that keys make, nearest first, over the
+// defaults.
+func (c Config) inheritedFrom(keys []string) Policy {
+	p := c.Defaults
+	for i := len(keys) - 1; i >= 0; i-- {
+		p = c.Keys[keys[i]].inherit(p)
+	}
+	return p
+}
+
+// inherited returns name's policy unresolved: its own and its families',
+// nearest first, over the defaults.
+func (c Config) inherited(name string) Policy {
+	return c.inheritedFrom(c.policyKeys(name))
 }
 
 // FieldError is one invalid field of a policy or config file: its config

@@ -208,9 +208,9 @@ func TestRetryAfterToldToClientsIsAtMostAnHour(t *testing.T) {
 
 // TestAFamilyPolicyCoversEveryKeyWithItsPrefixTheLongestWinning holds key
 // families: a policy key ending in * gives its policy to every key that
-// begins with the rest and has none of its own, the longest prefix
-// winning; a key's own policy, or its family's, inherits the defaults
-// only, never another family's fields.
+// begins with the rest; families nest, so that a key's own policy, and
+// each family's, inherits what it leaves unset from the longest family
+// that covers it, and the last from the defaults.
 func TestAFamilyPolicyCoversEveryKeyWithItsPrefixTheLongestWinning(t *testing.T) {
 	cfg, err := LoadConfig(strings.NewReader(`
 defaults:
@@ -235,8 +235,8 @@ keys:
 		halfOpen int
 	}{
 		"openai:o3":          {time.Minute, 1},
-		"openai:gpt-4o-mini": {2 * time.Minute, 3}, // its family's own fields, and the defaults
-		"openai:gpt-4o":      {3 * time.Minute, 3}, // its own policy: no family's
+		"openai:gpt-4o-mini": {2 * time.Minute, 1}, // its family's, and what openai:* adds
+		"openai:gpt-4o":      {3 * time.Minute, 1}, // its own, over its families
 		"openai:":            {time.Minute, 1},     // the prefix alone is in the family
 		"openai":             {4 * time.Minute, 3}, // not "openai:": only "*" covers it
 		"anthropic:claude":   {5 * time.Minute, 3},

@@ -29,16 +29,17 @@ func (b *Breakers) watchUnusedKeys() {
 // it and no KeyFunc or Do call has chosen it. Such a key is most often a typo, whose
 // policy guards nothing; the record names the closest key in use, if one
 // is close. A family (a policy key ending in *) is logged in the same way
-// when no key in use has taken its policy, with the closest family that
-// keys in use would match, or the policy key that took the policy of its
-// keys in use (shadowed_by).
+// when no key in use begins with its prefix, with the closest family that
+// keys in use would match.
 func (b *Breakers) logUnusedKeys() {
 	var used []string
 	matched := map[string]bool{} // the policy keys that gave a key in use its policy
 	for _, br := range b.allBreakers() {
 		if br.sides.Load() != 0 {
 			used = append(used, br.key)
-			matched[b.cfg.policyKey(br.key)] = true
+			for _, name := range b.cfg.policyKeys(br.key) {
+				matched[name] = true
+			}
 		}
 	}
 	b.mu.Lock()
@@ -56,15 +57,12 @@ func (b *Breakers) logUnusedKeys() {
 		}
 		args := []any{"key", key, "after", unusedKeyGrace}
 		if isFamily(key) {
-			if by := shadowing(key, used, b.cfg); by != "" {
-				args = append(args, "shadowed_by", by)
-			} else if near := closestFamily(key, used); near != "" {
+			if near := closestFamily(key, used); near != "" {
 				args = append(args, "did_you_mean", near)
 			}
 			b.notifier.log(slog.LevelWarn, "circuit breaker policy names a family of keys that no key in use "+
 				"belongs to: no key that Middleware or Transport wires, or a request or Do call has chosen, begins with "+
-				"its prefix, or each that does has a policy of its own or a longer family's (shadowed_by), so its policy "+
-				"guards nothing (a typo?)", args...)
+				"its prefix, so its policy guards nothing (a typo?)", args...)
 			continue
 		}
 		if near := closestKey(key, used); near != "" {
@@ -75,17 +73,6 @@ func (b *Breakers) logUnusedKeys() {
 	}
 }
 
-// shadowing returns the policy key that took the policy of a key in use
-// that begins with family's prefix (a longer family, or the key's own), or
-// "" if no key in use does: such a family is no typo, but shadowed.
-func shadowing(family string, keys []string, cfg Config) string {
-	for _, k := range keys {
-		if strings.HasPrefix(k, family[:len(family)-1]) {
-			return cfg.policyKey(k)
-		}
-	}
-	return ""
-}
 
 // closestFamily returns the family that family most likely misspells,
 // made from the keys in use: the start of a key, about as long as
