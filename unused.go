@@ -73,7 +73,6 @@ func (b *Breakers) logUnusedKeys() {
 	}
 }
 
-
 // closestFamily returns the family that family most likely misspells,
 // made from the keys in use: the start of a key, about as long as
 // family's prefix (two runes more or less, for a letter left out or put
