@@ -1,6 +1,8 @@
 package httpbreaker
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -135,4 +137,53 @@ func (h *history) list() (out []Transition, forgot bool) {
 		out = append(out, r.ring[i%historyLen])
 	}
 	return out, r.n > historyLen
+}
+
+// transitionJSON is a Transition as JSON has it: its durations as Go
+// writes them ("30s", "1m30s"), as a policy's are.
+type transitionJSON struct {
+	transitionFields
+	OpenFor            string `json:"open_for,omitempty"`
+	UpstreamRetryAfter string `json:"upstream_retry_after,omitempty"`
+	ProbeRanFor        string `json:"probe_ran_for,omitempty"`
+	RecoveryRamp       string `json:"recovery_ramp,omitempty"`
+}
+
+type transitionFields Transition // its fields, without its methods
+
+// MarshalJSON writes the transition, its durations as "30s".
+func (t Transition) MarshalJSON() ([]byte, error) {
+	return json.Marshal(transitionJSON{transitionFields(t),
+		durationText(t.OpenFor), durationText(t.UpstreamRetryAfter), durationText(t.ProbeRanFor), durationText(t.RecoveryRamp)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (t *Transition) UnmarshalJSON(b []byte) error {
+	var j transitionJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*t = Transition(j.transitionFields)
+	for _, d := range []struct {
+		text string
+		to   *time.Duration
+	}{{j.OpenFor, &t.OpenFor}, {j.UpstreamRetryAfter, &t.UpstreamRetryAfter}, {j.ProbeRanFor, &t.ProbeRanFor}, {j.RecoveryRamp, &t.RecoveryRamp}} {
+		if d.text == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.text)
+		if err != nil {
+			return fmt.Errorf("httpbreaker: a transition's duration: %w", err)
+		}
+		*d.to = v
+	}
+	return nil
+}
+
+// durationText is d as Go writes it, "" for 0.
+func durationText(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }

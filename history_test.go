@@ -200,3 +200,25 @@ func inUTC(h []Transition) []Transition {
 	}
 	return out
 }
+
+// TestATransitionsDurationsAreWrittenAsAPolicysAre: "open_for": "30s" in the
+// status JSON, as the policy beside it has it, and read back.
+func TestATransitionsDurationsAreWrittenAsAPolicysAre(t *testing.T) {
+	tr := Transition{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), From: StateClosed, To: StateOpen,
+		Reason: ReasonFailureRate, Failures: 6, Successes: 4, OpenFor: 30 * time.Second, UpstreamRetryAfter: 90 * time.Second}
+	b, err := json.Marshal(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(b); !strings.Contains(s, `"open_for":"30s"`) || !strings.Contains(s, `"upstream_retry_after":"1m30s"`) ||
+		strings.Contains(s, "probe_ran_for") {
+		t.Fatalf("JSON %s, want the durations as Go writes them, the unset left out", s)
+	}
+	var back Transition
+	if err := json.Unmarshal(b, &back); err != nil || back != tr {
+		t.Fatalf("read back %+v (%v), want %+v", back, err, tr)
+	}
+	if err := json.Unmarshal([]byte(`{"open_for":"soon"}`), &back); err == nil {
+		t.Fatal("a duration that is none was read")
+	}
+}
