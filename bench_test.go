@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -113,13 +114,17 @@ func keyPatterns(n int) (patterns []string, order []int) {
 	return patterns, rand.New(rand.NewPCG(1, 2)).Perm(n)
 }
 
-// BenchmarkKeys measures the closed path with KeyedMiddleware over 1, 1000
-// and 100 000 keys, every key's breaker created before the timer starts,
+// keyCounts are the numbers of keys that BenchmarkKeys and
+// BenchmarkEngineKeys measure.
+var keyCounts = []int{1, 1000, 10_000, 100_000}
+
+// BenchmarkKeys measures the closed path with KeyedMiddleware over 1, 1000,
+// 10 000 and 100 000 keys, every key's breaker created before the timer starts,
 // requests cycling over all of them. One request is reused with each key's
 // pattern in turn: a server's request is fresh in the cache, its key's
 // breaker is not.
 func BenchmarkKeys(b *testing.B) {
-	for _, n := range []int{1, 1000, 100_000} {
+	for _, n := range keyCounts {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			patterns, order := keyPatterns(n)
 			h := benchSet(b, WithMaxKeys(n)).KeyedMiddleware(RoutePattern)(okHandler)
@@ -141,11 +146,11 @@ func BenchmarkKeys(b *testing.B) {
 // BenchmarkEngineKeys is BenchmarkKeys for a plain map of gobreaker
 // breakers, the naive design: each request looks its key (the same route
 // pattern) up in a map[string] read without a lock, and runs the handler in
-// Execute, over 1, 1000 and 100 000 breakers in the same order. It is what
+// Execute, over as many breakers in the same order. It is what
 // the key's breaker's own state costs once it no longer fits in the CPU's
 // caches, with the least a lookup can cost.
 func BenchmarkEngineKeys(b *testing.B) {
-	for _, n := range []int{1, 1000, 100_000} {
+	for _, n := range keyCounts {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			patterns, order := keyPatterns(n)
 			engines := make(map[string]*gobreaker.CircuitBreaker[struct{}], n)
@@ -173,6 +178,34 @@ func BenchmarkParallel(b *testing.B) {
 	b.Run("one-key", func(b *testing.B) {
 		h := benchSet(b).Middleware("catalog")(okHandler)
 		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			w, r := benchRequest()
+			for pb.Next() {
+				h.ServeHTTP(w, r)
+			}
+		})
+	})
+	// one-key-raised is one-key on a key that became hot while GOMAXPROCS
+	// was 1 and was then raised to what the benchmark runs with: the key
+	// gets a stripe per P at its next roll, so the figure is one-key's.
+	b.Run("one-key-raised", func(b *testing.B) {
+		procs := runtime.GOMAXPROCS(1)
+		set := benchSet(b)
+		h := set.Middleware("catalog")(okHandler)
+		w, r := benchRequest()
+		h.ServeHTTP(w, r)
+		br := set.lookup("catalog")
+		br.counters.promote()
+		runtime.GOMAXPROCS(procs)
+		for deadline := time.Now().Add(3 * time.Second); len(br.counters.striped.Load().lines) < stripeCount(); {
+			if time.Now().After(deadline) {
+				b.Fatalf("GOMAXPROCS %d: the hot key kept %d stripes past its roll", procs, len(br.counters.striped.Load().lines))
+			}
+			h.ServeHTTP(w, r) // the window rolls on a request at a bucket's end
+			time.Sleep(time.Millisecond)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			w, r := benchRequest()
 			for pb.Next() {
