@@ -79,12 +79,17 @@ func run(o options) error {
 	log.Printf("measuring on %s", m)
 
 	log.Print("library benchmarks")
-	lib, err := goBench(root, ".", o)
+	lib, err := goBench(root, ".", ".", "", o)
+	if err != nil {
+		return err
+	}
+	log.Printf("memory per key at GOMAXPROCS %s", strings.Join(memoryCores, ", "))
+	cores, err := goBench(root, ".", "^BenchmarkMemoryPerKey$", strings.Join(memoryCores, ","), o)
 	if err != nil {
 		return err
 	}
 	log.Print("comparison with other libraries")
-	peers, err := goBench(root, "./benchmarks", o)
+	peers, err := goBench(root, "./benchmarks", ".", "", o)
 	if err != nil {
 		return err
 	}
@@ -106,7 +111,7 @@ func run(o options) error {
 		return err
 	}
 
-	r := report{machine: m, opts: o, lib: lib, peers: peers, rounds: rounds, soak: soak, fleet: fleet}
+	r := report{machine: m, opts: o, lib: lib, peers: peers, cores: cores, rounds: rounds, soak: soak, fleet: fleet}
 	md, svg := r.markdown(), r.chart()
 	if err := os.WriteFile(inRoot(root, o.mdPath), []byte(md), 0o644); err != nil {
 		return err
@@ -201,19 +206,25 @@ func machine() machineInfo {
 	return m
 }
 
-// goBench runs every benchmark of the packages in dir and returns the
-// samples by benchmark name.
-func goBench(root, dir string, o options) (samples, error) {
-	cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-timeout", "0",
-		"-count", strconv.Itoa(o.count), "-benchtime", o.benchtime, dir)
+// goBench runs the benchmarks of the packages in dir that match pattern and
+// returns the samples by benchmark name. With cpu (go test -cpu) the names
+// keep their -N suffix, which then tells the runs apart; without, it is
+// dropped.
+func goBench(root, dir, pattern, cpu string, o options) (samples, error) {
+	args := []string{"test", "-run", "^$", "-bench", pattern, "-benchmem", "-timeout", "0",
+		"-count", strconv.Itoa(o.count), "-benchtime", o.benchtime}
+	if cpu != "" {
+		args = append(args, "-cpu", cpu)
+	}
+	cmd := exec.Command("go", append(args, dir)...)
 	cmd.Dir = root
 	var out bytes.Buffer
 	cmd.Stdout = io.MultiWriter(&out, progress{partial: new([]byte)})
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("go test -bench in %s: %w", dir, err)
+		return nil, fmt.Errorf("go test -bench %s in %s: %w", pattern, dir, err)
 	}
-	return parseBench(&out)
+	return parseBench(&out, cpu != "")
 }
 
 // progress echoes finished benchmark lines while they come, so that a long
@@ -239,8 +250,9 @@ type samples map[string]map[string][]float64
 
 var procSuffix = regexp.MustCompile(`-\d+$`)
 
-// parseBench reads go test -bench output.
-func parseBench(r io.Reader) (samples, error) {
+// parseBench reads go test -bench output; keepProcs keeps the -N suffix of
+// each name (GOMAXPROCS).
+func parseBench(r io.Reader, keepProcs bool) (samples, error) {
 	s := samples{}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -248,7 +260,10 @@ func parseBench(r io.Reader) (samples, error) {
 		if len(fields) < 4 || !strings.HasPrefix(fields[0], "Benchmark") {
 			continue
 		}
-		name := procSuffix.ReplaceAllString(strings.TrimPrefix(fields[0], "Benchmark"), "")
+		name := strings.TrimPrefix(fields[0], "Benchmark")
+		if !keepProcs {
+			name = procSuffix.ReplaceAllString(name, "")
+		}
 		if s[name] == nil {
 			s[name] = map[string][]float64{}
 		}
