@@ -1,7 +1,7 @@
 // Command report measures httpbreaker from scratch and writes BENCHMARKS.md
 // and benchmarks/chart.svg:
 //
-//	go run ./benchmarks/report        # from the repository root; about 15 minutes
+//	go run ./benchmarks/report        # from the repository root; about half an hour
 //
 // It runs the library's benchmarks and the comparison with other libraries
 // (go test -bench, -count times each, medians), then the end-to-end test: a
