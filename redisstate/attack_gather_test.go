@@ -1,0 +1,78 @@
+package redisstate_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/httpbreaker/httpbreaker"
+	"github.com/httpbreaker/httpbreaker/redisstate"
+)
+
+// Attacks on the fleet's reports and gatherings: what a partition, a
+// restart, a lost record or a careless operator does to a key in trouble
+// while the fleet decides whether to trip it.
+
+// reportOf returns the replica's report of key as the store keeps it in the
+// key's window ("<session> <seq> <at> <successes> <failures> <over>"), or
+// "" if there is none.
+func reportOf(t *testing.T, srv *redisServer, key, replica string) string {
+	t.Helper()
+	raw := srv.client(t)
+	s := newStore(t, raw)
+	return raw.HGet(context.Background(), redisstate.KeysOf(s, key)[win], "r:"+replica).Val()
+}
+
+// reportedFailures returns the failures of the replica's report of key, as
+// the store keeps it, or "" if there is none.
+func reportedFailures(t *testing.T, srv *redisServer, key, replica string) string {
+	f := strings.Fields(reportOf(t, srv, key, replica))
+	if len(f) != 6 {
+		return ""
+	}
+	return f[4]
+}
+
+// TestAttackFailuresMadeWhileCutOffReachTheFleet: docs/fleet.md, "When Redis
+// is gone": "Outcomes counted while cut off reach the fleet when it is
+// back, as far as they are still in the replica's own window". Replica a,
+// whose window of the key held no failures, is cut off and fails 15 times
+// (over the rate, short of MinRequests alone); the partition heals; b fails
+// 8 times: 23 failures from 2 replicas, over 20 at 50%, trip the fleet, and
+// c, which saw no failure, is held.
+func TestAttackFailuresMadeWhileCutOffReachTheFleet(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	proxy := proxied(t, srv)
+	p := fleetPolicy()
+	sick := newUpstream(500)
+	ups := map[string]*upstream{"pay": sick}
+	a := newReplica(t, proxy.Addr(), "a", p, ups)
+	others := fleet(t, srv.Addr(), 2, p, ups)
+	b, c := others[0], others[1]
+	waitFor(t, "three live", func() bool {
+		return a.set.FleetStatus().Replicas == 3 && c.set.FleetStatus().Replicas == 3
+	})
+
+	proxy.Cut()
+	for range 15 {
+		a.call("pay")
+	}
+	waitFor(t, "a cut off", func() bool { return !a.set.FleetStatus().Connected })
+	// A sync that began after the failures has failed too: the first fails
+	// after five intervals or two seconds, the next after as long again.
+	time.Sleep(3 * time.Second)
+	proxy.Heal()
+	waitFor(t, "a back", func() bool { return a.set.FleetStatus().Connected })
+	waitFor(t, "a's 15 failures in the fleet's window (a's report: "+reportOf(t, srv, "pay", "a")+")", func() bool {
+		return reportedFailures(t, srv, "pay", "a") == "15"
+	})
+
+	for range 8 {
+		b.call("pay")
+	}
+	waitFor(t, "c held by the fleet: "+states([]*replica{a, b, c}, "pay"), func() bool {
+		return c.set.State("pay") == httpbreaker.StateOpen
+	})
+}
