@@ -2,12 +2,14 @@ package redisstate_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/httpbreaker/httpbreaker"
 	"github.com/httpbreaker/httpbreaker/redisstate"
+	"github.com/redis/go-redis/v9"
 )
 
 // Attacks on the fleet's reports and gatherings: what a partition, a
@@ -75,4 +77,70 @@ func TestAttackFailuresMadeWhileCutOffReachTheFleet(t *testing.T) {
 	waitFor(t, "c held by the fleet: "+states([]*replica{a, b, c}, "pay"), func() bool {
 		return c.set.State("pay") == httpbreaker.StateOpen
 	})
+}
+
+// TestAttackEveryKeyWithFailuresIsReportedPastASyncsLimit: docs/design/fleet.md,
+// "Full syncs, and new keys": "a sync carries at most 1024 keys for reports
+// and reads (the rest wait for the next)". A replica whose 1100 keys each
+// fail once while a sync hangs (Redis cut off) has 1100 reports to make
+// when the partition heals: the 76 past the limit wait for the next sync,
+// and are not forgotten.
+func TestAttackEveryKeyWithFailuresIsReportedPastASyncsLimit(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	proxy := proxied(t, srv)
+	p := fleetPolicy()
+	up := newUpstream(200)
+	const n = 1100
+	ups := map[string]*upstream{}
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+		ups[keys[i]] = up
+	}
+	r := newReplica(t, proxy.Addr(), "r1", p, ups)
+	waitFor(t, "connected", func() bool { return r.set.FleetStatus().Connected })
+	for _, k := range keys {
+		r.call(k) // a success: every key known, none with news
+	}
+	time.Sleep(time.Second) // the new keys read
+
+	proxy.Cut()
+	time.Sleep(200 * time.Millisecond) // a sync hangs, for up to two seconds
+	up.code.Store(500)
+	start := time.Now()
+	for _, k := range keys {
+		r.call(k)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Logf("the failures took %v: a sync may have carried some of them before the partition healed", d)
+	}
+	proxy.Heal()
+	waitFor(t, "reconnected", func() bool { return r.set.FleetStatus().Connected })
+
+	raw := srv.client(t)
+	s := newStore(t, raw)
+	missing := func() []string {
+		pipe := raw.Pipeline()
+		cmds := make([]*redis.StringCmd, n)
+		for i, k := range keys {
+			cmds[i] = pipe.HGet(context.Background(), redisstate.KeysOf(s, k)[win], "r:r1")
+		}
+		_, _ = pipe.Exec(context.Background())
+		var out []string
+		for i, c := range cmds {
+			if f := strings.Fields(c.Val()); len(f) != 6 || f[4] != "1" {
+				out = append(out, keys[i])
+			}
+		}
+		return out
+	}
+	var left []string
+	deadline := time.Now().Add(5 * time.Second) // within the window: the failures still count
+	for left = missing(); len(left) > 0 && time.Now().Before(deadline); left = missing() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Fatalf("%d of %d keys' failures never reached the fleet, e.g. %v", len(left), n, left[:min(len(left), 5)])
+	}
 }
