@@ -67,6 +67,12 @@ func (kf *keyFleet) prepare(br *keyBreaker, full, announced bool) windowReport {
 	return rep
 }
 
+// unsent notes that the report prepare made did not reach the store (the
+// sync failed, or left it for the next): the next prepare makes it again,
+// as it would after a new failure, even if the store never had a report
+// with failures from this replica.
+func (kf *keyFleet) unsent() { kf.failedSince.Store(true) }
+
 // acked notes what the store has of this replica's window after a sync of
 // ks, and whether the fleet gathers the key.
 func (kf *keyFleet) acked(ks *sharedstate.KeySync) {
