@@ -144,3 +144,51 @@ func TestAttackEveryKeyWithFailuresIsReportedPastASyncsLimit(t *testing.T) {
 		t.Fatalf("%d of %d keys' failures never reached the fleet, e.g. %v", len(left), n, left[:min(len(left), 5)])
 	}
 }
+
+// TestAttackABadHoldDoesNotStopAKillSwitch: docs/fleet.md, "What a replica
+// trusts": bad data "is logged once per kind and ignored"; "Manual control
+// in a fleet": a ForceOpen reaches every other replica within a sync. A
+// hold with a reason of no known kind, planted by hand, is ignored; an
+// operator's ForceOpen made while it is there still reaches every replica.
+func TestAttackABadHoldDoesNotStopAKillSwitch(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	raw := srv.client(t)
+	ctx := context.Background()
+	s := newStore(t, raw)
+	rs := fleet(t, srv.Addr(), 3, fleetPolicy(), map[string]*upstream{"pay": newUpstream(200)})
+	waitFor(t, "three live", func() bool { return rs[2].set.FleetStatus().Replicas == 3 })
+	now, _ := raw.Time(ctx).Result()
+	raw.HSet(ctx, redisstate.KeysOf(s, "pay")[hold], "phase", "open", "gen", now.UnixMicro(), "until", now.Add(time.Second).UnixMilli(),
+		"nominal", 1000, "reason", "<script>", "replica", "mallory", "probed", 0, "failed", 0)
+	raw.Publish(ctx, redisstate.ChannelOf(s), "pay")
+	waitFor(t, "the bad hold seen", func() bool { return strings.Contains(rs[2].logs.String(), "<script>") })
+	if err := rs[0].set.ForceOpen("pay", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the kill switch on every replica", func() bool { return all(rs, "pay", httpbreaker.StateForcedOpen) })
+}
+
+// TestAttackABadCommandDoesNotStopTheFleetsTrips: as above, for a command
+// record whose author is not a short string: the fleet's trip still holds
+// every replica, the one that saw no failure included.
+func TestAttackABadCommandDoesNotStopTheFleetsTrips(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	raw := srv.client(t)
+	ctx := context.Background()
+	s := newStore(t, raw)
+	sick := newUpstream(500)
+	rs := fleet(t, srv.Addr(), 3, fleetPolicy(), map[string]*upstream{"pay": sick})
+	waitFor(t, "three live", func() bool { return rs[2].set.FleetStatus().Replicas == 3 })
+	raw.HSet(ctx, redisstate.KeysOf(s, "pay")[cmd], "at", 1, "kind", "release", "for", 0,
+		"by", strings.Repeat("x", 300), "replica", "mallory")
+	for range 2 {
+		for _, r := range rs[:2] {
+			for range 8 {
+				r.call("pay")
+			}
+		}
+	}
+	waitFor(t, "the fleet's hold on every replica", func() bool { return all(rs, "pay", httpbreaker.StateOpen) })
+}
