@@ -9,6 +9,7 @@ import (
 
 	"github.com/httpbreaker/httpbreaker"
 	"github.com/httpbreaker/httpbreaker/redisstate"
+	"github.com/httpbreaker/httpbreaker/sharedstate"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -191,4 +192,225 @@ func TestAttackABadCommandDoesNotStopTheFleetsTrips(t *testing.T) {
 		}
 	}
 	waitFor(t, "the fleet's hold on every replica", func() bool { return all(rs, "pay", httpbreaker.StateOpen) })
+}
+
+// winField returns a field of key's window record in Redis: "F", the
+// fleet's running sum of failures, "N", the reports with failures.
+func winField(t *testing.T, srv *redisServer, key, field string) string {
+	t.Helper()
+	raw := srv.client(t)
+	return raw.HGet(context.Background(), redisstate.KeysOf(newStore(t, raw), key)[win], field).Val()
+}
+
+// TestAttackAGatheringDoesNotWaitForACutOffReplica: docs/design/fleet.md,
+// "Gathering": the fleet trips once every live replica has reported "(or
+// three intervals have passed)". Replica a is cut off, still live for two
+// seconds; b and c fail 12 times each (24 of at least 20, from 2
+// replicas): the fleet trips b and c without a's report, and a takes the
+// hold once the partition heals.
+func TestAttackAGatheringDoesNotWaitForACutOffReplica(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	proxy := proxied(t, srv)
+	p := fleetPolicy()
+	p.OpenFor, p.MaxOpenFor = 5*time.Second, 10*time.Second
+	sick := newUpstream(500)
+	ups := map[string]*upstream{"pay": sick}
+	a := newReplica(t, proxy.Addr(), "a", p, ups)
+	others := fleet(t, srv.Addr(), 2, p, ups)
+	waitFor(t, "three live", func() bool {
+		return a.set.FleetStatus().Replicas == 3 && others[1].set.FleetStatus().Replicas == 3
+	})
+	proxy.Cut()
+	for _, r := range others {
+		for range 12 {
+			r.call("pay")
+		}
+	}
+	waitFor(t, "b and c held by the fleet", func() bool { return all(others, "pay", httpbreaker.StateOpen) })
+	if a.set.State("pay") != httpbreaker.StateClosed {
+		t.Fatalf("a, cut off and without failures, is %v", a.set.State("pay"))
+	}
+	proxy.Heal()
+	waitFor(t, "a takes the fleet's hold", func() bool { return a.set.State("pay") == httpbreaker.StateOpen })
+}
+
+// TestAttackAReplicaBackFromAPartitionCountsOnce: docs/fleet.md: a Redis
+// or a replica that comes back "counts nothing twice". a reports 5
+// failures, is cut off, fails 5 more times, and comes back: the fleet's
+// window holds a's 10 failures once.
+func TestAttackAReplicaBackFromAPartitionCountsOnce(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	proxy := proxied(t, srv)
+	p := fleetPolicy()
+	sick := newUpstream(500)
+	a := newReplica(t, proxy.Addr(), "a", p, map[string]*upstream{"pay": sick})
+	waitFor(t, "connected", func() bool { return a.set.FleetStatus().Connected })
+	for range 5 {
+		a.call("pay")
+	}
+	waitFor(t, "a's 5 failures reported", func() bool { return reportedFailures(t, srv, "pay", "a") == "5" })
+	proxy.Cut()
+	for range 5 {
+		a.call("pay")
+	}
+	waitFor(t, "a cut off", func() bool { return !a.set.FleetStatus().Connected })
+	proxy.Heal()
+	waitFor(t, "a's 10 failures reported", func() bool { return reportedFailures(t, srv, "pay", "a") == "10" })
+	time.Sleep(500 * time.Millisecond) // more syncs, a full one among them
+	if f, n := winField(t, srv, "pay", "F"), winField(t, srv, "pay", "N"); f != "10" || n != "1" {
+		t.Fatalf("the fleet's window after a partition: %s failures from %s replicas, want 10 from 1", f, n)
+	}
+}
+
+// TestAttackAReplicaRestartedUnderItsNameCountsOnce: docs/design/fleet.md:
+// a report an earlier breaker of the key left "is replaced at the next
+// change". a reports 8 failures, restarts under its name (a new session)
+// and fails 3 times: the fleet's window holds 3 failures from 1 replica;
+// then b and c fail, and the restarted a is held with them.
+func TestAttackAReplicaRestartedUnderItsNameCountsOnce(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	p := fleetPolicy()
+	sick := newUpstream(500)
+	ups := map[string]*upstream{"pay": sick}
+	a := newReplica(t, srv.Addr(), "a", p, ups)
+	others := fleet(t, srv.Addr(), 2, p, ups)
+	waitFor(t, "three live", func() bool { return a.set.FleetStatus().Replicas == 3 })
+	for range 8 {
+		a.call("pay")
+	}
+	waitFor(t, "a's 8 failures reported", func() bool { return reportedFailures(t, srv, "pay", "a") == "8" })
+	a.stop()
+	a = newReplica(t, srv.Addr(), "a", p, ups)
+	waitFor(t, "a back", func() bool { return a.set.FleetStatus().Connected })
+	for range 3 {
+		a.call("pay")
+	}
+	waitFor(t, "the new a's 3 failures reported", func() bool { return reportedFailures(t, srv, "pay", "a") == "3" })
+	if f, n := winField(t, srv, "pay", "F"), winField(t, srv, "pay", "N"); f != "3" || n != "1" {
+		t.Fatalf("the fleet's window after a restart: %s failures from %s replicas, want 3 from 1", f, n)
+	}
+	for _, r := range others {
+		for range 9 {
+			r.call("pay")
+		}
+	}
+	rs := append([]*replica{a}, others...)
+	waitFor(t, "every replica held by the fleet", func() bool { return all(rs, "pay", httpbreaker.StateOpen) })
+}
+
+// TestAttackAQuorumFollowsTheLiveReplicas: docs/fleet.md, "What is
+// shared": failures must come from Quorum replicas, "capped by the live
+// replicas". With Quorum 5 and three replicas, failures from all three
+// trip the fleet; with Quorum 3, once one of three replicas has stopped,
+// failures from the two left trip it.
+func TestAttackAQuorumFollowsTheLiveReplicas(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	p := fleetPolicy()
+	p.Quorum = 5
+	ups := map[string]*upstream{"pay": newUpstream(500), "search": newUpstream(500)}
+	rs := fleet(t, srv.Addr(), 3, p, ups)
+	waitFor(t, "three live", func() bool { return rs[2].set.FleetStatus().Replicas == 3 })
+	for _, r := range rs {
+		for range 8 {
+			r.call("pay")
+		}
+	}
+	waitFor(t, "Quorum 5 of 3 live: every replica held", func() bool { return all(rs, "pay", httpbreaker.StateOpen) })
+
+	rs[0].stop()
+	for _, r := range rs[1:] {
+		for range 12 {
+			r.call("search")
+		}
+	}
+	waitFor(t, "Quorum 5 of 2 live: both held", func() bool { return all(rs[1:], "search", httpbreaker.StateOpen) })
+}
+
+// TestAttackAGatheringDoesNotWaitForAReplicaThatNeverReports: as above, for
+// a replica that stays live (its heartbeats go on) but never hears the
+// gathering's announcement and never reports: a lost subscription, a hung
+// loop. The fleet trips after three intervals without it.
+func TestAttackAGatheringDoesNotWaitForAReplicaThatNeverReports(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	s := newStore(t, srv.client(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		for seq := uint64(1); ctx.Err() == nil; seq++ {
+			_ = s.Sync(ctx, &sharedstate.Sync{Replica: "ghost", Session: 7, Seq: seq, Live: 2 * time.Second})
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	defer func() { cancel(); <-beating }()
+	p := fleetPolicy()
+	rs := fleet(t, srv.Addr(), 2, p, map[string]*upstream{"pay": newUpstream(500)})
+	waitFor(t, "three live, the ghost among them", func() bool {
+		return rs[0].set.FleetStatus().Replicas == 3 && rs[1].set.FleetStatus().Replicas == 3
+	})
+	for _, r := range rs {
+		for range 12 {
+			r.call("pay")
+		}
+	}
+	waitFor(t, "both held by the fleet", func() bool { return all(rs, "pay", httpbreaker.StateOpen) })
+}
+
+// commandCalls returns how many times Redis ran cmd, from INFO
+// commandstats, which counts the commands scripts call too.
+func commandCalls(t *testing.T, raw *redis.Client, cmd string) int {
+	t.Helper()
+	for _, line := range strings.Split(raw.Info(context.Background(), "commandstats").Val(), "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":")
+		if !ok {
+			continue
+		}
+		for _, field := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(field, "calls="); ok {
+				n, _ := strconv.Atoi(v)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// TestAttackAKeyThatOnlySucceedsCostsNoKeySyncs: docs/fleet.md, "No request
+// waits on Redis": "A key that only succeeds has no news: it costs Redis
+// nothing." Three replicas serve 600 successful requests of a key they
+// have synced once, over more than a full sync's worth of syncs: the sync
+// script runs for the key not once (it calls EXISTS once per key it
+// syncs, and nothing else does).
+func TestAttackAKeyThatOnlySucceedsCostsNoKeySyncs(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	srv := startRedis(t)
+	raw := srv.client(t)
+	rs := fleet(t, srv.Addr(), 3, fleetPolicy(), map[string]*upstream{"ok": newUpstream(200)})
+	waitFor(t, "three live", func() bool { return rs[2].set.FleetStatus().Replicas == 3 })
+	for _, r := range rs {
+		r.call("ok") // the new key is read once
+	}
+	time.Sleep(500 * time.Millisecond)
+	before := commandCalls(t, raw, "exists")
+	evals := commandCalls(t, raw, "evalsha")
+	for range 200 {
+		for _, r := range rs {
+			if code := r.call("ok"); code != 200 {
+				t.Fatalf("answered %d", code)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // 20 syncs each at least, a full one among them
+	if n := commandCalls(t, raw, "exists") - before; n != 0 {
+		t.Fatalf("a key that only succeeds was synced %d times", n)
+	}
+	if n := commandCalls(t, raw, "evalsha") - evals; n < 3*25 {
+		t.Fatalf("only %d script calls in the measurement: the replicas did not sync", n)
+	}
 }
