@@ -414,3 +414,57 @@ func TestAttackAKeyThatOnlySucceedsCostsNoKeySyncs(t *testing.T) {
 		t.Fatalf("only %d script calls in the measurement: the replicas did not sync", n)
 	}
 }
+
+// TestAttackAGatheringLostMidWayIsRebuilt: docs/fleet.md: a Redis that lost
+// its data "is rebuilt by the replicas' next reports of their windows, and
+// counts nothing twice". a fails at the rate alone, b has a trickle among
+// many successes: the fleet gathers the key and stays under the rate. Its
+// records are lost (the window and the index deleted, as an eviction does;
+// then a FLUSHALL); c then fails 9 times (21 failures in 40: over the
+// rate), and every replica is held: the failures a and b reported before
+// the loss count again, once.
+func TestAttackAGatheringLostMidWayIsRebuilt(t *testing.T) {
+	t.Parallel() // its own redis-server; it waits on the fleet's clock, beside the others that do
+	for _, loss := range []string{"evicted", "flushall"} {
+		t.Run(loss, func(t *testing.T) {
+			srv := startRedis(t)
+			raw := srv.client(t)
+			ctx := context.Background()
+			s := newStore(t, raw)
+			p := fleetPolicy()
+			up := newUpstream(200)
+			rs := fleet(t, srv.Addr(), 3, p, map[string]*upstream{"pay": up})
+			waitFor(t, "three live", func() bool { return rs[2].set.FleetStatus().Replicas == 3 })
+			for range 19 {
+				rs[1].call("pay")
+			}
+			up.code.Store(500)
+			for range 2 {
+				rs[1].call("pay")
+			}
+			for range 10 {
+				rs[0].call("pay")
+			}
+			waitFor(t, "the fleet gathers the key", func() bool { return winField(t, srv, "pay", "g") != "" })
+			time.Sleep(200 * time.Millisecond)
+			if st := rs[2].set.State("pay"); st != httpbreaker.StateClosed {
+				t.Fatalf("12 failures in 31 tripped the fleet: %v", st)
+			}
+			if loss == "flushall" {
+				raw.FlushAll(ctx)
+			} else {
+				raw.Del(ctx, redisstate.KeysOf(s, "pay")[win], redisstate.IndexOf(s, redisstate.ShardOf("pay")))
+			}
+			for range 9 {
+				rs[2].call("pay")
+			}
+			waitFor(t, "every replica held", func() bool { return all(rs, "pay", httpbreaker.StateOpen) })
+			for _, e := range rs[2].eventsWith("pay", httpbreaker.ReasonFailureRate) {
+				if !e.Fleet || e.Failures != 21 || e.Successes != 19 || e.FailingReplicas != 3 {
+					t.Errorf("the trip: fleet %v, %d failures and %d successes from %d replicas, want the fleet's 21 and 19 from 3",
+						e.Fleet, e.Failures, e.Successes, e.FailingReplicas)
+				}
+			}
+		})
+	}
+}
