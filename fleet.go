@@ -424,7 +424,10 @@ func (f *fleetLink) syncKeys(announced bool) bool {
 				if announced || isNew {
 					later = append(later, br.key)
 				}
-				continue // a report is made again at the next sync
+				if rep.Report {
+					kf.unsent() // the report is made again at the next sync
+				}
+				continue
 			}
 			carried++
 		}
@@ -466,6 +469,11 @@ func (f *fleetLink) syncKeys(announced bool) bool {
 			}
 		}
 		f.mu.Unlock()
+		for i, w := range work {
+			if w.target != nil && s.Keys[i].Report {
+				w.target.fleet.unsent()
+			}
+		}
 		return false
 	}
 	f.learn(s, work)
@@ -480,6 +488,9 @@ func (f *fleetLink) syncKeys(announced bool) bool {
 		}
 		kf := w.target.fleet
 		if ks.Err != nil {
+			if ks.Report {
+				kf.unsent()
+			}
 			f.problem("key", "circuit breaker fleet: a key could not be synced (logged once until every key syncs)",
 				"key", quoteKey(ks.Key), "problem", ks.Err.Error())
 			continue

@@ -1,6 +1,7 @@
 package httpbreaker
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"unicode/utf8"
@@ -67,6 +68,12 @@ func (kf *keyFleet) prepare(br *keyBreaker, full, announced bool) windowReport {
 	return rep
 }
 
+// unsent notes that the report prepare made did not reach the store (the
+// sync failed, or left it for the next): the next prepare makes it again,
+// as it would after a new failure, even if the store never had a report
+// with failures from this replica.
+func (kf *keyFleet) unsent() { kf.failedSince.Store(true) }
+
 // acked notes what the store has of this replica's window after a sync of
 // ks, and whether the fleet gathers the key.
 func (kf *keyFleet) acked(ks *sharedstate.KeySync) {
@@ -111,18 +118,30 @@ func (e *badData) Error() string { return e.field + ": " + e.problem }
 // anything: a store's data may be corrupt or hostile, and none of it may
 // make a breaker misbehave.
 func checkReply(rp *sharedstate.Reply) error {
-	bad := func(field, format string, args ...any) error {
-		return &badData{field: field, problem: fmt.Sprintf(format, args...)}
+	return cmp.Or(checkWindow(rp), checkHold(rp), checkCommand(&rp.Command))
+}
+
+func bad(field, format string, args ...any) error {
+	return &badData{field: field, problem: fmt.Sprintf(format, args...)}
+}
+
+func checkText(field, s string) error {
+	if len(s) > maxText || !utf8.ValidString(s) {
+		return bad(field, "not a short UTF-8 string")
 	}
-	text := func(field, s string) error {
-		if len(s) > maxText || !utf8.ValidString(s) {
-			return bad(field, "not a short UTF-8 string")
-		}
-		return nil
-	}
+	return nil
+}
+
+// checkWindow checks the fleet's window in rp.
+func checkWindow(rp *sharedstate.Reply) error {
 	if rp.FailingReplicas < 0 || rp.FailingReplicas > 1<<20 {
 		return bad("failing replicas", "%d", rp.FailingReplicas)
 	}
+	return nil
+}
+
+// checkHold checks the hold in rp and the lease granted under it.
+func checkHold(rp *sharedstate.Reply) error {
 	if h := rp.Hold; h != nil {
 		switch r := Reason(h.Reason); {
 		case h.Generation <= 0:
@@ -132,14 +151,15 @@ func checkReply(rp *sharedstate.Reply) error {
 		case r != ReasonFailureRate && r != ReasonProbeFailed && r != ReasonProbeTimeout:
 			return bad("hold reason", "%q", h.Reason)
 		}
-		if err := text("hold replica", h.Replica); err != nil {
+		if err := checkText("hold replica", h.Replica); err != nil {
 			return err
 		}
 	}
-	if err := text("lease", rp.Lease); err != nil {
-		return err
-	}
-	c := &rp.Command
+	return checkText("lease", rp.Lease)
+}
+
+// checkCommand checks the fleet's latest manual command.
+func checkCommand(c *sharedstate.Command) error {
 	if c.Version < 0 {
 		return bad("command version", "%d", c.Version)
 	}
@@ -149,10 +169,10 @@ func checkReply(rp *sharedstate.Reply) error {
 	if c.For > maxForceOpen {
 		return bad("command length", "%v, longer than %v", c.For, maxForceOpen)
 	}
-	if err := text("command author", c.By); err != nil {
+	if err := checkText("command author", c.By); err != nil {
 		return err
 	}
-	return text("command replica", c.Replica)
+	return checkText("command replica", c.Replica)
 }
 
 // commandReason is the Reason of each kind of manual change.
@@ -164,21 +184,33 @@ var commandReason = map[sharedstate.Kind]Reason{
 // apply brings br in line with what the fleet holds for its key: the
 // latest manual command, then the hold. sent is the command this sync
 // carried, if any. Only the loop calls it.
+//
+// Each part is checked on its own, and a bad one is ignored alone: a hold
+// written by hand does not stop an operator's command, nor a bad command
+// record the fleet's holds.
 func (kf *keyFleet) apply(br *keyBreaker, ks *sharedstate.KeySync, sent *command) {
 	rp := &ks.Reply
-	if err := checkReply(rp); err != nil {
-		kind := err.(*badData).field
-		kf.link.problem("bad "+kind, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind until it is gone)",
+	ok := func(err error) bool {
+		if err == nil {
+			return true
+		}
+		kf.link.problem("bad "+err.(*badData).field, "circuit breaker fleet: ignoring bad data from the shared state (logged once per kind until it is gone)",
 			"key", quoteKey(br.key), "problem", err.Error())
-		return
+		return false
 	}
 	now := br.clock.now()
-	kf.view.Store(&FleetView{Successes: rp.Successes, Failures: rp.Failures, FailingReplicas: rp.FailingReplicas,
-		LiveReplicas: int(kf.link.replicas.Load()), Gathering: rp.Gathering, At: br.clock.at(now)})
-	kf.applyCommand(br, rp.Command, sent, now)
-	kf.applyHold(br, rp.Hold, now)
-	if rp.Lease != "" && rp.Hold != nil {
-		kf.lease.Store(&fleetLease{gen: rp.Hold.Generation, token: rp.Lease})
+	if ok(checkWindow(rp)) {
+		kf.view.Store(&FleetView{Successes: rp.Successes, Failures: rp.Failures, FailingReplicas: rp.FailingReplicas,
+			LiveReplicas: int(kf.link.replicas.Load()), Gathering: rp.Gathering, At: br.clock.at(now)})
+	}
+	if ok(checkCommand(&rp.Command)) {
+		kf.applyCommand(br, rp.Command, sent, now)
+	}
+	if ok(checkHold(rp)) {
+		kf.applyHold(br, rp.Hold, now)
+		if rp.Lease != "" && rp.Hold != nil {
+			kf.lease.Store(&fleetLease{gen: rp.Hold.Generation, token: rp.Lease})
+		}
 	}
 }
 
