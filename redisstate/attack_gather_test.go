@@ -459,9 +459,14 @@ func TestAttackAGatheringLostMidWayIsRebuilt(t *testing.T) {
 				rs[2].call("pay")
 			}
 			waitFor(t, "every replica held", func() bool { return all(rs, "pay", httpbreaker.StateOpen) })
+			// The fleet trips once its window reaches the rate, which may be
+			// before c's last failures are reported (a sync in the middle of
+			// c's nine): 19 failures in 38 is 50%. Fewer than 19 would mean
+			// a's or b's reports were lost with the data; more than 21, or
+			// other than b's 19 successes, that something counted twice.
 			for _, e := range rs[2].eventsWith("pay", httpbreaker.ReasonFailureRate) {
-				if !e.Fleet || e.Failures != 21 || e.Successes != 19 || e.FailingReplicas != 3 {
-					t.Errorf("the trip: fleet %v, %d failures and %d successes from %d replicas, want the fleet's 21 and 19 from 3",
+				if !e.Fleet || e.Failures < 19 || e.Failures > 21 || e.Successes != 19 || e.FailingReplicas != 3 {
+					t.Errorf("the trip: fleet %v, %d failures and %d successes from %d replicas, want the fleet's 19 to 21 and 19 from 3",
 						e.Fleet, e.Failures, e.Successes, e.FailingReplicas)
 				}
 			}

@@ -51,7 +51,7 @@ if joined > 0 or left > 0 or not ver or not n then
   ver, n = new, #names
   redis.call('HSET', KEYS[2], 'v', ver, 'n', n)
 end
-if not e or now - e > live / 2 then
+if not e or e > now or now - e > live / 2 then -- a renewal dated in the future is bad data
   redis.call('HSET', KEYS[2], 'e', now)
   redis.call('PEXPIRE', KEYS[1], 2 * live)
   redis.call('PEXPIRE', KEYS[2], 2 * live)
