@@ -32,6 +32,7 @@ type Breakers struct {
 
 	unusedLook   alarmEntry    // the look for keys that a policy names and nothing uses (unused.go)
 	untracked    atomic.Uint64 // requests that passed with no breaker
+	overflowed   atomic.Bool   // a new key found WithMaxKeys reached
 	clients      atomic.Bool   // a client side exists: Transport, KeyedTransport or Do (blame.go)
 	scoped       atomic.Bool   // a request has carried a scope, for client calls to look for (blame.go)
 	overflowOnce sync.Once
@@ -89,6 +90,7 @@ func (b *Breakers) breakerFor(key string, keyed bool) *keyBreaker {
 	now := b.now()
 	b.sweepLocked(now)
 	if keyed && b.count >= b.maxKeys {
+		b.overflowed.Store(true)
 		b.overflowOnce.Do(func() {
 			b.notifier.log(slog.LevelWarn, "circuit breaker key limit reached: requests for new keys pass through without a breaker",
 				"max_keys", b.maxKeys, "first_untracked_key", key)

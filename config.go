@@ -345,6 +345,11 @@ func (d *decoder) field(f *policyField, v *yaml.Node, path string, p *Policy) {
 			*out = int(n)
 		}
 	case *time.Duration:
+		if v.Kind == yaml.ScalarNode && (v.Tag == "!!int" || v.Tag == "!!float") {
+			d.fail(v, path, "want a duration such as \"30s\" or \"1m30s\"%s; got %s, a number without a unit (did you mean \"%[2]sms\" or \"%[2]ss\"?)",
+				orOff, v.Value)
+			return
+		}
 		if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
 			d.fail(v, path, "want a duration such as \"30s\" or \"1m30s\"%s; got %s", orOff, describe(v))
 			return

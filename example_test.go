@@ -139,7 +139,7 @@ keys:
 	fmt.Println(err)
 	// Output:
 	// httpbreaker: config: line 4: keys.catalog.failure_rate: must be in (0, 1], or off; got 1.5
-	// line 5: keys.catalog.open_for: want a duration such as "30s" or "1m30s"; got 30
+	// line 5: keys.catalog.open_for: want a duration such as "30s" or "1m30s"; got 30, a number without a unit (did you mean "30ms" or "30s"?)
 	// line 6: keys.catalog.halfopen_requests: unknown field; did you mean half_open_requests?
 }
 

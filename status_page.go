@@ -230,7 +230,8 @@ func (h *statusPage) showHTML(w http.ResponseWriter, q statusQuery) {
 	if q.page > pages {
 		page.Past = fmt.Sprintf("There are %d pages; this is page %d.", pages, q.page)
 	}
-	page.Summary = summary(len(all), rejecting) + attentionSummary(attention) + fleetSummary(h.set.FleetStatus())
+	page.Summary = summary(len(all), rejecting) + attentionSummary(attention) +
+		untrackedSummary(h.set.untracked.Load(), h.set.overflowed.Load(), h.set.maxKeys) + fleetSummary(h.set.FleetStatus())
 	if q.narrowed() {
 		page.Showing = fmt.Sprintf("Showing %s: %s.", q.describe(), quantity(len(shown), "key"))
 	}
@@ -593,6 +594,24 @@ func summary(keys, rejecting int) string {
 
 // fleetSummary says in English whether the set shares state with a fleet,
 // and how that goes; nothing without shared state.
+// untrackedSummary says how many requests passed with no breaker, and
+// whether new keys get none because WithMaxKeys was reached: a client
+// side's upstream first called after that has no breaker, and blame none
+// to name.
+func untrackedSummary(n uint64, overflowed bool, maxKeys int) string {
+	if n == 0 {
+		return ""
+	}
+	s := " 1 request passed with no breaker"
+	if n > 1 {
+		s = fmt.Sprintf(" %d requests passed with no breaker", n)
+	}
+	if overflowed {
+		s += fmt.Sprintf(" (the limit of %d keys was reached: new keys get none)", maxKeys)
+	}
+	return s + "."
+}
+
 func fleetSummary(f FleetStatus) string {
 	if !f.Shared {
 		return ""

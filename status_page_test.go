@@ -1033,3 +1033,30 @@ func TestStatusPageUnderConcurrentChanges(t *testing.T) {
 	done.Store(true)
 	readers.Wait()
 }
+
+// TestThePageSaysWhenRequestsPassWithNoBreaker: requests that no breaker
+// tracked are told in the header, and so is the key limit that made them,
+// since a client side's upstream first called past it has no breaker (and
+// blame none to name).
+func TestThePageSaysWhenRequestsPassWithNoBreaker(t *testing.T) {
+	b, _ := newSet(t, WithMaxKeys(2))
+	defer b.Close()
+	h := b.KeyedMiddleware(func(r *http.Request) string { return r.URL.Query().Get("tenant") })(newStatusHandler(200))
+	page := func() string {
+		_, _, body := serveOnce(b.StatusHandler(), "text/html")
+		return body
+	}
+	record(h, "/?tenant=a")
+	if body := page(); strings.Contains(body, "no breaker") {
+		t.Fatal("the page tells of requests with no breaker before there was one")
+	}
+	record(h, "/") // no key: untracked, the limit not reached
+	if body := page(); !strings.Contains(body, "1 request passed with no breaker.") || strings.Contains(body, "limit") {
+		t.Errorf("after a request with no key, the header lacks it, or names a limit: %s", body)
+	}
+	record(h, "/?tenant=b")
+	record(h, "/?tenant=c") // past the limit of 2
+	if body := page(); !strings.Contains(body, "2 requests passed with no breaker (the limit of 2 keys was reached: new keys get none).") {
+		t.Errorf("past the key limit, the header does not say so: %s", body)
+	}
+}

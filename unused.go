@@ -62,7 +62,7 @@ func (b *Breakers) logUnusedKeys() {
 			}
 			b.notifier.log(slog.LevelWarn, "circuit breaker policy names a family of keys that no key in use "+
 				"belongs to: no key that Middleware or Transport wires, or a request or Do call has chosen, begins with "+
-				"its prefix, so its policy guards nothing (a typo?)", args...)
+				"its prefix, so its policy guards nothing yet (a typo, or no traffic of the family yet?)", args...)
 			continue
 		}
 		if near := closestKey(key, used); near != "" {
@@ -76,14 +76,20 @@ func (b *Breakers) logUnusedKeys() {
 // closestFamily returns the family that family most likely misspells,
 // made from the keys in use: the start of a key, about as long as
 // family's prefix (two runes more or less, for a letter left out or put
-// in), and a *. It is "" if none is close.
+// in), and a *. It is "" if none is close. It never names a family that
+// covers every key family does and more ("search*" for "search:*"): that
+// is no fix of a typo, and would give its policy to keys it was not meant
+// for (the route group "search" beside its tenants "search:acme").
 func closestFamily(family string, keys []string) string {
+	prefix := strings.TrimSuffix(family, "*")
 	n := utf8.RuneCountInString(family) - 1
 	var families []string
 	for _, k := range keys {
 		r := []rune(k)
 		for l := max(1, min(n-2, len(r))); l <= min(n+2, len(r)); l++ {
-			families = append(families, string(r[:l])+"*")
+			if start := string(r[:l]); !strings.HasPrefix(prefix, start) {
+				families = append(families, start+"*")
+			}
 		}
 	}
 	return closestKey(family, families)

@@ -169,14 +169,16 @@ func TestAFamilyNoKeyBelongsToIsLoggedOnceAfterAMinute(t *testing.T) {
 }
 
 func TestClosestFamilyIsMadeFromTheKeysInUse(t *testing.T) {
-	keys := []string{"openai:gpt-4o", "anthropic:claude-sonnet", "GET /api/items/{id}"}
+	keys := []string{"openai:gpt-4o", "anthropic:claude-sonnet", "GET /api/items/{id}", "search"}
 	for family, want := range map[string]string{
 		"opneai:*":          "openai:*",
 		"openai:gtp-*":      "openai:gpt-*",
 		"antropic:*":        "anthropic:*",
 		"GET /api/itmes/*":  "GET /api/items/*",
 		"mistral:*":         "",
-		"openai:gpt-4o-mi*": "openai:gpt-4o*", // longer than the key: the whole key
+		"openai:gpt-4o-mi*": "", // "openai:gpt-4o*" would cover it and more: no fix of a typo
+		"search:*":          "", // not "search*", which would take in the route group "search"
+		"openai:gtp-4o*":    "openai:gpt-4o*",
 	} {
 		if got := closestFamily(family, keys); got != want {
 			t.Errorf("closestFamily(%q) = %q, want %q", family, got, want)

@@ -168,10 +168,14 @@ func newGateway(breakers *httpbreaker.Breakers, providers []*provider, transport
 		}
 		for _, endpoint := range p.endpoints {
 			key := func(r *http.Request) string {
-				if m := modelOf(r); m != "" {
-					return p.name + ":" + endpoint + ":" + m
+				m := modelOf(r)
+				if m == "" {
+					// No model, or no model's name: all such requests share one
+					// key, rather than pass untracked (which the shipped
+					// alert CircuitBreakerUntrackedRequests tickets).
+					m = noModel
 				}
-				return "" // no model to key by: untracked
+				return p.name + ":" + endpoint + ":" + m
 			}
 			mux.Handle("POST /"+p.name+endpoint, withModel(breakers.KeyedMiddleware(key)(proxy)))
 		}
@@ -211,9 +215,13 @@ func withModel(next http.Handler) http.Handler {
 // modelName is what the gateway takes for a model's name: provider model
 // ids are short words of letters, digits and a little punctuation
 // ("claude-sonnet-4-20250514", "gpt-4o-mini", "meta-llama/Llama-3-8b").
-// Anything else gets no breaker of its own, so that a client cannot make
+// Anything else shares one key (noModel), so that a client cannot make
 // keys of arbitrary text.
 var modelName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$`)
+
+// noModel is the model part of the key of a request that names no model,
+// or something that is not a model's name: no model's name begins with "(".
+const noModel = "(none)"
 
 // modelOf returns the model withModel found in r's body, or "" if there is
 // none or it is not a model's name.

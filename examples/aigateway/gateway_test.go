@@ -405,8 +405,8 @@ func TestStateChangeMetricsAfterFlush(t *testing.T) {
 	}
 }
 
-// TestKeysFromTheRequestAreBounded: a model is the client's to name. A
-// name that is not a model's gets no breaker, and past maxKeys models new
+// TestKeysFromTheRequestAreBounded: a model is the client's to name. Names
+// that are not a model's share one breaker, and past maxKeys models new
 // ones pass without one; every request is still proxied.
 func TestKeysFromTheRequestAreBounded(t *testing.T) {
 	g := newTestGateway(t)
@@ -415,15 +415,23 @@ func TestKeysFromTheRequestAreBounded(t *testing.T) {
 			t.Fatalf("model %q: %d, want it proxied", model, a.status)
 		}
 	}
-	if n := len(g.breakers.Snapshot()); n != 0 {
-		t.Fatalf("%d breakers for names that are not models, want none", n)
+	if keys := g.breakers.Snapshot(); len(keys) != 1 || keys[0].Key != "anthropic:/v1/messages:"+noModel {
+		t.Fatalf("breakers for names that are not models: %v, want the one they share", keyNames(keys))
 	}
-	for i := range maxKeys + 50 {
+	for i := range maxKeys - 1 + 50 {
 		if a := g.send("/openai/v1/chat/completions", "model-"+strconv.Itoa(i)); a.status != http.StatusOK {
 			t.Fatalf("model %d: %d, want it proxied", i, a.status)
 		}
 	}
 	if n := len(g.breakers.Snapshot()); n != maxKeys {
-		t.Fatalf("%d breakers after %d models, want the bound, %d", n, maxKeys+50, maxKeys)
+		t.Fatalf("%d breakers after %d models, want the bound, %d", n, maxKeys-1+50, maxKeys)
 	}
+}
+
+func keyNames(keys []httpbreaker.Status) []string {
+	var names []string
+	for _, k := range keys {
+		names = append(names, k.Key)
+	}
+	return names
 }
