@@ -62,7 +62,12 @@ func (b *Breakers) Close() error {
 // before it have been delivered, or with ctx's error. Changes are reported
 // on a goroutine of the set's own; Flush is for a test that asserts what a
 // hook saw, or a metric fed by one, as gobreaker's OnStateChange allowed.
+// A change whose time has come (the end of a cooldown) is made first, as
+// State makes it, so that Flush does not depend on the set's timer having
+// run yet; each breaker's lock is taken, so that a change the timer is
+// making is told before Flush waits.
 func (b *Breakers) Flush(ctx context.Context) error {
+	b.keys.each(func(br *keyBreaker) { br.catchUp(br.clock.now()) })
 	return b.notifier.flush(ctx)
 }
 

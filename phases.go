@@ -297,7 +297,14 @@ func (br *keyBreaker) probeDoneLocked(ph *tripPhase, v verdict, why Reason, ranF
 	if br.phase.Load() != ph {
 		return
 	}
-	switch v.outcome {
+	outcome := v.outcome
+	if outcome == Success && v.slow {
+		// With SlowCallRate a slow call is judged apart from its outcome;
+		// a slow probe shows the slowness that may have tripped the
+		// breaker is still there, so it does not count towards closing.
+		outcome = Failure
+	}
+	switch outcome {
 	case Excluded:
 		r.excluded++
 		r.taken.Add(-1)
