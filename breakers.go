@@ -95,8 +95,8 @@ func (b *Breakers) breakerFor(key string, keyed bool) *keyBreaker {
 	now := b.now()
 	b.sweepLocked(now)
 	if keyed && b.count >= b.maxKeys {
-		b.overflowed.Store(true)
 		b.overflowOnce.Do(func() {
+			b.overflowed.Store(true) // once: every request past the bound comes here
 			b.notifier.log(slog.LevelWarn, "circuit breaker key limit reached: requests for new keys pass through without a breaker",
 				"max_keys", b.maxKeys, "first_untracked_key", key)
 		})
